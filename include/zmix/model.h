@@ -1,0 +1,182 @@
+/*
+ * zmix model runtime: a LLaMA-family base model, the SVD factors of its adapted matrices,
+ * a library of K SVF experts, and the scorer that runs the model with
+ *     W'(z') = U · diag(σ ⊙ z') · Vᵀ · c,   c = Σσ / Σ(σ ⊙ z')  (or 1 without rescale),
+ *     z' = Σ_k α_k z_k
+ * on a few-shot example set (teacher-forced: exact-match accuracy and mean target
+ * log-likelihood from one causal pass).
+ *
+ * Pure compute: no sockets, no event loop, no logging. Every function returns 0 or a
+ * negative ZMIX_E* code and fills the zmix_error it is given.
+ *
+ * Thread safety: a zmix_model and a zmix_runtime are immutable once created; the scoring
+ * functions may be called concurrently from several threads on the same runtime.
+ *
+ * Search-vector layout (α): with per_layer = 0, α has K entries, one per expert, shared by
+ * every adapted matrix. With per_layer = 1, α has M·K entries, α[m·K + k] being expert k's
+ * coefficient on adapted matrix m (matrices in zmix_runtime_matrix_name order).
+ */
+#ifndef ZMIX_MODEL_H
+#define ZMIX_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zmix/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Base model --------------------------------------------------------------------- */
+
+typedef struct zmix_model_config {
+    char model_type[32]; /* "llama", "mistral", "qwen2"; "llama2c" for legacy checkpoints */
+    int dim;             /* hidden_size */
+    int hidden_dim;      /* intermediate_size */
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int max_seq_len; /* max_position_embeddings, or seq_len of a llama2.c checkpoint */
+    float norm_eps;
+    float rope_theta;
+    int tied_embeddings;  /* LM head shares the token embedding */
+    int rope_interleaved; /* 1: llama2.c pairs (2i, 2i+1); 0: HF rotate-half (i, i+d/2) */
+    int qkv_bias;         /* q/k/v projections carry biases (qwen2) */
+    int bos_id;           /* -1 when unknown */
+    int eos_id;           /* -1 when unknown */
+} zmix_model_config;
+
+typedef struct zmix_model zmix_model;
+
+/* Loads a Hugging Face directory (config.json + model.safetensors or a sharded index) or a
+ * llama2.c legacy checkpoint file (.bin). */
+int zmix_model_load(const char *path, zmix_model **out, zmix_error *err);
+void zmix_model_free(zmix_model *model);
+const zmix_model_config *zmix_model_get_config(const zmix_model *model);
+/* Hex digest identifying the model's weights and configuration (stable across formats is
+ * not required; stable across loads of the same files is). */
+const char *zmix_model_fingerprint(const zmix_model *model);
+
+/* ---- Few-shot examples -------------------------------------------------------------- */
+
+typedef struct zmix_example {
+    const int32_t *prompt;
+    int n_prompt; /* >= 1 */
+    const int32_t *target;
+    int n_target; /* >= 1 */
+} zmix_example;
+
+typedef struct zmix_examples {
+    zmix_example *items; /* n entries, pointing into tokens */
+    int n;
+    int32_t *tokens; /* owns every token of every example */
+    size_t n_tokens;
+} zmix_examples;
+
+/* Reads {"examples":[{"prompt":[ids],"target":[ids]}, ...]}. Errors name the file and the
+ * example index ("ex.json: example 3: target is empty"). */
+int zmix_examples_load_json(const char *path, zmix_examples *out, zmix_error *err);
+/* Copies n examples from caller-owned arrays into a self-owned set. */
+int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmix_error *err);
+void zmix_examples_free(zmix_examples *ex);
+/* Checks a set against a model: non-empty, every id in [0, vocab), every example within the
+ * context length. The message names the example and position. */
+int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err);
+
+/* ---- Runtime: SVD factors + experts ------------------------------------------------- */
+
+typedef enum zmix_adapt_set {
+    ZMIX_ADAPT_MLP = 1,  /* gate, up, down of every layer (the default, as in the reference) */
+    ZMIX_ADAPT_ATTN = 2, /* q, k, v, o of every layer */
+    ZMIX_ADAPT_ALL = 3
+} zmix_adapt_set;
+
+/* Parses "mlp", "attn", "all". */
+int zmix_adapt_set_parse(const char *s, zmix_adapt_set *out, zmix_error *err);
+const char *zmix_adapt_set_name(zmix_adapt_set set);
+
+typedef struct zmix_runtime_opts {
+    zmix_adapt_set adapt;
+    const char *factor_cache_dir; /* where SVD factors are cached; NULL: no cache */
+    size_t memory_budget;         /* bytes for activations per scoring call; 0: default */
+} zmix_runtime_opts;
+
+void zmix_runtime_opts_default(zmix_runtime_opts *opts);
+
+typedef struct zmix_runtime zmix_runtime;
+
+/* Factors the adapted matrices of model (or loads the factors from the cache) and loads the
+ * K expert files. The runtime borrows model, which must outlive it. */
+int zmix_runtime_create(const zmix_model *model, const zmix_runtime_opts *opts,
+                        const char *const *expert_paths, int n_experts, zmix_runtime **out,
+                        zmix_error *err);
+void zmix_runtime_free(zmix_runtime *rt);
+
+const zmix_model *zmix_runtime_model(const zmix_runtime *rt);
+int zmix_runtime_n_experts(const zmix_runtime *rt);
+const char *zmix_runtime_expert_name(const zmix_runtime *rt, int k);
+int zmix_runtime_n_matrices(const zmix_runtime *rt);                 /* M */
+const char *zmix_runtime_matrix_name(const zmix_runtime *rt, int m); /* HF tensor name */
+int zmix_runtime_matrix_rank(const zmix_runtime *rt, int m);         /* r_m = min(out, in) */
+size_t zmix_runtime_z_offset(const zmix_runtime *rt, int m);         /* offset of matrix m in z */
+size_t zmix_runtime_z_total(const zmix_runtime *rt);                 /* Σ_m r_m */
+const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k);   /* z_total floats */
+
+/* ---- Composition and scoring -------------------------------------------------------- */
+
+typedef struct zmix_compose_opts {
+    int per_layer; /* α is M·K (per adapted matrix) instead of K */
+    int normalize; /* scale α to sum 1 (per matrix when per_layer) before composing */
+    int rescale;   /* multiply W' by Σσ / Σ(σ ⊙ z'), as the reference does (default 1) */
+} zmix_compose_opts;
+
+void zmix_compose_opts_default(zmix_compose_opts *opts);
+/* Number of α entries: K, or M·K when per_layer. */
+size_t zmix_alpha_dim(const zmix_runtime *rt, const zmix_compose_opts *opts);
+
+/* z' = Σ_k α_k z_k for every adapted matrix, written to z_out (z_total floats). */
+int zmix_compose_z(const zmix_runtime *rt, const zmix_compose_opts *opts, const float *alpha,
+                   float *z_out, zmix_error *err);
+
+/* Per-example detail of a score (optional output). */
+typedef struct zmix_example_score {
+    int exact;     /* 1 when every target token is the argmax */
+    double loglik; /* mean log-probability of the target tokens */
+} zmix_example_score;
+
+typedef struct zmix_score_ctl {
+    int n_threads;            /* threads for this call; <= 1 runs on the caller's thread */
+    const volatile int *stop; /* when non-NULL and set, the call returns ZMIX_ECANCELED */
+} zmix_score_ctl;
+
+/* Scores n_cand candidates given as α vectors (n_cand × zmix_alpha_dim, row-major).
+ * out: n_cand scores. detail: NULL or n_cand × ex->n entries.
+ * Deterministic: a candidate's score is bit-identical whatever n_cand, the other candidates
+ * in the call, and ctl->n_threads. */
+int zmix_score_alpha(const zmix_runtime *rt, const zmix_compose_opts *opts, const zmix_examples *ex,
+                     int n_cand, const float *alpha, const zmix_score_ctl *ctl, zmix_score *out,
+                     zmix_example_score *detail, zmix_error *err);
+
+/* Same, for candidates given directly as z' vectors (n_cand × z_total). z' = 1 everywhere
+ * is the unadapted base model. */
+int zmix_score_z(const zmix_runtime *rt, int rescale, const zmix_examples *ex, int n_cand,
+                 const float *z, const zmix_score_ctl *ctl, zmix_score *out,
+                 zmix_example_score *detail, zmix_error *err);
+
+/* Greedy continuation of prompt under z' (NULL: base model), n_new tokens into out. */
+int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int32_t *prompt,
+                  int n_prompt, int n_new, int32_t *out, zmix_error *err);
+
+/* Full-position logits of one sequence through the base model only (no runtime needed):
+ * logits is n_tokens × vocab. For tests and tools; not a fast path. */
+int zmix_model_forward_logits(const zmix_model *model, const int32_t *tokens, int n_tokens,
+                              float *logits, zmix_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
