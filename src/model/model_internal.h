@@ -1,0 +1,132 @@
+/*
+ * Internal layout of the model runtime, shared by the loaders (file formats) and the
+ * compute code (forward pass, SVD, composition, scoring). Not installed.
+ *
+ * Weights are float32, row-major [out][in] (y[i] = Σ_j W[i][j] x[j]), whatever the file
+ * held: F16/BF16 tensors are converted on load, F32 tensors are used in place from a
+ * read-only mapping when the file's alignment allows it.
+ */
+#ifndef ZMIX_MODEL_INTERNAL_H
+#define ZMIX_MODEL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zmix/model.h"
+
+/* The seven matrices of a LLaMA layer, in the canonical order used for adapted-matrix
+ * enumeration within a layer (attention first, then MLP). */
+typedef enum zmix_matrix_kind {
+    ZMIX_MAT_Q = 0,
+    ZMIX_MAT_K,
+    ZMIX_MAT_V,
+    ZMIX_MAT_O,
+    ZMIX_MAT_GATE,
+    ZMIX_MAT_UP,
+    ZMIX_MAT_DOWN,
+    ZMIX_MAT_COUNT
+} zmix_matrix_kind;
+
+typedef struct zmix_layer {
+    const float *attn_norm;    /* [dim] */
+    const float *wq;           /* [n_heads*head_dim][dim] */
+    const float *wk;           /* [n_kv_heads*head_dim][dim] */
+    const float *wv;           /* [n_kv_heads*head_dim][dim] */
+    const float *wo;           /* [dim][n_heads*head_dim] */
+    const float *bq, *bk, *bv; /* NULL unless cfg.qkv_bias */
+    const float *ffn_norm;     /* [dim] */
+    const float *w_gate;       /* [hidden_dim][dim] */
+    const float *w_up;         /* [hidden_dim][dim] */
+    const float *w_down;       /* [dim][hidden_dim] */
+} zmix_layer;
+
+typedef struct zmix_mapping {
+    void *addr;
+    size_t len;
+} zmix_mapping;
+
+struct zmix_model {
+    zmix_model_config cfg;
+    const float *embed;      /* [vocab][dim] */
+    zmix_layer *layers;      /* n_layers, owned */
+    const float *final_norm; /* [dim] */
+    const float *lm_head;    /* [vocab][dim]; == embed when tied */
+    char fingerprint[65];    /* hex SHA-256-class digest of config + weights */
+    char source[1024];       /* path it was loaded from ("" for synthetic models) */
+
+    /* Storage, released by zmix_model_free: heap blocks and read-only file mappings. */
+    void **allocs;
+    int n_allocs;
+    zmix_mapping *maps;
+    int n_maps;
+};
+
+/* Registers a heap block (malloc'ed) to be freed with the model. Returns 0 or ZMIX_ENOMEM. */
+int zmix_model_own(struct zmix_model *model, void *block);
+
+/* Pointer and shape of one matrix of one layer. */
+const float *zmix_model_matrix(const zmix_model *model, int layer, zmix_matrix_kind kind, int *rows,
+                               int *cols);
+const char *zmix_matrix_kind_hf_suffix(zmix_matrix_kind kind); /* "self_attn.q_proj", ... */
+
+/* One adapted matrix: its place in the model and in the z vector. */
+typedef struct zmix_adapted {
+    char name[96]; /* HF name: "model.layers.3.mlp.gate_proj.weight" */
+    int layer;
+    zmix_matrix_kind kind;
+    int rows, cols, rank; /* rank = min(rows, cols) */
+    size_t z_offset;      /* start of this matrix's entries in a z vector */
+} zmix_adapted;
+
+/* Enumerates the adapted matrices of set in canonical order: layer-major, and within a
+ * layer in zmix_matrix_kind order. *out is malloc'ed (free with free()); *z_total receives
+ * Σ rank. */
+int zmix_adapted_list(const zmix_model *model, zmix_adapt_set set, zmix_adapted **out, int *n_out,
+                      size_t *z_total, zmix_error *err);
+
+/* SVD factors of one adapted matrix: W = U · diag(S) · Vt. */
+typedef struct zmix_factors {
+    int rows, cols, rank;
+    float *U;  /* [rows][rank] */
+    float *S;  /* [rank], descending, >= 0 */
+    float *Vt; /* [rank][cols] */
+} zmix_factors;
+
+/* Computes the factors of every listed matrix with LAPACKE (svd.c). factors: n entries. */
+int zmix_factors_compute(const zmix_model *model, const zmix_adapted *list, int n,
+                         zmix_factors *factors, zmix_error *err);
+void zmix_factors_free(zmix_factors *factors, int n);
+
+/* On-disk cache of the factors (factor_cache.c), keyed by the model fingerprint and the
+ * adapt set. load returns ZMIX_ENOTFOUND when absent and ZMIX_EFORMAT when the file is
+ * corrupt or belongs to another model/setting (the caller then recomputes and saves). save
+ * writes atomically (temporary file, fsync, rename). */
+int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                           const zmix_adapted *list, int n, zmix_factors *factors, zmix_error *err);
+int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                           const zmix_adapted *list, int n, const zmix_factors *factors,
+                           zmix_error *err);
+
+/* One SVF expert: z for every adapted matrix, concatenated (z_total floats, malloc'ed). */
+typedef struct zmix_expert {
+    char name[128];
+    float *z;
+} zmix_expert;
+
+/* Loads an expert safetensors file and checks it against the adapted list: every listed
+ * matrix present with a float32 vector of exactly its rank, no extra keys, no NaN/Inf.
+ * The name is the file's base name without extension unless __metadata__.name is set. */
+int zmix_expert_load(const char *path, const zmix_adapted *list, int n, size_t z_total,
+                     zmix_expert *out, zmix_error *err);
+/* Writes z (z_total floats) as an expert file: one F32 tensor per adapted matrix, with
+ * optional metadata pairs (keys[i], values[i]). Atomic like the factor cache. */
+int zmix_expert_save(const char *path, const zmix_adapted *list, int n, const float *z,
+                     const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                     zmix_error *err);
+
+/* A model with random weights of the given shape (synthetic.c), for tests and benchmarks:
+ * weights ~ N(0, 1/in) per matrix, norms 1, deterministic from seed. */
+int zmix_model_create_random(const zmix_model_config *cfg, uint64_t seed, zmix_model **out,
+                             zmix_error *err);
+
+#endif
