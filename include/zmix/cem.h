@@ -73,17 +73,23 @@ void zmix_cem_free(zmix_cem *cem);
 
 /* Writes the next population (pop_size × dim, row-major) into pop and returns the index of
  * the first member that needs scoring: 1 when member 0 is the carried-over best whose score
- * is known, else 0. Calling ask twice without tell returns the same population. */
+ * is known, else 0. Calling ask twice without tell returns the same population (pop may be
+ * NULL to learn only the index). Returns ZMIX_ESTATE once the search has stopped. */
 int zmix_cem_ask(zmix_cem *cem, float *pop);
 
 /* Takes the scores of the population last asked for (pop_size entries; entries below the
- * first unscored index are ignored) and updates the distribution. */
+ * first unscored index are ignored) and updates the distribution. ZMIX_ESTATE without a
+ * pending ask or after the stop; ZMIX_ENUMERIC (naming the member) for a NaN score or an
+ * accuracy outside [0, 1]. */
 int zmix_cem_tell(zmix_cem *cem, const zmix_score *scores, zmix_error *err);
 
 zmix_cem_stop zmix_cem_done(const zmix_cem *cem);
 int zmix_cem_generation(const zmix_cem *cem); /* completed generations */
 int zmix_cem_dim(const zmix_cem *cem);
 int zmix_cem_pop_size(const zmix_cem *cem);
+int zmix_cem_n_elites(const zmix_cem *cem); /* max(1, floor(ratio·pop)) */
+/* The settings the engine runs with (init_mean is NULL: the distribution supersedes it). */
+void zmix_cem_get_settings(const zmix_cem *cem, zmix_cem_settings *s);
 /* Best α so far (dim floats) and its score; returns 0, or ZMIX_ESTATE before the first tell. */
 int zmix_cem_best(const zmix_cem *cem, float *alpha, zmix_score *score);
 const double *zmix_cem_mean(const zmix_cem *cem);
