@@ -1,0 +1,156 @@
+/*
+ * Composition: from α to z' = Σ_k α_k z_k, and from z' to W' = U·diag(c·σ⊙z')·Vt with
+ * c = Σσ / Σ(σ⊙z') (the reference's rescale, which keeps the total singular-value mass).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute.h"
+
+void zmix_compose_opts_default(zmix_compose_opts *opts)
+{
+    opts->per_layer = 0;
+    opts->normalize = 0;
+    opts->rescale = 1;
+}
+
+size_t zmix_alpha_dim(const zmix_runtime *rt, const zmix_compose_opts *opts)
+{
+    size_t k = (size_t)rt->n_experts;
+    return opts && opts->per_layer ? (size_t)rt->n_mat * k : k;
+}
+
+const char *zmix_wprime_mode_name(zmix_wprime_mode mode)
+{
+    switch (mode) {
+    case ZMIX_WPRIME_AUTO: return "auto";
+    case ZMIX_WPRIME_LINEAR: return "linear";
+    case ZMIX_WPRIME_COMPOSE: return "compose";
+    case ZMIX_WPRIME_FACTORED: return "factored";
+    default: return "?";
+    }
+}
+
+int zmix_alpha_for_matrix(const zmix_runtime *rt, const zmix_compose_opts *opts, const float *alpha,
+                          int m, float *alpha_m)
+{
+    int K = rt->n_experts;
+    const float *a = opts->per_layer ? alpha + (size_t)m * K : alpha;
+    memcpy(alpha_m, a, (size_t)K * sizeof(float));
+    if (!opts->normalize) return 0;
+    float sum = 0.0f;
+    for (int k = 0; k < K; k++) sum += a[k];
+    if (sum == 0.0f || !isfinite(sum)) return -1;
+    for (int k = 0; k < K; k++) alpha_m[k] = a[k] / sum;
+    return 0;
+}
+
+int zmix_compose_z(const zmix_runtime *rt, const zmix_compose_opts *opts, const float *alpha,
+                   float *z_out, zmix_error *err)
+{
+    int K = rt->n_experts;
+    if (K == 0) return zmix_error_set(err, ZMIX_EINVAL, "compose: the runtime has no experts");
+    float *alpha_m = malloc((size_t)K * sizeof(float));
+    if (!alpha_m) return zmix_error_set(err, ZMIX_ENOMEM, "compose: out of memory");
+    for (int m = 0; m < rt->n_mat; m++) {
+        if (zmix_alpha_for_matrix(rt, opts, alpha, m, alpha_m)) {
+            free(alpha_m);
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "compose: α of %s sums to zero or a non-finite value; cannot "
+                                  "normalise it to sum 1",
+                                  rt->list[m].name);
+        }
+        const zmix_adapted *a = &rt->list[m];
+        float *z = z_out + a->z_offset;
+        for (int i = 0; i < a->rank; i++) z[i] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float *zk = rt->experts[k].z + a->z_offset;
+            for (int i = 0; i < a->rank; i++) z[i] += alpha_m[k] * zk[i];
+        }
+    }
+    free(alpha_m);
+    return 0;
+}
+
+float zmix_rescale_factor(const zmix_runtime *rt, int m, const float *z_m, int rescale)
+{
+    if (!rescale) return 1.0f;
+    const zmix_factors *f = &rt->factors[m];
+    double denom = 0.0;
+    for (int i = 0; i < f->rank; i++) denom += (double)f->S[i] * z_m[i];
+    double c = (double)rt->sigma_sum[m] / denom;
+    return denom == 0.0 || !isfinite(c) ? 0.0f : (float)c;
+}
+
+void zmix_wprime_compose(const zmix_runtime *rt, int m, const float *z_m, float c, float *w,
+                         float *tmp)
+{
+    const zmix_factors *f = &rt->factors[m];
+    int r = f->rank;
+    for (int i = 0; i < f->rows; i++) {
+        const float *u = f->U + (size_t)i * r;
+        float *t = tmp + (size_t)i * r;
+        for (int j = 0; j < r; j++) t[j] = u[j] * (c * f->S[j] * z_m[j]);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f->rows, f->cols, r, 1.0f, tmp, r, f->Vt,
+                f->cols, 0.0f, w, f->cols);
+}
+
+static void set_layer_matrix(zmix_layer *L, zmix_matrix_kind kind, const float *w)
+{
+    switch (kind) {
+    case ZMIX_MAT_Q: L->wq = w; break;
+    case ZMIX_MAT_K: L->wk = w; break;
+    case ZMIX_MAT_V: L->wv = w; break;
+    case ZMIX_MAT_O: L->wo = w; break;
+    case ZMIX_MAT_GATE: L->w_gate = w; break;
+    case ZMIX_MAT_UP: L->w_up = w; break;
+    case ZMIX_MAT_DOWN: L->w_down = w; break;
+    default: break;
+    }
+}
+
+int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, zmix_model **out,
+                           zmix_error *err)
+{
+    *out = NULL;
+    const zmix_model *base = rt->model;
+    zmix_model *m = calloc(1, sizeof *m);
+    if (!m) return zmix_error_set(err, ZMIX_ENOMEM, "W' model: out of memory");
+    m->cfg = base->cfg;
+    m->embed = base->embed;
+    m->final_norm = base->final_norm;
+    m->lm_head = base->lm_head;
+    memcpy(m->fingerprint, base->fingerprint, sizeof m->fingerprint);
+    m->layers = malloc((size_t)base->cfg.n_layers * sizeof *m->layers);
+    if (!m->layers) {
+        zmix_model_free(m);
+        return zmix_error_set(err, ZMIX_ENOMEM, "W' model: out of memory");
+    }
+    memcpy(m->layers, base->layers, (size_t)base->cfg.n_layers * sizeof *m->layers);
+    for (int i = 0; i < rt->n_mat; i++) {
+        const zmix_adapted *a = &rt->list[i];
+        const float *zm = z + a->z_offset;
+        float c = zmix_rescale_factor(rt, i, zm, rescale);
+        if (c == 0.0f) {
+            zmix_model_free(m);
+            return zmix_error_set(err, ZMIX_ENUMERIC,
+                                  "%s: Σ(σ⊙z') is zero or not finite; cannot rescale", a->name);
+        }
+        float *w = malloc((size_t)a->rows * a->cols * sizeof(float));
+        float *tmp = malloc((size_t)a->rows * a->rank * sizeof(float));
+        if (!w || !tmp || zmix_model_own(m, w)) {
+            if (!tmp) free(w);
+            free(tmp);
+            zmix_model_free(m);
+            return zmix_error_set(err, ZMIX_ENOMEM, "W' model: out of memory for %s", a->name);
+        }
+        zmix_wprime_compose(rt, i, zm, c, w, tmp);
+        free(tmp);
+        set_layer_matrix(&m->layers[a->layer], a->kind, w);
+    }
+    *out = m;
+    return 0;
+}

@@ -1,0 +1,163 @@
+/*
+ * Internal interface of the compute half of the model runtime: the numeric kernels, the
+ * stacked forward pass, the runtime layout and the ways an adapted matrix W' can be applied.
+ * Not installed. The loaders never include this file.
+ *
+ * How a forward pass is organised (forward.c). Several sequences are stacked row-wise into
+ * one activation matrix, so every linear map is a single GEMM over all their rows; attention
+ * is computed per sequence and per head. Before each layer a callback chooses the layer's
+ * seven linear maps (the base matrix, a composed W', or the factored form), which is how
+ * the scorer plugs a candidate's adaptation into the same code the reference forward uses.
+ * At the last layer only the rows whose hidden state the caller wants (the tail of each
+ * sequence: the positions that predict target tokens) go through the query projection,
+ * attention output, MLP and final norm.
+ */
+#ifndef ZMIX_MODEL_COMPUTE_H
+#define ZMIX_MODEL_COMPUTE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model_internal.h"
+
+/* ---- Kernels (kernels.c) -------------------------------------------------------------- */
+
+/* RoPE angles for positions 0..max_pos-1: cos/sin[pos * half + i] for pair i of a head,
+ * angle pos · θ^(-2i/head_dim), computed in float as llama2.c and HF do. */
+typedef struct zmix_rope {
+    int max_pos, half;
+    float *cos, *sin;
+} zmix_rope;
+
+int zmix_rope_init(zmix_rope *rope, const zmix_model_config *cfg, int max_pos, zmix_error *err);
+void zmix_rope_free(zmix_rope *rope);
+
+/* One linear map y = x·Wᵀ (x: n × cols, y: n × rows), dense or factored:
+ *   dense:    W [rows][cols]
+ *   factored: y = ((x·Vtᵀ) ⊙ scale)·Uᵀ, U [rows][rank], Vt [rank][cols], scale [rank]. */
+typedef struct zmix_linear {
+    int rows, cols, rank;
+    const float *W;
+    const float *U, *Vt, *scale;
+} zmix_linear;
+
+/* tmp: n × rank floats, used by the factored form only. */
+void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp);
+
+void zmix_rmsnorm_rows(float *out, const float *x, const float *w, int n_rows, int dim, float eps);
+
+/* ---- Stacked forward pass (forward.c) ------------------------------------------------- */
+
+/* n_seq sequences stacked row-wise: sequence s holds len[s] tokens (positions 0..len-1);
+ * the caller wants the final hidden state of its last n_out[s] rows (1 <= n_out <= len). */
+typedef struct zmix_batch {
+    int n_seq;
+    const int32_t *tokens; /* Σ len, sequence after sequence */
+    const int *len;
+    const int *n_out;
+} zmix_batch;
+
+/* Chooses the seven linear maps of one layer (lin[kind]) before the layer runs. */
+typedef int (*zmix_layer_fn)(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT],
+                             zmix_error *err);
+
+/* The base model's own matrices for a layer (user: the zmix_model). */
+int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmix_error *err);
+
+/* Floats of scratch zmix_forward_hidden needs for a batch with n_rows rows in total and
+ * sequences of at most max_len tokens. */
+size_t zmix_forward_scratch_floats(const zmix_model_config *cfg, int n_rows, int max_len);
+
+/* Runs the model over the batch and writes the final-normed hidden states of the wanted rows
+ * (Σ n_out rows × dim, sequence after sequence) to out. rope must cover max_len positions.
+ * stop (may be NULL) is checked between layers. */
+int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
+                        zmix_layer_fn layer_fn, void *user, float *scratch, float *out,
+                        const volatile int *stop, zmix_error *err);
+
+/* logits (n × vocab) = hidden (n × dim) · lm_headᵀ. */
+void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits);
+
+/* ---- Runtime (runtime.c) -------------------------------------------------------------- */
+
+struct zmix_runtime {
+    const zmix_model *model;
+    zmix_runtime_opts opts;
+    zmix_adapted *list; /* M adapted matrices */
+    int n_mat;
+    size_t z_total;
+    zmix_factors *factors; /* M */
+    float *sigma_sum;      /* [M]: Σσ per matrix */
+    int n_experts;
+    zmix_expert *experts; /* K */
+    /* Expert matrices W_k = U·diag(σ⊙z_k)·Vᵀ, [M][K] pointers into one block, or NULL when
+     * they would not fit the memory cap (the scorer then composes or factors instead). */
+    float **expert_w;
+    float *expert_w_block;
+    double *expert_sigma_z; /* [M][K]: Σ σ⊙z_k, so the rescale needs no z' */
+    int *adapted_index;     /* [n_layers·7]: m of (layer, kind), or -1 when not adapted */
+};
+
+/* Creates a runtime from experts already in memory (z[k]: z_total floats, copied). The
+ * public zmix_runtime_create loads expert files and calls this. */
+int zmix_runtime_create_from_z(const zmix_model *model, const zmix_runtime_opts *opts,
+                               const float *const *z, const char *const *names, int n_experts,
+                               zmix_runtime **out, zmix_error *err);
+
+/* Bytes the expert matrices of a runtime may use before the scorer falls back to composing
+ * from the factors (see runtime.c). */
+#define ZMIX_EXPERT_MATRIX_CAP ((size_t)3 << 30)
+
+/* ---- Composition (compose.c) ---------------------------------------------------------- */
+
+/* How an adapted matrix is applied for one candidate. */
+typedef enum zmix_wprime_mode {
+    ZMIX_WPRIME_AUTO = 0, /* chosen by the cost model */
+    ZMIX_WPRIME_LINEAR,   /* W' = c·Σ_k α_k W_k from the expert matrices (α candidates only) */
+    ZMIX_WPRIME_COMPOSE,  /* W' = (U·diag(c·σ⊙z'))·Vt by GEMM */
+    ZMIX_WPRIME_FACTORED  /* y = U·(c·σ⊙z'⊙(Vt·x)), nothing composed */
+} zmix_wprime_mode;
+
+const char *zmix_wprime_mode_name(zmix_wprime_mode mode);
+
+/* The scale of the rescale option: Σσ / Σ(σ⊙z') of matrix m, or 1 without rescale. Returns
+ * 0 when the composition is degenerate (the denominator is zero or not finite). */
+float zmix_rescale_factor(const zmix_runtime *rt, int m, const float *z_m, int rescale);
+
+/* Effective α of matrix m (normalised when asked): alpha_m[K]. Returns -1 when normalising
+ * a group that sums to zero. */
+int zmix_alpha_for_matrix(const zmix_runtime *rt, const zmix_compose_opts *opts, const float *alpha,
+                          int m, float *alpha_m);
+
+/* W' of matrix m, dense, into w (rows × cols): (U·diag(c·σ⊙z'_m))·Vt. tmp: rows × rank. */
+void zmix_wprime_compose(const zmix_runtime *rt, int m, const float *z_m, float c, float *w,
+                         float *tmp);
+
+/* A shallow copy of the runtime's model whose adapted matrices are W' materialised from
+ * U, σ, z', Vt (the reference the scorer is checked against, and the naive path of the
+ * benchmark). It borrows the unadapted weights of rt's model; free it with zmix_model_free
+ * before the runtime's model. */
+int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, zmix_model **out,
+                           zmix_error *err);
+
+/* ---- Scoring (score.c) ---------------------------------------------------------------- */
+
+/* Exactness and mean target log-probability of one example from its target-position logits
+ * (n_target × vocab; row t predicts target[t]; argmax takes the first index on ties). */
+void zmix_example_score_logits(const float *logits, const int32_t *target, int n_target, int vocab,
+                               zmix_example_score *out);
+
+/* zmix_score_alpha / zmix_score_z with the W' mode forced (tests and benchmark). Exactly one
+ * of alpha and z is non-NULL. */
+int zmix_score_mode(const zmix_runtime *rt, const zmix_compose_opts *opts, int rescale,
+                    const zmix_examples *ex, int n_cand, const float *alpha, const float *z,
+                    const zmix_score_ctl *ctl, zmix_wprime_mode mode, zmix_score *out,
+                    zmix_example_score *detail, zmix_error *err);
+
+/* The target-position logits one candidate's score is computed from (Σ n_target × vocab,
+ * example after example), through exactly the scorer's path. For tests. */
+int zmix_candidate_logits(const zmix_runtime *rt, const zmix_compose_opts *opts, int rescale,
+                          const zmix_examples *ex, const float *alpha, const float *z,
+                          zmix_wprime_mode mode, float *logits, zmix_error *err);
+
+#endif

@@ -1,0 +1,263 @@
+/*
+ * The LLaMA forward pass over a stack of sequences (see compute.h for the layout), and the
+ * plain full-position reference zmix_model_forward_logits built on it.
+ *
+ * Per layer, as in llama2.c's run.c, but with every linear map one GEMM over all rows:
+ *   h = rmsnorm(x); q, k, v = Wq h, Wk h, Wv h (+ biases); RoPE on q, k;
+ *   causal softmax(q·kᵀ/√d)·v per sequence and head (GQA: query head h reads kv head
+ *   h / (n_heads / n_kv_heads)); x += Wo·att;
+ *   h = rmsnorm(x); x += Wdown·(silu(Wgate h) ⊙ Wup h).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute.h"
+
+/* Views into one scratch block; sizes in zmix_forward_scratch_floats. */
+typedef struct fwd_buffers {
+    float *x, *xb, *xq, *q, *k, *v, *att, *h1, *h3, *scores, *tmp;
+} fwd_buffers;
+
+static int max_int(int a, int b)
+{
+    return a > b ? a : b;
+}
+
+static size_t carve(const zmix_model_config *c, int n_rows, int max_len, float *base,
+                    fwd_buffers *b)
+{
+    size_t R = (size_t)n_rows, q_dim = (size_t)c->n_heads * c->head_dim,
+           kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t widest = (size_t)max_int(max_int(c->dim, c->hidden_dim), (int)q_dim);
+    size_t sizes[11] = {
+        R * c->dim, R * c->dim, R * c->dim,        R * q_dim,         R * kv_dim,
+        R * kv_dim, R * q_dim,  R * c->hidden_dim, R * c->hidden_dim, (size_t)max_len * max_len,
+        R * widest};
+    float **slots[11] = {&b->x,   &b->xb, &b->xq, &b->q,      &b->k,  &b->v,
+                         &b->att, &b->h1, &b->h3, &b->scores, &b->tmp};
+    size_t off = 0;
+    for (int i = 0; i < 11; i++) {
+        if (base) *slots[i] = base + off;
+        /* Keep every buffer 64-byte aligned for the GEMM kernels. */
+        off += (sizes[i] + 15) & ~(size_t)15;
+    }
+    return off;
+}
+
+size_t zmix_forward_scratch_floats(const zmix_model_config *cfg, int n_rows, int max_len)
+{
+    fwd_buffers b;
+    return carve(cfg, n_rows, max_len, NULL, &b);
+}
+
+int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmix_error *err)
+{
+    const zmix_model *m = model;
+    for (int k = 0; k < ZMIX_MAT_COUNT; k++) {
+        memset(&lin[k], 0, sizeof lin[k]);
+        lin[k].W = zmix_model_matrix(m, layer, (zmix_matrix_kind)k, &lin[k].rows, &lin[k].cols);
+    }
+    return 0;
+}
+
+/* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i. */
+static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const zmix_rope *rope,
+                      int interleaved)
+{
+    int half = head_dim / 2;
+    for (int i = 0; i < n; i++) {
+        const float *c = rope->cos + (size_t)(pos0 + i) * half;
+        const float *s = rope->sin + (size_t)(pos0 + i) * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)i * n_heads + h) * head_dim;
+            for (int j = 0; j < half; j++) {
+                /* llama2.c pairs neighbours (2j, 2j+1); HF pairs j with j + d/2. */
+                int a = interleaved ? 2 * j : j, b = interleaved ? 2 * j + 1 : j + half;
+                float v0 = v[a], v1 = v[b];
+                v[a] = v0 * c[j] - v1 * s[j];
+                v[b] = v0 * s[j] + v1 * c[j];
+            }
+        }
+    }
+}
+
+static void add_bias(float *y, const float *bias, int n, int width)
+{
+    if (!bias) return;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < width; j++) y[(size_t)i * width + j] += bias[j];
+}
+
+/* Causal attention of one sequence: nq query rows at positions pos0.., len key rows. */
+static void attend(const zmix_model_config *c, const float *q, const float *k, const float *v,
+                   int nq, int pos0, int len, float *scores, float *att)
+{
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < c->n_heads; h++) {
+        const float *kh = k + (size_t)(h / group) * hd, *vh = v + (size_t)(h / group) * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, len, hd, scale, q + (size_t)h * hd,
+                    q_dim, kh, kv_dim, 0.0f, scores, len);
+        for (int i = 0; i < nq; i++) {
+            float *row = scores + (size_t)i * len;
+            int n_vis = pos0 + i + 1; /* keys 0..pos are visible */
+            float mx = row[0];
+            for (int j = 1; j < n_vis; j++) mx = row[j] > mx ? row[j] : mx;
+            float sum = 0.0f;
+            for (int j = 0; j < n_vis; j++) {
+                row[j] = expf(row[j] - mx);
+                sum += row[j];
+            }
+            float inv = 1.0f / sum;
+            for (int j = 0; j < n_vis; j++) row[j] *= inv;
+            for (int j = n_vis; j < len; j++) row[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, len, 1.0f, scores, len, vh,
+                    kv_dim, 0.0f, att + (size_t)h * hd, q_dim);
+    }
+}
+
+static void swiglu(float *h1, const float *h3, size_t n)
+{
+    for (size_t i = 0; i < n; i++) h1[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
+}
+
+int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
+                        zmix_layer_fn layer_fn, void *user, float *scratch, float *out,
+                        const volatile int *stop, zmix_error *err)
+{
+    const zmix_model_config *c = &model->cfg;
+    int n_rows = 0, n_out_rows = 0, max_len = 0;
+    for (int s = 0; s < batch->n_seq; s++) {
+        n_rows += batch->len[s];
+        n_out_rows += batch->n_out[s];
+        max_len = max_int(max_len, batch->len[s]);
+    }
+    if (max_len > rope->max_pos)
+        return zmix_error_set(err, ZMIX_EINTERNAL, "sequence of %d tokens past the RoPE table (%d)",
+                              max_len, rope->max_pos);
+    fwd_buffers b;
+    carve(c, n_rows, max_len, scratch, &b);
+    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+
+    for (int r = 0; r < n_rows; r++)
+        memcpy(b.x + (size_t)r * dim, model->embed + (size_t)batch->tokens[r] * dim,
+               (size_t)dim * sizeof(float));
+
+    zmix_linear lin[ZMIX_MAT_COUNT];
+    int rows = n_rows; /* rows of x still alive: all of them until the last layer */
+    for (int l = 0; l < c->n_layers; l++) {
+        if (stop && *stop) return zmix_error_set(err, ZMIX_ECANCELED, "forward pass cancelled");
+        int rc = layer_fn(user, l, lin, err);
+        if (rc) return rc;
+        const zmix_layer *L = &model->layers[l];
+        int last = l == c->n_layers - 1;
+
+        zmix_rmsnorm_rows(b.xb, b.x, L->attn_norm, rows, dim, c->norm_eps);
+        zmix_linear_apply(&lin[ZMIX_MAT_K], b.xb, rows, b.k, b.tmp);
+        zmix_linear_apply(&lin[ZMIX_MAT_V], b.xb, rows, b.v, b.tmp);
+        add_bias(b.k, L->bk, rows, kv_dim);
+        add_bias(b.v, L->bv, rows, kv_dim);
+
+        /* The last layer only needs queries (and everything after attention) for the rows
+         * whose hidden state is wanted: the tail of each sequence. */
+        const float *q_in = b.xb;
+        int nq_total = rows;
+        if (last) {
+            nq_total = 0;
+            for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++) {
+                int skip = batch->len[s] - batch->n_out[s];
+                memcpy(b.xq + (size_t)nq_total * dim, b.xb + (size_t)(start + skip) * dim,
+                       (size_t)batch->n_out[s] * dim * sizeof(float));
+                nq_total += batch->n_out[s];
+            }
+            q_in = b.xq;
+        }
+        zmix_linear_apply(&lin[ZMIX_MAT_Q], q_in, nq_total, b.q, b.tmp);
+        add_bias(b.q, L->bq, nq_total, q_dim);
+
+        for (int s = 0, start = 0, qrow = 0; s < batch->n_seq; start += batch->len[s], s++) {
+            int len = batch->len[s];
+            int nq = last ? batch->n_out[s] : len, pos0 = len - nq;
+            float *qs = b.q + (size_t)qrow * q_dim;
+            float *ks = b.k + (size_t)start * kv_dim, *vs = b.v + (size_t)start * kv_dim;
+            rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, rope, c->rope_interleaved);
+            rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, rope, c->rope_interleaved);
+            attend(c, qs, ks, vs, nq, pos0, len, b.scores, b.att + (size_t)qrow * q_dim);
+            qrow += nq;
+        }
+        zmix_linear_apply(&lin[ZMIX_MAT_O], b.att, nq_total, b.xb, b.tmp);
+
+        if (last) { /* compact the residual stream to the wanted rows (moving rows forward) */
+            for (int s = 0, start = 0, dst = 0; s < batch->n_seq; start += batch->len[s], s++) {
+                int skip = batch->len[s] - batch->n_out[s];
+                memmove(b.x + (size_t)dst * dim, b.x + (size_t)(start + skip) * dim,
+                        (size_t)batch->n_out[s] * dim * sizeof(float));
+                dst += batch->n_out[s];
+            }
+            rows = nq_total;
+        }
+        for (size_t i = 0; i < (size_t)rows * dim; i++) b.x[i] += b.xb[i];
+
+        zmix_rmsnorm_rows(b.xb, b.x, L->ffn_norm, rows, dim, c->norm_eps);
+        zmix_linear_apply(&lin[ZMIX_MAT_GATE], b.xb, rows, b.h1, b.tmp);
+        zmix_linear_apply(&lin[ZMIX_MAT_UP], b.xb, rows, b.h3, b.tmp);
+        swiglu(b.h1, b.h3, (size_t)rows * c->hidden_dim);
+        zmix_linear_apply(&lin[ZMIX_MAT_DOWN], b.h1, rows, b.xb, b.tmp);
+        for (size_t i = 0; i < (size_t)rows * dim; i++) b.x[i] += b.xb[i];
+    }
+    if (c->n_layers == 0) { /* degenerate but well-defined: keep only the wanted rows */
+        for (int s = 0, start = 0, dst = 0; s < batch->n_seq; start += batch->len[s], s++) {
+            int skip = batch->len[s] - batch->n_out[s];
+            memmove(b.x + (size_t)dst * dim, b.x + (size_t)(start + skip) * dim,
+                    (size_t)batch->n_out[s] * dim * sizeof(float));
+            dst += batch->n_out[s];
+        }
+    }
+    zmix_rmsnorm_rows(out, b.x, model->final_norm, n_out_rows, dim, c->norm_eps);
+    return 0;
+}
+
+void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits)
+{
+    const zmix_model_config *c = &model->cfg;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->vocab_size, c->dim, 1.0f, hidden,
+                c->dim, model->lm_head, c->dim, 0.0f, logits, c->vocab_size);
+}
+
+int zmix_model_forward_logits(const zmix_model *model, const int32_t *tokens, int n_tokens,
+                              float *logits, zmix_error *err)
+{
+    const zmix_model_config *c = &model->cfg;
+    if (n_tokens < 1) return zmix_error_set(err, ZMIX_EINVAL, "forward: no tokens");
+    if (c->max_seq_len > 0 && n_tokens > c->max_seq_len)
+        return zmix_error_set(err, ZMIX_ERANGE, "forward: %d tokens exceed the context length %d",
+                              n_tokens, c->max_seq_len);
+    for (int i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return zmix_error_set(err, ZMIX_ERANGE,
+                                  "forward: token %d at position %d is outside the vocabulary "
+                                  "[0, %d)",
+                                  (int)tokens[i], i, c->vocab_size);
+    zmix_rope rope;
+    int rc = zmix_rope_init(&rope, c, n_tokens, err);
+    if (rc) return rc;
+    size_t n_scratch = zmix_forward_scratch_floats(c, n_tokens, n_tokens);
+    float *scratch = malloc(n_scratch * sizeof(float));
+    float *hidden = malloc((size_t)n_tokens * c->dim * sizeof(float));
+    if (!scratch || !hidden) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "forward: out of memory for %d tokens", n_tokens);
+    } else {
+        zmix_batch batch = {1, tokens, &n_tokens, &n_tokens};
+        rc = zmix_forward_hidden(model, &rope, &batch, zmix_layer_base, (void *)model, scratch,
+                                 hidden, NULL, err);
+        if (!rc) zmix_lm_head(model, hidden, n_tokens, logits);
+    }
+    free(scratch);
+    free(hidden);
+    zmix_rope_free(&rope);
+    return rc;
+}

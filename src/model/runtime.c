@@ -1,0 +1,253 @@
+/*
+ * The runtime: a borrowed base model, the SVD factors of its adapted matrices (from the
+ * on-disk cache when it holds them), the K experts and, when they fit, the K expert
+ * matrices W_k = U·diag(σ⊙z_k)·Vt of every adapted matrix.
+ *
+ * Why precompute W_k: W'(α) is linear in α, so with the W_k at hand composing a candidate's
+ * matrix is K axpys (memory-bound, tiny next to the forward pass) instead of a rank-sized
+ * GEMM. They cost K times the adapted weights in memory, hence the cap; above it the scorer
+ * composes from the factors or runs the factored form.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute.h"
+
+void zmix_runtime_opts_default(zmix_runtime_opts *opts)
+{
+    opts->adapt = ZMIX_ADAPT_MLP;
+    opts->factor_cache_dir = NULL;
+    opts->memory_budget = 0;
+}
+
+void zmix_runtime_free(zmix_runtime *rt)
+{
+    if (!rt) return;
+    if (rt->factors) zmix_factors_free(rt->factors, rt->n_mat);
+    free(rt->factors);
+    for (int k = 0; rt->experts && k < rt->n_experts; k++) free(rt->experts[k].z);
+    free(rt->experts);
+    free(rt->list);
+    free(rt->sigma_sum);
+    free(rt->expert_w);
+    free(rt->expert_w_block);
+    free(rt->expert_sigma_z);
+    free(rt->adapted_index);
+    free(rt);
+}
+
+static int runtime_alloc(const zmix_model *model, const zmix_runtime_opts *opts, int n_experts,
+                         zmix_runtime **out, zmix_error *err)
+{
+    *out = NULL;
+    if (n_experts < 0)
+        return zmix_error_set(err, ZMIX_EINVAL, "runtime: %d experts (expected >= 0)", n_experts);
+    zmix_runtime *rt = calloc(1, sizeof *rt);
+    if (!rt) return zmix_error_set(err, ZMIX_ENOMEM, "runtime: out of memory");
+    rt->model = model;
+    if (opts)
+        rt->opts = *opts;
+    else
+        zmix_runtime_opts_default(&rt->opts);
+    rt->opts.factor_cache_dir = NULL; /* borrowed only for the duration of create */
+    int rc = zmix_adapted_list(model, rt->opts.adapt, &rt->list, &rt->n_mat, &rt->z_total, err);
+    if (rc) {
+        free(rt);
+        return rc;
+    }
+    rt->n_experts = n_experts;
+    int n_slots = model->cfg.n_layers * ZMIX_MAT_COUNT;
+    rt->experts = calloc(n_experts > 0 ? (size_t)n_experts : 1, sizeof *rt->experts);
+    rt->factors = calloc(rt->n_mat > 0 ? (size_t)rt->n_mat : 1, sizeof *rt->factors);
+    rt->sigma_sum = calloc(rt->n_mat > 0 ? (size_t)rt->n_mat : 1, sizeof *rt->sigma_sum);
+    rt->adapted_index = malloc((size_t)n_slots * sizeof *rt->adapted_index);
+    if (!rt->experts || !rt->factors || !rt->sigma_sum || !rt->adapted_index) {
+        zmix_runtime_free(rt);
+        return zmix_error_set(err, ZMIX_ENOMEM, "runtime: out of memory");
+    }
+    for (int i = 0; i < n_slots; i++) rt->adapted_index[i] = -1;
+    for (int m = 0; m < rt->n_mat; m++)
+        rt->adapted_index[rt->list[m].layer * ZMIX_MAT_COUNT + rt->list[m].kind] = m;
+    *out = rt;
+    return 0;
+}
+
+static int runtime_factor(zmix_runtime *rt, const char *cache_dir, zmix_error *err)
+{
+    int rc = ZMIX_ENOTFOUND;
+    if (cache_dir) {
+        rc = zmix_factor_cache_load(cache_dir, rt->model, rt->opts.adapt, rt->list, rt->n_mat,
+                                    rt->factors, err);
+        /* Absent or not trustworthy (corrupt, another model or setting): rebuild it. Any
+         * other failure (I/O, memory) is the caller's to see. */
+        if (rc && rc != ZMIX_ENOTFOUND && rc != ZMIX_EFORMAT) return rc;
+        if (rc) memset(rt->factors, 0, (size_t)rt->n_mat * sizeof *rt->factors);
+    }
+    if (rc) {
+        rc = zmix_factors_compute(rt->model, rt->list, rt->n_mat, rt->factors, err);
+        if (rc) return rc;
+        if (cache_dir) {
+            rc = zmix_factor_cache_save(cache_dir, rt->model, rt->opts.adapt, rt->list, rt->n_mat,
+                                        rt->factors, err);
+            if (rc) return zmix_error_prefix(err, "saving the SVD factor cache");
+        }
+    }
+    zmix_error_clear(err);
+    for (int m = 0; m < rt->n_mat; m++) {
+        double s = 0.0;
+        for (int i = 0; i < rt->factors[m].rank; i++) s += rt->factors[m].S[i];
+        rt->sigma_sum[m] = (float)s;
+    }
+    return 0;
+}
+
+/* Σ σ⊙z_k per matrix and expert, and the expert matrices when they fit the cap. */
+static int runtime_prepare_experts(zmix_runtime *rt, zmix_error *err)
+{
+    int K = rt->n_experts, M = rt->n_mat;
+    rt->expert_sigma_z = calloc((size_t)(M > 0 ? M : 1) * (K > 0 ? K : 1), sizeof(double));
+    if (!rt->expert_sigma_z) return zmix_error_set(err, ZMIX_ENOMEM, "runtime: out of memory");
+    for (int k = 0; k < K; k++) {
+        const float *z = rt->experts[k].z;
+        for (size_t i = 0; i < rt->z_total; i++)
+            if (!isfinite(z[i]))
+                return zmix_error_set(err, ZMIX_ENUMERIC, "expert '%s': z[%zu] is %s",
+                                      rt->experts[k].name, i, isnan(z[i]) ? "NaN" : "Inf");
+        for (int m = 0; m < M; m++) {
+            const zmix_factors *f = &rt->factors[m];
+            const float *zm = z + rt->list[m].z_offset;
+            double s = 0.0;
+            for (int i = 0; i < f->rank; i++) s += (double)f->S[i] * zm[i];
+            rt->expert_sigma_z[(size_t)m * K + k] = s;
+        }
+    }
+    if (K == 0 || M == 0) return 0;
+
+    size_t floats = 0, max_tmp = 0;
+    for (int m = 0; m < M; m++) {
+        floats += (size_t)rt->list[m].rows * rt->list[m].cols;
+        size_t t = (size_t)rt->list[m].rows * rt->list[m].rank;
+        max_tmp = t > max_tmp ? t : max_tmp;
+    }
+    if (floats > ZMIX_EXPERT_MATRIX_CAP / sizeof(float) / (size_t)K) return 0;
+    rt->expert_w = malloc((size_t)M * K * sizeof *rt->expert_w);
+    rt->expert_w_block = malloc(floats * K * sizeof(float));
+    float *tmp = malloc(max_tmp * sizeof(float));
+    if (!rt->expert_w || !rt->expert_w_block || !tmp) {
+        /* Not fatal: the scorer composes from the factors instead. */
+        free(rt->expert_w);
+        free(rt->expert_w_block);
+        rt->expert_w = NULL;
+        rt->expert_w_block = NULL;
+        free(tmp);
+        return 0;
+    }
+    float *p = rt->expert_w_block;
+    for (int m = 0; m < M; m++)
+        for (int k = 0; k < K; k++) {
+            rt->expert_w[(size_t)m * K + k] = p;
+            zmix_wprime_compose(rt, m, rt->experts[k].z + rt->list[m].z_offset, 1.0f, p, tmp);
+            p += (size_t)rt->list[m].rows * rt->list[m].cols;
+        }
+    free(tmp);
+    return 0;
+}
+
+int zmix_runtime_create_from_z(const zmix_model *model, const zmix_runtime_opts *opts,
+                               const float *const *z, const char *const *names, int n_experts,
+                               zmix_runtime **out, zmix_error *err)
+{
+    zmix_runtime *rt;
+    int rc = runtime_alloc(model, opts, n_experts, &rt, err);
+    if (rc) return rc;
+    for (int k = 0; k < n_experts; k++) {
+        zmix_expert *e = &rt->experts[k];
+        snprintf(e->name, sizeof e->name, "%s", names && names[k] ? names[k] : "expert");
+        if (!names || !names[k]) snprintf(e->name, sizeof e->name, "expert%d", k);
+        e->z = malloc((rt->z_total ? rt->z_total : 1) * sizeof(float));
+        if (!e->z) {
+            zmix_runtime_free(rt);
+            return zmix_error_set(err, ZMIX_ENOMEM, "runtime: out of memory for expert %d", k);
+        }
+        memcpy(e->z, z[k], rt->z_total * sizeof(float));
+    }
+    if ((rc = runtime_factor(rt, opts ? opts->factor_cache_dir : NULL, err)) ||
+        (rc = runtime_prepare_experts(rt, err))) {
+        zmix_runtime_free(rt);
+        return rc;
+    }
+    *out = rt;
+    return 0;
+}
+
+int zmix_runtime_create(const zmix_model *model, const zmix_runtime_opts *opts,
+                        const char *const *expert_paths, int n_experts, zmix_runtime **out,
+                        zmix_error *err)
+{
+    zmix_runtime *rt;
+    int rc = runtime_alloc(model, opts, n_experts, &rt, err);
+    if (rc) return rc;
+    /* Experts first: a bad expert file fails before the (slow) factorisation. */
+    for (int k = 0; k < n_experts; k++) {
+        rc = zmix_expert_load(expert_paths[k], rt->list, rt->n_mat, rt->z_total, &rt->experts[k],
+                              err);
+        if (rc) {
+            zmix_runtime_free(rt);
+            return rc;
+        }
+    }
+    if ((rc = runtime_factor(rt, opts ? opts->factor_cache_dir : NULL, err)) ||
+        (rc = runtime_prepare_experts(rt, err))) {
+        zmix_runtime_free(rt);
+        return rc;
+    }
+    *out = rt;
+    return 0;
+}
+
+const zmix_model *zmix_runtime_model(const zmix_runtime *rt)
+{
+    return rt->model;
+}
+
+int zmix_runtime_n_experts(const zmix_runtime *rt)
+{
+    return rt->n_experts;
+}
+
+const char *zmix_runtime_expert_name(const zmix_runtime *rt, int k)
+{
+    return k >= 0 && k < rt->n_experts ? rt->experts[k].name : NULL;
+}
+
+int zmix_runtime_n_matrices(const zmix_runtime *rt)
+{
+    return rt->n_mat;
+}
+
+const char *zmix_runtime_matrix_name(const zmix_runtime *rt, int m)
+{
+    return m >= 0 && m < rt->n_mat ? rt->list[m].name : NULL;
+}
+
+int zmix_runtime_matrix_rank(const zmix_runtime *rt, int m)
+{
+    return m >= 0 && m < rt->n_mat ? rt->list[m].rank : 0;
+}
+
+size_t zmix_runtime_z_offset(const zmix_runtime *rt, int m)
+{
+    return m >= 0 && m < rt->n_mat ? rt->list[m].z_offset : 0;
+}
+
+size_t zmix_runtime_z_total(const zmix_runtime *rt)
+{
+    return rt->z_total;
+}
+
+const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k)
+{
+    return k >= 0 && k < rt->n_experts ? rt->experts[k].z : NULL;
+}

@@ -1,0 +1,587 @@
+/*
+ * The scorer: accuracy and mean target log-likelihood of P candidates on a few-shot set.
+ *
+ * Teacher forcing, one pass. Example i is run as the sequence prompt + target[0..n-2]; the
+ * last n_target rows predict the target tokens, so exact match (greedy decoding reproduces
+ * the target) is "every target token is the argmax at its row", and the log-likelihood comes
+ * from the same logits. The LM head runs on those rows only.
+ *
+ * Work split and determinism. The unit of work is one candidate: its examples are stacked
+ * into one activation matrix (so every linear map is one GEMM with all the candidate's rows,
+ * which is what keeps BLAS efficient), and workers take candidates one at a time. Nothing a
+ * candidate computes depends on which other candidates share the call, how many there are,
+ * or which thread runs it: the example grouping and the way each W' is applied (the mode)
+ * are fixed by the runtime, the examples and the memory budget alone. So a candidate's score
+ * is bit-identical alone or in a batch of 64, with 1 thread or 2.
+ *
+ * How W' is applied (per adapted matrix, chosen by a cost model unless forced):
+ *   linear   W' = c·Σ_k α_k W_k from the precomputed expert matrices: K axpys per matrix;
+ *   compose  W' = (U·diag(c·σ⊙z'))·Vt, a rank-sized GEMM per matrix;
+ *   factored y = U·(c·σ⊙z'⊙(Vt·x)): no W' at all, (rows+cols)·rank instead of rows·cols
+ *            per row. Wins for short example sets, where composing costs more than it saves.
+ *
+ * Memory. Each worker holds the activations of one example group. When the whole example set
+ * of a candidate does not fit the budget, the examples are split into groups (in order) that
+ * do, and fewer workers run when several would not fit together.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compute.h"
+
+#define DEFAULT_MEMORY_BUDGET ((size_t)512 << 20)
+/* Cost of one float of an axpy relative to one GEMM multiply-add: the axpy streams from
+ * memory while the GEMM runs from cache at full SIMD width. */
+#define AXPY_COST 8.0
+
+void zmix_example_score_logits(const float *logits, const int32_t *target, int n_target, int vocab,
+                               zmix_example_score *out)
+{
+    int exact = 1;
+    double sum_logp = 0.0;
+    for (int t = 0; t < n_target; t++) {
+        const float *row = logits + (size_t)t * vocab;
+        int best = 0;
+        float mx = row[0];
+        for (int j = 1; j < vocab; j++)
+            if (row[j] > mx) mx = row[j], best = j; /* strict: the first index wins ties */
+        double sum = 0.0;
+        for (int j = 0; j < vocab; j++) sum += expf(row[j] - mx);
+        sum_logp += (double)(row[target[t]] - mx) - log(sum);
+        exact &= best == target[t];
+    }
+    out->exact = exact;
+    out->loglik = sum_logp / n_target;
+}
+
+/* ---- One scoring call ----------------------------------------------------------------- */
+
+typedef struct ex_group {
+    int first, n;           /* examples [first, first + n) */
+    int n_rows, n_out_rows; /* Σ len, Σ n_target */
+    int max_len;
+} ex_group;
+
+typedef struct score_call {
+    const zmix_runtime *rt;
+    const zmix_compose_opts *copts;
+    int rescale;
+    const zmix_examples *ex;
+    int n_cand;
+    const float *alpha, *z; /* exactly one non-NULL */
+    size_t cand_stride;
+    zmix_wprime_mode *mode; /* [M] */
+    int32_t *tokens;        /* every example's sequence, back to back */
+    int *len, *n_out;       /* [n examples] */
+    size_t *token_offset;   /* [n examples] */
+    ex_group *groups;
+    int n_groups;
+    zmix_rope rope;
+    size_t wbuf_floats, ctmp_floats, scratch_floats, out_rows_max;
+    size_t bytes_per_worker;
+    const volatile int *stop;
+    zmix_score *out;
+    zmix_example_score *detail;
+    float *logits_out; /* tests: the target-position logits of candidate 0, or NULL */
+
+    pthread_mutex_t lock;
+    int next_cand;
+    int rc;
+    zmix_error err;
+} score_call;
+
+typedef struct worker {
+    score_call *call;
+    float *scratch, *hidden, *logits;
+    float *wbuf, *ctmp;  /* composed W' of one layer; composition temporary */
+    float *zbuf, *scale; /* z' and c·σ⊙z' of every matrix (z_total each) */
+    float *alpha_m;      /* [M][K] effective α */
+    float *c;            /* [M] rescale factors */
+    zmix_example_score *ex_scores;
+    pthread_t thread;
+} worker;
+
+static void worker_free(worker *w)
+{
+    free(w->scratch);
+    free(w->hidden);
+    free(w->logits);
+    free(w->wbuf);
+    free(w->ctmp);
+    free(w->zbuf);
+    free(w->scale);
+    free(w->alpha_m);
+    free(w->c);
+    free(w->ex_scores);
+}
+
+static int worker_alloc(worker *w, score_call *call)
+{
+    const zmix_runtime *rt = call->rt;
+    const zmix_model_config *c = &rt->model->cfg;
+    size_t zt = rt->z_total ? rt->z_total : 1, M = rt->n_mat ? (size_t)rt->n_mat : 1;
+    size_t K = rt->n_experts ? (size_t)rt->n_experts : 1;
+    memset(w, 0, sizeof *w);
+    w->call = call;
+    w->scratch = malloc(call->scratch_floats * sizeof(float));
+    w->hidden = malloc(call->out_rows_max * c->dim * sizeof(float));
+    w->logits = malloc(call->out_rows_max * c->vocab_size * sizeof(float));
+    w->wbuf = malloc((call->wbuf_floats ? call->wbuf_floats : 1) * sizeof(float));
+    w->ctmp = malloc((call->ctmp_floats ? call->ctmp_floats : 1) * sizeof(float));
+    w->zbuf = malloc(zt * sizeof(float));
+    w->scale = malloc(zt * sizeof(float));
+    w->alpha_m = malloc(M * K * sizeof(float));
+    w->c = malloc(M * sizeof(float));
+    w->ex_scores = malloc((size_t)call->ex->n * sizeof *w->ex_scores);
+    if (!w->scratch || !w->hidden || !w->logits || !w->wbuf || !w->ctmp || !w->zbuf || !w->scale ||
+        !w->alpha_m || !w->c || !w->ex_scores) {
+        worker_free(w);
+        return ZMIX_ENOMEM;
+    }
+    return 0;
+}
+
+/* Fills the per-matrix α, z', c and scales of candidate i. Returns 0, or 1 when the
+ * candidate is degenerate (α not normalisable, or a rescale dividing by zero). */
+static int candidate_prepare(worker *w, int i)
+{
+    score_call *call = w->call;
+    const zmix_runtime *rt = call->rt;
+    int K = rt->n_experts;
+    for (int m = 0; m < rt->n_mat; m++) {
+        const zmix_adapted *a = &rt->list[m];
+        const zmix_factors *f = &rt->factors[m];
+        float *zm = w->zbuf + a->z_offset;
+        float c;
+        if (call->alpha) {
+            float *am = w->alpha_m + (size_t)m * K;
+            if (zmix_alpha_for_matrix(rt, call->copts, call->alpha + (size_t)i * call->cand_stride,
+                                      m, am))
+                return 1;
+            if (call->mode[m] == ZMIX_WPRIME_LINEAR) {
+                /* Σ σ⊙z' = Σ_k α_k Σ σ⊙z_k: the rescale needs no z'. */
+                double denom = 0.0;
+                for (int k = 0; k < K; k++) denom += am[k] * rt->expert_sigma_z[(size_t)m * K + k];
+                double cd = (double)rt->sigma_sum[m] / denom;
+                c = !call->rescale ? 1.0f : (denom == 0.0 || !isfinite(cd)) ? 0.0f : (float)cd;
+                w->c[m] = c;
+                if (c == 0.0f) return 1;
+                continue;
+            }
+            for (int j = 0; j < a->rank; j++) zm[j] = 0.0f;
+            for (int k = 0; k < K; k++) {
+                const float *zk = rt->experts[k].z + a->z_offset;
+                for (int j = 0; j < a->rank; j++) zm[j] += am[k] * zk[j];
+            }
+        } else {
+            memcpy(zm, call->z + (size_t)i * call->cand_stride + a->z_offset,
+                   (size_t)a->rank * sizeof(float));
+        }
+        c = zmix_rescale_factor(rt, m, zm, call->rescale);
+        w->c[m] = c;
+        if (c == 0.0f) return 1;
+        if (call->mode[m] == ZMIX_WPRIME_FACTORED) {
+            float *s = w->scale + a->z_offset;
+            for (int j = 0; j < a->rank; j++) s[j] = c * f->S[j] * zm[j];
+        }
+    }
+    return 0;
+}
+
+/* zmix_layer_fn for the candidate a worker is scoring. */
+static int candidate_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmix_error *err)
+{
+    worker *w = user;
+    score_call *call = w->call;
+    const zmix_runtime *rt = call->rt;
+    int K = rt->n_experts;
+    zmix_layer_base((void *)rt->model, layer, lin, err);
+    float *wnext = w->wbuf;
+    for (int kind = 0; kind < ZMIX_MAT_COUNT; kind++) {
+        int m = rt->adapted_index[layer * ZMIX_MAT_COUNT + kind];
+        if (m < 0) continue;
+        const zmix_adapted *a = &rt->list[m];
+        const zmix_factors *f = &rt->factors[m];
+        size_t n = (size_t)a->rows * a->cols;
+        switch (call->mode[m]) {
+        case ZMIX_WPRIME_LINEAR: {
+            const float *am = w->alpha_m + (size_t)m * K;
+            float *const *wk = rt->expert_w + (size_t)m * K;
+            float s0 = w->c[m] * am[0];
+            for (size_t j = 0; j < n; j++) wnext[j] = s0 * wk[0][j];
+            for (int k = 1; k < K; k++) {
+                float sk = w->c[m] * am[k];
+                const float *src = wk[k];
+                for (size_t j = 0; j < n; j++) wnext[j] += sk * src[j];
+            }
+            lin[kind].W = wnext;
+            wnext += n;
+            break;
+        }
+        case ZMIX_WPRIME_COMPOSE:
+            zmix_wprime_compose(rt, m, w->zbuf + a->z_offset, w->c[m], wnext, w->ctmp);
+            lin[kind].W = wnext;
+            wnext += n;
+            break;
+        default: /* factored */
+            lin[kind].W = NULL;
+            lin[kind].U = f->U;
+            lin[kind].Vt = f->Vt;
+            lin[kind].rank = f->rank;
+            lin[kind].scale = w->scale + a->z_offset;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int score_candidate(worker *w, int i, zmix_error *err)
+{
+    score_call *call = w->call;
+    const zmix_model *model = call->rt->model;
+    const zmix_examples *ex = call->ex;
+    zmix_score *out = &call->out[i];
+    if (candidate_prepare(w, i)) {
+        /* Degenerate candidates rank below every real score rather than failing the call. */
+        out->accuracy = NAN;
+        out->loglik = NAN;
+        for (int e = 0; e < ex->n; e++) w->ex_scores[e] = (zmix_example_score){0, NAN};
+    } else {
+        for (int g = 0; g < call->n_groups; g++) {
+            const ex_group *grp = &call->groups[g];
+            zmix_batch batch = {grp->n, call->tokens + call->token_offset[grp->first],
+                                call->len + grp->first, call->n_out + grp->first};
+            int rc = zmix_forward_hidden(model, &call->rope, &batch, candidate_layer, w, w->scratch,
+                                         w->hidden, call->stop, err);
+            if (rc) return rc;
+            zmix_lm_head(model, w->hidden, grp->n_out_rows, w->logits);
+            if (call->logits_out && i == 0) {
+                size_t before = 0;
+                for (int e = 0; e < grp->first; e++) before += (size_t)call->n_out[e];
+                memcpy(call->logits_out + before * model->cfg.vocab_size, w->logits,
+                       (size_t)grp->n_out_rows * model->cfg.vocab_size * sizeof(float));
+            }
+            const float *lg = w->logits;
+            for (int e = grp->first; e < grp->first + grp->n; e++) {
+                zmix_example_score_logits(lg, ex->items[e].target, ex->items[e].n_target,
+                                          model->cfg.vocab_size, &w->ex_scores[e]);
+                lg += (size_t)ex->items[e].n_target * model->cfg.vocab_size;
+            }
+        }
+        int n_exact = 0;
+        double sum = 0.0;
+        for (int e = 0; e < ex->n; e++) {
+            n_exact += w->ex_scores[e].exact;
+            sum += w->ex_scores[e].loglik;
+        }
+        out->accuracy = (double)n_exact / ex->n;
+        out->loglik = sum / ex->n;
+    }
+    if (call->detail)
+        memcpy(call->detail + (size_t)i * ex->n, w->ex_scores,
+               (size_t)ex->n * sizeof *w->ex_scores);
+    return 0;
+}
+
+static void *worker_run(void *arg)
+{
+    worker *w = arg;
+    score_call *call = w->call;
+    zmix_error err = {0, ""};
+    for (;;) {
+        pthread_mutex_lock(&call->lock);
+        int i = call->rc ? call->n_cand : call->next_cand++;
+        pthread_mutex_unlock(&call->lock);
+        if (i >= call->n_cand) break;
+        int rc = call->stop && *call->stop
+                     ? zmix_error_set(&err, ZMIX_ECANCELED, "scoring cancelled")
+                     : score_candidate(w, i, &err);
+        if (rc) {
+            pthread_mutex_lock(&call->lock);
+            if (!call->rc) {
+                call->rc = rc;
+                call->err = err;
+            }
+            pthread_mutex_unlock(&call->lock);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- Set-up: checks, example layout, modes, groups ------------------------------------ */
+
+static int check_examples(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
+{
+    const zmix_model_config *c = &model->cfg;
+    if (!ex || ex->n < 1) return zmix_error_set(err, ZMIX_EINVAL, "score: no examples");
+    for (int e = 0; e < ex->n; e++) {
+        const zmix_example *it = &ex->items[e];
+        if (it->n_prompt < 1 || it->n_target < 1)
+            return zmix_error_set(err, ZMIX_EINVAL, "example %d: %s is empty", e,
+                                  it->n_prompt < 1 ? "prompt" : "target");
+        if (it->n_prompt + it->n_target - 1 > c->max_seq_len)
+            return zmix_error_set(err, ZMIX_ERANGE,
+                                  "example %d: %d prompt + %d target tokens exceed the context "
+                                  "length %d",
+                                  e, it->n_prompt, it->n_target, c->max_seq_len);
+        for (int j = 0; j < it->n_prompt + it->n_target; j++) {
+            int32_t t = j < it->n_prompt ? it->prompt[j] : it->target[j - it->n_prompt];
+            if (t < 0 || t >= c->vocab_size)
+                return zmix_error_set(err, ZMIX_ERANGE,
+                                      "example %d: %s token %d is %d, outside the vocabulary "
+                                      "[0, %d)",
+                                      e, j < it->n_prompt ? "prompt" : "target",
+                                      j < it->n_prompt ? j : j - it->n_prompt, (int)t,
+                                      c->vocab_size);
+        }
+    }
+    return 0;
+}
+
+static size_t worker_bytes(const score_call *call, int n_rows, int n_out_rows, int max_len)
+{
+    const zmix_model_config *c = &call->rt->model->cfg;
+    size_t floats = zmix_forward_scratch_floats(c, n_rows, max_len) +
+                    (size_t)n_out_rows * (c->dim + c->vocab_size) + call->wbuf_floats +
+                    call->ctmp_floats + 2 * call->rt->z_total;
+    return floats * sizeof(float);
+}
+
+/* Cost (in multiply-adds) of applying matrix m in a mode over n_rows rows, plus composing it
+ * once per group. */
+static double mode_cost(const zmix_runtime *rt, int m, zmix_wprime_mode mode, double n_rows,
+                        int n_groups)
+{
+    const zmix_adapted *a = &rt->list[m];
+    double rc = (double)a->rows * a->cols, r = a->rank;
+    switch (mode) {
+    case ZMIX_WPRIME_LINEAR: return n_groups * AXPY_COST * rt->n_experts * rc + n_rows * rc;
+    case ZMIX_WPRIME_COMPOSE: return n_groups * rc * r + n_rows * rc;
+    default: return n_rows * r * (a->rows + a->cols);
+    }
+}
+
+static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, zmix_error *err)
+{
+    const zmix_runtime *rt = call->rt;
+    const zmix_examples *ex = call->ex;
+    int n = ex->n, M = rt->n_mat;
+    call->len = malloc((size_t)n * sizeof *call->len);
+    call->n_out = malloc((size_t)n * sizeof *call->n_out);
+    call->token_offset = malloc((size_t)n * sizeof *call->token_offset);
+    call->groups = malloc((size_t)n * sizeof *call->groups);
+    call->mode = malloc((size_t)(M ? M : 1) * sizeof *call->mode);
+    if (!call->len || !call->n_out || !call->token_offset || !call->groups || !call->mode)
+        return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory");
+    size_t n_tok = 0;
+    int max_len = 0, total_rows = 0;
+    for (int e = 0; e < n; e++) {
+        call->len[e] = ex->items[e].n_prompt + ex->items[e].n_target - 1;
+        call->n_out[e] = ex->items[e].n_target;
+        call->token_offset[e] = n_tok;
+        n_tok += (size_t)call->len[e];
+        total_rows += call->len[e];
+        max_len = call->len[e] > max_len ? call->len[e] : max_len;
+    }
+    call->tokens = malloc(n_tok * sizeof *call->tokens);
+    if (!call->tokens) return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory");
+    for (int e = 0; e < n; e++) {
+        int32_t *t = call->tokens + call->token_offset[e];
+        memcpy(t, ex->items[e].prompt, (size_t)ex->items[e].n_prompt * sizeof *t);
+        memcpy(t + ex->items[e].n_prompt, ex->items[e].target,
+               (size_t)(call->len[e] - ex->items[e].n_prompt) * sizeof *t);
+    }
+    int rc = zmix_rope_init(&call->rope, &rt->model->cfg, max_len, err);
+    if (rc) return rc;
+
+    /* Buffers for composing one layer's W' (sized for the worst case of every matrix being
+     * composed), so that the grouping below can be decided before the modes. */
+    size_t per_layer_max = 0, ctmp = 0;
+    for (int l = 0; l < rt->model->cfg.n_layers; l++) {
+        size_t s = 0;
+        for (int k = 0; k < ZMIX_MAT_COUNT; k++) {
+            int m = rt->adapted_index[l * ZMIX_MAT_COUNT + k];
+            if (m < 0) continue;
+            s += (size_t)rt->list[m].rows * rt->list[m].cols;
+            size_t t = (size_t)rt->list[m].rows * rt->list[m].rank;
+            ctmp = t > ctmp ? t : ctmp;
+        }
+        per_layer_max = s > per_layer_max ? s : per_layer_max;
+    }
+    call->wbuf_floats = per_layer_max;
+    call->ctmp_floats = ctmp;
+
+    /* Groups: examples in order, as many per group as the budget allows. */
+    call->n_groups = 0;
+    for (int e = 0; e < n;) {
+        ex_group g = {e, 0, 0, 0, 0};
+        while (e < n) {
+            int rows = g.n_rows + call->len[e], outs = g.n_out_rows + call->n_out[e];
+            int ml = call->len[e] > g.max_len ? call->len[e] : g.max_len;
+            if (g.n > 0 && worker_bytes(call, rows, outs, ml) > budget) break;
+            if (g.n == 0 && worker_bytes(call, rows, outs, ml) > budget)
+                return zmix_error_set(err, ZMIX_ENOMEM,
+                                      "score: example %d alone needs %zu bytes, more than the "
+                                      "memory budget of %zu",
+                                      e, worker_bytes(call, rows, outs, ml), budget);
+            g.n++, g.n_rows = rows, g.n_out_rows = outs, g.max_len = ml;
+            e++;
+        }
+        call->groups[call->n_groups++] = g;
+    }
+    int max_rows = 0, max_out = 0, max_gl = 0;
+    for (int g = 0; g < call->n_groups; g++) {
+        ex_group *gr = &call->groups[g];
+        max_rows = gr->n_rows > max_rows ? gr->n_rows : max_rows;
+        max_out = gr->n_out_rows > max_out ? gr->n_out_rows : max_out;
+        max_gl = gr->max_len > max_gl ? gr->max_len : max_gl;
+    }
+    call->scratch_floats = zmix_forward_scratch_floats(&rt->model->cfg, max_rows, max_gl);
+    call->out_rows_max = (size_t)max_out;
+    call->bytes_per_worker = worker_bytes(call, max_rows, max_out, max_gl);
+
+    int can_linear = call->alpha && rt->expert_w;
+    for (int m = 0; m < M; m++) {
+        zmix_wprime_mode mode = forced;
+        if (mode == ZMIX_WPRIME_LINEAR && !can_linear)
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "score: linear W' needs α candidates and expert matrices");
+        if (mode == ZMIX_WPRIME_AUTO) {
+            mode = ZMIX_WPRIME_FACTORED;
+            double best = mode_cost(rt, m, mode, total_rows, call->n_groups);
+            zmix_wprime_mode others[2] = {ZMIX_WPRIME_COMPOSE, ZMIX_WPRIME_LINEAR};
+            for (int o = 0; o < 2; o++) {
+                if (others[o] == ZMIX_WPRIME_LINEAR && !can_linear) continue;
+                double cost = mode_cost(rt, m, others[o], total_rows, call->n_groups);
+                if (cost < best) best = cost, mode = others[o];
+            }
+        }
+        call->mode[m] = mode;
+    }
+    return 0;
+}
+
+static void call_free(score_call *call)
+{
+    free(call->len);
+    free(call->n_out);
+    free(call->token_offset);
+    free(call->groups);
+    free(call->mode);
+    free(call->tokens);
+    zmix_rope_free(&call->rope);
+}
+
+static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int rescale,
+                     const zmix_examples *ex, int n_cand, const float *alpha, const float *z,
+                     const zmix_score_ctl *ctl, zmix_wprime_mode mode, zmix_score *out,
+                     zmix_example_score *detail, float *logits_out, zmix_error *err)
+{
+    if (n_cand < 0) return zmix_error_set(err, ZMIX_EINVAL, "score: %d candidates", n_cand);
+    if (!alpha == !z) return zmix_error_set(err, ZMIX_EINVAL, "score: give α or z', not both");
+    if (alpha && rt->n_experts == 0)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "score: α candidates need experts; the runtime "
+                              "has none");
+    int rc = check_examples(rt->model, ex, err);
+    if (rc || n_cand == 0) return rc;
+
+    score_call call;
+    memset(&call, 0, sizeof call);
+    call.rt = rt;
+    call.copts = opts;
+    call.rescale = rescale;
+    call.ex = ex;
+    call.n_cand = n_cand;
+    call.alpha = alpha;
+    call.z = z;
+    call.cand_stride = alpha ? zmix_alpha_dim(rt, opts) : rt->z_total;
+    call.stop = ctl ? ctl->stop : NULL;
+    call.out = out;
+    call.detail = detail;
+    call.logits_out = logits_out;
+    size_t budget = rt->opts.memory_budget ? rt->opts.memory_budget : DEFAULT_MEMORY_BUDGET;
+    rc = call_setup(&call, mode, budget, err);
+    if (rc) {
+        call_free(&call);
+        return rc;
+    }
+
+    int n_threads = ctl && ctl->n_threads > 1 ? ctl->n_threads : 1;
+    if (n_threads > n_cand) n_threads = n_cand;
+    while (n_threads > 1 && (size_t)n_threads * call.bytes_per_worker > budget) n_threads--;
+
+    worker *workers = calloc((size_t)n_threads, sizeof *workers);
+    if (!workers) {
+        call_free(&call);
+        return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory");
+    }
+    int n_ready = 0;
+    for (; n_ready < n_threads; n_ready++)
+        if (worker_alloc(&workers[n_ready], &call)) break;
+    if (n_ready == 0) {
+        free(workers);
+        call_free(&call);
+        return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory for the activations");
+    }
+    pthread_mutex_init(&call.lock, NULL);
+    int n_started = 1;
+    for (int t = 1; t < n_ready; t++) {
+        if (pthread_create(&workers[t].thread, NULL, worker_run, &workers[t])) break;
+        n_started++;
+    }
+    worker_run(&workers[0]); /* the caller's thread is worker 0 */
+    for (int t = 1; t < n_started; t++) pthread_join(workers[t].thread, NULL);
+    pthread_mutex_destroy(&call.lock);
+
+    rc = call.rc;
+    if (rc && err) *err = call.err;
+    for (int t = 0; t < n_ready; t++) worker_free(&workers[t]);
+    free(workers);
+    call_free(&call);
+    return rc;
+}
+
+int zmix_score_mode(const zmix_runtime *rt, const zmix_compose_opts *opts, int rescale,
+                    const zmix_examples *ex, int n_cand, const float *alpha, const float *z,
+                    const zmix_score_ctl *ctl, zmix_wprime_mode mode, zmix_score *out,
+                    zmix_example_score *detail, zmix_error *err)
+{
+    return score_run(rt, opts, rescale, ex, n_cand, alpha, z, ctl, mode, out, detail, NULL, err);
+}
+
+int zmix_candidate_logits(const zmix_runtime *rt, const zmix_compose_opts *opts, int rescale,
+                          const zmix_examples *ex, const float *alpha, const float *z,
+                          zmix_wprime_mode mode, float *logits, zmix_error *err)
+{
+    zmix_score score;
+    return score_run(rt, opts, rescale, ex, 1, alpha, z, NULL, mode, &score, NULL, logits, err);
+}
+
+int zmix_score_alpha(const zmix_runtime *rt, const zmix_compose_opts *opts, const zmix_examples *ex,
+                     int n_cand, const float *alpha, const zmix_score_ctl *ctl, zmix_score *out,
+                     zmix_example_score *detail, zmix_error *err)
+{
+    zmix_compose_opts def;
+    if (!opts) {
+        zmix_compose_opts_default(&def);
+        opts = &def;
+    }
+    return zmix_score_mode(rt, opts, opts->rescale, ex, n_cand, alpha, NULL, ctl, ZMIX_WPRIME_AUTO,
+                           out, detail, err);
+}
+
+int zmix_score_z(const zmix_runtime *rt, int rescale, const zmix_examples *ex, int n_cand,
+                 const float *z, const zmix_score_ctl *ctl, zmix_score *out,
+                 zmix_example_score *detail, zmix_error *err)
+{
+    zmix_compose_opts opts;
+    zmix_compose_opts_default(&opts);
+    opts.rescale = rescale;
+    return zmix_score_mode(rt, &opts, rescale, ex, n_cand, NULL, z, ctl, ZMIX_WPRIME_AUTO, out,
+                           detail, err);
+}

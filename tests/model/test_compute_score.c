@@ -1,0 +1,492 @@
+/*
+ * SVD, composition and scoring, checked against the plain definition: W' materialised from
+ * U, σ, z', Vt into a copy of the model, then the full-position forward of each example.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "compute.h"
+#include "util/pcg.h"
+
+#define K 3
+
+typedef struct fixture {
+    zmix_model *model;
+    zmix_runtime *rt;
+    zmix_examples ex;
+    float *z[K];
+} fixture;
+
+static zmix_model_config config(void)
+{
+    zmix_model_config c;
+    memset(&c, 0, sizeof c);
+    snprintf(c.model_type, sizeof c.model_type, "llama");
+    c.dim = 24;
+    c.hidden_dim = 40;
+    c.n_layers = 2;
+    c.n_heads = 6;
+    c.n_kv_heads = 3;
+    c.head_dim = 4;
+    c.vocab_size = 29;
+    c.max_seq_len = 64;
+    c.norm_eps = 1e-5f;
+    c.rope_theta = 10000.0f;
+    c.tied_embeddings = 1;
+    c.qkv_bias = 1;
+    c.bos_id = c.eos_id = -1;
+    return c;
+}
+
+static void make_examples(zmix_examples *ex, int n, uint64_t seed, int vocab)
+{
+    pcg32 rng;
+    pcg32_seed(&rng, seed, 7);
+    zmix_example items[16];
+    int32_t tok[16][40];
+    for (int e = 0; e < n; e++) {
+        items[e].n_prompt = 2 + (int)pcg32_bounded(&rng, 12);
+        items[e].n_target = 1 + (int)pcg32_bounded(&rng, 4);
+        for (int j = 0; j < items[e].n_prompt + items[e].n_target; j++)
+            tok[e][j] = (int32_t)pcg32_bounded(&rng, (uint32_t)vocab);
+        items[e].prompt = tok[e];
+        items[e].target = tok[e] + items[e].n_prompt;
+    }
+    zmix_error err;
+    if (zmix_examples_copy(items, n, ex, &err)) fail_msg("%s", err.msg);
+}
+
+static fixture *fixture_make(zmix_adapt_set set, int ones)
+{
+    fixture *f = calloc(1, sizeof *f);
+    zmix_model_config cfg = config();
+    zmix_error err = {0, ""};
+    assert_int_equal(zmix_model_create_random(&cfg, 11, &f->model, &err), 0);
+    zmix_adapted *list;
+    int n;
+    size_t zt;
+    assert_int_equal(zmix_adapted_list(f->model, set, &list, &n, &zt, &err), 0);
+    free(list);
+    pcg32 rng;
+    pcg32_seed(&rng, 5, 3);
+    for (int k = 0; k < K; k++) {
+        f->z[k] = malloc(zt * sizeof(float));
+        for (size_t i = 0; i < zt; i++)
+            f->z[k][i] = ones ? 1.0f : (float)(1.0 + 0.4 * pcg32_normal(&rng));
+    }
+    zmix_runtime_opts opts;
+    zmix_runtime_opts_default(&opts);
+    opts.adapt = set;
+    const char *names[K] = {"math", "code", "reasoning"};
+    if (zmix_runtime_create_from_z(f->model, &opts, (const float *const *)f->z, names, K, &f->rt,
+                                   &err))
+        fail_msg("%s", err.msg);
+    make_examples(&f->ex, 6, 99, cfg.vocab_size);
+    return f;
+}
+
+static void fixture_free(fixture *f)
+{
+    zmix_runtime_free(f->rt);
+    zmix_model_free(f->model);
+    zmix_examples_free(&f->ex);
+    for (int k = 0; k < K; k++) free(f->z[k]);
+    free(f);
+}
+
+static double max_rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        num = d > num ? d : num;
+        den = fabs((double)b[i]) > den ? fabs((double)b[i]) : den;
+    }
+    return num / (den > 0 ? den : 1.0);
+}
+
+/* The definition: W' materialised, a plain full-position forward per example, then the
+ * target-position rows. */
+static void reference_target_logits(const fixture *f, const zmix_model *m, float *out)
+{
+    int V = m->cfg.vocab_size;
+    zmix_error err;
+    for (int e = 0; e < f->ex.n; e++) {
+        const zmix_example *it = &f->ex.items[e];
+        int len = it->n_prompt + it->n_target - 1;
+        int32_t seq[64];
+        memcpy(seq, it->prompt, (size_t)it->n_prompt * sizeof *seq);
+        memcpy(seq + it->n_prompt, it->target, (size_t)(it->n_target - 1) * sizeof *seq);
+        float *all = malloc((size_t)len * V * sizeof(float));
+        assert_int_equal(zmix_model_forward_logits(m, seq, len, all, &err), 0);
+        memcpy(out, all + (size_t)(it->n_prompt - 1) * V, (size_t)it->n_target * V * sizeof(float));
+        out += (size_t)it->n_target * V;
+        free(all);
+    }
+}
+
+static size_t n_target_rows(const zmix_examples *ex)
+{
+    size_t n = 0;
+    for (int e = 0; e < ex->n; e++) n += (size_t)ex->items[e].n_target;
+    return n;
+}
+
+static void test_svd_reconstructs(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_ALL, 0);
+    const zmix_runtime *rt = f->rt;
+    assert_int_equal(zmix_runtime_n_matrices(rt), 14);
+    for (int m = 0; m < rt->n_mat; m++) {
+        const zmix_factors *fa = &rt->factors[m];
+        int rows, cols;
+        const float *w =
+            zmix_model_matrix(f->model, rt->list[m].layer, rt->list[m].kind, &rows, &cols);
+        float *ones = malloc((size_t)fa->rank * sizeof(float)), *tmp, *back;
+        for (int i = 0; i < fa->rank; i++) ones[i] = 1.0f;
+        tmp = malloc((size_t)rows * fa->rank * sizeof(float));
+        back = malloc((size_t)rows * cols * sizeof(float));
+        zmix_wprime_compose(rt, m, ones, 1.0f, back, tmp);
+        assert_true(max_rel_err(back, w, (size_t)rows * cols) < 1e-5);
+        for (int i = 1; i < fa->rank; i++) assert_true(fa->S[i - 1] >= fa->S[i]);
+        free(ones), free(tmp), free(back);
+    }
+    fixture_free(f);
+}
+
+static void test_compose_z_by_hand(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    const zmix_runtime *rt = f->rt;
+    int M = zmix_runtime_n_matrices(rt);
+    assert_int_equal(M, 6);
+    assert_string_equal(zmix_runtime_matrix_name(rt, 2), "model.layers.0.mlp.down_proj.weight");
+    assert_string_equal(zmix_runtime_expert_name(rt, 1), "code");
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    assert_int_equal(o.rescale, 1);
+    o.per_layer = 1;
+    o.normalize = 1;
+    assert_int_equal(zmix_alpha_dim(rt, &o), (size_t)M * K);
+    float alpha[6 * K];
+    for (int i = 0; i < M * K; i++) alpha[i] = (float)(i % 4 + 1);
+    size_t zt = zmix_runtime_z_total(rt);
+    float *z = malloc(zt * sizeof(float));
+    zmix_error err;
+    assert_int_equal(zmix_compose_z(rt, &o, alpha, z, &err), 0);
+    for (int m = 0; m < M; m++) {
+        const float *a = alpha + m * K;
+        float s = a[0] + a[1] + a[2];
+        size_t off = zmix_runtime_z_offset(rt, m);
+        for (int i = 0; i < zmix_runtime_matrix_rank(rt, m); i++) {
+            float want = a[0] / s * f->z[0][off + i] + a[1] / s * f->z[1][off + i] +
+                         a[2] / s * f->z[2][off + i];
+            assert_float_equal(z[off + i], want, 1e-5);
+        }
+    }
+    alpha[3 * K + 0] = alpha[3 * K + 1] = alpha[3 * K + 2] = 0.0f; /* matrix 3 sums to 0 */
+    assert_int_equal(zmix_compose_z(rt, &o, alpha, z, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "model.layers.1.mlp.gate_proj.weight"));
+    free(z);
+    fixture_free(f);
+}
+
+/* Every W' mode, α and z' candidates, against the materialised definition. */
+static void test_modes_match_materialised_reference(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_ALL, 0);
+    const zmix_runtime *rt = f->rt;
+    int V = f->model->cfg.vocab_size;
+    size_t rows = n_target_rows(&f->ex), zt = zmix_runtime_z_total(rt);
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    o.per_layer = 1;
+    float alpha[14 * K];
+    pcg32 rng;
+    pcg32_seed(&rng, 1, 1);
+    for (int i = 0; i < 14 * K; i++) alpha[i] = (float)pcg32_uniform(&rng);
+    float *z = malloc(zt * sizeof(float));
+    float *ref = malloc(rows * V * sizeof(float)), *got = malloc(rows * V * sizeof(float));
+    zmix_error err = {0, ""};
+    assert_int_equal(zmix_compose_z(rt, &o, alpha, z, &err), 0);
+    for (int rescale = 0; rescale <= 1; rescale++) {
+        o.rescale = rescale;
+        zmix_model *wm;
+        assert_int_equal(zmix_model_with_wprime(rt, rescale, z, &wm, &err), 0);
+        reference_target_logits(f, wm, ref);
+        zmix_model_free(wm);
+        zmix_wprime_mode modes[3] = {ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_COMPOSE, ZMIX_WPRIME_FACTORED};
+        for (int i = 0; i < 3; i++) {
+            if (zmix_candidate_logits(rt, &o, rescale, &f->ex, alpha, NULL, modes[i], got, &err))
+                fail_msg("%s", err.msg);
+            double e = max_rel_err(got, ref, rows * V);
+            if (e > 1e-4)
+                fail_msg("α, mode %s, rescale %d: relative logit error %g",
+                         zmix_wprime_mode_name(modes[i]), rescale, e);
+            if (modes[i] == ZMIX_WPRIME_LINEAR) continue;
+            if (zmix_candidate_logits(rt, &o, rescale, &f->ex, NULL, z, modes[i], got, &err))
+                fail_msg("%s", err.msg);
+            e = max_rel_err(got, ref, rows * V);
+            if (e > 1e-4)
+                fail_msg("z', mode %s, rescale %d: relative logit error %g",
+                         zmix_wprime_mode_name(modes[i]), rescale, e);
+        }
+    }
+    /* Linear mode needs α: with z' candidates it is refused, not silently replaced. */
+    assert_int_equal(
+        zmix_candidate_logits(rt, &o, 1, &f->ex, NULL, z, ZMIX_WPRIME_LINEAR, got, &err),
+        ZMIX_EINVAL);
+    free(z), free(ref), free(got);
+    fixture_free(f);
+}
+
+/* Scores (not just logits) agree with scores computed from the reference logits. */
+static void test_scores_from_reference_logits(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    int V = f->model->cfg.vocab_size;
+    size_t rows = n_target_rows(&f->ex), zt = zmix_runtime_z_total(f->rt);
+    float alpha[K] = {0.5f, 0.3f, 0.2f};
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    float *z = malloc(zt * sizeof(float)), *ref = malloc(rows * V * sizeof(float));
+    zmix_error err;
+    assert_int_equal(zmix_compose_z(f->rt, &o, alpha, z, &err), 0);
+    zmix_model *wm;
+    assert_int_equal(zmix_model_with_wprime(f->rt, 1, z, &wm, &err), 0);
+    reference_target_logits(f, wm, ref);
+    zmix_model_free(wm);
+    zmix_score s;
+    zmix_example_score d[6];
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 1, alpha, NULL, &s, d, &err), 0);
+    const float *lg = ref;
+    int n_exact = 0;
+    double sum = 0.0;
+    for (int e = 0; e < f->ex.n; e++) {
+        zmix_example_score want;
+        zmix_example_score_logits(lg, f->ex.items[e].target, f->ex.items[e].n_target, V, &want);
+        lg += (size_t)f->ex.items[e].n_target * V;
+        assert_int_equal(d[e].exact, want.exact);
+        assert_float_equal(d[e].loglik, want.loglik, 1e-4);
+        n_exact += d[e].exact;
+        sum += d[e].loglik;
+    }
+    assert_float_equal(s.accuracy, (double)n_exact / f->ex.n, 1e-12);
+    assert_float_equal(s.loglik, sum / f->ex.n, 1e-12);
+    assert_true(s.loglik < 0.0);
+    free(z), free(ref);
+    fixture_free(f);
+}
+
+static void test_all_ones_experts_reproduce_base(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_ALL, 1);
+    int V = f->model->cfg.vocab_size;
+    size_t rows = n_target_rows(&f->ex);
+    float *base = malloc(rows * V * sizeof(float)), *got = malloc(rows * V * sizeof(float));
+    reference_target_logits(f, f->model, base);
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    float alpha[K] = {0.2f, 0.5f, 0.3f}; /* sums to 1: z' = 1 */
+    zmix_wprime_mode modes[3] = {ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_COMPOSE, ZMIX_WPRIME_FACTORED};
+    zmix_error err;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            zmix_candidate_logits(f->rt, &o, 1, &f->ex, alpha, NULL, modes[i], got, &err), 0);
+        double e = max_rel_err(got, base, rows * V);
+        if (e > 1e-4) fail_msg("mode %s: relative error %g", zmix_wprime_mode_name(modes[i]), e);
+    }
+    /* Any α with the rescale: z' = s·1, c = 1/s, W' = W. */
+    float big[K] = {2.0f, 1.0f, 0.5f};
+    assert_int_equal(
+        zmix_candidate_logits(f->rt, &o, 1, &f->ex, big, NULL, ZMIX_WPRIME_AUTO, got, &err), 0);
+    assert_true(max_rel_err(got, base, rows * V) < 1e-4);
+    /* Without the rescale the same α scales every adapted matrix by 3.5: not the base. */
+    o.rescale = 0;
+    assert_int_equal(
+        zmix_candidate_logits(f->rt, &o, 0, &f->ex, big, NULL, ZMIX_WPRIME_AUTO, got, &err), 0);
+    assert_true(max_rel_err(got, base, rows * V) > 1e-2);
+    free(base), free(got);
+    fixture_free(f);
+}
+
+/* Bitwise equality of per-example details (field by field: the struct has padding). */
+static void assert_same_details(const zmix_example_score *a, const zmix_example_score *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(a[i].exact, b[i].exact);
+        assert_memory_equal(&a[i].loglik, &b[i].loglik, sizeof a[i].loglik);
+    }
+}
+
+/* A candidate's score is the same bits alone, in a batch of 64, on 1 thread or 2. */
+static void test_batch_and_thread_independence(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    o.per_layer = 1;
+    size_t dim = zmix_alpha_dim(f->rt, &o);
+    enum { P = 64 };
+    float *alpha = malloc(P * dim * sizeof(float));
+    pcg32 rng;
+    pcg32_seed(&rng, 8, 8);
+    for (size_t i = 0; i < P * dim; i++) alpha[i] = (float)pcg32_uniform(&rng);
+    zmix_wprime_mode modes[4] = {ZMIX_WPRIME_AUTO, ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_COMPOSE,
+                                 ZMIX_WPRIME_FACTORED};
+    zmix_error err;
+    for (int mi = 0; mi < 4; mi++) {
+        zmix_score one[P], two[P], alone;
+        zmix_example_score d1[P * 6], d2[P * 6], dalone[6];
+        zmix_score_ctl c1 = {1, NULL}, c2 = {2, NULL};
+        assert_int_equal(
+            zmix_score_mode(f->rt, &o, 1, &f->ex, P, alpha, NULL, &c1, modes[mi], one, d1, &err),
+            0);
+        assert_int_equal(
+            zmix_score_mode(f->rt, &o, 1, &f->ex, P, alpha, NULL, &c2, modes[mi], two, d2, &err),
+            0);
+        assert_memory_equal(one, two, sizeof one);
+        assert_same_details(d1, d2, P * 6);
+        for (int i = 0; i < P; i += 9) {
+            assert_int_equal(zmix_score_mode(f->rt, &o, 1, &f->ex, 1, alpha + i * dim, NULL, &c2,
+                                             modes[mi], &alone, dalone, &err),
+                             0);
+            assert_memory_equal(&alone, &one[i], sizeof alone);
+            assert_same_details(dalone, d1 + i * 6, 6);
+        }
+        /* Different α give different scores: the batch really holds 64 candidates. */
+        assert_true(one[0].loglik != one[1].loglik);
+    }
+    free(alpha);
+    fixture_free(f);
+}
+
+static void test_memory_budget_chunks_examples(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    float alpha[2 * K] = {0.5f, 0.3f, 0.2f, 0.1f, 0.1f, 0.9f};
+    zmix_score whole[2], chunked[2];
+    zmix_error err;
+    zmix_score_ctl c2 = {2, NULL};
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, &c2, whole, NULL, &err), 0);
+    /* A budget that holds one example's activations at a time, not all six. */
+    zmix_runtime *small;
+    zmix_runtime_opts ro;
+    zmix_runtime_opts_default(&ro);
+    ro.memory_budget = 80000;
+    assert_int_equal(zmix_runtime_create_from_z(f->model, &ro, (const float *const *)f->z, NULL, K,
+                                                &small, &err),
+                     0);
+    assert_string_equal(zmix_runtime_expert_name(small, 2), "expert2");
+    assert_int_equal(zmix_score_alpha(small, &o, &f->ex, 2, alpha, &c2, chunked, NULL, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_float_equal(chunked[i].accuracy, whole[i].accuracy, 1e-12);
+        assert_float_equal(chunked[i].loglik, whole[i].loglik, 1e-5);
+    }
+    zmix_runtime_free(small);
+    ro.memory_budget = 1000; /* not even one example */
+    assert_int_equal(zmix_runtime_create_from_z(f->model, &ro, (const float *const *)f->z, NULL, K,
+                                                &small, &err),
+                     0);
+    assert_int_equal(zmix_score_alpha(small, &o, &f->ex, 2, alpha, &c2, chunked, NULL, &err),
+                     ZMIX_ENOMEM);
+    assert_non_null(strstr(err.msg, "example 0"));
+    zmix_runtime_free(small);
+    fixture_free(f);
+}
+
+static void test_hand_checked_scores(void **state)
+{
+    /* Two target positions over a vocabulary of 3:
+     *   row 0 = log(1, 2, 1): p = (.25, .5, .25), target 1 is the argmax, log p = log .5
+     *   row 1 = (0, 0, 0): a three-way tie, argmax is index 0, target 2 is not it, log 1/3. */
+    float logits[6] = {0.0f, logf(2.0f), 0.0f, 0.0f, 0.0f, 0.0f};
+    int32_t target[2] = {1, 2};
+    zmix_example_score s;
+    zmix_example_score_logits(logits, target, 2, 3, &s);
+    assert_int_equal(s.exact, 0);
+    assert_float_equal(s.loglik, (log(0.5) + log(1.0 / 3.0)) / 2, 1e-6);
+    zmix_example_score_logits(logits, target, 1, 3, &s);
+    assert_int_equal(s.exact, 1);
+    assert_float_equal(s.loglik, log(0.5), 1e-6);
+    target[0] = 0; /* tie at row 1 goes to the first index */
+    zmix_example_score_logits(logits + 3, target, 1, 3, &s);
+    assert_int_equal(s.exact, 1);
+    assert_float_equal(s.loglik, log(1.0 / 3.0), 1e-6);
+}
+
+static void test_degenerate_candidates_and_errors(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    o.normalize = 1;
+    float alpha[2 * K] = {0.0f, 0.0f, 0.0f, 0.2f, 0.3f, 0.5f};
+    zmix_score s[2];
+    zmix_example_score d[12];
+    zmix_error err;
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, NULL, s, d, &err), 0);
+    assert_true(isnan(s[0].accuracy) && isnan(s[0].loglik));
+    assert_true(zmix_score_cmp(&s[1], &s[0], ZMIX_METRIC_ACCURACY) > 0);
+    assert_true(!isnan(s[1].loglik) && s[1].accuracy >= 0.0);
+    o.normalize = 0; /* α = 0 without normalising: the rescale divides by zero */
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, NULL, s, NULL, &err), 0);
+    assert_true(isnan(s[0].loglik));
+
+    /* Cancelled before the first candidate. */
+    volatile int stop = 1;
+    zmix_score_ctl ctl = {2, &stop};
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, &ctl, s, NULL, &err),
+                     ZMIX_ECANCELED);
+
+    /* A token outside the vocabulary is named by example and position. */
+    int32_t bad_prompt[2] = {1, 29}, target[1] = {3};
+    zmix_example item = {bad_prompt, 2, target, 1};
+    zmix_examples bad = {&item, 1, NULL, 0};
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &bad, 1, alpha + K, NULL, s, NULL, &err),
+                     ZMIX_ERANGE);
+    assert_non_null(strstr(err.msg, "example 0: prompt token 1 is 29"));
+    item.n_target = 0;
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &bad, 1, alpha + K, NULL, s, NULL, &err),
+                     ZMIX_EINVAL);
+
+    /* A runtime without experts scores z' but refuses α. */
+    zmix_runtime *bare;
+    assert_int_equal(zmix_runtime_create_from_z(f->model, NULL, NULL, NULL, 0, &bare, &err), 0);
+    assert_int_equal(zmix_score_alpha(bare, &o, &f->ex, 1, alpha, NULL, s, NULL, &err),
+                     ZMIX_EINVAL);
+    size_t zt = zmix_runtime_z_total(bare);
+    float *ones = malloc(zt * sizeof(float));
+    for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
+    assert_int_equal(zmix_score_z(bare, 1, &f->ex, 1, ones, NULL, s, NULL, &err), 0);
+    assert_true(s[0].loglik < 0.0);
+    free(ones);
+    zmix_runtime_free(bare);
+    fixture_free(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_svd_reconstructs),
+        cmocka_unit_test(test_compose_z_by_hand),
+        cmocka_unit_test(test_modes_match_materialised_reference),
+        cmocka_unit_test(test_scores_from_reference_logits),
+        cmocka_unit_test(test_all_ones_experts_reproduce_base),
+        cmocka_unit_test(test_batch_and_thread_independence),
+        cmocka_unit_test(test_memory_budget_chunks_examples),
+        cmocka_unit_test(test_hand_checked_scores),
+        cmocka_unit_test(test_degenerate_candidates_and_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
