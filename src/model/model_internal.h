@@ -61,8 +61,13 @@ struct zmix_model {
     int n_maps;
 };
 
-/* Registers a heap block (malloc'ed) to be freed with the model. Returns 0 or ZMIX_ENOMEM. */
+/* Registers a heap block (malloc'ed) to be freed with the model. Returns 0 or ZMIX_ENOMEM;
+ * the block passes to the model either way (on ENOMEM it is freed at once). */
 int zmix_model_own(struct zmix_model *model, void *block);
+
+/* Fills model->fingerprint (SHA-256 hex of config + weights, model.c) once the config and
+ * every weight pointer are set; zmix_model_load does it, builders of synthetic models must. */
+void zmix_model_compute_fingerprint(struct zmix_model *model);
 
 /* Pointer and shape of one matrix of one layer. */
 const float *zmix_model_matrix(const zmix_model *model, int layer, zmix_matrix_kind kind, int *rows,

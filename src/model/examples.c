@@ -1,0 +1,202 @@
+/*
+ * Few-shot example sets: {"examples":[{"prompt":[ids],"target":[ids]}, ...]}.
+ * All tokens live in one block owned by the set; each example points into it. Loading checks
+ * the structure (every id a non-negative integer); zmix_examples_check adds what needs the
+ * model (vocabulary, context length).
+ */
+#include <cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loaders.h"
+#include "model_internal.h"
+
+#define MAX_EXAMPLES_FILE_BYTES (64u << 20)
+
+void zmix_examples_free(zmix_examples *ex)
+{
+    if (!ex) return;
+    free(ex->items);
+    free(ex->tokens);
+    memset(ex, 0, sizeof *ex);
+}
+
+/* Allocates items and tokens for n examples of n_tokens in total. */
+static int examples_alloc(zmix_examples *out, int n, size_t n_tokens, zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->items = calloc((size_t)n + 1, sizeof *out->items);
+    out->tokens = malloc((n_tokens + 1) * sizeof *out->tokens);
+    if (!out->items || !out->tokens) {
+        zmix_examples_free(out);
+        return zmix_error_set(err, ZMIX_ENOMEM, "examples: out of memory (%zu tokens)", n_tokens);
+    }
+    out->n = n;
+    out->n_tokens = n_tokens;
+    return 0;
+}
+
+int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n < 0) return zmix_error_set(err, ZMIX_EINVAL, "examples: negative count %d", n);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const zmix_example *e = &items[i];
+        if (e->n_prompt < 1 || e->n_target < 1 || !e->prompt || !e->target)
+            return zmix_error_set(err, ZMIX_EINVAL, "example %d: %s is empty", i,
+                                  (e->n_prompt < 1 || !e->prompt) ? "prompt" : "target");
+        total += (size_t)e->n_prompt + (size_t)e->n_target;
+    }
+    int rc = examples_alloc(out, n, total, err);
+    if (rc) return rc;
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        const zmix_example *e = &items[i];
+        zmix_example *d = &out->items[i];
+        memcpy(out->tokens + at, e->prompt, (size_t)e->n_prompt * sizeof *e->prompt);
+        d->prompt = out->tokens + at;
+        d->n_prompt = e->n_prompt;
+        at += (size_t)e->n_prompt;
+        memcpy(out->tokens + at, e->target, (size_t)e->n_target * sizeof *e->target);
+        d->target = out->tokens + at;
+        d->n_target = e->n_target;
+        at += (size_t)e->n_target;
+    }
+    return 0;
+}
+
+/* Checks one id list of example i and returns its length (or a negative error code). */
+static int check_id_list(const cJSON *list, const char *path, int i, const char *what,
+                         zmix_error *err)
+{
+    if (!list)
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is missing", path, i, what);
+    if (!cJSON_IsArray(list))
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is not an array", path, i,
+                              what);
+    int n = cJSON_GetArraySize(list);
+    if (n == 0)
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is empty", path, i, what);
+    int j = 0;
+    const cJSON *id;
+    cJSON_ArrayForEach(id, list)
+    {
+        double d = id->valuedouble;
+        if (!cJSON_IsNumber(id) || d != floor(d) || d < 0 || d > 2147483647.0)
+            return zmix_error_set(err, ZMIX_EFORMAT,
+                                  "%s: example %d: %s[%d] is not a token id (a non-negative "
+                                  "integer)",
+                                  path, i, what, j);
+        j++;
+    }
+    return n;
+}
+
+static void copy_ids(const cJSON *list, int32_t *dst)
+{
+    const cJSON *id;
+    cJSON_ArrayForEach(id, list) *dst++ = (int32_t)id->valuedouble;
+}
+
+static int examples_from_json(const cJSON *root, const char *path, zmix_examples *out,
+                              zmix_error *err)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "examples");
+    if (!cJSON_IsArray(list))
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: 'examples' is missing or not an array", path);
+    int n = cJSON_GetArraySize(list);
+    if (n == 0) return zmix_error_set(err, ZMIX_EFORMAT, "%s: 'examples' is empty", path);
+    size_t total = 0;
+    int i = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, list)
+    {
+        if (!cJSON_IsObject(e))
+            return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d is not an object", path, i);
+        const cJSON *key;
+        cJSON_ArrayForEach(key, e)
+        {
+            /* A misspelt key would otherwise vanish without a trace. */
+            if (strcmp(key->string, "prompt") && strcmp(key->string, "target"))
+                return zmix_error_set(err, ZMIX_EFORMAT,
+                                      "%s: example %d: unknown key '%.64s' (expected prompt, "
+                                      "target)",
+                                      path, i, key->string);
+        }
+        int np =
+            check_id_list(cJSON_GetObjectItemCaseSensitive(e, "prompt"), path, i, "prompt", err);
+        if (np < 0) return np;
+        int nt =
+            check_id_list(cJSON_GetObjectItemCaseSensitive(e, "target"), path, i, "target", err);
+        if (nt < 0) return nt;
+        total += (size_t)np + (size_t)nt;
+        i++;
+    }
+    int rc = examples_alloc(out, n, total, err);
+    if (rc) return rc;
+    size_t at = 0;
+    i = 0;
+    cJSON_ArrayForEach(e, list)
+    {
+        zmix_example *d = &out->items[i++];
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "prompt");
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "target");
+        d->prompt = out->tokens + at;
+        d->n_prompt = cJSON_GetArraySize(p);
+        copy_ids(p, out->tokens + at);
+        at += (size_t)d->n_prompt;
+        d->target = out->tokens + at;
+        d->n_target = cJSON_GetArraySize(t);
+        copy_ids(t, out->tokens + at);
+        at += (size_t)d->n_target;
+    }
+    return 0;
+}
+
+int zmix_examples_load_json(const char *path, zmix_examples *out, zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
+    cJSON *root;
+    int rc = zmix_json_load_file(path, MAX_EXAMPLES_FILE_BYTES, &root, err);
+    if (rc) return rc;
+    rc = examples_from_json(root, path, out, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int check_ids(const int32_t *ids, int n, int vocab, int i, const char *what, zmix_error *err)
+{
+    for (int j = 0; j < n; j++)
+        if (ids[j] < 0 || ids[j] >= vocab)
+            return zmix_error_set(err, ZMIX_ERANGE,
+                                  "example %d: %s[%d]: token id %d is outside [0, %d)", i, what, j,
+                                  (int)ids[j], vocab);
+    return 0;
+}
+
+int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
+{
+    const zmix_model_config *c = &model->cfg;
+    if (!ex || ex->n < 1 || !ex->items)
+        return zmix_error_set(err, ZMIX_EINVAL, "examples: the set is empty");
+    for (int i = 0; i < ex->n; i++) {
+        const zmix_example *e = &ex->items[i];
+        if (e->n_prompt < 1 || !e->prompt)
+            return zmix_error_set(err, ZMIX_EINVAL, "example %d: prompt is empty", i);
+        if (e->n_target < 1 || !e->target)
+            return zmix_error_set(err, ZMIX_EINVAL, "example %d: target is empty", i);
+        int rc;
+        if ((rc = check_ids(e->prompt, e->n_prompt, c->vocab_size, i, "prompt", err)) ||
+            (rc = check_ids(e->target, e->n_target, c->vocab_size, i, "target", err)))
+            return rc;
+        if ((long long)e->n_prompt + e->n_target > c->max_seq_len)
+            return zmix_error_set(err, ZMIX_ERANGE,
+                                  "example %d: prompt (%d) + target (%d) = %lld tokens exceed the "
+                                  "model's context of %d",
+                                  i, e->n_prompt, e->n_target, (long long)e->n_prompt + e->n_target,
+                                  c->max_seq_len);
+    }
+    return 0;
+}

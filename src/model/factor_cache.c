@@ -1,0 +1,165 @@
+/*
+ * On-disk cache of SVD factors: one safetensors file per (model fingerprint, adapt set),
+ * dir/factors-<first 16 hex of the fingerprint>-<set>.safetensors, holding <name>.U, <name>.S
+ * and <name>.Vt for every adapted matrix. The metadata records the format version, the full
+ * fingerprint, the adapt set, the matrix count and a SHA-256 of the data area.
+ *
+ * The cache is only ever a shortcut: anything unexpected (another model behind a colliding
+ * short name, a flipped byte, a truncated write from an older crash, a renamed file) is
+ * reported as EFORMAT and the caller recomputes. Writes are atomic, so a crash leaves either
+ * the old file or the new one.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_internal.h"
+#include "safetensors.h"
+#include "util/sha256.h"
+
+#define CACHE_FORMAT  "zmix-factors"
+#define CACHE_VERSION "1"
+
+static void cache_path(const char *dir, const zmix_model *model, zmix_adapt_set set, char *out,
+                       size_t size)
+{
+    snprintf(out, size, "%s/factors-%.16s-%s.safetensors", dir, model->fingerprint,
+             zmix_adapt_set_name(set));
+}
+
+static int check_meta(const zmix_st_file *f, const char *key, const char *want, zmix_error *err)
+{
+    const char *got = zmix_st_meta(f, key);
+    if (!got || strcmp(got, want))
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: metadata %s is '%.80s', expected '%.80s'",
+                              f->path, key, got ? got : "(absent)", want);
+    return 0;
+}
+
+/* Copies tensor name.suffix of shape [d0] or [d0, d1] into a new malloc'ed block. */
+static int copy_factor(const zmix_st_file *f, const char *name, const char *suffix, int d0, int d1,
+                       float **out, zmix_error *err)
+{
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", name, suffix);
+    const zmix_st_tensor *t = zmix_st_find(f, key);
+    if (!t) return zmix_error_set(err, ZMIX_EFORMAT, "%s: tensor '%s' is missing", f->path, key);
+    int ndim = d1 ? 2 : 1;
+    if (t->dtype != ZMIX_ST_F32 || t->ndim != ndim || t->shape[0] != d0 ||
+        (d1 && t->shape[1] != d1))
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: tensor '%s' is not F32 of shape [%d, %d]",
+                              f->path, key, d0, d1 ? d1 : 1);
+    float *block = malloc(t->numel * sizeof *block + 1);
+    if (!block) return zmix_error_set(err, ZMIX_ENOMEM, "%s: '%s': out of memory", f->path, key);
+    memcpy(block, f->data + t->begin, t->numel * sizeof *block);
+    *out = block;
+    return 0;
+}
+
+static int load_factors(const zmix_st_file *f, const zmix_model *model, zmix_adapt_set set,
+                        const zmix_adapted *list, int n, zmix_factors *factors, zmix_error *err)
+{
+    char count[32];
+    snprintf(count, sizeof count, "%d", n);
+    int rc;
+    if ((rc = check_meta(f, "format", CACHE_FORMAT, err)) ||
+        (rc = check_meta(f, "version", CACHE_VERSION, err)) ||
+        (rc = check_meta(f, "fingerprint", model->fingerprint, err)) ||
+        (rc = check_meta(f, "adapt_set", zmix_adapt_set_name(set), err)) ||
+        (rc = check_meta(f, "n_matrices", count, err)))
+        return rc;
+    char checksum[ZMIX_SHA256_HEX];
+    zmix_sha256_hex_of(f->data, f->data_len, checksum);
+    if ((rc = check_meta(f, "checksum", checksum, err))) return rc;
+    if (f->n_tensors != 3 * n)
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: %d tensors, expected %d", f->path,
+                              f->n_tensors, 3 * n);
+    for (int m = 0; m < n; m++) {
+        const zmix_adapted *a = &list[m];
+        zmix_factors *x = &factors[m];
+        x->rows = a->rows, x->cols = a->cols, x->rank = a->rank;
+        if ((rc = copy_factor(f, a->name, "U", a->rows, a->rank, &x->U, err)) ||
+            (rc = copy_factor(f, a->name, "S", a->rank, 0, &x->S, err)) ||
+            (rc = copy_factor(f, a->name, "Vt", a->rank, a->cols, &x->Vt, err)))
+            return rc;
+        for (int i = 0; i < a->rank; i++)
+            if (!isfinite(x->S[i]) || x->S[i] < 0 || (i > 0 && x->S[i] > x->S[i - 1]))
+                return zmix_error_set(err, ZMIX_EFORMAT,
+                                      "%s: '%s.S' is not finite, non-negative and descending at "
+                                      "%d",
+                                      f->path, a->name, i);
+    }
+    return 0;
+}
+
+int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                           const zmix_adapted *list, int n, zmix_factors *factors, zmix_error *err)
+{
+    memset(factors, 0, (size_t)n * sizeof *factors);
+    char path[1200];
+    cache_path(dir, model, set, path, sizeof path);
+    zmix_st_file f;
+    int rc = zmix_st_open(path, &f, err);
+    if (rc == ZMIX_ENOTFOUND) return rc;
+    if (rc) {
+        /* Unreadable or malformed: for the caller both mean "recompute". */
+        rc = rc == ZMIX_ENOMEM ? rc : ZMIX_EFORMAT;
+        if (err) err->code = rc;
+        return rc;
+    }
+    rc = load_factors(&f, model, set, list, n, factors, err);
+    zmix_st_close(&f);
+    if (rc) {
+        zmix_factors_free(factors, n);
+        memset(factors, 0, (size_t)n * sizeof *factors);
+        if (rc != ZMIX_ENOMEM) rc = ZMIX_EFORMAT;
+        if (err) err->code = rc;
+    }
+    return rc;
+}
+
+int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                           const zmix_adapted *list, int n, const zmix_factors *factors,
+                           zmix_error *err)
+{
+    char path[1200];
+    cache_path(dir, model, set, path, sizeof path);
+    zmix_st_out *tensors = calloc(3 * (size_t)n + 1, sizeof *tensors);
+    char(*names)[3][128] = calloc((size_t)n + 1, sizeof *names);
+    int rc = 0;
+    if (!tensors || !names) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
+        goto out;
+    }
+    for (int m = 0; m < n; m++) {
+        const zmix_adapted *a = &list[m];
+        const zmix_factors *x = &factors[m];
+        if (x->rows != a->rows || x->cols != a->cols || x->rank != a->rank) {
+            rc =
+                zmix_error_set(err, ZMIX_EINVAL,
+                               "%s: factors of '%s' are %dx%d rank %d, "
+                               "expected %dx%d rank %d",
+                               path, a->name, x->rows, x->cols, x->rank, a->rows, a->cols, a->rank);
+            goto out;
+        }
+        snprintf(names[m][0], sizeof names[m][0], "%s.U", a->name);
+        snprintf(names[m][1], sizeof names[m][1], "%s.S", a->name);
+        snprintf(names[m][2], sizeof names[m][2], "%s.Vt", a->name);
+        tensors[3 * m] = (zmix_st_out){names[m][0], 2, {a->rows, a->rank}, x->U};
+        tensors[3 * m + 1] = (zmix_st_out){names[m][1], 1, {a->rank}, x->S};
+        tensors[3 * m + 2] = (zmix_st_out){names[m][2], 2, {a->rank, a->cols}, x->Vt};
+    }
+    char checksum[ZMIX_SHA256_HEX], count[32];
+    if ((rc = zmix_st_data_sha256(tensors, 3 * n, checksum, err))) goto out;
+    snprintf(count, sizeof count, "%d", n);
+    const char *keys[] = {"format",    "version",    "fingerprint",
+                          "adapt_set", "n_matrices", "checksum"};
+    const char *values[] = {
+        CACHE_FORMAT, CACHE_VERSION, model->fingerprint, zmix_adapt_set_name(set), count, checksum};
+    rc = zmix_st_write(path, tensors, 3 * n, keys, values, 6, err);
+out:
+    free(tensors);
+    free(names);
+    return rc;
+}

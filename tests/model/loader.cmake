@@ -1,0 +1,21 @@
+# Model tests, file-format half: hashing, safetensors, both model loaders, examples, experts
+# and the factor cache. Included from tests/model/CMakeLists.txt.
+set(_dir ${CMAKE_CURRENT_LIST_DIR})
+set(_src ${PROJECT_SOURCE_DIR}/src/model)
+
+zmix_add_unit_test(test_formats_sha256 SOURCES ${_dir}/test_formats_sha256.c LIBS zmix_util
+  LABELS model TIMEOUT 60)
+
+# The format tests reach into the model's internals (model_internal.h, safetensors.h).
+add_library(zmix_test_formats_fixtures STATIC ${_dir}/test_formats_fixtures.c)
+zmix_target_defaults(zmix_test_formats_fixtures)
+target_include_directories(zmix_test_formats_fixtures PUBLIC ${_src})
+target_link_libraries(zmix_test_formats_fixtures PUBLIC zmix_model zmix_util PkgConfig::CMOCKA)
+
+foreach(_t test_safetensors test_formats_models test_formats_agreement test_examples
+           test_experts test_factor_cache)
+  if(EXISTS ${_dir}/${_t}.c)
+    zmix_add_unit_test(${_t} SOURCES ${_dir}/${_t}.c LIBS zmix_test_formats_fixtures
+      LABELS model TIMEOUT 120)
+  endif()
+endforeach()

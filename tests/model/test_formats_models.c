@@ -1,0 +1,500 @@
+/* Loading models: both stories260K formats, tiny synthetic HF directories (F32, F16, BF16,
+ * sharded, tied/untied, qwen2 biases) and llama2.c files, and every malformed input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_formats_fixtures.h"
+#include "zmix/model.h"
+
+typedef struct ctx {
+    char dir[512];
+    fixture_model m;
+} ctx;
+
+static int setup(void **state)
+{
+    ctx *c = calloc(1, sizeof *c);
+    make_temp_dir(c->dir, sizeof c->dir);
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx *c = *state;
+    fixture_model_free(&c->m);
+    rm_tree(c->dir);
+    free(c);
+    return 0;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    write_file(path, text, strlen(text));
+}
+
+static void load_ok(const char *path, zmix_model **out)
+{
+    zmix_error err = {0};
+    int rc = zmix_model_load(path, out, &err);
+    if (rc) fail_msg("load %s: %s", path, err.msg);
+}
+
+#define load_fails(...) load_fails_at(__LINE__, __VA_ARGS__)
+static void load_fails_at(int line, const char *path, int code, const char *n1, const char *n2)
+{
+    zmix_model *model = (zmix_model *)1;
+    zmix_error err = {0};
+    expect_error_at(__FILE__, line, zmix_model_load(path, &model, &err), &err, code, n1, n2);
+    assert_null(model);
+}
+
+/* ---- stories260K ------------------------------------------------------------------------ */
+
+static void test_stories_both_formats(void **unused)
+{
+    char dir[1024], bin[1100];
+    if (!stories_dir(dir, sizeof dir)) skip();
+    snprintf(bin, sizeof bin, "%s/stories260K.bin", dir);
+    zmix_model *hf, *l2, *hf2;
+    load_ok(dir, &hf);
+    load_ok(bin, &l2);
+    load_ok(dir, &hf2);
+    const zmix_model_config *a = zmix_model_get_config(hf), *b = zmix_model_get_config(l2);
+    assert_string_equal(a->model_type, "llama");
+    assert_string_equal(b->model_type, "llama2c");
+    assert_int_equal(a->dim, 64);
+    assert_int_equal(a->hidden_dim, 172);
+    assert_int_equal(a->n_layers, 5);
+    assert_int_equal(a->n_heads, 8);
+    assert_int_equal(a->n_kv_heads, 4);
+    assert_int_equal(a->head_dim, 8);
+    assert_int_equal(a->vocab_size, 512);
+    assert_int_equal(a->max_seq_len, 512);
+    assert_int_equal(a->bos_id, 1);
+    assert_int_equal(a->eos_id, 2);
+    assert_true(a->tied_embeddings && b->tied_embeddings);
+    assert_int_equal(a->rope_interleaved, 0);
+    assert_int_equal(b->rope_interleaved, 1);
+    /* Apart from the name and the rotary layout the two configs are the same. */
+    zmix_model_config bb = *b;
+    memcpy(bb.model_type, a->model_type, sizeof bb.model_type);
+    bb.rope_interleaved = a->rope_interleaved;
+    assert_memory_equal(&bb, a, sizeof bb);
+
+    /* Fingerprint: 64 hex digits, stable across loads, different between the formats. */
+    assert_int_equal(strlen(zmix_model_fingerprint(hf)), 64);
+    assert_int_equal(strspn(zmix_model_fingerprint(hf), "0123456789abcdef"), 64);
+    assert_string_equal(zmix_model_fingerprint(hf), zmix_model_fingerprint(hf2));
+    assert_string_not_equal(zmix_model_fingerprint(hf), zmix_model_fingerprint(l2));
+
+    /* Weights: identical except q/k rows, which the README's permutation maps across. */
+    assert_memory_equal(hf->embed, l2->embed, 512 * 64 * sizeof(float));
+    assert_ptr_equal(hf->lm_head, hf->embed);
+    assert_ptr_equal(l2->lm_head, l2->embed);
+    assert_memory_equal(hf->final_norm, l2->final_norm, 64 * sizeof(float));
+    for (int l = 0; l < 5; l++) {
+        const zmix_layer *x = &hf->layers[l], *y = &l2->layers[l];
+        assert_memory_equal(x->attn_norm, y->attn_norm, 64 * sizeof(float));
+        assert_memory_equal(x->ffn_norm, y->ffn_norm, 64 * sizeof(float));
+        assert_memory_equal(x->wv, y->wv, 32 * 64 * sizeof(float));
+        assert_memory_equal(x->wo, y->wo, 64 * 64 * sizeof(float));
+        assert_memory_equal(x->w_gate, y->w_gate, 172 * 64 * sizeof(float));
+        assert_memory_equal(x->w_up, y->w_up, 172 * 64 * sizeof(float));
+        assert_memory_equal(x->w_down, y->w_down, 64 * 172 * sizeof(float));
+        for (int which = 0; which < 2; which++) {
+            int heads = which ? 4 : 8, hs = 8;
+            const float *h = which ? x->wk : x->wq, *c = which ? y->wk : y->wq;
+            for (int head = 0; head < heads; head++)
+                for (int i = 0; i < hs / 2; i++)
+                    for (int parity = 0; parity < 2; parity++) {
+                        int row_l2 = head * hs + 2 * i + parity;
+                        int row_hf = head * hs + parity * (hs / 2) + i;
+                        assert_memory_equal(h + row_hf * 64, c + row_l2 * 64, 64 * sizeof(float));
+                    }
+            /* And the permutation is not the identity, so the check above has teeth. */
+            assert_memory_not_equal(h + 64, c + 64, 64 * sizeof(float));
+        }
+    }
+    zmix_model_free(hf);
+    zmix_model_free(hf2);
+    zmix_model_free(l2);
+}
+
+static void copy_prefix(const char *from, const char *to, size_t keep)
+{
+    size_t len;
+    char *data = read_file(from, &len);
+    write_file(to, data, keep < len ? keep : len);
+    free(data);
+}
+
+static void test_stories_truncated(void **state)
+{
+    ctx *c = *state;
+    char dir[1024], src[1100], dst[1100];
+    if (!stories_dir(dir, sizeof dir)) skip();
+    snprintf(src, sizeof src, "%s/stories260K.bin", dir);
+    snprintf(dst, sizeof dst, "%s/short.bin", c->dir);
+    copy_prefix(src, dst, 1056540 - 4);
+    load_fails(dst, ZMIX_EFORMAT, "1056536 bytes", "implies 1056540");
+
+    /* An HF copy whose safetensors lost its tail: the last tensors' offsets run past it. */
+    snprintf(src, sizeof src, "%s/config.json", dir);
+    snprintf(dst, sizeof dst, "%s/config.json", c->dir);
+    copy_prefix(src, dst, (size_t)-1);
+    snprintf(src, sizeof src, "%s/model.safetensors", dir);
+    snprintf(dst, sizeof dst, "%s/model.safetensors", c->dir);
+    copy_prefix(src, dst, 600000);
+    load_fails(c->dir, ZMIX_EFORMAT, "model.safetensors", "outside the data area");
+}
+
+/* ---- synthetic HF directories ----------------------------------------------------------- */
+
+static void assert_weights_match(const zmix_model *model, fixture_model *m)
+{
+    assert_memory_equal(model->embed, fixture_find(m, "model.embed_tokens.weight")->values,
+                        (size_t)m->vocab * (size_t)m->dim * sizeof(float));
+    for (int l = 0; l < m->layers; l++) {
+        char n[96];
+        snprintf(n, sizeof n, "model.layers.%d.mlp.down_proj.weight", l);
+        assert_memory_equal(model->layers[l].w_down, fixture_find(m, n)->values,
+                            (size_t)m->dim * (size_t)m->hidden * sizeof(float));
+        snprintf(n, sizeof n, "model.layers.%d.self_attn.k_proj.weight", l);
+        assert_memory_equal(model->layers[l].wk, fixture_find(m, n)->values,
+                            (size_t)m->dim / 2 * (size_t)m->dim * sizeof(float));
+    }
+}
+
+static void test_hf_f32_single_and_sharded(void **state)
+{
+    ctx *c = *state;
+    fixture_model_init(&c->m, "llama", 0, 1, "F32", 11);
+    fixture_write_config(&c->m, c->dir,
+                         "\"rms_norm_eps\": 1e-5, \"bos_token_id\": 1, \"eos_token_id\": [2, 3]");
+    fixture_write_weights(&c->m, c->dir, 1);
+    zmix_model *single;
+    load_ok(c->dir, &single);
+    const zmix_model_config *cfg = zmix_model_get_config(single);
+    assert_int_equal(cfg->head_dim, 4);
+    assert_int_equal(cfg->n_kv_heads, 1);
+    assert_true(cfg->norm_eps == 1e-5f);
+    assert_true(cfg->rope_theta == 10000.0f);
+    assert_int_equal(cfg->max_seq_len, 64);
+    assert_int_equal(cfg->tied_embeddings, 0);
+    assert_int_equal(cfg->qkv_bias, 0);
+    assert_int_equal(cfg->bos_id, 1);
+    assert_int_equal(cfg->eos_id, 2);
+    assert_weights_match(single, &c->m);
+    assert_ptr_not_equal(single->lm_head, single->embed);
+    assert_memory_equal(single->lm_head, fixture_find(&c->m, "lm_head.weight")->values,
+                        16 * 8 * sizeof(float));
+
+    /* The same tensors over three shards and an index: same model, same fingerprint. */
+    char path[700];
+    snprintf(path, sizeof path, "%s/model.safetensors", c->dir);
+    remove(path);
+    fixture_write_weights(&c->m, c->dir, 3);
+    zmix_model *sharded;
+    load_ok(c->dir, &sharded);
+    assert_weights_match(sharded, &c->m);
+    assert_string_equal(zmix_model_fingerprint(single), zmix_model_fingerprint(sharded));
+    assert_int_equal(sharded->n_maps, 3);
+    zmix_model_free(single);
+    zmix_model_free(sharded);
+}
+
+static void test_hf_f16_and_bf16(void **state)
+{
+    ctx *c = *state;
+    const char *dtypes[] = {"F16", "BF16"};
+    for (int i = 0; i < 2; i++) {
+        fixture_model_free(&c->m);
+        fixture_model_init(&c->m, "mistral", 1, 0, dtypes[i], 5);
+        fixture_write_config(&c->m, c->dir, "\"sliding_window\": 32");
+        fixture_write_weights(&c->m, c->dir, 1);
+        zmix_model *model;
+        load_ok(c->dir, &model);
+        assert_weights_match(model, &c->m); /* converted values, bit for bit */
+        assert_ptr_equal(model->lm_head, model->embed);
+        assert_int_equal(model->n_maps, 0); /* all converted: the mapping is not kept */
+        assert_int_equal(zmix_model_get_config(model)->max_seq_len, 32);
+        zmix_model_free(model);
+    }
+}
+
+static void test_hf_qwen2_biases(void **state)
+{
+    ctx *c = *state;
+    fixture_model_init(&c->m, "qwen2", 1, 1, "F32", 3);
+    fixture_write_config(&c->m, c->dir, "\"head_dim\": 4, \"rope_theta\": 1000000.0");
+    fixture_write_weights(&c->m, c->dir, 1);
+    zmix_model *model;
+    load_ok(c->dir, &model);
+    assert_int_equal(zmix_model_get_config(model)->qkv_bias, 1);
+    assert_true(zmix_model_get_config(model)->rope_theta == 1e6f);
+    assert_memory_equal(model->layers[1].bk,
+                        fixture_find(&c->m, "model.layers.1.self_attn.k_proj.bias")->values,
+                        4 * sizeof(float));
+    zmix_model_free(model);
+
+    fixture_drop(&c->m, "model.layers.1.self_attn.v_proj.bias");
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_ENOTFOUND, "model.layers.1.self_attn.v_proj.bias", "missing");
+}
+
+static void test_hf_tied_head_must_agree(void **state)
+{
+    ctx *c = *state;
+    fixture_model_init(&c->m, "llama", 1, 1, "F32", 9);
+    fixture_find(&c->m, "lm_head.weight")->values[37] += 1.0f;
+    fixture_write_config(&c->m, c->dir, "");
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_EFORMAT, "lm_head.weight differs", "row 4, column 5");
+}
+
+static void test_hf_bad_tensors(void **state)
+{
+    ctx *c = *state;
+    char path[700];
+    snprintf(path, sizeof path, "%s/model.safetensors", c->dir);
+    fixture_model_init(&c->m, "llama", 0, 1, "F32", 1);
+    fixture_write_config(&c->m, c->dir, "");
+
+    /* Untied without lm_head. */
+    fixture_drop(&c->m, "lm_head.weight");
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_ENOTFOUND, "lm_head.weight", path);
+
+    /* A missing layer tensor. */
+    fixture_model_free(&c->m);
+    fixture_model_init(&c->m, "llama", 0, 1, "F32", 1);
+    fixture_drop(&c->m, "model.layers.1.mlp.up_proj.weight");
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_ENOTFOUND, "model.layers.1.mlp.up_proj.weight", "missing");
+
+    /* A wrong shape. */
+    fixture_model_free(&c->m);
+    fixture_model_init(&c->m, "llama", 0, 1, "F32", 1);
+    fixture_tensor *t = fixture_find(&c->m, "model.layers.0.mlp.gate_proj.weight");
+    t->shape[0] = 8, t->shape[1] = 12;
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_EFORMAT, "'model.layers.0.mlp.gate_proj.weight': shape [8, 12]",
+               "expected [12, 8]");
+
+    /* NaN and Inf in weights. */
+    fixture_model_free(&c->m);
+    fixture_model_init(&c->m, "llama", 0, 1, "F32", 1);
+    fixture_find(&c->m, "model.layers.1.self_attn.o_proj.weight")->values[5] = NAN;
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_ENUMERIC, "'model.layers.1.self_attn.o_proj.weight'",
+               "element 5 is NaN");
+    fixture_find(&c->m, "model.layers.1.self_attn.o_proj.weight")->values[5] = 0;
+    fixture_find(&c->m, "model.norm.weight")->values[2] = -INFINITY;
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_ENUMERIC, "'model.norm.weight'", "Inf");
+}
+
+static void test_hf_extra_tensor_rejected(void **state)
+{
+    ctx *c = *state;
+    fixture_model_init(&c->m, "llama", 1, 1, "F32", 1);
+    fixture_write_config(&c->m, c->dir, "");
+    /* Rename the (tied, optional) lm_head into a bias the config does not declare. */
+    fixture_tensor *t = fixture_find(&c->m, "lm_head.weight");
+    snprintf(t->name, sizeof t->name, "model.layers.0.self_attn.q_proj.bias");
+    fixture_write_weights(&c->m, c->dir, 1);
+    load_fails(c->dir, ZMIX_EFORMAT, "'model.layers.0.self_attn.q_proj.bias' is not part", "llama");
+}
+
+static void test_hf_bad_index(void **state)
+{
+    ctx *c = *state;
+    fixture_model_init(&c->m, "llama", 0, 1, "F32", 2);
+    fixture_write_config(&c->m, c->dir, "");
+    fixture_write_weights(&c->m, c->dir, 2);
+    char path[700];
+    snprintf(path, sizeof path, "%s/model-00002-of-00002.safetensors", c->dir);
+    remove(path);
+    load_fails(c->dir, ZMIX_ENOTFOUND, "model-00002-of-00002.safetensors", "cannot open");
+
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", c->dir);
+    write_text(path, "{\"weight_map\": {\"model.norm.weight\": \"../x.safetensors\"}}");
+    load_fails(c->dir, ZMIX_EFORMAT, "weight_map['model.norm.weight']", "not a file name");
+    write_text(path, "{\"weight_map\": [1]}");
+    load_fails(c->dir, ZMIX_EFORMAT, "weight_map", "not an object");
+    remove(path);
+    load_fails(c->dir, ZMIX_ENOTFOUND, "neither model.safetensors", NULL);
+}
+
+static void test_hf_bad_configs(void **state)
+{
+    ctx *c = *state;
+    fixture_model_init(&c->m, "llama", 0, 1, "F32", 4);
+    fixture_write_weights(&c->m, c->dir, 1);
+    char path[700];
+    snprintf(path, sizeof path, "%s/config.json", c->dir);
+    load_fails(c->dir, ZMIX_ENOTFOUND, path, NULL);
+
+    write_text(path, "{\"model_type\": \"llama\", ");
+    load_fails(c->dir, ZMIX_EFORMAT, path, "malformed JSON");
+
+    fixture_write_config(&c->m, c->dir, "\"head_dim\": 3");
+    load_fails(c->dir, ZMIX_ERANGE, "head_dim = 3", NULL);
+    fixture_write_config(&c->m, c->dir, "\"rope_scaling\": {\"type\": \"linear\"}");
+    load_fails(c->dir, ZMIX_EFORMAT, "rope_scaling", NULL);
+    fixture_write_config(&c->m, c->dir, "\"hidden_act\": \"gelu\"");
+    load_fails(c->dir, ZMIX_EFORMAT, "hidden_act", NULL);
+    fixture_write_config(&c->m, c->dir, "\"attention_bias\": true");
+    load_fails(c->dir, ZMIX_EFORMAT, "attention_bias", NULL);
+    fixture_write_config(&c->m, c->dir, "\"rms_norm_eps\": -1");
+    load_fails(c->dir, ZMIX_ERANGE, "rms_norm_eps", NULL);
+    fixture_write_config(&c->m, c->dir, "\"eos_token_id\": 99");
+    load_fails(c->dir, ZMIX_ERANGE, "eos_token_id", NULL);
+    fixture_write_config(&c->m, c->dir, "\"vocab_size\": 16");
+    load_fails(c->dir, ZMIX_EFORMAT, "key 'vocab_size' appears twice", NULL);
+    fixture_write_config(&c->m, c->dir, "\"rope_theta\": \"big\"");
+    load_fails(c->dir, ZMIX_EFORMAT, "'rope_theta' is not a number", NULL);
+
+    fixture_model *m = &c->m;
+    m->dim = 0;
+    fixture_write_config(m, c->dir, "");
+    load_fails(c->dir, ZMIX_ERANGE, "num_attention_heads = 2 does not divide hidden_size = 0",
+               NULL);
+    fixture_write_config(m, c->dir, "\"head_dim\": 4");
+    load_fails(c->dir, ZMIX_ERANGE, "dim (hidden_size) = 0", NULL);
+    m->dim = 9;
+    fixture_write_config(m, c->dir, "");
+    load_fails(c->dir, ZMIX_ERANGE, "does not divide hidden_size = 9", NULL);
+    m->dim = 8, m->kv_heads = 3, m->heads = 4;
+    fixture_write_config(m, c->dir, "");
+    load_fails(c->dir, ZMIX_ERANGE, "n_kv_heads = 3 does not divide n_heads = 4", NULL);
+    m->kv_heads = -1;
+    fixture_write_config(m, c->dir, "");
+    load_fails(c->dir, ZMIX_ERANGE, "n_kv_heads = -1", NULL);
+    m->kv_heads = 1, m->heads = 2, m->hidden = -5;
+    fixture_write_config(m, c->dir, "");
+    load_fails(c->dir, ZMIX_ERANGE, "intermediate_size", NULL);
+    m->hidden = 12;
+    snprintf(m->model_type, sizeof m->model_type, "gpt2");
+    fixture_write_config(m, c->dir, "");
+    load_fails(c->dir, ZMIX_EFORMAT, "model_type 'gpt2' is not supported", NULL);
+    write_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 8}");
+    load_fails(c->dir, ZMIX_EFORMAT, "'intermediate_size' is missing", NULL);
+    write_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 8.5}");
+    load_fails(c->dir, ZMIX_EFORMAT, "'hidden_size' is not an integer", NULL);
+}
+
+/* ---- llama2.c files --------------------------------------------------------------------- */
+
+static void test_llama2c_synthetic(void **state)
+{
+    ctx *c = *state;
+    char path[700];
+    snprintf(path, sizeof path, "%s/m.bin", c->dir);
+    int32_t h[7] = {8, 12, 2, 2, 1, -16, 10};
+    size_t n = fixture_write_llama2c(path, h, 1);
+    zmix_model *model;
+    load_ok(path, &model);
+    const zmix_model_config *cfg = zmix_model_get_config(model);
+    assert_int_equal(cfg->vocab_size, 16);
+    assert_int_equal(cfg->tied_embeddings, 0);
+    assert_int_equal(cfg->head_dim, 4);
+    assert_int_equal(cfg->max_seq_len, 10);
+    /* The classifier is the last tensor of the file, after the RoPE tables. */
+    size_t len;
+    char *raw = read_file(path, &len);
+    assert_int_equal(len, 28 + 4 * n);
+    assert_memory_equal(model->lm_head, raw + len - 16 * 8 * 4, 16 * 8 * 4);
+    assert_memory_equal(model->layers[1].w_up,
+                        raw + len - 16 * 8 * 4 - 10 * 4 * 4 - 8 * 4 - 12 * 8 * 4, 12 * 8 * 4);
+    free(raw);
+    zmix_model_free(model);
+
+    h[5] = 16; /* tied: now the file is one classifier too long */
+    fixture_write_llama2c(path, (int32_t[7]){8, 12, 2, 2, 1, -16, 10}, 1);
+    FILE *f = fopen(path, "r+b");
+    fwrite(h, 4, 7, f);
+    fclose(f);
+    load_fails(path, ZMIX_EFORMAT, path, "implies");
+}
+
+static void test_llama2c_malformed(void **state)
+{
+    ctx *c = *state;
+    char path[700];
+    snprintf(path, sizeof path, "%s/m.bin", c->dir);
+    write_file(path, "\x08\0\0\0", 4);
+    load_fails(path, ZMIX_EFORMAT, "shorter than the 28-byte", NULL);
+
+    struct {
+        int32_t h[7];
+        int code;
+        const char *msg;
+    } cases[] = {
+        {{8, 12, 0, 2, 1, 16, 10}, ZMIX_ERANGE, "n_layers = 0"},
+        {{8, 12, 2, -2, 1, 16, 10}, ZMIX_ERANGE, "n_heads = -2"},
+        {{8, 12, 2, 3, 1, 16, 10}, ZMIX_ERANGE, "n_heads = 3 does not divide dim = 8"},
+        {{8, 12, 2, 4, 3, 16, 10}, ZMIX_ERANGE, "n_kv_heads = 3 does not divide n_heads = 4"},
+        {{8, 12, 2, 8, 8, 16, 10}, ZMIX_ERANGE, "head_dim = 1 is odd"},
+        {{8, 12, 2, 2, 1, 16, 1 << 30}, ZMIX_ERANGE, "max_seq_len"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t buf[28 + 64] = {0};
+        memcpy(buf, cases[i].h, 28);
+        write_file(path, buf, sizeof buf);
+        load_fails(path, cases[i].code, cases[i].msg, path);
+    }
+
+    /* A huge header with a tiny file: refused by size, never read past the end. */
+    int32_t big[7] = {4096, 11008, 32, 32, 32, 32000, 2048};
+    write_file(path, big, 28);
+    load_fails(path, ZMIX_EFORMAT, "file is 28 bytes", NULL);
+
+    /* NaN in w2 of layer 1. */
+    int32_t h[7] = {8, 12, 2, 2, 1, 16, 10};
+    fixture_write_llama2c(path, h, 2);
+    size_t w2_layer1 = 16 * 8 + 2 * 8 + 2 * 64 + 2 * 32 + 2 * 32 + 2 * 64 + 2 * 8 + 2 * 96 + 96 + 3;
+    FILE *f = fopen(path, "r+b");
+    fseek(f, (long)(28 + 4 * w2_layer1), SEEK_SET);
+    float nan = NAN;
+    fwrite(&nan, 4, 1, f);
+    fclose(f);
+    load_fails(path, ZMIX_ENUMERIC, "tensor 'w2': element 99 is NaN", NULL);
+}
+
+static void test_load_missing_path(void **state)
+{
+    ctx *c = *state;
+    char path[700];
+    snprintf(path, sizeof path, "%s/nope", c->dir);
+    load_fails(path, ZMIX_ENOTFOUND, path, NULL);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_stories_both_formats),
+        T(test_stories_truncated),
+        T(test_hf_f32_single_and_sharded),
+        T(test_hf_f16_and_bf16),
+        T(test_hf_qwen2_biases),
+        T(test_hf_tied_head_must_agree),
+        T(test_hf_bad_tensors),
+        T(test_hf_extra_tensor_rejected),
+        T(test_hf_bad_index),
+        T(test_hf_bad_configs),
+        T(test_llama2c_synthetic),
+        T(test_llama2c_malformed),
+        T(test_load_missing_path),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
