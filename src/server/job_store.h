@@ -9,9 +9,10 @@
  * On disk, under <dir>/jobs/ (format byte by byte in docs/persistence.md):
  *   next_id                    the next job id to hand out (ids are never reused)
  *   <id:020>.job               the job record, rewritten atomically on every state change
- *   <id:020>.ckpt              the latest checkpoint
- *   <id:020>.ckpt.prev         the one before it, a fallback if the latest is unreadable
- * Every file carries a CRC-32C over all its bytes and is written by fs_write_atomic.
+ *   <id:020>.ckpt0, .ckpt1     checkpoints: generation g goes to slot g % 2, so the one
+ *                              before the latest is always whole on disk as a fallback
+ * Every file carries a CRC-32C over all its bytes and is written by fs_write_atomic. A file
+ * that fails its check is reported and renamed to <file>.corrupt.
  *
  * Why rewrite-and-rename rather than an append-only log: only the latest checkpoint matters,
  * it is small (distribution, best, history, random-stream position), and a replaced file
@@ -109,8 +110,9 @@ int job_store_create(job_store *store, job_record *rec, zmix_error *err);
 int job_store_set_state(job_store *store, uint64_t id, job_state state, const char *reason,
                         int64_t now_ms, zmix_error *err);
 
-/* Durably replaces the job's checkpoint with these bytes (generation = completed generations
- * they describe). ZMIX_ESTATE when the job is finished. */
+/* Durably stores these bytes as the job's latest checkpoint (generation = completed
+ * generations they describe; a checkpoint of a later generation from an abandoned run is
+ * discarded). ZMIX_ESTATE when the job is finished. */
 int job_store_checkpoint(job_store *store, uint64_t id, int generation, const uint8_t *data,
                          size_t len, zmix_error *err);
 

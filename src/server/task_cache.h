@@ -84,10 +84,10 @@ void task_cache_config_default(task_cache_config *cfg);
 typedef struct task_cache task_cache;
 
 /* Opens (creating if needed) the cache in cfg->dir: deletes stale *.tmp files, verifies
- * every record (a bad one is appended to problems, if non-NULL, and skipped — left on disk
- * for inspection but never served), rebuilds missing or stale safetensors files and makes
- * the newest results resident up to the budget. Fails only when the directory cannot be
- * created or read. */
+ * every record (a bad one is appended to problems, if non-NULL, renamed to <file>.corrupt
+ * for inspection and never served), deletes safetensors files that have no valid record,
+ * rebuilds missing or stale ones, and makes the newest results resident up to the budget.
+ * Fails only when the directory cannot be created or read. */
 int task_cache_open(const task_cache_config *cfg, task_cache **out, persist_problems *problems,
                     zmix_error *err);
 void task_cache_free(task_cache *cache); /* does not flush: call task_cache_flush first */
@@ -114,7 +114,8 @@ int task_cache_get_if_key(task_cache *cache, const char *task, const char *key, 
  * ZMIX_ENOTFOUND when none. */
 int task_cache_find_key(task_cache *cache, const char *key, task_result *out, zmix_error *err);
 
-/* Removes the task from memory and deletes its files. ZMIX_ENOTFOUND when unknown. */
+/* Removes the task from memory and deletes its files (also those of a task whose record was
+ * unreadable and is not in the index). ZMIX_ENOTFOUND when there was nothing to remove. */
 int task_cache_evict(task_cache *cache, const char *task, zmix_error *err);
 
 /* Writes every result whose earlier write failed. 0 when nothing is left unwritten. */

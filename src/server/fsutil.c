@@ -1,0 +1,179 @@
+#include "server/fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int fs_join(char *out, size_t size, const char *dir, const char *name, zmix_error *err)
+{
+    int n = snprintf(out, size, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= size)
+        return zmix_error_set(err, ZMIX_ELIMIT, "path %s/%s is longer than %zu bytes", dir, name,
+                              size - 1);
+    return 0;
+}
+
+/* Writes all of len bytes, retrying on EINTR and short writes, charging the fault budget. */
+static int write_all(int fd, const void *data, size_t len, fs_fault *fault, const char *path,
+                     zmix_error *err)
+{
+    const uint8_t *p = data;
+    size_t allowed = len;
+    if (fault && fault->write_budget >= 0 && (unsigned long long)fault->write_budget < len)
+        allowed = (size_t)fault->write_budget;
+    size_t done = 0;
+    while (done < allowed) {
+        ssize_t w = write(fd, p + done, allowed - done);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return zmix_error_set(err, ZMIX_EIO, "%s: write: %s", path, strerror(errno));
+        }
+        done += (size_t)w;
+    }
+    if (fault && fault->write_budget >= 0) fault->write_budget -= (long long)allowed;
+    if (allowed < len)
+        return zmix_error_set(err, ZMIX_EIO, "%s: write: %s (injected fault)", path,
+                              strerror(ENOSPC));
+    return 0;
+}
+
+int fs_fsync_dir(const char *dir, zmix_error *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return zmix_error_set(err, ZMIX_EIO, "%s: open: %s", dir, strerror(errno));
+    int rc = 0;
+    if (fsync(fd) != 0) rc = zmix_error_set(err, ZMIX_EIO, "%s: fsync: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+int fs_write_atomic(const char *dir, const char *name, const fs_piece *pieces, int n_pieces,
+                    fs_fault *fault, zmix_error *err)
+{
+    char path[4096], tmp[4096];
+    int rc = fs_join(path, sizeof path, dir, name, err);
+    if (rc) return rc;
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
+        return zmix_error_set(err, ZMIX_ELIMIT, "path %s.tmp is too long", path);
+
+    /* O_TRUNC: a .tmp left by a crashed writer is overwritten, not appended to. */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return zmix_error_set(err, ZMIX_EIO, "%s: open: %s", tmp, strerror(errno));
+    for (int i = 0; i < n_pieces && rc == 0; i++)
+        if (pieces[i].len) rc = write_all(fd, pieces[i].data, pieces[i].len, fault, tmp, err);
+    /* The data must be on disk before the rename makes it visible under the final name, or a
+     * crash could leave the new name pointing at blocks never written. */
+    if (rc == 0 && fsync(fd) != 0)
+        rc = zmix_error_set(err, ZMIX_EIO, "%s: fsync: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && rc == 0)
+        rc = zmix_error_set(err, ZMIX_EIO, "%s: close: %s", tmp, strerror(errno));
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = zmix_error_set(err, ZMIX_EIO, "rename %s -> %s: %s", tmp, path, strerror(errno));
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    /* The rename itself is durable only once the directory entry is. */
+    return fs_fsync_dir(dir, err);
+}
+
+int fs_read_file(const char *path, size_t max_bytes, uint8_t **buf, size_t *len, zmix_error *err)
+{
+    *buf = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int code = errno == ENOENT ? ZMIX_ENOTFOUND : ZMIX_EIO;
+        return zmix_error_set(err, code, "%s: open: %s", path, strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return zmix_error_set(err, ZMIX_EIO, "%s: stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: not a regular file", path);
+    }
+    if ((unsigned long long)st.st_size > max_bytes) {
+        close(fd);
+        return zmix_error_set(err, ZMIX_ELIMIT, "%s: %lld bytes, more than the limit of %zu", path,
+                              (long long)st.st_size, max_bytes);
+    }
+    size_t size = (size_t)st.st_size;
+    uint8_t *data = malloc(size ? size : 1);
+    if (!data) {
+        close(fd);
+        return zmix_error_set(err, ZMIX_ENOMEM, "%s: cannot allocate %zu bytes", path, size);
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t r = read(fd, data + got, size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(data);
+            close(fd);
+            return zmix_error_set(err, ZMIX_EIO, "%s: read: %s", path, strerror(e));
+        }
+        if (r == 0) break; /* shrank under us: the short length is caught by the parser */
+        got += (size_t)r;
+    }
+    close(fd);
+    *buf = data;
+    *len = got;
+    return 0;
+}
+
+int fs_mkdirs(const char *path, zmix_error *err)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return zmix_error_set(err, ZMIX_EINVAL, "directory path of %zu bytes is not usable", n);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return zmix_error_set(err, ZMIX_EIO, "%s: mkdir: %s", buf, strerror(errno));
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return zmix_error_set(err, ZMIX_EIO, "%s: not a directory", path);
+    return 0;
+}
+
+int fs_remove(const char *dir, const char *name, zmix_error *err)
+{
+    char path[4096];
+    int rc = fs_join(path, sizeof path, dir, name, err);
+    if (rc) return rc;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return zmix_error_set(err, ZMIX_EIO, "%s: unlink: %s", path, strerror(errno));
+    return 0;
+}
+
+void persist_problems_add(persist_problems *p, const zmix_error *e)
+{
+    if (!p) return;
+    zmix_error *grown = realloc(p->items, (p->n + 1) * sizeof *grown);
+    if (!grown) return;
+    p->items = grown;
+    p->items[p->n++] = *e;
+}
+
+void persist_problems_free(persist_problems *p)
+{
+    if (!p) return;
+    free(p->items);
+    p->items = NULL;
+    p->n = 0;
+}

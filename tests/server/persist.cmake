@@ -1,0 +1,9 @@
+# Unit tests of the daemon's persistence (zmix_persist): task cache and job store.
+# Included from tests/server/CMakeLists.txt. Each runs in about a second; the kill -9 loops
+# dominate (30 forks each, writing with fsync until killed).
+if(TARGET zmix_persist)
+  zmix_add_unit_test(test_task_cache SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_task_cache.c
+                     LIBS zmix_persist PkgConfig::CJSON LABELS persist TIMEOUT 120)
+  zmix_add_unit_test(test_job_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_job_store.c
+                     LIBS zmix_persist LABELS persist TIMEOUT 120)
+endif()
