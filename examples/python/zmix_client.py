@@ -1,0 +1,181 @@
+"""A Python client for zmixd (MessagePack-RPC over a Unix or TCP socket).
+
+Only python3-msgpack and the standard library. One method per protocol method (see
+proto/PROTOCOL.md); every call has a timeout; results are plain dicts and lists.
+
+    from zmix_client import Client
+    with Client("unix:/home/me/.cache/zmix/zmixd.sock") as c:
+        job = c.submit("sentiment", examples=[{"prompt": [1, 2], "target": [3]}],
+                       cem={"pop": 16, "iters": 10})
+        done = c.wait(job["job"], timeout=60)
+        result = c.get("sentiment")
+        z = result["z"]   # {matrix name: list of floats (or a NumPy array if NumPy is there)}
+"""
+
+import os
+import socket
+import struct
+
+import msgpack
+
+__all__ = ["Client", "RpcError", "default_address"]
+
+
+class RpcError(Exception):
+    """An error answered by the daemon: code ("EINVAL", "ENOTFOUND", ...) and message."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def default_address():
+    """ZMIX_ADDR, else the daemon's default socket in its cache directory."""
+    addr = os.environ.get("ZMIX_ADDR")
+    if addr:
+        return addr
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return "unix:" + os.path.join(base, "zmix", "zmixd.sock")
+
+
+def _floats(data):
+    """float32 little-endian bytes -> NumPy array when available, else a list of floats."""
+    try:
+        import numpy  # noqa: F401  (optional)
+
+        return numpy.frombuffer(data, dtype="<f4").copy()
+    except ImportError:
+        return list(struct.unpack("<%df" % (len(data) // 4), data))
+
+
+class Client:
+    """One connection. Not thread-safe: use one Client per thread."""
+
+    def __init__(self, address=None, timeout=30.0, token=None):
+        self.address = address or default_address()
+        self.timeout = timeout
+        self._msgid = 0
+        self._sock = self._connect(self.address)
+        self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
+        self.notifications = []  # [method, params] received while waiting for responses
+        if token is not None:
+            self.auth(token)
+
+    def _connect(self, address):
+        if address.startswith("unix:"):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            target = address[5:]
+        elif address.startswith("tcp:"):
+            host, _, port = address[4:].rpartition(":")
+            host = host.strip("[]")
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                              socket.SOCK_STREAM)
+            target = (host, int(port))
+        else:
+            raise ValueError(f"address {address!r}: expected unix:PATH or tcp:HOST:PORT")
+        s.settimeout(self.timeout)
+        try:
+            s.connect(target)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- transport -------------------------------------------------------------------
+
+    def send_raw(self, data):
+        """Sends bytes as they are (for tests of malformed input)."""
+        self._sock.sendall(data)
+
+    def read_message(self, timeout=None):
+        """Reads the next message of any kind ([1, ...] response or [2, ...] notification)."""
+        self._sock.settimeout(self.timeout if timeout is None else timeout)
+        while True:
+            for msg in self._unpacker:
+                return msg
+            chunk = self._sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("connection closed by the daemon")
+            self._unpacker.feed(chunk)
+
+    def call(self, method, params=None, timeout=None):
+        """Sends a request and returns its result, raising RpcError on an error response."""
+        self._msgid = (self._msgid + 1) & 0xFFFFFFFF
+        msgid = self._msgid
+        self._sock.sendall(msgpack.packb([0, msgid, method, params or {}], use_bin_type=True))
+        while True:
+            msg = self.read_message(timeout)
+            if msg[0] == 2:
+                self.notifications.append(msg[1:])
+                if msg[1] == "error":
+                    err = msg[2]
+                    raise RpcError(err.get("code"), err.get("message"))
+                continue
+            if msg[0] == 1 and msg[1] == msgid:
+                if msg[2] is not None:
+                    raise RpcError(msg[2].get("code"), msg[2].get("message"))
+                return msg[3]
+
+    # ---- one method per protocol method ------------------------------------------------
+
+    def auth(self, token):
+        return self.call("auth", {"token": token})
+
+    def ping(self):
+        return self.call("ping")
+
+    def info(self):
+        return self.call("info")
+
+    def stats(self):
+        return self.call("stats")
+
+    def submit(self, task, examples, cem=None, priority=0, recompute=False):
+        params = {"task": task, "examples": examples, "priority": priority,
+                  "recompute": recompute}
+        if cem:
+            params["cem"] = cem
+        return self.call("submit", params)
+
+    def status(self, job):
+        return self.call("status", {"job": job})
+
+    def wait(self, job, timeout=30.0):
+        """Long-poll: returns {"timed_out": bool, "status": {...}} when the job ends or after
+        timeout seconds (the socket timeout is stretched to cover it)."""
+        return self.call("wait", {"job": job, "timeout": float(timeout)},
+                         timeout=max(self.timeout, timeout + 10.0))
+
+    def cancel(self, job):
+        return self.call("cancel", {"job": job})
+
+    def jobs(self, state=None):
+        return self.call("jobs", {"state": state} if state else {})["jobs"]
+
+    def get(self, task, vectors=True):
+        """The cached result of a task; with vectors, "z" maps matrix name -> floats."""
+        r = self.call("get", {"task": task, "vectors": vectors})
+        if vectors and "z" in r:
+            r["z"] = {name: _floats(raw) for name, raw in r["z"].items()}
+        return r
+
+    def tasks(self):
+        return self.call("tasks")["tasks"]
+
+    def evict(self, task):
+        return self.call("evict", {"task": task})
+
+    def subscribe(self, on=True):
+        return self.call("subscribe", {"on": on})

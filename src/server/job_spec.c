@@ -1,0 +1,416 @@
+#include "job_spec.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rpc.h"
+#include "util/sha256.h"
+
+void job_limits_default(job_limits *lim)
+{
+    memset(lim, 0, sizeof *lim);
+    lim->max_examples = 256;
+    lim->max_tokens = 65536;
+    lim->max_pop = 1024;
+    lim->max_generations = 1000;
+    lim->max_dim = 4096;
+}
+
+int job_task_name_check(const char *task, zmix_error *err)
+{
+    size_t n = strlen(task);
+    if (n == 0) return zmix_error_set(err, ZMIX_EINVAL, "field 'task' is empty");
+    if (n >= JOB_TASK_MAX)
+        return zmix_error_set(err, ZMIX_ERANGE, "field 'task': %zu bytes, at most %d", n,
+                              JOB_TASK_MAX - 1);
+    if (task[0] == '.')
+        return zmix_error_set(err, ZMIX_EINVAL, "field 'task' must not start with '.'");
+    for (size_t i = 0; i < n; i++) {
+        char c = task[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '-';
+        if (!ok)
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "field 'task': character %zu (0x%02x) not in [A-Za-z0-9._-]", i,
+                                  (unsigned)(unsigned char)c);
+    }
+    return 0;
+}
+
+/* Validates one token array and returns its length; ids are copied later. */
+static int check_ids(const msgpack_object *v, int idx, const char *which, int vocab,
+                     zmix_error *err)
+{
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return zmix_error_set(err, ZMIX_EINVAL, "examples[%d]: missing field '%s'", idx, which);
+    if (v->type != MSGPACK_OBJECT_ARRAY)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples[%d].%s must be an array of token ids, got %s", idx, which,
+                              rpc_type_name(v));
+    if (v->via.array.size == 0)
+        return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", idx, which);
+    for (uint32_t j = 0; j < v->via.array.size; j++) {
+        const msgpack_object *t = &v->via.array.ptr[j];
+        if (t->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            return zmix_error_set(
+                err, ZMIX_ERANGE,
+                "examples[%d].%s[%u]: token id %lld outside the vocabulary [0, %d)", idx, which, j,
+                (long long)t->via.i64, vocab);
+        if (t->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "examples[%d].%s[%u] must be an integer, got %s", idx, which, j,
+                                  rpc_type_name(t));
+        if (t->via.u64 >= (uint64_t)vocab)
+            return zmix_error_set(
+                err, ZMIX_ERANGE,
+                "examples[%d].%s[%u]: token id %llu outside the vocabulary [0, %d)", idx, which, j,
+                (unsigned long long)t->via.u64, vocab);
+    }
+    return 0;
+}
+
+static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_examples *out,
+                          zmix_error *err)
+{
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return zmix_error_set(err, ZMIX_EINVAL, "missing field 'examples'");
+    if (v->type != MSGPACK_OBJECT_ARRAY)
+        return zmix_error_set(err, ZMIX_EINVAL, "field 'examples' must be an array, got %s",
+                              rpc_type_name(v));
+    uint32_t n = v->via.array.size;
+    if (n == 0) return zmix_error_set(err, ZMIX_EINVAL, "field 'examples' is empty");
+    if (n > (uint32_t)lim->max_examples)
+        return zmix_error_set(err, ZMIX_ELIMIT, "field 'examples': %u examples, at most %d", n,
+                              lim->max_examples);
+    static const char *const keys[] = {"prompt", "target", NULL};
+    long total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *e = &v->via.array.ptr[i];
+        char where[48];
+        snprintf(where, sizeof where, "examples[%u]", i);
+        if (e->type != MSGPACK_OBJECT_MAP)
+            return zmix_error_set(err, ZMIX_EINVAL, "%s must be a map {prompt, target}, got %s",
+                                  where, rpc_type_name(e));
+        int rc = rpc_map_check_keys(e, keys, where, err);
+        if (rc) return rc;
+        const msgpack_object *p = rpc_map_get(e, "prompt"), *t = rpc_map_get(e, "target");
+        if ((rc = check_ids(p, (int)i, "prompt", lim->vocab_size, err))) return rc;
+        if ((rc = check_ids(t, (int)i, "target", lim->vocab_size, err))) return rc;
+        long len = (long)p->via.array.size + (long)t->via.array.size;
+        if (len > lim->context)
+            return zmix_error_set(
+                err, ZMIX_ELIMIT,
+                "%s: %ld tokens (prompt %u + target %u), the model's context is %d", where, len,
+                p->via.array.size, t->via.array.size, lim->context);
+        total += len;
+        if (total > lim->max_tokens)
+            return zmix_error_set(err, ZMIX_ELIMIT,
+                                  "examples: more than %ld tokens in total (at example %u)",
+                                  lim->max_tokens, i);
+    }
+    out->items = calloc(n, sizeof *out->items);
+    out->tokens = malloc((size_t)total * sizeof *out->tokens);
+    if (!out->items || !out->tokens) {
+        free(out->items);
+        free(out->tokens);
+        memset(out, 0, sizeof *out);
+        return zmix_error_set(err, ZMIX_ENOMEM, "examples: out of memory for %ld tokens", total);
+    }
+    size_t at = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *e = &v->via.array.ptr[i];
+        const msgpack_object *p = rpc_map_get(e, "prompt"), *t = rpc_map_get(e, "target");
+        zmix_example *x = &out->items[i];
+        x->prompt = out->tokens + at;
+        x->n_prompt = (int)p->via.array.size;
+        for (uint32_t j = 0; j < p->via.array.size; j++)
+            out->tokens[at++] = (int32_t)p->via.array.ptr[j].via.u64;
+        x->target = out->tokens + at;
+        x->n_target = (int)t->via.array.size;
+        for (uint32_t j = 0; j < t->via.array.size; j++)
+            out->tokens[at++] = (int32_t)t->via.array.ptr[j].via.u64;
+    }
+    out->n = (int)n;
+    out->n_tokens = at;
+    return 0;
+}
+
+static int parse_cem(const msgpack_object *m, const job_limits *lim, job_spec *s, zmix_error *err)
+{
+    static const char *const keys[] = {
+        "per_layer", "pop",       "elite",   "iters",           "seed",    "init_std",
+        "bounds",    "normalize", "metric",  "patience",        "std_tol", "std_floor",
+        "ema",       "elitism",   "rescale", "target_accuracy", NULL};
+    zmix_cem_settings *c = &s->cem;
+    int rc;
+    int64_t i64;
+    if (!m) m = &(msgpack_object){.type = MSGPACK_OBJECT_MAP};
+    if ((rc = rpc_map_check_keys(m, keys, "cem", err))) return rc;
+    if ((rc = rpc_get_bool(m, "per_layer", 0, &s->compose.per_layer, err))) goto fail;
+    if ((rc = rpc_get_bool(m, "normalize", 0, &s->compose.normalize, err))) goto fail;
+    c->normalize = 0; /* the scorer normalises (compose opts); CEM sees raw coefficients */
+    if ((rc = rpc_get_bool(m, "rescale", 1, &s->compose.rescale, err))) goto fail;
+    if ((rc = rpc_get_int(m, "pop", 0, 2, lim->max_pop, c->pop_size, &i64, err))) goto fail;
+    c->pop_size = (int)i64;
+    if ((rc = rpc_get_double(m, "elite", 0, 1e-9, 1.0, c->elite_ratio, &c->elite_ratio, err)))
+        goto fail;
+    if ((rc = rpc_get_int(m, "iters", 0, 1, lim->max_generations, c->max_generations, &i64, err)))
+        goto fail;
+    c->max_generations = (int)i64;
+    s->seed_given = rpc_map_get(m, "seed") != NULL;
+    if ((rc = rpc_get_uint64(m, "seed", c->seed, &c->seed, err))) goto fail;
+    if ((rc = rpc_get_double(m, "init_std", 0, -1.0, 1e6, c->init_std, &c->init_std, err)))
+        goto fail;
+    const msgpack_object *b = rpc_map_get(m, "bounds");
+    if (b && b->type != MSGPACK_OBJECT_NIL) {
+        int ok = b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size == 2;
+        for (int k = 0; ok && k < 2; k++) {
+            const msgpack_object *x = &b->via.array.ptr[k];
+            double *dst = k ? &c->hi : &c->lo;
+            if (x->type == MSGPACK_OBJECT_FLOAT32 || x->type == MSGPACK_OBJECT_FLOAT64)
+                *dst = x->via.f64;
+            else if (x->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                *dst = (double)x->via.u64;
+            else if (x->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+                *dst = (double)x->via.i64;
+            else
+                ok = 0;
+        }
+        if (!ok)
+            return zmix_error_set(err, ZMIX_EINVAL, "cem: field 'bounds' must be [lo, hi] numbers");
+        if (!(c->lo < c->hi) || c->lo < -1e6 || c->hi > 1e6)
+            return zmix_error_set(err, ZMIX_ERANGE,
+                                  "cem: field 'bounds': [%g, %g] must have lo < hi within ±1e6",
+                                  c->lo, c->hi);
+    }
+    char metric[16];
+    if ((rc = rpc_get_str(m, "metric", 0, "accuracy", metric, sizeof metric, err))) goto fail;
+    if (!strcmp(metric, "accuracy"))
+        c->metric = ZMIX_METRIC_ACCURACY;
+    else if (!strcmp(metric, "loglik"))
+        c->metric = ZMIX_METRIC_LOGLIK;
+    else
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "cem: field 'metric': '%s', expected accuracy or loglik", metric);
+    if ((rc = rpc_get_int(m, "patience", 0, 0, lim->max_generations, c->patience, &i64, err)))
+        goto fail;
+    c->patience = (int)i64;
+    if ((rc = rpc_get_double(m, "std_tol", 0, 0.0, 1e6, c->std_tol, &c->std_tol, err))) goto fail;
+    if ((rc = rpc_get_double(m, "std_floor", 0, 0.0, 1e6, c->std_floor, &c->std_floor, err)))
+        goto fail;
+    if ((rc = rpc_get_double(m, "ema", 0, 0.0, 0.999999, c->ema, &c->ema, err))) goto fail;
+    if ((rc = rpc_get_bool(m, "elitism", c->elitism, &c->elitism, err))) goto fail;
+    if ((rc = rpc_get_double(m, "target_accuracy", 0, 0.0, 2.0, c->target_accuracy,
+                             &c->target_accuracy, err)))
+        goto fail;
+    c->n_experts = lim->n_experts;
+    long dim = (long)lim->n_experts * (s->compose.per_layer ? lim->n_matrices : 1);
+    if (dim > lim->max_dim)
+        return zmix_error_set(err, ZMIX_ELIMIT, "cem: search dimension %ld (%s), at most %d", dim,
+                              s->compose.per_layer ? "per-layer" : "per-expert", lim->max_dim);
+    c->dim = (int)dim;
+    return 0;
+fail:
+    return zmix_error_prefix(err, "cem");
+}
+
+int job_spec_parse(const msgpack_object *params, const job_limits *lim,
+                   const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)
+{
+    static const char *const keys[] = {"task", "examples", "cem", "priority", "recompute", NULL};
+    memset(out, 0, sizeof *out);
+    out->cem = *cem_defaults;
+    out->cem.init_mean = NULL;
+    if (params->type != MSGPACK_OBJECT_MAP)
+        return zmix_error_set(err, ZMIX_EINVAL, "params must be a map");
+    int rc = rpc_map_check_keys(params, keys, "submit", err);
+    if (rc) return rc;
+    if ((rc = rpc_get_str(params, "task", 1, NULL, out->task, sizeof out->task, err))) return rc;
+    if ((rc = job_task_name_check(out->task, err))) return rc;
+    int64_t prio;
+    if ((rc = rpc_get_int(params, "priority", 0, -10, 10, 0, &prio, err))) return rc;
+    out->priority = (int)prio;
+    if ((rc = rpc_get_bool(params, "recompute", 0, &out->recompute, err))) return rc;
+    const msgpack_object *cem;
+    if ((rc = rpc_get_map(params, "cem", &cem, err))) return rc;
+    if ((rc = parse_cem(cem, lim, out, err))) return rc;
+    return parse_examples(rpc_map_get(params, "examples"), lim, &out->examples, err);
+}
+
+void job_spec_free(job_spec *spec)
+{
+    free(spec->examples.items);
+    free(spec->examples.tokens);
+    memset(&spec->examples, 0, sizeof spec->examples);
+}
+
+static void hash_i64(zmix_sha256 *h, int64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)v >> (8 * i));
+    zmix_sha256_update(h, b, 8);
+}
+
+static void hash_f64(zmix_sha256 *h, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof u);
+    hash_i64(h, (int64_t)u);
+}
+
+static void hash_str(zmix_sha256 *h, const char *s)
+{
+    size_t n = strlen(s);
+    hash_i64(h, (int64_t)n);
+    zmix_sha256_update(h, s, n);
+}
+
+static void hash_examples(zmix_sha256 *h, const zmix_examples *ex)
+{
+    hash_i64(h, ex->n);
+    for (int i = 0; i < ex->n; i++) {
+        hash_i64(h, ex->items[i].n_prompt);
+        for (int j = 0; j < ex->items[i].n_prompt; j++) hash_i64(h, ex->items[i].prompt[j]);
+        hash_i64(h, ex->items[i].n_target);
+        for (int j = 0; j < ex->items[i].n_target; j++) hash_i64(h, ex->items[i].target[j]);
+    }
+}
+
+void job_examples_digest(const zmix_examples *ex, char hex[65])
+{
+    zmix_sha256 h;
+    uint8_t d[32];
+    zmix_sha256_init(&h);
+    hash_examples(&h, ex);
+    zmix_sha256_final(&h, d);
+    zmix_sha256_hex(d, hex);
+}
+
+void job_spec_key(const job_spec *spec, const char *model_fingerprint, const char *experts_digest,
+                  char hex[65])
+{
+    /* Every field that can change the result, in a fixed order with explicit lengths, so that
+     * no two different requests encode to the same bytes. Priority and recompute are left out:
+     * they change when, not what. */
+    zmix_sha256 h;
+    uint8_t d[32];
+    const zmix_cem_settings *c = &spec->cem;
+    zmix_sha256_init(&h);
+    hash_str(&h, "zmix-job-key-v1");
+    hash_str(&h, model_fingerprint ? model_fingerprint : "");
+    hash_str(&h, experts_digest ? experts_digest : "");
+    hash_examples(&h, &spec->examples);
+    hash_i64(&h, spec->compose.per_layer);
+    hash_i64(&h, spec->compose.normalize);
+    hash_i64(&h, spec->compose.rescale);
+    hash_i64(&h, c->dim);
+    hash_i64(&h, c->n_experts);
+    hash_i64(&h, c->pop_size);
+    hash_f64(&h, c->elite_ratio);
+    hash_f64(&h, c->lo);
+    hash_f64(&h, c->hi);
+    hash_f64(&h, c->init_std);
+    hash_f64(&h, c->ema);
+    hash_f64(&h, c->std_floor);
+    hash_i64(&h, c->max_generations);
+    hash_i64(&h, c->elitism);
+    hash_i64(&h, c->metric);
+    hash_i64(&h, c->normalize);
+    hash_f64(&h, c->std_tol);
+    hash_i64(&h, c->patience);
+    hash_f64(&h, c->target_accuracy);
+    hash_f64(&h, c->target_loglik_tol);
+    hash_i64(&h, (int64_t)c->seed);
+    zmix_sha256_final(&h, d);
+    zmix_sha256_hex(d, hex);
+}
+
+void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk)
+{
+    const zmix_cem_settings *c = &spec->cem;
+    msgpack_pack_map(pk, 16);
+    rpc_pack_cstr(pk, "per_layer");
+    spec->compose.per_layer ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    rpc_pack_cstr(pk, "normalize");
+    spec->compose.normalize ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    rpc_pack_cstr(pk, "rescale");
+    spec->compose.rescale ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    rpc_pack_cstr(pk, "pop");
+    msgpack_pack_int(pk, c->pop_size);
+    rpc_pack_cstr(pk, "elite");
+    msgpack_pack_double(pk, c->elite_ratio);
+    rpc_pack_cstr(pk, "iters");
+    msgpack_pack_int(pk, c->max_generations);
+    rpc_pack_cstr(pk, "seed");
+    msgpack_pack_uint64(pk, c->seed);
+    rpc_pack_cstr(pk, "init_std");
+    msgpack_pack_double(pk, c->init_std);
+    rpc_pack_cstr(pk, "bounds");
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_double(pk, c->lo);
+    msgpack_pack_double(pk, c->hi);
+    rpc_pack_cstr(pk, "metric");
+    rpc_pack_cstr(pk, c->metric == ZMIX_METRIC_LOGLIK ? "loglik" : "accuracy");
+    rpc_pack_cstr(pk, "patience");
+    msgpack_pack_int(pk, c->patience);
+    rpc_pack_cstr(pk, "std_tol");
+    msgpack_pack_double(pk, c->std_tol);
+    rpc_pack_cstr(pk, "std_floor");
+    msgpack_pack_double(pk, c->std_floor);
+    rpc_pack_cstr(pk, "ema");
+    msgpack_pack_double(pk, c->ema);
+    rpc_pack_cstr(pk, "elitism");
+    c->elitism ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    rpc_pack_cstr(pk, "target_accuracy");
+    msgpack_pack_double(pk, c->target_accuracy);
+}
+
+int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
+                     const char *task, int priority, const job_limits *lim,
+                     const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->cem = *cem_defaults;
+    out->cem.init_mean = NULL;
+    snprintf(out->task, sizeof out->task, "%s", task);
+    out->priority = priority;
+    msgpack_unpacked msg;
+    msgpack_unpacked_init(&msg);
+    size_t off = 0;
+    int rc;
+    if (msgpack_unpack_next(&msg, (const char *)settings, settings_len, &off) !=
+            MSGPACK_UNPACK_SUCCESS ||
+        msg.data.type != MSGPACK_OBJECT_MAP) {
+        rc = zmix_error_set(err, ZMIX_EFORMAT, "job settings: not a msgpack map");
+    } else {
+        rc = parse_cem(&msg.data, lim, out, err);
+    }
+    msgpack_unpacked_destroy(&msg);
+    if (rc) return rc;
+    size_t total = 0;
+    for (int i = 0; i < ex->n; i++)
+        total += (size_t)ex->items[i].n_prompt + (size_t)ex->items[i].n_target;
+    out->examples.items = calloc((size_t)(ex->n > 0 ? ex->n : 1), sizeof *out->examples.items);
+    out->examples.tokens = malloc((total > 0 ? total : 1) * sizeof *out->examples.tokens);
+    if (!out->examples.items || !out->examples.tokens) {
+        job_spec_free(out);
+        return zmix_error_set(err, ZMIX_ENOMEM, "job examples: out of memory");
+    }
+    size_t at = 0;
+    for (int i = 0; i < ex->n; i++) {
+        zmix_example *x = &out->examples.items[i];
+        const zmix_example *y = &ex->items[i];
+        x->prompt = out->examples.tokens + at;
+        x->n_prompt = y->n_prompt;
+        memcpy(out->examples.tokens + at, y->prompt, (size_t)y->n_prompt * sizeof(int32_t));
+        at += (size_t)y->n_prompt;
+        x->target = out->examples.tokens + at;
+        x->n_target = y->n_target;
+        memcpy(out->examples.tokens + at, y->target, (size_t)y->n_target * sizeof(int32_t));
+        at += (size_t)y->n_target;
+    }
+    out->examples.n = ex->n;
+    out->examples.n_tokens = at;
+    return 0;
+}

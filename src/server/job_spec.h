@@ -1,0 +1,74 @@
+/*
+ * What a client asks for in `submit`, parsed and checked before any work starts: task name,
+ * few-shot examples (token ids), CEM and composition settings, priority. A pure function of
+ * the request's params map and the daemon's limits, so that it can be unit-tested and fuzzed
+ * without a model.
+ *
+ * The spec digest (SHA-256 over a canonical encoding of the model fingerprint, the experts,
+ * the examples and every setting that changes the result) is the task-cache key: a cached
+ * result is reused only when all of these match.
+ */
+#ifndef ZMIX_SERVER_JOB_SPEC_H
+#define ZMIX_SERVER_JOB_SPEC_H
+
+#include <msgpack.h>
+#include <stdint.h>
+
+#include "zmix/cem.h"
+#include "zmix/common.h"
+#include "zmix/model.h"
+
+#define JOB_TASK_MAX 128 /* bytes of a task name, NUL included */
+
+/* Per-job limits, from the daemon's configuration and the model. */
+typedef struct job_limits {
+    int vocab_size;      /* token ids must lie in [0, vocab_size) */
+    int context;         /* prompt + target of one example must fit */
+    int max_examples;    /* default 256 */
+    long max_tokens;     /* over all examples, default 65536 */
+    int max_pop;         /* default 1024 */
+    int max_generations; /* default 1000 */
+    int max_dim;         /* search dimension (K or M·K), default 4096 */
+    int n_experts;       /* K */
+    int n_matrices;      /* M */
+} job_limits;
+
+void job_limits_default(job_limits *lim);
+
+typedef struct job_spec {
+    char task[JOB_TASK_MAX];
+    zmix_examples examples;    /* owned (items and tokens from malloc) */
+    zmix_cem_settings cem;     /* init_mean is NULL: the default 1/K */
+    zmix_compose_opts compose; /* per_layer, normalize, rescale */
+    int priority;              /* -10 (lowest) .. 10, default 0 */
+    int recompute;             /* ignore a cached result */
+    int seed_given;            /* the client chose the seed */
+} job_spec;
+
+/* Parses the params of a submit request. cem_defaults holds the defaults for every CEM field
+ * (from zmix_cem_settings_default). On error nothing is left allocated. */
+int job_spec_parse(const msgpack_object *params, const job_limits *lim,
+                   const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
+void job_spec_free(job_spec *spec);
+
+/* Checks a task name: 1..127 bytes of [A-Za-z0-9._-], not starting with '.'. Task names
+ * become file names in the cache directory. */
+int job_task_name_check(const char *task, zmix_error *err);
+
+/* SHA-256 of the examples alone (the "examples digest" reported with a result). */
+void job_examples_digest(const zmix_examples *ex, char hex[65]);
+/* The cache key: model fingerprint, expert names and vectors' digest (experts_digest, any
+ * string that changes when the experts do), examples, settings. The task name is not part of
+ * it (the cache is indexed by task; the key says whether the entry answers this request). */
+void job_spec_key(const job_spec *spec, const char *model_fingerprint, const char *experts_digest,
+                  char hex[65]);
+
+/* Packs the effective settings as a map (for status, get and the job store). */
+void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk);
+
+/* Rebuilds a spec from what the job store kept: the settings map packed by
+ * job_spec_pack_settings, the examples (copied), task and priority. */
+int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
+                     const char *task, int priority, const job_limits *lim,
+                     const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
+#endif
