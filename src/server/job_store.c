@@ -396,6 +396,7 @@ static int job_delete_files(job_store *s, js_entry *e, zmix_error *err)
 /* Keeps at most s->retain finished records, dropping the oldest-ended first. */
 static void apply_retention(job_store *s)
 {
+    int removed = 0;
     for (;;) {
         size_t finished = 0;
         js_entry *oldest = NULL;
@@ -408,8 +409,9 @@ static void apply_retention(job_store *s)
         if (finished <= s->retain || !oldest) break;
         if (job_delete_files(s, oldest, NULL) != 0) break;
         entry_erase(s, oldest);
+        removed = 1;
     }
-    fs_fsync_dir(s->dir, NULL);
+    if (removed) fs_fsync_dir(s->dir, NULL);
 }
 
 /* ---- open ----------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -672,6 +673,109 @@ static void test_unpersisted_survives_budget(void **state)
     task_cache_free(c);
 }
 
+/* ---- threads ---------------------------------------------------------------------------- */
+
+/* 1 when got is exactly the result make_result made for its task and version. */
+static int result_consistent(const task_result *got)
+{
+    test_result want;
+    make_result(&want, got->task, (int)(got->job_id - 1000));
+    return strcmp(got->key, want.r.key) == 0 && got->n_alpha == 6 &&
+           memcmp(got->alpha, want.alpha, sizeof want.alpha) == 0 &&
+           got->n_matrices == N_MATRICES && memcmp(got->z, want.z, sizeof want.z) == 0 &&
+           got->settings_len == sizeof want.settings &&
+           memcmp(got->settings, want.settings, sizeof want.settings) == 0;
+}
+
+typedef struct worker_arg {
+    task_cache *cache;
+    int thread;
+    int bad; /* inconsistent results or unexpected errors seen */
+    int ops;
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    unsigned rng = 99u + (unsigned)a->thread;
+    for (int i = 0; i < 60; i++) {
+        rng = rng * 1103515245u + 12345u;
+        char task[8];
+        snprintf(task, sizeof task, "w%u", (rng >> 8) % 5);
+        int op = (int)((rng >> 16) % 10);
+        task_result got;
+        zmix_error err;
+        if (op < 4) {
+            test_result t;
+            make_result(&t, task, a->thread * 1000 + i + 1);
+            if (task_cache_put(a->cache, &t.r, &err) != 0) a->bad++;
+        } else if (op < 8) {
+            int rc = task_cache_get(a->cache, task, &got, &err);
+            if (rc == 0) {
+                a->bad += !result_consistent(&got) || strcmp(got.task, task) != 0;
+                task_result_free(&got);
+            } else if (rc != ZMIX_ENOTFOUND) {
+                a->bad++;
+            }
+        } else if (op < 9) {
+            int rc = task_cache_evict(a->cache, task, &err);
+            if (rc != 0 && rc != ZMIX_ENOTFOUND) a->bad++;
+        } else {
+            task_cache_info *infos;
+            size_t n;
+            if (task_cache_list(a->cache, &infos, &n, &err) != 0)
+                a->bad++;
+            else
+                free(infos);
+        }
+        a->ops++;
+    }
+    return NULL;
+}
+
+/* Puts, gets (through disk, under a budget of about two results), evicts and listings from
+ * four threads at once: every result read must be whole and self-consistent, and the cache
+ * must agree with the disk afterwards. */
+static void test_concurrent_access(void **state)
+{
+    fixture *f = *state;
+    size_t one = one_result_bytes(f);
+    task_cache *c = open_cache(f, 2 * one + one / 2, NULL);
+    pthread_t threads[4];
+    worker_arg args[4];
+    for (int t = 0; t < 4; t++) {
+        args[t] = (worker_arg){c, t, 0, 0};
+        assert_int_equal(pthread_create(&threads[t], NULL, worker, &args[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(threads[t], NULL);
+        assert_int_equal(args[t].bad, 0);
+        assert_int_equal(args[t].ops, 60);
+    }
+    task_cache_stats st;
+    task_cache_get_stats(c, &st);
+    assert_int_equal(st.unpersisted, 0);
+    assert_true(st.resident_bytes <= 2 * one + one / 2);
+    /* What memory says is what a restart finds. */
+    task_cache_info *infos;
+    size_t n;
+    assert_int_equal(task_cache_list(c, &infos, &n, NULL), 0);
+    task_cache *c2 = open_cache(f, 0, NULL);
+    task_cache_stats st2;
+    task_cache_get_stats(c2, &st2);
+    assert_int_equal(st2.tasks, n);
+    for (size_t i = 0; i < n; i++) {
+        task_result got;
+        assert_int_equal(task_cache_get(c2, infos[i].task, &got, NULL), 0);
+        assert_true(got.job_id == infos[i].job_id);
+        assert_true(result_consistent(&got));
+        task_result_free(&got);
+    }
+    free(infos);
+    task_cache_free(c2);
+    task_cache_free(c);
+}
+
 /* ---- kill -9 during writes ------------------------------------------------------------- */
 
 /* The child puts versions 1, 2, 3, ... of four tasks in turn and reports each version on the
@@ -764,6 +868,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corruption_after_open_never_served, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_fault_keeps_old_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unpersisted_survives_budget, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_writes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
