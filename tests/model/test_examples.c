@@ -1,0 +1,165 @@
+/* Few-shot example sets: JSON loading, copying, and the checks against a model. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_formats_fixtures.h"
+#include "zmix/model.h"
+
+typedef struct ctx {
+    char dir[512];
+    char path[600];
+} ctx;
+
+static int setup(void **state)
+{
+    ctx *c = calloc(1, sizeof *c);
+    make_temp_dir(c->dir, sizeof c->dir);
+    snprintf(c->path, sizeof c->path, "%s/ex.json", c->dir);
+    *state = c;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx *c = *state;
+    rm_tree(c->dir);
+    free(c);
+    return 0;
+}
+
+static void write_text(const char *path, const char *text)
+{
+    write_file(path, text, strlen(text));
+}
+
+static void test_load_good(void **state)
+{
+    ctx *c = *state;
+    write_text(c->path, "{\"task\": \"ignored\", \"examples\": [\n"
+                        "  {\"prompt\": [1, 403, 407], \"target\": [405, 292]},\n"
+                        "  {\"target\": [7], \"prompt\": [1]}\n]}\n");
+    zmix_examples ex;
+    zmix_error err = {0};
+    assert_int_equal(zmix_examples_load_json(c->path, &ex, &err), 0);
+    assert_int_equal(ex.n, 2);
+    assert_int_equal(ex.n_tokens, 7);
+    assert_int_equal(ex.items[0].n_prompt, 3);
+    assert_int_equal(ex.items[0].n_target, 2);
+    assert_int_equal(ex.items[0].prompt[2], 407);
+    assert_int_equal(ex.items[0].target[1], 292);
+    assert_int_equal(ex.items[1].n_prompt, 1);
+    assert_int_equal(ex.items[1].target[0], 7);
+    /* Every item points into the single owned block. */
+    assert_true(ex.items[1].target >= ex.tokens && ex.items[1].target < ex.tokens + ex.n_tokens);
+
+    zmix_examples copy;
+    assert_int_equal(zmix_examples_copy(ex.items, ex.n, &copy, &err), 0);
+    assert_int_equal(copy.n, 2);
+    assert_int_equal(copy.n_tokens, 7);
+    assert_ptr_not_equal(copy.tokens, ex.tokens);
+    assert_memory_equal(copy.tokens, ex.tokens, 7 * sizeof(int32_t));
+    assert_int_equal(copy.items[0].target[0], 405);
+    zmix_examples_free(&ex);
+    assert_null(ex.tokens);
+    assert_int_equal(copy.items[1].prompt[0], 1); /* independent of the freed original */
+    zmix_examples_free(&copy);
+}
+
+static void load_fails(ctx *c, const char *text, int code, const char *n1, const char *n2)
+{
+    write_text(c->path, text);
+    zmix_examples ex;
+    zmix_error err = {0};
+    expect_error(zmix_examples_load_json(c->path, &ex, &err), &err, code, n1, n2);
+    assert_non_null(strstr(err.msg, c->path));
+    assert_null(ex.items);
+    assert_null(ex.tokens);
+}
+
+static void test_load_errors(void **state)
+{
+    ctx *c = *state;
+    load_fails(c, "{\"examples\": [", ZMIX_EFORMAT, "malformed JSON", NULL);
+    load_fails(c, "[]", ZMIX_EFORMAT, "not a JSON object", NULL);
+    load_fails(c, "{\"example\": []}", ZMIX_EFORMAT, "'examples' is missing", NULL);
+    load_fails(c, "{\"examples\": []}", ZMIX_EFORMAT, "'examples' is empty", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [2]}, 5]}", ZMIX_EFORMAT,
+               "example 1 is not an object", NULL);
+    load_fails(c,
+               "{\"examples\": [{\"prompt\": [1], \"target\": [2]}, {\"prompt\": [1], "
+               "\"target\": [2]}, {\"prompt\": [1], \"target\": [2]}, {\"prompt\": [1], "
+               "\"target\": []}]}",
+               ZMIX_EFORMAT, "example 3: target is empty", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1]}]}", ZMIX_EFORMAT,
+               "example 0: target is missing", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": 1, \"target\": [2]}]}", ZMIX_EFORMAT,
+               "example 0: prompt is not an array", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1, -3], \"target\": [2]}]}", ZMIX_EFORMAT,
+               "example 0: prompt[1] is not a token id", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [2, 2.5]}]}", ZMIX_EFORMAT,
+               "example 0: target[1]", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [\"a\"]}]}", ZMIX_EFORMAT,
+               "example 0: target[0]", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [3000000000]}]}", ZMIX_EFORMAT,
+               "target[0]", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"targets\": [2]}]}", ZMIX_EFORMAT,
+               "example 0: unknown key 'targets'", NULL);
+    zmix_examples ex;
+    zmix_error err = {0};
+    char missing[700];
+    snprintf(missing, sizeof missing, "%s/none.json", c->dir);
+    expect_error(zmix_examples_load_json(missing, &ex, &err), &err, ZMIX_ENOTFOUND, missing, NULL);
+}
+
+static void test_check_against_model(void **unused)
+{
+    zmix_model model;
+    memset(&model, 0, sizeof model);
+    model.cfg.vocab_size = 512;
+    model.cfg.max_seq_len = 6;
+    int32_t p0[] = {1, 2, 3}, t0[] = {4, 5}, p1[] = {1, 511}, t1[] = {0, 512};
+    zmix_example items[2] = {{p0, 3, t0, 2}, {p1, 2, t1, 2}};
+    zmix_examples ex;
+    zmix_error err = {0};
+    assert_int_equal(zmix_examples_copy(items, 2, &ex, &err), 0);
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
+                 "example 1: target[1]: token id 512 is outside [0, 512)", NULL);
+    ex.tokens[6] = -1; /* example 1, prompt[1] */
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
+                 "example 1: prompt[1]: token id -1", NULL);
+    ex.tokens[6] = 511;
+    ex.tokens[8] = 511;
+    assert_int_equal(zmix_examples_check(&model, &ex, &err), 0);
+    model.cfg.max_seq_len = 4;
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
+                 "example 0: prompt (3) + target (2) = 5 tokens exceed the model's context of 4",
+                 NULL);
+    model.cfg.max_seq_len = 5;
+    assert_int_equal(zmix_examples_check(&model, &ex, &err), 0);
+    ex.items[1].n_target = 0;
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_EINVAL,
+                 "example 1: target is empty", NULL);
+    zmix_examples_free(&ex);
+    zmix_examples empty = {0};
+    expect_error(zmix_examples_check(&model, &empty, &err), &err, ZMIX_EINVAL, "empty", NULL);
+
+    zmix_example bad = {p0, 0, t0, 2};
+    expect_error(zmix_examples_copy(&bad, 1, &ex, &err), &err, ZMIX_EINVAL,
+                 "example 0: prompt is empty", NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_load_good, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
+        cmocka_unit_test(test_check_against_model),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
