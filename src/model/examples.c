@@ -116,14 +116,21 @@ static int examples_from_json(const cJSON *root, const char *path, zmix_examples
         if (!cJSON_IsObject(e))
             return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d is not an object", path, i);
         const cJSON *key;
+        int seen[2] = {0, 0};
         cJSON_ArrayForEach(key, e)
         {
-            /* A misspelt key would otherwise vanish without a trace. */
-            if (strcmp(key->string, "prompt") && strcmp(key->string, "target"))
+            /* A misspelt or repeated key would otherwise vanish without a trace. */
+            int which = !strcmp(key->string, "prompt")   ? 0
+                        : !strcmp(key->string, "target") ? 1
+                                                         : -1;
+            if (which < 0)
                 return zmix_error_set(err, ZMIX_EFORMAT,
                                       "%s: example %d: unknown key '%.64s' (expected prompt, "
                                       "target)",
                                       path, i, key->string);
+            if (seen[which]++)
+                return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s appears twice", path,
+                                      i, key->string);
         }
         int np =
             check_id_list(cJSON_GetObjectItemCaseSensitive(e, "prompt"), path, i, "prompt", err);

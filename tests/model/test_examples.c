@@ -110,6 +110,10 @@ static void test_load_errors(void **state)
                "target[0]", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1], \"targets\": [2]}]}", ZMIX_EFORMAT,
                "example 0: unknown key 'targets'", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [2], \"prompt\": [3]}]}",
+               ZMIX_EFORMAT, "example 0: prompt appears twice", NULL);
+    load_fails(c, "{\"examples\": [], \"examples\": [{\"prompt\": [1], \"target\": [2]}]}",
+               ZMIX_EFORMAT, "key 'examples' appears twice", NULL);
     zmix_examples ex;
     zmix_error err = {0};
     char missing[700];
