@@ -1,15 +1,478 @@
+/*
+ * Offline model commands: `zmix generate` (greedy continuation, token ids in and out) and
+ * `zmix score` (accuracy and log-likelihood of an expert mix on a few-shot set, as JSON).
+ * Both load the model and experts in-process; every bad argument or file ends the command
+ * with exit code 2 (usage) or 1 (failure) and one line on stderr saying what was wrong.
+ */
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "commands.h"
+#include "zmix/model.h"
+
+#define MAX_EXPERTS 64
+
+typedef struct model_args {
+    const char *cmd;
+    const char *model;
+    const char *experts;    /* comma-separated paths */
+    const char *alpha;      /* comma-separated numbers */
+    const char *alpha_file; /* JSON, per adapted matrix */
+    const char *adapt;
+    const char *factor_cache;
+    const char *prompt;
+    const char *examples;
+    int n_new;
+    int threads;
+    int rescale, normalize;
+} model_args;
+
+static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "zmix %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (try 'zmix %s --help')\n", cmd);
+    va_end(ap);
+    return 2;
+}
+
+static int fail(const char *cmd, const char *msg)
+{
+    fprintf(stderr, "zmix %s: %s\n", cmd, msg);
+    return 1;
+}
+
+static int parse_int(const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = (int)v;
+    return 0;
+}
+
+/* Splits a comma-separated list of integers ("1,2,3"). Returns the count, or -1. */
+static int parse_ids(const char *s, int32_t **out)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) return -1;
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || v < 0 || v > INT32_MAX || (*end && *end != ',')) {
+            free(ids);
+            return -1;
+        }
+        ids[n++] = (int32_t)v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    *out = ids;
+    return n;
+}
+
+static int parse_floats(const char *s, float **out)
+{
+    size_t cap = 1;
+    for (const char *p = s; *p; p++) cap += *p == ',';
+    float *v = malloc(cap * sizeof *v);
+    if (!v) return -1;
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        float x = strtof(p, &end);
+        if (errno || end == p || !isfinite(x) || (*end && *end != ',')) {
+            free(v);
+            return -1;
+        }
+        v[n++] = x;
+        if (!*end) break;
+        p = end + 1;
+    }
+    *out = v;
+    return n;
+}
+
+static int split_paths(char *s, const char **paths)
+{
+    int n = 0;
+    for (char *tok = strtok(s, ","); tok; tok = strtok(NULL, ",")) {
+        if (n == MAX_EXPERTS) return -1;
+        paths[n++] = tok;
+    }
+    return n;
+}
+
+/* Parses the options shared by generate and score. Returns 0, 2 (usage error, reported) or
+ * -1 when --help was printed. */
+static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
+{
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
+            help();
+            return -1;
+        }
+        if (!strcmp(o, "--no-rescale")) {
+            a->rescale = 0;
+            continue;
+        }
+        if (!strcmp(o, "--normalize")) {
+            a->normalize = 1;
+            continue;
+        }
+        static const char *const with_value[] = {
+            "--model",  "--experts",  "--alpha", "--alpha-file", "--adapt",  "--factor-cache",
+            "--prompt", "--examples", "-n",      "--new-tokens", "--threads"};
+        int known = 0;
+        for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++)
+            known |= !strcmp(o, with_value[j]);
+        if (!known) return usage_error(a->cmd, "unknown option '%s'", o);
+        if (i + 1 >= argc) return usage_error(a->cmd, "option '%s' needs a value", o);
+        const char *v = argv[++i];
+        if (!strcmp(o, "--model"))
+            a->model = v;
+        else if (!strcmp(o, "--experts"))
+            a->experts = v;
+        else if (!strcmp(o, "--alpha"))
+            a->alpha = v;
+        else if (!strcmp(o, "--alpha-file"))
+            a->alpha_file = v;
+        else if (!strcmp(o, "--adapt"))
+            a->adapt = v;
+        else if (!strcmp(o, "--factor-cache"))
+            a->factor_cache = v;
+        else if (!strcmp(o, "--prompt"))
+            a->prompt = v;
+        else if (!strcmp(o, "--examples"))
+            a->examples = v;
+        else if (!strcmp(o, "-n") || !strcmp(o, "--new-tokens")) {
+            if (parse_int(v, 0, 1 << 24, &a->n_new))
+                return usage_error(a->cmd, "-n '%s' is not a token count", v);
+        } else if (!strcmp(o, "--threads")) {
+            if (parse_int(v, 1, 1024, &a->threads))
+                return usage_error(a->cmd, "--threads '%s' is not in [1, 1024]", v);
+        } else {
+            return usage_error(a->cmd, "unknown option '%s'", o);
+        }
+    }
+    if (!a->model) return usage_error(a->cmd, "%s", "--model PATH is required");
+    if (a->alpha && a->alpha_file)
+        return usage_error(a->cmd, "%s", "give --alpha or --alpha-file, not both");
+    if ((a->alpha || a->alpha_file) && !a->experts)
+        return usage_error(a->cmd, "%s", "--alpha needs --experts");
+    if (a->experts && !a->alpha && !a->alpha_file)
+        return usage_error(a->cmd, "%s", "--experts needs --alpha or --alpha-file");
+    return 0;
+}
+
+/* Reads a per-matrix α file: {"alpha": {"<matrix name>": [K numbers], ...}} naming every
+ * adapted matrix once, or {"alpha": [M·K numbers]} in matrix order. */
+static int load_alpha_file(const char *path, const zmix_runtime *rt, float *alpha, char *msg,
+                           size_t msg_size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return snprintf(msg, msg_size, "%s: %s", path, strerror(errno)), -1;
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = (cap ? 2 * cap : 8192);
+            char *grown = realloc(text, cap);
+            if (!grown) break;
+            text = grown;
+        }
+        size_t got = fread(text + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) break;
+    }
+    fclose(f);
+    if (!text) return snprintf(msg, msg_size, "%s: out of memory", path), -1;
+    text[len] = '\0';
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    int M = zmix_runtime_n_matrices(rt), K = zmix_runtime_n_experts(rt), rc = 0;
+    const cJSON *arr = root ? cJSON_GetObjectItemCaseSensitive(root, "alpha") : NULL;
+    if (!root) {
+        snprintf(msg, msg_size, "%s: malformed JSON", path);
+        rc = -1;
+    } else if (cJSON_IsArray(arr)) {
+        if (cJSON_GetArraySize(arr) != M * K) {
+            snprintf(msg, msg_size,
+                     "%s: alpha has %d numbers, expected %d (%d matrices x %d "
+                     "experts)",
+                     path, cJSON_GetArraySize(arr), M * K, M, K);
+            rc = -1;
+        }
+        int i = 0;
+        for (const cJSON *v = arr->child; !rc && v; v = v->next, i++) {
+            if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+                snprintf(msg, msg_size, "%s: alpha[%d] is not a finite number", path, i);
+                rc = -1;
+            } else
+                alpha[i] = (float)v->valuedouble;
+        }
+    } else if (cJSON_IsObject(arr)) {
+        char *seen = calloc((size_t)(M ? M : 1), 1);
+        if (!seen) {
+            snprintf(msg, msg_size, "%s: out of memory", path);
+            rc = -1;
+        }
+        for (const cJSON *e = arr->child; !rc && e; e = e->next) {
+            int m = 0;
+            while (m < M && strcmp(zmix_runtime_matrix_name(rt, m), e->string)) m++;
+            if (m == M) {
+                snprintf(msg, msg_size, "%s: '%s' is not an adapted matrix", path, e->string);
+                rc = -1;
+            } else if (seen[m]) {
+                snprintf(msg, msg_size, "%s: '%s' appears twice", path, e->string);
+                rc = -1;
+            } else if (!cJSON_IsArray(e) || cJSON_GetArraySize(e) != K) {
+                snprintf(msg, msg_size, "%s: '%s' must be a list of %d numbers", path, e->string,
+                         K);
+                rc = -1;
+            } else {
+                int k = 0;
+                for (const cJSON *v = e->child; !rc && v; v = v->next, k++) {
+                    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+                        snprintf(msg, msg_size, "%s: '%s'[%d] is not a finite number", path,
+                                 e->string, k);
+                        rc = -1;
+                    } else
+                        alpha[(size_t)m * K + k] = (float)v->valuedouble;
+                }
+                seen[m] = 1;
+            }
+        }
+        for (int m = 0; !rc && m < M; m++)
+            if (!seen[m]) {
+                snprintf(msg, msg_size,
+                         "%s: no coefficients for '%s' (every adapted matrix "
+                         "needs them)",
+                         path, zmix_runtime_matrix_name(rt, m));
+                rc = -1;
+            }
+        free(seen);
+    } else {
+        snprintf(msg, msg_size,
+                 "%s: expected {\"alpha\": {matrix: [numbers]}} or "
+                 "{\"alpha\": [numbers]}",
+                 path);
+        rc = -1;
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+typedef struct session {
+    zmix_model *model;
+    zmix_runtime *rt;
+    zmix_compose_opts copts;
+    float *alpha; /* NULL without experts */
+    float *z;     /* z' of alpha, NULL without experts */
+} session;
+
+static void session_free(session *s)
+{
+    zmix_runtime_free(s->rt);
+    zmix_model_free(s->model);
+    free(s->alpha);
+    free(s->z);
+}
+
+/* Loads model and experts, reads α and composes z'. Returns the exit code (0 on success). */
+static int session_open(const model_args *a, session *s)
+{
+    zmix_error err = {0, ""};
+    memset(s, 0, sizeof *s);
+    zmix_runtime_opts ro;
+    zmix_runtime_opts_default(&ro);
+    ro.factor_cache_dir = a->factor_cache;
+    if (a->adapt && zmix_adapt_set_parse(a->adapt, &ro.adapt, &err))
+        return usage_error(a->cmd, "%s", err.msg);
+    const char *paths[MAX_EXPERTS];
+    char *experts = a->experts ? strdup(a->experts) : NULL;
+    int n_experts = experts ? split_paths(experts, paths) : 0;
+    if (n_experts < 0 || (a->experts && n_experts == 0)) {
+        free(experts);
+        return usage_error(a->cmd, "--experts: expected 1 to %d comma-separated files",
+                           MAX_EXPERTS);
+    }
+    int rc = zmix_model_load(a->model, &s->model, &err);
+    if (!rc) rc = zmix_runtime_create(s->model, &ro, paths, n_experts, &s->rt, &err);
+    free(experts);
+    if (rc) return fail(a->cmd, err.msg);
+
+    zmix_compose_opts_default(&s->copts);
+    s->copts.rescale = a->rescale;
+    s->copts.normalize = a->normalize;
+    if (n_experts == 0) return 0;
+    s->copts.per_layer = a->alpha_file != NULL;
+    size_t dim = zmix_alpha_dim(s->rt, &s->copts);
+    char msg[ZMIX_ERROR_MSG_MAX];
+    if (a->alpha_file) {
+        s->alpha = malloc(dim * sizeof(float));
+        if (!s->alpha) return fail(a->cmd, "out of memory");
+        if (load_alpha_file(a->alpha_file, s->rt, s->alpha, msg, sizeof msg))
+            return fail(a->cmd, msg);
+    } else {
+        int n = parse_floats(a->alpha, &s->alpha);
+        if (n < 0) return usage_error(a->cmd, "--alpha '%s' is not a list of numbers", a->alpha);
+        if ((size_t)n != dim) {
+            return usage_error(a->cmd, "--alpha has %d values for %d experts", n, n_experts);
+        }
+    }
+    s->z = malloc((zmix_runtime_z_total(s->rt) ? zmix_runtime_z_total(s->rt) : 1) * sizeof(float));
+    if (!s->z) return fail(a->cmd, "out of memory");
+    if (zmix_compose_z(s->rt, &s->copts, s->alpha, s->z, &err)) return fail(a->cmd, err.msg);
+    return 0;
+}
+
+static void generate_help(void)
+{
+    printf("usage: zmix generate --model PATH --prompt IDS [-n N] [--experts A,B,... "
+           "(--alpha X,Y,... | --alpha-file F)]\n"
+           "                     [--adapt mlp|attn|all] [--no-rescale] [--normalize] "
+           "[--factor-cache DIR]\n\n"
+           "Greedy continuation (argmax, first index on ties) of a prompt given as token ids.\n"
+           "Prints the N new ids, comma-separated, on one line.\n\n"
+           "  --model PATH        Hugging Face directory or llama2.c .bin checkpoint\n"
+           "  --prompt IDS        comma-separated token ids, e.g. 1,403,407\n"
+           "  -n N                number of new tokens (default 16)\n"
+           "  --experts A,B,...   SVF expert files (safetensors); z' = sum_k alpha_k z_k\n"
+           "  --alpha X,Y,...     one coefficient per expert, shared by every matrix\n"
+           "  --alpha-file F      per-matrix coefficients, JSON (see 'zmix score --help')\n"
+           "  --adapt SET         adapted matrices: mlp (default), attn or all\n"
+           "  --no-rescale        do not rescale W' by sum(sigma) / sum(sigma * z')\n"
+           "  --normalize         scale alpha to sum 1 (per matrix with --alpha-file)\n"
+           "  --factor-cache DIR  cache the SVD factors in DIR\n");
+}
 
 int cmd_generate(int argc, char **argv)
 {
-    fprintf(stderr, "zmix generate: not built yet\n");
-    return 1;
+    model_args a = {.cmd = "generate", .n_new = 16, .threads = 1, .rescale = 1};
+    int rc = parse_args(argc, argv, &a, generate_help);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!a.prompt) return usage_error(a.cmd, "%s", "--prompt IDS is required");
+    if (a.examples) return usage_error(a.cmd, "%s", "--examples belongs to 'zmix score'");
+    int32_t *prompt;
+    int n_prompt = parse_ids(a.prompt, &prompt);
+    if (n_prompt < 1)
+        return usage_error(a.cmd, "--prompt '%s' is not a list of token ids", a.prompt);
+    session s;
+    rc = session_open(&a, &s);
+    int32_t *out = malloc((size_t)(a.n_new ? a.n_new : 1) * sizeof *out);
+    zmix_error err = {0, ""};
+    if (!rc && !out) rc = fail(a.cmd, "out of memory");
+    if (!rc && zmix_generate(s.rt, a.rescale, s.z, prompt, n_prompt, a.n_new, out, &err))
+        rc = fail(a.cmd, err.msg);
+    if (!rc) {
+        for (int i = 0; i < a.n_new; i++) printf(i ? ",%d" : "%d", (int)out[i]);
+        printf("\n");
+    }
+    free(out);
+    free(prompt);
+    session_free(&s);
+    return rc;
+}
+
+static void score_help(void)
+{
+    printf("usage: zmix score --model PATH --examples EX.json [--experts A,B,... "
+           "(--alpha X,Y,... | --alpha-file F)]\n"
+           "                  [--adapt mlp|attn|all] [--no-rescale] [--normalize] "
+           "[--threads N] [--factor-cache DIR]\n\n"
+           "Scores an expert mix on a few-shot example set with one teacher-forced pass per\n"
+           "example and prints JSON: {\"accuracy\", \"loglik\", \"examples\": [{\"exact\", "
+           "\"loglik\"}]}.\n"
+           "accuracy: fraction of examples whose every target token is the argmax (greedy\n"
+           "decoding reproduces the target); loglik: mean over examples of the mean target\n"
+           "log-probability. Without --experts the base model is scored.\n\n"
+           "  --model PATH        Hugging Face directory or llama2.c .bin checkpoint\n"
+           "  --examples F        {\"examples\": [{\"prompt\": [ids], \"target\": [ids]}, ...]}\n"
+           "  --experts A,B,...   SVF expert files (safetensors)\n"
+           "  --alpha X,Y,...     one coefficient per expert, shared by every matrix\n"
+           "  --alpha-file F      per-matrix coefficients: {\"alpha\": {\"<matrix name>\": "
+           "[one per expert], ...}}\n"
+           "                      naming every adapted matrix, or {\"alpha\": [M*K numbers]}\n"
+           "  --adapt SET         adapted matrices: mlp (default), attn or all\n"
+           "  --no-rescale        do not rescale W' by sum(sigma) / sum(sigma * z')\n"
+           "  --normalize         scale alpha to sum 1 (per matrix with --alpha-file)\n"
+           "  --threads N         scoring threads (default 1)\n"
+           "  --factor-cache DIR  cache the SVD factors in DIR\n");
 }
 
 int cmd_score(int argc, char **argv)
 {
-    fprintf(stderr, "zmix score: not built yet\n");
-    return 1;
+    model_args a = {.cmd = "score", .threads = 1, .rescale = 1};
+    int rc = parse_args(argc, argv, &a, score_help);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!a.examples) return usage_error(a.cmd, "%s", "--examples FILE is required");
+    if (a.prompt) return usage_error(a.cmd, "%s", "--prompt belongs to 'zmix generate'");
+    zmix_error err = {0, ""};
+    zmix_examples ex;
+    memset(&ex, 0, sizeof ex);
+    if (zmix_examples_load_json(a.examples, &ex, &err)) return fail(a.cmd, err.msg);
+    session s;
+    rc = session_open(&a, &s);
+    if (!rc && zmix_examples_check(s.model, &ex, &err)) rc = fail(a.cmd, err.msg);
+    zmix_score score;
+    zmix_example_score *detail = malloc((size_t)ex.n * sizeof *detail);
+    zmix_score_ctl ctl = {a.threads, NULL};
+    if (!rc && !detail) rc = fail(a.cmd, "out of memory");
+    if (!rc) {
+        int r;
+        if (s.alpha) {
+            r = zmix_score_alpha(s.rt, &s.copts, &ex, 1, s.alpha, &ctl, &score, detail, &err);
+        } else { /* the base model: z' = 1 */
+            size_t zt = zmix_runtime_z_total(s.rt);
+            float *ones = malloc((zt ? zt : 1) * sizeof(float));
+            for (size_t i = 0; ones && i < zt; i++) ones[i] = 1.0f;
+            r = ones ? zmix_score_z(s.rt, 0, &ex, 1, ones, &ctl, &score, detail, &err)
+                     : zmix_error_set(&err, ZMIX_ENOMEM, "out of memory");
+            free(ones);
+        }
+        if (r) rc = fail(a.cmd, err.msg);
+    }
+    if (!rc) {
+        cJSON *root = cJSON_CreateObject(), *list = cJSON_CreateArray();
+        cJSON_AddNumberToObject(root, "accuracy", score.accuracy);
+        cJSON_AddNumberToObject(root, "loglik", score.loglik);
+        cJSON_AddNumberToObject(root, "n_examples", ex.n);
+        for (int i = 0; i < ex.n; i++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddBoolToObject(e, "exact", detail[i].exact);
+            cJSON_AddNumberToObject(e, "loglik", detail[i].loglik);
+            cJSON_AddItemToArray(list, e);
+        }
+        cJSON_AddItemToObject(root, "examples", list);
+        char *text = cJSON_PrintUnformatted(root);
+        if (text)
+            printf("%s\n", text);
+        else
+            rc = fail(a.cmd, "out of memory");
+        free(text);
+        cJSON_Delete(root);
+    }
+    free(detail);
+    session_free(&s);
+    zmix_examples_free(&ex);
+    return rc;
 }

@@ -12,18 +12,18 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
                   int n_prompt, int n_new, int32_t *out, zmix_error *err)
 {
     const zmix_model_config *c = &rt->model->cfg;
-    if (n_prompt < 1) return zmix_error_set(err, ZMIX_EINVAL, "generate: the prompt is empty");
-    if (n_new < 0) return zmix_error_set(err, ZMIX_EINVAL, "generate: %d new tokens", n_new);
+    if (n_prompt < 1) return zmix_error_set(err, ZMIX_EINVAL, "the prompt is empty");
+    if (n_new < 0) return zmix_error_set(err, ZMIX_EINVAL, "%d new tokens (expected >= 0)", n_new);
     if (n_new == 0) return 0;
     int max_len = n_prompt + n_new - 1; /* the last token is produced, never fed back */
     if (max_len > c->max_seq_len)
         return zmix_error_set(err, ZMIX_ERANGE,
-                              "generate: %d prompt + %d new tokens exceed the context length %d",
+                              "%d prompt + %d new tokens exceed the context length %d",
                               n_prompt, n_new, c->max_seq_len);
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return zmix_error_set(err, ZMIX_ERANGE,
-                                  "generate: prompt token %d is %d, outside the vocabulary [0, %d)",
+                                  "prompt token %d is %d, outside the vocabulary [0, %d)",
                                   i, (int)prompt[i], c->vocab_size);
 
     zmix_model *adapted = NULL;
@@ -36,7 +36,7 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
     float *hidden = malloc((size_t)c->dim * sizeof(float));
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
     if (!seq || !scratch || !hidden || !logits) {
-        rc = zmix_error_set(err, ZMIX_ENOMEM, "generate: out of memory");
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "out of memory for the generated sequence");
         goto done;
     }
     if ((rc = zmix_rope_init(&rope, c, max_len, err))) goto done;

@@ -8,6 +8,7 @@
  * GEMM. They cost K times the adapted weights in memory, hence the cap; above it the scorer
  * composes from the factors or runs the factored form.
  */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,10 @@ static int runtime_alloc(const zmix_model *model, const zmix_runtime_opts *opts,
         return zmix_error_set(err, ZMIX_EINVAL, "runtime: %d experts (expected >= 0)", n_experts);
     zmix_runtime *rt = calloc(1, sizeof *rt);
     if (!rt) return zmix_error_set(err, ZMIX_ENOMEM, "runtime: out of memory");
+    /* The scorer parallelises over candidates itself (and the daemon runs a pool of scorers):
+     * BLAS threads on top would oversubscribe the cores and make GEMM partitioning, hence
+     * rounding, depend on the machine. So BLAS runs on the calling thread. */
+    openblas_set_num_threads(1);
     rt->model = model;
     if (opts)
         rt->opts = *opts;

@@ -5,3 +5,12 @@ foreach(t forward score)
                      LIBS zmix_model TIMEOUT 120 LABELS model)
   target_include_directories(test_compute_${t} PRIVATE ${PROJECT_SOURCE_DIR}/src/model)
 endforeach()
+
+# The offline CLI (zmix generate / zmix score) end to end on stories260K, under Debian's
+# python3 with pytest.
+if(ZMIX_PYTHON AND TARGET zmix)
+  add_test(NAME test_score_cli
+    COMMAND ${ZMIX_PYTHON} -m pytest -q -p no:cacheprovider ${CMAKE_CURRENT_LIST_DIR}/test_score_cli.py)
+  set_tests_properties(test_score_cli PROPERTIES TIMEOUT 300 LABELS "model;cli"
+    ENVIRONMENT "ZMIX_BIN=$<TARGET_FILE:zmix>;ZMIX_SHARED_DIR=${ZMIX_SHARED_DIR};OPENBLAS_NUM_THREADS=1")
+endif()
