@@ -4,6 +4,11 @@
 if(TARGET zmix_persist)
   zmix_add_unit_test(test_task_cache SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_task_cache.c
                      LIBS zmix_persist PkgConfig::CJSON LABELS persist TIMEOUT 120)
+  if(TARGET zmix_model)
+    # Cross-check: the cached z' file read by the project's safetensors reader and expert loader.
+    target_link_libraries(test_task_cache PRIVATE zmix_model)
+    target_compile_definitions(test_task_cache PRIVATE ZMIX_HAVE_MODEL=1)
+  endif()
   zmix_add_unit_test(test_job_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_job_store.c
                      LIBS zmix_persist LABELS persist TIMEOUT 120)
 endif()

@@ -18,6 +18,10 @@
 #include "server/crc32c.h"
 #include "server/record.h"
 #include "server/task_cache.h"
+#ifdef ZMIX_HAVE_MODEL
+#include "model/model_internal.h"
+#include "model/safetensors.h"
+#endif
 
 /* ---- a test result whose every number derives from (task, version) ----------------- */
 
@@ -501,6 +505,46 @@ static void test_safetensors_file_parses(void **state)
     cJSON_Delete(h);
 }
 
+#ifdef ZMIX_HAVE_MODEL
+/* The project's own safetensors reader and expert loader accept the file: a cached z′ can be
+ * mapped by a serving system, and even loaded back as an expert named after its task. */
+static void test_safetensors_file_loads_as_expert(void **state)
+{
+    fixture *f = *state;
+    task_cache *c = open_cache(f, 0, NULL);
+    put(c, "as-expert", 4);
+    char path[512];
+    assert_int_equal(task_cache_safetensors_path(c, "as-expert", path, sizeof path, NULL), 0);
+    task_cache_free(c);
+    test_result want;
+    make_result(&want, "as-expert", 4);
+
+    zmix_st_file st;
+    zmix_error err;
+    if (zmix_st_open(path, &st, &err) != 0) fail_msg("zmix_st_open: %s", err.msg);
+    assert_int_equal(st.n_tensors, N_MATRICES);
+    assert_string_equal(zmix_st_meta(&st, "task"), "as-expert");
+    assert_string_equal(zmix_st_meta(&st, "key"), "key-as-expert-4");
+    zmix_st_close(&st);
+
+    zmix_adapted list[N_MATRICES];
+    memset(list, 0, sizeof list);
+    size_t offset = 0;
+    for (int m = 0; m < N_MATRICES; m++) {
+        snprintf(list[m].name, sizeof list[m].name, "%s", test_matrix_names[m]);
+        list[m].rank = (int)test_ranks[m];
+        list[m].z_offset = offset;
+        offset += test_ranks[m];
+    }
+    zmix_expert ex;
+    if (zmix_expert_load(path, list, N_MATRICES, Z_TOTAL, &ex, &err) != 0)
+        fail_msg("zmix_expert_load: %s", err.msg);
+    assert_string_equal(ex.name, "as-expert");
+    assert_memory_equal(ex.z, want.z, sizeof want.z);
+    free(ex.z);
+}
+#endif
+
 /* ---- corruption ------------------------------------------------------------------------ */
 
 static int problems_mention(const persist_problems *p, const char *needle)
@@ -864,6 +908,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lru_eviction_and_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_evict_removes_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_safetensors_file_parses, setup, teardown),
+#ifdef ZMIX_HAVE_MODEL
+        cmocka_unit_test_setup_teardown(test_safetensors_file_loads_as_expert, setup, teardown),
+#endif
         cmocka_unit_test_setup_teardown(test_corrupt_files_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corruption_after_open_never_served, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_fault_keeps_old_version, setup, teardown),
