@@ -312,6 +312,14 @@ static void test_hf_extra_tensor_rejected(void **state)
     snprintf(t->name, sizeof t->name, "model.layers.0.self_attn.q_proj.bias");
     fixture_write_weights(&c->m, c->dir, 1);
     load_fails(c->dir, ZMIX_EFORMAT, "'model.layers.0.self_attn.q_proj.bias' is not part", "llama");
+
+    /* Stored RoPE frequencies are the one kind of extra tensor accepted (and ignored). */
+    t = fixture_find(&c->m, "model.layers.0.self_attn.q_proj.bias");
+    snprintf(t->name, sizeof t->name, "model.layers.0.self_attn.rotary_emb.inv_freq");
+    fixture_write_weights(&c->m, c->dir, 1);
+    zmix_model *model;
+    load_ok(c->dir, &model);
+    zmix_model_free(model);
 }
 
 static void test_hf_bad_index(void **state)
