@@ -145,7 +145,8 @@ static int parse_cem(const msgpack_object *m, const job_limits *lim, job_spec *s
     zmix_cem_settings *c = &s->cem;
     int rc;
     int64_t i64;
-    if (!m) m = &(msgpack_object){.type = MSGPACK_OBJECT_MAP};
+    static const msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
+    if (!m) m = &empty;
     if ((rc = rpc_map_check_keys(m, keys, "cem", err))) return rc;
     if ((rc = rpc_get_bool(m, "per_layer", 0, &s->compose.per_layer, err))) goto fail;
     if ((rc = rpc_get_bool(m, "normalize", 0, &s->compose.normalize, err))) goto fail;

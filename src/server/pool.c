@@ -155,8 +155,10 @@ void pool_submit(pool *p, pool_queue *q, pool_item *items)
     if (!q->listed) {
         /* A queue that joins competes from the back of the round-robin, as if just served. */
         q->last_served = p->served;
-        q->next = p->queues;
-        p->queues = q;
+        pool_queue **tail = &p->queues;
+        while (*tail) tail = &(*tail)->next;
+        *tail = q; /* ties go to the earlier queue: first come, first served */
+        q->next = NULL;
         q->listed = 1;
     }
     p->pending += n;

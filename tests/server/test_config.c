@@ -1,0 +1,137 @@
+/* zmixd settings (src/server/config.c): command line, config file, listen addresses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+static int parse(server_config *cfg, int argc, const char **argv, zmix_error *err)
+{
+    const char *action;
+    return config_parse_args(cfg, argc, (char **)argv, &action, err);
+}
+
+static void test_args(void **unused)
+{
+    server_config cfg;
+    config_default(&cfg);
+    zmix_error err = {0};
+    const char *argv[] = {"zmixd",         "--model",     "/m",          "--experts",
+                          "a.st,b.st",     "--workers=3", "--listen",    "tcp:127.0.0.1:7878",
+                          "--cache-bytes", "16M",         "--cache-dir", "/tmp/zc"};
+    assert_int_equal(parse(&cfg, 12, argv, &err), 0);
+    assert_string_equal(cfg.model, "/m");
+    assert_int_equal(cfg.n_experts, 2);
+    assert_string_equal(cfg.experts[1], "b.st");
+    assert_int_equal(cfg.workers, 3);
+    assert_int_equal(cfg.cache_bytes, 16u << 20);
+    assert_int_equal(config_finish(&cfg, &err), 0);
+    assert_int_equal(cfg.n_listen, 1); /* an explicit listener replaces the default socket */
+    config_free(&cfg);
+
+    config_default(&cfg);
+    const char *argv2[] = {"zmixd", "--model", "/m", "--experts", "a.st", "--cache-dir", "/tmp/zc"};
+    assert_int_equal(parse(&cfg, 7, argv2, &err), 0);
+    assert_int_equal(config_finish(&cfg, &err), 0);
+    assert_string_equal(cfg.listen[0], "unix:/tmp/zc/zmixd.sock");
+    assert_true(cfg.workers >= 1);
+    config_free(&cfg);
+
+    struct {
+        int argc;
+        const char *argv[4];
+        const char *msg;
+    } bad[] = {
+        {3, {"zmixd", "--workers", "0"}, "--workers: '0' is not an integer in [1, 1024]"},
+        {3, {"zmixd", "--frobnicate", "1"}, "unknown option --frobnicate"},
+        {2, {"zmixd", "--model"}, "--model needs a value"},
+        {3, {"zmixd", "--experts", "a,,b"}, "--experts: empty path in 'a,,b'"},
+        {3, {"zmixd", "--adapt", "ffn"}, "--adapt: 'ffn', expected mlp, attn or all"},
+        {3,
+         {"zmixd", "--listen", "tcp:1.2.3.4:99999"},
+         "--listen tcp:1.2.3.4:99999: port must be 1..65535"},
+        {3,
+         {"zmixd", "--listen", "http://x"},
+         "--listen http://x: expected unix:PATH or tcp:HOST:PORT"},
+        {2, {"zmixd", "stray"}, "unexpected argument 'stray'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        config_default(&cfg);
+        err.msg[0] = 0;
+        assert_int_not_equal(parse(&cfg, bad[i].argc, bad[i].argv, &err), 0);
+        if (strcmp(err.msg, bad[i].msg)) fail_msg("case %zu: '%s'", i, err.msg);
+        config_free(&cfg);
+    }
+    config_default(&cfg);
+    assert_int_equal(config_finish(&cfg, &err), ZMIX_EINVAL);
+    assert_string_equal(err.msg, "--model is required");
+}
+
+static void test_config_file(void **unused)
+{
+    char path[] = "/tmp/zmix-test-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "# zmixd settings\nmodel = /models/x\n\n  workers=2   # two\nexperts = a.st\n"
+               "max-jobs = 0\n");
+    fclose(f);
+    server_config cfg;
+    config_default(&cfg);
+    zmix_error err = {0};
+    const char *argv[] = {"zmixd", "--config", path};
+    assert_int_not_equal(parse(&cfg, 3, argv, &err), 0);
+    char expect[256];
+    snprintf(expect, sizeof expect, "config %s:6: --max-jobs: '0' is not an integer in [1, 100000]",
+             path);
+    assert_string_equal(err.msg, expect);
+    /* Settings before the bad line were applied; later command-line options override. */
+    assert_string_equal(cfg.model, "/models/x");
+    assert_int_equal(cfg.workers, 2);
+    config_free(&cfg);
+    f = fopen(path, "w");
+    fprintf(f, "model = /models/x\nworkers = 2\nexperts = a.st\n");
+    fclose(f);
+    config_default(&cfg);
+    const char *argv2[] = {"zmixd", "--config", path, "--workers", "5"};
+    assert_int_equal(parse(&cfg, 5, argv2, &err), 0);
+    assert_int_equal(cfg.workers, 5);
+    config_free(&cfg);
+    unlink(path);
+}
+
+static void test_listen_addresses(void **unused)
+{
+    listen_addr a;
+    zmix_error err = {0};
+    assert_int_equal(config_parse_listen("tcp:127.0.0.1:7878", &a, &err), 0);
+    assert_true(a.is_tcp && a.loopback && a.port == 7878);
+    assert_int_equal(config_parse_listen("tcp:0.0.0.0:7878", &a, &err), 0);
+    assert_false(a.loopback);
+    assert_int_equal(config_parse_listen("tcp:[::1]:80", &a, &err), 0);
+    assert_true(a.loopback);
+    assert_string_equal(a.host, "::1");
+    assert_int_equal(config_parse_listen("unix:/run/z.sock", &a, &err), 0);
+    assert_false(a.is_tcp);
+    assert_string_equal(a.path, "/run/z.sock");
+    char longpath[200] = "unix:/";
+    memset(longpath + 6, 'a', 150);
+    longpath[156] = 0;
+    assert_int_equal(config_parse_listen(longpath, &a, &err), ZMIX_ERANGE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_args),
+        cmocka_unit_test(test_config_file),
+        cmocka_unit_test(test_listen_addresses),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,297 @@
+/* Submit parameters (src/server/job_spec.c): a valid request parses into the spec with every
+ * default; each limit and each bad field is refused with a message naming it; the cache key
+ * changes exactly when something that changes the result changes; settings survive the
+ * round trip through the job store's encoding. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "job_spec.h"
+#include "rpc.h"
+
+static job_limits limits(void)
+{
+    job_limits lim;
+    job_limits_default(&lim);
+    lim.vocab_size = 512;
+    lim.context = 64;
+    lim.n_experts = 3;
+    lim.n_matrices = 15;
+    return lim;
+}
+
+static zmix_cem_settings defaults(void)
+{
+    /* What zmix_cem_settings_default gives (the daemon passes the real one). */
+    zmix_cem_settings s;
+    memset(&s, 0, sizeof s);
+    s.pop_size = 32;
+    s.elite_ratio = 0.2;
+    s.lo = 0;
+    s.hi = 1;
+    s.init_std = -1;
+    s.max_generations = 50;
+    s.elitism = 1;
+    s.std_tol = 1e-4;
+    s.target_accuracy = 2;
+    return s;
+}
+
+typedef struct built {
+    msgpack_sbuffer sb;
+    msgpack_unpacked u;
+} built;
+
+/* Builds {"task": task, "examples": [{prompt:[1,2,3], target:[t0]} x n], "cem": {...}} with
+ * optional overrides: bad_token puts that id in example 1's target; cem_key/cem_val add one
+ * integer CEM field. */
+static msgpack_object build(built *b, const char *task, int n, long bad_token, const char *cem_key,
+                            long cem_val, int prompt_len)
+{
+    msgpack_sbuffer_init(&b->sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b->sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, cem_key ? 4 : 3);
+    rpc_pack_cstr(&pk, "task");
+    rpc_pack_cstr(&pk, task);
+    rpc_pack_cstr(&pk, "priority");
+    msgpack_pack_int(&pk, 2);
+    rpc_pack_cstr(&pk, "examples");
+    msgpack_pack_array(&pk, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        msgpack_pack_map(&pk, 2);
+        rpc_pack_cstr(&pk, "prompt");
+        msgpack_pack_array(&pk, (size_t)prompt_len);
+        for (int j = 0; j < prompt_len; j++) msgpack_pack_int(&pk, 1 + j + i);
+        rpc_pack_cstr(&pk, "target");
+        msgpack_pack_array(&pk, 1);
+        msgpack_pack_long(&pk, i == 1 && bad_token ? bad_token : 100 + i);
+    }
+    if (cem_key) {
+        rpc_pack_cstr(&pk, "cem");
+        msgpack_pack_map(&pk, 1);
+        rpc_pack_cstr(&pk, cem_key);
+        msgpack_pack_long(&pk, cem_val);
+    }
+    size_t off = 0;
+    msgpack_unpacked_init(&b->u);
+    assert_int_equal(msgpack_unpack_next(&b->u, b->sb.data, b->sb.size, &off),
+                     MSGPACK_UNPACK_SUCCESS);
+    return b->u.data;
+}
+
+static void done(built *b)
+{
+    msgpack_unpacked_destroy(&b->u);
+    msgpack_sbuffer_destroy(&b->sb);
+}
+
+static int parse(msgpack_object o, job_spec *spec, zmix_error *err)
+{
+    job_limits lim = limits();
+    zmix_cem_settings d = defaults();
+    return job_spec_parse(&o, &lim, &d, spec, err);
+}
+
+static void test_valid_submit(void **unused)
+{
+    built b;
+    job_spec spec;
+    zmix_error err = {0};
+    msgpack_object o = build(&b, "sentiment.v2", 4, 0, "pop", 16, 3);
+    assert_int_equal(parse(o, &spec, &err), 0);
+    assert_string_equal(spec.task, "sentiment.v2");
+    assert_int_equal(spec.priority, 2);
+    assert_int_equal(spec.examples.n, 4);
+    assert_int_equal(spec.examples.n_tokens, 16);
+    assert_int_equal(spec.examples.items[2].n_prompt, 3);
+    assert_int_equal(spec.examples.items[2].prompt[0], 3);
+    assert_int_equal(spec.examples.items[3].target[0], 103);
+    assert_int_equal(spec.cem.pop_size, 16);
+    assert_int_equal(spec.cem.max_generations, 50);
+    assert_int_equal(spec.cem.dim, 3); /* per-expert α by default */
+    assert_int_equal(spec.compose.rescale, 1);
+    assert_int_equal(spec.compose.per_layer, 0);
+    job_spec_free(&spec);
+    done(&b);
+
+    o = build(&b, "t", 1, 0, "per_layer", 0, 3);
+    /* per_layer must be a boolean: an integer is refused with the field named. */
+    assert_int_equal(parse(o, &spec, &err), ZMIX_EINVAL);
+    assert_string_equal(err.msg, "cem: field 'per_layer' must be a boolean, got positive integer");
+    done(&b);
+}
+
+static void test_bad_submits_name_the_problem(void **unused)
+{
+    built b;
+    job_spec spec;
+    zmix_error err = {0};
+    struct {
+        const char *task;
+        int n;
+        long bad_token;
+        const char *cem_key;
+        long cem_val;
+        int prompt_len;
+        int code;
+        const char *msg;
+    } cases[] = {
+        {"t", 3, 600, NULL, 0, 3, ZMIX_ERANGE,
+         "examples[1].target[0]: token id 600 outside the vocabulary [0, 512)"},
+        {"t", 3, -4, NULL, 0, 3, ZMIX_ERANGE,
+         "examples[1].target[0]: token id -4 outside the vocabulary [0, 512)"},
+        {"t", 2, 0, NULL, 0, 64, ZMIX_ELIMIT,
+         "examples[0]: 65 tokens (prompt 64 + target 1), the model's context is 64"},
+        {"t", 257, 0, NULL, 0, 2, ZMIX_ELIMIT, "field 'examples': 257 examples, at most 256"},
+        {"t", 0, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'examples' is empty"},
+        {"t", 2, 0, "pop", 1, 2, ZMIX_ERANGE, "cem: field 'pop': 1 outside [2, 1024]"},
+        {"t", 2, 0, "iters", 5000, 2, ZMIX_ERANGE, "cem: field 'iters': 5000 outside [1, 1000]"},
+        {"t", 2, 0, "popsize", 8, 2, ZMIX_EINVAL, "cem: unknown field 'popsize'"},
+        {"bad/name", 2, 0, NULL, 0, 2, ZMIX_EINVAL,
+         "field 'task': character 3 (0x2f) not in [A-Za-z0-9._-]"},
+        {".hidden", 2, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'task' must not start with '.'"},
+        {"", 2, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'task' is empty"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        msgpack_object o = build(&b, cases[i].task, cases[i].n, cases[i].bad_token,
+                                 cases[i].cem_key, cases[i].cem_val, cases[i].prompt_len);
+        err.msg[0] = 0;
+        int rc = parse(o, &spec, &err);
+        if (rc != cases[i].code || strcmp(err.msg, cases[i].msg) != 0)
+            fail_msg("case %zu: rc %d, message '%s'; expected %d '%s'", i, rc, err.msg,
+                     cases[i].code, cases[i].msg);
+        done(&b);
+    }
+}
+
+static void test_dimension_and_token_limits(void **unused)
+{
+    built b;
+    job_spec spec;
+    zmix_error err = {0};
+    job_limits lim = limits();
+    zmix_cem_settings d = defaults();
+    lim.max_dim = 40; /* per-layer α is 45 here */
+    msgpack_sbuffer_init(&b.sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b.sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    rpc_pack_cstr(&pk, "task");
+    rpc_pack_cstr(&pk, "t");
+    rpc_pack_cstr(&pk, "cem");
+    msgpack_pack_map(&pk, 1);
+    rpc_pack_cstr(&pk, "per_layer");
+    msgpack_pack_true(&pk);
+    rpc_pack_cstr(&pk, "examples");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 2);
+    rpc_pack_cstr(&pk, "prompt");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int(&pk, 1);
+    rpc_pack_cstr(&pk, "target");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int(&pk, 2);
+    size_t off = 0;
+    msgpack_unpacked_init(&b.u);
+    assert_int_equal(msgpack_unpack_next(&b.u, b.sb.data, b.sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), ZMIX_ELIMIT);
+    assert_string_equal(err.msg, "cem: search dimension 45 (per-layer), at most 40");
+    lim.max_dim = 45;
+    assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.cem.dim, 45);
+    job_spec_free(&spec);
+    lim.max_tokens = 1;
+    assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), ZMIX_ELIMIT);
+    assert_non_null(strstr(err.msg, "more than 1 tokens in total"));
+    done(&b);
+}
+
+static void test_key_tracks_what_changes_the_result(void **unused)
+{
+    built b1, b2, b3;
+    job_spec s1, s2, s3;
+    zmix_error err = {0};
+    assert_int_equal(parse(build(&b1, "a", 3, 0, "seed", 1, 3), &s1, &err), 0);
+    assert_int_equal(parse(build(&b2, "a", 3, 0, "seed", 1, 3), &s2, &err), 0);
+    assert_int_equal(parse(build(&b3, "a", 3, 0, "seed", 2, 3), &s3, &err), 0);
+    char k1[65], k2[65], k3[65], k4[65], k5[65];
+    job_spec_key(&s1, "model-fp", "experts-fp", k1);
+    s2.priority = 9; /* when, not what */
+    s2.recompute = 1;
+    job_spec_key(&s2, "model-fp", "experts-fp", k2);
+    job_spec_key(&s3, "model-fp", "experts-fp", k3);
+    job_spec_key(&s1, "other-model", "experts-fp", k4);
+    job_spec_key(&s1, "model-fp", "other-experts", k5);
+    assert_string_equal(k1, k2);
+    assert_string_not_equal(k1, k3);
+    assert_string_not_equal(k1, k4);
+    assert_string_not_equal(k1, k5);
+    assert_int_equal(strlen(k1), 64);
+    s2.examples.tokens[0]++; /* one token of the examples */
+    job_spec_key(&s2, "model-fp", "experts-fp", k2);
+    assert_string_not_equal(k1, k2);
+    char d1[65], d2[65];
+    job_examples_digest(&s1.examples, d1);
+    job_examples_digest(&s3.examples, d2);
+    assert_string_equal(d1, d2); /* same examples, different seed */
+    job_spec_free(&s1);
+    job_spec_free(&s2);
+    job_spec_free(&s3);
+    done(&b1);
+    done(&b2);
+    done(&b3);
+}
+
+static void test_settings_round_trip(void **unused)
+{
+    built b;
+    job_spec s, r;
+    zmix_error err = {0};
+    assert_int_equal(parse(build(&b, "rt", 3, 0, "patience", 4, 5), &s, &err), 0);
+    s.cem.seed = 99;
+    s.compose.per_layer = 1;
+    s.cem.dim = 45;
+    s.cem.elite_ratio = 0.25;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    job_spec_pack_settings(&s, &pk);
+    job_limits lim = limits();
+    zmix_cem_settings d = defaults();
+    assert_int_equal(job_spec_restore((const uint8_t *)sb.data, sb.size, &s.examples, s.task,
+                                      s.priority, &lim, &d, &r, &err),
+                     0);
+    char k1[65], k2[65];
+    job_spec_key(&s, "m", "e", k1);
+    job_spec_key(&r, "m", "e", k2);
+    assert_string_equal(k1, k2);
+    assert_int_equal(r.cem.patience, 4);
+    assert_int_equal(r.cem.dim, 45);
+    assert_int_equal(r.examples.items[2].prompt[4], s.examples.items[2].prompt[4]);
+    assert_ptr_not_equal(r.examples.tokens, s.examples.tokens);
+    job_spec_free(&r);
+    /* A corrupt settings blob is an error, not a crash. */
+    assert_int_equal(
+        job_spec_restore((const uint8_t *)"\xc1", 1, &s.examples, s.task, 0, &lim, &d, &r, &err),
+        ZMIX_EFORMAT);
+    msgpack_sbuffer_destroy(&sb);
+    job_spec_free(&s);
+    done(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_submit),
+        cmocka_unit_test(test_bad_submits_name_the_problem),
+        cmocka_unit_test(test_dimension_and_token_limits),
+        cmocka_unit_test(test_key_tracks_what_changes_the_result),
+        cmocka_unit_test(test_settings_round_trip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
