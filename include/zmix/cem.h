@@ -79,8 +79,9 @@ int zmix_cem_ask(zmix_cem *cem, float *pop);
 
 /* Takes the scores of the population last asked for (pop_size entries; entries below the
  * first unscored index are ignored) and updates the distribution. ZMIX_ESTATE without a
- * pending ask or after the stop; ZMIX_ENUMERIC (naming the member) for a NaN score or an
- * accuracy outside [0, 1]. */
+ * pending ask or after the stop; ZMIX_ENUMERIC (naming the member) for an accuracy outside
+ * [0, 1] or a loglik of +inf. NaN scores are accepted and rank below everything (a candidate
+ * whose model is numerically broken is the worst, not an error); history means skip them. */
 int zmix_cem_tell(zmix_cem *cem, const zmix_score *scores, zmix_error *err);
 
 zmix_cem_stop zmix_cem_done(const zmix_cem *cem);

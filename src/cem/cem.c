@@ -299,6 +299,22 @@ static void rank_members(const zmix_score *sc, int n, zmix_metric metric, int *o
     }
 }
 
+/* Mean accuracy and loglik of n members (idx[0..n) or 0..n), over the members whose score
+ * is not NaN: one broken candidate should not blank the statistics of a generation. */
+static zmix_score mean_score(const zmix_score *sc, const int *idx, int n)
+{
+    zmix_score m = {0.0, 0.0};
+    int na = 0, nl = 0;
+    for (int j = 0; j < n; j++) {
+        const zmix_score *s = &sc[idx ? idx[j] : j];
+        if (!isnan(s->accuracy)) m.accuracy += s->accuracy, na++;
+        if (!isnan(s->loglik)) m.loglik += s->loglik, nl++;
+    }
+    m.accuracy = na ? m.accuracy / na : NAN;
+    m.loglik = nl ? m.loglik / nl : NAN;
+    return m;
+}
+
 int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
 {
     if (c->stop != ZMIX_CEM_RUNNING)
@@ -307,14 +323,16 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
     if (!c->pop_ready)
         return zmix_error_set(err, ZMIX_ESTATE, "cem: tell without a population (call ask)");
     int dim = c->s.dim, n = c->s.pop_size, first = c->first_unscored;
+    /* NaN is accepted and ranks below every number (zmix_score_cmp): a candidate whose
+     * model is numerically broken (e.g. every α clamped to 0, so z' = 0 and the rescale
+     * divides by zero) is a legitimate worst sample, not a reason to abort the search. */
     for (int i = first; i < n; i++) {
-        const zmix_score *s = &scores[i];
-        if (isnan(s->accuracy) || s->accuracy < 0.0 || s->accuracy > 1.0)
+        double a = scores[i].accuracy;
+        if (!isnan(a) && (a < 0.0 || a > 1.0))
             return zmix_error_set(err, ZMIX_ENUMERIC,
-                                  "cem: member %d: accuracy = %g, must be in [0, 1]", i,
-                                  s->accuracy);
-        if (isnan(s->loglik))
-            return zmix_error_set(err, ZMIX_ENUMERIC, "cem: member %d: loglik is NaN", i);
+                                  "cem: member %d: accuracy = %g, must be in [0, 1]", i, a);
+        if (scores[i].loglik > 0.0 && isinf(scores[i].loglik))
+            return zmix_error_set(err, ZMIX_ENUMERIC, "cem: member %d: loglik is +inf", i);
     }
     int rc = cem_history_reserve(c, c->hist_len + 1, err);
     if (rc) return rc;
@@ -330,18 +348,8 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
 
     zmix_cem_gen_stats st;
     memset(&st, 0, sizeof st);
-    for (int e = 0; e < ne; e++) {
-        st.elite_mean.accuracy += sc[c->order[e]].accuracy;
-        st.elite_mean.loglik += sc[c->order[e]].loglik;
-    }
-    st.elite_mean.accuracy /= ne;
-    st.elite_mean.loglik /= ne;
-    for (int i = 0; i < n; i++) {
-        st.pop_mean.accuracy += sc[i].accuracy;
-        st.pop_mean.loglik += sc[i].loglik;
-    }
-    st.pop_mean.accuracy /= n;
-    st.pop_mean.loglik /= n;
+    st.elite_mean = mean_score(sc, c->order, ne);
+    st.pop_mean = mean_score(sc, NULL, n);
 
     /* Refit to the elites as scored (clamped, normalised): maximum-likelihood mean and
      * standard deviation (divided by the elite count), then EMA, then the floor. */

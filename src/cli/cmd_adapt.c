@@ -1,9 +1,351 @@
+/*
+ * zmix adapt: the whole CEM adaptation search in-process, result as JSON.
+ *
+ * Settings are checked before the model is loaded, so a typo costs nothing; every error is
+ * one line on stderr naming the option or file, with exit code 2 for usage errors and 1 for
+ * everything else. Progress (one line per generation) goes to stderr, the result to stdout
+ * or --out.
+ */
+#include <cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "commands.h"
+#include "zmix/adapt.h"
+
+#define MAX_EXPERTS 64
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: zmix adapt --model PATH --experts A.st,B.st,... --examples EX.json [options]\n"
+            "\n"
+            "Searches mixing coefficients α over the experts with CEM and prints the result as\n"
+            "JSON (format: docs/cem.md).\n"
+            "\n"
+            "  --per-layer          one α per expert per adapted matrix (default: one per "
+            "expert)\n"
+            "  --pop N              population size (default 32)\n"
+            "  --elite R            elite ratio in (0, 1] (default 0.2)\n"
+            "  --iters N            maximum generations (default 50)\n"
+            "  --seed S             random seed (default 0)\n"
+            "  --stream S           PCG stream id (default 0)\n"
+            "  --init-std X         initial std (default: half the bounds' width)\n"
+            "  --bounds LO,HI       α bounds (default 0,1)\n"
+            "  --normalize          scale α to sum 1 (per matrix with --per-layer)\n"
+            "  --metric M           accuracy (ties broken by loglik; default) or loglik\n"
+            "  --patience N         stop after N generations without improvement (default off)\n"
+            "  --ema X              EMA factor on mean and std (default 0)\n"
+            "  --std-floor X        lower bound of the std (default 0)\n"
+            "  --std-tol X          stop when every std is below X (default 1e-4; 0 off)\n"
+            "  --target-acc X       stop once accuracy >= X and loglik stalls (default off)\n"
+            "  --no-elitism         do not carry the best member over\n"
+            "  --no-rescale         do not keep the singular-value mass of each matrix\n"
+            "  --adapt SET          mlp (default), attn or all\n"
+            "  --factor-cache DIR   cache the SVD factors in DIR\n"
+            "  --threads N          scoring threads (default 1)\n"
+            "  --include-z          add the composed z' per matrix to the result\n"
+            "  --quiet              no progress lines\n"
+            "  --out FILE           write the result to FILE instead of stdout\n");
+}
+
+static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "zmix adapt: %s: '%s' is not an integer in [%ld, %ld]\n", opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_u64(const char *opt, const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-') {
+        fprintf(stderr, "zmix adapt: %s: '%s' is not an unsigned integer\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) {
+        fprintf(stderr, "zmix adapt: %s: '%s' is not a finite number\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Splits a comma-separated list in place; empty entries are an error. */
+static int split_list(const char *opt, char *s, char **items, int max, int *n)
+{
+    *n = 0;
+    for (char *p = s;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (!*p) {
+            fprintf(stderr, "zmix adapt: %s: empty entry in '%s'\n", opt, s);
+            return -1;
+        }
+        if (*n == max) {
+            fprintf(stderr, "zmix adapt: %s: more than %d entries\n", opt, max);
+            return -1;
+        }
+        items[(*n)++] = p;
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+}
+
+typedef struct progress_ctx {
+    int quiet;
+} progress_ctx;
+
+static int print_progress(void *user, const zmix_cem *cem)
+{
+    const progress_ctx *ctx = user;
+    if (ctx->quiet) return 0;
+    int g = zmix_cem_history_len(cem);
+    const zmix_cem_gen_stats *h = &zmix_cem_history(cem)[g - 1];
+    zmix_cem_settings s;
+    zmix_cem_get_settings(cem, &s);
+    fprintf(stderr,
+            "generation %d/%d: best acc %.4f loglik %.5f | elites acc %.4f loglik %.5f | pop acc "
+            "%.4f | mean std %.4g\n",
+            g, s.max_generations, h->best.accuracy, h->best.loglik, h->elite_mean.accuracy,
+            h->elite_mean.loglik, h->pop_mean.accuracy, h->mean_std);
+    return 0;
+}
+
+static int write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "zmix adapt: %s: cannot create: %s\n", path, strerror(errno));
+        return -1;
+    }
+    size_t n = strlen(text);
+    int ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok) {
+        fprintf(stderr, "zmix adapt: %s: write failed\n", path);
+        return -1;
+    }
+    return 0;
+}
 
 int cmd_adapt(int argc, char **argv)
 {
-    fprintf(stderr, "zmix adapt: not built yet\n");
-    return 1;
+    const char *model_path = NULL, *examples_path = NULL, *out_path = NULL, *cache_dir = NULL;
+    char *experts_arg = NULL;
+    zmix_adapt_opts opts;
+    zmix_adapt_opts_default(&opts);
+    zmix_adapt_set set = ZMIX_ADAPT_MLP;
+    int include_z = 0;
+    progress_ctx pctx = {0};
+    zmix_error err;
+    zmix_error_clear(&err);
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        long v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        /* flags without a value */
+        if (!strcmp(a, "--per-layer")) {
+            opts.per_layer = 1;
+            continue;
+        }
+        if (!strcmp(a, "--normalize")) {
+            opts.cem.normalize = 1;
+            continue;
+        }
+        if (!strcmp(a, "--no-elitism")) {
+            opts.cem.elitism = 0;
+            continue;
+        }
+        if (!strcmp(a, "--no-rescale")) {
+            opts.rescale = 0;
+            continue;
+        }
+        if (!strcmp(a, "--include-z")) {
+            include_z = 1;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) {
+            pctx.quiet = 1;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "zmix adapt: unexpected argument '%s' (try --help)\n", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "zmix adapt: %s needs a value (try --help)\n", a);
+            return 2;
+        }
+        const char *val = argv[++i];
+        int bad = 0;
+        if (!strcmp(a, "--model"))
+            model_path = val;
+        else if (!strcmp(a, "--experts"))
+            experts_arg = (char *)val;
+        else if (!strcmp(a, "--examples"))
+            examples_path = val;
+        else if (!strcmp(a, "--out"))
+            out_path = val;
+        else if (!strcmp(a, "--factor-cache"))
+            cache_dir = val;
+        else if (!strcmp(a, "--pop")) {
+            bad = parse_long(a, val, -1000000, 1000000, &v);
+            opts.cem.pop_size = (int)v;
+        } else if (!strcmp(a, "--iters")) {
+            bad = parse_long(a, val, -1000000, 1000000, &v);
+            opts.cem.max_generations = (int)v;
+        } else if (!strcmp(a, "--patience")) {
+            bad = parse_long(a, val, -1000000, 1000000, &v);
+            opts.cem.patience = (int)v;
+        } else if (!strcmp(a, "--threads")) {
+            bad = parse_long(a, val, 1, 1024, &v);
+            opts.n_threads = (int)v;
+        } else if (!strcmp(a, "--seed"))
+            bad = parse_u64(a, val, &opts.cem.seed);
+        else if (!strcmp(a, "--stream"))
+            bad = parse_u64(a, val, &opts.cem.stream);
+        else if (!strcmp(a, "--elite"))
+            bad = parse_double(a, val, &opts.cem.elite_ratio);
+        else if (!strcmp(a, "--init-std"))
+            bad = parse_double(a, val, &opts.cem.init_std);
+        else if (!strcmp(a, "--ema"))
+            bad = parse_double(a, val, &opts.cem.ema);
+        else if (!strcmp(a, "--std-floor"))
+            bad = parse_double(a, val, &opts.cem.std_floor);
+        else if (!strcmp(a, "--std-tol"))
+            bad = parse_double(a, val, &opts.cem.std_tol);
+        else if (!strcmp(a, "--target-acc"))
+            bad = parse_double(a, val, &opts.cem.target_accuracy);
+        else if (!strcmp(a, "--bounds")) {
+            char buf[128], *comma;
+            snprintf(buf, sizeof buf, "%s", val);
+            if (!(comma = strchr(buf, ','))) {
+                fprintf(stderr, "zmix adapt: --bounds: '%s' is not LO,HI\n", val);
+                return 2;
+            }
+            *comma = '\0';
+            bad = parse_double(a, buf, &opts.cem.lo) || parse_double(a, comma + 1, &opts.cem.hi);
+        } else if (!strcmp(a, "--metric")) {
+            if (!strcmp(val, "accuracy"))
+                opts.cem.metric = ZMIX_METRIC_ACCURACY;
+            else if (!strcmp(val, "loglik"))
+                opts.cem.metric = ZMIX_METRIC_LOGLIK;
+            else {
+                fprintf(stderr, "zmix adapt: --metric: '%s' is not accuracy or loglik\n", val);
+                return 2;
+            }
+        } else if (!strcmp(a, "--adapt")) {
+            if (zmix_adapt_set_parse(val, &set, &err)) {
+                fprintf(stderr, "zmix adapt: --adapt: %s\n", err.msg);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "zmix adapt: unknown option '%s' (try --help)\n", a);
+            return 2;
+        }
+        if (bad) return 2;
+    }
+    if (!model_path || !experts_arg || !examples_path) {
+        fprintf(stderr, "zmix adapt: --model, --experts and --examples are required (try "
+                        "--help)\n");
+        return 2;
+    }
+    char *experts_copy = strdup(experts_arg);
+    char *expert_paths[MAX_EXPERTS];
+    int n_experts = 0;
+    if (!experts_copy) return 1;
+    if (split_list("--experts", experts_copy, expert_paths, MAX_EXPERTS, &n_experts)) {
+        free(experts_copy);
+        return 2;
+    }
+    /* Settings first: the search dimension is not known before the model is loaded, but
+     * every other setting can be judged now with dim = K. */
+    zmix_cem_settings probe = opts.cem;
+    probe.dim = probe.n_experts = n_experts;
+    if (zmix_cem_settings_check(&probe, &err)) {
+        fprintf(stderr, "zmix adapt: %s\n", err.msg);
+        free(experts_copy);
+        return 2;
+    }
+
+    int rc = 1;
+    zmix_model *model = NULL;
+    zmix_runtime *rt = NULL;
+    zmix_examples ex;
+    memset(&ex, 0, sizeof ex);
+    int have_ex = 0;
+    zmix_adapt_result res;
+    memset(&res, 0, sizeof res);
+    int have_res = 0;
+    char *text = NULL;
+
+    if (zmix_examples_load_json(examples_path, &ex, &err)) goto fail;
+    have_ex = 1;
+    if (zmix_model_load(model_path, &model, &err)) goto fail;
+    if (zmix_adapt_check_examples(model, &ex, &err)) {
+        zmix_error_prefix(&err, "%s", examples_path);
+        goto fail;
+    }
+    zmix_runtime_opts ropts;
+    zmix_runtime_opts_default(&ropts);
+    ropts.adapt = set;
+    ropts.factor_cache_dir = cache_dir;
+    if (zmix_runtime_create(model, &ropts, (const char *const *)expert_paths, n_experts, &rt, &err))
+        goto fail;
+    if (zmix_adapt_run(rt, &ex, &opts, print_progress, &pctx, &res, &err)) goto fail;
+    have_res = 1;
+    if (!pctx.quiet)
+        fprintf(stderr, "stopped: %s after %d generations (%ld evaluations, %ld skipped, %.2f s)\n",
+                zmix_cem_stop_name(res.stop), res.generations, res.evaluations, res.skipped,
+                res.elapsed_s);
+    cJSON *json = zmix_adapt_result_to_json(&res, include_z);
+    text = json ? cJSON_Print(json) : NULL;
+    cJSON_Delete(json);
+    if (!text) {
+        zmix_error_set(&err, ZMIX_ENOMEM, "out of memory for the result JSON");
+        goto fail;
+    }
+    if (out_path) {
+        if (write_text(out_path, text)) goto done;
+    } else {
+        printf("%s\n", text);
+    }
+    rc = 0;
+    goto done;
+fail:
+    fprintf(stderr, "zmix adapt: %s\n", err.msg);
+done:
+    free(text);
+    if (have_res) zmix_adapt_result_free(&res);
+    if (rt) zmix_runtime_free(rt);
+    if (model) zmix_model_free(model);
+    if (have_ex) zmix_examples_free(&ex);
+    free(experts_copy);
+    return rc;
 }

@@ -600,6 +600,32 @@ static void expect_invalid(const zmix_cem_settings *s, const char *needle)
     if (!strstr(err.msg, needle)) fail_msg("message '%s' does not name '%s'", err.msg, needle);
 }
 
+static void test_nan_scores_rank_last(void **state)
+{
+    /* A broken candidate (NaN) is never an elite nor the best, and does not blank the means. */
+    zmix_cem_settings s = base_settings(2, 2);
+    s.pop_size = 4;
+    s.elite_ratio = 0.5;
+    zmix_cem *c;
+    zmix_error err;
+    assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
+    float pop[8];
+    zmix_cem_ask(c, pop);
+    zmix_score sc[4] = {{NAN, NAN}, {0.5, -1.0}, {0.25, NAN}, {0.5, -2.0}};
+    assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
+    float best[2];
+    zmix_score bs;
+    zmix_cem_best(c, best, &bs);
+    assert_memory_equal(best, pop + 2, sizeof best);
+    const double *m = zmix_cem_mean(c);
+    assert_close(m[0], ((double)pop[2] + pop[6]) / 2.0, 1e-12);
+    const zmix_cem_gen_stats *h = zmix_cem_history(c);
+    assert_close(h[0].pop_mean.accuracy, 1.25 / 3.0, 1e-12);
+    assert_close(h[0].pop_mean.loglik, -1.5, 1e-12);
+    assert_close(h[0].elite_mean.loglik, -1.5, 1e-12);
+    zmix_cem_free(c);
+}
+
 static void test_settings_validation(void **state)
 {
     zmix_cem_settings s = base_settings(4, 2), t;
@@ -653,7 +679,7 @@ static void test_protocol_errors(void **state)
     zmix_cem_ask(c, a);
     zmix_cem_ask(c, b);
     assert_memory_equal(a, b, sizeof(float) * 2 * s.pop_size); /* ask is idempotent */
-    sc[3].loglik = NAN;
+    sc[3].loglik = INFINITY;
     assert_int_equal(zmix_cem_tell(c, sc, &err), ZMIX_ENUMERIC);
     assert_non_null(strstr(err.msg, "member 3"));
     sc[3].loglik = -1.0;
@@ -684,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_save_restore_continues_identically),
         cmocka_unit_test(test_normalize_groups_sum_to_one),
         cmocka_unit_test(test_single_expert),
+        cmocka_unit_test(test_nan_scores_rank_last),
         cmocka_unit_test(test_settings_validation),
         cmocka_unit_test(test_protocol_errors),
     };

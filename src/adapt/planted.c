@@ -1,0 +1,204 @@
+/*
+ * Planted tasks: a search problem whose answer is known because we made it. K random
+ * experts, a hidden mix α*, and examples whose targets are the model's own greedy
+ * continuations under z'(α*). A search that works finds a mix that reproduces them; the base
+ * model and the single experts, which decode differently, do not.
+ *
+ * Experts are z = exp(N(0, s²)) per singular value: positive like a trained SVF vector, and
+ * with s around 0.5 spread enough that the greedy continuation of a small model changes.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/model_internal.h"
+#include "util/pcg.h"
+#include "zmix/adapt.h"
+
+/* A fixed PCG stream id for planted data ("plant"), so the seed alone picks the task. */
+#define PLANTED_STREAM 0x706c616e74ull
+
+void zmix_planted_opts_default(zmix_planted_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->n_experts = 4;
+    o->n_examples = 16;
+    o->prompt_len = 4;
+    o->target_len = 4;
+    o->z_log_std = 0.5;
+    o->adapt = ZMIX_ADAPT_MLP;
+    o->rescale = 1;
+    o->alpha_star = NULL;
+    o->distinct_from_base = 0;
+    o->factor_cache_dir = NULL;
+    o->seed = 1;
+}
+
+void zmix_planted_free(zmix_planted *p)
+{
+    if (!p) return;
+    for (int k = 0; p->expert_paths && k < p->n_experts; k++) free(p->expert_paths[k]);
+    free(p->expert_paths);
+    free(p->alpha_star);
+    if (p->examples.items || p->examples.tokens) zmix_examples_free(&p->examples);
+    memset(p, 0, sizeof *p);
+}
+
+static int check_opts(const zmix_model_config *cfg, const zmix_planted_opts *o, zmix_error *err)
+{
+    if (o->n_experts < 1 || o->n_experts > 64)
+        return zmix_error_set(err, ZMIX_EINVAL, "planted: n_experts = %d, must be in [1, 64]",
+                              o->n_experts);
+    if (o->n_examples < 1)
+        return zmix_error_set(err, ZMIX_EINVAL, "planted: n_examples = %d, must be >= 1",
+                              o->n_examples);
+    if (o->prompt_len < 0 || o->target_len < 1)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "planted: prompt_len = %d, target_len = %d (need >= 0 and >= 1)",
+                              o->prompt_len, o->target_len);
+    if (cfg->max_seq_len > 0 && 1 + o->prompt_len + o->target_len > cfg->max_seq_len)
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "planted: 1 + %d + %d tokens exceed the model's context of %d",
+                              o->prompt_len, o->target_len, cfg->max_seq_len);
+    if (cfg->vocab_size < 4)
+        return zmix_error_set(err, ZMIX_EINVAL, "planted: vocabulary of %d tokens is too small",
+                              cfg->vocab_size);
+    if (!isfinite(o->z_log_std) || o->z_log_std < 0.0)
+        return zmix_error_set(err, ZMIX_EINVAL, "planted: z_log_std = %g, must be >= 0",
+                              o->z_log_std);
+    for (int k = 0; o->alpha_star && k < o->n_experts; k++)
+        if (!isfinite(o->alpha_star[k]))
+            return zmix_error_set(err, ZMIX_EINVAL, "planted: alpha_star[%d] is not finite", k);
+    return 0;
+}
+
+/* Writes the K expert files; paths[k] receives each file's malloc'ed path. */
+static int write_experts(const zmix_model *model, const char *dir, const zmix_planted_opts *o,
+                         pcg32 *rng, char **paths, zmix_error *err)
+{
+    zmix_adapted *list = NULL;
+    int n = 0;
+    size_t z_total = 0;
+    int rc = zmix_adapted_list(model, o->adapt, &list, &n, &z_total, err);
+    if (rc) return rc;
+    double *eps = malloc((z_total ? z_total : 1) * sizeof *eps);
+    float *z = malloc((z_total ? z_total : 1) * sizeof *z);
+    if (!eps || !z) rc = zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
+    for (int k = 0; !rc && k < o->n_experts; k++) {
+        pcg32_normal_fill(rng, eps, z_total);
+        for (size_t i = 0; i < z_total; i++) z[i] = (float)exp(o->z_log_std * eps[i]);
+        size_t len = strlen(dir) + 32;
+        paths[k] = malloc(len);
+        if (!paths[k]) {
+            rc = zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
+            break;
+        }
+        snprintf(paths[k], len, "%s/expert_%d.st", dir, k);
+        char name[32], seed[32];
+        snprintf(name, sizeof name, "planted_%d", k);
+        snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+        const char *keys[] = {"name", "zmix.planted_seed"};
+        const char *values[] = {name, seed};
+        rc = zmix_expert_save(paths[k], list, n, z, keys, values, 2, err);
+    }
+    free(eps);
+    free(z);
+    free(list);
+    return rc;
+}
+
+int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_planted_opts *o,
+                        zmix_planted *out, zmix_error *err)
+{
+    const zmix_model_config *cfg = zmix_model_get_config(model);
+    int rc = check_opts(cfg, o, err);
+    if (rc) return rc;
+    int k_n = o->n_experts, n_ex = o->n_examples;
+    int n_prompt = 1 + o->prompt_len, n_tok = n_prompt + o->target_len;
+    zmix_planted p;
+    memset(&p, 0, sizeof p);
+    p.n_experts = k_n;
+    p.expert_paths = calloc((size_t)k_n, sizeof *p.expert_paths);
+    p.alpha_star = malloc((size_t)k_n * sizeof *p.alpha_star);
+    int32_t *tokens = malloc((size_t)n_ex * n_tok * sizeof *tokens);
+    int32_t *base_out = malloc((size_t)o->target_len * sizeof *base_out);
+    zmix_example *items = calloc((size_t)n_ex, sizeof *items);
+    zmix_runtime *rt = NULL;
+    float *z_star = NULL;
+    if (!p.expert_paths || !p.alpha_star || !tokens || !base_out || !items) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
+        goto done;
+    }
+    pcg32 rng;
+    pcg32_seed(&rng, o->seed, PLANTED_STREAM);
+    rc = write_experts(model, dir, o, &rng, p.expert_paths, err);
+    if (rc) goto done;
+    for (int k = 0; k < k_n; k++)
+        p.alpha_star[k] =
+            o->alpha_star ? o->alpha_star[k] : (float)(0.1 + 0.8 * pcg32_uniform(&rng));
+
+    zmix_runtime_opts ropts;
+    zmix_runtime_opts_default(&ropts);
+    ropts.adapt = o->adapt;
+    ropts.factor_cache_dir = o->factor_cache_dir;
+    rc = zmix_runtime_create(model, &ropts, (const char *const *)p.expert_paths, k_n, &rt, err);
+    if (rc) goto done;
+    z_star = malloc(zmix_runtime_z_total(rt) * sizeof *z_star);
+    if (!z_star) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
+        goto done;
+    }
+    zmix_compose_opts copts;
+    zmix_compose_opts_default(&copts);
+    copts.per_layer = 0;
+    copts.normalize = 0;
+    copts.rescale = o->rescale;
+    rc = zmix_compose_z(rt, &copts, p.alpha_star, z_star, err);
+    if (rc) goto done;
+
+    /* Prompts are BOS then ids drawn above the special tokens (0..2 in llama2.c vocabularies:
+     * unk, bos, eos), so every prompt is ordinary text to the model. */
+    int bos = cfg->bos_id >= 0 ? cfg->bos_id : 1;
+    int lo_id = 3, span = cfg->vocab_size - lo_id;
+    int have = 0, tries = 0, max_tries = 200 * n_ex;
+    while (have < n_ex && tries < max_tries) {
+        tries++;
+        int32_t *t = tokens + (size_t)have * n_tok;
+        t[0] = bos;
+        for (int j = 1; j < n_prompt; j++) t[j] = lo_id + (int32_t)pcg32_bounded(&rng, span);
+        rc = zmix_generate(rt, o->rescale, z_star, t, n_prompt, o->target_len, t + n_prompt, err);
+        if (rc) goto done;
+        if (o->distinct_from_base) {
+            rc = zmix_generate(rt, o->rescale, NULL, t, n_prompt, o->target_len, base_out, err);
+            if (rc) goto done;
+            if (!memcmp(base_out, t + n_prompt, (size_t)o->target_len * sizeof *base_out)) continue;
+        }
+        items[have].prompt = t;
+        items[have].n_prompt = n_prompt;
+        items[have].target = t + n_prompt;
+        items[have].n_target = o->target_len;
+        have++;
+    }
+    if (have < n_ex) {
+        rc = zmix_error_set(err, ZMIX_ELIMIT,
+                            "planted: only %d of %d prompts in %d tries decode differently from "
+                            "the base model (raise z_log_std)",
+                            have, n_ex, tries);
+        goto done;
+    }
+    p.n_tried = tries;
+    rc = zmix_examples_copy(items, n_ex, &p.examples, err);
+done:
+    if (rt) zmix_runtime_free(rt);
+    free(z_star);
+    free(tokens);
+    free(base_out);
+    free(items);
+    if (rc) {
+        zmix_planted_free(&p);
+        return zmix_error_prefix(err, "planted task (seed %llu)", (unsigned long long)o->seed);
+    }
+    *out = p;
+    return 0;
+}

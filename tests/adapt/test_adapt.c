@@ -1,0 +1,463 @@
+/*
+ * The adaptation driver against the real scorer: example checks, baselines, the result and
+ * its JSON, and the planted recovery test on ../shared/models/stories260K (skipped when the
+ * model is absent), through the library and through the `zmix adapt` command.
+ */
+#define _GNU_SOURCE /* popen, mkdtemp */
+#include <cJSON.h>
+#include <dirent.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "model/model_internal.h"
+#include "zmix/adapt.h"
+
+#ifndef ZMIX_CLI_PATH
+#error "ZMIX_CLI_PATH must name the zmix binary"
+#endif
+
+/* ---- helpers ----------------------------------------------------------------------- */
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[4096];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            remove_tree(path);
+        else
+            unlink(path);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void make_tmpdir(char *buf, size_t n)
+{
+    snprintf(buf, n, "/tmp/zmix-test-adapt-XXXXXX");
+    assert_non_null(mkdtemp(buf));
+}
+
+/* Runs a shell command, captures stdout+stderr (up to cap bytes), returns the exit code. */
+static int run_capture(const char *cmd, char *out, size_t cap)
+{
+    char full[16400];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int shared_model_path(char *buf, size_t n)
+{
+    const char *shared = getenv("ZMIX_SHARED_DIR");
+    if (!shared) return -1;
+    snprintf(buf, n, "%s/models/stories260K", shared);
+    char cfg[1100];
+    snprintf(cfg, sizeof cfg, "%s/config.json", buf);
+    return access(cfg, R_OK);
+}
+
+/* A small random model (no file needed) for the checks that do not care about quality. */
+static zmix_model *random_model(void)
+{
+    zmix_model_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    snprintf(cfg.model_type, sizeof cfg.model_type, "llama");
+    cfg.dim = 16;
+    cfg.hidden_dim = 24;
+    cfg.n_layers = 2;
+    cfg.n_heads = 2;
+    cfg.n_kv_heads = 2;
+    cfg.head_dim = 8;
+    cfg.vocab_size = 40;
+    cfg.max_seq_len = 32;
+    cfg.norm_eps = 1e-5f;
+    cfg.rope_theta = 10000.0f;
+    cfg.tied_embeddings = 1;
+    cfg.rope_interleaved = 1;
+    cfg.bos_id = 1;
+    cfg.eos_id = 2;
+    zmix_model *m = NULL;
+    zmix_error err;
+    if (zmix_model_create_random(&cfg, 77, &m, &err)) fail_msg("random model: %s", err.msg);
+    return m;
+}
+
+/* ---- example checks ---------------------------------------------------------------- */
+
+static void expect_bad_examples(const zmix_model *m, const zmix_example *items, int n, int code,
+                                const char *needle)
+{
+    zmix_examples ex = {(zmix_example *)items, n, NULL, 0};
+    zmix_error err;
+    zmix_error_clear(&err);
+    assert_int_equal(zmix_adapt_check_examples(m, &ex, &err), code);
+    if (!strstr(err.msg, needle)) fail_msg("message '%s' does not name '%s'", err.msg, needle);
+}
+
+static void test_check_examples(void **state)
+{
+    zmix_model *m = random_model();
+    int32_t p[] = {1, 5, 6}, t[] = {7, 8}, oov[] = {7, 40}, neg[] = {-1};
+    zmix_example good[2] = {{p, 3, t, 2}, {p, 2, t, 1}};
+    zmix_examples ok = {good, 2, NULL, 0};
+    zmix_error err;
+    assert_int_equal(zmix_adapt_check_examples(m, &ok, &err), 0);
+
+    expect_bad_examples(m, good, 0, ZMIX_EINVAL, "the example set is empty");
+    zmix_example empty_target[2] = {{p, 3, t, 2}, {p, 3, t, 0}};
+    expect_bad_examples(m, empty_target, 2, ZMIX_EINVAL, "example 1: target is empty");
+    zmix_example empty_prompt[1] = {{p, 0, t, 2}};
+    expect_bad_examples(m, empty_prompt, 1, ZMIX_EINVAL, "example 0: prompt is empty");
+    zmix_example bad_id[2] = {{p, 3, t, 2}, {p, 3, oov, 2}};
+    expect_bad_examples(m, bad_id, 2, ZMIX_ERANGE,
+                        "example 1: target[1] = 40 is outside the vocabulary [0, 40)");
+    zmix_example bad_prompt[1] = {{neg, 1, t, 2}};
+    expect_bad_examples(m, bad_prompt, 1, ZMIX_ERANGE, "example 0: prompt[0] = -1");
+    int32_t longp[31];
+    for (int i = 0; i < 31; i++) longp[i] = 3;
+    zmix_example too_long[1] = {{longp, 31, t, 2}};
+    expect_bad_examples(m, too_long, 1, ZMIX_ERANGE, "exceeds the model's context of 32");
+    zmix_model_free(m);
+}
+
+/* ---- the driver on a random model -------------------------------------------------- */
+
+typedef struct small_task {
+    char dir[256];
+    zmix_model *model;
+    zmix_runtime *rt;
+    zmix_examples ex;
+    char *paths[3];
+} small_task;
+
+/* Three random experts written with zmix_expert_save, and four hand-made examples. */
+static void small_task_make(small_task *t, int n_experts)
+{
+    memset(t, 0, sizeof *t);
+    make_tmpdir(t->dir, sizeof t->dir);
+    t->model = random_model();
+    zmix_error err;
+    zmix_adapted *list;
+    int n;
+    size_t z_total;
+    assert_int_equal(zmix_adapted_list(t->model, ZMIX_ADAPT_MLP, &list, &n, &z_total, &err), 0);
+    float *z = malloc(z_total * sizeof *z);
+    for (int k = 0; k < n_experts; k++) {
+        for (size_t i = 0; i < z_total; i++) z[i] = 0.5f + 0.25f * (float)((i * 7 + k * 3) % 5);
+        t->paths[k] = malloc(512);
+        snprintf(t->paths[k], 512, "%s/e%d.st", t->dir, k);
+        if (zmix_expert_save(t->paths[k], list, n, z, NULL, NULL, 0, &err))
+            fail_msg("expert save: %s", err.msg);
+    }
+    free(z);
+    free(list);
+    zmix_runtime_opts ro;
+    zmix_runtime_opts_default(&ro);
+    if (zmix_runtime_create(t->model, &ro, (const char *const *)t->paths, n_experts, &t->rt, &err))
+        fail_msg("runtime: %s", err.msg);
+    int32_t p0[] = {1, 5, 9}, t0[] = {4, 4}, p1[] = {1, 12}, t1[] = {30}, p2[] = {1, 3, 3, 3},
+            t2[] = {8, 9, 10}, p3[] = {1}, t3[] = {20};
+    zmix_example items[4] = {{p0, 3, t0, 2}, {p1, 2, t1, 1}, {p2, 4, t2, 3}, {p3, 1, t3, 1}};
+    assert_int_equal(zmix_examples_copy(items, 4, &t->ex, &err), 0);
+}
+
+static void small_task_free(small_task *t)
+{
+    zmix_examples_free(&t->ex);
+    zmix_runtime_free(t->rt);
+    zmix_model_free(t->model);
+    for (int k = 0; k < 3; k++) free(t->paths[k]);
+    remove_tree(t->dir);
+}
+
+static void test_baselines_and_result(void **state)
+{
+    small_task t;
+    small_task_make(&t, 3);
+    zmix_error err;
+    zmix_adapt_opts o;
+    zmix_adapt_opts_default(&o);
+    o.cem.pop_size = 8;
+    o.cem.elite_ratio = 0.5; /* one elite would have std 0 and stop on std_tolerance at once */
+    o.cem.max_generations = 4;
+    o.cem.seed = 5;
+    zmix_score base, experts[3];
+    zmix_score_ctl ctl = {1, NULL};
+    assert_int_equal(zmix_adapt_score_baselines(t.rt, &o, &t.ex, &ctl, &base, experts, &err), 0);
+    /* the base is z' = 1 and each expert is its own z: compare with direct z scoring */
+    size_t zt = zmix_runtime_z_total(t.rt);
+    float *ones = malloc(zt * sizeof *ones);
+    for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
+    zmix_score s;
+    assert_int_equal(zmix_score_z(t.rt, 1, &t.ex, 1, ones, &ctl, &s, NULL, &err), 0);
+    assert_memory_equal(&s, &base, sizeof s);
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(
+            zmix_score_z(t.rt, 1, &t.ex, 1, zmix_runtime_expert_z(t.rt, k), &ctl, &s, NULL, &err),
+            0);
+        assert_true(fabs(s.loglik - experts[k].loglik) < 1e-5);
+        assert_true(s.accuracy == experts[k].accuracy);
+    }
+    free(ones);
+
+    zmix_adapt_result r;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
+    assert_int_equal(r.dim, 3);
+    assert_int_equal(r.n_experts, 3);
+    assert_int_equal(r.generations, 4);
+    assert_int_equal(r.n_history, 4);
+    assert_int_equal(r.stop, ZMIX_CEM_STOP_MAX_GENERATIONS);
+    assert_int_equal(r.evaluations, 8 + 3 * 7);
+    assert_int_equal(r.skipped, 3);
+    assert_memory_equal(&r.base, &base, sizeof base);
+    assert_memory_equal(r.experts, experts, sizeof experts);
+    /* the reported score is the score of the reported α */
+    zmix_compose_opts co = zmix_adapt_compose_opts(&o);
+    assert_int_equal(zmix_score_alpha(t.rt, &co, &t.ex, 1, r.alpha, &ctl, &s, NULL, &err), 0);
+    assert_memory_equal(&s, &r.best, sizeof s);
+    /* and z' is Σ α_k z_k */
+    for (size_t i = 0; i < zt; i += 17) {
+        double zi = 0.0;
+        for (int k = 0; k < 3; k++) zi += r.alpha[k] * zmix_runtime_expert_z(t.rt, k)[i];
+        assert_true(fabs(zi - r.z[i]) < 1e-5);
+    }
+
+    cJSON *j = zmix_adapt_result_to_json(&r, 1);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "max_generations");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "alpha")), 3);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "history")), 4);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "single_experts")), 3);
+    assert_int_equal(cJSON_GetObjectItem(j, "evaluations")->valueint, 29);
+    assert_true((float)cJSON_GetArrayItem(cJSON_GetObjectItem(j, "alpha"), 1)->valuedouble ==
+                r.alpha[1]);
+    cJSON *z = cJSON_GetObjectItem(j, "z");
+    assert_int_equal(cJSON_GetArraySize(z), zmix_runtime_n_matrices(t.rt));
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "settings"), "seed")->valuestring, "5");
+    cJSON_Delete(j);
+    zmix_adapt_result_free(&r);
+
+    /* per-layer: M·K coordinates */
+    o.per_layer = 1;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
+    assert_int_equal(r.dim, 3 * zmix_runtime_n_matrices(t.rt));
+    zmix_adapt_result_free(&r);
+
+    /* engine settings errors come back from the driver naming the field */
+    o.cem.pop_size = 1;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "pop_size = 1"));
+    o.cem.pop_size = 8;
+    o.cem.elite_ratio = 1.5;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "elite_ratio = 1.5"));
+    o.cem.elite_ratio = 0.2;
+    o.cem.lo = 1.0;
+    o.cem.hi = 0.0;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "min must be below max"));
+    small_task_free(&t);
+}
+
+static int cancel_after_two(void *user, const zmix_cem *cem)
+{
+    int *calls = user;
+    (*calls)++;
+    return zmix_cem_generation(cem) >= 2;
+}
+
+static void test_single_expert_and_cancel(void **state)
+{
+    small_task t;
+    small_task_make(&t, 1); /* K = 1: a one-dimensional search, allowed */
+    zmix_error err;
+    zmix_adapt_opts o;
+    zmix_adapt_opts_default(&o);
+    o.cem.pop_size = 6;
+    o.cem.elite_ratio = 0.5;
+    o.cem.max_generations = 5;
+    int calls = 0;
+    zmix_adapt_result r;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, cancel_after_two, &calls, &r, &err),
+                     ZMIX_ECANCELED);
+    assert_int_equal(calls, 2);
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
+    assert_int_equal(r.dim, 1);
+    assert_true(r.alpha[0] >= 0.0f && r.alpha[0] <= 1.0f);
+    zmix_adapt_result_free(&r);
+    /* an empty example set is refused before any scoring */
+    zmix_examples none = {NULL, 0, NULL, 0};
+    assert_int_equal(zmix_adapt_run(t.rt, &none, &o, NULL, NULL, &r, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "empty"));
+    small_task_free(&t);
+}
+
+/* ---- planted recovery on the real model -------------------------------------------- */
+
+static const float planted_alpha[4] = {0.7f, 0.1f, 0.5f, 0.2f};
+
+static void test_planted_recovery(void **state)
+{
+    char model_path[1024];
+    if (shared_model_path(model_path, sizeof model_path) != 0) {
+        print_message("stories260K not found under ZMIX_SHARED_DIR: skipping\n");
+        skip();
+    }
+    zmix_error err;
+    zmix_model *model = NULL;
+    if (zmix_model_load(model_path, &model, &err)) fail_msg("load: %s", err.msg);
+    char dir[256];
+    make_tmpdir(dir, sizeof dir);
+
+    zmix_planted_opts po;
+    zmix_planted_opts_default(&po);
+    po.seed = 2026;
+    po.n_examples = 16;
+    po.alpha_star = planted_alpha;
+    zmix_planted p;
+    if (zmix_planted_create(model, dir, &po, &p, &err)) fail_msg("planted: %s", err.msg);
+    assert_int_equal(p.examples.n, 16);
+    char ex_path[512];
+    snprintf(ex_path, sizeof ex_path, "%s/ex.json", dir);
+    assert_int_equal(zmix_adapt_examples_save_json(ex_path, &p.examples, &err), 0);
+
+    /* The library path. */
+    zmix_runtime_opts ro;
+    zmix_runtime_opts_default(&ro);
+    zmix_runtime *rt = NULL;
+    if (zmix_runtime_create(model, &ro, (const char *const *)p.expert_paths, 4, &rt, &err))
+        fail_msg("runtime: %s", err.msg);
+    zmix_adapt_opts o;
+    zmix_adapt_opts_default(&o);
+    o.cem.seed = 11;
+    o.cem.max_generations = 30;
+    zmix_adapt_result r;
+    if (zmix_adapt_run(rt, &p.examples, &o, NULL, NULL, &r, &err)) fail_msg("run: %s", err.msg);
+    print_message("planted: best acc %.4f loglik %.4f after %d generations (%s); base acc %.4f "
+                  "loglik %.4f; experts acc %.4f %.4f %.4f %.4f; alpha %.3f %.3f %.3f %.3f\n",
+                  r.best.accuracy, r.best.loglik, r.generations, zmix_cem_stop_name(r.stop),
+                  r.base.accuracy, r.base.loglik, r.experts[0].accuracy, r.experts[1].accuracy,
+                  r.experts[2].accuracy, r.experts[3].accuracy, r.alpha[0], r.alpha[1], r.alpha[2],
+                  r.alpha[3]);
+    assert_true(r.best.accuracy >= 0.9);
+    assert_true(zmix_score_cmp(&r.best, &r.base, ZMIX_METRIC_ACCURACY) > 0);
+    for (int k = 0; k < 4; k++)
+        assert_true(zmix_score_cmp(&r.best, &r.experts[k], ZMIX_METRIC_ACCURACY) > 0);
+    /* α* itself decodes every target, by construction */
+    zmix_compose_opts co = zmix_adapt_compose_opts(&o);
+    zmix_score_ctl ctl = {1, NULL};
+    zmix_score star;
+    assert_int_equal(
+        zmix_score_alpha(rt, &co, &p.examples, 1, planted_alpha, &ctl, &star, NULL, &err), 0);
+    assert_true(star.accuracy == 1.0);
+
+    /* The command, on the same files and settings: same α bit for bit. */
+    char cmd[16384], out[1 << 16];
+    snprintf(cmd, sizeof cmd,
+             "%s adapt --model %s --experts %s,%s,%s,%s --examples %s --seed 11 --iters 30 "
+             "--out %s/result.json",
+             ZMIX_CLI_PATH, model_path, p.expert_paths[0], p.expert_paths[1], p.expert_paths[2],
+             p.expert_paths[3], ex_path, dir);
+    int code = run_capture(cmd, out, sizeof out);
+    if (code != 0) fail_msg("zmix adapt exited %d: %s", code, out);
+    assert_non_null(strstr(out, "generation 1/30"));
+    char res_path[512];
+    snprintf(res_path, sizeof res_path, "%s/result.json", dir);
+    FILE *f = fopen(res_path, "r");
+    assert_non_null(f);
+    static char text[1 << 20];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    cJSON *alpha = cJSON_GetObjectItem(j, "alpha");
+    assert_int_equal(cJSON_GetArraySize(alpha), 4);
+    for (int k = 0; k < 4; k++)
+        assert_true((float)cJSON_GetArrayItem(alpha, k)->valuedouble == r.alpha[k]);
+    cJSON *best = cJSON_GetObjectItem(j, "best");
+    assert_true(cJSON_GetObjectItem(best, "accuracy")->valuedouble == r.best.accuracy);
+    assert_true(cJSON_GetObjectItem(j, "generations")->valueint == r.generations);
+    cJSON_Delete(j);
+
+    /* Bad input through the command: one line, nonzero exit, naming the culprit. */
+    struct {
+        const char *args;
+        const char *needle;
+    } bad[] = {
+        {"--pop 1", "pop_size = 1"},          {"--elite 0", "elite_ratio = 0"},
+        {"--elite 1.5", "elite_ratio = 1.5"}, {"--bounds 1,0", "min must be below max"},
+        {"--metric best", "--metric"},        {"--iters x", "--iters"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s adapt --model %s --experts %s --examples %s %s",
+                 ZMIX_CLI_PATH, model_path, p.expert_paths[0], ex_path, bad[i].args);
+        code = run_capture(cmd, out, sizeof out);
+        if (code == 0 || !strstr(out, bad[i].needle))
+            fail_msg("'%s': exit %d, output '%s' (expected '%s')", bad[i].args, code, out,
+                     bad[i].needle);
+    }
+    /* K = 1 runs */
+    snprintf(cmd, sizeof cmd, "%s adapt --model %s --experts %s --examples %s --iters 2 --quiet",
+             ZMIX_CLI_PATH, model_path, p.expert_paths[0], ex_path);
+    code = run_capture(cmd, out, sizeof out);
+    if (code != 0) fail_msg("K = 1: exit %d: %s", code, out);
+    /* example files with an empty target, an out-of-vocabulary id, no examples */
+    const char *bad_ex[][2] = {
+        {"{\"examples\":[{\"prompt\":[1,5],\"target\":[]}]}", "target"},
+        {"{\"examples\":[{\"prompt\":[1,5],\"target\":[600]}]}", "600"},
+        {"{\"examples\":[]}", "empty"},
+    };
+    for (size_t i = 0; i < sizeof bad_ex / sizeof bad_ex[0]; i++) {
+        char bad_path[512];
+        snprintf(bad_path, sizeof bad_path, "%s/bad%zu.json", dir, i);
+        f = fopen(bad_path, "w");
+        fputs(bad_ex[i][0], f);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "%s adapt --model %s --experts %s --examples %s --quiet",
+                 ZMIX_CLI_PATH, model_path, p.expert_paths[0], bad_path);
+        code = run_capture(cmd, out, sizeof out);
+        if (code == 0 || !strstr(out, bad_ex[i][1]))
+            fail_msg("%s: exit %d, output '%s' (expected '%s')", bad_ex[i][0], code, out,
+                     bad_ex[i][1]);
+    }
+
+    zmix_adapt_result_free(&r);
+    zmix_runtime_free(rt);
+    zmix_planted_free(&p);
+    zmix_model_free(model);
+    remove_tree(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_check_examples),
+        cmocka_unit_test(test_baselines_and_result),
+        cmocka_unit_test(test_single_expert_and_cancel),
+        cmocka_unit_test(test_planted_recovery),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
