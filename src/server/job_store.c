@@ -247,11 +247,19 @@ static int job_decode(const uint8_t *buf, size_t len, job_record *out, zmix_erro
     if (slen) memcpy(out->settings, settings, slen);
     out->settings_len = slen;
     rc = recr_end(&rd, "job record", err);
+    zmix_error name_err;
+    if (rc == 0 && task_name_check(out->task, &name_err) != 0)
+        rc = zmix_error_set(err, ZMIX_EFORMAT, "job record: %s", name_err.msg);
     if (rc) job_record_free(out);
     return rc;
 nomem:
     job_record_free(out);
     return zmix_error_set(err, ZMIX_ENOMEM, "job record: cannot allocate the examples");
+}
+
+int job_record_parse(const uint8_t *buf, size_t len, job_record *out, zmix_error *err)
+{
+    return job_decode(buf, len, out, err);
 }
 
 /* ---- files ---------------------------------------------------------------------------- */

@@ -66,6 +66,11 @@ typedef struct job_record {
 
 void job_record_free(job_record *r); /* NULL ok; zeroes r */
 
+/* Decodes the bytes of a job record file (<id>.job) into *out (caller frees). Every check
+ * the loader makes, exposed for tests and fuzzers: ZMIX_EFORMAT for anything but a whole,
+ * valid record. */
+int job_record_parse(const uint8_t *buf, size_t len, job_record *out, zmix_error *err);
+
 /* A job found at open. For unfinished jobs, checkpoint is the latest valid one (NULL and
  * generation -1 when there is none: restart the job from scratch). */
 typedef struct job_recovered {

@@ -295,7 +295,9 @@ static int record_decode(const uint8_t *buf, size_t len, task_result *out, uint3
     out->examples = dup_bytes(blob, out->examples_len);
     if (!out->settings || !out->examples) goto nomem;
     rc = recr_end(&rd, "task record", err);
-    if (rc == 0) rc = task_name_check(out->task, err);
+    zmix_error name_err;
+    if (rc == 0 && task_name_check(out->task, &name_err) != 0)
+        rc = zmix_error_set(err, ZMIX_EFORMAT, "task record: %s", name_err.msg);
     if (rc) task_result_free(out);
     return rc;
 bad:
@@ -306,6 +308,11 @@ bad:
 nomem:
     task_result_free(out);
     return zmix_error_set(err, ZMIX_ENOMEM, "task record: cannot allocate the result");
+}
+
+int task_record_parse(const uint8_t *buf, size_t len, task_result *out, zmix_error *err)
+{
+    return record_decode(buf, len, out, NULL, err);
 }
 
 /* ---- safetensors ---------------------------------------------------------------------- */
@@ -821,8 +828,8 @@ static int lookup(task_cache *c, const char *task, const char *key, task_result 
             entry_remove(c, e);
             c->misses++;
             pthread_mutex_unlock(&c->mu);
-            *err = lerr;
-            return zmix_error_prefix(err, "task %s: dropped from the cache", name);
+            return zmix_error_set(err, lerr.code, "task %s: dropped from the cache: %s", name,
+                                  lerr.msg);
         }
         if (key && strcmp(r->key, key) != 0) { /* file changed behind our back */
             task_result_free(r);
@@ -878,7 +885,10 @@ int task_cache_evict(task_cache *c, const char *task, zmix_error *err)
     }
     if (rc == 0 && existed) rc = fs_fsync_dir(c->dir, err);
     pthread_mutex_unlock(&c->io_mu);
-    if (rc) return zmix_error_prefix(err, "task %s: evict", task);
+    if (rc) {
+        zmix_error_prefix(err, "task %s: evict", task);
+        return rc;
+    }
     if (!known && !existed) return zmix_error_set(err, ZMIX_ENOTFOUND, "task %s: not cached", task);
     return 0;
 }

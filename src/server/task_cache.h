@@ -66,6 +66,11 @@ void task_result_free(task_result *r); /* frees the owned arrays and zeroes r; N
 /* Deep copy of src into *dst (dst owns everything). */
 int task_result_copy(const task_result *src, task_result *dst, zmix_error *err);
 
+/* Decodes the bytes of a record file (<task>.zmt) into *out (caller frees with
+ * task_result_free). Every check the loader makes, exposed for tests and fuzzers:
+ * ZMIX_EFORMAT naming the problem for anything but a whole, valid record. */
+int task_record_parse(const uint8_t *buf, size_t len, task_result *out, zmix_error *err);
+
 /* ZMIX_EINVAL naming the offence unless name is 1..128 bytes of [A-Za-z0-9._-] not starting
  * with '.': task names become file names. */
 int task_name_check(const char *name, zmix_error *err);

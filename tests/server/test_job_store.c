@@ -12,7 +12,9 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "server/crc32c.h"
 #include "server/job_store.h"
+#include "server/record.h"
 
 typedef struct fixture {
     char dir[256];
@@ -427,6 +429,48 @@ static void test_write_faults(void **state)
     close_store(&o);
 }
 
+static void test_record_parser_survives_mutations(void **state)
+{
+    fixture *f = *state;
+    opened o;
+    open_store(f, 0, &o);
+    uint64_t id = create(o.store, "mut", 3);
+    close_store(&o);
+    char path[512];
+    job_path(path, sizeof path, f, id, ".job");
+    uint8_t orig[4096], buf[4096];
+    FILE *fp = fopen(path, "rb");
+    size_t len = fread(orig, 1, sizeof orig, fp);
+    fclose(fp);
+    job_record got;
+    assert_int_equal(job_record_parse(orig, len, &got, NULL), 0);
+    assert_job(&got, "mut", 3);
+    job_record_free(&got);
+    int accepted = 0, rejected = 0;
+    unsigned rng = 99;
+    for (int it = 0; it < 3000 + (int)len; it++) {
+        memcpy(buf, orig, len);
+        if (it < (int)len - REC_OVERHEAD - 3) {
+            memset(buf + REC_HEADER + it, 0xff, 4); /* every field position as a huge count */
+        } else {
+            for (int k = 0; k < 1 + it % 4; k++) {
+                rng = rng * 1103515245u + 12345u;
+                buf[REC_HEADER + (rng >> 8) % (len - REC_OVERHEAD)] = (uint8_t)(rng >> 24);
+            }
+        }
+        uint32_t c = crc32c_update(0, buf, len - 4);
+        for (int i = 0; i < 4; i++) buf[len - 4 + (size_t)i] = (uint8_t)(c >> (8 * i));
+        zmix_error err;
+        int rc = job_record_parse(buf, len, &got, &err);
+        assert_true(rc == 0 || rc == ZMIX_EFORMAT);
+        if (rc == 0)
+            job_record_free(&got), accepted++;
+        else
+            rejected++;
+    }
+    assert_true(accepted > 0 && rejected > 0);
+}
+
 /* The child creates jobs and checkpoints them, one generation after another, reporting on
  * the pipe each step whose call returned 0. The parent kills it at a random moment; a fresh
  * open must hold every reported job with a checkpoint at least as new as reported, whole. */
@@ -529,6 +573,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention_and_ids_never_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_records_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_faults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_parser_survives_mutations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_writes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -229,6 +229,67 @@ static void test_record_frame_rejects_damage(void **state)
     recw_free(&w);
 }
 
+/* Rewrites the trailing CRC so that a mutated record gets past the checksum and exercises
+ * the field-level checks behind it. */
+static void fix_crc(uint8_t *buf, size_t len)
+{
+    uint32_t c = crc32c_update(0, buf, len - 4);
+    for (int i = 0; i < 4; i++) buf[len - 4 + (size_t)i] = (uint8_t)(c >> (8 * i));
+}
+
+static void test_record_parser_survives_mutations(void **state)
+{
+    fixture *f = *state;
+    task_cache *c = open_cache(f, 0, NULL);
+    put(c, "mut", 1);
+    task_cache_free(c);
+    char path[512];
+    snprintf(path, sizeof path, "%s/mut.zmt", f->tasks);
+    uint8_t orig[4096], buf[4096];
+    FILE *fp = fopen(path, "rb");
+    size_t len = fread(orig, 1, sizeof orig, fp);
+    fclose(fp);
+    task_result got;
+    zmix_error err;
+    assert_int_equal(task_record_parse(orig, len, &got, &err), 0);
+    assert_result(&got, "mut", 1);
+    task_result_free(&got);
+    /* Every payload position set to a huge count, then random multi-byte damage: a valid
+     * CRC over nonsense fields must give 0 or EFORMAT, never a crash, an overrun or a huge
+     * allocation (ASan/UBSan watch). */
+    int accepted = 0, rejected = 0;
+    for (size_t at = REC_HEADER; at + 4 <= len - 4; at++) {
+        memcpy(buf, orig, len);
+        memset(buf + at, 0xff, 4);
+        fix_crc(buf, len);
+        int rc = task_record_parse(buf, len, &got, NULL);
+        assert_true(rc == 0 || rc == ZMIX_EFORMAT);
+        if (rc == 0)
+            task_result_free(&got), accepted++;
+        else
+            rejected++;
+    }
+    unsigned rng = 4242;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(buf, orig, len);
+        int n = 1 + it % 4;
+        for (int k = 0; k < n; k++) {
+            rng = rng * 1103515245u + 12345u;
+            size_t at = REC_HEADER + (rng >> 8) % (len - 4 - REC_HEADER);
+            buf[at] = (uint8_t)(rng >> 24);
+        }
+        fix_crc(buf, len);
+        int rc = task_record_parse(buf, len, &got, &err);
+        assert_true(rc == 0 || rc == ZMIX_EFORMAT);
+        if (rc == 0)
+            task_result_free(&got), accepted++;
+        else
+            rejected++;
+    }
+    /* Floats and blobs can take any value, counts cannot: both outcomes must occur. */
+    assert_true(accepted > 0 && rejected > 0);
+}
+
 /* ---- names ------------------------------------------------------------------------------ */
 
 static void test_task_name_validation(void **state)
@@ -640,6 +701,13 @@ static void test_corruption_after_open_never_served(void **state)
     assert_non_null(strstr(err.msg, "checksum"));
     assert_int_equal(get_rc(c, "rotten"), ZMIX_ENOTFOUND);
     expect(c, "fresh", 2);
+    /* Same without an error object: the code alone must still say no. */
+    put(c, "rotten2", 3);
+    put(c, "fresh", 4);
+    assert_int_equal(is_resident(c, "rotten2"), 0);
+    file_path(path, sizeof path, f, "rotten2", ".zmt");
+    testutil_truncate(path, 40);
+    assert_int_equal(task_cache_get(c, "rotten2", &got, NULL), ZMIX_EFORMAT);
     task_cache_free(c);
 }
 
@@ -902,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_crc32c_vectors),
         cmocka_unit_test(test_record_frame_rejects_damage),
         cmocka_unit_test(test_task_name_validation),
+        cmocka_unit_test_setup_teardown(test_record_parser_survives_mutations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_round_trip_and_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lookup_by_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_rejects_bad_input, setup, teardown),
