@@ -172,7 +172,7 @@ static int load_layer(hf_loader *L, int l, zmix_layer *layer, zmix_error *err)
         {"self_attn.k_proj.bias", kv_dim, 0, &layer->bk},
         {"self_attn.v_proj.bias", kv_dim, 0, &layer->bv},
     };
-    int n_parts = c->qkv_bias ? 12 : 9;
+    int n_parts = c->qkv_bias ? 12 : 9; /* the biases come last in the table */
     for (int i = 0; i < n_parts; i++) {
         char name[128];
         snprintf(name, sizeof name, "model.layers.%d.%s", l, parts[i].suffix);

@@ -113,8 +113,9 @@ int zmix_llama2c_load(const char *path, zmix_model *model, zmix_error *err)
     int n_tensors = c->tied_embeddings ? 13 : 14;
     size_t expected = 0;
     const float *floats = (const float *)(const void *)(bytes + HEADER_BYTES);
+    size_t offsets[14];
     for (int i = 0; i < n_tensors; i++) {
-        t[i].base = floats + expected;
+        offsets[i] = expected;
         expected += t[i].per_layer * (t[i].layered ? L : 1);
     }
     if (size - HEADER_BYTES != expected * sizeof(float))
@@ -124,6 +125,8 @@ int zmix_llama2c_load(const char *path, zmix_model *model, zmix_error *err)
                               "implies %zu",
                               path, size, h[0], h[1], h[2], h[3], h[4], h[5], h[6],
                               HEADER_BYTES + expected * sizeof(float));
+    /* Pointers are formed only now that the file is known to hold every tensor. */
+    for (int i = 0; i < n_tensors; i++) t[i].base = floats + offsets[i];
     for (int i = 0; i < n_tensors; i++) {
         if (i == 11 || i == 12) continue; /* RoPE tables: recomputed, never read */
         size_t n = t[i].per_layer * (t[i].layered ? L : 1);
