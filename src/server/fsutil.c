@@ -161,6 +161,34 @@ int fs_remove(const char *dir, const char *name, zmix_error *err)
     return 0;
 }
 
+int fs_lock_dir(const char *dir, int *fd_out, zmix_error *err)
+{
+    *fd_out = -1;
+    char path[4096];
+    int rc = fs_join(path, sizeof path, dir, ".lock", err);
+    if (rc) return rc;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return zmix_error_set(err, ZMIX_EIO, "%s: open: %s", path, strerror(errno));
+    struct flock lk = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_SETLK, &lk) != 0) {
+        int e = errno;
+        struct flock who = lk;
+        long pid = fcntl(fd, F_GETLK, &who) == 0 ? (long)who.l_pid : -1L;
+        close(fd);
+        if (e == EACCES || e == EAGAIN)
+            return zmix_error_set(err, ZMIX_ESTATE, "%s is in use by another process (pid %ld)",
+                                  dir, pid);
+        return zmix_error_set(err, ZMIX_EIO, "%s: lock: %s", path, strerror(e));
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+void fs_unlock_dir(int fd)
+{
+    if (fd >= 0) close(fd); /* closing releases the lock */
+}
+
 void persist_problems_add(persist_problems *p, const zmix_error *e)
 {
     if (!p) return;

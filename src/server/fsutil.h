@@ -53,6 +53,14 @@ int fs_remove(const char *dir, const char *name, zmix_error *err);
 /* Joins dir and name into out (size bytes); ZMIX_ELIMIT when it does not fit. */
 int fs_join(char *out, size_t size, const char *dir, const char *name, zmix_error *err);
 
+/* Takes an exclusive lock on <dir>/.lock for this process (POSIX record lock, released by
+ * the kernel when the process dies, so a crashed daemon never leaves a stale lock). Two
+ * daemons writing one directory would tear each other's temporary files and hand out the
+ * same job ids; the second one gets ZMIX_ESTATE naming the holder's pid instead.
+ * *fd receives the descriptor to pass to fs_unlock_dir. */
+int fs_lock_dir(const char *dir, int *fd, zmix_error *err);
+void fs_unlock_dir(int fd); /* -1 ok */
+
 /* Problems found while loading a directory (bad checksum, truncated record, unreadable file):
  * each one is reported, the file skipped, and loading goes on. The daemon logs them. */
 typedef struct persist_problems {

@@ -48,6 +48,7 @@ struct job_store {
     size_t max_record;
     pthread_mutex_t mu; /* everything, including the disk writes */
     fs_fault fault;
+    int lock_fd;       /* holds <dir>/.lock: one process per job directory */
     js_entry *entries; /* ascending id */
     size_t n, cap;
     uint64_t next_id;
@@ -561,8 +562,10 @@ int job_store_open(const job_store_config *cfg, job_store **out, job_recovered *
     s->retain = cfg->retain_finished ? cfg->retain_finished : 1000;
     s->max_record = cfg->max_record_bytes ? cfg->max_record_bytes : (size_t)256 << 20;
     s->fault.write_budget = cfg->fault_write_after_bytes;
+    s->lock_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     int rc = fs_mkdirs(s->dir, err);
+    if (rc == 0) rc = fs_lock_dir(s->dir, &s->lock_fd, err);
     if (rc == 0) rc = scan(s, problems, err);
     if (rc == 0) apply_retention(s);
 
@@ -607,6 +610,7 @@ void job_store_free(job_store *s)
 {
     if (!s) return;
     free(s->entries);
+    fs_unlock_dir(s->lock_fd);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

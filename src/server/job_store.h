@@ -98,7 +98,8 @@ typedef struct job_store job_store;
  * (a corrupt one is appended to problems and skipped), applies the retention limit, and
  * returns in *recovered (n_recovered entries, caller frees with job_recovered_free) every
  * loaded job, ascending id: unfinished ones with their checkpoint, finished ones without.
- * The next id is past every id ever handed out, even if its record was dropped. */
+ * The next id is past every id ever handed out, even if its record was dropped.
+ * ZMIX_ESTATE when another process has the directory open (lock on <dir>/jobs/.lock). */
 int job_store_open(const job_store_config *cfg, job_store **out, job_recovered **recovered,
                    size_t *n_recovered, persist_problems *problems, zmix_error *err);
 void job_store_free(job_store *store);

@@ -47,6 +47,7 @@ struct task_cache {
     pthread_mutex_t io_mu; /* disk mutations, fault; taken before mu */
     pthread_mutex_t mu;    /* everything below */
     fs_fault fault;
+    int lock_fd; /* holds <dir>/.lock: one process per cache directory */
     tc_entry **entries;
     size_t n, cap;
     uint64_t tick, next_version;
@@ -693,9 +694,11 @@ int task_cache_open(const task_cache_config *cfg, task_cache **out, persist_prob
     c->budget = cfg->memory_budget;
     c->max_record = cfg->max_record_bytes ? cfg->max_record_bytes : (size_t)1 << 30;
     c->fault.write_budget = cfg->fault_write_after_bytes;
+    c->lock_fd = -1;
     pthread_mutex_init(&c->io_mu, NULL);
     pthread_mutex_init(&c->mu, NULL);
     int rc = fs_mkdirs(c->dir, err);
+    if (rc == 0) rc = fs_lock_dir(c->dir, &c->lock_fd, err);
     if (rc == 0) rc = scan_directory(c, problems, err);
     if (rc) {
         zmix_error_prefix(err, "task cache");
@@ -711,6 +714,7 @@ void task_cache_free(task_cache *c)
     if (!c) return;
     while (c->n) entry_remove(c, c->entries[c->n - 1]);
     free(c->entries);
+    fs_unlock_dir(c->lock_fd);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->io_mu);
     free(c);

@@ -92,7 +92,8 @@ typedef struct task_cache task_cache;
  * every record (a bad one is appended to problems, if non-NULL, renamed to <file>.corrupt
  * for inspection and never served), deletes safetensors files that have no valid record,
  * rebuilds missing or stale ones, and makes the newest results resident up to the budget.
- * Fails only when the directory cannot be created or read. */
+ * Fails when the directory cannot be created or read, and with ZMIX_ESTATE when another
+ * process has it open (a lock on <dir>/tasks/.lock; one cache object per directory). */
 int task_cache_open(const task_cache_config *cfg, task_cache **out, persist_problems *problems,
                     zmix_error *err);
 void task_cache_free(task_cache *cache); /* does not flush: call task_cache_flush first */

@@ -471,6 +471,38 @@ static void test_record_parser_survives_mutations(void **state)
     assert_true(accepted > 0 && rejected > 0);
 }
 
+static int child_open_rc(const fixture *f)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        job_store_config cfg;
+        job_store_config_default(&cfg);
+        cfg.dir = f->dir;
+        job_store *s;
+        job_recovered *rec;
+        size_t n;
+        int rc = job_store_open(&cfg, &s, &rec, &n, NULL, NULL);
+        if (rc == 0) {
+            job_recovered_free(rec, n);
+            job_store_free(s);
+        }
+        _exit(-rc);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? -WEXITSTATUS(status) : -100;
+}
+
+static void test_one_process_per_directory(void **state)
+{
+    fixture *f = *state;
+    opened o;
+    open_store(f, 0, &o);
+    assert_int_equal(child_open_rc(f), ZMIX_ESTATE);
+    close_store(&o);
+    assert_int_equal(child_open_rc(f), 0);
+}
+
 /* The child creates jobs and checkpoints them, one generation after another, reporting on
  * the pipe each step whose call returned 0. The parent kills it at a random moment; a fresh
  * open must hold every reported job with a checkpoint at least as new as reported, whole. */
@@ -574,6 +606,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_records_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_faults, setup, teardown),
         cmocka_unit_test_setup_teardown(test_record_parser_survives_mutations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_process_per_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_writes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -888,6 +888,36 @@ static void test_concurrent_access(void **state)
     task_cache_free(c);
 }
 
+/* A second process on the same directory is refused while the first holds it, and
+ * admitted once it is gone (the lock dies with its holder, even under kill -9). */
+static int child_open_rc(const fixture *f)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        task_cache_config cfg;
+        task_cache_config_default(&cfg);
+        cfg.dir = f->dir;
+        task_cache *c;
+        zmix_error err;
+        int rc = task_cache_open(&cfg, &c, NULL, &err);
+        if (rc == 0) task_cache_free(c);
+        if (rc == ZMIX_ESTATE && !strstr(err.msg, "in use by another process")) _exit(99);
+        _exit(-rc);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? -WEXITSTATUS(status) : -100;
+}
+
+static void test_one_process_per_directory(void **state)
+{
+    fixture *f = *state;
+    task_cache *c = open_cache(f, 0, NULL);
+    assert_int_equal(child_open_rc(f), ZMIX_ESTATE);
+    task_cache_free(c);
+    assert_int_equal(child_open_rc(f), 0);
+}
+
 /* ---- kill -9 during writes ------------------------------------------------------------- */
 
 /* The child puts versions 1, 2, 3, ... of four tasks in turn and reports each version on the
@@ -985,6 +1015,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_fault_keeps_old_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unpersisted_survives_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_access, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_process_per_directory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_during_writes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
