@@ -56,8 +56,9 @@ typedef struct zmix_cem_settings {
     int normalize;            /* scale each group of K coefficients to sum 1; default 0 */
     double std_tol;           /* stop when every std < std_tol; default 1e-4; 0 disables */
     int patience;             /* stop after this many generations without improvement; 0 off */
-    double target_accuracy;   /* stop when best accuracy >= this ... ; > 1 disables (default) */
-    double target_loglik_tol; /* ... and best loglik improved by < this in the last generation */
+    double target_accuracy;   /* stop when best accuracy >= this in this and the previous
+                                 generation ...; > 1 disables (default 2) */
+    double target_loglik_tol; /* ... and best loglik rose by < this in this generation (1e-3) */
     uint64_t seed;
     uint64_t stream; /* PCG stream id: one per job */
 } zmix_cem_settings;
