@@ -141,8 +141,19 @@ int fs_mkdirs(const char *path, zmix_error *err)
         if (buf[i] != '/' && buf[i] != '\0') continue;
         char saved = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+        if (mkdir(buf, 0700) == 0) {
+            /* A new directory's entry lives in its parent: make it durable too, or a power
+             * loss could lose the directory along with every file later fsync'ed inside. */
+            char *slash = strrchr(buf, '/');
+            if (slash && slash != buf) {
+                *slash = '\0';
+                int rc = fs_fsync_dir(buf, err);
+                *slash = '/';
+                if (rc) return rc;
+            }
+        } else if (errno != EEXIST) {
             return zmix_error_set(err, ZMIX_EIO, "%s: mkdir: %s", buf, strerror(errno));
+        }
         buf[i] = saved;
     }
     struct stat st;

@@ -950,7 +950,7 @@ int task_cache_list(task_cache *c, task_cache_info **out, size_t *n, zmix_error 
         free(infos);
         return zmix_error_set(err, ZMIX_ENOMEM, "task cache: cannot list %zu tasks", c->n);
     }
-    memcpy(order, c->entries, c->n * sizeof *order);
+    if (c->n) memcpy(order, c->entries, c->n * sizeof *order); /* entries is NULL when empty */
     qsort(order, c->n, sizeof *order, info_by_recency);
     for (size_t i = 0; i < c->n; i++) infos[i] = order[i]->info;
     *n = c->n;

@@ -548,14 +548,20 @@ static void test_kill9_during_writes(void **state)
             }
         }
         close(fds[1]);
+        /* Wait for the first acknowledged create (however slow the disk or the build), then
+         * kill at a random moment in the writes that follow. */
+        int msg[2];
+        if (read(fds[0], msg, sizeof msg) == sizeof msg) {
+            reported_gen[msg[0]] = msg[1] + 1;
+            acknowledged++;
+        }
         seed = seed * 1103515245u + 12345u;
-        struct timespec ts = {0, (long)(1000000 + (seed >> 8) % 20000000)};
+        struct timespec ts = {0, (long)((seed >> 8) % 20000000)}; /* 0–20 ms */
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
         int status;
         waitpid(pid, &status, 0);
         assert_true(WIFSIGNALED(status));
-        int msg[2];
         while (read(fds[0], msg, sizeof msg) == sizeof msg) {
             assert_true(msg[0] > 0 && msg[0] < MAX_IDS);
             reported_gen[msg[0]] = msg[1] + 1; /* 0 = never reported */
