@@ -281,6 +281,69 @@ static void test_baselines_and_result(void **state)
     small_task_free(&t);
 }
 
+/* The daemon's way: own the engine, deal the unscored rows to "workers" in small chunks, in
+ * reverse order, one candidate call each, then tell. Same α bit for bit as zmix_adapt_run;
+ * and a result built before the first generation is a valid, empty one. */
+static void test_piecewise_matches_run(void **state)
+{
+    small_task t;
+    small_task_make(&t, 3);
+    zmix_error err;
+    zmix_adapt_opts o;
+    zmix_adapt_opts_default(&o);
+    o.cem.pop_size = 10;
+    o.cem.elite_ratio = 0.3;
+    o.cem.max_generations = 6;
+    o.cem.seed = 9;
+    o.cem.stream = 3;
+    zmix_adapt_result ref;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &ref, &err), 0);
+
+    assert_int_equal(zmix_adapt_check_examples(t.model, &t.ex, &err), 0);
+    zmix_cem *cem;
+    assert_int_equal(zmix_adapt_cem_create(t.rt, &o, &cem, &err), 0);
+    zmix_score base, experts[3];
+    zmix_score_ctl ctl = {1, NULL};
+    assert_int_equal(zmix_adapt_score_baselines(t.rt, &o, &t.ex, &ctl, &base, experts, &err), 0);
+
+    zmix_adapt_result early;
+    assert_int_equal(
+        zmix_adapt_result_build(t.rt, &o, cem, &base, experts, t.ex.n, 0.0, &early, &err), 0);
+    assert_int_equal(early.stop, ZMIX_CEM_RUNNING);
+    assert_null(early.z);
+    assert_true(isnan(early.alpha[0]));
+    cJSON *j = zmix_adapt_result_to_json(&early, 1);
+    assert_true(cJSON_IsNull(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "alpha"), 0)));
+    assert_string_equal(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "running");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "z")));
+    cJSON_Delete(j);
+    zmix_adapt_result_free(&early);
+
+    zmix_compose_opts co = zmix_adapt_compose_opts(&o);
+    float pop[10 * 3];
+    zmix_score sc[10];
+    while (!zmix_cem_done(cem)) {
+        int first = zmix_cem_ask(cem, pop);
+        for (int end = 10; end > first; end -= 3) {
+            int start = end - 3 < first ? first : end - 3;
+            assert_int_equal(zmix_score_alpha(t.rt, &co, &t.ex, end - start, pop + start * 3, &ctl,
+                                              sc + start, NULL, &err),
+                             0);
+        }
+        assert_int_equal(zmix_cem_tell(cem, sc, &err), 0);
+    }
+    zmix_adapt_result r;
+    assert_int_equal(zmix_adapt_result_build(t.rt, &o, cem, &base, experts, t.ex.n, 0.0, &r, &err),
+                     0);
+    assert_memory_equal(r.alpha, ref.alpha, 3 * sizeof(float));
+    assert_memory_equal(&r.best, &ref.best, sizeof r.best);
+    assert_memory_equal(r.history_mean, ref.history_mean, (size_t)r.n_history * 3 * sizeof(double));
+    zmix_adapt_result_free(&r);
+    zmix_adapt_result_free(&ref);
+    zmix_cem_free(cem);
+    small_task_free(&t);
+}
+
 static int cancel_after_two(void *user, const zmix_cem *cem)
 {
     int *calls = user;
@@ -461,6 +524,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_check_examples),
         cmocka_unit_test(test_baselines_and_result),
+        cmocka_unit_test(test_piecewise_matches_run),
         cmocka_unit_test(test_single_expert_and_cancel),
         cmocka_unit_test(test_planted_recovery),
     };
