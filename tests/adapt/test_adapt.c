@@ -377,6 +377,50 @@ static void test_single_expert_and_cancel(void **state)
     small_task_free(&t);
 }
 
+/* Settings are judged before any file is opened: no model needed. One line, exit 2. */
+static void test_cli_usage_errors(void **state)
+{
+    struct {
+        const char *args;
+        const char *needle;
+    } bad[] = {
+        {"--pop 1", "pop_size = 1"},
+        {"--elite 0", "elite_ratio = 0"},
+        {"--elite 1.5", "elite_ratio = 1.5"},
+        {"--bounds 1,0", "min must be below max"},
+        {"--bounds 1", "--bounds"},
+        {"--metric best", "--metric"},
+        {"--iters x", "--iters"},
+        {"--normalize --bounds -1,1", "normalize"},
+        {"--adapt everything", "--adapt"},
+        {"--frobnicate 1", "unknown option '--frobnicate'"},
+    };
+    char cmd[2048], out[4096];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s adapt --model /nonexistent --experts a.st,b.st --examples /nonexistent %s",
+                 ZMIX_CLI_PATH, bad[i].args);
+        int code = run_capture(cmd, out, sizeof out);
+        if (code != 2 || !strstr(out, bad[i].needle) || strchr(out, '\n') != out + strlen(out) - 1)
+            fail_msg("'%s': exit %d, output '%s' (expected one line naming '%s')", bad[i].args,
+                     code, out, bad[i].needle);
+    }
+    snprintf(cmd, sizeof cmd, "%s adapt --experts a.st --examples x.json", ZMIX_CLI_PATH);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--model"));
+    snprintf(cmd, sizeof cmd, "%s adapt --model m --experts a.st,,b.st --examples x.json",
+             ZMIX_CLI_PATH);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 2);
+    assert_non_null(strstr(out, "empty entry"));
+    /* a missing file is a runtime failure (exit 1) that names it */
+    snprintf(cmd, sizeof cmd,
+             "%s adapt --model /nonexistent/m --experts a.st --examples /nonexistent/ex.json",
+             ZMIX_CLI_PATH);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    assert_non_null(
+        strstr(out, "/nonexistent/")); /* the model or the examples, whichever is read first */
+}
+
 /* ---- planted recovery on the real model -------------------------------------------- */
 
 static const float planted_alpha[4] = {0.7f, 0.1f, 0.5f, 0.2f};
@@ -470,23 +514,6 @@ static void test_planted_recovery(void **state)
     assert_true(cJSON_GetObjectItem(j, "generations")->valueint == r.generations);
     cJSON_Delete(j);
 
-    /* Bad input through the command: one line, nonzero exit, naming the culprit. */
-    struct {
-        const char *args;
-        const char *needle;
-    } bad[] = {
-        {"--pop 1", "pop_size = 1"},          {"--elite 0", "elite_ratio = 0"},
-        {"--elite 1.5", "elite_ratio = 1.5"}, {"--bounds 1,0", "min must be below max"},
-        {"--metric best", "--metric"},        {"--iters x", "--iters"},
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        snprintf(cmd, sizeof cmd, "%s adapt --model %s --experts %s --examples %s %s",
-                 ZMIX_CLI_PATH, model_path, p.expert_paths[0], ex_path, bad[i].args);
-        code = run_capture(cmd, out, sizeof out);
-        if (code == 0 || !strstr(out, bad[i].needle))
-            fail_msg("'%s': exit %d, output '%s' (expected '%s')", bad[i].args, code, out,
-                     bad[i].needle);
-    }
     /* K = 1 runs */
     snprintf(cmd, sizeof cmd, "%s adapt --model %s --experts %s --examples %s --iters 2 --quiet",
              ZMIX_CLI_PATH, model_path, p.expert_paths[0], ex_path);
@@ -526,6 +553,7 @@ int main(void)
         cmocka_unit_test(test_baselines_and_result),
         cmocka_unit_test(test_piecewise_matches_run),
         cmocka_unit_test(test_single_expert_and_cancel),
+        cmocka_unit_test(test_cli_usage_errors),
         cmocka_unit_test(test_planted_recovery),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
