@@ -48,10 +48,23 @@ static void remove_tree(const char *dir)
     rmdir(dir);
 }
 
+/* Directories made by the running test, removed by its teardown even when an assertion
+ * fails half-way (cmocka leaves the test with a longjmp). */
+static char made_dirs[4][256];
+static int n_made_dirs;
+
 static void make_tmpdir(char *buf, size_t n)
 {
     snprintf(buf, n, "/tmp/zmix-test-adapt-XXXXXX");
     assert_non_null(mkdtemp(buf));
+    if (n_made_dirs < 4) snprintf(made_dirs[n_made_dirs++], sizeof made_dirs[0], "%s", buf);
+}
+
+static int remove_made_dirs(void **state)
+{
+    for (int i = 0; i < n_made_dirs; i++) remove_tree(made_dirs[i]);
+    n_made_dirs = 0;
+    return 0;
 }
 
 /* Runs a shell command, captures stdout+stderr (up to cap bytes), returns the exit code. */
@@ -549,12 +562,12 @@ static void test_planted_recovery(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_check_examples),
-        cmocka_unit_test(test_baselines_and_result),
-        cmocka_unit_test(test_piecewise_matches_run),
-        cmocka_unit_test(test_single_expert_and_cancel),
-        cmocka_unit_test(test_cli_usage_errors),
-        cmocka_unit_test(test_planted_recovery),
+        cmocka_unit_test_teardown(test_check_examples, remove_made_dirs),
+        cmocka_unit_test_teardown(test_baselines_and_result, remove_made_dirs),
+        cmocka_unit_test_teardown(test_piecewise_matches_run, remove_made_dirs),
+        cmocka_unit_test_teardown(test_single_expert_and_cancel, remove_made_dirs),
+        cmocka_unit_test_teardown(test_cli_usage_errors, remove_made_dirs),
+        cmocka_unit_test_teardown(test_planted_recovery, remove_made_dirs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
