@@ -47,7 +47,8 @@ struct cJSON;
 
 typedef struct zmix_adapt_opts {
     /* CEM settings; dim and n_experts are filled from the runtime (any value given is
-     * ignored), everything else is used as is. cem.normalize is the normalise option. */
+     * ignored), everything else is used as is. cem.normalize is the normalise option.
+     * cem.init_mean, when set, must hold zmix_alpha_dim entries (K, or M·K per-layer). */
     zmix_cem_settings cem;
     int per_layer; /* one α per expert per adapted matrix (M·K) instead of K; default 0 */
     int rescale;   /* keep each matrix's singular-value mass (the reference's rescale); 1 */
