@@ -44,6 +44,21 @@ typedef struct zmix_linear {
 /* tmp: n × rank floats, used by the factored form only. */
 void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp);
 
+/* Element-wise kernels (vec.c); restrict arguments must not overlap. */
+float zmix_exp(float x); /* polynomial exp, relative error ~2e-7, clamped to [-87, 88] */
+void zmix_vec_add(float *restrict y, const float *restrict x, size_t n);            /* y += x */
+void zmix_vec_mul(float *restrict y, const float *restrict x, size_t n);            /* y ⊙= x */
+void zmix_vec_scal(float *x, float a, size_t n);                                    /* x *= a */
+void zmix_vec_scale(float *restrict y, float a, const float *restrict x, size_t n); /* y = a·x */
+void zmix_vec_axpy(float *restrict y, float a, const float *restrict x, size_t n);  /* y += a·x */
+void zmix_vec_swiglu(float *restrict g, const float *restrict u, size_t n); /* g = silu(g)⊙u */
+float zmix_vec_max(const float *restrict x, size_t n);                      /* n >= 1 */
+float zmix_vec_exp_shift(float *restrict x, float shift, size_t n); /* x = e^(x-shift); Σ */
+float zmix_vec_sum_exp_shift(const float *restrict x, float shift, size_t n); /* Σ e^(x-shift) */
+float zmix_vec_sum_squares(const float *restrict x, size_t n);
+void zmix_vec_scale_weight(float *restrict out, const float *restrict w, float a,
+                           const float *restrict x, size_t n); /* out = w ⊙ (a·x) */
+
 void zmix_rmsnorm_rows(float *out, const float *x, const float *w, int n_rows, int dim, float eps);
 
 /* ---- Stacked forward pass (forward.c) ------------------------------------------------- */

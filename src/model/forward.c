@@ -86,8 +86,7 @@ static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, cons
 static void add_bias(float *y, const float *bias, int n, int width)
 {
     if (!bias) return;
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < width; j++) y[(size_t)i * width + j] += bias[j];
+    for (int i = 0; i < n; i++) zmix_vec_add(y + (size_t)i * width, bias, (size_t)width);
 }
 
 /* Causal attention of one sequence: nq query rows at positions pos0.., len key rows. */
@@ -104,25 +103,14 @@ static void attend(const zmix_model_config *c, const float *q, const float *k, c
         for (int i = 0; i < nq; i++) {
             float *row = scores + (size_t)i * len;
             int n_vis = pos0 + i + 1; /* keys 0..pos are visible */
-            float mx = row[0];
-            for (int j = 1; j < n_vis; j++) mx = row[j] > mx ? row[j] : mx;
-            float sum = 0.0f;
-            for (int j = 0; j < n_vis; j++) {
-                row[j] = expf(row[j] - mx);
-                sum += row[j];
-            }
-            float inv = 1.0f / sum;
-            for (int j = 0; j < n_vis; j++) row[j] *= inv;
-            for (int j = n_vis; j < len; j++) row[j] = 0.0f;
+            float mx = zmix_vec_max(row, (size_t)n_vis);
+            float sum = zmix_vec_exp_shift(row, mx, (size_t)n_vis);
+            zmix_vec_scal(row, 1.0f / sum, (size_t)n_vis);
+            memset(row + n_vis, 0, (size_t)(len - n_vis) * sizeof *row);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, len, 1.0f, scores, len, vh,
                     kv_dim, 0.0f, att + (size_t)h * hd, q_dim);
     }
-}
-
-static void swiglu(float *h1, const float *h3, size_t n)
-{
-    for (size_t i = 0; i < n; i++) h1[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
 }
 
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
@@ -200,14 +188,14 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
             }
             rows = nq_total;
         }
-        for (size_t i = 0; i < (size_t)rows * dim; i++) b.x[i] += b.xb[i];
+        zmix_vec_add(b.x, b.xb, (size_t)rows * dim);
 
         zmix_rmsnorm_rows(b.xb, b.x, L->ffn_norm, rows, dim, c->norm_eps);
         zmix_linear_apply(&lin[ZMIX_MAT_GATE], b.xb, rows, b.h1, b.tmp);
         zmix_linear_apply(&lin[ZMIX_MAT_UP], b.xb, rows, b.h3, b.tmp);
-        swiglu(b.h1, b.h3, (size_t)rows * c->hidden_dim);
+        zmix_vec_swiglu(b.h1, b.h3, (size_t)rows * c->hidden_dim);
         zmix_linear_apply(&lin[ZMIX_MAT_DOWN], b.h1, rows, b.xb, b.tmp);
-        for (size_t i = 0; i < (size_t)rows * dim; i++) b.x[i] += b.xb[i];
+        zmix_vec_add(b.x, b.xb, (size_t)rows * dim);
     }
     if (c->n_layers == 0) { /* degenerate but well-defined: keep only the wanted rows */
         for (int s = 0, start = 0, dst = 0; s < batch->n_seq; start += batch->len[s], s++) {

@@ -18,13 +18,13 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
     int max_len = n_prompt + n_new - 1; /* the last token is produced, never fed back */
     if (max_len > c->max_seq_len)
         return zmix_error_set(err, ZMIX_ERANGE,
-                              "%d prompt + %d new tokens exceed the context length %d",
-                              n_prompt, n_new, c->max_seq_len);
+                              "%d prompt + %d new tokens exceed the context length %d", n_prompt,
+                              n_new, c->max_seq_len);
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= c->vocab_size)
             return zmix_error_set(err, ZMIX_ERANGE,
-                                  "prompt token %d is %d, outside the vocabulary [0, %d)",
-                                  i, (int)prompt[i], c->vocab_size);
+                                  "prompt token %d is %d, outside the vocabulary [0, %d)", i,
+                                  (int)prompt[i], c->vocab_size);
 
     zmix_model *adapted = NULL;
     int rc = z ? zmix_model_with_wprime(rt, rescale, z, &adapted, err) : 0;

@@ -47,10 +47,7 @@ void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, 
     int r = lin->rank;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, lin->cols, 1.0f, x, lin->cols,
                 lin->Vt, lin->cols, 0.0f, tmp, r);
-    for (int i = 0; i < n; i++) {
-        float *t = tmp + (size_t)i * r;
-        for (int j = 0; j < r; j++) t[j] *= lin->scale[j];
-    }
+    for (int i = 0; i < n; i++) zmix_vec_mul(tmp + (size_t)i * r, lin->scale, (size_t)r);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, lin->rows, r, 1.0f, tmp, r, lin->U, r,
                 0.0f, y, lin->rows);
 }
@@ -59,10 +56,8 @@ void zmix_rmsnorm_rows(float *out, const float *x, const float *w, int n_rows, i
 {
     for (int i = 0; i < n_rows; i++) {
         const float *xi = x + (size_t)i * dim;
-        float *oi = out + (size_t)i * dim;
-        float ss = 0.0f;
-        for (int j = 0; j < dim; j++) ss += xi[j] * xi[j];
+        float ss = zmix_vec_sum_squares(xi, (size_t)dim);
         float inv = 1.0f / sqrtf(ss / (float)dim + eps);
-        for (int j = 0; j < dim; j++) oi[j] = w[j] * (inv * xi[j]);
+        zmix_vec_scale_weight(out + (size_t)i * dim, w, inv, xi, (size_t)dim);
     }
 }

@@ -44,12 +44,10 @@ void zmix_example_score_logits(const float *logits, const int32_t *target, int n
     double sum_logp = 0.0;
     for (int t = 0; t < n_target; t++) {
         const float *row = logits + (size_t)t * vocab;
+        float mx = zmix_vec_max(row, (size_t)vocab);
         int best = 0;
-        float mx = row[0];
-        for (int j = 1; j < vocab; j++)
-            if (row[j] > mx) mx = row[j], best = j; /* strict: the first index wins ties */
-        double sum = 0.0;
-        for (int j = 0; j < vocab; j++) sum += expf(row[j] - mx);
+        while (best < vocab - 1 && row[best] != mx) best++; /* first index of the maximum */
+        double sum = zmix_vec_sum_exp_shift(row, mx, (size_t)vocab);
         sum_logp += (double)(row[target[t]] - mx) - log(sum);
         exact &= best == target[t];
     }
@@ -210,13 +208,8 @@ static int candidate_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT
         case ZMIX_WPRIME_LINEAR: {
             const float *am = w->alpha_m + (size_t)m * K;
             float *const *wk = rt->expert_w + (size_t)m * K;
-            float s0 = w->c[m] * am[0];
-            for (size_t j = 0; j < n; j++) wnext[j] = s0 * wk[0][j];
-            for (int k = 1; k < K; k++) {
-                float sk = w->c[m] * am[k];
-                const float *src = wk[k];
-                for (size_t j = 0; j < n; j++) wnext[j] += sk * src[j];
-            }
+            zmix_vec_scale(wnext, w->c[m] * am[0], wk[0], n);
+            for (int k = 1; k < K; k++) zmix_vec_axpy(wnext, w->c[m] * am[k], wk[k], n);
             lin[kind].W = wnext;
             wnext += n;
             break;

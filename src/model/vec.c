@@ -1,0 +1,221 @@
+/*
+ * Element-wise kernels of the forward pass and the scorer (everything that is not a GEMM).
+ *
+ * Why they look like this. The project builds at -O2, where GCC only vectorises loops whose
+ * trip count needs no scalar epilogue; and the default x86-64 target has SSE2 only. So each
+ * loop runs over fixed blocks of BLOCK floats (which GCC turns into SIMD) plus a scalar
+ * tail, and each function is compiled for AVX-512, AVX2 and the baseline, picked once at
+ * load time (GCC target_clones). Reductions accumulate BLOCK partial sums in a fixed order,
+ * so results depend only on n, never on alignment or on who calls.
+ *
+ * exp is a Cephes-style polynomial (relative error about 2e-7 over the clamped range):
+ * glibc's expf does not vectorise, and the SwiGLU, softmax and log-sum-exp together call it
+ * about ten million times per candidate on the stories15M shape.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "compute.h"
+
+#define BLOCK 16
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
+#define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VEC_CLONES
+#endif
+
+/* exp(x) for x in [-87, 88] (clamped outside): 2^n · p(r), x = n·ln2 + r, |r| <= ln2/2. */
+static inline float exp_poly(float x)
+{
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    const float magic = 12582912.0f; /* 1.5·2^23: adding it rounds to an integer */
+    float t = x * 1.44269504088896341f + magic;
+    float n = t - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    int32_t ni = (int32_t)n;
+    uint32_t bits = (uint32_t)(ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* The same polynomial on 8 lanes with GCC vector extensions (the clamps are selects, not
+ * branches, so the loop stays SIMD); lane for lane bit-identical to exp_poly. */
+/* The helpers are static and always inlined, so the AVX-vs-SSE argument-passing ABI note
+ * GCC prints for them in the baseline clone concerns no real call. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8f load8(const float *p)
+{
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void store8(float *p, v8f v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+static inline v8f select8(v8i mask, v8f a, v8f b)
+{
+    return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask));
+}
+
+static inline v8f exp8(v8f x)
+{
+    const v8f lo = {-87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f};
+    const v8f hi = {88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f};
+    x = select8(x < lo, lo, x);
+    x = select8(x > hi, hi, x);
+    const float magic = 12582912.0f;
+    v8f t = x * 1.44269504088896341f + magic;
+    v8f n = t - magic;
+    v8f r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    v8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+    return p * (v8f)bits;
+}
+
+float zmix_exp(float x)
+{
+    return exp_poly(x);
+}
+
+VEC_CLONES void zmix_vec_add(float *restrict y, const float *restrict x, size_t n)
+{
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) y[i + j] += x[i + j];
+    for (; i < n; i++) y[i] += x[i];
+}
+
+VEC_CLONES void zmix_vec_mul(float *restrict y, const float *restrict x, size_t n)
+{
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) y[i + j] *= x[i + j];
+    for (; i < n; i++) y[i] *= x[i];
+}
+
+VEC_CLONES void zmix_vec_scale(float *restrict y, float a, const float *restrict x, size_t n)
+{
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) y[i + j] = a * x[i + j];
+    for (; i < n; i++) y[i] = a * x[i];
+}
+
+VEC_CLONES void zmix_vec_scal(float *x, float a, size_t n)
+{
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) x[i + j] *= a;
+    for (; i < n; i++) x[i] *= a;
+}
+
+VEC_CLONES void zmix_vec_axpy(float *restrict y, float a, const float *restrict x, size_t n)
+{
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) y[i + j] += a * x[i + j];
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+VEC_CLONES void zmix_vec_swiglu(float *restrict g, const float *restrict u, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f gv = load8(g + i);
+        store8(g + i, gv / (1.0f + exp8(-gv)) * load8(u + i));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + exp_poly(-g[i])) * u[i];
+}
+
+VEC_CLONES float zmix_vec_max(const float *restrict x, size_t n)
+{
+    float m[BLOCK];
+    for (int j = 0; j < BLOCK; j++) m[j] = x[0];
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    float mx = m[0];
+    for (int j = 1; j < BLOCK; j++) mx = m[j] > mx ? m[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+static float sum8(v8f v)
+{
+    float s = 0.0f;
+    for (int j = 0; j < 8; j++) s += v[j];
+    return s;
+}
+
+VEC_CLONES float zmix_vec_exp_shift(float *restrict x, float shift, size_t n)
+{
+    v8f acc = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f e = exp8(load8(x + i) - shift);
+        store8(x + i, e);
+        acc += e;
+    }
+    float sum = sum8(acc);
+    for (; i < n; i++) {
+        x[i] = exp_poly(x[i] - shift);
+        sum += x[i];
+    }
+    return sum;
+}
+
+VEC_CLONES float zmix_vec_sum_exp_shift(const float *restrict x, float shift, size_t n)
+{
+    v8f acc = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) acc += exp8(load8(x + i) - shift);
+    float sum = sum8(acc);
+    for (; i < n; i++) sum += exp_poly(x[i] - shift);
+    return sum;
+}
+
+VEC_CLONES float zmix_vec_sum_squares(const float *restrict x, size_t n)
+{
+    float s[BLOCK] = {0};
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) s[j] += x[i + j] * x[i + j];
+    float sum = 0.0f;
+    for (int j = 0; j < BLOCK; j++) sum += s[j];
+    for (; i < n; i++) sum += x[i] * x[i];
+    return sum;
+}
+
+/* out = w ⊙ (a·x) */
+VEC_CLONES void zmix_vec_scale_weight(float *restrict out, const float *restrict w, float a,
+                                      const float *restrict x, size_t n)
+{
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK)
+        for (int j = 0; j < BLOCK; j++) out[i + j] = w[i + j] * (a * x[i + j]);
+    for (; i < n; i++) out[i] = w[i] * (a * x[i]);
+}
