@@ -10,8 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "compute.h"
 #include "util/pcg.h"
@@ -475,6 +479,143 @@ static void test_degenerate_candidates_and_errors(void **state)
     fixture_free(f);
 }
 
+/* Truncates every file in dir to half its size. Returns how many it touched. */
+static int corrupt_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[2400];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        fclose(f);
+        assert_int_equal(truncate(path, size / 2), 0);
+        n++;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+static void remove_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[2400];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(dir);
+}
+
+static void assert_same_factors(const zmix_runtime *a, const zmix_runtime *b)
+{
+    assert_int_equal(a->n_mat, b->n_mat);
+    for (int m = 0; m < a->n_mat; m++) {
+        const zmix_factors *x = &a->factors[m], *y = &b->factors[m];
+        assert_memory_equal(x->S, y->S, (size_t)x->rank * sizeof(float));
+        assert_memory_equal(x->U, y->U, (size_t)x->rows * x->rank * sizeof(float));
+        assert_memory_equal(x->Vt, y->Vt, (size_t)x->rank * x->cols * sizeof(float));
+    }
+}
+
+/* The runtime saves the factors, loads them next time, and rebuilds a corrupt cache. Experts
+ * come from files. */
+static void test_runtime_factor_cache_and_expert_files(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    char dir[] = "/tmp/zmix-compute-test-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cache[1100], e0[1100], e1[1100];
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    snprintf(e0, sizeof e0, "%s/math.safetensors", dir);
+    snprintf(e1, sizeof e1, "%s/code.safetensors", dir);
+    zmix_error err = {0, ""};
+    const zmix_runtime *rt = f->rt;
+    assert_int_equal(zmix_expert_save(e0, rt->list, rt->n_mat, f->z[0], NULL, NULL, 0, &err), 0);
+    assert_int_equal(zmix_expert_save(e1, rt->list, rt->n_mat, f->z[1], NULL, NULL, 0, &err), 0);
+    const char *paths[2] = {e0, e1};
+    zmix_runtime_opts ro;
+    zmix_runtime_opts_default(&ro);
+    ro.factor_cache_dir = cache;
+    zmix_runtime *first, *second, *third;
+    if (zmix_runtime_create(f->model, &ro, paths, 2, &first, &err)) fail_msg("%s", err.msg);
+    assert_string_equal(zmix_runtime_expert_name(first, 0), "math");
+    assert_memory_equal(zmix_runtime_expert_z(first, 1), f->z[1], rt->z_total * sizeof(float));
+    assert_same_factors(first, rt);
+    if (zmix_runtime_create(f->model, &ro, paths, 2, &second, &err)) fail_msg("%s", err.msg);
+    assert_same_factors(second, first);
+    assert_int_equal(corrupt_dir(cache), 1);
+    if (zmix_runtime_create(f->model, &ro, paths, 2, &third, &err)) fail_msg("%s", err.msg);
+    assert_same_factors(third, first);
+    /* Same α, same scores, whichever way the factors arrived. */
+    float alpha[2] = {0.7f, 0.4f};
+    zmix_score s1, s3;
+    assert_int_equal(zmix_score_alpha(first, NULL, &f->ex, 1, alpha, NULL, &s1, NULL, &err), 0);
+    assert_int_equal(zmix_score_alpha(third, NULL, &f->ex, 1, alpha, NULL, &s3, NULL, &err), 0);
+    assert_memory_equal(&s1, &s3, sizeof s1);
+    zmix_runtime_free(first);
+    zmix_runtime_free(second);
+    zmix_runtime_free(third);
+    /* A missing expert file fails the create, naming it. */
+    paths[1] = "/nonexistent/expert.safetensors";
+    assert_true(zmix_runtime_create(f->model, &ro, paths, 2, &first, &err) < 0);
+    assert_non_null(strstr(err.msg, "/nonexistent/expert.safetensors"));
+    snprintf(e0, sizeof e0, "%s", cache);
+    remove_dir(e0);
+    remove_dir(dir);
+    fixture_free(f);
+}
+
+typedef struct concurrent_arg {
+    const fixture *f;
+    const float *alpha;
+    zmix_score out[8];
+    int rc;
+} concurrent_arg;
+
+static void *score_in_thread(void *p)
+{
+    concurrent_arg *a = p;
+    zmix_error err;
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    a->rc = zmix_score_alpha(a->f->rt, &o, &a->f->ex, 8, a->alpha, NULL, a->out, NULL, &err);
+    return NULL;
+}
+
+/* Two callers on one runtime at once (the daemon's worker pool) get the sequential scores. */
+static void test_concurrent_callers(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_ALL, 0);
+    float alpha[8 * K];
+    for (int i = 0; i < 8 * K; i++) alpha[i] = (float)((i * 37) % 11) / 10.0f + 0.05f;
+    concurrent_arg a, b, seq;
+    memset(&a, 0, sizeof a);
+    a.f = f;
+    a.alpha = alpha;
+    a.rc = -1;
+    b = seq = a;
+    score_in_thread(&seq);
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, score_in_thread, &a);
+    pthread_create(&tb, NULL, score_in_thread, &b);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(b.rc, 0);
+    assert_memory_equal(a.out, seq.out, sizeof a.out);
+    assert_memory_equal(b.out, seq.out, sizeof b.out);
+    fixture_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -487,6 +628,8 @@ int main(void)
         cmocka_unit_test(test_memory_budget_chunks_examples),
         cmocka_unit_test(test_hand_checked_scores),
         cmocka_unit_test(test_degenerate_candidates_and_errors),
+        cmocka_unit_test(test_runtime_factor_cache_and_expert_files),
+        cmocka_unit_test(test_concurrent_callers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
