@@ -20,5 +20,17 @@ int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 /* Offline adaptation (cmd_adapt.c). */
 int cmd_adapt(int argc, char **argv);
+/* Daemon commands through the client library (cmd_daemon.c) and the plot (cmd_plot.c). */
+int cmd_submit(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_wait(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_jobs(int argc, char **argv);
+int cmd_get(int argc, char **argv);
+int cmd_tasks(int argc, char **argv);
+int cmd_evict(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

@@ -9,6 +9,17 @@ static const zmix_cli_command commands[] = {
      cmd_generate},
     {"score", "accuracy and log-likelihood of an expert mix on a few-shot example set", cmd_score},
     {"adapt", "run the CEM adaptation search in-process and print the result as JSON", cmd_adapt},
+    {"submit", "send an adaptation job to the daemon (--wait to follow it)", cmd_submit},
+    {"status", "state, generation and best score of a daemon job", cmd_status},
+    {"wait", "follow a daemon job to its end with live progress", cmd_wait},
+    {"cancel", "cancel a queued or running daemon job", cmd_cancel},
+    {"jobs", "list the daemon's jobs", cmd_jobs},
+    {"get", "a task's cached result (alpha, scores; z' as safetensors with --out)", cmd_get},
+    {"tasks", "list the tasks in the daemon's cache", cmd_tasks},
+    {"evict", "remove a task's result from the daemon's cache", cmd_evict},
+    {"info", "the daemon's model, experts and limits", cmd_info},
+    {"stats", "the daemon's queue, workers, throughput and cache counters", cmd_stats},
+    {"plot", "convergence plot (SVG) of a job or a result JSON", cmd_plot},
 };
 
 static void print_usage(FILE *out)

@@ -1,0 +1,798 @@
+/*
+ * The daemon commands: submit, status, wait, cancel, jobs, get, tasks, evict, info, stats.
+ * Each parses its options, connects through the client library, makes one or a few calls and
+ * prints either a human summary or, with --json, the daemon's result as JSON. Errors are one
+ * line on stderr; exit codes: 0 success, 1 failure, 2 usage, 3 `wait` timed out.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "commands.h"
+#include "daemon_conn.h"
+#include "progress.h"
+#include "zmix/model.h"
+
+static const char conn_help[] =
+    "  --socket PATH        the daemon's Unix socket\n"
+    "  --connect ADDR       unix:PATH or tcp:HOST:PORT (default: $ZMIX_ADDR, else the\n"
+    "                       daemon's default socket, $XDG_CACHE_HOME/zmix/zmixd.sock)\n"
+    "  --token-file F       send the token in F first (default: $ZMIX_TOKEN_FILE)\n"
+    "  --json               print the daemon's result as JSON\n";
+
+/* ---- Shared option loop -------------------------------------------------------------------- */
+
+/* Parses connection options and up to max_pos positionals; for anything else calls extra
+ * (which returns 1 consumed, 0 unknown, -1 error). Returns 0, or an exit code. */
+typedef int (*extra_opt_fn)(void *ctx, int argc, char **argv, int *i);
+
+static int parse_args(daemon_opts *o, int argc, char **argv, const char **pos, int n_pos,
+                      const char *usage, extra_opt_fn extra, void *ctx)
+{
+    int got = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("%s\n%s", usage, conn_help);
+            return -1;
+        }
+        int r = daemon_opts_parse(o, argc, argv, &i);
+        if (r < 0) return 2;
+        if (r > 0) continue;
+        if (extra && (r = extra(ctx, argc, argv, &i)) != 0) {
+            if (r < 0) return 2;
+            continue;
+        }
+        if (a[0] == '-' && a[1] == '-') {
+            fprintf(stderr, "zmix %s: unknown option '%s' (try --help)\n", o->cmd, a);
+            return 2;
+        }
+        if (got == n_pos) {
+            fprintf(stderr, "zmix %s: unexpected argument '%s' (try --help)\n", o->cmd, a);
+            return 2;
+        }
+        pos[got++] = a;
+    }
+    if (got < n_pos) {
+        fprintf(stderr, "%s\n", usage);
+        return 2;
+    }
+    return 0;
+}
+
+#define PARSE_OR_RETURN(...)                                                                       \
+    do {                                                                                           \
+        int prc_ = parse_args(__VA_ARGS__);                                                        \
+        if (prc_ != 0) return prc_ < 0 ? 0 : prc_;                                                 \
+    } while (0)
+
+static int opt_value(const char *cmd, int argc, char **argv, int *i, const char **val)
+{
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "zmix %s: %s needs a value (try --help)\n", cmd, argv[*i]);
+        return -1;
+    }
+    *val = argv[++*i];
+    return 0;
+}
+
+static int parse_num(const char *cmd, const char *opt, const char *s, double lo, double hi,
+                     double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi) {
+        fprintf(stderr, "zmix %s: %s: '%s' is not a number in [%g, %g]\n", cmd, opt, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_int(const char *cmd, const char *opt, const char *s, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "zmix %s: %s: '%s' is not an integer in [%ld, %ld]\n", cmd, opt, s, lo, hi);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static void format_time(double unix_s, char *buf, size_t cap)
+{
+    if (!(unix_s > 0)) {
+        snprintf(buf, cap, "-");
+        return;
+    }
+    time_t t = (time_t)unix_s;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%d %H:%M:%SZ", &tm);
+}
+
+static void print_floats(const char *label, const float *v, int n)
+{
+    printf("%s", label);
+    int shown = n < 24 ? n : 24;
+    for (int i = 0; i < shown; i++) printf(" %.4f", (double)v[i]);
+    if (n > shown) printf(" ... (%d values)", n);
+    printf("\n");
+}
+
+/* ---- status / wait ----------------------------------------------------------------------------
+ */
+
+static void print_status(const zmix_client_status *s)
+{
+    printf("job %llu  task %s  state %s", (unsigned long long)s->job, s->task, s->state);
+    if (s->phase[0] && strcmp(s->phase, s->state)) printf(" (%s)", s->phase);
+    printf("\n");
+    printf("generation %d/%d  population %d  dimension %d  priority %d\n", s->generation,
+           s->max_generations, s->pop, s->dim, s->priority);
+    if (s->has_best) {
+        printf("best accuracy %.4f  loglik %.5f\n", s->best.accuracy, s->best.loglik);
+        print_floats("best alpha", s->best_alpha, s->n_best_alpha);
+    }
+    printf("evaluations %lld (%lld carried over)  scoring %.2f s  %.0f eval/s",
+           (long long)s->evaluations, (long long)s->skipped, s->elapsed, progress_evals_per_s(s));
+    if (!isnan(s->mean_std)) printf("  mean std %.4g", s->mean_std);
+    printf("\n");
+    if (s->stop_reason[0]) printf("stopped: %s\n", s->stop_reason);
+    if (s->reason[0]) printf("reason: %s\n", s->reason);
+}
+
+static int status_error(const daemon_opts *o, const zmix_client *c, const zmix_error *err,
+                        uint64_t job)
+{
+    if (err->code == ZMIX_ENOTFOUND) {
+        fprintf(stderr, "zmix %s: job %llu not found (zmix jobs lists the daemon's jobs)\n", o->cmd,
+                (unsigned long long)job);
+        return 1;
+    }
+    return daemon_fail(o, c, err);
+}
+
+int cmd_status(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "status"};
+    const char *pos[1];
+    PARSE_OR_RETURN(&o, argc, argv, pos, 1,
+                    "usage: zmix status JOB [--json]\n\nShows a job's state, "
+                    "generation, best score and alpha so far.",
+                    NULL, NULL);
+    uint64_t job;
+    if (daemon_parse_job(o.cmd, pos[0], &job)) return 2;
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_client_status st;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_status_get(c, job, 0, &st, &err)) {
+        rc = status_error(&o, c, &err, job);
+    } else {
+        rc = o.json ? daemon_print_json(&o, c) : (print_status(&st), 0);
+        zmix_client_status_free(&st);
+    }
+    zmix_client_close(c);
+    return rc;
+}
+
+static void on_progress(void *user, const zmix_client_status *s)
+{
+    progress_update(user, s);
+}
+
+/* Follows a job until it ends or timeout_s passes (<= 0: no limit), drawing progress on stderr.
+ * Leaves the final status in *out. Returns 0, or 3 on timeout, or the failure's exit code. */
+static int follow_job(const daemon_opts *o, zmix_client *c, uint64_t job, double timeout_s,
+                      zmix_client_status *out)
+{
+    progress pr;
+    progress_init(&pr, stderr, job);
+    zmix_error err;
+    zmix_error_clear(&err);
+    /* Notifications give every generation; the long-poll alone would still get there. */
+    if (zmix_client_subscribe(c, 1, &err) == 0) zmix_client_on_progress(c, on_progress, &pr);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        double waited = (double)(t.tv_sec - t0.tv_sec) + 1e-9 * (double)(t.tv_nsec - t0.tv_nsec);
+        double slice = 1.0;
+        if (timeout_s > 0) {
+            if (waited >= timeout_s)
+                slice = 0;
+            else if (timeout_s - waited < slice)
+                slice = timeout_s - waited;
+        }
+        if (zmix_client_wait(c, job, slice, out, &err)) {
+            progress_finish(&pr);
+            zmix_client_on_progress(c, NULL, NULL);
+            return status_error(o, c, &err, job);
+        }
+        progress_update(&pr, out);
+        if (!out->timed_out) break;
+        if (timeout_s > 0 && waited + slice >= timeout_s) {
+            progress_finish(&pr);
+            zmix_client_on_progress(c, NULL, NULL);
+            fprintf(stderr, "zmix %s: job %llu still %s after %g s (generation %d/%d)\n", o->cmd,
+                    (unsigned long long)job, out->state, timeout_s, out->generation,
+                    out->max_generations);
+            return 3;
+        }
+        zmix_client_status_free(out);
+    }
+    progress_finish(&pr);
+    zmix_client_on_progress(c, NULL, NULL);
+    return 0;
+}
+
+/* Prints the final outcome of a followed job; returns the exit code. */
+static int report_final(const daemon_opts *o, const zmix_client *c, const zmix_client_status *s)
+{
+    if (o->json) {
+        int rc = daemon_print_json(o, c);
+        return rc ? rc : strcmp(s->state, "done") != 0;
+    }
+    if (!strcmp(s->state, "done")) {
+        printf("job %llu done: %s after %d generations, best accuracy %.4f loglik %.5f (%.2f s, "
+               "%lld evaluations)\n",
+               (unsigned long long)s->job, s->stop_reason[0] ? s->stop_reason : "stopped",
+               s->generation, s->best.accuracy, s->best.loglik, s->elapsed,
+               (long long)s->evaluations);
+        if (s->has_best) print_floats("alpha", s->best_alpha, s->n_best_alpha);
+        printf("fetch it with: zmix get %s --out %s.safetensors\n", s->task, s->task);
+        return 0;
+    }
+    fprintf(stderr, "zmix %s: job %llu %s%s%s\n", o->cmd, (unsigned long long)s->job, s->state,
+            s->reason[0] ? ": " : "", s->reason);
+    return 1;
+}
+
+typedef struct wait_ctx {
+    const char *cmd;
+    double timeout;
+} wait_ctx;
+
+static int wait_extra(void *vctx, int argc, char **argv, int *i)
+{
+    wait_ctx *w = vctx;
+    if (strcmp(argv[*i], "--timeout")) return 0;
+    const char *v;
+    if (opt_value(w->cmd, argc, argv, i, &v)) return -1;
+    return parse_num(w->cmd, "--timeout", v, 0, 1e9, &w->timeout) ? -1 : 1;
+}
+
+int cmd_wait(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "wait"};
+    wait_ctx w = {.cmd = "wait"};
+    const char *pos[1];
+    PARSE_OR_RETURN(&o, argc, argv, pos, 1,
+                    "usage: zmix wait JOB [--timeout S] [--json]\n\nFollows a job until it ends, "
+                    "with a progress bar on a terminal (plain lines otherwise).\nExit code 0 when "
+                    "it is done, 1 when it failed or was cancelled, 3 when S seconds\npassed "
+                    "first (default: no limit).\n\n  --timeout S          give up after S seconds",
+                    wait_extra, &w);
+    uint64_t job;
+    if (daemon_parse_job(o.cmd, pos[0], &job)) return 2;
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_client_status st;
+    memset(&st, 0, sizeof st);
+    rc = follow_job(&o, c, job, w.timeout, &st);
+    if (rc == 0) rc = report_final(&o, c, &st);
+    zmix_client_status_free(&st);
+    zmix_client_close(c);
+    return rc;
+}
+
+/* ---- submit -----------------------------------------------------------------------------------
+ */
+
+typedef struct submit_ctx {
+    const char *examples;
+    zmix_client_cem cem;
+    int priority, recompute, wait;
+    double timeout;
+} submit_ctx;
+
+static int submit_extra(void *vctx, int argc, char **argv, int *i)
+{
+    submit_ctx *s = vctx;
+    const char *a = argv[*i], *v;
+    const char *cmd = "submit";
+    if (!strcmp(a, "--per-layer")) return s->cem.per_layer = 1;
+    if (!strcmp(a, "--normalize")) return s->cem.normalize = 1;
+    if (!strcmp(a, "--no-elitism")) return (s->cem.elitism = 0), 1;
+    if (!strcmp(a, "--no-rescale")) return (s->cem.rescale = 0), 1;
+    if (!strcmp(a, "--recompute")) return s->recompute = 1;
+    if (!strcmp(a, "--wait")) return s->wait = 1;
+    static const char *const valued[] = {"--examples",   "--pop",      "--elite",     "--iters",
+                                         "--seed",       "--init-std", "--bounds",    "--metric",
+                                         "--patience",   "--ema",      "--std-floor", "--std-tol",
+                                         "--target-acc", "--priority", "--timeout",   NULL};
+    int known = 0;
+    for (int k = 0; valued[k]; k++) known |= !strcmp(a, valued[k]);
+    if (!known) return 0;
+    if (opt_value(cmd, argc, argv, i, &v)) return -1;
+    int bad = 0;
+    if (!strcmp(a, "--examples"))
+        s->examples = v;
+    else if (!strcmp(a, "--pop"))
+        bad = parse_int(cmd, a, v, 2, 1000000, &s->cem.pop);
+    else if (!strcmp(a, "--iters"))
+        bad = parse_int(cmd, a, v, 1, 1000000, &s->cem.iters);
+    else if (!strcmp(a, "--patience"))
+        bad = parse_int(cmd, a, v, 0, 1000000, &s->cem.patience);
+    else if (!strcmp(a, "--priority"))
+        bad = parse_int(cmd, a, v, -10, 10, &s->priority);
+    else if (!strcmp(a, "--elite"))
+        bad = parse_num(cmd, a, v, 0, 1, &s->cem.elite);
+    else if (!strcmp(a, "--init-std"))
+        bad = parse_num(cmd, a, v, -1, 1e6, &s->cem.init_std);
+    else if (!strcmp(a, "--ema"))
+        bad = parse_num(cmd, a, v, 0, 1, &s->cem.ema);
+    else if (!strcmp(a, "--std-floor"))
+        bad = parse_num(cmd, a, v, 0, 1e6, &s->cem.std_floor);
+    else if (!strcmp(a, "--std-tol"))
+        bad = parse_num(cmd, a, v, 0, 1e6, &s->cem.std_tol);
+    else if (!strcmp(a, "--target-acc"))
+        bad = parse_num(cmd, a, v, 0, 2, &s->cem.target_accuracy);
+    else if (!strcmp(a, "--timeout"))
+        bad = parse_num(cmd, a, v, 0, 1e9, &s->timeout);
+    else if (!strcmp(a, "--metric")) {
+        if (strcmp(v, "accuracy") && strcmp(v, "loglik")) {
+            fprintf(stderr, "zmix submit: --metric: '%s' is not accuracy or loglik\n", v);
+            return -1;
+        }
+        s->cem.metric = v;
+    } else if (!strcmp(a, "--seed")) {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-') {
+            fprintf(stderr, "zmix submit: --seed: '%s' is not an unsigned integer\n", v);
+            return -1;
+        }
+        s->cem.seed = x;
+        s->cem.seed_set = 1;
+    } else if (!strcmp(a, "--bounds")) {
+        char buf[128], *comma;
+        snprintf(buf, sizeof buf, "%s", v);
+        if (!(comma = strchr(buf, ','))) {
+            fprintf(stderr, "zmix submit: --bounds: '%s' is not LO,HI\n", v);
+            return -1;
+        }
+        *comma = '\0';
+        bad = parse_num(cmd, a, buf, -1e6, 1e6, &s->cem.lo) ||
+              parse_num(cmd, a, comma + 1, -1e6, 1e6, &s->cem.hi);
+    }
+    return bad ? -1 : 1;
+}
+
+static const char submit_usage[] =
+    "usage: zmix submit TASK --examples EX.json [CEM options] [--priority N] [--recompute]\n"
+    "                   [--wait [--timeout S]] [--json]\n"
+    "\n"
+    "Sends an adaptation job to the daemon. EX.json: {\"examples\":[{\"prompt\":[ids],"
+    "\"target\":[ids]}, ...]}.\n"
+    "A task already adapted from the same examples and settings is answered from the cache.\n"
+    "\n"
+    "  --per-layer          one alpha per expert per adapted matrix (default: one per expert)\n"
+    "  --pop N              population size (daemon default 32)\n"
+    "  --elite R            elite ratio in (0, 1] (default 0.2)\n"
+    "  --iters N            maximum generations (default 50)\n"
+    "  --seed S             random seed (default: derived from the request)\n"
+    "  --init-std X         initial std (default: half the bounds' width)\n"
+    "  --bounds LO,HI       alpha bounds (default 0,1)\n"
+    "  --normalize          scale alpha to sum 1 (per matrix with --per-layer)\n"
+    "  --metric M           accuracy (ties broken by loglik; default) or loglik\n"
+    "  --patience N         stop after N generations without improvement (default off)\n"
+    "  --ema X              EMA factor on mean and std (default 0)\n"
+    "  --std-floor X        lower bound of the std (default 0)\n"
+    "  --std-tol X          stop when every std is below X (default 1e-4; 0 off)\n"
+    "  --target-acc X       stop once accuracy >= X and loglik stalls (default off)\n"
+    "  --no-elitism         do not carry the best member over\n"
+    "  --no-rescale         do not keep the singular-value mass of each matrix\n"
+    "  --priority N         -10..10, higher runs first (default 0)\n"
+    "  --recompute          run even if the task's result is cached\n"
+    "  --wait               follow the job to its end (exit codes as zmix wait)\n"
+    "  --timeout S          with --wait: give up waiting after S seconds";
+
+int cmd_submit(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "submit"};
+    submit_ctx s;
+    memset(&s, 0, sizeof s);
+    zmix_client_cem_init(&s.cem);
+    const char *pos[1];
+    PARSE_OR_RETURN(&o, argc, argv, pos, 1, submit_usage, submit_extra, &s);
+    if (!s.examples) {
+        fprintf(stderr, "zmix submit: --examples EX.json is required (try --help)\n");
+        return 2;
+    }
+    /* The file is read and checked here, so a broken file is reported with its name and the
+     * example at fault before anything is sent. */
+    zmix_examples ex;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_examples_load_json(s.examples, &ex, &err)) {
+        fprintf(stderr, "zmix submit: %s\n", err.msg);
+        return 1;
+    }
+    zmix_client_example *items = calloc((size_t)ex.n, sizeof *items);
+    if (!items) {
+        zmix_examples_free(&ex);
+        fprintf(stderr, "zmix submit: out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < ex.n; i++) {
+        items[i].prompt = ex.items[i].prompt;
+        items[i].n_prompt = (size_t)ex.items[i].n_prompt;
+        items[i].target = ex.items[i].target;
+        items[i].n_target = (size_t)ex.items[i].n_target;
+    }
+    zmix_client_submit_req req = {.task = pos[0],
+                                  .examples = items,
+                                  .n_examples = (size_t)ex.n,
+                                  .cem = &s.cem,
+                                  .priority = s.priority,
+                                  .recompute = s.recompute};
+    zmix_client *c = NULL;
+    int rc = daemon_connect(&o, &c);
+    zmix_client_submitted sub;
+    memset(&sub, 0, sizeof sub);
+    if (rc == 0 && zmix_client_submit(c, &req, &sub, &err)) {
+        /* The daemon names the example by its index in the file: say which file. */
+        if (!strncmp(err.msg, "submit: examples", 16))
+            fprintf(stderr, "zmix submit: %s: %s\n", s.examples, err.msg + 8);
+        else
+            daemon_fail(&o, c, &err);
+        rc = 1;
+    }
+    free(items);
+    zmix_examples_free(&ex);
+    if (rc) {
+        zmix_client_close(c);
+        return rc;
+    }
+    if (sub.cached) {
+        if (o.json) {
+            rc = daemon_print_json(&o, c);
+        } else {
+            printf("task %s: cached result from job %llu (accuracy %.4f, loglik %.5f)\n", sub.task,
+                   (unsigned long long)sub.job, sub.result.score.accuracy, sub.result.score.loglik);
+            print_floats("alpha", sub.result.alpha, sub.result.n_alpha);
+            printf("fetch it with: zmix get %s --out %s.safetensors (--recompute to run again)\n",
+                   sub.task, sub.task);
+        }
+    } else if (!s.wait) {
+        if (o.json)
+            rc = daemon_print_json(&o, c);
+        else
+            printf("job %llu %s (task %s%s)\nfollow it with: zmix wait %llu\n",
+                   (unsigned long long)sub.job, sub.state, sub.task,
+                   sub.coalesced ? ", joined an identical job already in progress" : "",
+                   (unsigned long long)sub.job);
+    } else {
+        if (!o.json)
+            fprintf(stderr, "job %llu %s (task %s%s)\n", (unsigned long long)sub.job, sub.state,
+                    sub.task, sub.coalesced ? ", joined an identical job" : "");
+        zmix_client_status st;
+        memset(&st, 0, sizeof st);
+        rc = follow_job(&o, c, sub.job, s.timeout, &st);
+        if (rc == 0) rc = report_final(&o, c, &st);
+        zmix_client_status_free(&st);
+    }
+    zmix_client_submitted_free(&sub);
+    zmix_client_close(c);
+    return rc;
+}
+
+/* ---- cancel, jobs ------------------------------------------------------------------------------
+ */
+
+int cmd_cancel(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "cancel"};
+    const char *pos[1];
+    PARSE_OR_RETURN(&o, argc, argv, pos, 1,
+                    "usage: zmix cancel JOB [--json]\n\nCancels a queued or running job (a "
+                    "running one stops after its current generation).",
+                    NULL, NULL);
+    uint64_t job;
+    if (daemon_parse_job(o.cmd, pos[0], &job)) return 2;
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    char state[32];
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_cancel(c, job, state, sizeof state, &err))
+        rc = status_error(&o, c, &err, job);
+    else if (o.json)
+        rc = daemon_print_json(&o, c);
+    else
+        printf("job %llu %s\n", (unsigned long long)job, state);
+    zmix_client_close(c);
+    return rc;
+}
+
+typedef struct jobs_ctx {
+    const char *state;
+} jobs_ctx;
+
+static int jobs_extra(void *vctx, int argc, char **argv, int *i)
+{
+    jobs_ctx *j = vctx;
+    if (strcmp(argv[*i], "--state")) return 0;
+    return opt_value("jobs", argc, argv, i, &j->state) ? -1 : 1;
+}
+
+int cmd_jobs(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "jobs"};
+    jobs_ctx j = {0};
+    PARSE_OR_RETURN(&o, argc, argv, NULL, 0,
+                    "usage: zmix jobs [--state queued|running|done|failed|cancelled] [--json]\n\n"
+                    "Lists the daemon's jobs.\n\n  --state S            only jobs in state S",
+                    jobs_extra, &j);
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_client_job_list l;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_jobs(c, j.state, &l, &err)) {
+        rc = daemon_fail(&o, c, &err);
+    } else if (o.json) {
+        rc = daemon_print_json(&o, c);
+    } else {
+        printf("%-6s %-24s %-10s %10s %5s  %s\n", "JOB", "TASK", "STATE", "GENERATION", "PRIO",
+               "SUBMITTED");
+        for (size_t i = 0; i < l.n; i++) {
+            char when[32];
+            format_time(l.jobs[i].submitted, when, sizeof when);
+            printf("%-6llu %-24s %-10s %10d %5d  %s\n", (unsigned long long)l.jobs[i].job,
+                   l.jobs[i].task, l.jobs[i].state, l.jobs[i].generation, l.jobs[i].priority, when);
+        }
+        if (l.n == 0) printf("(no jobs)\n");
+    }
+    zmix_client_job_list_free(&l);
+    zmix_client_close(c);
+    return rc;
+}
+
+/* ---- get, tasks, evict
+ * --------------------------------------------------------------------------- */
+
+static int task_error(const daemon_opts *o, const zmix_client *c, const zmix_error *err,
+                      const char *task)
+{
+    if (err->code == ZMIX_ENOTFOUND) {
+        fprintf(stderr, "zmix %s: task '%s' is not cached (zmix tasks lists the cached tasks)\n",
+                o->cmd, task);
+        return 1;
+    }
+    return daemon_fail(o, c, err);
+}
+
+typedef struct get_ctx {
+    const char *out;
+    int vectors;
+} get_ctx;
+
+static int get_extra(void *vctx, int argc, char **argv, int *i)
+{
+    get_ctx *g = vctx;
+    if (!strcmp(argv[*i], "--vectors")) return g->vectors = 1;
+    if (strcmp(argv[*i], "--out")) return 0;
+    return opt_value("get", argc, argv, i, &g->out) ? -1 : 1;
+}
+
+int cmd_get(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "get"};
+    get_ctx g = {0};
+    const char *pos[1];
+    PARSE_OR_RETURN(&o, argc, argv, pos, 1,
+                    "usage: zmix get TASK [--out Z.safetensors] [--vectors] [--json]\n\n"
+                    "Shows a task's cached result: scores, alpha, where it came from.\n\n"
+                    "  --out FILE           write z' (one F32 tensor per adapted matrix, named as\n"
+                    "                       in the expert files) as a safetensors file\n"
+                    "  --vectors            with --json: include z' per matrix",
+                    get_extra, &g);
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_client_result r;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_get(c, pos[0], g.out || g.vectors, &r, &err)) {
+        rc = task_error(&o, c, &err, pos[0]);
+        zmix_client_close(c);
+        return rc;
+    }
+    if (o.json) {
+        rc = daemon_print_json(&o, c);
+    } else {
+        char when[32];
+        format_time(r.created, when, sizeof when);
+        printf("task %s  from job %llu  created %s\n", r.task, (unsigned long long)r.job, when);
+        printf("accuracy %.4f  loglik %.5f  (base model: accuracy %.4f  loglik %.5f)\n",
+               r.score.accuracy, r.score.loglik, r.base_score.accuracy, r.base_score.loglik);
+        for (int k = 0; k < r.n_experts; k++)
+            printf("  expert %-20s alone: accuracy %.4f  loglik %.5f\n", r.expert_scores[k].name,
+                   r.expert_scores[k].score.accuracy, r.expert_scores[k].score.loglik);
+        print_floats("alpha", r.alpha, r.n_alpha);
+        long floats = 0;
+        for (int m = 0; m < r.n_matrices; m++) floats += r.matrices[m].rank;
+        printf("z': %d matrices, %ld floats\n", r.n_matrices, floats);
+        if (r.safetensors[0]) printf("daemon's copy: %s\n", r.safetensors);
+        printf("key %s\n", r.key);
+    }
+    if (rc == 0 && g.out) {
+        if (zmix_client_result_save_safetensors(&r, g.out, &err)) {
+            fprintf(stderr, "zmix get: %s\n", err.msg);
+            rc = 1;
+        } else if (!o.json) {
+            printf("wrote %s\n", g.out);
+        }
+    }
+    zmix_client_result_free(&r);
+    zmix_client_close(c);
+    return rc;
+}
+
+int cmd_tasks(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "tasks"};
+    PARSE_OR_RETURN(&o, argc, argv, NULL, 0,
+                    "usage: zmix tasks [--json]\n\nLists the tasks in the daemon's cache.", NULL,
+                    NULL);
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_client_task_list l;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_tasks(c, &l, &err)) {
+        rc = daemon_fail(&o, c, &err);
+    } else if (o.json) {
+        rc = daemon_print_json(&o, c);
+    } else {
+        printf("%-24s %-6s %8s %10s %9s  %s\n", "TASK", "JOB", "ACCURACY", "LOGLIK", "BYTES",
+               "CREATED");
+        for (size_t i = 0; i < l.n; i++) {
+            char when[32];
+            format_time(l.tasks[i].created, when, sizeof when);
+            printf("%-24s %-6llu %8.4f %10.5f %9lld  %s%s\n", l.tasks[i].task,
+                   (unsigned long long)l.tasks[i].job, l.tasks[i].score.accuracy,
+                   l.tasks[i].score.loglik, (long long)l.tasks[i].bytes, when,
+                   l.tasks[i].persisted ? "" : "  (not on disk)");
+        }
+        if (l.n == 0) printf("(no cached tasks)\n");
+    }
+    zmix_client_task_list_free(&l);
+    zmix_client_close(c);
+    return rc;
+}
+
+int cmd_evict(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "evict"};
+    const char *pos[1];
+    PARSE_OR_RETURN(&o, argc, argv, pos, 1,
+                    "usage: zmix evict TASK [--json]\n\nRemoves a task's result from the cache "
+                    "(memory and disk).",
+                    NULL, NULL);
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_evict(c, pos[0], &err))
+        rc = task_error(&o, c, &err, pos[0]);
+    else if (o.json)
+        rc = daemon_print_json(&o, c);
+    else
+        printf("evicted task %s\n", pos[0]);
+    zmix_client_close(c);
+    return rc;
+}
+
+/* ---- info, stats
+ * ---------------------------------------------------------------------------------- */
+
+int cmd_info(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "info"};
+    PARSE_OR_RETURN(&o, argc, argv, NULL, 0,
+                    "usage: zmix info [--json]\n\nShows the daemon's model, experts and limits.",
+                    NULL, NULL);
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_client_info in;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_info_get(c, &in, &err)) {
+        rc = daemon_fail(&o, c, &err);
+    } else if (o.json) {
+        rc = daemon_print_json(&o, c);
+    } else {
+        printf("zmixd %s at %s\n", in.version, zmix_client_address(c));
+        printf("model %s (%s, %d layers, dim %d, hidden %d, %d heads / %d kv, vocab %d, context "
+               "%d)\n",
+               in.model_path, in.model_type, in.n_layers, in.dim, in.hidden_dim, in.n_heads,
+               in.n_kv_heads, in.vocab_size, in.max_seq_len);
+        printf("fingerprint %s\n", in.fingerprint);
+        printf("adapted: %s, %d matrices\n", in.adapt, in.n_matrices);
+        printf("experts (%d):", in.n_experts);
+        for (int k = 0; k < in.n_experts; k++) printf(" %s", in.experts[k]);
+        printf("\nalpha dimension: %d per expert, %d per layer\n", in.alpha_dim_per_expert,
+               in.alpha_dim_per_layer);
+        printf("limits: %d examples, %lld tokens, context %lld, population %d, %d generations, "
+               "dimension %d, %d jobs, frame %lld bytes, %d workers\n",
+               in.max_examples, (long long)in.max_tokens, (long long)in.context, in.max_pop,
+               in.max_generations, in.max_dim, in.max_jobs, (long long)in.frame_limit, in.workers);
+    }
+    zmix_client_info_free(&in);
+    zmix_client_close(c);
+    return rc;
+}
+
+int cmd_stats(int argc, char **argv)
+{
+    daemon_opts o = {.cmd = "stats"};
+    PARSE_OR_RETURN(&o, argc, argv, NULL, 0,
+                    "usage: zmix stats [--json]\n\nShows the daemon's queue, workers, throughput "
+                    "and cache counters.",
+                    NULL, NULL);
+    zmix_client *c;
+    int rc = daemon_connect(&o, &c);
+    if (rc) return rc;
+    zmix_client_stats s;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (zmix_client_stats_get(c, &s, &err)) {
+        rc = daemon_fail(&o, c, &err);
+    } else if (o.json) {
+        rc = daemon_print_json(&o, c);
+    } else {
+        printf("uptime %.1f s, %lld requests, %lld connections%s\n", s.uptime,
+               (long long)s.requests, (long long)s.connections,
+               s.shutting_down ? ", shutting down" : "");
+        printf("workers %d/%d busy, %d chunks pending\n", s.workers_busy, s.workers_total,
+               s.pending_chunks);
+        printf("jobs: %d queued, %d running, %d unfinished (limit %d); %lld done, %lld failed, "
+               "%lld cancelled\n",
+               s.queued, s.running, s.unfinished, s.max_jobs, (long long)s.jobs_done,
+               (long long)s.jobs_failed, (long long)s.jobs_cancelled);
+        printf("submits answered from the cache %lld, joined to a running job %lld\n",
+               (long long)s.cached_submits, (long long)s.coalesced_submits);
+        printf("evaluations %lld, %.1f eval/s\n", (long long)s.evaluations, s.evals_per_s);
+        printf("cache: %lld tasks (%lld resident, %lld bytes of %lld), %lld hits, %lld misses, "
+               "%lld loads, %lld evictions, %lld write errors, %lld unpersisted\n",
+               (long long)s.cache_tasks, (long long)s.cache_resident,
+               (long long)s.cache_resident_bytes, (long long)s.cache_memory_budget,
+               (long long)s.cache_hits, (long long)s.cache_misses, (long long)s.cache_loads,
+               (long long)s.cache_evictions, (long long)s.cache_write_errors,
+               (long long)s.cache_unpersisted);
+        printf("memory: %.1f MiB resident\n", (double)s.rss_bytes / (1 << 20));
+    }
+    zmix_client_close(c);
+    return rc;
+}

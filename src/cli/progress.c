@@ -1,0 +1,90 @@
+#include "progress.h"
+
+#include <math.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+double progress_evals_per_s(const zmix_client_status *s)
+{
+    return s->elapsed > 0 ? (double)s->evaluations / s->elapsed : 0.0;
+}
+
+static void format_best(char *buf, size_t cap, const zmix_client_status *s, int ll_digits)
+{
+    if (s->has_best)
+        snprintf(buf, cap, "best acc %.4f loglik %.*f", s->best.accuracy, ll_digits,
+                 s->best.loglik);
+    else
+        snprintf(buf, cap, "best -");
+}
+
+void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width)
+{
+    char best[96], tail[200];
+    format_best(best, sizeof best, s, 4);
+    snprintf(tail, sizeof tail, "  %d/%d  %s  %.0f eval/s", s->generation, s->max_generations, best,
+             progress_evals_per_s(s));
+    int tail_len = (int)strlen(tail);
+    int bar = width - tail_len - 3; /* "[" + "]" + a spare column so the cursor never wraps */
+    if (bar > 40) bar = 40;
+    if (bar < 5) { /* too narrow for a bar: the numbers alone, cut to the width */
+        int w = width > 1 ? width - 1 : 1;
+        snprintf(buf, cap, "%.*s", w, tail + 2);
+        return;
+    }
+    int filled = 0;
+    if (s->max_generations > 0) {
+        int g = s->generation < s->max_generations ? s->generation : s->max_generations;
+        filled = (int)((long)bar * g / s->max_generations);
+    }
+    if (zmix_client_state_is_final(s->state) && !strcmp(s->state, "done")) filled = bar;
+    char bars[48];
+    for (int i = 0; i < bar; i++) bars[i] = i < filled ? '#' : '.';
+    bars[bar] = '\0';
+    snprintf(buf, cap, "[%s]%s", bars, tail);
+}
+
+void progress_format_line(char *buf, size_t cap, const zmix_client_status *s)
+{
+    char best[96];
+    format_best(best, sizeof best, s, 5);
+    snprintf(buf, cap, "job %llu: generation %d/%d: %s, %.0f eval/s", (unsigned long long)s->job,
+             s->generation, s->max_generations, best, progress_evals_per_s(s));
+}
+
+void progress_init(progress *p, FILE *out, uint64_t job)
+{
+    memset(p, 0, sizeof *p);
+    p->out = out;
+    p->job = job;
+    p->last_generation = -1;
+    p->tty = isatty(fileno(out));
+    p->width = 80;
+    struct winsize ws;
+    if (p->tty && ioctl(fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) p->width = ws.ws_col;
+}
+
+void progress_update(progress *p, const zmix_client_status *s)
+{
+    if (s->job != p->job) return;
+    char line[512];
+    if (p->tty) {
+        /* Redraw on every status (the eval rate moves even within a generation). */
+        progress_format_bar(line, sizeof line, s, p->width);
+        fprintf(p->out, "\r%s\033[K", line);
+        p->drawn = 1;
+    } else if (s->generation != p->last_generation && s->generation > 0) {
+        progress_format_line(line, sizeof line, s);
+        fprintf(p->out, "%s\n", line);
+    }
+    p->last_generation = s->generation;
+    fflush(p->out);
+}
+
+void progress_finish(progress *p)
+{
+    if (p->drawn) fputc('\n', p->out);
+    p->drawn = 0;
+    fflush(p->out);
+}
