@@ -98,6 +98,7 @@ typedef struct worker {
     float *zbuf, *scale; /* z' and c·σ⊙z' of every matrix (z_total each) */
     float *alpha_m;      /* [M][K] effective α */
     float *c;            /* [M] rescale factors */
+    char *base;          /* [M]: z' = 1 exactly, so W' is W itself (c = 1 by definition) */
     zmix_example_score *ex_scores;
     pthread_t thread;
 } worker;
@@ -113,6 +114,7 @@ static void worker_free(worker *w)
     free(w->scale);
     free(w->alpha_m);
     free(w->c);
+    free(w->base);
     free(w->ex_scores);
 }
 
@@ -133,9 +135,10 @@ static int worker_alloc(worker *w, score_call *call)
     w->scale = malloc(zt * sizeof(float));
     w->alpha_m = malloc(M * K * sizeof(float));
     w->c = malloc(M * sizeof(float));
+    w->base = malloc(M);
     w->ex_scores = malloc((size_t)call->ex->n * sizeof *w->ex_scores);
     if (!w->scratch || !w->hidden || !w->logits || !w->wbuf || !w->ctmp || !w->zbuf || !w->scale ||
-        !w->alpha_m || !w->c || !w->ex_scores) {
+        !w->alpha_m || !w->c || !w->base || !w->ex_scores) {
         worker_free(w);
         return ZMIX_ENOMEM;
     }
@@ -178,6 +181,13 @@ static int candidate_prepare(worker *w, int i)
             memcpy(zm, call->z + (size_t)i * call->cand_stride + a->z_offset,
                    (size_t)a->rank * sizeof(float));
         }
+        int ones = 1;
+        for (int j = 0; ones && j < a->rank; j++) ones = zm[j] == 1.0f;
+        w->base[m] = (char)ones;
+        if (ones) { /* the unadapted matrix, exactly: no composition, no rounding */
+            w->c[m] = 1.0f;
+            continue;
+        }
         c = zmix_rescale_factor(rt, m, zm, call->rescale);
         w->c[m] = c;
         if (c == 0.0f) return 1;
@@ -200,7 +210,7 @@ static int candidate_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT
     float *wnext = w->wbuf;
     for (int kind = 0; kind < ZMIX_MAT_COUNT; kind++) {
         int m = rt->adapted_index[layer * ZMIX_MAT_COUNT + kind];
-        if (m < 0) continue;
+        if (m < 0 || (call->mode[m] != ZMIX_WPRIME_LINEAR && w->base[m])) continue;
         const zmix_adapted *a = &rt->list[m];
         const zmix_factors *f = &rt->factors[m];
         size_t n = (size_t)a->rows * a->cols;

@@ -318,6 +318,18 @@ static void test_all_ones_experts_reproduce_base(void **state)
     assert_int_equal(
         zmix_candidate_logits(f->rt, &o, 0, &f->ex, big, NULL, ZMIX_WPRIME_AUTO, got, &err), 0);
     assert_true(max_rel_err(got, base, rows * V) > 1e-2);
+    /* z' = 1 exactly is the base model itself: every mode skips W' and gives the same bits. */
+    size_t zt = zmix_runtime_z_total(f->rt);
+    float *ones = malloc(zt * sizeof(float)), *again = malloc(rows * V * sizeof(float));
+    for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
+    assert_int_equal(
+        zmix_candidate_logits(f->rt, &o, 1, &f->ex, NULL, ones, ZMIX_WPRIME_COMPOSE, got, &err), 0);
+    assert_int_equal(
+        zmix_candidate_logits(f->rt, &o, 0, &f->ex, NULL, ones, ZMIX_WPRIME_FACTORED, again, &err),
+        0);
+    assert_memory_equal(got, again, rows * V * sizeof(float));
+    assert_true(max_rel_err(got, base, rows * V) < 1e-5);
+    free(ones), free(again);
     free(base), free(got);
     fixture_free(f);
 }
