@@ -175,6 +175,62 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
 int zmix_model_forward_logits(const zmix_model *model, const int32_t *tokens, int n_tokens,
                               float *logits, zmix_error *err);
 
+/* ---- Byte-level tokenizer and text examples (tokenizer.c, examples.c) ----------------
+ *
+ * A model directory may hold a tokenizer.json of the form
+ *     {"type": "bytes", "bos_id": 256, "eos_id": 257}
+ * (docs/demo.md): token ids 0..255 are the bytes of the text, bos_id and eos_id are the two
+ * special tokens (both >= 256 and < vocab_size). zmix_model_load reads it when present. A
+ * tokenizer.json without a top-level "type" (a Hugging Face tokenizers file) is not zmix's
+ * and is left alone: the model then has no tokenizer and examples must be token ids. */
+
+typedef struct zmix_tokenizer zmix_tokenizer;
+
+/* A byte tokenizer with the given special ids (each in [256, vocab_size), distinct). */
+int zmix_tokenizer_create_bytes(int bos_id, int eos_id, int vocab_size, zmix_tokenizer **out,
+                                zmix_error *err);
+/* Reads a tokenizer.json file and checks it against vocab_size. */
+int zmix_tokenizer_load(const char *path, int vocab_size, zmix_tokenizer **out, zmix_error *err);
+/* Writes the tokenizer as tokenizer.json (atomic: temporary file, then rename). */
+int zmix_tokenizer_save(const zmix_tokenizer *tok, const char *path, zmix_error *err);
+void zmix_tokenizer_free(zmix_tokenizer *tok);
+int zmix_tokenizer_bos(const zmix_tokenizer *tok);
+int zmix_tokenizer_eos(const zmix_tokenizer *tok);
+
+/* The model's tokenizer, or NULL when its directory has none (and for llama2.c files). */
+const zmix_tokenizer *zmix_model_tokenizer(const zmix_model *model);
+
+/* Encodes len bytes of text: one id per byte, BOS first when add_bos. ids must hold
+ * len + add_bos entries; returns that count (or a negative error code when it exceeds
+ * INT_MAX). A prompt is encoded with add_bos = 1, a target with add_bos = 0 (no EOS). */
+int zmix_tokenizer_encode(const zmix_tokenizer *tok, const char *text, size_t len, int add_bos,
+                          int32_t *ids, zmix_error *err);
+
+/* Decodes ids into out (NUL-terminated, truncated to out_size) and returns the length the
+ * whole text needs (like snprintf). escape = 0: the raw bytes, special tokens dropped.
+ * escape = 1: for display, printable ASCII as is, backslash as \, \n \t \r, other bytes as
+ * \xHH, BOS/EOS as <bos>/<eos>, ids the tokenizer does not know as <id N>. */
+size_t zmix_tokenizer_decode(const zmix_tokenizer *tok, const int32_t *ids, int n, int escape,
+                             char *out, size_t out_size);
+
+/* One example given as text (not necessarily NUL-terminated). */
+typedef struct zmix_text_example {
+    const char *prompt;
+    size_t prompt_len; /* may be 0: the prompt is then BOS alone */
+    const char *target;
+    size_t target_len; /* >= 1 */
+} zmix_text_example;
+
+/* Encodes n text examples into a self-owned set (prompt: BOS + bytes; target: bytes). This is
+ * the entry point for text examples arriving over the wire. Errors name the example. */
+int zmix_examples_from_text(const zmix_tokenizer *tok, const zmix_text_example *items, int n,
+                            zmix_examples *out, zmix_error *err);
+
+/* Like zmix_examples_load_json, but "prompt" and "target" may also be strings, encoded with
+ * tok. With tok NULL a string is refused with a message naming the example. */
+int zmix_examples_load_json_tok(const char *path, const zmix_tokenizer *tok, zmix_examples *out,
+                                zmix_error *err);
+
 #ifdef __cplusplus
 }
 #endif

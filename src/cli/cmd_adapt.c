@@ -305,9 +305,11 @@ int cmd_adapt(int argc, char **argv)
     int have_res = 0;
     char *text = NULL;
 
-    if (zmix_examples_load_json(examples_path, &ex, &err)) goto fail;
-    have_ex = 1;
     if (zmix_model_load(model_path, &model, &err)) goto fail;
+    /* After the model: text examples are encoded with its tokenizer. */
+    if (zmix_examples_load_json_tok(examples_path, zmix_model_tokenizer(model), &ex, &err))
+        goto fail;
+    have_ex = 1;
     if (zmix_adapt_check_examples(model, &ex, &err)) {
         zmix_error_prefix(&err, "%s", examples_path);
         goto fail;

@@ -429,9 +429,11 @@ int cmd_score(int argc, char **argv)
     zmix_error err = {0, ""};
     zmix_examples ex;
     memset(&ex, 0, sizeof ex);
-    if (zmix_examples_load_json(a.examples, &ex, &err)) return fail(a.cmd, err.msg);
     session s;
     rc = session_open(&a, &s);
+    /* After the model: text examples are encoded with its tokenizer. */
+    if (!rc && zmix_examples_load_json_tok(a.examples, zmix_model_tokenizer(s.model), &ex, &err))
+        rc = fail(a.cmd, err.msg);
     if (!rc && zmix_examples_check(s.model, &ex, &err)) rc = fail(a.cmd, err.msg);
     zmix_score score;
     zmix_example_score *detail = malloc((size_t)ex.n * sizeof *detail);

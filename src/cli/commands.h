@@ -32,5 +32,7 @@ int cmd_evict(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+/* The embedded default: demo model, experts and task (cmd_demo.c). */
+int cmd_demo_init(int argc, char **argv);
 
 #endif

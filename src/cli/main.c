@@ -20,6 +20,7 @@ static const zmix_cli_command commands[] = {
     {"info", "the daemon's model, experts and limits", cmd_info},
     {"stats", "the daemon's queue, workers, throughput and cache counters", cmd_stats},
     {"plot", "convergence plot (SVG) of a job or a result JSON", cmd_plot},
+    {"demo-init", "write the demo model, experts and few-shot task (a toy setup)", cmd_demo_init},
 };
 
 static void print_usage(FILE *out)

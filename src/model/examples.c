@@ -1,5 +1,7 @@
 /*
- * Few-shot example sets: {"examples":[{"prompt":[ids],"target":[ids]}, ...]}.
+ * Few-shot example sets: {"examples":[{"prompt":[ids],"target":[ids]}, ...]}, where prompt and
+ * target may also be strings for a model with a tokenizer (encoded as zmix_examples_from_text
+ * does: BOS + bytes for the prompt, bytes for the target).
  * All tokens live in one block owned by the set; each example points into it. Loading checks
  * the structure (every id a non-negative integer); zmix_examples_check adds what needs the
  * model (vocabulary, context length).
@@ -67,15 +69,36 @@ int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmi
     return 0;
 }
 
-/* Checks one id list of example i and returns its length (or a negative error code). */
-static int check_id_list(const cJSON *list, const char *path, int i, const char *what,
-                         zmix_error *err)
+/* Number of tokens a text field encodes to: the prompt gets BOS. */
+static int text_tokens(const cJSON *text, const char *what)
+{
+    return (int)strlen(text->valuestring) + !strcmp(what, "prompt");
+}
+
+/* Checks one id list (or text, with a tokenizer) of example i and returns its length in
+ * tokens (or a negative error code). */
+static int check_id_list(const cJSON *list, const zmix_tokenizer *tok, const char *path, int i,
+                         const char *what, zmix_error *err)
 {
     if (!list)
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is missing", path, i, what);
+    if (cJSON_IsString(list)) {
+        if (!tok)
+            return zmix_error_set(err, ZMIX_EFORMAT,
+                                  "%s: example %d: %s is text, but the model has no tokenizer "
+                                  "(tokenizer.json); give token ids",
+                                  path, i, what);
+        size_t len = strlen(list->valuestring);
+        if (len == 0 && !strcmp(what, "target"))
+            return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: target is empty", path, i);
+        if (len > (1u << 24))
+            return zmix_error_set(err, ZMIX_ELIMIT, "%s: example %d: %s: %zu bytes of text", path,
+                                  i, what, len);
+        return text_tokens(list, what);
+    }
     if (!cJSON_IsArray(list))
-        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is not an array", path, i,
-                              what);
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is not an array%s", path, i,
+                              what, tok ? " or a string" : "");
     int n = cJSON_GetArraySize(list);
     if (n == 0)
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is empty", path, i, what);
@@ -94,14 +117,20 @@ static int check_id_list(const cJSON *list, const char *path, int i, const char 
     return n;
 }
 
-static void copy_ids(const cJSON *list, int32_t *dst)
+/* Writes the tokens of a checked field and returns how many. */
+static int copy_ids(const cJSON *list, const zmix_tokenizer *tok, const char *what, int32_t *dst)
 {
+    if (cJSON_IsString(list))
+        return zmix_tokenizer_encode(tok, list->valuestring, strlen(list->valuestring),
+                                     !strcmp(what, "prompt"), dst, NULL);
     const cJSON *id;
-    cJSON_ArrayForEach(id, list) *dst++ = (int32_t)id->valuedouble;
+    int n = 0;
+    cJSON_ArrayForEach(id, list) dst[n++] = (int32_t)id->valuedouble;
+    return n;
 }
 
-static int examples_from_json(const cJSON *root, const char *path, zmix_examples *out,
-                              zmix_error *err)
+static int examples_from_json(const cJSON *root, const zmix_tokenizer *tok, const char *path,
+                              zmix_examples *out, zmix_error *err)
 {
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "examples");
     if (!cJSON_IsArray(list))
@@ -132,11 +161,11 @@ static int examples_from_json(const cJSON *root, const char *path, zmix_examples
                 return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s appears twice", path,
                                       i, key->string);
         }
-        int np =
-            check_id_list(cJSON_GetObjectItemCaseSensitive(e, "prompt"), path, i, "prompt", err);
+        int np = check_id_list(cJSON_GetObjectItemCaseSensitive(e, "prompt"), tok, path, i,
+                               "prompt", err);
         if (np < 0) return np;
-        int nt =
-            check_id_list(cJSON_GetObjectItemCaseSensitive(e, "target"), path, i, "target", err);
+        int nt = check_id_list(cJSON_GetObjectItemCaseSensitive(e, "target"), tok, path, i,
+                               "target", err);
         if (nt < 0) return nt;
         total += (size_t)np + (size_t)nt;
         i++;
@@ -151,26 +180,69 @@ static int examples_from_json(const cJSON *root, const char *path, zmix_examples
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "prompt");
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "target");
         d->prompt = out->tokens + at;
-        d->n_prompt = cJSON_GetArraySize(p);
-        copy_ids(p, out->tokens + at);
+        d->n_prompt = copy_ids(p, tok, "prompt", out->tokens + at);
         at += (size_t)d->n_prompt;
         d->target = out->tokens + at;
-        d->n_target = cJSON_GetArraySize(t);
-        copy_ids(t, out->tokens + at);
+        d->n_target = copy_ids(t, tok, "target", out->tokens + at);
         at += (size_t)d->n_target;
     }
     return 0;
 }
 
-int zmix_examples_load_json(const char *path, zmix_examples *out, zmix_error *err)
+int zmix_examples_load_json_tok(const char *path, const zmix_tokenizer *tok, zmix_examples *out,
+                                zmix_error *err)
 {
     memset(out, 0, sizeof *out);
     cJSON *root;
     int rc = zmix_json_load_file(path, MAX_EXAMPLES_FILE_BYTES, &root, err);
     if (rc) return rc;
-    rc = examples_from_json(root, path, out, err);
+    rc = examples_from_json(root, tok, path, out, err);
     cJSON_Delete(root);
     return rc;
+}
+
+int zmix_examples_load_json(const char *path, zmix_examples *out, zmix_error *err)
+{
+    return zmix_examples_load_json_tok(path, NULL, out, err);
+}
+
+int zmix_examples_from_text(const zmix_tokenizer *tok, const zmix_text_example *items, int n,
+                            zmix_examples *out, zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!tok)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples: text examples need a model with a tokenizer "
+                              "(tokenizer.json)");
+    if (n < 1) return zmix_error_set(err, ZMIX_EINVAL, "examples: the set is empty");
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const zmix_text_example *e = &items[i];
+        if (e->target_len == 0 || !e->target)
+            return zmix_error_set(err, ZMIX_EINVAL, "example %d: target is empty", i);
+        if ((e->prompt_len && !e->prompt) || e->prompt_len > (1u << 24) ||
+            e->target_len > (1u << 24))
+            return zmix_error_set(err, ZMIX_ELIMIT,
+                                  "example %d: prompt (%zu bytes) or target (%zu bytes) too long",
+                                  i, e->prompt_len, e->target_len);
+        total += 1 + e->prompt_len + e->target_len;
+    }
+    int rc = examples_alloc(out, n, total, err);
+    if (rc) return rc;
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        const zmix_text_example *e = &items[i];
+        zmix_example *d = &out->items[i];
+        d->prompt = out->tokens + at;
+        d->n_prompt =
+            zmix_tokenizer_encode(tok, e->prompt, e->prompt_len, 1, out->tokens + at, NULL);
+        at += (size_t)d->n_prompt;
+        d->target = out->tokens + at;
+        d->n_target =
+            zmix_tokenizer_encode(tok, e->target, e->target_len, 0, out->tokens + at, NULL);
+        at += (size_t)d->n_target;
+    }
+    return 0;
 }
 
 static int check_ids(const int32_t *ids, int n, int vocab, int i, const char *what, zmix_error *err)

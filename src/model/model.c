@@ -61,6 +61,7 @@ void zmix_model_free(zmix_model *model)
     for (int i = 0; i < model->n_maps; i++) munmap(model->maps[i].addr, model->maps[i].len);
     free(model->maps);
     free(model->layers);
+    zmix_tokenizer_free(model->tokenizer);
     free(model);
 }
 
@@ -191,6 +192,7 @@ int zmix_model_load(const char *path, zmix_model **out, zmix_error *err)
     if (!model) return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
     int rc =
         S_ISDIR(st.st_mode) ? zmix_hf_load(path, model, err) : zmix_llama2c_load(path, model, err);
+    if (!rc && S_ISDIR(st.st_mode)) rc = zmix_tokenizer_load_dir(model, path, err);
     if (rc) {
         zmix_model_free(model);
         return rc;

@@ -54,6 +54,9 @@ struct zmix_model {
     char fingerprint[65];    /* hex SHA-256-class digest of config + weights */
     char source[1024];       /* path it was loaded from ("" for synthetic models) */
 
+    /* Owned; NULL when the model directory has no zmix tokenizer.json (tokenizer.c). */
+    zmix_tokenizer *tokenizer;
+
     /* Storage, released by zmix_model_free: heap blocks and read-only file mappings. */
     void **allocs;
     int n_allocs;
@@ -128,6 +131,9 @@ int zmix_expert_load(const char *path, const zmix_adapted *list, int n, size_t z
 int zmix_expert_save(const char *path, const zmix_adapted *list, int n, const float *z,
                      const char *const *meta_keys, const char *const *meta_values, int n_meta,
                      zmix_error *err);
+
+/* Reads dir/tokenizer.json into model->tokenizer when it is zmix's (tokenizer.c). */
+int zmix_tokenizer_load_dir(struct zmix_model *model, const char *dir, zmix_error *err);
 
 /* A model with random weights of the given shape (synthetic.c), for tests and benchmarks:
  * weights ~ N(0, 1/in) per matrix, norms 1, deterministic from seed. */
