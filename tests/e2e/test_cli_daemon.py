@@ -1,0 +1,282 @@
+"""The zmix daemon commands end to end: a real zmixd (stories260K), the real zmix binary,
+every command with and without --json, the error messages users see, and the plot."""
+
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from cli_fixtures import (SOURCE_DIR, ZMIX, read_safetensors, requires_cli, run, write_examples,
+                          zmix)
+from conftest import MODEL_DIR, make_examples
+
+pytestmark = requires_cli
+
+# Bounds away from 0: with every α at 0 the composed z' is 0 and the candidate's score NaN.
+SMALL = ["--pop", "12", "--iters", "4", "--elite", "0.25", "--std-tol", "0", "--bounds", "0.05,1"]
+SLOW = ["--pop", "32", "--iters", "400", "--std-tol", "0", "--bounds", "0.05,1"]
+SLOW_EXAMPLES = dict(n=16, prompt_len=48, target_len=4)
+
+
+def job_id(res):
+    m = re.search(r"job (\d+)", res.out + res.err)
+    assert m, res
+    return int(m.group(1))
+
+
+def test_info_and_stats(shared_daemon):
+    r = zmix(shared_daemon, "info")
+    assert r.rc == 0, r
+    assert "experts (3): expert0 expert1 expert2" in r.out
+    assert "15 matrices" in r.out and "vocab 512" in r.out
+    info = zmix(shared_daemon, "info", "--json").json()
+    assert info["model"]["vocab_size"] == 512
+    assert info["alpha_dim"] == {"per_expert": 3, "per_layer": 45}
+    r = zmix(shared_daemon, "stats")
+    assert r.rc == 0 and "workers 0/2 busy" in r.out or "workers" in r.out, r
+    st = zmix(shared_daemon, "stats", "--json").json()
+    assert st["workers"]["total"] == 2
+
+
+def test_submit_wait_status_get_tasks_evict(shared_daemon, tmp_path):
+    ex = write_examples(tmp_path / "ex.json", make_examples(n=3, seed=31))
+    r = zmix(shared_daemon, "submit", "cli-flow", "--examples", ex, *SMALL, "--wait")
+    assert r.rc == 0, r
+    assert re.search(r"job \d+ done: \w+ after 4 generations, best accuracy", r.out), r
+    # not a terminal: one plain progress line per generation on stderr
+    gens = re.findall(r"generation (\d+)/4: best acc [0-9.]+ loglik -?[0-9.]+, \d+ eval/s", r.err)
+    assert gens == ["1", "2", "3", "4"], r
+    job = job_id(r)
+
+    st = zmix(shared_daemon, "status", str(job), "--json").json()
+    assert st["state"] == "done" and st["generation"] == 4 and st["task"] == "cli-flow"
+    r = zmix(shared_daemon, "status", str(job))
+    assert r.rc == 0 and f"job {job}  task cli-flow  state done" in r.out, r
+    assert "generation 4/4" in r.out and "best alpha" in r.out
+
+    r = zmix(shared_daemon, "wait", str(job), "--json")  # an ended job answers at once
+    assert r.rc == 0 and json.loads(r.out)["status"]["state"] == "done", r
+
+    out = tmp_path / "z.safetensors"
+    r = zmix(shared_daemon, "get", "cli-flow", "--out", str(out))
+    assert r.rc == 0 and f"wrote {out}" in r.out and "z': 15 matrices, 960 floats" in r.out, r
+    tensors, meta = read_safetensors(out)
+    info = zmix(shared_daemon, "info", "--json").json()
+    assert list(tensors) == [m["name"] for m in info["matrices"]]
+    assert meta["task"] == "cli-flow" and len(meta["alpha"].split(",")) == 3
+    full = zmix(shared_daemon, "get", "cli-flow", "--json", "--vectors").json()
+    for name, values in tensors.items():
+        # %.9g in the JSON round-trips to the same float32 bits
+        assert [struct.unpack("<f", struct.pack("<f", v))[0] for v in full["z"][name]] == values
+    assert full["job"] == job and "z" not in zmix(shared_daemon, "get", "cli-flow", "--json").json()
+
+    tasks = zmix(shared_daemon, "tasks", "--json").json()["tasks"]
+    assert "cli-flow" in [t["task"] for t in tasks]
+    assert re.search(r"^cli-flow\s+%d\s" % job, zmix(shared_daemon, "tasks").out, re.M)
+    jobs = zmix(shared_daemon, "jobs", "--json").json()["jobs"]
+    assert {"job": job, "state": "done"}.items() <= [j for j in jobs if j["job"] == job][0].items()
+    assert re.search(r"^%d\s+cli-flow\s+done\s+4\s" % job,
+                     zmix(shared_daemon, "jobs", "--state", "done").out, re.M)
+
+    # the same request again is answered from the cache
+    r = zmix(shared_daemon, "submit", "cli-flow", "--examples", ex, *SMALL)
+    assert r.rc == 0 and f"task cli-flow: cached result from job {job}" in r.out, r
+    r = zmix(shared_daemon, "submit", "cli-flow", "--examples", ex, *SMALL, "--json")
+    assert r.json()["cached"] is True
+
+    r = zmix(shared_daemon, "evict", "cli-flow")
+    assert r.rc == 0 and r.out.strip() == "evicted task cli-flow", r
+    assert "cli-flow" not in [t["task"] for t in zmix(shared_daemon, "tasks", "--json").json()["tasks"]]
+    r = zmix(shared_daemon, "get", "cli-flow")
+    assert r.rc == 1 and r.err.strip() == (
+        "zmix get: task 'cli-flow' is not cached (zmix tasks lists the cached tasks)"), r
+    r = zmix(shared_daemon, "evict", "cli-flow")
+    assert r.rc == 1 and "is not cached" in r.err, r
+
+
+def test_submit_cancel_and_wait_timeout(shared_daemon, tmp_path):
+    ex = write_examples(tmp_path / "ex.json", make_examples(**SLOW_EXAMPLES, seed=32))
+    r = zmix(shared_daemon, "submit", "cli-cancel", "--examples", ex, *SLOW, "--json",
+             "--priority", "3")
+    assert r.rc == 0, r
+    sub = r.json()
+    assert sub["cached"] is False and sub["state"] in ("queued", "running")
+    job = sub["job"]
+    t0 = time.time()
+    r = zmix(shared_daemon, "wait", str(job), "--timeout", "0.3")
+    assert r.rc == 3 and f"job {job} still running after 0.3 s" in r.err, r
+    assert time.time() - t0 < 10
+    r = zmix(shared_daemon, "cancel", str(job))
+    assert r.rc == 0 and re.fullmatch(rf"job {job} (cancelling|cancelled)\n", r.out), r
+    r = zmix(shared_daemon, "wait", str(job))
+    assert r.rc == 1 and f"zmix wait: job {job} cancelled" in r.err, r
+    st = zmix(shared_daemon, "status", str(job), "--json").json()
+    assert st["state"] == "cancelled" and st["priority"] == 3 and st["generation"] < 400
+    r = zmix(shared_daemon, "cancel", str(job))
+    assert r.rc == 1 and r.err.startswith("zmix cancel: cancel:"), r
+
+
+def test_progress_bar_on_a_terminal(shared_daemon, tmp_path):
+    ex = write_examples(tmp_path / "ex.json", make_examples(n=3, seed=33))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([ZMIX, "submit", "cli-tty", "--examples", ex, *SMALL, "--wait",
+                             "--socket", shared_daemon.socket],
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    assert proc.wait(30) == 0
+    os.close(master)
+    text = b"".join(chunks).decode()
+    # redrawn in place: carriage return, the bar, erase to end of line
+    bars = re.findall(r"\r\[([#.]+)\]  (\d)/4  best acc [0-9.]+ loglik -?[0-9.]+  \d+ eval/s\x1b\[K",
+                      text)
+    assert bars, repr(text)
+    assert bars[-1][1] == "4" and set(bars[-1][0]) == {"#"}
+    assert "done: " in text
+
+
+def test_error_messages(shared_daemon, tmp_path):
+    for cmd in ("status", "wait", "cancel"):
+        r = zmix(shared_daemon, cmd, "987654")
+        assert r.rc == 1 and r.err == (
+            f"zmix {cmd}: job 987654 not found (zmix jobs lists the daemon's jobs)\n"), r
+    bad = tmp_path / "bad.json"
+    good = make_examples(n=4, seed=34)
+    good[3]["target"] = []
+    write_examples(bad, good)
+    r = zmix(shared_daemon, "submit", "cli-bad", "--examples", str(bad))
+    assert r.rc == 1 and r.err == f"zmix submit: {bad}: example 3: target is empty\n", r
+    # a token id beyond the vocabulary is caught by the daemon, reported with the file
+    good = make_examples(n=2, seed=35)
+    good[1]["prompt"][2] = 9999
+    write_examples(bad, good)
+    r = zmix(shared_daemon, "submit", "cli-bad", "--examples", str(bad))
+    assert r.rc == 1 and "examples[1].prompt[2]: token id 9999 outside the vocabulary" in r.err, r
+    r = zmix(shared_daemon, "submit", "cli-bad", "--examples", str(tmp_path / "missing.json"))
+    assert r.rc == 1 and "missing.json" in r.err, r
+    r = zmix(shared_daemon, "submit", "bad name!", "--examples", str(tmp_path / "ex.json"))
+    assert r.rc == 1, r
+    # a stopped (or never started) daemon
+    sock = tmp_path / "nobody.sock"
+    for how in (["--socket", str(sock)], ["--connect", f"unix:{sock}"]):
+        r = run([ZMIX, "info", *how])
+        assert r.rc == 1, r
+        assert r.err.startswith(f"zmix: daemon not running at unix:{sock} ("), r
+        assert "start it with 'zmixd --model" in r.err and r.err.count("\n") == 1
+    r = run([ZMIX, "jobs"], env={"ZMIX_ADDR": f"unix:{sock}"})
+    assert r.rc == 1 and f"daemon not running at unix:{sock}" in r.err, r
+    r = run([ZMIX, "jobs"], env={"ZMIX_ADDR": shared_daemon.address})  # the variable is used
+    assert r.rc == 0 and r.out.startswith("JOB"), r
+    r = run([ZMIX, "info"], env={"XDG_CACHE_HOME": str(tmp_path)})  # the default socket
+    assert r.rc == 1 and f"unix:{tmp_path}/zmix/zmixd.sock" in r.err, r
+    r = run([ZMIX, "info", "--connect", "tcp:127.0.0.1"])
+    assert r.rc == 1 and "expected tcp:HOST:PORT" in r.err, r
+    # usage errors: exit code 2
+    assert zmix(shared_daemon, "status", "abc").rc == 2
+    assert zmix(shared_daemon, "submit", "t").rc == 2  # --examples missing
+    assert zmix(shared_daemon, "submit", "t", "--examples", "x", "--pop", "1").rc == 2
+    assert zmix(shared_daemon, "jobs", "--frobnicate").rc == 2
+    assert run([ZMIX, "submit", "--help"]).rc == 0
+
+
+def check_svg(path, n_gen, experts, averaged=None):
+    root = ET.parse(path).getroot()  # a real XML parser: the file must be well-formed
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == ns + "svg"
+    lines = {p.get("data-series"): p.get("points").split()
+             for p in root.iter(ns + "polyline") if p.get("class") == "series"}
+    expected = [f"{panel}:{s}" for panel in ("accuracy", "loglik")
+                for s in ("best", "elite_mean", "pop_mean")] + [f"alpha:{e}" for e in experts]
+    assert sorted(lines) == sorted(expected)
+    for name, points in lines.items():
+        assert len(points) == n_gen, name
+        xs = [float(p.split(",")[0]) for p in points]
+        assert xs == sorted(xs) and len(set(xs)) == n_gen  # one point per generation, in order
+    bands = [p for p in root.iter(ns + "polygon") if p.get("class") == "band"]
+    assert len(bands) == len(experts)
+    assert all(len(b.get("points").split()) == 2 * n_gen for b in bands)
+    text = " ".join(t.text or "" for t in root.iter(ns + "text"))
+    assert "generation" in text and "accuracy" in text and "best so far" in text
+    if averaged:
+        assert f"averaged over {averaged} matrices" in text
+    return root
+
+
+def test_plot_result_json(tmp_path, experts):
+    ex = write_examples(tmp_path / "ex.json", make_examples(n=3, seed=36))
+    for per_layer in (False, True):
+        res = tmp_path / f"result{int(per_layer)}.json"
+        r = run([ZMIX, "adapt", "--model", MODEL_DIR, "--experts", ",".join(experts),
+                 "--examples", ex, "--pop", "12", "--iters", "5", "--std-tol", "0",
+                 "--bounds", "0.05,1", "--quiet", "--out", str(res)]
+                + (["--per-layer"] if per_layer else []))
+        assert r.rc == 0, r
+        n_gen = len(json.load(open(res))["history"])
+        assert n_gen == 5
+        svg = tmp_path / f"conv{int(per_layer)}.svg"
+        r = run([ZMIX, "plot", str(res), "--out", str(svg)])
+        assert r.rc == 0 and f"wrote {svg} (5 generations, 3 experts" in r.out, r
+        check_svg(svg, 5, ["expert0", "expert1", "expert2"], averaged=15 if per_layer else None)
+    r = run([ZMIX, "plot", str(tmp_path / "ex.json"), "--out", str(tmp_path / "x.svg")])
+    assert r.rc == 1 and "no 'history'" in r.err, r
+
+
+def test_plot_job(shared_daemon, tmp_path):
+    ex = write_examples(tmp_path / "ex.json", make_examples(n=3, seed=37))
+    r = zmix(shared_daemon, "submit", "cli-plot", "--examples", ex, *SMALL, "--wait")
+    assert r.rc == 0, r
+    job = job_id(r)
+    svg = tmp_path / "job.svg"
+    r = zmix(shared_daemon, "plot", str(job), "--out", str(svg))
+    if r.rc != 0 and "does not send a job's history" in r.err:
+        pytest.skip("this zmixd has no status {history: true}: " + r.err.strip())
+    assert r.rc == 0, r
+    check_svg(svg, 4, ["expert0", "expert1", "expert2"])
+    r = zmix(shared_daemon, "plot", "987654", "--out", str(svg))
+    assert r.rc == 1 and "job 987654 not found" in r.err, r
+
+
+def test_python_examples(shared_daemon, tmp_path):
+    py = "/usr/bin/python3"
+    ex = write_examples(tmp_path / "ex.json", make_examples(n=3, seed=38))
+    script = os.path.join(SOURCE_DIR, "examples", "python")
+    r = run([py, os.path.join(script, "submit_and_wait.py"), "py-task", ex, "--addr",
+             shared_daemon.address, "--iters", "4", "--pop", "12"])
+    assert r.rc == 0, r
+    final = json.loads(r.out)
+    assert final["state"] == "done" and final["generation"] >= 1
+    assert re.search(r"job \d+: generation \d+/4: best acc", r.err), r
+    out = tmp_path / "py.safetensors"
+    r = run([py, os.path.join(script, "fetch_z.py"), "py-task", str(out), "--addr",
+             shared_daemon.address])
+    assert r.rc == 0 and "15 tensors, 960 floats" in r.out, r
+    mine, meta = read_safetensors(out)
+    assert meta["task"] == "py-task" and meta["job"] == str(final["job"])
+    # the C client's file holds the very same vectors
+    cfile = tmp_path / "c.safetensors"
+    assert zmix(shared_daemon, "get", "py-task", "--out", str(cfile)).rc == 0
+    theirs, _ = read_safetensors(cfile)
+    assert mine == theirs
+    r = run([py, os.path.join(script, "fetch_z.py"), "no-such-task", str(out), "--addr",
+             shared_daemon.address])
+    assert r.rc == 1 and "ENOTFOUND" in r.err, r
