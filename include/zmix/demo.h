@@ -6,6 +6,7 @@
  *   DIR/model/         config.json, model.safetensors, tokenizer.json (a byte-level LLaMA)
  *   DIR/experts/       K expert files, <name>.safetensors (metadata "name" = <name>)
  *   DIR/task.json      the few-shot examples, as text
+ *   DIR/task.tokens.json         the same examples as token ids (for clients that send ids)
  *   DIR/heldout.json   more prompts of the same task, for checking the adapted mix
  *   DIR/secret/alpha_star.json   the hidden mix α* the targets were made with
  *   DIR/demo.json      manifest (paths, seed, sizes); written last, so its presence means
@@ -41,7 +42,7 @@ typedef struct zmix_demo_info {
     int n_experts;
     char expert_names[ZMIX_DEMO_N_EXPERTS][16];
     float alpha_star[ZMIX_DEMO_N_EXPERTS]; /* sums to 1 */
-    int n_tried; /* prompts drawn to find the examples */
+    int n_tried;                           /* prompts drawn to find the examples */
 } zmix_demo_info;
 
 /* Creates DIR (and its parents' last level) and writes the demo into it. Refuses with

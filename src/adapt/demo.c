@@ -411,6 +411,25 @@ static int write_examples(const char *path, const text_pair *pairs, int n, zmix_
     return write_json(path, root, err);
 }
 
+/* The same examples as token ids, for clients that send ids (the daemon's submit takes ids
+ * until it encodes text itself with zmix_examples_from_text). */
+static int write_examples_tokens(const char *path, const zmix_tokenizer *tok,
+                                 const text_pair *pairs, int n, zmix_error *err)
+{
+    zmix_text_example *items = calloc((size_t)n, sizeof *items);
+    if (!items) return zmix_error_set(err, ZMIX_ENOMEM, "demo: out of memory");
+    for (int i = 0; i < n; i++)
+        items[i] = (zmix_text_example){pairs[i].prompt, strlen(pairs[i].prompt), pairs[i].target,
+                                       strlen(pairs[i].target)};
+    zmix_examples ex;
+    int rc = zmix_examples_from_text(tok, items, n, &ex, err);
+    free(items);
+    if (rc) return rc;
+    rc = zmix_adapt_examples_save_json(path, &ex, err);
+    zmix_examples_free(&ex);
+    return rc;
+}
+
 static int write_secret(const char *path, const float *alpha_star, zmix_error *err)
 {
     cJSON *o = cJSON_CreateObject();
@@ -439,6 +458,7 @@ static int write_manifest(const char *path, const zmix_demo_opts *o, zmix_error 
         cJSON_AddItemToArray(e, cJSON_CreateString(p));
     }
     cJSON_AddStringToObject(m, "examples", "task.json");
+    cJSON_AddStringToObject(m, "examples_tokens", "task.tokens.json");
     if (o->n_heldout > 0)
         cJSON_AddStringToObject(m, "heldout", "heldout.json");
     else
@@ -528,6 +548,9 @@ int zmix_demo_create(const char *dir, const zmix_demo_opts *o, zmix_demo_info *i
 
     snprintf(path, sizeof path, "%s/task.json", dir);
     if ((rc = write_examples(path, pairs, o->n_examples, err))) goto done;
+    snprintf(path, sizeof path, "%s/task.tokens.json", dir);
+    rc = write_examples_tokens(path, zmix_model_tokenizer(model), pairs, o->n_examples, err);
+    if (rc) goto done;
     snprintf(path, sizeof path, "%s/heldout.json", dir);
     if (o->n_heldout > 0 && (rc = write_examples(path, pairs + o->n_examples, o->n_heldout, err)))
         goto done;

@@ -108,7 +108,8 @@ static const char *const demo_files[] = {"demo.json",
                                          "experts/green.safetensors",
                                          "experts/blue.safetensors",
                                          "experts/gold.safetensors",
-                                         "secret/alpha_star.json"};
+                                         "secret/alpha_star.json",
+                                         "task.tokens.json"};
 #define N_DEMO_FILES (int)(sizeof demo_files / sizeof demo_files[0])
 
 typedef struct fixture {
@@ -261,6 +262,13 @@ static void test_offline_adaptation_beats_base_and_experts(void **state)
     zmix_examples ex, held;
     load_examples(f, model, "task.json", &ex);
     load_examples(f, model, "heldout.json", &held);
+    /* The token-id copy of the task is the same examples. */
+    zmix_examples ids;
+    load_examples(f, model, "task.tokens.json", &ids);
+    assert_int_equal(ids.n, ex.n);
+    assert_int_equal(ids.n_tokens, ex.n_tokens);
+    assert_memory_equal(ids.tokens, ex.tokens, ex.n_tokens * sizeof *ex.tokens);
+    zmix_examples_free(&ids);
 
     zmix_adapt_opts o;
     zmix_adapt_opts_default(&o);
