@@ -41,13 +41,13 @@ int zmix_client_auth(zmix_client *c, const char *token, zmix_error *err)
     params_begin(&p, 1);
     pack_str(&p.pk, "token");
     pack_str(&p.pk, token);
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     return call_with(c, "auth", &p, 0, &res, err);
 }
 
 int zmix_client_ping(zmix_client *c, char *version, size_t cap, zmix_error *err)
 {
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = call_with(c, "ping", NULL, 0, &res, err);
     if (!rc && version && cap) {
         version[0] = '\0';
@@ -67,7 +67,7 @@ void zmix_client_info_free(zmix_client_info *i)
 int zmix_client_info_get(zmix_client *c, zmix_client_info *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = call_with(c, "info", NULL, 0, &res, err);
     if (!rc) rc = need_map(res, "info", err);
     if (rc) return rc;
@@ -139,7 +139,7 @@ int zmix_client_info_get(zmix_client *c, zmix_client_info *out, zmix_error *err)
 int zmix_client_stats_get(zmix_client *c, zmix_client_stats *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = call_with(c, "stats", NULL, 0, &res, err);
     if (!rc) rc = need_map(res, "stats", err);
     if (rc) return rc;
@@ -282,7 +282,7 @@ int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
         pack_str(&p.pk, "cem");
         pack_cem(&p.pk, req->cem);
     }
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = call_with(c, "submit", &p, 0, &res, err);
     if (!rc) rc = need_map(res, "submit", err);
     if (!rc) rc = mp_u64(res, "job", &out->job, err);
@@ -290,7 +290,7 @@ int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
     if (!rc) rc = mp_str(res, "state", out->state, sizeof out->state, err);
     if (!rc) rc = mp_bool(res, "cached", &out->cached, err);
     if (!rc) rc = mp_bool(res, "coalesced", &out->coalesced, err);
-    const msgpack_object *r = mp_get(res, "result");
+    const msgpack_object *r = rc ? NULL : mp_get(res, "result");
     if (!rc && out->cached && r) rc = decode_result(r, &out->result, err);
     if (!rc && out->cached && !out->state[0]) snprintf(out->state, sizeof out->state, "done");
     if (rc) {
@@ -324,7 +324,7 @@ int zmix_client_status_get(zmix_client *c, uint64_t job, int with_history, zmix_
                            zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = job_call(c, "status", job, with_history ? "history" : NULL, 1, -1, &res, err);
     if (!rc) rc = decode_status(res, out, err);
     return rc;
@@ -336,7 +336,7 @@ int zmix_client_wait(zmix_client *c, uint64_t job, double timeout_s, zmix_client
     memset(out, 0, sizeof *out);
     if (!(timeout_s >= 0) || timeout_s > 3600)
         return zmix_error_set(err, ZMIX_ERANGE, "wait: timeout %g s outside [0, 3600]", timeout_s);
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = job_call(c, "wait", job, NULL, 0, timeout_s, &res, err);
     if (!rc) rc = need_map(res, "wait", err);
     if (rc) return rc;
@@ -351,7 +351,7 @@ int zmix_client_wait(zmix_client *c, uint64_t job, double timeout_s, zmix_client
 
 int zmix_client_cancel(zmix_client *c, uint64_t job, char *state_out, size_t cap, zmix_error *err)
 {
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = job_call(c, "cancel", job, NULL, 0, -1, &res, err);
     if (!rc && state_out && cap) {
         state_out[0] = '\0';
@@ -386,7 +386,7 @@ int zmix_client_jobs(zmix_client *c, const char *state, zmix_client_job_list *ou
         pack_str(&p.pk, "state");
         pack_str(&p.pk, state);
     }
-    const msgpack_object *res, *arr;
+    const msgpack_object *res = NULL, *arr = NULL;
     int rc = call_with(c, "jobs", &p, 0, &res, err);
     if (!rc) rc = list_of(res, "jobs", "jobs", &arr, err);
     if (rc) return rc;
@@ -430,7 +430,7 @@ int zmix_client_get(zmix_client *c, const char *task, int with_vectors, zmix_cli
                     zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     int rc = task_call(c, "get", task, with_vectors != 0, &res, err);
     if (!rc) rc = decode_result(res, out, err);
     if (!rc && with_vectors && out->n_matrices > 0 && !out->matrices[0].z) {
@@ -442,7 +442,7 @@ int zmix_client_get(zmix_client *c, const char *task, int with_vectors, zmix_cli
 
 int zmix_client_evict(zmix_client *c, const char *task, zmix_error *err)
 {
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     return task_call(c, "evict", task, -1, &res, err);
 }
 
@@ -456,7 +456,7 @@ void zmix_client_task_list_free(zmix_client_task_list *l)
 int zmix_client_tasks(zmix_client *c, zmix_client_task_list *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    const msgpack_object *res, *arr;
+    const msgpack_object *res = NULL, *arr = NULL;
     int rc = call_with(c, "tasks", NULL, 0, &res, err);
     if (!rc) rc = list_of(res, "tasks", "tasks", &arr, err);
     if (rc) return rc;
@@ -489,6 +489,6 @@ int zmix_client_subscribe(zmix_client *c, int on, zmix_error *err)
     params_begin(&p, 1);
     pack_str(&p.pk, "on");
     on ? msgpack_pack_true(&p.pk) : msgpack_pack_false(&p.pk);
-    const msgpack_object *res;
+    const msgpack_object *res = NULL;
     return call_with(c, "subscribe", &p, 0, &res, err);
 }

@@ -280,3 +280,32 @@ def test_python_examples(shared_daemon, tmp_path):
     r = run([py, os.path.join(script, "fetch_z.py"), "no-such-task", str(out), "--addr",
              shared_daemon.address])
     assert r.rc == 1 and "ENOTFOUND" in r.err, r
+
+
+def test_tcp_with_token(tmp_path, experts):
+    import socket as so
+    from conftest import Daemon
+    s = so.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    token = tmp_path / "token"
+    token.write_text("cli-token-0123456789\n")
+    d = Daemon(str(tmp_path), experts,
+               extra=["--listen", f"tcp:127.0.0.1:{port}", "--token-file", str(token)]).start()
+    try:
+        addr = f"tcp:127.0.0.1:{port}"
+        r = run([ZMIX, "info", "--connect", addr, "--token-file", str(token)])
+        assert r.rc == 0 and "experts (3)" in r.out, r
+        r = run([ZMIX, "jobs", "--json"], env={"ZMIX_ADDR": addr, "ZMIX_TOKEN_FILE": str(token)})
+        assert r.rc == 0 and r.json() == {"jobs": []}, r
+        r = run([ZMIX, "info", "--connect", addr])  # no token
+        assert r.rc == 1 and "needs a token" in r.err, r
+        wrong = tmp_path / "wrong"
+        wrong.write_text("nope")
+        r = run([ZMIX, "info", "--connect", addr, "--token-file", str(wrong)])
+        assert r.rc == 1 and "refused the token" in r.err, r
+        r = run([ZMIX, "info", "--connect", addr, "--token-file", str(tmp_path / "absent")])
+        assert r.rc == 1 and "token file" in r.err, r
+    finally:
+        assert d.stop() == 0
