@@ -611,15 +611,26 @@ static void generation_scored(job *j)
         return;
     }
     int pop = j->spec.cem.pop_size;
+    /* A single NaN is a degenerate candidate (e.g. every α clamped to 0, so z′ has no mass
+     * to rescale): the engine ranks it below everything and the search goes on. A generation
+     * with nothing but NaN means the model or experts are broken: the job fails. */
+    int n_nan = 0, first_nan = -1;
     for (int i = j->first_unscored; i < pop; i++) {
         if (isnan(j->scores[i].accuracy) || isnan(j->scores[i].loglik)) {
-            char why[JOB_REASON_MAX];
-            snprintf(why, sizeof why, "candidate %d of generation %d scored NaN", i,
-                     zmix_cem_generation(j->cem) + 1);
-            fail(j, why);
-            return;
+            if (first_nan < 0) first_nan = i;
+            n_nan++;
         }
     }
+    if (n_nan > 0 && n_nan == pop - j->first_unscored) {
+        char why[JOB_REASON_MAX];
+        snprintf(why, sizeof why, "every candidate of generation %d scored NaN",
+                 zmix_cem_generation(j->cem) + 1);
+        fail(j, why);
+        return;
+    }
+    if (n_nan > 0)
+        ZLOG_DEBUG(srv->log, "job %llu: generation %d: %d candidates scored NaN (first: %d)",
+                   (unsigned long long)j->id, zmix_cem_generation(j->cem) + 1, n_nan, first_nan);
     if (zmix_cem_tell(j->cem, j->scores, &err) != 0) {
         fail(j, err.msg);
         return;
@@ -1102,13 +1113,13 @@ int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err)
         int rc = job_spec_restore(r->settings, r->settings_len, &r->examples, r->task, r->priority,
                                   &srv->limits, &srv->cem_defaults, &j->spec, &e);
         j->id = r->id;
-        snprintf(j->key, sizeof j->key, "%s", r->key);
+        if (strlen(r->key) == sizeof j->key - 1) memcpy(j->key, r->key, sizeof j->key);
         j->submit_ms = r->submit_ms;
         j->start_ms = r->start_ms;
         j->end_ms = r->end_ms;
         j->state = r->state;
         snprintf(j->reason, sizeof j->reason, "%s", r->reason);
-        if (rc != 0) snprintf(j->spec.task, sizeof j->spec.task, "%s", r->task);
+        if (rc != 0) snprintf(j->spec.task, sizeof j->spec.task, "%.127s", r->task);
         if (job_state_finished(r->state)) {
             j->phase = PH_FINISHED;
             continue;
@@ -1118,7 +1129,7 @@ int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err)
                        rc ? e.msg : "no key");
             j->phase = PH_FINISHED;
             j->state = JOB_FAILED;
-            snprintf(j->reason, sizeof j->reason, "cannot resume after restart: %.200s",
+            snprintf(j->reason, sizeof j->reason, "cannot resume after restart: %.180s",
                      rc ? e.msg : "no key");
             job_store_set_state(srv->store, j->id, JOB_FAILED, j->reason, server_wall_ms(), NULL);
             continue;
