@@ -38,16 +38,31 @@ int job_task_name_check(const char *task, zmix_error *err)
     return 0;
 }
 
-/* Validates one token array and returns its length; ids are copied later. */
-static int check_ids(const msgpack_object *v, int idx, const char *which, int vocab,
-                     zmix_error *err)
+/* Upper bound of the token count of a prompt or target: an id array's length, or for text
+ * the tokenizer's bound (one id per byte, plus BOS for a prompt). Checks ids against the
+ * vocabulary; ids are copied (and text encoded) in a second pass. */
+static int check_ids(const msgpack_object *v, int idx, const char *which, const job_limits *lim,
+                     long *count, zmix_error *err)
 {
+    int vocab = lim->vocab_size;
+    int is_prompt = !strcmp(which, "prompt");
     if (!v || v->type == MSGPACK_OBJECT_NIL)
         return zmix_error_set(err, ZMIX_EINVAL, "examples[%d]: missing field '%s'", idx, which);
+    if (v->type == MSGPACK_OBJECT_STR) {
+        if (!lim->tokenizer)
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "examples[%d].%s is text but the model has no tokenizer: send "
+                                  "token ids",
+                                  idx, which);
+        if (v->via.str.size == 0 && !is_prompt)
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", idx, which);
+        *count = (long)v->via.str.size + (is_prompt ? 1 : 0);
+        return 0;
+    }
     if (v->type != MSGPACK_OBJECT_ARRAY)
         return zmix_error_set(err, ZMIX_EINVAL,
-                              "examples[%d].%s must be an array of token ids, got %s", idx, which,
-                              rpc_type_name(v));
+                              "examples[%d].%s must be an array of token ids%s, got %s", idx, which,
+                              lim->tokenizer ? " or a string" : "", rpc_type_name(v));
     if (v->via.array.size == 0)
         return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", idx, which);
     for (uint32_t j = 0; j < v->via.array.size; j++) {
@@ -67,7 +82,28 @@ static int check_ids(const msgpack_object *v, int idx, const char *which, int vo
                 "examples[%d].%s[%u]: token id %llu outside the vocabulary [0, %d)", idx, which, j,
                 (unsigned long long)t->via.u64, vocab);
     }
+    *count = (long)v->via.array.size;
     return 0;
+}
+
+/* Writes the tokens of a prompt or target at out; returns how many (or a negative code). */
+static int copy_ids(const msgpack_object *v, int idx, const char *which, const job_limits *lim,
+                    int32_t *out, zmix_error *err)
+{
+    if (v->type == MSGPACK_OBJECT_STR) {
+        int n = zmix_tokenizer_encode(lim->tokenizer, v->via.str.ptr, v->via.str.size,
+                                      !strcmp(which, "prompt"), out, err);
+        if (n < 0) return zmix_error_prefix(err, "examples[%d].%s", idx, which);
+        for (int j = 0; j < n; j++)
+            if (out[j] < 0 || out[j] >= lim->vocab_size)
+                return zmix_error_set(err, ZMIX_ERANGE,
+                                      "examples[%d].%s: the tokenizer produced id %d outside the "
+                                      "vocabulary [0, %d)",
+                                      idx, which, (int)out[j], lim->vocab_size);
+        return n;
+    }
+    for (uint32_t j = 0; j < v->via.array.size; j++) out[j] = (int32_t)v->via.array.ptr[j].via.u64;
+    return (int)v->via.array.size;
 }
 
 static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_examples *out,
@@ -94,16 +130,15 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
                                   where, rpc_type_name(e));
         int rc = rpc_map_check_keys(e, keys, where, err);
         if (rc) return rc;
-        const msgpack_object *p = rpc_map_get(e, "prompt"), *t = rpc_map_get(e, "target");
-        if ((rc = check_ids(p, (int)i, "prompt", lim->vocab_size, err))) return rc;
-        if ((rc = check_ids(t, (int)i, "target", lim->vocab_size, err))) return rc;
-        long len = (long)p->via.array.size + (long)t->via.array.size;
-        if (len > lim->context)
+        long np = 0, nt = 0;
+        if ((rc = check_ids(rpc_map_get(e, "prompt"), (int)i, "prompt", lim, &np, err))) return rc;
+        if ((rc = check_ids(rpc_map_get(e, "target"), (int)i, "target", lim, &nt, err))) return rc;
+        if (np + nt > lim->context)
             return zmix_error_set(
                 err, ZMIX_ELIMIT,
-                "%s: %ld tokens (prompt %u + target %u), the model's context is %d", where, len,
-                p->via.array.size, t->via.array.size, lim->context);
-        total += len;
+                "%s: %ld tokens (prompt %ld + target %ld), the model's context is %d", where,
+                np + nt, np, nt, lim->context);
+        total += np + nt;
         if (total > lim->max_tokens)
             return zmix_error_set(err, ZMIX_ELIMIT,
                                   "examples: more than %ld tokens in total (at example %u)",
@@ -120,20 +155,31 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
     size_t at = 0;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
-        const msgpack_object *p = rpc_map_get(e, "prompt"), *t = rpc_map_get(e, "target");
         zmix_example *x = &out->items[i];
+        int np = copy_ids(rpc_map_get(e, "prompt"), (int)i, "prompt", lim, out->tokens + at, err);
+        if (np < 0) goto fail;
         x->prompt = out->tokens + at;
-        x->n_prompt = (int)p->via.array.size;
-        for (uint32_t j = 0; j < p->via.array.size; j++)
-            out->tokens[at++] = (int32_t)p->via.array.ptr[j].via.u64;
+        x->n_prompt = np;
+        at += (size_t)np;
+        int nt = copy_ids(rpc_map_get(e, "target"), (int)i, "target", lim, out->tokens + at, err);
+        if (nt < 0) goto fail;
+        if (nt == 0 || np == 0) {
+            zmix_error_set(err, ZMIX_EINVAL, "examples[%u]: %s encodes to no tokens", i,
+                           np == 0 ? "prompt" : "target");
+            goto fail;
+        }
         x->target = out->tokens + at;
-        x->n_target = (int)t->via.array.size;
-        for (uint32_t j = 0; j < t->via.array.size; j++)
-            out->tokens[at++] = (int32_t)t->via.array.ptr[j].via.u64;
+        x->n_target = nt;
+        at += (size_t)nt;
     }
     out->n = (int)n;
     out->n_tokens = at;
     return 0;
+fail:
+    free(out->items);
+    free(out->tokens);
+    memset(out, 0, sizeof *out);
+    return err->code ? err->code : ZMIX_EINVAL;
 }
 
 static int parse_cem(const msgpack_object *m, const job_limits *lim, job_spec *s, zmix_error *err)

@@ -31,6 +31,9 @@ typedef struct job_limits {
     int max_dim;         /* search dimension (K or M·K), default 4096 */
     int n_experts;       /* K */
     int n_matrices;      /* M */
+    /* The model's tokenizer, or NULL: then examples must be token ids. With one, a prompt or
+     * target may also be a string (prompt: BOS + its tokens; target: its tokens). */
+    const zmix_tokenizer *tokenizer;
 } job_limits;
 
 void job_limits_default(job_limits *lim);

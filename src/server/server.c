@@ -186,6 +186,7 @@ static int load_model(server *srv, zmix_error *err)
     srv->limits.max_dim = cfg->max_dim;
     srv->limits.n_experts = zmix_runtime_n_experts(srv->rt);
     srv->limits.n_matrices = zmix_runtime_n_matrices(srv->rt);
+    srv->limits.tokenizer = zmix_model_tokenizer(srv->model);
     zmix_cem_settings_default(&srv->cem_defaults);
     return 0;
 }

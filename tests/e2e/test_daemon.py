@@ -203,6 +203,8 @@ def test_bad_requests_answered_connection_stays(shared_daemon):
             ("submit", {"task": "t", "examples": [{"prompt": [1] * 600, "target": [2]}]},
              "ELIMIT", "submit: examples[0]: 601 tokens"),
             ("ping", {"extra": 1}, "EINVAL", "ping: unknown field 'extra'"),
+            ("submit", {"task": "t", "examples": [{"prompt": "Once upon", "target": " a"}]},
+             "EINVAL", "submit: examples[0].prompt is text but the model has no tokenizer"),
         ]
         for method, params, code, msg in cases:
             with pytest.raises(RpcError) as e:

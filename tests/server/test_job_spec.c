@@ -284,6 +284,68 @@ static void test_settings_round_trip(void **unused)
     done(&b);
 }
 
+static void test_text_examples(void **unused)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    rpc_pack_cstr(&pk, "task");
+    rpc_pack_cstr(&pk, "text");
+    rpc_pack_cstr(&pk, "examples");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_map(&pk, 2);
+    rpc_pack_cstr(&pk, "prompt");
+    rpc_pack_cstr(&pk, "ab");
+    rpc_pack_cstr(&pk, "target");
+    rpc_pack_cstr(&pk, "c");
+    msgpack_pack_map(&pk, 2); /* ids and text can be mixed */
+    rpc_pack_cstr(&pk, "prompt");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int(&pk, 256);
+    rpc_pack_cstr(&pk, "target");
+    rpc_pack_cstr(&pk, "");
+    msgpack_unpacked u;
+    size_t off = 0;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+    job_limits lim = limits();
+    zmix_cem_settings d = defaults();
+    job_spec spec;
+    zmix_error err = {0};
+    /* Without a tokenizer, text is refused by name. */
+    assert_int_equal(job_spec_parse(&u.data, &lim, &d, &spec, &err), ZMIX_EINVAL);
+    assert_string_equal(
+        err.msg, "examples[0].prompt is text but the model has no tokenizer: send token ids");
+    zmix_tokenizer *tok;
+    assert_int_equal(zmix_tokenizer_create_bytes(256, 257, 512, &tok, &err), 0);
+    lim.tokenizer = tok;
+    /* The empty target of example 1 is refused... */
+    assert_int_equal(job_spec_parse(&u.data, &lim, &d, &spec, &err), ZMIX_EINVAL);
+    assert_string_equal(err.msg, "examples[1].target is empty");
+    msgpack_unpacked_destroy(&u);
+    /* ...and once fixed, text is encoded as the tokenizer does: BOS + bytes for a prompt. */
+    sb.data[sb.size - 1] = (char)0xa1; /* "" -> a 1-byte string follows */
+    msgpack_sbuffer_write(&sb, "d", 1);
+    off = 0;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(job_spec_parse(&u.data, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.examples.items[0].n_prompt, 3);
+    assert_int_equal(spec.examples.items[0].prompt[0], 256);
+    assert_int_equal(spec.examples.items[0].prompt[1], 'a');
+    assert_int_equal(spec.examples.items[0].prompt[2], 'b');
+    assert_int_equal(spec.examples.items[0].n_target, 1);
+    assert_int_equal(spec.examples.items[0].target[0], 'c');
+    assert_int_equal(spec.examples.items[1].target[0], 'd');
+    assert_int_equal(spec.examples.n_tokens, 6);
+    job_spec_free(&spec);
+    zmix_tokenizer_free(tok);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -292,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_dimension_and_token_limits),
         cmocka_unit_test(test_key_tracks_what_changes_the_result),
         cmocka_unit_test(test_settings_round_trip),
+        cmocka_unit_test(test_text_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
