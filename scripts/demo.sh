@@ -56,7 +56,11 @@ for tool in "$zmix" "$zmixd" "$py"; do
   [ -x "$tool" ] || { echo "demo: $tool is missing (run without --no-build)" >&2; exit 1; }
 done
 
-if [ ! -f "$demo/demo.json" ]; then
+# A demo from another generator version is regenerated rather than half understood.
+current=$("$py" -c 'import json,sys
+try: m=json.load(open(sys.argv[1])); print(m.get("format") == "zmix-demo" and m.get("version") == 1)
+except (OSError, ValueError): print(False)' "$demo/demo.json")
+if [ "$current" != True ]; then
   say "generating the demo model, experts and task into $demo"
   mkdir -p "$(dirname "$demo")"
   "$zmix" demo-init "$demo" --seed "$seed" --force >/dev/null
