@@ -195,8 +195,10 @@ static int parse_cem(const msgpack_object *m, const job_limits *lim, job_spec *s
     if (!m) m = &empty;
     if ((rc = rpc_map_check_keys(m, keys, "cem", err))) return rc;
     if ((rc = rpc_get_bool(m, "per_layer", 0, &s->compose.per_layer, err))) goto fail;
-    if ((rc = rpc_get_bool(m, "normalize", 0, &s->compose.normalize, err))) goto fail;
-    c->normalize = 0; /* the scorer normalises (compose opts); CEM sees raw coefficients */
+    /* Normalisation happens in the engine (include/zmix/adapt.h): the α it hands out is
+     * already normalised, so the α scored, ranked and reported is one vector. */
+    if ((rc = rpc_get_bool(m, "normalize", 0, &c->normalize, err))) goto fail;
+    s->compose.normalize = 0;
     if ((rc = rpc_get_bool(m, "rescale", 1, &s->compose.rescale, err))) goto fail;
     if ((rc = rpc_get_int(m, "pop", 0, 2, lim->max_pop, c->pop_size, &i64, err))) goto fail;
     c->pop_size = (int)i64;
@@ -380,7 +382,7 @@ void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk)
     rpc_pack_cstr(pk, "per_layer");
     spec->compose.per_layer ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     rpc_pack_cstr(pk, "normalize");
-    spec->compose.normalize ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    c->normalize ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     rpc_pack_cstr(pk, "rescale");
     spec->compose.rescale ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     rpc_pack_cstr(pk, "pop");

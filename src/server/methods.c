@@ -44,9 +44,11 @@ static void m_ping(server *srv, conn *c, const rpc_request *req)
     static const char *const keys[] = {NULL};
     if (check_keys(c, req, keys)) return;
     REPLY_BEGIN;
-    msgpack_pack_map(&pk, 1); /* deliberately constant: a test vector replays it */
+    msgpack_pack_map(&pk, 2);
     rpc_pack_cstr(&pk, "pong");
     msgpack_pack_true(&pk);
+    rpc_pack_cstr(&pk, "version");
+    rpc_pack_cstr(&pk, ZMIX_VERSION_STRING);
     REPLY_END;
 }
 

@@ -42,7 +42,7 @@ def wait_for(pred, timeout=30, interval=0.01):
 
 def test_ping_info_stats(shared_daemon):
     with shared_daemon.client() as c:
-        assert c.ping() == {"pong": True}
+        assert c.ping()["pong"] is True
         info = c.info()
         assert info["model"]["vocab_size"] == 512
         assert info["experts"] == ["expert0", "expert1", "expert2"]
@@ -89,6 +89,20 @@ def test_submit_poll_wait_get(shared_daemon):
         assert len(set(lls)) == 3
         brief = c.get("basic", vectors=False)
         assert "z" not in brief
+
+
+def test_normalize_and_per_layer(shared_daemon):
+    with shared_daemon.client() as c:
+        job = c.submit("norm", make_examples(n=2, seed=18),
+                       cem=dict(SMALL, normalize=True, per_layer=True))["job"]
+        st = wait_done(c, job)
+        assert st["dim"] == 45 and len(st["best_alpha"]) == 45
+        # The engine normalises each matrix's K coefficients; the reported α is what was scored.
+        for m in range(15):
+            assert sum(st["best_alpha"][3 * m:3 * m + 3]) == pytest.approx(1.0, abs=1e-5)
+        hist = c.call("history", {"job": job})["history"]
+        assert [h["generation"] for h in hist] == [1, 2, 3, 4]
+        assert len(hist[-1]["mean"]) == 45
 
 
 def test_cache_hit_recompute_and_coalescing(shared_daemon):
@@ -211,7 +225,7 @@ def test_bad_requests_answered_connection_stays(shared_daemon):
                 c.call(method, params)
             assert e.value.code == code, (method, e.value)
             assert e.value.message.startswith(msg), (method, e.value.message)
-        assert c.ping() == {"pong": True}  # still open and in sync
+        assert c.ping()["pong"] is True  # still open and in sync
 
 
 def test_malformed_and_oversized_input_harm_nobody(shared_daemon):
@@ -246,15 +260,15 @@ def test_malformed_and_oversized_input_harm_nobody(shared_daemon):
         with shared_daemon.client() as slow:
             slow.send_raw(msgpack.packb([0, 1, "ping", {}])[:3])
             t = time.perf_counter()
-            assert bystander.ping() == {"pong": True}
+            assert bystander.ping()["pong"] is True
             assert time.perf_counter() - t < 1.0
             slow.send_raw(msgpack.packb([0, 1, "ping", {}])[3:])
-            assert slow.read_message()[3] == {"pong": True}
+            assert slow.read_message()[3]["pong"] is True
         # A notification from the client is refused by name, the connection stays.
         bystander.send_raw(msgpack.packb([2, "ping", {}]))
         msg = bystander.read_message()
         assert msg[:2] == [2, "error"] and "notifications" in msg[2]["message"]
-        assert bystander.ping() == {"pong": True}
+        assert bystander.ping()["pong"] is True
         assert bystander.stats()["connections"] >= 1
 
 
@@ -310,7 +324,7 @@ def test_reader_that_never_reads_is_cut_off(tmp_path, experts):
         # Others are still served promptly, and memory did not follow the hog's appetite.
         with d.client() as c:
             t = time.perf_counter()
-            assert c.ping() == {"pong": True}
+            assert c.ping()["pong"] is True
             assert time.perf_counter() - t < 1.0
             assert c.stats()["rss_bytes"] - rss0 < 32 << 20
             # The stuck connection is closed (write queue full, then no progress).
@@ -335,9 +349,9 @@ def test_tcp_token(tmp_path, experts):
                 c.auth("s3cret-token-0123456788")
             assert e.value.code == "EAUTH"
             assert c.auth("s3cret-token-0123456789") == {"authenticated": True}
-            assert c.ping() == {"pong": True}
+            assert c.ping()["pong"] is True
         with d.client() as c:  # the Unix socket needs no token (its permissions guard it)
-            assert c.ping() == {"pong": True}
+            assert c.ping()["pong"] is True
     finally:
         assert d.stop() == 0
 
