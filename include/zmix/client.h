@@ -287,8 +287,10 @@ int zmix_client_info_get(zmix_client *c, zmix_client_info *out, zmix_error *err)
 int zmix_client_stats_get(zmix_client *c, zmix_client_stats *out, zmix_error *err);
 int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
                        zmix_client_submitted *out, zmix_error *err);
-/* with_history asks for the per-generation history (best, elite and population means, the
- * distribution); a daemon that does not know the option answers EINVAL. */
+/* with_history also fetches the per-generation history (method history: best, elite and
+ * population means, the distribution's mean and std) into out->history; a daemon without
+ * that method answers ENOTFOUND "unknown method 'history'", one that no longer holds the
+ * job's search state (ended before a restart) ESTATE. */
 int zmix_client_status_get(zmix_client *c, uint64_t job, int with_history, zmix_client_status *out,
                            zmix_error *err);
 /* Long-poll: returns when the job ends or timeout_s passes (out->timed_out); the call's own

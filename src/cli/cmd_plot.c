@@ -152,14 +152,16 @@ static int load_job(const daemon_opts *o, uint64_t job, plot_src *p)
     if (zmix_client_info_get(c, &info, &err)) {
         rc = daemon_fail(o, c, &err);
     } else if (zmix_client_status_get(c, job, 1, &st, &err)) {
-        if (err.code == ZMIX_ENOTFOUND)
-            fprintf(stderr, "zmix plot: job %llu not found (zmix jobs lists the daemon's jobs)\n",
-                    (unsigned long long)job);
-        else if (err.code == ZMIX_EINVAL && strstr(err.msg, "history"))
+        if (err.code == ZMIX_ENOTFOUND && strstr(err.msg, "unknown method"))
             fprintf(stderr,
                     "zmix plot: the daemon at %s does not send a job's history (%s); "
                     "plot a result JSON of zmix adapt instead\n",
                     zmix_client_address(c), err.msg);
+        else if (err.code == ZMIX_ENOTFOUND)
+            fprintf(stderr, "zmix plot: job %llu not found (zmix jobs lists the daemon's jobs)\n",
+                    (unsigned long long)job);
+        else if (err.code == ZMIX_ESTATE)
+            fprintf(stderr, "zmix plot: %s\n", err.msg);
         else
             daemon_fail(o, c, &err);
         rc = 1;

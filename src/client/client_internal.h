@@ -53,6 +53,8 @@ int mp_doubles(const msgpack_object *map, const char *key, double **out, int *n,
 /* Decoders from a result map into the public structs (the struct is zeroed first). */
 int decode_status(const msgpack_object *o, zmix_client_status *out, zmix_error *err);
 int decode_result(const msgpack_object *o, zmix_client_result *out, zmix_error *err);
+/* The "history" array (of a status or of the history method) into out->history. */
+int decode_history(const msgpack_object *h, zmix_client_status *out, zmix_error *err);
 
 void pack_str(msgpack_packer *pk, const char *s);
 

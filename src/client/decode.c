@@ -175,7 +175,7 @@ int zmix_client_state_is_final(const char *state)
     return !strcmp(state, "done") || !strcmp(state, "failed") || !strcmp(state, "cancelled");
 }
 
-static int decode_history(const msgpack_object *h, zmix_client_status *out, zmix_error *err)
+int decode_history(const msgpack_object *h, zmix_client_status *out, zmix_error *err)
 {
     if (h->type != MSGPACK_OBJECT_ARRAY) return bad_type("history", "an array", err);
     uint32_t n = h->via.array.size;

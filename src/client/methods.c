@@ -325,8 +325,15 @@ int zmix_client_status_get(zmix_client *c, uint64_t job, int with_history, zmix_
 {
     memset(out, 0, sizeof *out);
     const msgpack_object *res = NULL;
-    int rc = job_call(c, "status", job, with_history ? "history" : NULL, 1, -1, &res, err);
+    int rc = job_call(c, "status", job, NULL, 0, -1, &res, err);
     if (!rc) rc = decode_status(res, out, err);
+    if (rc || !with_history) return rc;
+    /* The history is its own method (it can be large): fetched second, decoded into out. */
+    rc = job_call(c, "history", job, NULL, 0, -1, &res, err);
+    const msgpack_object *h = rc ? NULL : mp_get(res, "history");
+    if (!rc && !h) rc = zmix_error_set(err, ZMIX_EFORMAT, "history: the result has no history");
+    if (!rc) rc = decode_history(h, out, err);
+    if (rc) zmix_client_status_free(out);
     return rc;
 }
 
