@@ -66,6 +66,12 @@ def test_demo_report(tmp_path):
                        capture_output=True, text=True, check=True)
     assert json.loads(s.stdout)["accuracy"] == rep["adapted"]
 
+    # The convergence plot, when the daemon sends the job's history (else the report says why).
+    if rep["plot"]:
+        assert "<svg" in open(rep["plot"]).read(4096)
+    else:
+        assert "convergence plot not available: " in r.stdout
+
     # The daemon is gone and its state directory removed.
     assert glob.glob(str(tmp_path / "t" / "zmix-demo.*")) == []
     assert processes_mentioning(str(tmp_path)) == []
