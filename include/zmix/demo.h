@@ -45,7 +45,7 @@ typedef struct zmix_demo_info {
     int n_tried;                           /* prompts drawn to find the examples */
 } zmix_demo_info;
 
-/* Creates DIR (and its parents' last level) and writes the demo into it. Refuses with
+/* Creates DIR (with any missing parents) and writes the demo into it. Refuses with
  * ZMIX_ESTATE when DIR already holds a demo and opts->force is 0. */
 int zmix_demo_create(const char *dir, const zmix_demo_opts *opts, zmix_demo_info *info,
                      zmix_error *err);

@@ -86,9 +86,27 @@ static double head_bias(int id)
 
 static int make_dir(const char *path, zmix_error *err)
 {
-    if (mkdir(path, 0777) == 0 || errno == EEXIST) return 0;
+    struct stat st;
+    if (mkdir(path, 0777) == 0 || (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
+        return 0;
     return zmix_error_set(err, ZMIX_EIO, "%s: cannot create the directory: %s", path,
-                          strerror(errno));
+                          errno == EEXIST ? "a file of that name exists" : strerror(errno));
+}
+
+/* mkdir -p: every missing level of path. */
+static int make_dirs(const char *path, zmix_error *err)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        struct stat st;
+        int rc = stat(buf, &st) == 0 ? 0 : make_dir(buf, err);
+        *p = '/';
+        if (rc) return rc;
+    }
+    return make_dir(buf, err);
 }
 
 /* Writes text to path through a temporary file and a rename. */
@@ -348,8 +366,8 @@ static int write_experts(const zmix_model *model, const char *dir, const float *
                                 "random SVF vector z = exp(N(0, s^2)) made by zmix demo-init"};
         rc = zmix_expert_save(paths[k], list, n, e.z, keys, values, 3, err);
         free(e.z);
-        unlink(planted.expert_paths[k]);
     }
+    for (int k = 0; k < planted.n_experts; k++) unlink(planted.expert_paths[k]);
     free(list);
     zmix_planted_free(&planted);
     rmdir(scratch);
@@ -485,7 +503,7 @@ int zmix_demo_create(const char *dir, const zmix_demo_opts *o, zmix_demo_info *i
     if (!o->force && stat(path, &st) == 0)
         return zmix_error_set(err, ZMIX_ESTATE,
                               "%s: a demo is already there (use --force to replace it)", dir);
-    int rc = make_dir(dir, err);
+    int rc = make_dirs(dir, err);
     const char *subdirs[] = {"model", "experts", "secret"};
     for (int i = 0; !rc && i < 3; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
@@ -498,7 +516,7 @@ int zmix_demo_create(const char *dir, const zmix_demo_opts *o, zmix_demo_info *i
     char model_dir[1100];
     snprintf(model_dir, sizeof model_dir, "%s/model", dir);
     if (!rc) rc = write_model(model_dir, o->seed, err);
-    if (rc) return zmix_error_prefix(err, "demo-init %s", dir);
+    if (rc) return rc;
 
     zmix_model *model = NULL;
     zmix_runtime *rt = NULL;
@@ -563,6 +581,6 @@ done:
     free(z_star);
     if (rt) zmix_runtime_free(rt);
     if (model) zmix_model_free(model);
-    if (rc) return zmix_error_prefix(err, "demo-init %s", dir);
+    if (rc) return rc;
     return 0;
 }

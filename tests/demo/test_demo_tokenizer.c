@@ -236,6 +236,19 @@ static void test_model_load_picks_up_tokenizer(void **state)
     assert_null(zmix_model_tokenizer(m));
     zmix_model_free(m);
 
+    /* A real Hugging Face tokenizer.json is megabytes: not read at all (above 64 KiB). */
+    size_t big = 200000;
+    char *text = malloc(big + 64);
+    assert_non_null(text);
+    int at = snprintf(text, 64, "{\"version\": \"1.0\", \"pad\": \"");
+    memset(text + at, 'x', big);
+    snprintf(text + at + big, 16, "\"}");
+    set_tokenizer_file(f, text);
+    free(text);
+    assert_int_equal(zmix_model_load(f->model, &m, &err), 0);
+    assert_null(zmix_model_tokenizer(m));
+    zmix_model_free(m);
+
     set_tokenizer_file(f, "{\"type\": \"bytes\", \"bos_id\": 257, \"eos_id\": 256}");
     expect_error(zmix_model_load(f->model, &m, &err), &err, ZMIX_EFORMAT, "tokenizer.json",
                  "bos_token_id 256");
