@@ -72,7 +72,8 @@ typedef struct zmix_client zmix_client;
 typedef struct zmix_client_opts {
     int timeout_ms;          /* per call (and for connecting); default 30000 */
     const char *token;       /* sent with auth right after connecting; NULL: none */
-    size_t max_message_size; /* a larger response fails with ZMIX_ELIMIT; default 256 MiB */
+    size_t max_message_size; /* a larger response fails with ZMIX_ELIMIT (checked between
+                              * 64 KiB reads); default 256 MiB */
 } zmix_client_opts;
 
 void zmix_client_opts_default(zmix_client_opts *opts);

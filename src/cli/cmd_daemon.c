@@ -429,7 +429,15 @@ int cmd_submit(int argc, char **argv)
     zmix_error err;
     zmix_error_clear(&err);
     if (zmix_examples_load_json(s.examples, &ex, &err)) {
-        fprintf(stderr, "zmix submit: %s\n", err.msg);
+        /* The loader knows no tokenizer here; the daemon takes ids, so say that instead. */
+        char *text = strstr(err.msg, " is text, but");
+        if (text)
+            fprintf(stderr,
+                    "zmix submit: %.*s is text; the daemon takes token ids (tokenize the "
+                    "examples first)\n",
+                    (int)(text - err.msg), err.msg);
+        else
+            fprintf(stderr, "zmix submit: %s\n", err.msg);
         return 1;
     }
     zmix_client_example *items = calloc((size_t)ex.n, sizeof *items);
