@@ -228,6 +228,7 @@ static int follow_job(const daemon_opts *o, zmix_client *c, uint64_t job, double
             fprintf(stderr, "zmix %s: job %llu still %s after %g s (generation %d/%d)\n", o->cmd,
                     (unsigned long long)job, out->state, timeout_s, out->generation,
                     out->max_generations);
+            if (o->json) daemon_print_json(o, c); /* the status so far, timed_out: true */
             return 3;
         }
         zmix_client_status_free(out);

@@ -305,6 +305,13 @@ int cmd_plot(int argc, char **argv)
         if (bad) {
             fprintf(stderr, "zmix plot: %s: write failed\n", out);
             rc = 1;
+        } else if (o.json) {
+            printf("{\"out\":\"");
+            for (const char *q = out; *q; q++) { /* a path is the one free-form string */
+                if (*q == '"' || *q == '\\') putchar('\\');
+                putchar((unsigned char)*q < 0x20 ? '?' : *q);
+            }
+            printf("\",\"generations\":%d,\"experts\":%d,\"matrices_averaged\":%d}\n", G, K, M);
         } else {
             printf("wrote %s (%d generations, %d experts%s)\n", out, G, K,
                    M > 1 ? ", per-layer alpha averaged over matrices" : "");

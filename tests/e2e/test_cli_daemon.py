@@ -113,6 +113,8 @@ def test_submit_cancel_and_wait_timeout(shared_daemon, tmp_path):
     r = zmix(shared_daemon, "wait", str(job), "--timeout", "0.3")
     assert r.rc == 3 and f"job {job} still running after 0.3 s" in r.err, r
     assert time.time() - t0 < 10
+    r = zmix(shared_daemon, "wait", str(job), "--timeout", "0.2", "--json")
+    assert r.rc == 3 and r.json()["timed_out"] is True and r.json()["status"]["job"] == job, r
     r = zmix(shared_daemon, "cancel", str(job))
     assert r.rc == 0 and re.fullmatch(rf"job {job} (cancelling|cancelled)\n", r.out), r
     r = zmix(shared_daemon, "wait", str(job))
@@ -237,6 +239,9 @@ def test_plot_result_json(tmp_path, experts):
         r = run([ZMIX, "plot", str(res), "--out", str(svg)])
         assert r.rc == 0 and f"wrote {svg} (5 generations, 3 experts" in r.out, r
         check_svg(svg, 5, ["expert0", "expert1", "expert2"], averaged=15 if per_layer else None)
+        r = run([ZMIX, "plot", str(res), "--out", str(svg), "--json"])
+        assert r.rc == 0 and r.json() == {"out": str(svg), "generations": 5, "experts": 3,
+                                          "matrices_averaged": 15 if per_layer else 1}, r
     r = run([ZMIX, "plot", str(tmp_path / "ex.json"), "--out", str(tmp_path / "x.svg")])
     assert r.rc == 1 and "no 'history'" in r.err, r
 
