@@ -29,6 +29,8 @@ typedef struct write_req {
     char data[];
 } write_req;
 
+static void conn_resume_reading(conn *c);
+
 static void on_closed(uv_handle_t *h)
 {
     conn *c = h->data;
@@ -121,10 +123,8 @@ static void on_written(uv_write_t *req, int status)
         return;
     }
     c->last_active_ms = server_now_ms();
-    if (!c->reading && c->write_queued <= c->srv->cfg->write_queue_limit / 4) {
-        extern void conn_resume_reading(conn * c);
+    if (!c->reading && c->write_queued <= c->srv->cfg->write_queue_limit / 4)
         conn_resume_reading(c);
-    }
 }
 
 void conn_send(conn *c, const char *data, size_t len)
@@ -297,8 +297,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     process_input(c);
 }
 
-void conn_resume_reading(conn *c);
-void conn_resume_reading(conn *c)
+static void conn_resume_reading(conn *c)
 {
     if (c->closing || c->reading) return;
     if (uv_read_start(&c->h.stream, on_alloc, on_read) == 0) c->reading = 1;

@@ -696,6 +696,23 @@ void jobs_on_pool_async(uv_async_t *h)
     }
 }
 
+/* A daemon that runs for months must not keep every job it ever ran: beyond this many, the
+ * oldest finished jobs are forgotten (the job store applies the same retention on disk, and
+ * their results stay in the task cache). */
+#define FINISHED_JOBS_KEPT 1000
+
+static void prune_finished(server *srv)
+{
+    int n = 0;
+    job *oldest = NULL;
+    for (job *j = srv->jobs; j; j = j->next) {
+        if (j->phase != PH_FINISHED) continue;
+        n++;
+        if (!j->waiters) oldest = j; /* the list is newest first */
+    }
+    if (n > FINISHED_JOBS_KEPT && oldest) job_destroy(oldest);
+}
+
 /* ---- Persistence steps (libuv threadpool) ---------------------------------------------- */
 
 static void fill_task_result(job *j, task_result *r, uint8_t **settings, size_t *settings_len,
@@ -880,8 +897,10 @@ static void io_after(uv_work_t *req, int status)
         ZLOG_INFO(srv->log, "job %llu: %s (%s)", (unsigned long long)j->id,
                   job_state_name(op->target), op->reason);
         job_release_work(j);
+        job_spec_free(&j->spec); /* the examples; status and history need only the rest */
         answer_waiters(j);
         notify_progress(srv, j);
+        prune_finished(srv);
         schedule(srv);
         break;
     case IO_GET:
