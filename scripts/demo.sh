@@ -11,7 +11,7 @@
 # usage: scripts/demo.sh [--no-build] [--pop N] [--iters N] [--seed S] [--dir DIR] [--out DIR]
 #   --no-build   use the binaries already in $ZMIX_BUILD_DIR (default: build/)
 #   --pop N      CEM population (default 32)      --iters N   generations (default 25)
-#   --seed S     demo-init seed, when generating (default 1)
+#   --seed S     demo-init seed (default 1); a cached demo of another seed is regenerated
 #   --dir DIR    the demo data (default ${XDG_CACHE_HOME:-$HOME/.cache}/zmix/demo)
 #   --out DIR    adapted z', plot and report.json (default ${XDG_CACHE_HOME:-$HOME/.cache}/zmix/demo-out)
 set -euo pipefail
@@ -23,7 +23,7 @@ demo=$cache/demo
 out=$cache/demo-out
 pop=32
 iters=25
-seed=1
+seed=
 do_build=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,8 +46,15 @@ if [ "$do_build" = 1 ]; then
   say "checking packages"
   "$root/scripts/install-deps.sh"
   say "building zmix in $build"
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target zmix zmixd >/dev/null
+  build_log=$(mktemp "${TMPDIR:-/tmp}/zmix-demo-build.XXXXXX")
+  if ! { cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release &&
+         cmake --build "$build" -j "$(nproc 2>/dev/null || echo 2)" --target zmix zmixd; } \
+       >"$build_log" 2>&1; then
+    tail -n 40 "$build_log" >&2
+    echo "demo: the build failed (full log: $build_log)" >&2
+    exit 1
+  fi
+  rm -f "$build_log"
 fi
 zmix=$build/zmix
 zmixd=$build/zmixd
@@ -56,14 +63,19 @@ for tool in "$zmix" "$zmixd" "$py"; do
   [ -x "$tool" ] || { echo "demo: $tool is missing (run without --no-build)" >&2; exit 1; }
 done
 
-# A demo from another generator version is regenerated rather than half understood.
+# A demo from another generator version (or of another seed than --seed asks for) is
+# regenerated rather than half understood.
 current=$("$py" -c 'import json,sys
-try: m=json.load(open(sys.argv[1])); print(m.get("format") == "zmix-demo" and m.get("version") == 1)
-except (OSError, ValueError): print(False)' "$demo/demo.json")
+try:
+    m = json.load(open(sys.argv[1]))
+    print(m.get("format") == "zmix-demo" and m.get("version") == 1
+          and sys.argv[2] in ("", m.get("seed")))
+except (OSError, ValueError):
+    print(False)' "$demo/demo.json" "$seed")
 if [ "$current" != True ]; then
   say "generating the demo model, experts and task into $demo"
   mkdir -p "$(dirname "$demo")"
-  "$zmix" demo-init "$demo" --seed "$seed" --force >/dev/null
+  "$zmix" demo-init "$demo" --seed "${seed:-1}" --force >/dev/null
 else
   say "using the demo in $demo"
 fi
