@@ -148,6 +148,9 @@ void conn_send(conn *c, const char *data, size_t len)
     memcpy(w->data, data, len);
     uv_buf_t buf = uv_buf_init(w->data, (unsigned)len);
     c->write_queued += len;
+    /* Answering is activity: a long poll answered after the idle time must reach its
+     * client, not be cut off by the sweep that runs right after it. */
+    c->last_active_ms = server_now_ms();
     if (uv_write(&w->req, &c->h.stream, &buf, 1, on_written) != 0) {
         c->write_queued -= len;
         free(w);

@@ -451,3 +451,91 @@ def test_sigterm_checkpoints_and_resumes(tmp_path, experts):
             assert final["state"] == "done" and final["generation"] == 10
     finally:
         assert d.stop() == 0
+
+
+# ---- failures, limits, notifications, signals ---------------------------------------------------
+
+
+def test_failing_job_fails_alone(tmp_path, experts):
+    """With a zero expert, z′ = 0 and the rescale Σσ/Σσ⊙z′ is undefined: every candidate of
+    a rescaling job scores NaN and that job fails with a reason; a job without the rescale
+    runs at the same time and completes; the daemon goes on."""
+    from conftest import adapted_matrices, write_safetensors
+    with open(os.path.join(MODEL_DIR, "config.json")) as f:
+        config = json.load(f)
+    zero = str(tmp_path / "zero.safetensors")
+    write_safetensors(zero, {n: [0.0] * r for n, r in adapted_matrices(config)})
+    d = Daemon(str(tmp_path / "d"), [zero], extra=["--max-jobs", "3"]).start()
+    try:
+        with d.client() as c:
+            ex = make_examples(n=2, seed=51)
+            bad = c.submit("nan", ex, cem={"pop": 8, "iters": 3})["job"]
+            good = c.submit("fine", ex, cem={"pop": 8, "iters": 3, "rescale": False})["job"]
+            st = wait_done(c, bad)
+            assert st["state"] == "failed"
+            assert st["reason"] == "every candidate of generation 1 scored NaN"
+            assert wait_done(c, good)["state"] == "done"
+            with pytest.raises(RpcError) as e:
+                c.get("nan")
+            assert e.value.code == "ENOTFOUND"
+            assert c.stats()["jobs"]["failed"] == 1
+            # The queue limit: three unfinished jobs at most.
+            slow = {"pop": 32, "iters": 1000, "std_tol": 0, "rescale": False}
+            ids = [c.submit(f"q{i}", make_examples(**SLOW_EXAMPLES, seed=60 + i), cem=slow)["job"]
+                   for i in range(3)]
+            with pytest.raises(RpcError) as e:
+                c.submit("q3", make_examples(n=1, seed=64), cem=slow)
+            assert e.value.code == "ELIMIT" and "--max-jobs 3" in e.value.message
+            for j in ids:
+                c.cancel(j)
+            for j in ids:
+                assert wait_done(c, j)["state"] == "cancelled"
+    finally:
+        assert d.stop() == 0
+
+
+def test_progress_notifications(shared_daemon):
+    with shared_daemon.client() as c:
+        assert c.subscribe() == {"subscribed": True}
+        job = c.submit("notified", make_examples(n=2, seed=52), cem=SMALL)["job"]
+        gens = []
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            msg = c.read_message(timeout=10)
+            if msg[0] == 2 and msg[1] == "progress" and msg[2]["job"] == job:
+                gens.append(msg[2]["generation"])
+                if msg[2]["state"] == "done":
+                    break
+        assert gens[:4] == [1, 2, 3, 4] and gens[-1] == 4, gens
+        assert c.subscribe(False) == {"subscribed": False}
+
+
+def test_idle_timeout_and_sighup(tmp_path, experts):
+    log = tmp_path / "zmixd.log"
+    d = Daemon(str(tmp_path), experts,
+               extra=["--idle-timeout-ms", "500", "--log-file", str(log)]).start()
+    try:
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        idle.connect(d.socket)
+        idle.settimeout(5)
+        t = time.time()
+        assert idle.recv(1) == b""  # closed by the daemon
+        assert 0.4 < time.time() - t < 3
+        idle.close()
+        # A pending wait is not idleness: the long poll outlives the idle timeout.
+        with d.client() as c:
+            job = c.submit("w", make_examples(**SLOW_EXAMPLES, seed=53),
+                           cem={"pop": 32, "iters": 1000, "std_tol": 0})["job"]
+            t = time.time()
+            r = c.wait(job, timeout=1.5)
+            assert r["timed_out"] is True and r["status"]["state"] == "running"
+            assert 1.4 < time.time() - t < 3
+            c.cancel(job)
+            assert wait_done(c, job)["state"] == "cancelled"
+        # SIGHUP reopens the log: after logrotate moved it, a new file appears.
+        os.rename(log, str(log) + ".1")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: log.exists() and "log reopened" in log.read_text(), timeout=5)
+    finally:
+        assert d.stop() == 0
+    assert "shut down cleanly" in log.read_text()
