@@ -173,7 +173,7 @@ void zmix_client_on_progress(zmix_client *c, zmix_client_progress_fn fn, void *u
     c->on_progress_user = user;
 }
 
-void pack_str(msgpack_packer *pk, const char *s)
+void zcli_pack_str(msgpack_packer *pk, const char *s)
 {
     size_t n = strlen(s);
     msgpack_pack_str(pk, n);
@@ -215,8 +215,8 @@ static int code_from_name(const char *name, size_t n)
 
 static void read_error_obj(const msgpack_object *e, int *code, char *msg, size_t cap)
 {
-    const msgpack_object *co = e->type == MSGPACK_OBJECT_MAP ? mp_get(e, "code") : NULL;
-    const msgpack_object *mo = e->type == MSGPACK_OBJECT_MAP ? mp_get(e, "message") : NULL;
+    const msgpack_object *co = e->type == MSGPACK_OBJECT_MAP ? zcli_mp_get(e, "code") : NULL;
+    const msgpack_object *mo = e->type == MSGPACK_OBJECT_MAP ? zcli_mp_get(e, "message") : NULL;
     *code = co && co->type == MSGPACK_OBJECT_STR ? code_from_name(co->via.str.ptr, co->via.str.size)
                                                  : ZMIX_EINTERNAL;
     if (mo && mo->type == MSGPACK_OBJECT_STR)
@@ -237,7 +237,8 @@ static void handle_notification(zmix_client *c, const msgpack_object *m)
         params->type == MSGPACK_OBJECT_MAP) {
         zmix_client_status st;
         zmix_error ignored;
-        if (decode_status(params, &st, &ignored) == 0) c->on_progress(c->on_progress_user, &st);
+        if (zcli_decode_status(params, &st, &ignored) == 0)
+            c->on_progress(c->on_progress_user, &st);
         zmix_client_status_free(&st);
     }
 }
@@ -248,8 +249,8 @@ static int fail_broken(zmix_client *c, int rc)
     return rc;
 }
 
-int client_call(zmix_client *c, const char *method, const char *params, size_t params_len,
-                int extra_ms, const msgpack_object **result, zmix_error *err)
+int zcli_call(zmix_client *c, const char *method, const char *params, size_t params_len,
+              int extra_ms, const msgpack_object **result, zmix_error *err)
 {
     if (c->broken)
         return zmix_error_set(err, ZMIX_ESTATE,
@@ -267,7 +268,7 @@ int client_call(zmix_client *c, const char *method, const char *params, size_t p
     msgpack_pack_array(&pk, 4);
     msgpack_pack_int(&pk, 0);
     msgpack_pack_uint32(&pk, msgid);
-    pack_str(&pk, method);
+    zcli_pack_str(&pk, method);
     if (params)
         msgpack_sbuffer_write(&sb, params, params_len);
     else
@@ -365,5 +366,5 @@ int zmix_client_last_json(const zmix_client *c, char **json, zmix_error *err)
     *json = NULL;
     if (!c->have_last)
         return zmix_error_set(err, ZMIX_ESTATE, "no successful call to render as JSON");
-    return render_json(&c->last.data.via.array.ptr[3], json, err);
+    return zcli_render_json(&c->last.data.via.array.ptr[3], json, err);
 }

@@ -135,7 +135,7 @@ static void render(sbuf *b, const msgpack_object *o, int depth)
     }
 }
 
-int render_json(const msgpack_object *o, char **out, zmix_error *err)
+int zcli_render_json(const msgpack_object *o, char **out, zmix_error *err)
 {
     sbuf b = {0};
     render(&b, o, 0);

@@ -24,7 +24,7 @@ static void params_begin(params *p, size_t n_keys)
 static int call_with(zmix_client *c, const char *method, params *p, int extra_ms,
                      const msgpack_object **res, zmix_error *err)
 {
-    int rc = client_call(c, method, p ? p->sb.data : NULL, p ? p->sb.size : 0, extra_ms, res, err);
+    int rc = zcli_call(c, method, p ? p->sb.data : NULL, p ? p->sb.size : 0, extra_ms, res, err);
     if (p) msgpack_sbuffer_destroy(&p->sb);
     return rc;
 }
@@ -39,8 +39,8 @@ int zmix_client_auth(zmix_client *c, const char *token, zmix_error *err)
 {
     params p;
     params_begin(&p, 1);
-    pack_str(&p.pk, "token");
-    pack_str(&p.pk, token);
+    zcli_pack_str(&p.pk, "token");
+    zcli_pack_str(&p.pk, token);
     const msgpack_object *res = NULL;
     return call_with(c, "auth", &p, 0, &res, err);
 }
@@ -51,7 +51,7 @@ int zmix_client_ping(zmix_client *c, char *version, size_t cap, zmix_error *err)
     int rc = call_with(c, "ping", NULL, 0, &res, err);
     if (!rc && version && cap) {
         version[0] = '\0';
-        rc = mp_str(res, "version", version, cap, err);
+        rc = zcli_mp_str(res, "version", version, cap, err);
     }
     return rc;
 }
@@ -71,36 +71,37 @@ int zmix_client_info_get(zmix_client *c, zmix_client_info *out, zmix_error *err)
     int rc = call_with(c, "info", NULL, 0, &res, err);
     if (!rc) rc = need_map(res, "info", err);
     if (rc) return rc;
-    const msgpack_object *m = mp_get(res, "model"), *l = mp_get(res, "limits"),
-                         *ad = mp_get(res, "alpha_dim");
-    rc = mp_str(res, "version", out->version, sizeof out->version, err);
-    if (!rc) rc = mp_str(m, "path", out->model_path, sizeof out->model_path, err);
-    if (!rc) rc = mp_str(m, "fingerprint", out->fingerprint, sizeof out->fingerprint, err);
-    if (!rc) rc = mp_str(m, "model_type", out->model_type, sizeof out->model_type, err);
-    if (!rc) rc = mp_int32(m, "dim", &out->dim, err);
-    if (!rc) rc = mp_int32(m, "hidden_dim", &out->hidden_dim, err);
-    if (!rc) rc = mp_int32(m, "n_layers", &out->n_layers, err);
-    if (!rc) rc = mp_int32(m, "n_heads", &out->n_heads, err);
-    if (!rc) rc = mp_int32(m, "n_kv_heads", &out->n_kv_heads, err);
-    if (!rc) rc = mp_int32(m, "vocab_size", &out->vocab_size, err);
-    if (!rc) rc = mp_int32(m, "max_seq_len", &out->max_seq_len, err);
-    if (!rc) rc = mp_int32(m, "bos_id", &out->bos_id, err);
-    if (!rc) rc = mp_int32(m, "eos_id", &out->eos_id, err);
-    if (!rc) rc = mp_str(res, "adapt", out->adapt, sizeof out->adapt, err);
+    const msgpack_object *m = zcli_mp_get(res, "model"), *l = zcli_mp_get(res, "limits"),
+                         *ad = zcli_mp_get(res, "alpha_dim");
+    rc = zcli_mp_str(res, "version", out->version, sizeof out->version, err);
+    if (!rc) rc = zcli_mp_str(m, "path", out->model_path, sizeof out->model_path, err);
+    if (!rc) rc = zcli_mp_str(m, "fingerprint", out->fingerprint, sizeof out->fingerprint, err);
+    if (!rc) rc = zcli_mp_str(m, "model_type", out->model_type, sizeof out->model_type, err);
+    if (!rc) rc = zcli_mp_int32(m, "dim", &out->dim, err);
+    if (!rc) rc = zcli_mp_int32(m, "hidden_dim", &out->hidden_dim, err);
+    if (!rc) rc = zcli_mp_int32(m, "n_layers", &out->n_layers, err);
+    if (!rc) rc = zcli_mp_int32(m, "n_heads", &out->n_heads, err);
+    if (!rc) rc = zcli_mp_int32(m, "n_kv_heads", &out->n_kv_heads, err);
+    if (!rc) rc = zcli_mp_int32(m, "vocab_size", &out->vocab_size, err);
+    if (!rc) rc = zcli_mp_int32(m, "max_seq_len", &out->max_seq_len, err);
+    if (!rc) rc = zcli_mp_int32(m, "bos_id", &out->bos_id, err);
+    if (!rc) rc = zcli_mp_int32(m, "eos_id", &out->eos_id, err);
+    if (!rc) rc = zcli_mp_str(res, "adapt", out->adapt, sizeof out->adapt, err);
     if (!rc)
-        rc = mp_str(res, "experts_digest", out->experts_digest, sizeof out->experts_digest, err);
-    if (!rc) rc = mp_int32(ad, "per_expert", &out->alpha_dim_per_expert, err);
-    if (!rc) rc = mp_int32(ad, "per_layer", &out->alpha_dim_per_layer, err);
-    if (!rc) rc = mp_int32(l, "max_examples", &out->max_examples, err);
-    if (!rc) rc = mp_int(l, "max_tokens", &out->max_tokens, err);
-    if (!rc) rc = mp_int(l, "context", &out->context, err);
-    if (!rc) rc = mp_int32(l, "max_pop", &out->max_pop, err);
-    if (!rc) rc = mp_int32(l, "max_generations", &out->max_generations, err);
-    if (!rc) rc = mp_int32(l, "max_dim", &out->max_dim, err);
-    if (!rc) rc = mp_int32(l, "max_jobs", &out->max_jobs, err);
-    if (!rc) rc = mp_int(l, "frame_limit", &out->frame_limit, err);
-    if (!rc) rc = mp_int32(l, "workers", &out->workers, err);
-    const msgpack_object *mx = mp_get(res, "matrices"), *ex = mp_get(res, "experts");
+        rc = zcli_mp_str(res, "experts_digest", out->experts_digest, sizeof out->experts_digest,
+                         err);
+    if (!rc) rc = zcli_mp_int32(ad, "per_expert", &out->alpha_dim_per_expert, err);
+    if (!rc) rc = zcli_mp_int32(ad, "per_layer", &out->alpha_dim_per_layer, err);
+    if (!rc) rc = zcli_mp_int32(l, "max_examples", &out->max_examples, err);
+    if (!rc) rc = zcli_mp_int(l, "max_tokens", &out->max_tokens, err);
+    if (!rc) rc = zcli_mp_int(l, "context", &out->context, err);
+    if (!rc) rc = zcli_mp_int32(l, "max_pop", &out->max_pop, err);
+    if (!rc) rc = zcli_mp_int32(l, "max_generations", &out->max_generations, err);
+    if (!rc) rc = zcli_mp_int32(l, "max_dim", &out->max_dim, err);
+    if (!rc) rc = zcli_mp_int32(l, "max_jobs", &out->max_jobs, err);
+    if (!rc) rc = zcli_mp_int(l, "frame_limit", &out->frame_limit, err);
+    if (!rc) rc = zcli_mp_int32(l, "workers", &out->workers, err);
+    const msgpack_object *mx = zcli_mp_get(res, "matrices"), *ex = zcli_mp_get(res, "experts");
     if (!rc && mx && mx->type == MSGPACK_OBJECT_ARRAY) {
         uint32_t n = mx->via.array.size;
         out->matrices = calloc(n ? n : 1, sizeof *out->matrices);
@@ -108,8 +109,8 @@ int zmix_client_info_get(zmix_client *c, zmix_client_info *out, zmix_error *err)
         for (uint32_t i = 0; !rc && i < n; i++) {
             int64_t rank = 0;
             const msgpack_object *e = &mx->via.array.ptr[i];
-            rc = mp_str(e, "name", out->matrices[i].name, sizeof out->matrices[i].name, err);
-            if (!rc) rc = mp_int(e, "rank", &rank, err);
+            rc = zcli_mp_str(e, "name", out->matrices[i].name, sizeof out->matrices[i].name, err);
+            if (!rc) rc = zcli_mp_int(e, "rank", &rank, err);
             out->matrices[i].rank = (uint32_t)rank;
             out->n_matrices = (int)i + 1;
         }
@@ -143,37 +144,37 @@ int zmix_client_stats_get(zmix_client *c, zmix_client_stats *out, zmix_error *er
     int rc = call_with(c, "stats", NULL, 0, &res, err);
     if (!rc) rc = need_map(res, "stats", err);
     if (rc) return rc;
-    const msgpack_object *w = mp_get(res, "workers"), *q = mp_get(res, "queue"),
-                         *j = mp_get(res, "jobs"), *ca = mp_get(res, "cache");
-    rc = mp_double(res, "uptime", &out->uptime, err);
-    if (!rc) rc = mp_int(res, "requests", &out->requests, err);
-    if (!rc) rc = mp_int(res, "connections", &out->connections, err);
-    if (!rc) rc = mp_int32(w, "total", &out->workers_total, err);
-    if (!rc) rc = mp_int32(w, "busy", &out->workers_busy, err);
-    if (!rc) rc = mp_int32(w, "pending_chunks", &out->pending_chunks, err);
-    if (!rc) rc = mp_int32(q, "queued", &out->queued, err);
-    if (!rc) rc = mp_int32(q, "running", &out->running, err);
-    if (!rc) rc = mp_int32(q, "unfinished", &out->unfinished, err);
-    if (!rc) rc = mp_int32(q, "max_jobs", &out->max_jobs, err);
-    if (!rc) rc = mp_int(res, "evaluations", &out->evaluations, err);
-    if (!rc) rc = mp_double(res, "evals_per_s", &out->evals_per_s, err);
-    if (!rc) rc = mp_int(j, "done", &out->jobs_done, err);
-    if (!rc) rc = mp_int(j, "failed", &out->jobs_failed, err);
-    if (!rc) rc = mp_int(j, "cancelled", &out->jobs_cancelled, err);
-    if (!rc) rc = mp_int(j, "cached_submits", &out->cached_submits, err);
-    if (!rc) rc = mp_int(j, "coalesced_submits", &out->coalesced_submits, err);
-    if (!rc) rc = mp_int(ca, "tasks", &out->cache_tasks, err);
-    if (!rc) rc = mp_int(ca, "resident", &out->cache_resident, err);
-    if (!rc) rc = mp_int(ca, "resident_bytes", &out->cache_resident_bytes, err);
-    if (!rc) rc = mp_int(ca, "memory_budget", &out->cache_memory_budget, err);
-    if (!rc) rc = mp_int(ca, "hits", &out->cache_hits, err);
-    if (!rc) rc = mp_int(ca, "misses", &out->cache_misses, err);
-    if (!rc) rc = mp_int(ca, "loads", &out->cache_loads, err);
-    if (!rc) rc = mp_int(ca, "evictions", &out->cache_evictions, err);
-    if (!rc) rc = mp_int(ca, "write_errors", &out->cache_write_errors, err);
-    if (!rc) rc = mp_int(ca, "unpersisted", &out->cache_unpersisted, err);
-    if (!rc) rc = mp_int(res, "rss_bytes", &out->rss_bytes, err);
-    if (!rc) rc = mp_bool(res, "shutting_down", &out->shutting_down, err);
+    const msgpack_object *w = zcli_mp_get(res, "workers"), *q = zcli_mp_get(res, "queue"),
+                         *j = zcli_mp_get(res, "jobs"), *ca = zcli_mp_get(res, "cache");
+    rc = zcli_mp_double(res, "uptime", &out->uptime, err);
+    if (!rc) rc = zcli_mp_int(res, "requests", &out->requests, err);
+    if (!rc) rc = zcli_mp_int(res, "connections", &out->connections, err);
+    if (!rc) rc = zcli_mp_int32(w, "total", &out->workers_total, err);
+    if (!rc) rc = zcli_mp_int32(w, "busy", &out->workers_busy, err);
+    if (!rc) rc = zcli_mp_int32(w, "pending_chunks", &out->pending_chunks, err);
+    if (!rc) rc = zcli_mp_int32(q, "queued", &out->queued, err);
+    if (!rc) rc = zcli_mp_int32(q, "running", &out->running, err);
+    if (!rc) rc = zcli_mp_int32(q, "unfinished", &out->unfinished, err);
+    if (!rc) rc = zcli_mp_int32(q, "max_jobs", &out->max_jobs, err);
+    if (!rc) rc = zcli_mp_int(res, "evaluations", &out->evaluations, err);
+    if (!rc) rc = zcli_mp_double(res, "evals_per_s", &out->evals_per_s, err);
+    if (!rc) rc = zcli_mp_int(j, "done", &out->jobs_done, err);
+    if (!rc) rc = zcli_mp_int(j, "failed", &out->jobs_failed, err);
+    if (!rc) rc = zcli_mp_int(j, "cancelled", &out->jobs_cancelled, err);
+    if (!rc) rc = zcli_mp_int(j, "cached_submits", &out->cached_submits, err);
+    if (!rc) rc = zcli_mp_int(j, "coalesced_submits", &out->coalesced_submits, err);
+    if (!rc) rc = zcli_mp_int(ca, "tasks", &out->cache_tasks, err);
+    if (!rc) rc = zcli_mp_int(ca, "resident", &out->cache_resident, err);
+    if (!rc) rc = zcli_mp_int(ca, "resident_bytes", &out->cache_resident_bytes, err);
+    if (!rc) rc = zcli_mp_int(ca, "memory_budget", &out->cache_memory_budget, err);
+    if (!rc) rc = zcli_mp_int(ca, "hits", &out->cache_hits, err);
+    if (!rc) rc = zcli_mp_int(ca, "misses", &out->cache_misses, err);
+    if (!rc) rc = zcli_mp_int(ca, "loads", &out->cache_loads, err);
+    if (!rc) rc = zcli_mp_int(ca, "evictions", &out->cache_evictions, err);
+    if (!rc) rc = zcli_mp_int(ca, "write_errors", &out->cache_write_errors, err);
+    if (!rc) rc = zcli_mp_int(ca, "unpersisted", &out->cache_unpersisted, err);
+    if (!rc) rc = zcli_mp_int(res, "rss_bytes", &out->rss_bytes, err);
+    if (!rc) rc = zcli_mp_bool(res, "shutting_down", &out->shutting_down, err);
     if (rc) zmix_error_prefix(err, "stats");
     return rc;
 }
@@ -211,29 +212,29 @@ static void pack_cem(msgpack_packer *pk, const zmix_client_cem *c)
     msgpack_pack_map(pk, n);
     for (size_t i = 0; i < 4; i++)
         if (flags[i].v >= 0) {
-            pack_str(pk, flags[i].key);
+            zcli_pack_str(pk, flags[i].key);
             flags[i].v ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
         }
     for (size_t i = 0; i < 3; i++)
         if (ints[i].v >= 0) {
-            pack_str(pk, ints[i].key);
+            zcli_pack_str(pk, ints[i].key);
             msgpack_pack_int(pk, ints[i].v);
         }
     for (size_t i = 0; i < 6; i++)
         if (!isnan(nums[i].v)) {
-            pack_str(pk, nums[i].key);
+            zcli_pack_str(pk, nums[i].key);
             msgpack_pack_double(pk, nums[i].v);
         }
     if (c->seed_set) {
-        pack_str(pk, "seed");
+        zcli_pack_str(pk, "seed");
         msgpack_pack_uint64(pk, c->seed);
     }
     if (c->metric) {
-        pack_str(pk, "metric");
-        pack_str(pk, c->metric);
+        zcli_pack_str(pk, "metric");
+        zcli_pack_str(pk, c->metric);
     }
     if (!isnan(c->lo) && !isnan(c->hi)) {
-        pack_str(pk, "bounds");
+        zcli_pack_str(pk, "bounds");
         msgpack_pack_array(pk, 2);
         msgpack_pack_double(pk, c->lo);
         msgpack_pack_double(pk, c->hi);
@@ -262,36 +263,36 @@ int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
         return zmix_error_set(err, ZMIX_EINVAL, "submit: examples is NULL");
     params p;
     params_begin(&p, 4 + (req->cem != NULL));
-    pack_str(&p.pk, "task");
-    pack_str(&p.pk, req->task);
-    pack_str(&p.pk, "priority");
+    zcli_pack_str(&p.pk, "task");
+    zcli_pack_str(&p.pk, req->task);
+    zcli_pack_str(&p.pk, "priority");
     msgpack_pack_int(&p.pk, req->priority);
-    pack_str(&p.pk, "recompute");
+    zcli_pack_str(&p.pk, "recompute");
     req->recompute ? msgpack_pack_true(&p.pk) : msgpack_pack_false(&p.pk);
-    pack_str(&p.pk, "examples");
+    zcli_pack_str(&p.pk, "examples");
     msgpack_pack_array(&p.pk, req->n_examples);
     for (size_t i = 0; i < req->n_examples; i++) {
         const zmix_client_example *e = &req->examples[i];
         msgpack_pack_map(&p.pk, 2);
-        pack_str(&p.pk, "prompt");
+        zcli_pack_str(&p.pk, "prompt");
         pack_ids(&p.pk, e->prompt, e->n_prompt);
-        pack_str(&p.pk, "target");
+        zcli_pack_str(&p.pk, "target");
         pack_ids(&p.pk, e->target, e->n_target);
     }
     if (req->cem) {
-        pack_str(&p.pk, "cem");
+        zcli_pack_str(&p.pk, "cem");
         pack_cem(&p.pk, req->cem);
     }
     const msgpack_object *res = NULL;
     int rc = call_with(c, "submit", &p, 0, &res, err);
     if (!rc) rc = need_map(res, "submit", err);
-    if (!rc) rc = mp_u64(res, "job", &out->job, err);
-    if (!rc) rc = mp_str(res, "task", out->task, sizeof out->task, err);
-    if (!rc) rc = mp_str(res, "state", out->state, sizeof out->state, err);
-    if (!rc) rc = mp_bool(res, "cached", &out->cached, err);
-    if (!rc) rc = mp_bool(res, "coalesced", &out->coalesced, err);
-    const msgpack_object *r = rc ? NULL : mp_get(res, "result");
-    if (!rc && out->cached && r) rc = decode_result(r, &out->result, err);
+    if (!rc) rc = zcli_mp_u64(res, "job", &out->job, err);
+    if (!rc) rc = zcli_mp_str(res, "task", out->task, sizeof out->task, err);
+    if (!rc) rc = zcli_mp_str(res, "state", out->state, sizeof out->state, err);
+    if (!rc) rc = zcli_mp_bool(res, "cached", &out->cached, err);
+    if (!rc) rc = zcli_mp_bool(res, "coalesced", &out->coalesced, err);
+    const msgpack_object *r = rc ? NULL : zcli_mp_get(res, "result");
+    if (!rc && out->cached && r) rc = zcli_decode_result(r, &out->result, err);
     if (!rc && out->cached && !out->state[0]) snprintf(out->state, sizeof out->state, "done");
     if (rc) {
         zmix_error_prefix(err, "submit");
@@ -305,15 +306,15 @@ static int job_call(zmix_client *c, const char *method, uint64_t job, const char
 {
     params p;
     params_begin(&p, 1 + (k2 != NULL) + (timeout_s >= 0));
-    pack_str(&p.pk, "job");
+    zcli_pack_str(&p.pk, "job");
     msgpack_pack_uint64(&p.pk, job);
     if (k2) {
-        pack_str(&p.pk, k2);
+        zcli_pack_str(&p.pk, k2);
         v2 ? msgpack_pack_true(&p.pk) : msgpack_pack_false(&p.pk);
     }
     int extra_ms = 0;
     if (timeout_s >= 0) {
-        pack_str(&p.pk, "timeout");
+        zcli_pack_str(&p.pk, "timeout");
         msgpack_pack_double(&p.pk, timeout_s);
         extra_ms = (int)(timeout_s * 1000.0) + 1000;
     }
@@ -326,13 +327,13 @@ int zmix_client_status_get(zmix_client *c, uint64_t job, int with_history, zmix_
     memset(out, 0, sizeof *out);
     const msgpack_object *res = NULL;
     int rc = job_call(c, "status", job, NULL, 0, -1, &res, err);
-    if (!rc) rc = decode_status(res, out, err);
+    if (!rc) rc = zcli_decode_status(res, out, err);
     if (rc || !with_history) return rc;
     /* The history is its own method (it can be large): fetched second, decoded into out. */
     rc = job_call(c, "history", job, NULL, 0, -1, &res, err);
-    const msgpack_object *h = rc ? NULL : mp_get(res, "history");
+    const msgpack_object *h = rc ? NULL : zcli_mp_get(res, "history");
     if (!rc && !h) rc = zmix_error_set(err, ZMIX_EFORMAT, "history: the result has no history");
-    if (!rc) rc = decode_history(h, out, err);
+    if (!rc) rc = zcli_decode_history(h, out, err);
     if (rc) zmix_client_status_free(out);
     return rc;
 }
@@ -347,11 +348,11 @@ int zmix_client_wait(zmix_client *c, uint64_t job, double timeout_s, zmix_client
     int rc = job_call(c, "wait", job, NULL, 0, timeout_s, &res, err);
     if (!rc) rc = need_map(res, "wait", err);
     if (rc) return rc;
-    const msgpack_object *st = mp_get(res, "status");
+    const msgpack_object *st = zcli_mp_get(res, "status");
     if (!st) return zmix_error_set(err, ZMIX_EFORMAT, "wait: the result has no status");
     int timed_out = 0;
-    rc = mp_bool(res, "timed_out", &timed_out, err);
-    if (!rc) rc = decode_status(st, out, err);
+    rc = zcli_mp_bool(res, "timed_out", &timed_out, err);
+    if (!rc) rc = zcli_decode_status(st, out, err);
     out->timed_out = timed_out;
     return rc;
 }
@@ -362,7 +363,7 @@ int zmix_client_cancel(zmix_client *c, uint64_t job, char *state_out, size_t cap
     int rc = job_call(c, "cancel", job, NULL, 0, -1, &res, err);
     if (!rc && state_out && cap) {
         state_out[0] = '\0';
-        rc = mp_str(res, "state", state_out, cap, err);
+        rc = zcli_mp_str(res, "state", state_out, cap, err);
     }
     return rc;
 }
@@ -377,7 +378,7 @@ void zmix_client_job_list_free(zmix_client_job_list *l)
 static int list_of(const msgpack_object *res, const char *key, const char *method,
                    const msgpack_object **arr, zmix_error *err)
 {
-    *arr = mp_get(res, key);
+    *arr = zcli_mp_get(res, key);
     if (!*arr || (*arr)->type != MSGPACK_OBJECT_ARRAY)
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: the result has no '%s' array", method, key);
     return 0;
@@ -390,8 +391,8 @@ int zmix_client_jobs(zmix_client *c, const char *state, zmix_client_job_list *ou
     params p;
     params_begin(&p, with_state);
     if (with_state) {
-        pack_str(&p.pk, "state");
-        pack_str(&p.pk, state);
+        zcli_pack_str(&p.pk, "state");
+        zcli_pack_str(&p.pk, state);
     }
     const msgpack_object *res = NULL, *arr = NULL;
     int rc = call_with(c, "jobs", &p, 0, &res, err);
@@ -403,12 +404,12 @@ int zmix_client_jobs(zmix_client *c, const char *state, zmix_client_job_list *ou
     for (uint32_t i = 0; !rc && i < n; i++) {
         const msgpack_object *e = &arr->via.array.ptr[i];
         zmix_client_job *j = &out->jobs[i];
-        rc = mp_u64(e, "job", &j->job, err);
-        if (!rc) rc = mp_str(e, "task", j->task, sizeof j->task, err);
-        if (!rc) rc = mp_str(e, "state", j->state, sizeof j->state, err);
-        if (!rc) rc = mp_int32(e, "priority", &j->priority, err);
-        if (!rc) rc = mp_int32(e, "generation", &j->generation, err);
-        if (!rc) rc = mp_double(e, "submitted", &j->submitted, err);
+        rc = zcli_mp_u64(e, "job", &j->job, err);
+        if (!rc) rc = zcli_mp_str(e, "task", j->task, sizeof j->task, err);
+        if (!rc) rc = zcli_mp_str(e, "state", j->state, sizeof j->state, err);
+        if (!rc) rc = zcli_mp_int32(e, "priority", &j->priority, err);
+        if (!rc) rc = zcli_mp_int32(e, "generation", &j->generation, err);
+        if (!rc) rc = zcli_mp_double(e, "submitted", &j->submitted, err);
         out->n = i + 1;
     }
     if (rc) {
@@ -424,10 +425,10 @@ static int task_call(zmix_client *c, const char *method, const char *task, int v
     if (!task) return zmix_error_set(err, ZMIX_EINVAL, "%s: task is NULL", method);
     params p;
     params_begin(&p, 1 + (vectors >= 0));
-    pack_str(&p.pk, "task");
-    pack_str(&p.pk, task);
+    zcli_pack_str(&p.pk, "task");
+    zcli_pack_str(&p.pk, task);
     if (vectors >= 0) {
-        pack_str(&p.pk, "vectors");
+        zcli_pack_str(&p.pk, "vectors");
         vectors ? msgpack_pack_true(&p.pk) : msgpack_pack_false(&p.pk);
     }
     return call_with(c, method, &p, 0, res, err);
@@ -439,7 +440,7 @@ int zmix_client_get(zmix_client *c, const char *task, int with_vectors, zmix_cli
     memset(out, 0, sizeof *out);
     const msgpack_object *res = NULL;
     int rc = task_call(c, "get", task, with_vectors != 0, &res, err);
-    if (!rc) rc = decode_result(res, out, err);
+    if (!rc) rc = zcli_decode_result(res, out, err);
     if (!rc && with_vectors && out->n_matrices > 0 && !out->matrices[0].z) {
         zmix_client_result_free(out);
         rc = zmix_error_set(err, ZMIX_EFORMAT, "get: vectors asked for but not sent");
@@ -473,14 +474,14 @@ int zmix_client_tasks(zmix_client *c, zmix_client_task_list *out, zmix_error *er
     for (uint32_t i = 0; !rc && i < n; i++) {
         const msgpack_object *e = &arr->via.array.ptr[i];
         zmix_client_task *t = &out->tasks[i];
-        rc = mp_str(e, "task", t->task, sizeof t->task, err);
-        if (!rc) rc = mp_str(e, "key", t->key, sizeof t->key, err);
-        if (!rc) rc = mp_u64(e, "job", &t->job, err);
-        if (!rc) rc = mp_double(e, "created", &t->created, err);
-        if (!rc) rc = mp_score(e, "score", &t->score, NULL, err);
-        if (!rc) rc = mp_int(e, "bytes", &t->bytes, err);
-        if (!rc) rc = mp_bool(e, "resident", &t->resident, err);
-        if (!rc) rc = mp_bool(e, "persisted", &t->persisted, err);
+        rc = zcli_mp_str(e, "task", t->task, sizeof t->task, err);
+        if (!rc) rc = zcli_mp_str(e, "key", t->key, sizeof t->key, err);
+        if (!rc) rc = zcli_mp_u64(e, "job", &t->job, err);
+        if (!rc) rc = zcli_mp_double(e, "created", &t->created, err);
+        if (!rc) rc = zcli_mp_score(e, "score", &t->score, NULL, err);
+        if (!rc) rc = zcli_mp_int(e, "bytes", &t->bytes, err);
+        if (!rc) rc = zcli_mp_bool(e, "resident", &t->resident, err);
+        if (!rc) rc = zcli_mp_bool(e, "persisted", &t->persisted, err);
         out->n = i + 1;
     }
     if (rc) {
@@ -494,7 +495,7 @@ int zmix_client_subscribe(zmix_client *c, int on, zmix_error *err)
 {
     params p;
     params_begin(&p, 1);
-    pack_str(&p.pk, "on");
+    zcli_pack_str(&p.pk, "on");
     on ? msgpack_pack_true(&p.pk) : msgpack_pack_false(&p.pk);
     const msgpack_object *res = NULL;
     return call_with(c, "subscribe", &p, 0, &res, err);

@@ -110,23 +110,23 @@ static void test_render_json(void **state)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 7);
-    pack_str(&pk, "s");
-    pack_str(&pk, "a\"b\\c\n\x01");
-    pack_str(&pk, "n");
+    zcli_pack_str(&pk, "s");
+    zcli_pack_str(&pk, "a\"b\\c\n\x01");
+    zcli_pack_str(&pk, "n");
     msgpack_pack_int(&pk, -3);
-    pack_str(&pk, "u");
+    zcli_pack_str(&pk, "u");
     msgpack_pack_uint64(&pk, 18446744073709551615ull);
-    pack_str(&pk, "f");
+    zcli_pack_str(&pk, "f");
     msgpack_pack_double(&pk, 0.5);
-    pack_str(&pk, "nan");
+    zcli_pack_str(&pk, "nan");
     msgpack_pack_double(&pk, NAN);
-    pack_str(&pk, "z");
+    zcli_pack_str(&pk, "z");
     float zf[2] = {1.5f, -2.0f};
     unsigned char raw[8];
     memcpy(raw, zf, 8); /* the test host is little-endian, like the wire */
     msgpack_pack_bin(&pk, 8);
     msgpack_pack_bin_body(&pk, raw, 8);
-    pack_str(&pk, "a");
+    zcli_pack_str(&pk, "a");
     msgpack_pack_array(&pk, 3);
     msgpack_pack_nil(&pk);
     msgpack_pack_true(&pk);
@@ -135,7 +135,7 @@ static void test_render_json(void **state)
     unpack(&sb, &u);
     char *json = NULL;
     zmix_error err;
-    assert_int_equal(render_json(&u.data, &json, &err), 0);
+    assert_int_equal(zcli_render_json(&u.data, &json, &err), 0);
     assert_string_equal(json,
                         "{\"s\":\"a\\\"b\\\\c\\n\\u0001\",\"n\":-3,\"u\":18446744073709551615,"
                         "\"f\":0.5,\"nan\":null,\"z\":[1.5,-2],\"a\":[null,true,0.25]}");
@@ -146,11 +146,11 @@ static void test_render_json(void **state)
 
 static void pack_score(msgpack_packer *pk, const char *key, double acc, double ll)
 {
-    pack_str(pk, key);
+    zcli_pack_str(pk, key);
     msgpack_pack_map(pk, 2);
-    pack_str(pk, "accuracy");
+    zcli_pack_str(pk, "accuracy");
     msgpack_pack_double(pk, acc);
-    pack_str(pk, "loglik");
+    zcli_pack_str(pk, "loglik");
     msgpack_pack_double(pk, ll);
 }
 
@@ -161,36 +161,36 @@ static void test_decode_status(void **state)
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 9);
-    pack_str(&pk, "job");
+    zcli_pack_str(&pk, "job");
     msgpack_pack_uint64(&pk, 42);
-    pack_str(&pk, "task");
-    pack_str(&pk, "sent");
-    pack_str(&pk, "state");
-    pack_str(&pk, "running");
-    pack_str(&pk, "generation");
+    zcli_pack_str(&pk, "task");
+    zcli_pack_str(&pk, "sent");
+    zcli_pack_str(&pk, "state");
+    zcli_pack_str(&pk, "running");
+    zcli_pack_str(&pk, "generation");
     msgpack_pack_int(&pk, 2);
     pack_score(&pk, "best", 0.75, -1.25);
-    pack_str(&pk, "best_alpha");
+    zcli_pack_str(&pk, "best_alpha");
     msgpack_pack_array(&pk, 2);
     msgpack_pack_float(&pk, 0.5f);
     msgpack_pack_double(&pk, 0.25);
-    pack_str(&pk, "stop_reason");
+    zcli_pack_str(&pk, "stop_reason");
     msgpack_pack_nil(&pk);
-    pack_str(&pk, "unknown_future_field");
+    zcli_pack_str(&pk, "unknown_future_field");
     msgpack_pack_int(&pk, 1);
-    pack_str(&pk, "history");
+    zcli_pack_str(&pk, "history");
     msgpack_pack_array(&pk, 1);
     msgpack_pack_map(&pk, 6);
-    pack_str(&pk, "generation");
+    zcli_pack_str(&pk, "generation");
     msgpack_pack_int(&pk, 1);
     pack_score(&pk, "best", 0.5, -2);
     pack_score(&pk, "elite_mean", 0.25, -3);
     pack_score(&pk, "pop_mean", 0.125, -4);
-    pack_str(&pk, "mean");
+    zcli_pack_str(&pk, "mean");
     msgpack_pack_array(&pk, 2);
     msgpack_pack_double(&pk, 0.1);
     msgpack_pack_double(&pk, 0.2);
-    pack_str(&pk, "std");
+    zcli_pack_str(&pk, "std");
     msgpack_pack_array(&pk, 2);
     msgpack_pack_double(&pk, 0.3);
     msgpack_pack_double(&pk, 0.4);
@@ -198,7 +198,7 @@ static void test_decode_status(void **state)
     unpack(&sb, &u);
     zmix_client_status st;
     zmix_error err;
-    assert_int_equal(decode_status(&u.data, &st, &err), 0);
+    assert_int_equal(zcli_decode_status(&u.data, &st, &err), 0);
     assert_true(st.job == 42);
     assert_string_equal(st.task, "sent");
     assert_string_equal(st.state, "running");
@@ -221,10 +221,10 @@ static void test_decode_status(void **state)
     /* A known field with the wrong type is an error naming it, not a silent 0. */
     msgpack_sbuffer_clear(&sb);
     msgpack_pack_map(&pk, 1);
-    pack_str(&pk, "generation");
-    pack_str(&pk, "three");
+    zcli_pack_str(&pk, "generation");
+    zcli_pack_str(&pk, "three");
     unpack(&sb, &u);
-    assert_int_equal(decode_status(&u.data, &st, &err), ZMIX_EFORMAT);
+    assert_int_equal(zcli_decode_status(&u.data, &st, &err), ZMIX_EFORMAT);
     assert_non_null(strstr(err.msg, "'generation'"));
     msgpack_unpacked_destroy(&u);
     msgpack_sbuffer_destroy(&sb);
