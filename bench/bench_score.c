@@ -249,16 +249,22 @@ static int bench_shape(const char *name, const bench_opts *bo)
     printf("setup (random weights, SVD of %d matrices, expert matrices): %.1f s\n", M, setup_s);
     printf("useful work per candidate: %.3f GFLOP\n", flops * 1e-9);
 
-    /* Every run measures SGEMM right before scoring, and the ratio is taken per run: the
-     * machine is shared, so the rate available to us drifts between runs. */
+    /* Every run measures SGEMM, the fast path and the naive path back to back, and the
+     * ratios are taken per run: the machine is shared, so the rate available to us drifts
+     * between runs. Reported values are medians over runs. */
     zmix_score *scores = malloc((size_t)P * sizeof *scores);
     zmix_score_ctl ctl = {bo->threads, NULL};
     zmix_wprime_mode modes[4] = {ZMIX_WPRIME_AUTO, ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_COMPOSE,
                                  ZMIX_WPRIME_FACTORED};
     int n_modes = bo->modes ? 4 : 1, rc = 0, R = bo->runs;
-    double *v = malloc((size_t)R * 8 * sizeof *v), fast_cps = 0.0;
+    int n_naive = bo->n_naive < P ? bo->n_naive : P;
+    double *v = malloc((size_t)R * 10 * sizeof *v);
     double *cps = v, *gf = v + R, *peak = v + 2 * R, *shaped = v + 3 * R, *ratio = v + 4 * R,
-           *ratio_shaped = v + 5 * R, *ratio_cpu = v + 6 * R, *peak_cpu = v + 7 * R;
+           *ratio_shaped = v + 5 * R, *ratio_cpu = v + 6 * R, *peak_cpu = v + 7 * R,
+           *naive_cps = v + 8 * R, *speedup = v + 9 * R;
+    zmix_example_score *detail = malloc((size_t)n_ex * sizeof *detail);
+    double max_diff = 0.0;
+    int acc_mismatch = 0;
     for (int mi = 0; mi < n_modes; mi++) {
         for (int r = 0; r < R; r++) {
             double shaped_cpu;
@@ -278,53 +284,43 @@ static int bench_shape(const char *name, const bench_opts *bo)
             ratio[r] = gf[r] / peak[r];
             ratio_shaped[r] = gf[r] / shaped[r];
             ratio_cpu[r] = flops * P / cpu * 1e-9 / peak_cpu[r];
+            if (mi != 0) continue;
+            /* The naive path on the first candidates; it parallelises the way the reference
+             * does, inside BLAS. */
+            openblas_set_num_threads(bo->threads);
+            s0 = zmix_now_ns();
+            for (int i = 0; i < n_naive; i++) {
+                zmix_score ns;
+                if (naive_score(rt, &o, &ex, alpha + (size_t)i * adim, &ns, detail, &err)) {
+                    fprintf(stderr, "bench_score: naive: %s\n", err.msg);
+                    return 1;
+                }
+                double d = fabs(ns.loglik - scores[i].loglik) / fmax(1.0, fabs(ns.loglik));
+                max_diff = d > max_diff ? d : max_diff;
+                acc_mismatch += ns.accuracy != scores[i].accuracy;
+            }
+            openblas_set_num_threads(1);
+            naive_cps[r] = n_naive / ((double)(zmix_now_ns() - s0) * 1e-9);
+            speedup[r] = cps[r] / naive_cps[r];
         }
-        double m_cps = median(cps, R);
-        if (mi == 0) fast_cps = m_cps;
         printf("fast[%s]: %.2f candidates/s, %.1f GFLOP/s useful; sgemm 1536^3 %.1f GFLOP/s, "
                "sgemm %dx%dx%d %.1f GFLOP/s;\n    ratio to sgemm 1536^3 %.2f (by CPU time %.2f), "
                "to the workload-shaped sgemm %.2f  [medians of %d runs]\n",
-               zmix_wprime_mode_name(modes[mi]), m_cps, median(gf, R), median(peak, R), rows,
-               cfg.hidden_dim, cfg.dim, median(shaped, R), median(ratio, R), median(ratio_cpu, R),
-               median(ratio_shaped, R), R);
+               zmix_wprime_mode_name(modes[mi]), median(cps, R), median(gf, R), median(peak, R),
+               rows, cfg.hidden_dim, cfg.dim, median(shaped, R), median(ratio, R),
+               median(ratio_cpu, R), median(ratio_shaped, R), R);
+        if (mi != 0) continue;
+        printf("naive: %.3f candidates/s (%d candidates per run; BLAS at %d thread(s))\n",
+               median(naive_cps, R), n_naive, bo->threads);
+        printf("fast / naive: %.2fx (median of per-run ratios)   scores: max relative loglik "
+               "difference %.2e, accuracy mismatches %d\n",
+               median(speedup, R), max_diff, acc_mismatch);
     }
-    /* Re-score the candidates the naive path checks (AUTO mode) for the comparison. */
-    int n_naive = bo->n_naive < P ? bo->n_naive : P;
-    zmix_score_mode(rt, &o, 1, &ex, P, alpha, NULL, &ctl, ZMIX_WPRIME_AUTO, scores, NULL, &err);
-    zmix_example_score *detail = malloc((size_t)n_ex * sizeof *detail);
-    double max_diff = 0.0;
-    int acc_mismatch = 0;
-    int naive_runs = bo->runs < 3 ? bo->runs : 3;
-    double *t = malloc((size_t)naive_runs * sizeof *t);
-    /* The naive path parallelises the way the reference does: inside BLAS. */
-    openblas_set_num_threads(bo->threads);
-    for (int r = 0; r < naive_runs; r++) {
-        uint64_t s0 = zmix_now_ns();
-        for (int i = 0; i < n_naive; i++) {
-            zmix_score ns;
-            if (naive_score(rt, &o, &ex, alpha + (size_t)i * adim, &ns, detail, &err)) {
-                fprintf(stderr, "bench_score: naive: %s\n", err.msg);
-                return 1;
-            }
-            double d = fabs(ns.loglik - scores[i].loglik) / fmax(1.0, fabs(ns.loglik));
-            max_diff = d > max_diff ? d : max_diff;
-            acc_mismatch += ns.accuracy != scores[i].accuracy;
-        }
-        t[r] = (double)(zmix_now_ns() - s0) * 1e-9;
-    }
-    openblas_set_num_threads(1);
-    double naive_cps = n_naive / median(t, naive_runs);
-    printf("naive: %.3f candidates/s (median of %d runs of %d candidates; BLAS at %d "
-           "thread(s))\n",
-           naive_cps, naive_runs, n_naive, bo->threads);
-    printf("fast / naive: %.2fx   fast vs naive scores: max relative loglik difference %.2e, "
-           "accuracy mismatches %d\n",
-           fast_cps / naive_cps, max_diff, acc_mismatch);
     if (max_diff > 1e-4 || acc_mismatch) {
         fprintf(stderr, "bench_score: fast and naive scores disagree\n");
         rc = 1;
     }
-    free(detail), free(t), free(v), free(scores), free(alpha);
+    free(detail), free(v), free(scores), free(alpha);
     sgemm_free(&peak_g);
     sgemm_free(&shaped_g);
     zmix_examples_free(&ex);
