@@ -50,7 +50,10 @@ int main(int argc, char **argv)
         for (int j = 0; j < PROMPT_LEN + TARGET_LEN; j++)
             tokens[i][j] = 3 + (int32_t)((i * 131 + j * 17) % (info.vocab_size - 3));
         tokens[i][0] = info.bos_id;
-        ex[i] = (zmix_client_example){tokens[i], PROMPT_LEN, tokens[i] + PROMPT_LEN, TARGET_LEN};
+        ex[i] = (zmix_client_example){.prompt = tokens[i],
+                                      .n_prompt = PROMPT_LEN,
+                                      .target = tokens[i] + PROMPT_LEN,
+                                      .n_target = TARGET_LEN};
     }
     zmix_client_info_free(&info);
 

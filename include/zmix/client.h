@@ -96,7 +96,7 @@ int zmix_client_last_json(const zmix_client *c, char **json, zmix_error *err);
 
 /* ---- Results -------------------------------------------------------------------------- */
 
-#define ZMIX_CLIENT_TASK_MAX 129 /* task names: 1..128 bytes of [A-Za-z0-9._-] */
+#define ZMIX_CLIENT_TASK_MAX 129 /* task names: 1..127 bytes of [A-Za-z0-9._-] (and a NUL) */
 
 typedef struct zmix_client_gen {
     int generation; /* 1-based */
@@ -238,11 +238,15 @@ typedef struct zmix_client_stats {
 
 /* ---- Submitting ------------------------------------------------------------------------ */
 
+/* Token ids; or, for a daemon whose model has a tokenizer, text: a field whose ids are NULL
+ * is sent as its _text (the prompt is encoded as BOS + tokens, the target as tokens). */
 typedef struct zmix_client_example {
     const int32_t *prompt;
     size_t n_prompt;
     const int32_t *target;
     size_t n_target;
+    const char *prompt_text;
+    const char *target_text;
 } zmix_client_example;
 
 /* CEM settings as in `zmix adapt` (docs/cem.md). Fields left unset (as set by

@@ -14,7 +14,7 @@
 #include "commands.h"
 #include "daemon_conn.h"
 #include "progress.h"
-#include "zmix/model.h"
+#include "submit_examples.h"
 
 static const char conn_help[] =
     "  --socket PATH        the daemon's Unix socket\n"
@@ -388,7 +388,8 @@ static const char submit_usage[] =
     "                   [--wait [--timeout S]] [--json]\n"
     "\n"
     "Sends an adaptation job to the daemon. EX.json: {\"examples\":[{\"prompt\":[ids],"
-    "\"target\":[ids]}, ...]}.\n"
+    "\"target\":[ids]}, ...]};\nprompt and target may be text when the daemon's model has a "
+    "tokenizer.\n"
     "A task already adapted from the same examples and settings is answered from the cache.\n"
     "\n"
     "  --per-layer          one alpha per expert per adapted matrix (default: one per expert)\n"
@@ -426,35 +427,15 @@ int cmd_submit(int argc, char **argv)
     }
     /* The file is read and checked here, so a broken file is reported with its name and the
      * example at fault before anything is sent. */
-    zmix_examples ex;
+    submit_examples ex;
     zmix_error err;
     zmix_error_clear(&err);
-    if (zmix_examples_load_json(s.examples, &ex, &err)) {
-        /* The loader knows no tokenizer here; the daemon takes ids, so say that instead. */
-        char *text = strstr(err.msg, " is text, but");
-        if (text)
-            fprintf(stderr,
-                    "zmix submit: %.*s is text; the daemon takes token ids (tokenize the "
-                    "examples first)\n",
-                    (int)(text - err.msg), err.msg);
-        else
-            fprintf(stderr, "zmix submit: %s\n", err.msg);
+    if (submit_examples_load(s.examples, &ex, &err)) {
+        fprintf(stderr, "zmix submit: %s\n", err.msg);
         return 1;
-    }
-    zmix_client_example *items = calloc((size_t)ex.n, sizeof *items);
-    if (!items) {
-        zmix_examples_free(&ex);
-        fprintf(stderr, "zmix submit: out of memory\n");
-        return 1;
-    }
-    for (int i = 0; i < ex.n; i++) {
-        items[i].prompt = ex.items[i].prompt;
-        items[i].n_prompt = (size_t)ex.items[i].n_prompt;
-        items[i].target = ex.items[i].target;
-        items[i].n_target = (size_t)ex.items[i].n_target;
     }
     zmix_client_submit_req req = {.task = pos[0],
-                                  .examples = items,
+                                  .examples = ex.items,
                                   .n_examples = (size_t)ex.n,
                                   .cem = &s.cem,
                                   .priority = s.priority,
@@ -471,8 +452,7 @@ int cmd_submit(int argc, char **argv)
             daemon_fail(&o, c, &err);
         rc = 1;
     }
-    free(items);
-    zmix_examples_free(&ex);
+    submit_examples_free(&ex);
     if (rc) {
         zmix_client_close(c);
         return rc;

@@ -275,9 +275,15 @@ int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
         const zmix_client_example *e = &req->examples[i];
         msgpack_pack_map(&p.pk, 2);
         zcli_pack_str(&p.pk, "prompt");
-        pack_ids(&p.pk, e->prompt, e->n_prompt);
+        if (!e->prompt && e->prompt_text)
+            zcli_pack_str(&p.pk, e->prompt_text);
+        else
+            pack_ids(&p.pk, e->prompt, e->n_prompt);
         zcli_pack_str(&p.pk, "target");
-        pack_ids(&p.pk, e->target, e->n_target);
+        if (!e->target && e->target_text)
+            zcli_pack_str(&p.pk, e->target_text);
+        else
+            pack_ids(&p.pk, e->target, e->n_target);
     }
     if (req->cem) {
         zcli_pack_str(&p.pk, "cem");
@@ -285,7 +291,8 @@ int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
     }
     const msgpack_object *res = NULL;
     int rc = call_with(c, "submit", &p, 0, &res, err);
-    if (!rc) rc = need_map(res, "submit", err);
+    if (rc) return rc; /* the daemon's message already names the method */
+    rc = need_map(res, "submit", err);
     if (!rc) rc = zcli_mp_u64(res, "job", &out->job, err);
     if (!rc) rc = zcli_mp_str(res, "task", out->task, sizeof out->task, err);
     if (!rc) rc = zcli_mp_str(res, "state", out->state, sizeof out->state, err);

@@ -323,3 +323,32 @@ def test_tcp_with_token(tmp_path, experts):
         assert r.rc == 1 and "token file" in r.err, r
     finally:
         assert d.stop() == 0
+
+
+def test_text_examples(shared_daemon, tmp_path):
+    # stories260K has no tokenizer here: the daemon says so, the CLI names the file
+    text = write_examples(tmp_path / "text.json", [{"prompt": "once upon", "target": " a"}])
+    r = zmix(shared_daemon, "submit", "cli-text", "--examples", text)
+    assert r.rc == 1 and r.err.startswith(f"zmix submit: {text}: examples[0].prompt"), r
+    assert "tokenizer" in r.err and r.err.count("submit:") == 1, r
+    # a model with a tokenizer (the demo's byte-level one) takes text examples as they are
+    demo = tmp_path / "demo"
+    r = run([ZMIX, "demo-init", str(demo), "--examples", "4", "--heldout", "0"])
+    assert r.rc == 0, r
+    manifest = json.load(open(demo / "demo.json"))
+    from conftest import Daemon
+    d = Daemon(str(tmp_path / "d"), [str(demo / e) for e in manifest["experts"]])
+    d.args[d.args.index("--model") + 1] = str(demo / "model")
+    os.makedirs(d.workdir, exist_ok=True)
+    d.start()
+    try:
+        r = zmix(d, "submit", "demo-text", "--examples", str(demo / "task.json"), *SMALL,
+                 "--wait", "--json")
+        assert r.rc == 0, r
+        assert r.json()["status"]["state"] == "done"
+        # the same examples as token ids (demo-init writes both) make the same request: cached
+        r = zmix(d, "submit", "demo-text", "--examples", str(demo / "task.tokens.json"), *SMALL,
+                 "--json")
+        assert r.rc == 0 and r.json()["cached"] is True, r
+    finally:
+        assert d.stop() == 0
