@@ -261,7 +261,7 @@ static void process_input(conn *c)
         if (avail == 0) return;
         size_t frame_len = 0;
         zmix_error err = {0};
-        int st = rpc_frame_scan(start, avail, srv->cfg->frame_limit, &frame_len, &err);
+        int st = rpc_scanner_scan(&c->scan, start, avail, srv->cfg->frame_limit, &frame_len, &err);
         if (st == RPC_FRAME_NEED_MORE) return;
         if (st != RPC_FRAME_COMPLETE) {
             ZLOG_INFO(srv->log, "conn %llu: %s: closing the connection", (unsigned long long)c->id,
@@ -330,6 +330,7 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     c->id = ++srv->next_conn_id;
+    rpc_scanner_reset(&c->scan);
     c->authed = !(is_tcp && srv->token_len > 0);
     c->last_active_ms = server_now_ms();
     c->next = srv->conns;

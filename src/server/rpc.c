@@ -99,13 +99,20 @@ static int shape_of(uint8_t b, head_shape *s)
     return 0;
 }
 
-int rpc_frame_scan(const uint8_t *buf, size_t len, size_t limit, size_t *frame_len, zmix_error *err)
+void rpc_scanner_reset(rpc_scanner *sc)
 {
-    uint64_t remaining[RPC_MAX_DEPTH + 1];
-    int depth = 0;
-    remaining[0] = 1;
-    size_t pos = 0;
+    sc->depth = 0;
+    sc->remaining[0] = 1;
+    sc->pos = 0;
+}
+
+int rpc_scanner_scan(rpc_scanner *sc, const uint8_t *buf, size_t len, size_t limit,
+                     size_t *frame_len, zmix_error *err)
+{
+    /* The state only ever records whole elements (pos moves past an element once its header
+     * and payload are all in buf), so a scan that needs more bytes resumes exactly there. */
     for (;;) {
+        size_t pos = sc->pos;
         if (pos >= len) {
             if (pos >= limit) goto too_large;
             return RPC_FRAME_NEED_MORE;
@@ -131,25 +138,31 @@ int rpc_frame_scan(const uint8_t *buf, size_t len, size_t limit, size_t *frame_l
          * before anything is allocated for it. */
         if (end > limit || count > limit - end) goto too_large;
         if (end > len) return RPC_FRAME_NEED_MORE;
-        pos = (size_t)end;
-        remaining[depth]--;
-        if (count > 0) {
-            if (depth == RPC_MAX_DEPTH) {
-                zmix_error_set(err, ZMIX_EFORMAT, "msgpack nesting deeper than %d at offset %zu",
-                               RPC_MAX_DEPTH, pos);
-                return RPC_FRAME_MALFORMED;
-            }
-            remaining[++depth] = count;
+        if (count > 0 && sc->depth == RPC_MAX_DEPTH) {
+            zmix_error_set(err, ZMIX_EFORMAT, "msgpack nesting deeper than %d at offset %zu",
+                           RPC_MAX_DEPTH, pos);
+            return RPC_FRAME_MALFORMED;
         }
-        while (depth > 0 && remaining[depth] == 0) depth--;
-        if (depth == 0 && remaining[0] == 0) {
-            *frame_len = pos;
+        sc->pos = (size_t)end;
+        sc->remaining[sc->depth]--;
+        if (count > 0) sc->remaining[++sc->depth] = count;
+        while (sc->depth > 0 && sc->remaining[sc->depth] == 0) sc->depth--;
+        if (sc->depth == 0 && sc->remaining[0] == 0) {
+            *frame_len = sc->pos;
+            rpc_scanner_reset(sc);
             return RPC_FRAME_COMPLETE;
         }
     }
 too_large:
     zmix_error_set(err, ZMIX_ELIMIT, "message larger than the frame limit of %zu bytes", limit);
     return RPC_FRAME_TOO_LARGE;
+}
+
+int rpc_frame_scan(const uint8_t *buf, size_t len, size_t limit, size_t *frame_len, zmix_error *err)
+{
+    rpc_scanner sc;
+    rpc_scanner_reset(&sc);
+    return rpc_scanner_scan(&sc, buf, len, limit, frame_len, err);
 }
 
 const char *rpc_type_name(const msgpack_object *o)

@@ -32,6 +32,20 @@ enum rpc_frame_status {
 int rpc_frame_scan(const uint8_t *buf, size_t len, size_t limit, size_t *frame_len,
                    zmix_error *err);
 
+/* The same scan, resumable: a connection keeps one scanner and calls it again with the same
+ * message prefix grown by new bytes, so a large message arriving in many reads is walked
+ * once in total, not once per read. Reset after COMPLETE (done by the call itself) and
+ * meaningless after TOO_LARGE or MALFORMED. */
+typedef struct rpc_scanner {
+    uint64_t remaining[RPC_MAX_DEPTH + 1]; /* elements still expected at each open level */
+    int depth;
+    size_t pos; /* bytes of the message fully walked */
+} rpc_scanner;
+
+void rpc_scanner_reset(rpc_scanner *sc);
+int rpc_scanner_scan(rpc_scanner *sc, const uint8_t *buf, size_t len, size_t limit,
+                     size_t *frame_len, zmix_error *err);
+
 enum rpc_type { RPC_REQUEST = 0, RPC_RESPONSE = 1, RPC_NOTIFY = 2 };
 
 typedef struct rpc_request {

@@ -100,6 +100,20 @@ static void test_scan_agrees_with_msgpack(void **unused)
         for (size_t cut = 0; cut < first; cut += 1 + first / 64)
             assert_int_equal(scan(sb.data, cut, BIG_LIMIT, &frame), RPC_FRAME_NEED_MORE);
         assert_int_equal(scan(sb.data, first - 1, BIG_LIMIT, &frame), RPC_FRAME_NEED_MORE);
+        /* Fed in pieces, the resumable scanner gives the same answer. */
+        rpc_scanner sc;
+        rpc_scanner_reset(&sc);
+        zmix_error err = {0};
+        size_t step = 1 + pcg32_bounded(&rng, 4096), have = 0;
+        int st = RPC_FRAME_NEED_MORE;
+        while (st == RPC_FRAME_NEED_MORE) {
+            have = have + step < sb.size ? have + step : sb.size;
+            st = rpc_scanner_scan(&sc, (const uint8_t *)sb.data, have, BIG_LIMIT, &frame, &err);
+            if (have == sb.size) break;
+        }
+        assert_int_equal(st, RPC_FRAME_COMPLETE);
+        assert_int_equal(frame, first);
+        assert_int_equal(sc.pos, 0); /* reset for the next message */
         /* With the limit one byte short, the same message is refused. */
         if (first > 1)
             assert_int_equal(scan(sb.data, sb.size, first - 1, &frame), RPC_FRAME_TOO_LARGE);
