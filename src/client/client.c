@@ -259,6 +259,7 @@ int zcli_call(zmix_client *c, const char *method, const char *params, size_t par
     msgpack_unpacked_destroy(&c->last);
     msgpack_unpacked_init(&c->last);
     c->have_last = 0;
+    c->notified_code = 0; /* an error notification explains a close in this call only */
     uint32_t msgid = c->next_msgid++;
 
     msgpack_sbuffer sb;
