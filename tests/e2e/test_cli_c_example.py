@@ -15,8 +15,8 @@ pytestmark = requires_cli
 
 
 def test_c_example_builds_against_installed_library(shared_daemon, tmp_path):
-    if not shutil.which("pkg-config") or not shutil.which("cc"):
-        pytest.skip("pkg-config or cc missing")
+    if not shutil.which("pkg-config") or not shutil.which("cc") or not shutil.which("make"):
+        pytest.skip("pkg-config, cc or make missing")
     prefix = tmp_path / "prefix"
     r = run(["cmake", "--install", BUILD_DIR, "--prefix", str(prefix)])
     assert r.rc == 0, r
@@ -38,6 +38,13 @@ def test_c_example_builds_against_installed_library(shared_daemon, tmp_path):
         cc[1:1] = ["-fsanitize=address,undefined"]
     r = run(cc)
     assert r.rc == 0, r
+    # the example's Makefile does the same from another folder
+    mk = tmp_path / "mk"
+    mk.mkdir()
+    r = run(["make", "-f", os.path.join(SOURCE_DIR, "examples", "c", "Makefile"),
+             "CFLAGS=-O1 -Wall -Wextra -Werror" + (" -fsanitize=address,undefined" if SANITIZED else "")],
+            env=env, cwd=str(mk))
+    assert r.rc == 0 and os.access(mk / "adapt_task", os.X_OK), r
     libdir = os.path.dirname(os.path.dirname(pc[0]))
     out = tmp_path / "z.safetensors"
     r = run([str(exe), shared_daemon.address, "c-task", str(out)],
