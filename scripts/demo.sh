@@ -114,10 +114,13 @@ for _ in $(seq 1 300); do
 done
 "$zmix" info --socket "$sock" >/dev/null
 
-# The client sends token ids; task.tokens.json is task.json encoded with the model's byte
-# tokenizer (docs/demo.md).
-say "submitting the task: $(grep -c '"prompt"' "$demo/task.json") few-shot examples, population $pop, up to $iters generations"
-"$zmix" submit demo --examples "$demo/task.tokens.json" --pop "$pop" --iters "$iters" \
+# The task goes as text when the client sends text (the daemon encodes it with the model's
+# tokenizer); an older client sends task.tokens.json, the same examples as token ids.
+task=$demo/task.json
+"$zmix" submit --help 2>/dev/null | grep -q "may be text" || task=$demo/task.tokens.json
+n_examples=$("$py" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["examples"]))' "$task")
+say "submitting the task ($(basename "$task")): $n_examples few-shot examples, population $pop, up to $iters generations"
+"$zmix" submit demo --examples "$task" --pop "$pop" --iters "$iters" \
   --normalize --recompute --wait --socket "$sock"
 
 "$zmix" get demo --json --out "$out/demo.safetensors" --socket "$sock" >"$state/result.json"
