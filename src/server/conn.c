@@ -15,9 +15,12 @@
  * queue makes no progress for the idle timeout is closed too.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "server.h"
@@ -357,7 +360,18 @@ static int listen_unix(server *srv, const char *path, zmix_error *err)
         if (!S_ISSOCK(st.st_mode))
             return zmix_error_set(err, ZMIX_EIO, "--listen unix:%s: exists and is not a socket",
                                   path);
-        unlink(path); /* a stale socket of a previous run */
+        /* A socket file is either a live daemon's (refuse: never steal its address) or a
+         * stale one left by a crash (remove it). Only a connect attempt tells them apart. */
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        size_t n = strlen(path); /* < sizeof sun_path: checked by config_parse_listen */
+        memcpy(sa.sun_path, path, n < sizeof sa.sun_path ? n : sizeof sa.sun_path - 1);
+        int live = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+        if (fd >= 0) close(fd);
+        if (live)
+            return zmix_error_set(err, ZMIX_ESTATE,
+                                  "--listen unix:%s: another process is listening there", path);
+        unlink(path);
     }
     uv_pipe_t *p = calloc(1, sizeof *p);
     if (!p) return zmix_error_set(err, ZMIX_ENOMEM, "out of memory");
@@ -438,9 +452,12 @@ void conn_sweep(server *srv, uint64_t now_ms)
         /* A connection waiting on its own parked requests is not idle, unless responses are
          * stuck in its write queue (the client stopped reading). */
         int stuck = c->write_queued > 0;
-        if (now_ms - c->last_active_ms > idle && (!c->parked || stuck)) {
+        /* A response sent earlier in this tick stamps the connection after now_ms was read:
+         * that is no idle time, not an unsigned wrap-around to 2^64 - 1 ms. */
+        uint64_t quiet = now_ms > c->last_active_ms ? now_ms - c->last_active_ms : 0;
+        if (quiet > idle && (!c->parked || stuck)) {
             ZLOG_INFO(srv->log, "conn %llu: idle for %llu ms: closing", (unsigned long long)c->id,
-                      (unsigned long long)(now_ms - c->last_active_ms));
+                      (unsigned long long)quiet);
             conn_close(c);
         }
         c = next;

@@ -539,3 +539,15 @@ def test_idle_timeout_and_sighup(tmp_path, experts):
     finally:
         assert d.stop() == 0
     assert "shut down cleanly" in log.read_text()
+
+
+def test_second_daemon_does_not_steal_the_socket(shared_daemon, tmp_path, experts):
+    other = Daemon(str(tmp_path), experts)
+    other.socket = shared_daemon.socket
+    other.args[other.args.index("--listen") + 1] = "unix:" + shared_daemon.socket
+    other.proc = subprocess.Popen(other.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = other.proc.communicate(timeout=30)
+    assert other.proc.returncode == 1
+    assert b"another process is listening there" in out
+    with shared_daemon.client() as c:
+        assert c.ping()["pong"] is True
