@@ -58,7 +58,7 @@ struct conn {
     server *srv;
     uint64_t id;
     msgpack_unpacker unp;
-    rpc_scanner scan; /* how far the message at the head of unp has been walked */
+    rpc_scanner scan;    /* how far the message at the head of unp has been walked */
     size_t write_queued; /* bytes handed to uv_write and not yet written */
     uint64_t last_active_ms;
     int authed; /* the token was presented, or none is needed */
