@@ -945,6 +945,7 @@ int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err)
         if (rc != 0) snprintf(j->spec.task, sizeof j->spec.task, "%.127s", r->task);
         if (job_state_finished(r->state)) {
             j->phase = PH_FINISHED;
+            job_spec_free(&j->spec); /* kept for status only: the examples are not needed */
             continue;
         }
         if (rc != 0 || strlen(j->key) != 64) {

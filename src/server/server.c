@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "server.h"
 #include "server/fsutil.h"
@@ -103,6 +104,10 @@ static int read_token(server *srv, zmix_error *err)
     if (!f) return zmix_error_set(err, ZMIX_EIO, "--token-file %s: %s", path, strerror(errno));
     size_t n = fread(srv->token, 1, sizeof srv->token - 1, f);
     int more = fgetc(f) != EOF;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+        ZLOG_WARN(srv->log, "--token-file %s is readable by other users (mode %03o): chmod 600 it",
+                  path, (unsigned)(st.st_mode & 0777));
     fclose(f);
     if (more)
         return zmix_error_set(err, ZMIX_ELIMIT, "--token-file %s: longer than %zu bytes", path,
