@@ -12,6 +12,7 @@ proto/PROTOCOL.md); every call has a timeout; results are plain dicts and lists.
         z = result["z"]   # {matrix name: list of floats (or a NumPy array if NumPy is there)}
 """
 
+import collections
 import os
 import socket
 import struct
@@ -58,7 +59,9 @@ class Client:
         self._msgid = 0
         self._sock = self._connect(self.address)
         self._unpacker = msgpack.Unpacker(raw=False, max_buffer_size=1 << 30)
-        self.notifications = []  # [method, params] received while waiting for responses
+        # [method, params] received while waiting for responses (the latest 1000: a subscribed
+        # client that never looks at them does not grow without bound).
+        self.notifications = collections.deque(maxlen=1000)
         if token is not None:
             self.auth(token)
 
