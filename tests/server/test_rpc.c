@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "job_spec.h"
 #include "rpc.h"
 #include "util/pcg.h"
 
@@ -326,6 +327,136 @@ static void test_pack_error_round_trip(void **unused)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* A valid submit request, to be mutated. */
+static void pack_submit(msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_int(&pk, 0);
+    msgpack_pack_int(&pk, 77);
+    rpc_pack_cstr(&pk, "submit");
+    msgpack_pack_map(&pk, 4);
+    rpc_pack_cstr(&pk, "task");
+    rpc_pack_cstr(&pk, "mutant");
+    rpc_pack_cstr(&pk, "priority");
+    msgpack_pack_int(&pk, -3);
+    rpc_pack_cstr(&pk, "cem");
+    msgpack_pack_map(&pk, 3);
+    rpc_pack_cstr(&pk, "pop");
+    msgpack_pack_int(&pk, 16);
+    rpc_pack_cstr(&pk, "bounds");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_double(&pk, -0.5);
+    msgpack_pack_double(&pk, 1.5);
+    rpc_pack_cstr(&pk, "metric");
+    rpc_pack_cstr(&pk, "loglik");
+    rpc_pack_cstr(&pk, "examples");
+    msgpack_pack_array(&pk, 3);
+    for (int i = 0; i < 3; i++) {
+        msgpack_pack_map(&pk, 2);
+        rpc_pack_cstr(&pk, "prompt");
+        msgpack_pack_array(&pk, 4);
+        for (int j = 0; j < 4; j++) msgpack_pack_int(&pk, 1 + 100 * j + i);
+        rpc_pack_cstr(&pk, "target");
+        msgpack_pack_array(&pk, 2);
+        msgpack_pack_int(&pk, 300 + i);
+        msgpack_pack_int(&pk, 511 - i);
+    }
+}
+
+/* Random damage to valid requests, through the whole server-side path: scan, unpack, decode,
+ * parse. Nothing may crash (ASan/UBSan watch in CI), and the scanner must agree with
+ * msgpack-c wherever both accept: a message the scanner calls complete is exactly the
+ * message msgpack-c reads, and a prefix it calls incomplete is one msgpack-c wants more of. */
+static void test_mutated_requests(void **unused)
+{
+    msgpack_sbuffer base;
+    msgpack_sbuffer_init(&base);
+    pack_submit(&base);
+    job_limits lim;
+    job_limits_default(&lim);
+    lim.vocab_size = 512;
+    lim.context = 64;
+    lim.n_experts = 3;
+    lim.n_matrices = 15;
+    zmix_cem_settings d;
+    memset(&d, 0, sizeof d);
+    d.pop_size = 32;
+    d.elite_ratio = 0.2;
+    d.hi = 1;
+    d.init_std = -1;
+    d.max_generations = 50;
+    pcg32 rng;
+    pcg32_seed(&rng, 2026, 5);
+    uint8_t buf[1024];
+    int complete = 0, parsed = 0;
+    for (int round = 0; round < 20000; round++) {
+        size_t len = base.size;
+        memcpy(buf, base.data, len);
+        int edits = 1 + (int)pcg32_bounded(&rng, 4);
+        for (int e = 0; e < edits; e++) {
+            size_t at = pcg32_bounded(&rng, (uint32_t)len);
+            switch (pcg32_bounded(&rng, 4)) {
+            case 0: buf[at] = (uint8_t)pcg32_next(&rng); break;
+            case 1: buf[at] ^= (uint8_t)(1u << pcg32_bounded(&rng, 8)); break;
+            case 2: /* delete a byte */
+                memmove(buf + at, buf + at + 1, len - at - 1);
+                len--;
+                break;
+            default: /* insert an interesting byte */
+                if (len < sizeof buf) {
+                    static const uint8_t interesting[] = {0xc1, 0xdd, 0xdf, 0xdb, 0xc6, 0xcf,
+                                                          0xff, 0x00, 0x7f, 0x80, 0x90, 0xc0};
+                    memmove(buf + at + 1, buf + at, len - at);
+                    buf[at] = interesting[pcg32_bounded(&rng, sizeof interesting)];
+                    len++;
+                }
+            }
+        }
+        size_t frame = 0;
+        zmix_error err = {0};
+        int st = rpc_frame_scan(buf, len, 4096, &frame, &err);
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        if (st == RPC_FRAME_COMPLETE) {
+            complete++;
+            assert_true(frame <= len);
+            int rc = msgpack_unpack_next(&u, (const char *)buf, frame, &off);
+            assert_int_equal(rc, MSGPACK_UNPACK_SUCCESS);
+            assert_int_equal(off, frame);
+            rpc_request req;
+            int known;
+            if (rpc_request_decode(&u.data, &req, &known, &err) == 0 &&
+                !strcmp(req.method, "submit")) {
+                job_spec spec;
+                if (job_spec_parse(&req.params, &lim, &d, &spec, &err) == 0) {
+                    parsed++;
+                    assert_true(spec.examples.n >= 1);
+                    for (size_t t = 0; t < spec.examples.n_tokens; t++)
+                        assert_true(spec.examples.tokens[t] >= 0 &&
+                                    spec.examples.tokens[t] < lim.vocab_size);
+                    job_spec_free(&spec);
+                } else {
+                    assert_true(err.code < 0 && err.msg[0] != '\0');
+                }
+            }
+        } else if (st == RPC_FRAME_NEED_MORE) {
+            int rc = msgpack_unpack_next(&u, (const char *)buf, len, &off);
+            assert_int_equal(rc, MSGPACK_UNPACK_CONTINUE);
+        } else {
+            assert_true(err.code == ZMIX_ELIMIT || err.code == ZMIX_EFORMAT);
+        }
+        msgpack_unpacked_destroy(&u);
+    }
+    /* The mutations must exercise the deep paths, not only the scanner's refusals. */
+    assert_true(complete > 2000);
+    assert_true(parsed > 100);
+    print_message("mutated requests: %d complete, %d parsed as a submit\n", complete, parsed);
+    msgpack_sbuffer_destroy(&base);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -334,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_decode_requests),
         cmocka_unit_test(test_param_getters_name_the_field),
         cmocka_unit_test(test_pack_error_round_trip),
+        cmocka_unit_test(test_mutated_requests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
