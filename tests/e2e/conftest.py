@@ -79,13 +79,13 @@ def make_examples(n=4, seed=1, prompt_len=12, target_len=3, vocab=512):
 class Daemon:
     """A zmixd process with its own cache directory and socket."""
 
-    def __init__(self, workdir, experts, extra=()):
+    def __init__(self, workdir, experts, extra=(), model=MODEL_DIR):
         self.workdir = workdir
         self.cache_dir = os.path.join(workdir, "cache")
         self.socket = os.path.join(workdir, "zmixd.sock")
         self.address = "unix:" + self.socket
         self.log = os.path.join(workdir, "zmixd.log")
-        self.args = [ZMIXD, "--model", MODEL_DIR, "--experts", ",".join(experts),
+        self.args = [ZMIXD, "--model", model, "--experts", ",".join(experts),
                      "--cache-dir", self.cache_dir, "--listen", self.address,
                      "--workers", "2", "--log-level", "debug", *extra]
         self.proc = None

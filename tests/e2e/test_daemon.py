@@ -551,3 +551,27 @@ def test_second_daemon_does_not_steal_the_socket(shared_daemon, tmp_path, expert
     assert b"another process is listening there" in out
     with shared_daemon.client() as c:
         assert c.ping()["pong"] is True
+
+
+def test_text_examples_with_a_tokenizer(tmp_path, experts):
+    """On a model with a tokenizer (the demo model of `zmix demo-init`), examples may be text;
+    they are encoded exactly as the token-id file the demo writes: the same key, so the id
+    form of the same task is a cache hit."""
+    zmix = os.path.join(os.path.dirname(ZMIXD), "zmix")
+    if not os.access(zmix, os.X_OK):
+        pytest.skip("zmix (for demo-init) not built")
+    demo = tmp_path / "demo"
+    subprocess.run([zmix, "demo-init", str(demo)], check=True, capture_output=True, timeout=120)
+    demo_experts = sorted(str(p) for p in (demo / "experts").glob("*.safetensors"))
+    d = Daemon(str(tmp_path / "d"), demo_experts, model=str(demo / "model")).start()
+    try:
+        text = json.loads((demo / "task.json").read_text())["examples"][:4]
+        ids = json.loads((demo / "task.tokens.json").read_text())["examples"][:4]
+        cem = {"pop": 8, "iters": 2, "std_tol": 0}
+        with d.client() as c:
+            job = c.submit("text", text, cem=cem)
+            assert wait_done(c, job["job"])["state"] == "done"
+            again = c.submit("text", ids, cem=cem)
+            assert again["cached"] is True and again["job"] == job["job"]
+    finally:
+        assert d.stop() == 0
