@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "util/clock.h"
 
 typedef struct write_req {
     uv_write_t req;
@@ -252,7 +253,14 @@ static void handle_message(conn *c, const msgpack_object *obj)
                           "[0, msgid, method, params]");
         return;
     }
+    if (!zmix_log_enabled(srv->log, ZMIX_LOG_DEBUG)) {
+        server_dispatch(srv, c, &req);
+        return;
+    }
+    uint64_t t0 = zmix_now_ns();
     server_dispatch(srv, c, &req);
+    ZLOG_DEBUG(srv->log, "conn %llu: %s #%u handled in %.1f us", (unsigned long long)c->id,
+               req.method, req.msgid, (double)(zmix_now_ns() - t0) * 1e-3);
 }
 
 static void process_input(conn *c)
