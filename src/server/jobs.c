@@ -33,6 +33,7 @@ typedef struct io_op {
     zmix_error err;
     /* IO_ACCEPT */
     int cache_hit;
+    uint64_t new_id;
     task_result res;
     /* IO_CHECKPOINT */
     uint8_t *data;
@@ -51,6 +52,7 @@ typedef struct io_op {
 
 static void schedule(server *srv);
 static void begin_generation(job *j);
+static void generation_scored(job *j);
 static void finish(job *j, job_state state, const char *reason);
 static void io_submit(io_op *op);
 
@@ -390,8 +392,8 @@ static void begin_generation(job *j)
     j->chunks_out = n_items;
     j->phase = PH_SCORING;
     j->gen_started_ns = zmix_now_ns();
-    if (n_items == 0) {
-        j->chunks_out = 0;
+    if (n_items == 0) { /* every member's score already known: nothing to wait for */
+        generation_scored(j);
         return;
     }
     pool_submit(srv->pool, &j->queue, j->items);
@@ -589,7 +591,7 @@ static void io_work(uv_work_t *req)
         rec.settings_len = sb.size;
         op->rc = job_store_create(srv->store, &rec, &op->err);
         op->generation = 0;
-        if (op->rc == 0) j->id = rec.id; /* the loop reads it only after this returns */
+        op->new_id = rec.id; /* j->id is set on the loop, which reads it at any time */
         msgpack_sbuffer_destroy(&sb);
         break;
     }
@@ -652,6 +654,7 @@ static void io_after(uv_work_t *req, int status)
             srv->n_unfinished--;
             job_destroy(j);
         } else {
+            j->id = op->new_id;
             j->state = JOB_QUEUED;
             j->phase = PH_QUEUED;
             ZLOG_INFO(srv->log, "job %llu: task %s accepted (%d examples, pop %d, %d generations)",
