@@ -951,6 +951,19 @@ int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err)
             job_spec_free(&j->spec); /* kept for status only: the examples are not needed */
             continue;
         }
+        /* Resume only what would give the result the client asked for: the same model,
+         * experts and adapted set (the key covers them all, and the α dimension with them).
+         * Anything else would file a result under a key that does not describe it. */
+        if (rc == 0) {
+            char key_now[65];
+            job_spec_key(&j->spec, zmix_model_fingerprint(srv->model), srv->experts_digest,
+                         key_now);
+            if (strcmp(key_now, j->key) != 0)
+                rc = zmix_error_set(&e, ZMIX_ESTATE,
+                                    "the model, experts or adapted matrices changed since it "
+                                    "was submitted");
+        }
+        if (rc == 0) rc = zmix_examples_check(srv->model, &j->spec.examples, &e);
         if (rc != 0 || strlen(j->key) != 64) {
             ZLOG_ERROR(srv->log, "job %llu: cannot resume: %s", (unsigned long long)j->id,
                        rc ? e.msg : "no key");
@@ -967,6 +980,13 @@ int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err)
             if (zmix_cem_restore(rec[i].checkpoint, rec[i].checkpoint_len, &j->cem, &e) != 0) {
                 ZLOG_WARN(srv->log, "job %llu: checkpoint unusable (%s): restarting it",
                           (unsigned long long)j->id, e.msg);
+                j->cem = NULL;
+            } else if (zmix_cem_dim(j->cem) != j->spec.cem.dim ||
+                       zmix_cem_pop_size(j->cem) != j->spec.cem.pop_size) {
+                ZLOG_WARN(srv->log,
+                          "job %llu: checkpoint does not match its settings: restarting it",
+                          (unsigned long long)j->id);
+                zmix_cem_free(j->cem);
                 j->cem = NULL;
             }
         }

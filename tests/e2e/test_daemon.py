@@ -575,3 +575,25 @@ def test_text_examples_with_a_tokenizer(tmp_path, experts):
             assert again["cached"] is True and again["job"] == job["job"]
     finally:
         assert d.stop() == 0
+
+
+def test_job_not_resumed_on_other_experts(tmp_path, experts):
+    """A job interrupted by a restart resumes only on the model and experts it was submitted
+    for; with other experts it fails with the reason (its result would be filed under a key
+    that does not describe it)."""
+    from conftest import make_experts
+    ex = make_examples(n=10, prompt_len=40, target_len=4, seed=71)
+    d = Daemon(str(tmp_path / "d"), experts).start()
+    with d.client() as c:
+        job = c.submit("moved", ex, cem={"pop": 24, "iters": 1000, "std_tol": 0})["job"]
+        wait_for(lambda: c.status(job)["generation"] >= 1, interval=0.002)
+    assert d.stop() == 0
+    other = make_experts(str(tmp_path), k=3, seed=99)
+    d2 = Daemon(str(tmp_path / "d"), other).start()
+    try:
+        with d2.client() as c:
+            st = c.status(job)
+            assert st["state"] == "failed"
+            assert "changed since it was submitted" in st["reason"]
+    finally:
+        assert d2.stop() == 0
