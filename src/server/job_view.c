@@ -139,7 +139,7 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
  * large): z′ per adapted matrix as float32 little-endian bytes. */
 void jobs_pack_result(server *srv, const task_result *r, int with_vectors, msgpack_packer *pk)
 {
-    msgpack_pack_map(pk, with_vectors ? 14 : 13);
+    msgpack_pack_map(pk, with_vectors ? 17 : 16);
     rpc_pack_cstr(pk, "task");
     rpc_pack_cstr(pk, r->task);
     rpc_pack_cstr(pk, "key");
@@ -171,9 +171,36 @@ void jobs_pack_result(server *srv, const task_result *r, int with_vectors, msgpa
         msgpack_sbuffer_write(pk->data, (const char *)r->settings, r->settings_len);
     else
         msgpack_pack_nil(pk);
-    rpc_pack_cstr(pk, "examples_digest");
-    msgpack_pack_str(pk, r->examples_len);
-    msgpack_pack_str_body(pk, r->examples, r->examples_len);
+    /* Provenance: a map written by jobs.c; anything else (a damaged or foreign blob) is
+     * reported as unknown rather than trusted. */
+    const char *fields[3] = {"examples_digest", "model_fingerprint", "experts_digest"};
+    char values[3][72] = {"", "", ""};
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (r->examples_len > 0 && msgpack_unpack_next(&u, (const char *)r->examples, r->examples_len,
+                                                   &off) == MSGPACK_UNPACK_SUCCESS) {
+        for (int f = 0; f < 3; f++) {
+            const msgpack_object *v = rpc_map_get(&u.data, fields[f]);
+            if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size < sizeof values[f]) {
+                memcpy(values[f], v->via.str.ptr, v->via.str.size);
+                values[f][v->via.str.size] = '\0';
+            }
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+    for (int f = 0; f < 3; f++) {
+        rpc_pack_cstr(pk, fields[f]);
+        if (values[f][0])
+            rpc_pack_cstr(pk, values[f]);
+        else
+            msgpack_pack_nil(pk);
+    }
+    /* Whether z′ was made for the model and experts this daemon holds now. */
+    rpc_pack_cstr(pk, "current");
+    int current = !strcmp(values[1], zmix_model_fingerprint(srv->model)) &&
+                  !strcmp(values[2], srv->experts_digest);
+    current ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
     rpc_pack_cstr(pk, "matrices");
     msgpack_pack_array(pk, (size_t)r->n_matrices);
     for (int m = 0; m < r->n_matrices; m++) {
@@ -194,13 +221,13 @@ void jobs_pack_result(server *srv, const task_result *r, int with_vectors, msgpa
     if (with_vectors) {
         rpc_pack_cstr(pk, "z");
         msgpack_pack_map(pk, (size_t)r->n_matrices);
-        size_t off = 0;
+        size_t at = 0;
         for (int m = 0; m < r->n_matrices; m++) {
             rpc_pack_cstr(pk, r->matrix_names[m]);
             size_t bytes = (size_t)r->ranks[m] * sizeof(float);
             msgpack_pack_bin(pk, bytes);
-            msgpack_pack_bin_body(pk, r->z + off, bytes);
-            off += r->ranks[m];
+            msgpack_pack_bin_body(pk, r->z + at, bytes);
+            at += r->ranks[m];
         }
     }
 }

@@ -521,8 +521,24 @@ static void prune_finished(server *srv)
 
 /* ---- Persistence steps (libuv threadpool) ---------------------------------------------- */
 
+/* The provenance of a result, kept in the record's "examples" blob (opaque to the cache):
+ * what it was made from, so that `get` can tell a serving system whether the z′ applies to
+ * the model and experts this daemon holds. */
+static void pack_provenance(server *srv, const job *j, msgpack_sbuffer *sb)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    rpc_pack_cstr(&pk, "examples_digest");
+    rpc_pack_cstr(&pk, j->examples_digest);
+    rpc_pack_cstr(&pk, "model_fingerprint");
+    rpc_pack_cstr(&pk, zmix_model_fingerprint(srv->model));
+    rpc_pack_cstr(&pk, "experts_digest");
+    rpc_pack_cstr(&pk, srv->experts_digest);
+}
+
 static void fill_task_result(job *j, task_result *r, uint8_t **settings, size_t *settings_len,
-                             char ***names, uint32_t **ranks)
+                             char ***names, uint32_t **ranks, msgpack_sbuffer *provenance)
 {
     server *srv = j->srv;
     memset(r, 0, sizeof *r);
@@ -558,8 +574,9 @@ static void fill_task_result(job *j, task_result *r, uint8_t **settings, size_t 
     *settings_len = sb.size;
     r->settings = *settings;
     r->settings_len = *settings_len;
-    r->examples = (uint8_t *)j->examples_digest;
-    r->examples_len = strlen(j->examples_digest);
+    pack_provenance(srv, j, provenance);
+    r->examples = (uint8_t *)provenance->data;
+    r->examples_len = provenance->size;
 }
 
 static void io_work(uv_work_t *req)
@@ -610,8 +627,11 @@ static void io_work(uv_work_t *req)
             size_t settings_len;
             char **names;
             uint32_t *ranks;
-            fill_task_result(j, &r, &settings, &settings_len, &names, &ranks);
+            msgpack_sbuffer provenance;
+            msgpack_sbuffer_init(&provenance);
+            fill_task_result(j, &r, &settings, &settings_len, &names, &ranks, &provenance);
             op->put_rc = task_cache_put(srv->cache, &r, &op->put_err);
+            msgpack_sbuffer_destroy(&provenance);
             free(settings);
             free(names);
             free(ranks);

@@ -81,6 +81,10 @@ def test_submit_poll_wait_get(shared_daemon):
         assert all(len(v) == 64 for v in res["z"].values())
         assert res["settings"]["pop"] == 12
         assert len(res["examples_digest"]) == 64
+        info = c.info()
+        assert res["model_fingerprint"] == info["model"]["fingerprint"]
+        assert res["experts_digest"] == info["experts_digest"]
+        assert res["current"] is True
         assert os.path.exists(res["safetensors"])
         # The expert ranking is real: the best α is at least as good as each expert alone
         # under the lexicographic order, since e_k are in the search space... not guaranteed
@@ -585,6 +589,8 @@ def test_job_not_resumed_on_other_experts(tmp_path, experts):
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=71)
     d = Daemon(str(tmp_path / "d"), experts).start()
     with d.client() as c:
+        wait_done(c, c.submit("early", make_examples(n=2, seed=72), cem=SMALL)["job"])
+        assert c.get("early")["current"] is True
         job = c.submit("moved", ex, cem={"pop": 24, "iters": 1000, "std_tol": 0})["job"]
         wait_for(lambda: c.status(job)["generation"] >= 1, interval=0.002)
     assert d.stop() == 0
@@ -595,5 +601,7 @@ def test_job_not_resumed_on_other_experts(tmp_path, experts):
             st = c.status(job)
             assert st["state"] == "failed"
             assert "changed since it was submitted" in st["reason"]
+            # A result made with the first experts is still served, marked as not current.
+            assert c.get("early")["current"] is False
     finally:
         assert d2.stop() == 0
