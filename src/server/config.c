@@ -31,6 +31,7 @@ void config_default(server_config *cfg)
     cfg->max_pop = 1024;
     cfg->max_generations = 1000;
     cfg->max_dim = 4096;
+    cfg->job_memory = (size_t)256 << 20;
 }
 
 void config_free(server_config *cfg)
@@ -160,6 +161,7 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
     if (!strcmp(name, "max-generations"))
         return set_int(&cfg->max_generations, name, value, 1, 1000000, err);
     if (!strcmp(name, "max-dim")) return set_int(&cfg->max_dim, name, value, 1, 1 << 24, err);
+    if (!strcmp(name, "job-memory")) return set_size(&cfg->job_memory, name, value, 1 << 20, err);
     return zmix_error_set(err, ZMIX_EINVAL, "unknown option --%s", name);
 }
 

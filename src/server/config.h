@@ -40,6 +40,7 @@ typedef struct server_config {
     int max_pop;
     int max_generations;
     int max_dim;
+    size_t job_memory; /* per-job memory limit (job_spec_memory) */
 } server_config;
 
 /* Defaults; cache_dir from $XDG_CACHE_HOME or $HOME (…/.cache/zmix). */

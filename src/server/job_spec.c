@@ -15,6 +15,7 @@ void job_limits_default(job_limits *lim)
     lim->max_pop = 1024;
     lim->max_generations = 1000;
     lim->max_dim = 4096;
+    lim->max_job_bytes = (size_t)256 << 20;
 }
 
 int job_task_name_check(const char *task, zmix_error *err)
@@ -284,7 +285,30 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
     const msgpack_object *cem;
     if ((rc = rpc_get_map(params, "cem", &cem, err))) return rc;
     if ((rc = parse_cem(cem, lim, out, err))) return rc;
-    return parse_examples(rpc_map_get(params, "examples"), lim, &out->examples, err);
+    if ((rc = parse_examples(rpc_map_get(params, "examples"), lim, &out->examples, err))) return rc;
+    size_t need = job_spec_memory(out);
+    if (lim->max_job_bytes && need > lim->max_job_bytes) {
+        job_spec_free(out);
+        return zmix_error_set(err, ZMIX_ELIMIT,
+                              "the job needs about %zu MiB (population %d x dimension %d, %d "
+                              "generations of history), over the per-job limit of %zu MiB",
+                              (need + ((size_t)1 << 20) - 1) >> 20, out->cem.pop_size, out->cem.dim,
+                              out->cem.max_generations, lim->max_job_bytes >> 20);
+    }
+    return 0;
+}
+
+size_t job_spec_memory(const job_spec *spec)
+{
+    size_t pop = (size_t)spec->cem.pop_size, dim = (size_t)spec->cem.dim;
+    size_t gens = (size_t)spec->cem.max_generations;
+    size_t population = pop * dim * (sizeof(float) + 2 * sizeof(double)); /* ours + engine's */
+    size_t per_member = pop * (2 * sizeof(zmix_score) + 2 * sizeof(int));
+    size_t history = gens * (2 * dim * sizeof(double) + 4 * sizeof(zmix_score)) * 2;
+    size_t distribution = 8 * dim * sizeof(double);
+    size_t examples =
+        spec->examples.n_tokens * sizeof(int32_t) + (size_t)spec->examples.n * sizeof(zmix_example);
+    return population + per_member + history + distribution + examples + 4096;
 }
 
 void job_spec_free(job_spec *spec)

@@ -22,15 +22,16 @@
 
 /* Per-job limits, from the daemon's configuration and the model. */
 typedef struct job_limits {
-    int vocab_size;      /* token ids must lie in [0, vocab_size) */
-    int context;         /* prompt + target of one example must fit */
-    int max_examples;    /* default 256 */
-    long max_tokens;     /* over all examples, default 65536 */
-    int max_pop;         /* default 1024 */
-    int max_generations; /* default 1000 */
-    int max_dim;         /* search dimension (K or M·K), default 4096 */
-    int n_experts;       /* K */
-    int n_matrices;      /* M */
+    int vocab_size;       /* token ids must lie in [0, vocab_size) */
+    int context;          /* prompt + target of one example must fit */
+    int max_examples;     /* default 256 */
+    long max_tokens;      /* over all examples, default 65536 */
+    int max_pop;          /* default 1024 */
+    int max_generations;  /* default 1000 */
+    int max_dim;          /* search dimension (K or M·K), default 4096 */
+    int n_experts;        /* K */
+    int n_matrices;       /* M */
+    size_t max_job_bytes; /* memory one job may need (job_spec_memory), default 256 MiB */
     /* The model's tokenizer, or NULL: then examples must be token ids. With one, a prompt or
      * target may also be a string (prompt: BOS + its tokens; target: its tokens). */
     const zmix_tokenizer *tokenizer;
@@ -53,6 +54,12 @@ typedef struct job_spec {
 int job_spec_parse(const msgpack_object *params, const job_limits *lim,
                    const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
 void job_spec_free(job_spec *spec);
+
+/* Upper estimate of the memory a job holds while it runs: its population and scores, the
+ * engine's state and per-generation history (2·dim doubles per generation, and as much again
+ * for the checkpoint being written), and its examples. The scorer's activations are bounded
+ * separately (the runtime's memory budget). */
+size_t job_spec_memory(const job_spec *spec);
 
 /* Checks a task name: 1..127 bytes of [A-Za-z0-9._-], not starting with '.'. Task names
  * become file names in the cache directory. */

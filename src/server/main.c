@@ -34,6 +34,7 @@ static void print_usage(FILE *out)
             "  --max-connections N     (default 1024)\n"
             "  --max-examples N, --max-tokens N, --max-pop N, --max-generations N, --max-dim N\n"
             "                          per-job limits (256, 65536, 1024, 1000, 4096)\n"
+            "  --job-memory N          memory one job may hold, estimated up front (256M)\n"
             "  --config FILE           apply a config file at this point of the command line\n"
             "  --log-level L           error, warn, info (default), debug\n"
             "  --log-file F            log to F (reopened on SIGHUP) instead of stderr\n"

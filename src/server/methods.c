@@ -139,7 +139,7 @@ static void m_info(server *srv, conn *c, const rpc_request *req)
     pack_int_kv(&pk, "per_expert", K);
     pack_int_kv(&pk, "per_layer", (long)K * M);
     rpc_pack_cstr(&pk, "limits");
-    msgpack_pack_map(&pk, 9);
+    msgpack_pack_map(&pk, 10);
     pack_int_kv(&pk, "max_examples", srv->limits.max_examples);
     pack_int_kv(&pk, "max_tokens", srv->limits.max_tokens);
     pack_int_kv(&pk, "context", srv->limits.context);
@@ -149,6 +149,7 @@ static void m_info(server *srv, conn *c, const rpc_request *req)
     pack_int_kv(&pk, "max_jobs", srv->cfg->max_jobs);
     pack_int_kv(&pk, "frame_limit", (long)srv->cfg->frame_limit);
     pack_int_kv(&pk, "workers", pool_workers(srv->pool));
+    pack_int_kv(&pk, "job_memory", (long)srv->limits.max_job_bytes);
     REPLY_END;
 }
 

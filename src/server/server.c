@@ -189,6 +189,7 @@ static int load_model(server *srv, zmix_error *err)
     srv->limits.max_pop = cfg->max_pop;
     srv->limits.max_generations = cfg->max_generations;
     srv->limits.max_dim = cfg->max_dim;
+    srv->limits.max_job_bytes = cfg->job_memory;
     srv->limits.n_experts = zmix_runtime_n_experts(srv->rt);
     srv->limits.n_matrices = zmix_runtime_n_matrices(srv->rt);
     srv->limits.tokenizer = zmix_model_tokenizer(srv->model);

@@ -204,6 +204,22 @@ static void test_dimension_and_token_limits(void **unused)
     assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), 0);
     assert_int_equal(spec.cem.dim, 45);
     job_spec_free(&spec);
+    /* Memory: estimated up front and refused by name when over the per-job limit. */
+    job_spec big;
+    assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &big, &err), 0);
+    size_t need = job_spec_memory(&big);
+    /* At least the history (2·dim doubles per generation) and the population. */
+    assert_true(need >= (size_t)50 * 2 * 45 * sizeof(double) + (size_t)32 * 45 * sizeof(float));
+    big.cem.max_generations *= 2;
+    assert_true(job_spec_memory(&big) > need);
+    job_spec_free(&big);
+    lim.max_job_bytes = need - 1;
+    assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), ZMIX_ELIMIT);
+    assert_non_null(strstr(err.msg, "over the per-job limit"));
+    assert_non_null(strstr(err.msg, "population 32 x dimension 45, 50 generations"));
+    lim.max_job_bytes = need;
+    assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), 0);
+    job_spec_free(&spec);
     lim.max_tokens = 1;
     assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), ZMIX_ELIMIT);
     assert_non_null(strstr(err.msg, "more than 1 tokens in total"));
