@@ -446,11 +446,13 @@ static void generation_scored(job *j)
     srv->evals_total += (uint64_t)n;
     notify_progress(srv, j);
     io_op *op = calloc(1, sizeof *op);
-    if (!op || zmix_cem_save(j->cem, &op->data, &op->len, &err) != 0) {
-        free(op);
-        fail(j, err.code ? err.msg : "out of memory for the checkpoint");
+    if (!op) {
+        fail(j, "out of memory for the checkpoint");
         return;
     }
+    /* The state is serialised on the I/O thread, not here: with a long history it is
+     * megabytes, and the loop must stay free. Nothing touches the engine meanwhile (the job
+     * is in PH_IO; status only reads it). */
     op->kind = IO_CHECKPOINT;
     op->j = j;
     op->generation = zmix_cem_generation(j->cem);
@@ -617,8 +619,12 @@ static void io_work(uv_work_t *req)
             job_store_set_state(srv->store, j->id, JOB_RUNNING, NULL, server_wall_ms(), &op->err);
         break;
     case IO_CHECKPOINT:
-        op->rc =
-            job_store_checkpoint(srv->store, j->id, op->generation, op->data, op->len, &op->err);
+        op->rc = zmix_cem_save(j->cem, &op->data, &op->len, &op->err);
+        if (op->rc == 0)
+            op->rc = job_store_checkpoint(srv->store, j->id, op->generation, op->data, op->len,
+                                          &op->err);
+        free(op->data);
+        op->data = NULL;
         break;
     case IO_FINISH:
         if (op->target == JOB_DONE) {
@@ -699,7 +705,6 @@ static void io_after(uv_work_t *req, int status)
         begin_generation(j);
         break;
     case IO_CHECKPOINT:
-        free(op->data);
         if (op->rc != 0)
             ZLOG_WARN(srv->log, "job %llu: checkpoint of generation %d not saved: %s",
                       (unsigned long long)j->id, op->generation, op->err.msg);
