@@ -605,3 +605,26 @@ def test_job_not_resumed_on_other_experts(tmp_path, experts):
             assert c.get("early")["current"] is False
     finally:
         assert d2.stop() == 0
+
+
+def test_priority_orders_the_queue(tmp_path, experts):
+    d = Daemon(str(tmp_path), experts, extra=["--max-running", "1"]).start()
+    try:
+        with d.client() as c:
+            blocker = c.submit("blocker", make_examples(n=10, prompt_len=40, seed=81),
+                               cem={"pop": 24, "iters": 1000, "std_tol": 0})["job"]
+            wait_for(lambda: c.status(blocker)["state"] == "running")
+            low = c.submit("low", make_examples(n=2, seed=82), cem=SMALL, priority=-5)["job"]
+            high = c.submit("high", make_examples(n=2, seed=83), cem=SMALL, priority=5)["job"]
+            assert c.status(low)["state"] == "queued" and c.status(high)["state"] == "queued"
+            assert c.stats()["queue"]["queued"] == 2
+            c.cancel(blocker)
+            # The first to leave the queue is the high-priority job, submitted last.
+            first = wait_for(lambda: next((name for name, j in (("high", high), ("low", low))
+                                           if c.status(j)["state"] != "queued"), None),
+                             interval=0.001)
+            assert first == "high"
+            assert wait_done(c, high)["state"] == "done"
+            assert wait_done(c, low)["state"] == "done"
+    finally:
+        assert d.stop() == 0
