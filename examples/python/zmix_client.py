@@ -180,5 +180,10 @@ class Client:
     def evict(self, task):
         return self.call("evict", {"task": task})
 
-    def subscribe(self, on=True):
-        return self.call("subscribe", {"on": on})
+    def subscribe(self, on=True, job=None):
+        """Progress notifications (collected in self.notifications, or read with
+        read_message) for every job, or for one job."""
+        params = {"on": on}
+        if job is not None:
+            params["job"] = job
+        return self.call("subscribe", params)

@@ -187,7 +187,8 @@ static void reply_cached(parked *p, server *srv, const task_result *r)
 static void notify_progress(server *srv, const job *j)
 {
     int any = 0;
-    for (conn *c = srv->conns; c && !any; c = c->next) any = c->subscribed;
+    for (conn *c = srv->conns; c && !any; c = c->next)
+        any = c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id);
     if (!any) return;
     msgpack_sbuffer params;
     msgpack_sbuffer_init(&params);
@@ -199,7 +200,8 @@ static void notify_progress(server *srv, const job *j)
     rpc_pack_notify(&out, "progress", params.data, params.size);
     for (conn *c = srv->conns, *next; c; c = next) {
         next = c->next; /* conn_send may close c */
-        if (c->subscribed) conn_send(c, out.data, out.size);
+        if (c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id))
+            conn_send(c, out.data, out.size);
     }
     msgpack_sbuffer_destroy(&out);
     msgpack_sbuffer_destroy(&params);

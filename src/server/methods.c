@@ -465,17 +465,33 @@ static void m_history(server *srv, conn *c, const rpc_request *req)
 
 static void m_subscribe(server *srv, conn *c, const rpc_request *req)
 {
-    static const char *const keys[] = {"on", NULL};
+    static const char *const keys[] = {"on", "job", NULL};
     if (check_keys(c, req, keys)) return;
     zmix_error err = {0};
-    if (rpc_get_bool(&req->params, "on", 1, &c->subscribed, &err) != 0) {
+    int on;
+    int64_t job_id = 0;
+    if (rpc_get_bool(&req->params, "on", 1, &on, &err) != 0 ||
+        rpc_get_int(&req->params, "job", 0, 1, INT64_MAX, 0, &job_id, &err) != 0) {
         reply_err(c, req, &err);
         return;
     }
+    if (job_id && !jobs_find(srv, (uint64_t)job_id)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "subscribe: no job %lld", (long long)job_id);
+        conn_reply_error(c, req->msgid, ZMIX_ENOTFOUND, msg);
+        return;
+    }
+    c->subscribed = on;
+    c->subscribed_job = on ? (uint64_t)job_id : 0;
     REPLY_BEGIN;
-    msgpack_pack_map(&pk, 1);
+    msgpack_pack_map(&pk, 2);
     rpc_pack_cstr(&pk, "subscribed");
     c->subscribed ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    rpc_pack_cstr(&pk, "job");
+    if (c->subscribed_job)
+        msgpack_pack_uint64(&pk, c->subscribed_job);
+    else
+        msgpack_pack_nil(&pk);
     REPLY_END;
 }
 

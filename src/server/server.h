@@ -64,8 +64,9 @@ struct conn {
     int authed; /* the token was presented, or none is needed */
     int closing;
     int reading;
-    int subscribed; /* wants progress notifications */
-    parked *parked; /* requests of this connection answered later */
+    int subscribed;          /* wants progress notifications */
+    uint64_t subscribed_job; /* ... of this job only; 0: of every job */
+    parked *parked;          /* requests of this connection answered later */
     conn *prev, *next;
 };
 

@@ -500,7 +500,7 @@ def test_failing_job_fails_alone(tmp_path, experts):
 
 def test_progress_notifications(shared_daemon):
     with shared_daemon.client() as c:
-        assert c.subscribe() == {"subscribed": True}
+        assert c.subscribe() == {"subscribed": True, "job": None}
         job = c.submit("notified", make_examples(n=2, seed=52), cem=SMALL)["job"]
         gens = []
         deadline = time.time() + 30
@@ -511,7 +511,25 @@ def test_progress_notifications(shared_daemon):
                 if msg[2]["state"] == "done":
                     break
         assert gens[:4] == [1, 2, 3, 4] and gens[-1] == 4, gens
-        assert c.subscribe(False) == {"subscribed": False}
+        assert c.subscribe(False) == {"subscribed": False, "job": None}
+    # One job only: notifications of another job running at the same time are not sent.
+    with shared_daemon.client() as c, shared_daemon.client() as other:
+        mine = c.submit("watched", make_examples(n=10, prompt_len=40, seed=54),
+                        cem={"pop": 24, "iters": 6, "std_tol": 0})["job"]
+        assert c.subscribe(job=mine) == {"subscribed": True, "job": mine}
+        theirs = other.submit("unwatched", make_examples(n=2, seed=55), cem=SMALL)["job"]
+        seen = set()
+        while True:
+            msg = c.read_message(timeout=10)
+            if msg[0] == 2 and msg[1] == "progress":
+                seen.add(msg[2]["job"])
+                if msg[2]["state"] == "done":
+                    break
+        assert seen == {mine}
+        wait_done(other, theirs)
+        with pytest.raises(RpcError) as e:
+            c.subscribe(job=999999)
+        assert e.value.code == "ENOTFOUND"
 
 
 def test_idle_timeout_and_sighup(tmp_path, experts):
