@@ -9,7 +9,7 @@ enum {
     WIDTH = 960,
     TITLE_H = 48,
     PANEL_H = 250,
-    GAP = 56,
+    GAP = 80, /* room for the x-axis label below a panel and the title above the next */
     LEFT = 80,
     PLOT_W = 640,
     LEGEND_X = LEFT + PLOT_W + 24
