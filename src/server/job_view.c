@@ -71,7 +71,7 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
     }
     uint64_t run_ns = j->run_ns;
     if (j->phase == PH_SCORING) run_ns += (uint64_t)(zmix_now_ns() - j->gen_started_ns);
-    msgpack_pack_map(pk, 20);
+    msgpack_pack_map(pk, 21);
     rpc_pack_cstr(pk, "job");
     msgpack_pack_uint64(pk, j->id);
     rpc_pack_cstr(pk, "task");
@@ -119,6 +119,8 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
         msgpack_pack_nil(pk);
     rpc_pack_cstr(pk, "reason");
     rpc_pack_cstr(pk, j->reason);
+    rpc_pack_cstr(pk, "warning");
+    rpc_pack_cstr(pk, j->warning);
     rpc_pack_cstr(pk, "submitted");
     msgpack_pack_double(pk, (double)j->submit_ms / 1000.0);
     rpc_pack_cstr(pk, "started");

@@ -644,6 +644,11 @@ static void io_work(uv_work_t *req)
             free(names);
             free(ranks);
         }
+        /* A result that could not be written stays in memory only. The job record then stays
+         * "running" so that, after a crash, the job resumes from its final checkpoint and
+         * writes the (bit-identical) result again, instead of being remembered as done with
+         * its result lost. */
+        if (op->target == JOB_DONE && op->put_rc != 0) break;
         op->rc = job_store_set_state(srv->store, j->id, op->target, op->reason, server_wall_ms(),
                                      &op->err);
         break;
@@ -713,9 +718,16 @@ static void io_after(uv_work_t *req, int status)
         begin_generation(j);
         break;
     case IO_FINISH:
-        if (op->put_rc != 0)
-            ZLOG_ERROR(srv->log, "job %llu: result of %s kept in memory only: %s",
+        if (op->put_rc != 0) {
+            ZLOG_ERROR(srv->log,
+                       "job %llu: result of %s kept in memory only (the job is redone from "
+                       "its last checkpoint after a restart): %s",
                        (unsigned long long)j->id, j->spec.task, op->put_err.msg);
+            snprintf(j->warning, sizeof j->warning,
+                     "result not saved to disk (served from memory, redone after a restart): "
+                     "%.160s",
+                     op->put_err.msg);
+        }
         if (op->rc != 0)
             ZLOG_WARN(srv->log, "job %llu: job store: %s", (unsigned long long)j->id, op->err.msg);
         j->state = op->target;

@@ -98,6 +98,7 @@ struct job {
     int cancel_requested;
     int fail_pending; /* a chunk failed: fail once the others are back */
     char reason[JOB_REASON_MAX];
+    char warning[JOB_REASON_MAX]; /* e.g. the result could not be written to disk */
     pool_queue queue;
     int64_t submit_ms, start_ms, end_ms; /* wall clock */
     uint64_t run_ns;                     /* scoring time accumulated this process */
