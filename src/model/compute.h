@@ -45,7 +45,7 @@ typedef struct zmix_linear {
 void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp);
 
 /* Element-wise kernels (vec.c); restrict arguments must not overlap. */
-float zmix_exp(float x); /* polynomial exp, relative error ~2e-7, clamped to [-87, 88] */
+float zmix_exp(float x); /* polynomial exp, relative error < 1e-7, clamped to [-87, 88] */
 void zmix_vec_add(float *restrict y, const float *restrict x, size_t n);            /* y += x */
 void zmix_vec_mul(float *restrict y, const float *restrict x, size_t n);            /* y ⊙= x */
 void zmix_vec_scal(float *x, float a, size_t n);                                    /* x *= a */

@@ -8,7 +8,7 @@
  * load time (GCC target_clones). Reductions accumulate BLOCK partial sums in a fixed order,
  * so results depend only on n, never on alignment or on who calls.
  *
- * exp is a Cephes-style polynomial (relative error about 2e-7 over the clamped range):
+ * exp is a Cephes-style polynomial (relative error below 1e-7 over the clamped range):
  * glibc's expf does not vectorise, and the SwiGLU, softmax and log-sum-exp together call it
  * about ten million times per candidate on the stories15M shape.
  */
@@ -20,8 +20,10 @@
 
 #define BLOCK 16
 
+/* Not under the sanitizers: the clones' ifunc resolvers run during relocation, before the
+ * sanitizer runtime is up, and ThreadSanitizer's instrumented resolver crashes there. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VEC_CLONES

@@ -266,6 +266,30 @@ static void test_random_model_is_deterministic(void **state)
     zmix_model_free(c);
 }
 
+/* The polynomial exp: accurate to ~1 ulp, and the SIMD lanes give the scalar's bits. */
+static void test_exp_accuracy_and_simd_lanes(void **state)
+{
+    double worst = 0.0;
+    for (int i = 0; i <= 1000000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 1000000.0f;
+        double want = exp((double)x), rel = fabs((double)zmix_exp(x) - want) / want;
+        worst = rel > worst ? rel : worst;
+    }
+    if (worst > 1e-7) fail_msg("zmix_exp: max relative error %g", worst);
+    assert_true(zmix_exp(-1000.0f) > 0.0f && zmix_exp(-1000.0f) < 1e-37f); /* clamped */
+    assert_true(isfinite(zmix_exp(1000.0f)));
+    float v[37], w[37];
+    for (int i = 0; i < 37; i++) v[i] = w[i] = (float)i * 0.73f - 11.0f;
+    float sum = zmix_vec_exp_shift(v, 0.5f, 37);
+    double want_sum = 0.0;
+    for (int i = 0; i < 37; i++) {
+        float e = zmix_exp(w[i] - 0.5f);
+        assert_memory_equal(&v[i], &e, sizeof e);
+        want_sum += e;
+    }
+    assert_float_equal(sum, want_sum, 1e-5 * want_sum);
+}
+
 /* ---- stories260K: the real model, both formats ---------------------------------------- */
 
 static const int32_t known_prompt_a[] = {1};
@@ -349,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_stacked_batch_matches_single),
         cmocka_unit_test(test_forward_rejects_bad_tokens),
         cmocka_unit_test(test_random_model_is_deterministic),
+        cmocka_unit_test(test_exp_accuracy_and_simd_lanes),
         cmocka_unit_test(test_stories260k_greedy_llama2c),
         cmocka_unit_test(test_stories260k_greedy_hf),
     };
