@@ -138,7 +138,9 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     zmix_linear lin[ZMIX_MAT_COUNT];
     int rows = n_rows; /* rows of x still alive: all of them until the last layer */
     for (int l = 0; l < c->n_layers; l++) {
-        if (stop && *stop) return zmix_error_set(err, ZMIX_ECANCELED, "forward pass cancelled");
+        /* An atomic read: the event loop sets the flag while this worker runs. */
+        if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED))
+            return zmix_error_set(err, ZMIX_ECANCELED, "forward pass cancelled");
         int rc = layer_fn(user, l, lin, err);
         if (rc) return rc;
         const zmix_layer *L = &model->layers[l];

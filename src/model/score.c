@@ -299,7 +299,7 @@ static void *worker_run(void *arg)
         int i = call->rc ? call->n_cand : call->next_cand++;
         pthread_mutex_unlock(&call->lock);
         if (i >= call->n_cand) break;
-        int rc = call->stop && *call->stop
+        int rc = call->stop && __atomic_load_n(call->stop, __ATOMIC_RELAXED)
                      ? zmix_error_set(&err, ZMIX_ECANCELED, "scoring cancelled")
                      : score_candidate(w, i, &err);
         if (rc) {

@@ -498,7 +498,7 @@ void jobs_on_pool_async(uv_async_t *h)
             j->fail_pending = 1;
             snprintf(j->reason, sizeof j->reason, "generation %d: %.200s",
                      zmix_cem_generation(j->cem) + 1, it->err.msg);
-            j->stop = 1;
+            __atomic_store_n(&j->stop, 1, __ATOMIC_RELAXED);
             for (pool_item *w = pool_withdraw(srv->pool, &j->queue); w; w = w->next)
                 j->chunks_out--;
         }
@@ -954,7 +954,7 @@ int jobs_cancel(server *srv, job *j, zmix_error *err)
     case PH_QUEUED: finish(j, JOB_CANCELLED, "cancelled by a client"); break;
     case PH_SCORING:
     case PH_EXTRAS:
-        j->stop = 1;
+        __atomic_store_n(&j->stop, 1, __ATOMIC_RELAXED);
         for (pool_item *w = pool_withdraw(srv->pool, &j->queue); w; w = w->next) j->chunks_out--;
         if (j->chunks_out == 0) {
             if (j->phase == PH_EXTRAS)
@@ -1044,7 +1044,7 @@ void jobs_begin_shutdown(server *srv)
 {
     for (job *j = srv->jobs; j; j = j->next) {
         if (j->phase == PH_SCORING || j->phase == PH_EXTRAS) {
-            j->stop = 1;
+            __atomic_store_n(&j->stop, 1, __ATOMIC_RELAXED);
             for (pool_item *w = pool_withdraw(srv->pool, &j->queue); w; w = w->next)
                 j->chunks_out--;
             if (j->chunks_out == 0) j->phase = PH_QUEUED;
