@@ -39,6 +39,8 @@ int zmix_alpha_for_matrix(const zmix_runtime *rt, const zmix_compose_opts *opts,
     int K = rt->n_experts;
     const float *a = opts->per_layer ? alpha + (size_t)m * K : alpha;
     memcpy(alpha_m, a, (size_t)K * sizeof(float));
+    for (int k = 0; k < K; k++)
+        if (!isfinite(a[k])) return -1;
     if (!opts->normalize) return 0;
     float sum = 0.0f;
     for (int k = 0; k < K; k++) sum += a[k];
@@ -58,8 +60,8 @@ int zmix_compose_z(const zmix_runtime *rt, const zmix_compose_opts *opts, const 
         if (zmix_alpha_for_matrix(rt, opts, alpha, m, alpha_m)) {
             free(alpha_m);
             return zmix_error_set(err, ZMIX_EINVAL,
-                                  "compose: α of %s sums to zero or a non-finite value; cannot "
-                                  "normalise it to sum 1",
+                                  "compose: α of %s is not finite, or sums to zero and cannot "
+                                  "be normalised to sum 1",
                                   rt->list[m].name);
         }
         const zmix_adapted *a = &rt->list[m];

@@ -139,8 +139,8 @@ const char *zmix_wprime_mode_name(zmix_wprime_mode mode);
  * 0 when the composition is degenerate (the denominator is zero or not finite). */
 float zmix_rescale_factor(const zmix_runtime *rt, int m, const float *z_m, int rescale);
 
-/* Effective α of matrix m (normalised when asked): alpha_m[K]. Returns -1 when normalising
- * a group that sums to zero. */
+/* Effective α of matrix m (normalised when asked): alpha_m[K]. Returns -1 when an entry is
+ * not finite or when normalising a group that sums to zero. */
 int zmix_alpha_for_matrix(const zmix_runtime *rt, const zmix_compose_opts *opts, const float *alpha,
                           int m, float *alpha_m);
 

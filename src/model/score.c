@@ -146,7 +146,8 @@ static int worker_alloc(worker *w, score_call *call)
 }
 
 /* Fills the per-matrix α, z', c and scales of candidate i. Returns 0, or 1 when the
- * candidate is degenerate (α not normalisable, or a rescale dividing by zero). */
+ * candidate is degenerate (α or z' not finite, α not normalisable, or a rescale dividing
+ * by zero). */
 static int candidate_prepare(worker *w, int i)
 {
     score_call *call = w->call;
@@ -182,7 +183,10 @@ static int candidate_prepare(worker *w, int i)
                    (size_t)a->rank * sizeof(float));
         }
         int ones = 1;
-        for (int j = 0; ones && j < a->rank; j++) ones = zm[j] == 1.0f;
+        for (int j = 0; j < a->rank; j++) {
+            if (!isfinite(zm[j])) return 1;
+            ones &= zm[j] == 1.0f;
+        }
         w->base[m] = (char)ones;
         if (ones) { /* the unadapted matrix, exactly: no composition, no rounding */
             w->c[m] = 1.0f;

@@ -459,6 +459,21 @@ static void test_degenerate_candidates_and_errors(void **state)
     assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, NULL, s, NULL, &err), 0);
     assert_true(isnan(s[0].loglik));
 
+    /* Non-finite α or z' is degenerate too, with or without the rescale. */
+    float nan_alpha[2 * K] = {NAN, 0.2f, 0.3f, 0.2f, 0.3f, 0.5f};
+    o.rescale = 0;
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, nan_alpha, NULL, s, NULL, &err), 0);
+    assert_true(isnan(s[0].accuracy) && isnan(s[0].loglik));
+    assert_true(!isnan(s[1].loglik));
+    size_t zt0 = zmix_runtime_z_total(f->rt);
+    float *zinf = malloc(zt0 * sizeof(float));
+    for (size_t i = 0; i < zt0; i++) zinf[i] = 0.9f;
+    zinf[zt0 - 1] = INFINITY;
+    assert_int_equal(zmix_score_z(f->rt, 0, &f->ex, 1, zinf, NULL, s, NULL, &err), 0);
+    assert_true(isnan(s[0].accuracy));
+    free(zinf);
+    o.rescale = 1;
+
     /* Cancelled before the first candidate. */
     volatile int stop = 1;
     zmix_score_ctl ctl = {2, &stop};
