@@ -8,7 +8,8 @@ packages=(
   libopenblas-dev liblapacke-dev libuv1-dev libmsgpack-dev libcjson-dev libcmocka-dev
   python3 python3-msgpack python3-pytest
 )
-if [ "${ZMIX_WITH_FUZZ:-0}" = 1 ]; then
+# clang + its runtimes: the libFuzzer harnesses (scripts/fuzz.sh), run by scripts/test.sh.
+if [ "${ZMIX_WITH_FUZZ:-1}" = 1 ]; then
   packages+=(clang libclang-rt-14-dev)
 fi
 

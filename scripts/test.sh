@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs missing packages, builds with warnings as
-# errors, runs ctest, then builds and runs the suite again under AddressSanitizer + UBSan.
+# errors, runs ctest, then builds and runs the suite again under AddressSanitizer + UBSan,
+# then short libFuzzer runs of every harness and the threaded parts under ThreadSanitizer.
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    the Release build and its tests only
 set -euo pipefail
@@ -26,5 +27,21 @@ if [ $quick = 0 ]; then
   echo "== ASan + UBSan tests =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -LE nosan
+
+  echo "== Fuzz: every libFuzzer harness, 20 s each (docs/reliability.md) =="
+  scripts/fuzz.sh -t 20 -j "$jobs"
+
+  # The worker pool, the job registry (through zmixd under load, cancels and kill -9) and the
+  # persistence layer's threads. Not the whole suite: the model tests only repeat the
+  # single-threaded scoring paths ten times slower (docs/reliability.md).
+  echo "== ThreadSanitizer build =="
+  cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZMIX_TSAN=ON -DZMIX_WERROR=ON \
+    -DZMIX_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-tsan -j "$jobs"
+  echo "== ThreadSanitizer tests =="
+  TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" OPENBLAS_NUM_THREADS=1 \
+    ZMIX_CRASH_ITERS=6 ZMIX_LOAD_CONNECTIONS=100 ZMIX_LOAD_REQUESTS=2000 \
+    ctest --test-dir build-tsan --output-on-failure \
+    -R '^(test_pool|test_task_cache|test_job_store|test_rpc|stress_limits|stress_load|stress_crash_loop)$'
 fi
 echo "zmix: all tests passed"
