@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "loaders.h"
 
@@ -23,16 +24,24 @@ static int read_small_file(const char *path, size_t max, char **out, size_t *len
     if (!f)
         return zmix_error_set(err, errno == ENOENT ? ZMIX_ENOTFOUND : ZMIX_EIO,
                               "%s: cannot open: %s", path, strerror(errno));
-    char *buf = malloc(max + 1);
+    /* Size the buffer by the file, not by the limit: a 200-byte examples file must not
+     * allocate the 64 MiB limit (found by the fuzzers: 50 loads per second under ASan). */
+    size_t cap = max;
+    struct stat st;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uintmax_t)st.st_size < max)
+        cap = (size_t)st.st_size;
+    char *buf = malloc(cap + 1);
     if (!buf) {
         fclose(f);
         return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
     }
-    size_t n = fread(buf, 1, max + 1, f);
+    size_t n = fread(buf, 1, cap + 1, f);
     int failed = ferror(f);
     fclose(f);
-    if (failed || n > max) {
+    if (failed || n > cap) {
         free(buf);
+        if (!failed && cap < max)
+            return zmix_error_set(err, ZMIX_EIO, "%s: changed while being read", path);
         return zmix_error_set(err, failed ? ZMIX_EIO : ZMIX_ELIMIT,
                               failed ? "%s: read failed" : "%s: larger than the limit", path);
     }
