@@ -102,6 +102,19 @@ static void seeds_rpc(const char *vectors_path)
     }
     cJSON_Delete(root);
 
+    /* Hostile frames the scanner must refuse from their headers alone: a 4-billion-element
+     * array, a 4 GiB string, nesting past the depth limit, the never-used byte 0xc1. */
+    static const uint8_t huge_array[] = {0x94, 0x00, 0x01, 0xa4, 'p',  'i', 'n',
+                                         'g',  0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t huge_str[] = {0x94, 0x00, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xf0};
+    static const uint8_t never_used[] = {0x94, 0x00, 0x01, 0xc1, 0x80};
+    uint8_t deep[40];
+    for (size_t k = 0; k < sizeof deep; k++) deep[k] = 0x91; /* [[[[...]]]] */
+    seed("rpc", "hostile-array32", huge_array, sizeof huge_array);
+    seed("rpc", "hostile-str32", huge_str, sizeof huge_str);
+    seed("rpc", "hostile-c1", never_used, sizeof never_used);
+    seed("rpc", "hostile-deep", deep, sizeof deep);
+
     /* A submit with every kind of field, as the Python client sends it. */
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
