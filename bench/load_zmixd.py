@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import re
 import socket
 import sys
 import tempfile
@@ -63,6 +64,25 @@ class Stats:
     def error(self, what):
         with self.lock:
             self.errors.append(what)
+
+
+def error_kinds(errors):
+    """Errors grouped by their text with numbers and connection ids blanked."""
+    kinds = {}
+    for e in errors:
+        k = re.sub(r"\d+", "N", e)
+        kinds[k] = kinds.get(k, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:10])
+
+
+def prober(address, stop, out):
+    """Somebody else entirely: one ping every 100 ms on its own connection during the run."""
+    with Client(address, timeout=30) as c:
+        while not stop.is_set():
+            t = time.perf_counter()
+            c.ping()
+            out.append((time.perf_counter() - t) * 1e3)
+            stop.wait(0.1)
 
 
 def check(cond, what):
@@ -238,6 +258,10 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
                  for _ in range(stallers)]
         side += [threading.Thread(target=hog, args=(path, stop, hog_out), daemon=True)
                  for _ in range(hogs)]
+    probe_ms = []
+    probe_stop = threading.Event()
+    side.append(threading.Thread(target=prober, args=(address, probe_stop, probe_ms),
+                                 daemon=True))
     for t in side:
         t.start()
     t0 = time.time()
@@ -253,6 +277,7 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
             last = time.time()
             print(f"  {time.time() - t0:6.1f} s  {ops_done['n']} requests", file=sys.stderr)
     elapsed = time.time() - t0
+    probe_stop.set()
 
     forgotten = set()
     # Every job this run submitted must end (done or cancelled, never failed or lost).
@@ -284,7 +309,7 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
     # backpressure or the idle timeout) by now or soon: give them twice the timeout.
     if idle_timeout_s is not None:
         limit = time.time() + 2 * idle_timeout_s + 2
-        while time.time() < limit and (len(bad_out) < len(side) - hogs or len(hog_out) < hogs):
+        while time.time() < limit and (len(bad_out) < stallers or len(hog_out) < hogs):
             time.sleep(0.1)
     stop.set()
     for t in side:
@@ -325,6 +350,10 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
         "hogs": [{"state": s, "bytes_sent": n} for s, n in hog_out],
         "daemon_connections_at_end": server_stats.get("connections"),
         "first_errors": stats.errors[:10],
+        "error_kinds": error_kinds(stats.errors),
+        "probe_ping_ms": {"n": len(probe_ms),
+                          "p50": round(percentile(sorted(probe_ms), 50), 3),
+                          "p99": round(percentile(sorted(probe_ms), 99), 3)},
     }
     return summary
 
