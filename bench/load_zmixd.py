@@ -54,6 +54,8 @@ class Stats:
         self.jobs_submitted = set()
         self.jobs_done = set()
         self.jobs_cancelled = set()
+        self.forgotten = set()  # finished, then dropped by the daemon's retention
+        self.max_job_id = 0
         self.cache_hits = 0
 
     def record(self, method, seconds):
@@ -114,6 +116,7 @@ def worker(address, idx, stats, budget, deadline, n_tasks, ops_done):
             op = rng.choices(["submit", "status", "wait", "cancel", "get", "jobs", "ping"],
                              weights=[20, 35, 10, 5, 15, 5, 10])[0]
             t = time.perf_counter()
+            job = None
             try:
                 if op == "submit":
                     task = f"load-{rng.randrange(n_tasks)}"
@@ -131,6 +134,7 @@ def worker(address, idx, stats, budget, deadline, n_tasks, ops_done):
                         my_jobs.append(r["job"])
                         with stats.lock:
                             stats.jobs_submitted.add(r["job"])
+                            stats.max_job_id = max(stats.max_job_id, r["job"])
                 elif op == "status" and my_jobs:
                     job = rng.choice(my_jobs)
                     r = c.status(job)
@@ -140,6 +144,8 @@ def worker(address, idx, stats, budget, deadline, n_tasks, ops_done):
                     if r["state"] == "done":
                         with stats.lock:
                             stats.jobs_done.add(job)
+                    if r["state"] in ("done", "cancelled"):
+                        my_jobs.remove(job)  # poll what is still running
                 elif op == "wait" and my_jobs:
                     job = rng.choice(my_jobs)
                     r = c.wait(job, timeout=rng.choice([0.0, 0.05, 0.5]))
@@ -149,6 +155,8 @@ def worker(address, idx, stats, budget, deadline, n_tasks, ops_done):
                     if st["state"] == "done":
                         with stats.lock:
                             stats.jobs_done.add(job)
+                    if st["state"] in ("done", "cancelled"):
+                        my_jobs.remove(job)
                 elif op == "cancel" and my_jobs:
                     job = my_jobs.pop(rng.randrange(len(my_jobs)))
                     try:
@@ -161,7 +169,8 @@ def worker(address, idx, stats, budget, deadline, n_tasks, ops_done):
                             with stats.lock:
                                 stats.jobs_cancelled.add(job)
                     except RpcError as e:
-                        check(e.code == "ESTATE", f"cancel: {e}")  # it had already finished
+                        if e.code != "ESTATE":  # ESTATE: it had already finished
+                            raise
                         with stats.lock:
                             stats.expected_errors += 1
                 elif op == "get":
@@ -184,6 +193,15 @@ def worker(address, idx, stats, budget, deadline, n_tasks, ops_done):
                 if op == "submit" and e.code == "ELIMIT":  # queue full: a correct answer
                     with stats.lock:
                         stats.expected_errors += 1
+                elif (job is not None and e.code == "ENOTFOUND"
+                      and stats.max_job_id - job > RETAINED_FINISHED):
+                    # Finished, and forgotten since: the daemon keeps the last 1000
+                    # finished jobs, and over a thousand newer ones exist.
+                    with stats.lock:
+                        stats.expected_errors += 1
+                        stats.forgotten.add(job)
+                    if job in my_jobs:
+                        my_jobs.remove(job)
                 else:
                     stats.error(f"conn {idx}: {op}: {e.code}: {e}")
             except (AssertionError, OSError, ConnectionError) as e:
@@ -279,7 +297,7 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
     elapsed = time.time() - t0
     probe_stop.set()
 
-    forgotten = set()
+    forgotten = stats.forgotten
     # Every job this run submitted must end (done or cancelled, never failed or lost).
     with Client(address, timeout=120) as c:
         for job in sorted(stats.jobs_submitted):
