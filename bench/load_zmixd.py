@@ -18,6 +18,7 @@ import os
 import random
 import re
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -77,14 +78,25 @@ def error_kinds(errors):
     return dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:10])
 
 
-def prober(address, stop, out):
-    """Somebody else entirely: one ping every 100 ms on its own connection during the run."""
+def probe_main(address):
+    """Somebody else entirely, in a process of its own (not behind the load threads' GIL): one
+    ping every 100 ms on its own connection until stdin closes; prints the latencies (ms)."""
+    import select
+    out = []
     with Client(address, timeout=30) as c:
-        while not stop.is_set():
+        while not select.select([sys.stdin], [], [], 0.1)[0]:
             t = time.perf_counter()
             c.ping()
             out.append((time.perf_counter() - t) * 1e3)
-            stop.wait(0.1)
+    print(json.dumps(out))
+
+
+def prober(address, stop, out):
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--probe", address],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    stop.wait()
+    res, _ = proc.communicate("", timeout=60)
+    out.extend(json.loads(res or "[]"))
 
 
 def check(cond, what):
@@ -296,6 +308,7 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
             print(f"  {time.time() - t0:6.1f} s  {ops_done['n']} requests", file=sys.stderr)
     elapsed = time.time() - t0
     probe_stop.set()
+    side[-1].join(60)
 
     forgotten = stats.forgotten
     # Every job this run submitted must end (done or cancelled, never failed or lost).
@@ -369,6 +382,7 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
         "daemon_connections_at_end": server_stats.get("connections"),
         "first_errors": stats.errors[:10],
         "error_kinds": error_kinds(stats.errors),
+        "jobs_seen_finished": len(stats.jobs_done | stats.jobs_cancelled),
         "probe_ping_ms": {"n": len(probe_ms),
                           "p50": round(percentile(sorted(probe_ms), 50), 3),
                           "p99": round(percentile(sorted(probe_ms), 99), 3)},
@@ -377,6 +391,9 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--probe":
+        probe_main(sys.argv[2])
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zmixd", help="start this zmixd on stories260K (else --address)")
     ap.add_argument("--address", help="unix:/path or tcp:host:port of a running daemon")
