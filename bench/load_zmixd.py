@@ -14,7 +14,9 @@ includes Python's scheduling, so it is an upper bound of the daemon's own.
 
 import argparse
 import json
+import multiprocessing
 import os
+import queue
 import random
 import re
 import socket
@@ -220,8 +222,8 @@ def worker(address, idx, stats, budget, deadline, n_tasks, ops_done):
                 stats.error(f"conn {idx}: {op}: {e!r}")
                 return
             stats.record(op, time.perf_counter() - t)
-            with ops_done["lock"]:
-                ops_done["n"] += 1
+            with ops_done.get_lock():
+                ops_done.value += 1
 
 
 def staller(path, stop, out):
@@ -269,13 +271,31 @@ def hog(path, stop, out):
         s.close()
 
 
+def run_part(address, conn_ids, requests, deadline, n_tasks, ops_done, results):
+    """One process's share of the connections (threads) and of the request budget."""
+    stats = Stats()
+    budget = {"left": requests, "lock": threading.Lock()}
+    threads = [threading.Thread(target=worker, daemon=True,
+                                args=(address, i, stats, budget, deadline, n_tasks, ops_done))
+               for i in conn_ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put({k: v for k, v in vars(stats).items() if k != "lock"})
+
+
 def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24,
-        progress=True, idle_timeout_s=None):
+        progress=True, idle_timeout_s=None, processes=None):
     """idle_timeout_s: the daemon's idle timeout, when known: then stalled and never-reading
     clients must have been closed by the daemon within twice that time."""
     stats = Stats()
-    budget = {"left": requests, "lock": threading.Lock()}
-    ops_done = {"n": 0, "lock": threading.Lock()}
+    ctx = multiprocessing.get_context("fork")
+    ops_done = ctx.Value("l", 0)
+    # Client threads of one Python process share its interpreter lock: with hundreds of
+    # them, their own scheduling would dominate the latencies. Spread them over processes.
+    if processes is None:
+        processes = max(1, min(8, (connections + 99) // 100))
     deadline = time.time() + duration
     stop = threading.Event()
     bad_out, hog_out = [], []
@@ -295,17 +315,39 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
     for t in side:
         t.start()
     t0 = time.time()
-    threads = [threading.Thread(target=worker, daemon=True,
-                                args=(address, i, stats, budget, deadline, n_tasks, ops_done))
-               for i in range(connections)]
-    for t in threads:
-        t.start()
+    results = ctx.Queue()
+    procs = []
+    for p in range(processes):
+        ids = list(range(p, connections, processes))
+        share = requests // processes + (1 if p < requests % processes else 0)
+        procs.append(ctx.Process(target=run_part, daemon=True,
+                                 args=(address, ids, share, deadline, n_tasks, ops_done, results)))
+    for p in procs:
+        p.start()
     last = 0
-    while any(t.is_alive() for t in threads):
-        time.sleep(0.5)
+    parts = []
+    while len(parts) < len(procs):
+        try:
+            parts.append(results.get(timeout=0.5))
+        except queue.Empty:
+            if not any(p.is_alive() for p in procs):
+                stats.error("a load process died without a result")
+                break
         if progress and time.time() - last > 5:
             last = time.time()
-            print(f"  {time.time() - t0:6.1f} s  {ops_done['n']} requests", file=sys.stderr)
+            print(f"  {time.time() - t0:6.1f} s  {ops_done.value} requests", file=sys.stderr)
+    for p in procs:
+        p.join(10)
+    for part in parts:
+        stats.requests += part["requests"]
+        stats.errors += part["errors"]
+        stats.expected_errors += part["expected_errors"]
+        stats.cache_hits += part["cache_hits"]
+        stats.max_job_id = max(stats.max_job_id, part["max_job_id"])
+        for m, v in part["latency"].items():
+            stats.latency.setdefault(m, []).extend(v)
+        for name in ("jobs_submitted", "jobs_done", "jobs_cancelled", "forgotten"):
+            getattr(stats, name).update(part[name])
     elapsed = time.time() - t0
     probe_stop.set()
     side[-1].join(60)
@@ -361,6 +403,7 @@ def run(address, connections, requests, duration, stallers=4, hogs=2, n_tasks=24
     lat = sorted(x for m, v in stats.latency.items() if m != "wait" for x in v)
     summary = {
         "connections": connections,
+        "client_processes": processes,
         "requests": stats.requests,
         "errors": len(stats.errors),
         "expected_error_answers": stats.expected_errors,
