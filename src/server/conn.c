@@ -361,6 +361,11 @@ static void on_connection(uv_stream_t *listener, int status)
         conn_close(c);
 }
 
+/* Connections the kernel queues before the loop accepts them. With 128, a burst of a few
+ * hundred clients connecting at once (the load run: 500) had the excess refused with EAGAIN
+ * on the Unix socket; the kernel caps this at net.core.somaxconn. */
+#define LISTEN_BACKLOG 1024
+
 static int listen_unix(server *srv, const char *path, zmix_error *err)
 {
     struct stat st;
@@ -390,7 +395,7 @@ static int listen_unix(server *srv, const char *path, zmix_error *err)
     int rc = uv_pipe_bind(p, path);
     umask(old);
     if (rc == 0) rc = chmod(path, 0600) == 0 ? 0 : uv_translate_sys_error(errno);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)p, 128, on_connection);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)p, LISTEN_BACKLOG, on_connection);
     if (rc != 0) {
         uv_close((uv_handle_t *)p, (uv_close_cb)free);
         return zmix_error_set(err, ZMIX_EIO, "--listen unix:%s: %s", path, uv_strerror(rc));
@@ -414,7 +419,7 @@ static int listen_tcp(server *srv, const listen_addr *a, zmix_error *err)
     uv_tcp_init(srv->loop, t);
     t->data = srv;
     rc = uv_tcp_bind(t, (const struct sockaddr *)&ss, 0);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)t, 128, on_connection);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)t, LISTEN_BACKLOG, on_connection);
     if (rc != 0) {
         uv_close((uv_handle_t *)t, (uv_close_cb)free);
         return zmix_error_set(err, ZMIX_EIO, "--listen tcp:%s:%d: %s", a->host, a->port,

@@ -56,3 +56,48 @@ def test_load_with_stalled_clients(tmp_path, experts):
     finally:
         stop.set()
         assert d.stop() == 0
+
+
+def test_connect_burst_is_queued_not_refused(tmp_path, experts):
+    """400 clients connect while the daemon's loop is not accepting (stopped with SIGSTOP):
+    the kernel must queue them all (listen backlog), then each is served. With a backlog of
+    128 the excess connects failed with EAGAIN (found by the 500-connection load run)."""
+    import signal
+    import socket
+
+    import msgpack
+
+    d = Daemon(str(tmp_path), experts).start()
+    socks = []
+    try:
+        d.proc.send_signal(signal.SIGSTOP)
+        refused = 0
+        try:
+            for _ in range(400):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.setblocking(False)
+                try:
+                    s.connect(d.socket)
+                    socks.append(s)
+                except BlockingIOError:
+                    refused += 1
+                    s.close()
+        finally:
+            d.proc.send_signal(signal.SIGCONT)
+        assert refused == 0, f"{refused} of 400 connects refused"
+        for s in socks:
+            s.setblocking(True)
+            s.settimeout(10)
+            s.sendall(msgpack.packb([0, 1, "ping", {}]))
+        for s in socks:
+            unp = msgpack.Unpacker(raw=False)
+            while True:
+                unp.feed(s.recv(4096))
+                msgs = list(unp)
+                if msgs:
+                    assert msgs[0][0] == 1 and msgs[0][3]["pong"] is True, msgs
+                    break
+    finally:
+        for s in socks:
+            s.close()
+        assert d.stop() == 0
