@@ -57,8 +57,17 @@ def verify_seen(c, cache_dir, seen):
 
 
 def test_kill9_loop_loses_nothing(tmp_path, experts):
-    rng = random.Random(SEED)
     d = Daemon(str(tmp_path), experts, extra=["--log-level", "info"])
+    try:
+        crash_loop(d)
+    finally:
+        if d.proc is not None and d.proc.poll() is None:  # a failed check: no daemon left
+            d.proc.kill()
+            d.proc.wait()
+
+
+def crash_loop(d):
+    rng = random.Random(SEED)
     seen = {}       # task -> snapshot of the result a client saw done
     acked = {}      # job id -> task, for every submit the daemon acknowledged
     finished = set()
