@@ -812,6 +812,7 @@ static void finish(job *j, job_state state, const char *reason)
     }
     op->kind = IO_FINISH;
     op->j = j;
+    j->finishing = 1;
     op->target = state;
     snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "");
     j->phase = PH_IO;
@@ -948,6 +949,12 @@ int jobs_cancel(server *srv, job *j, zmix_error *err)
         j->state == JOB_CANCELLED)
         return zmix_error_set(err, ZMIX_ESTATE, "job %llu is already %s", (unsigned long long)j->id,
                               job_state_name(j->state));
+    /* The end state is being written (result saved, record updated): a cancel cannot change
+     * it any more, so say so rather than answer "cancelling" for a job that ends done. */
+    if (j->finishing)
+        return zmix_error_set(
+            err, ZMIX_ESTATE, "job %llu is already finishing (%s)", (unsigned long long)j->id,
+            j->cancel_requested ? "being cancelled" : "its end state is being saved");
     if (j->cancel_requested) return 0;
     j->cancel_requested = 1;
     switch (j->phase) {

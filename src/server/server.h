@@ -97,6 +97,7 @@ struct job {
     volatile int stop; /* tells scoring calls to return early */
     int cancel_requested;
     int fail_pending; /* a chunk failed: fail once the others are back */
+    int finishing;    /* its final state is being written: too late to cancel */
     char reason[JOB_REASON_MAX];
     char warning[JOB_REASON_MAX]; /* e.g. the result could not be written to disk */
     pool_queue queue;
