@@ -20,6 +20,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "model/model_internal.h"
 #include "zmix/adapt.h"
 
@@ -28,25 +30,6 @@
 #endif
 
 /* ---- helpers ----------------------------------------------------------------------- */
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(path);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* Directories made by the running test, removed by its teardown even when an assertion
  * fails half-way (cmocka leaves the test with a longjmp). */
@@ -62,7 +45,7 @@ static void make_tmpdir(char *buf, size_t n)
 
 static int remove_made_dirs(void **state)
 {
-    for (int i = 0; i < n_made_dirs; i++) remove_tree(made_dirs[i]);
+    for (int i = 0; i < n_made_dirs; i++) testutil_rmrf(made_dirs[i]);
     n_made_dirs = 0;
     return 0;
 }
@@ -201,7 +184,7 @@ static void small_task_free(small_task *t)
     zmix_runtime_free(t->rt);
     zmix_model_free(t->model);
     for (int k = 0; k < 3; k++) free(t->paths[k]);
-    remove_tree(t->dir);
+    testutil_rmrf(t->dir);
 }
 
 static void test_baselines_and_result(void **state)
@@ -556,7 +539,7 @@ static void test_planted_recovery(void **state)
     zmix_runtime_free(rt);
     zmix_planted_free(&p);
     zmix_model_free(model);
-    remove_tree(dir);
+    testutil_rmrf(dir);
 }
 
 int main(void)

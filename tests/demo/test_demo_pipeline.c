@@ -22,31 +22,14 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "zmix/adapt.h"
 #include "zmix/demo.h"
 
 #ifndef ZMIX_CLI_PATH
 #error "ZMIX_CLI_PATH must name the zmix binary"
 #endif
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(path);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* Runs a shell command, captures stdout+stderr, returns the exit code. */
 static int run_capture(const char *cmd, char *out, size_t cap)
@@ -61,26 +44,10 @@ static int run_capture(const char *cmd, char *out, size_t cap)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) fail_msg("%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = '\0';
-    fclose(f);
-    *len = (size_t)n;
-    return buf;
-}
-
 static cJSON *read_json(const char *path)
 {
     size_t len;
-    char *text = read_all(path, &len);
+    char *text = testutil_read_file(path, &len);
     cJSON *j = cJSON_Parse(text);
     free(text);
     if (!j) fail_msg("%s: not JSON", path);
@@ -90,7 +57,7 @@ static cJSON *read_json(const char *path)
 static int files_equal(const char *a, const char *b)
 {
     size_t la, lb;
-    char *x = read_all(a, &la), *y = read_all(b, &lb);
+    char *x = testutil_read_file(a, &la), *y = testutil_read_file(b, &lb);
     int eq = la == lb && !memcmp(x, y, la);
     free(x);
     free(y);
@@ -137,7 +104,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    remove_tree(f->dir);
+    testutil_rmrf(f->dir);
     free(f);
     return 0;
 }
@@ -184,7 +151,7 @@ static void test_files(void **state)
     /* The manifest does not give α* away, only where it is. */
     snprintf(path, sizeof path, "%s/demo.json", f->dir);
     size_t len;
-    char *manifest = read_all(path, &len);
+    char *manifest = testutil_read_file(path, &len);
     assert_null(strstr(manifest, "0."));
     free(manifest);
 }
@@ -219,7 +186,7 @@ static void test_same_seed_same_bytes(void **state)
     }
     snprintf(cmd, sizeof cmd, "%s demo-init %s --seed x", ZMIX_CLI_PATH, dir);
     assert_int_equal(run_capture(cmd, out, sizeof out), 2);
-    remove_tree(dir);
+    testutil_rmrf(dir);
 }
 
 /* Loads the demo's runtime and one of its example files (text, through the tokenizer). */
@@ -360,7 +327,7 @@ static void test_cli_scores_text_task(void **state)
              f->dir);
     assert_int_equal(run_capture(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "example 0: prompt is text"));
-    remove_tree(bare);
+    testutil_rmrf(bare);
     zmix_examples_free(&ex);
     zmix_runtime_free(rt);
     zmix_model_free(model);

@@ -19,35 +19,10 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "zmix/demo.h"
 #include "zmix/model.h"
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(path);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(text, f);
-    assert_int_equal(fclose(f), 0);
-}
 
 static void expect_error(int rc, const zmix_error *err, int code, const char *needle1,
                          const char *needle2)
@@ -140,21 +115,22 @@ static void test_file_round_trip_and_errors(void **state)
                  "eos_id = 301");
     zmix_tokenizer_free(t);
 
-    write_file(path, "{\"type\": \"bpe\", \"bos_id\": 256, \"eos_id\": 257}");
+    testutil_write_text(path, "{\"type\": \"bpe\", \"bos_id\": 256, \"eos_id\": 257}");
     expect_error(zmix_tokenizer_load(path, 258, &back, &err), &err, ZMIX_EFORMAT, path, "bytes");
-    write_file(path, "{\"type\": \"bytes\", \"bos_id\": 256}");
+    testutil_write_text(path, "{\"type\": \"bytes\", \"bos_id\": 256}");
     expect_error(zmix_tokenizer_load(path, 258, &back, &err), &err, ZMIX_EFORMAT, "eos_id",
                  "missing");
-    write_file(path, "{\"type\": \"bytes\", \"bos_id\": 256, \"eos_id\": 257, \"unk\": 3}");
+    testutil_write_text(path,
+                        "{\"type\": \"bytes\", \"bos_id\": 256, \"eos_id\": 257, \"unk\": 3}");
     expect_error(zmix_tokenizer_load(path, 258, &back, &err), &err, ZMIX_EFORMAT, "unk", NULL);
-    write_file(path, "{\"type\": \"bytes\", \"bos_id\": 256.5, \"eos_id\": 257}");
+    testutil_write_text(path, "{\"type\": \"bytes\", \"bos_id\": 256.5, \"eos_id\": 257}");
     expect_error(zmix_tokenizer_load(path, 258, &back, &err), &err, ZMIX_EFORMAT, "bos_id",
                  "integer");
     /* A Hugging Face tokenizers file: not ours (ENOTFOUND, which the model loader ignores). */
-    write_file(path, "{\"version\": \"1.0\", \"model\": {\"type\": \"BPE\"}}");
+    testutil_write_text(path, "{\"version\": \"1.0\", \"model\": {\"type\": \"BPE\"}}");
     expect_error(zmix_tokenizer_load(path, 258, &back, &err), &err, ZMIX_ENOTFOUND, NULL, NULL);
     assert_null(back);
-    remove_tree(dir);
+    testutil_rmrf(dir);
 }
 
 /* ---- through the model loader and the examples loader -------------------------------- */
@@ -197,7 +173,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    remove_tree(f->demo);
+    testutil_rmrf(f->demo);
     free(f);
     return 0;
 }
@@ -207,7 +183,7 @@ static void set_tokenizer_file(const fixture *f, const char *text)
     char path[160];
     snprintf(path, sizeof path, "%s/tokenizer.json", f->model);
     if (text)
-        write_file(path, text);
+        testutil_write_text(path, text);
     else
         unlink(path);
 }
@@ -273,9 +249,9 @@ static void test_text_examples_json(void **state)
     snprintf(ex_path, sizeof ex_path, "%s/ex.json", f->demo);
 
     /* Text and ids mixed: text prompts get BOS, text targets are bare bytes. */
-    write_file(ex_path, "{\"examples\": [{\"prompt\": \"hi \", \"target\": \"yo\"},"
-                        " {\"prompt\": [256, 104], \"target\": \"\\u00e9!\"},"
-                        " {\"prompt\": \"\", \"target\": [33]}]}");
+    testutil_write_text(ex_path, "{\"examples\": [{\"prompt\": \"hi \", \"target\": \"yo\"},"
+                                 " {\"prompt\": [256, 104], \"target\": \"\\u00e9!\"},"
+                                 " {\"prompt\": \"\", \"target\": [33]}]}");
     zmix_examples ex;
     assert_int_equal(zmix_examples_load_json_tok(ex_path, tok, &ex, &err), 0);
     assert_int_equal(ex.n, 3);
@@ -297,11 +273,11 @@ static void test_text_examples_json(void **state)
     /* Without a tokenizer (and through the old entry point), text is refused by name. */
     expect_error(zmix_examples_load_json(ex_path, &ex, &err), &err, ZMIX_EFORMAT,
                  "example 0: prompt is text", "tokenizer");
-    write_file(ex_path, "{\"examples\": [{\"prompt\": [1], \"target\": [2]},"
-                        " {\"prompt\": \"a\", \"target\": \"\"}]}");
+    testutil_write_text(ex_path, "{\"examples\": [{\"prompt\": [1], \"target\": [2]},"
+                                 " {\"prompt\": \"a\", \"target\": \"\"}]}");
     expect_error(zmix_examples_load_json_tok(ex_path, tok, &ex, &err), &err, ZMIX_EFORMAT,
                  "example 1: target is empty", ex_path);
-    write_file(ex_path, "{\"examples\": [{\"prompt\": {\"a\": 1}, \"target\": \"x\"}]}");
+    testutil_write_text(ex_path, "{\"examples\": [{\"prompt\": {\"a\": 1}, \"target\": \"x\"}]}");
     expect_error(zmix_examples_load_json_tok(ex_path, tok, &ex, &err), &err, ZMIX_EFORMAT,
                  "example 0: prompt is not an array or a string", NULL);
     zmix_model_free(m);

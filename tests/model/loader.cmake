@@ -10,7 +10,7 @@ zmix_add_unit_test(test_formats_sha256 SOURCES ${_dir}/test_formats_sha256.c LIB
 add_library(zmix_test_formats_fixtures STATIC ${_dir}/test_formats_fixtures.c)
 zmix_target_defaults(zmix_test_formats_fixtures)
 target_include_directories(zmix_test_formats_fixtures PUBLIC ${_src})
-target_link_libraries(zmix_test_formats_fixtures PUBLIC zmix_model zmix_util PkgConfig::CMOCKA)
+target_link_libraries(zmix_test_formats_fixtures PUBLIC zmix_model zmix_util zmix_testutil PkgConfig::CMOCKA)
 
 foreach(_t test_safetensors test_formats_models test_formats_agreement test_formats_fuzz test_examples
            test_experts test_factor_cache test_factor_cache_runtime)

@@ -19,7 +19,7 @@ typedef struct ctx {
 static int setup(void **state)
 {
     ctx *c = calloc(1, sizeof *c);
-    make_temp_dir(c->dir, sizeof c->dir);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
     snprintf(c->path, sizeof c->path, "%s/ex.json", c->dir);
     *state = c;
     return 0;
@@ -28,22 +28,17 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     ctx *c = *state;
-    rm_tree(c->dir);
+    testutil_rmrf(c->dir);
     free(c);
     return 0;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    write_file(path, text, strlen(text));
 }
 
 static void test_load_good(void **state)
 {
     ctx *c = *state;
-    write_text(c->path, "{\"task\": \"ignored\", \"examples\": [\n"
-                        "  {\"prompt\": [1, 403, 407], \"target\": [405, 292]},\n"
-                        "  {\"target\": [7], \"prompt\": [1]}\n]}\n");
+    testutil_write_text(c->path, "{\"task\": \"ignored\", \"examples\": [\n"
+                                 "  {\"prompt\": [1, 403, 407], \"target\": [405, 292]},\n"
+                                 "  {\"target\": [7], \"prompt\": [1]}\n]}\n");
     zmix_examples ex;
     zmix_error err = {0};
     assert_int_equal(zmix_examples_load_json(c->path, &ex, &err), 0);
@@ -73,7 +68,7 @@ static void test_load_good(void **state)
 
 static void load_fails(ctx *c, const char *text, int code, const char *n1, const char *n2)
 {
-    write_text(c->path, text);
+    testutil_write_text(c->path, text);
     zmix_examples ex;
     zmix_error err = {0};
     expect_error(zmix_examples_load_json(c->path, &ex, &err), &err, code, n1, n2);

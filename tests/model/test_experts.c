@@ -26,7 +26,7 @@ typedef struct ctx {
 static int setup(void **state)
 {
     ctx *c = calloc(1, sizeof *c);
-    make_temp_dir(c->dir, sizeof c->dir);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
     snprintf(c->path, sizeof c->path, "%s/math.safetensors", c->dir);
     zmix_model_config *cfg = &c->model.cfg;
     cfg->dim = 8, cfg->hidden_dim = 12, cfg->n_layers = 2, cfg->n_heads = 2;
@@ -49,7 +49,7 @@ static int teardown(void **state)
     free(c->mlp);
     free(c->attn);
     free(c->z);
-    rm_tree(c->dir);
+    testutil_rmrf(c->dir);
     free(c);
     return 0;
 }

@@ -44,7 +44,7 @@ static void random_factors(const zmix_adapted *list, int n, zmix_factors *f, uin
 static int setup(void **state)
 {
     ctx *c = calloc(1, sizeof *c);
-    make_temp_dir(c->dir, sizeof c->dir);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
     zmix_model_config *cfg = &c->model.cfg;
     cfg->dim = 8, cfg->hidden_dim = 12, cfg->n_layers = 2, cfg->n_heads = 2;
     cfg->n_kv_heads = 1, cfg->head_dim = 4, cfg->vocab_size = 16, cfg->max_seq_len = 32;
@@ -67,7 +67,7 @@ static int teardown(void **state)
     zmix_factors_free(c->f, c->n);
     free(c->f);
     free(c->list);
-    rm_tree(c->dir);
+    testutil_rmrf(c->dir);
     free(c);
     return 0;
 }
@@ -119,9 +119,9 @@ static void test_round_trip(void **state)
 static void flip_byte(const char *path, long offset_from_end)
 {
     size_t len;
-    char *data = read_file(path, &len);
+    char *data = testutil_read_file(path, &len);
     data[len - (size_t)offset_from_end] ^= 0x01;
-    write_file(path, data, len);
+    testutil_write_file(path, data, len);
     free(data);
 }
 
@@ -138,11 +138,11 @@ static void test_corrupt_header_byte(void **state)
     ctx *c = *state;
     save(c);
     size_t len;
-    char *data = read_file(c->path, &len);
+    char *data = testutil_read_file(c->path, &len);
     char *at = strstr(data + 8, "\"dtype\"");
     assert_non_null(at);
     at[1] = 'D'; /* "Dtype": the tensor entry loses its dtype */
-    write_file(c->path, data, len);
+    testutil_write_file(c->path, data, len);
     free(data);
     expect_load_error(c, ZMIX_EFORMAT, "dtype");
 }
@@ -152,10 +152,10 @@ static void test_truncated(void **state)
     ctx *c = *state;
     save(c);
     size_t len;
-    char *data = read_file(c->path, &len);
-    write_file(c->path, data, len - 4);
+    char *data = testutil_read_file(c->path, &len);
+    testutil_write_file(c->path, data, len - 4);
     expect_load_error(c, ZMIX_EFORMAT, "outside the data area");
-    write_file(c->path, data, 5);
+    testutil_write_file(c->path, data, 5);
     expect_load_error(c, ZMIX_EFORMAT, "too short");
     free(data);
 }

@@ -26,7 +26,7 @@ typedef struct ctx {
 static int setup(void **state)
 {
     ctx *c = calloc(1, sizeof *c);
-    make_temp_dir(c->dir, sizeof c->dir);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
     zmix_model_config cfg = {.model_type = "llama",
                              .dim = 16,
                              .hidden_dim = 40,
@@ -74,7 +74,7 @@ static int teardown(void **state)
     ctx *c = *state;
     zmix_examples_free(&c->ex);
     zmix_model_free(c->model);
-    rm_tree(c->dir);
+    testutil_rmrf(c->dir);
     free(c);
     return 0;
 }
@@ -107,7 +107,7 @@ static void test_cache_used_and_rebuilt(void **state)
     zmix_score first = score_with_cache(c);
     assert_int_equal(stat(c->cache, &st1), 0);
     size_t len;
-    char *saved = read_file(c->cache, &len);
+    char *saved = testutil_read_file(c->cache, &len);
 
     zmix_score second = score_with_cache(c);
     assert_int_equal(stat(c->cache, &st2), 0);
@@ -118,14 +118,14 @@ static void test_cache_used_and_rebuilt(void **state)
     char *bad = malloc(len);
     memcpy(bad, saved, len);
     bad[len - 123] ^= 0x40;
-    write_file(c->cache, bad, len);
+    testutil_write_file(c->cache, bad, len);
     assert_int_equal(stat(c->cache, &st2), 0);
     zmix_score third = score_with_cache(c);
     assert_int_equal(stat(c->cache, &st3), 0);
     assert_int_not_equal(st2.st_ino, st3.st_ino);
     assert_memory_equal(&first, &third, sizeof first);
     size_t len3;
-    char *rebuilt = read_file(c->cache, &len3);
+    char *rebuilt = testutil_read_file(c->cache, &len3);
     assert_int_equal(len3, len);
     assert_memory_equal(rebuilt, saved, len); /* the SVD is deterministic */
     free(rebuilt);

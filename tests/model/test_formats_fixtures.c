@@ -5,60 +5,12 @@
 #include <stddef.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "util/pcg.h"
-
-void make_temp_dir(char *out, size_t size)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(out, size, "%s/zmix-formats-XXXXXX", base && base[0] ? base : "/tmp");
-    assert_non_null(mkdtemp(out));
-}
-
-void rm_tree(const char *dir)
-{
-    /* The fixtures only ever make flat directories. */
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    char path[1200];
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        remove(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-void write_file(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    if (len) assert_int_equal(fwrite(data, 1, len, f), len);
-    assert_int_equal(fclose(f), 0);
-}
-
-char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    buf[n] = '\0';
-    *len = (size_t)n;
-    return buf;
-}
 
 void write_raw_safetensors(const char *path, const char *header, uint64_t header_len_field,
                            const void *data, size_t data_len)
@@ -71,7 +23,7 @@ void write_raw_safetensors(const char *path, const char *header, uint64_t header
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(field >> (8 * i));
     memcpy(buf + 8, header, hlen);
     if (data_len) memcpy(buf + 8 + hlen, data, data_len);
-    write_file(path, buf, total);
+    testutil_write_file(path, buf, total);
     free(buf);
 }
 
@@ -175,7 +127,7 @@ void fixture_write_config(const fixture_model *m, const char *dir, const char *e
         " \"tie_word_embeddings\": %s%s%s}\n",
         m->model_type, m->dim, m->hidden, m->layers, m->heads, m->kv_heads, m->vocab,
         m->tied ? "true" : "false", extra[0] ? ", " : "", extra);
-    write_file(path, text, strlen(text));
+    testutil_write_text(path, text);
 }
 
 static uint16_t f32_to_f16_exact(float f)
@@ -253,7 +205,7 @@ void fixture_write_weights(const fixture_model *m, const char *dir, int n_shards
                              i ? ", " : "", m->t[i].name, i % n_shards + 1, n_shards);
     len += (size_t)snprintf(index + len, cap - len, "}}\n");
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    write_file(path, index, len);
+    testutil_write_file(path, index, len);
     free(index);
 }
 

@@ -7,14 +7,7 @@
 #include <stdint.h>
 
 #include "model_internal.h"
-
-/* A fresh directory under $TMPDIR (or /tmp); removed with everything in it by rm_tree. */
-void make_temp_dir(char *out, size_t size);
-void rm_tree(const char *dir);
-
-void write_file(const char *path, const void *data, size_t len);
-/* Reads a whole file (malloc'ed, NUL-terminated); *len receives its size. */
-char *read_file(const char *path, size_t *len);
+#include "testutil.h"
 
 /* A safetensors file from a raw header string and data bytes, with the header length field
  * set to header_len_field (pass (uint64_t)-1 for the true length). */

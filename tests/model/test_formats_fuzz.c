@@ -52,7 +52,7 @@ typedef struct ctx {
 static int setup(void **state)
 {
     ctx *c = calloc(1, sizeof *c);
-    make_temp_dir(c->dir, sizeof c->dir);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
     *state = c;
     return 0;
 }
@@ -60,7 +60,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     ctx *c = *state;
-    rm_tree(c->dir);
+    testutil_rmrf(c->dir);
     free(c);
     return 0;
 }
@@ -69,14 +69,14 @@ static void fuzz_model_file(const char *target, const char *load_path, uint64_t 
                             size_t header_hint, int *n_ok)
 {
     size_t len;
-    char *orig = read_file(target, &len);
+    char *orig = testutil_read_file(target, &len);
     char *buf = malloc(len + 64);
     pcg32 rng;
     pcg32_seed(&rng, seed, 9);
     if (header_hint > len) header_hint = len;
     for (int r = 0; r < ROUNDS; r++) {
         size_t n = mutate(&rng, orig, len, buf, header_hint);
-        write_file(target, buf, n);
+        testutil_write_file(target, buf, n);
         zmix_model *m = NULL;
         zmix_error err = {0};
         int rc = zmix_model_load(load_path, &m, &err);
@@ -88,7 +88,7 @@ static void fuzz_model_file(const char *target, const char *load_path, uint64_t 
             assert_true(err.msg[0] != '\0');
         }
     }
-    write_file(target, orig, len);
+    testutil_write_file(target, orig, len);
     free(orig);
     free(buf);
 }

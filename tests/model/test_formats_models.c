@@ -21,7 +21,7 @@ typedef struct ctx {
 static int setup(void **state)
 {
     ctx *c = calloc(1, sizeof *c);
-    make_temp_dir(c->dir, sizeof c->dir);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
     *state = c;
     return 0;
 }
@@ -30,14 +30,9 @@ static int teardown(void **state)
 {
     ctx *c = *state;
     fixture_model_free(&c->m);
-    rm_tree(c->dir);
+    testutil_rmrf(c->dir);
     free(c);
     return 0;
-}
-
-static void write_text(const char *path, const char *text)
-{
-    write_file(path, text, strlen(text));
 }
 
 static void load_ok(const char *path, zmix_model **out)
@@ -131,8 +126,8 @@ static void test_stories_both_formats(void **unused)
 static void copy_prefix(const char *from, const char *to, size_t keep)
 {
     size_t len;
-    char *data = read_file(from, &len);
-    write_file(to, data, keep < len ? keep : len);
+    char *data = testutil_read_file(from, &len);
+    testutil_write_file(to, data, keep < len ? keep : len);
     free(data);
 }
 
@@ -334,9 +329,9 @@ static void test_hf_bad_index(void **state)
     load_fails(c->dir, ZMIX_ENOTFOUND, "model-00002-of-00002.safetensors", "cannot open");
 
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", c->dir);
-    write_text(path, "{\"weight_map\": {\"model.norm.weight\": \"../x.safetensors\"}}");
+    testutil_write_text(path, "{\"weight_map\": {\"model.norm.weight\": \"../x.safetensors\"}}");
     load_fails(c->dir, ZMIX_EFORMAT, "weight_map['model.norm.weight']", "not a file name");
-    write_text(path, "{\"weight_map\": [1]}");
+    testutil_write_text(path, "{\"weight_map\": [1]}");
     load_fails(c->dir, ZMIX_EFORMAT, "weight_map", "not an object");
     remove(path);
     load_fails(c->dir, ZMIX_ENOTFOUND, "neither model.safetensors", NULL);
@@ -351,7 +346,7 @@ static void test_hf_bad_configs(void **state)
     snprintf(path, sizeof path, "%s/config.json", c->dir);
     load_fails(c->dir, ZMIX_ENOTFOUND, path, NULL);
 
-    write_text(path, "{\"model_type\": \"llama\", ");
+    testutil_write_text(path, "{\"model_type\": \"llama\", ");
     load_fails(c->dir, ZMIX_EFORMAT, path, "malformed JSON");
 
     fixture_write_config(&c->m, c->dir, "\"head_dim\": 3");
@@ -394,9 +389,9 @@ static void test_hf_bad_configs(void **state)
     snprintf(m->model_type, sizeof m->model_type, "gpt2");
     fixture_write_config(m, c->dir, "");
     load_fails(c->dir, ZMIX_EFORMAT, "model_type 'gpt2' is not supported", NULL);
-    write_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 8}");
+    testutil_write_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 8}");
     load_fails(c->dir, ZMIX_EFORMAT, "'intermediate_size' is missing", NULL);
-    write_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 8.5}");
+    testutil_write_text(path, "{\"model_type\": \"llama\", \"hidden_size\": 8.5}");
     load_fails(c->dir, ZMIX_EFORMAT, "'hidden_size' is not an integer", NULL);
 }
 
@@ -418,7 +413,7 @@ static void test_llama2c_synthetic(void **state)
     assert_int_equal(cfg->max_seq_len, 10);
     /* The classifier is the last tensor of the file, after the RoPE tables. */
     size_t len;
-    char *raw = read_file(path, &len);
+    char *raw = testutil_read_file(path, &len);
     assert_int_equal(len, 28 + 4 * n);
     assert_memory_equal(model->lm_head, raw + len - 16 * 8 * 4, 16 * 8 * 4);
     assert_memory_equal(model->layers[1].w_up,
@@ -439,7 +434,7 @@ static void test_llama2c_malformed(void **state)
     ctx *c = *state;
     char path[700];
     snprintf(path, sizeof path, "%s/m.bin", c->dir);
-    write_file(path, "\x08\0\0\0", 4);
+    testutil_write_file(path, "\x08\0\0\0", 4);
     load_fails(path, ZMIX_EFORMAT, "shorter than the 28-byte", NULL);
 
     struct {
@@ -457,13 +452,13 @@ static void test_llama2c_malformed(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint8_t buf[28 + 64] = {0};
         memcpy(buf, cases[i].h, 28);
-        write_file(path, buf, sizeof buf);
+        testutil_write_file(path, buf, sizeof buf);
         load_fails(path, cases[i].code, cases[i].msg, path);
     }
 
     /* A huge header with a tiny file: refused by size, never read past the end. */
     int32_t big[7] = {4096, 11008, 32, 32, 32, 32000, 2048};
-    write_file(path, big, 28);
+    testutil_write_file(path, big, 28);
     load_fails(path, ZMIX_EFORMAT, "file is 28 bytes", NULL);
 
     /* NaN in w2 of layer 1. */

@@ -24,7 +24,7 @@ typedef struct ctx {
 static int setup(void **state)
 {
     ctx *c = calloc(1, sizeof *c);
-    make_temp_dir(c->dir, sizeof c->dir);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
     snprintf(c->path, sizeof c->path, "%s/t.safetensors", c->dir);
     *state = c;
     return 0;
@@ -33,7 +33,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     ctx *c = *state;
-    rm_tree(c->dir);
+    testutil_rmrf(c->dir);
     free(c);
     return 0;
 }
@@ -54,7 +54,7 @@ static void test_write_read_round_trip(void **state)
     struct stat st;
     assert_int_not_equal(stat(tmp, &st), 0);
     size_t len;
-    char *raw = read_file(c->path, &len);
+    char *raw = testutil_read_file(c->path, &len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | (uint8_t)raw[i];
     assert_int_equal(hlen % 8, 0);
@@ -191,7 +191,7 @@ static void test_malformed_files(void **state)
 {
     ctx *c = *state;
     const char *good = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}";
-    write_file(c->path, "\x05\0\0", 3);
+    testutil_write_file(c->path, "\x05\0\0", 3);
     zmix_st_file f;
     zmix_error err = {0};
     expect_error(zmix_st_open(c->path, &f, &err), &err, ZMIX_EFORMAT, "too short", NULL);

@@ -11,31 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* A fresh directory under $TMPDIR (or /tmp); path receives it. */
-static inline void testutil_mkdtemp(char *path, size_t size)
-{
-    const char *base = getenv("TMPDIR");
-    snprintf(path, size, "%s/zmix-persist-XXXXXX", base && base[0] ? base : "/tmp");
-    if (!mkdtemp(path)) abort();
-}
-
-static inline void testutil_rmrf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0) return;
-    if (S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        struct dirent *de;
-        while (d && (de = readdir(d)) != NULL) {
-            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
-            char child[4096];
-            if (snprintf(child, sizeof child, "%s/%s", path, de->d_name) < (int)sizeof child)
-                testutil_rmrf(child);
-        }
-        if (d) closedir(d);
-    }
-    remove(path);
-}
+#include "testutil.h"
 
 static inline long testutil_file_size(const char *path)
 {
@@ -64,14 +40,6 @@ static inline void testutil_flip_byte(const char *path, long offset)
 static inline void testutil_truncate(const char *path, long len)
 {
     if (truncate(path, len) != 0) abort();
-}
-
-static inline void testutil_write(const char *path, const void *data, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f) abort();
-    if (len && fwrite(data, 1, len, f) != len) abort();
-    fclose(f);
 }
 
 /* Number of entries in dir whose name ends with suffix. */

@@ -372,7 +372,7 @@ static void test_corrupt_records_skipped(void **state)
     job_path(path, sizeof path, f, truncated, ".job");
     testutil_truncate(path, testutil_file_size(path) / 2);
     job_path(path, sizeof path, f, intact, ".job.tmp");
-    testutil_write(path, "ZMIXJOBR", 8);
+    testutil_write_file(path, "ZMIXJOBR", 8);
     open_store(f, 0, &o);
     assert_int_equal(o.problems.n, 2);
     assert_int_equal(o.n, 1);

@@ -640,12 +640,12 @@ static void test_corrupt_files_skipped(void **state)
     testutil_truncate(path, 0);
     /* A torn temporary file, as left by a crash before its rename. */
     file_path(path, sizeof path, f, "intact", ".zmt.tmp");
-    testutil_write(path, "ZMIXTASK\x01", 9);
+    testutil_write_file(path, "ZMIXTASK\x01", 9);
     file_path(path, sizeof path, f, "other", ".safetensors.tmp");
-    testutil_write(path, "junk", 4);
+    testutil_write_file(path, "junk", 4);
     /* A safetensors file with no record, and one damaged in its data. */
     file_path(path, sizeof path, f, "orphan", ".safetensors");
-    testutil_write(path, "12345678", 8);
+    testutil_write_file(path, "12345678", 8);
     file_path(st_path, sizeof st_path, f, "intact", ".safetensors");
     long st_size = testutil_file_size(st_path);
     uint8_t good[4096];
