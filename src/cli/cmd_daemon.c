@@ -160,6 +160,79 @@ static int status_error(const daemon_opts *o, const zmix_client *c, const zmix_e
     return daemon_fail(o, c, err);
 }
 
+/* A command that is one request and its reply, once its arguments are parsed. */
+typedef struct daemon_call {
+    int (*send)(zmix_client *c, void *ctx, zmix_error *err);
+    /* Reports a failed request, returns the exit code; NULL: daemon_fail. */
+    int (*fail)(const daemon_opts *o, const zmix_client *c, const zmix_error *err, void *ctx);
+    void (*print)(const zmix_client *c, void *ctx); /* the reply as text (without --json) */
+    void (*free_reply)(void *ctx);                  /* NULL: nothing to free */
+    void *ctx;
+} daemon_call;
+
+/* Connects, sends, prints the reply (the daemon's JSON with --json) or reports the error, frees
+ * the reply and closes. Returns the command's exit code. */
+static int daemon_run_call(const daemon_opts *o, const daemon_call *call)
+{
+    zmix_client *c;
+    int rc = daemon_connect(o, &c);
+    if (rc) return rc;
+    zmix_error err;
+    zmix_error_clear(&err);
+    if (call->send(c, call->ctx, &err))
+        rc = call->fail ? call->fail(o, c, &err, call->ctx) : daemon_fail(o, c, &err);
+    else if (o->json)
+        rc = daemon_print_json(o, c);
+    else
+        call->print(c, call->ctx);
+    if (call->free_reply) call->free_reply(call->ctx);
+    zmix_client_close(c);
+    return rc;
+}
+
+/* status and cancel: the job asked about and the daemon's answer. */
+typedef struct job_call {
+    uint64_t job;
+    zmix_client_status st; /* status */
+    char state[32];        /* cancel */
+} job_call;
+
+static int job_call_fail(const daemon_opts *o, const zmix_client *c, const zmix_error *err,
+                         void *ctx)
+{
+    return status_error(o, c, err, ((const job_call *)ctx)->job);
+}
+
+static int status_send(zmix_client *c, void *ctx, zmix_error *err)
+{
+    job_call *j = ctx;
+    return zmix_client_status_get(c, j->job, 0, &j->st, err);
+}
+
+static void status_print(const zmix_client *c, void *ctx)
+{
+    (void)c;
+    print_status(&((job_call *)ctx)->st);
+}
+
+static void status_free(void *ctx)
+{
+    zmix_client_status_free(&((job_call *)ctx)->st);
+}
+
+/* A request about the job named by job_arg (exit code 2 when it names none). */
+static int daemon_run_job_call(const daemon_opts *o, const char *job_arg,
+                               int (*send)(zmix_client *, void *, zmix_error *),
+                               void (*print)(const zmix_client *, void *),
+                               void (*free_reply)(void *))
+{
+    job_call j;
+    memset(&j, 0, sizeof j);
+    if (daemon_parse_job(o->cmd, job_arg, &j.job)) return 2;
+    daemon_call call = {send, job_call_fail, print, free_reply, &j};
+    return daemon_run_call(o, &call);
+}
+
 int cmd_status(int argc, char **argv)
 {
     daemon_opts o = {.cmd = "status"};
@@ -168,22 +241,7 @@ int cmd_status(int argc, char **argv)
                     "usage: zmix status JOB [--json]\n\nShows a job's state, "
                     "generation, best score and alpha so far.",
                     NULL, NULL);
-    uint64_t job;
-    if (daemon_parse_job(o.cmd, pos[0], &job)) return 2;
-    zmix_client *c;
-    int rc = daemon_connect(&o, &c);
-    if (rc) return rc;
-    zmix_client_status st;
-    zmix_error err;
-    zmix_error_clear(&err);
-    if (zmix_client_status_get(c, job, 0, &st, &err)) {
-        rc = status_error(&o, c, &err, job);
-    } else {
-        rc = o.json ? daemon_print_json(&o, c) : (print_status(&st), 0);
-        zmix_client_status_free(&st);
-    }
-    zmix_client_close(c);
-    return rc;
+    return daemon_run_job_call(&o, pos[0], status_send, status_print, status_free);
 }
 
 static void on_progress(void *user, const zmix_client_status *s)
@@ -493,6 +551,19 @@ int cmd_submit(int argc, char **argv)
 /* ---- cancel, jobs ------------------------------------------------------------------------------
  */
 
+static int cancel_send(zmix_client *c, void *ctx, zmix_error *err)
+{
+    job_call *j = ctx;
+    return zmix_client_cancel(c, j->job, j->state, sizeof j->state, err);
+}
+
+static void cancel_print(const zmix_client *c, void *ctx)
+{
+    (void)c;
+    const job_call *j = ctx;
+    printf("job %llu %s\n", (unsigned long long)j->job, j->state);
+}
+
 int cmd_cancel(int argc, char **argv)
 {
     daemon_opts o = {.cmd = "cancel"};
@@ -501,26 +572,12 @@ int cmd_cancel(int argc, char **argv)
                     "usage: zmix cancel JOB [--json]\n\nCancels a queued or running job (a "
                     "running one stops after its current generation).",
                     NULL, NULL);
-    uint64_t job;
-    if (daemon_parse_job(o.cmd, pos[0], &job)) return 2;
-    zmix_client *c;
-    int rc = daemon_connect(&o, &c);
-    if (rc) return rc;
-    char state[32];
-    zmix_error err;
-    zmix_error_clear(&err);
-    if (zmix_client_cancel(c, job, state, sizeof state, &err))
-        rc = status_error(&o, c, &err, job);
-    else if (o.json)
-        rc = daemon_print_json(&o, c);
-    else
-        printf("job %llu %s\n", (unsigned long long)job, state);
-    zmix_client_close(c);
-    return rc;
+    return daemon_run_job_call(&o, pos[0], cancel_send, cancel_print, NULL);
 }
 
 typedef struct jobs_ctx {
     const char *state;
+    zmix_client_job_list l;
 } jobs_ctx;
 
 static int jobs_extra(void *vctx, int argc, char **argv, int *i)
@@ -528,6 +585,32 @@ static int jobs_extra(void *vctx, int argc, char **argv, int *i)
     jobs_ctx *j = vctx;
     if (strcmp(argv[*i], "--state")) return 0;
     return opt_value("jobs", argc, argv, i, &j->state) ? -1 : 1;
+}
+
+static int jobs_send(zmix_client *c, void *ctx, zmix_error *err)
+{
+    jobs_ctx *j = ctx;
+    return zmix_client_jobs(c, j->state, &j->l, err);
+}
+
+static void jobs_print(const zmix_client *c, void *ctx)
+{
+    (void)c;
+    const zmix_client_job_list *l = &((jobs_ctx *)ctx)->l;
+    printf("%-6s %-24s %-10s %10s %5s  %s\n", "JOB", "TASK", "STATE", "GENERATION", "PRIO",
+           "SUBMITTED");
+    for (size_t i = 0; i < l->n; i++) {
+        char when[32];
+        format_time(l->jobs[i].submitted, when, sizeof when);
+        printf("%-6llu %-24s %-10s %10d %5d  %s\n", (unsigned long long)l->jobs[i].job,
+               l->jobs[i].task, l->jobs[i].state, l->jobs[i].generation, l->jobs[i].priority, when);
+    }
+    if (l->n == 0) printf("(no jobs)\n");
+}
+
+static void jobs_free(void *ctx)
+{
+    zmix_client_job_list_free(&((jobs_ctx *)ctx)->l);
 }
 
 int cmd_jobs(int argc, char **argv)
@@ -538,30 +621,8 @@ int cmd_jobs(int argc, char **argv)
                     "usage: zmix jobs [--state queued|running|done|failed|cancelled] [--json]\n\n"
                     "Lists the daemon's jobs.\n\n  --state S            only jobs in state S",
                     jobs_extra, &j);
-    zmix_client *c;
-    int rc = daemon_connect(&o, &c);
-    if (rc) return rc;
-    zmix_client_job_list l;
-    zmix_error err;
-    zmix_error_clear(&err);
-    if (zmix_client_jobs(c, j.state, &l, &err)) {
-        rc = daemon_fail(&o, c, &err);
-    } else if (o.json) {
-        rc = daemon_print_json(&o, c);
-    } else {
-        printf("%-6s %-24s %-10s %10s %5s  %s\n", "JOB", "TASK", "STATE", "GENERATION", "PRIO",
-               "SUBMITTED");
-        for (size_t i = 0; i < l.n; i++) {
-            char when[32];
-            format_time(l.jobs[i].submitted, when, sizeof when);
-            printf("%-6llu %-24s %-10s %10d %5d  %s\n", (unsigned long long)l.jobs[i].job,
-                   l.jobs[i].task, l.jobs[i].state, l.jobs[i].generation, l.jobs[i].priority, when);
-        }
-        if (l.n == 0) printf("(no jobs)\n");
-    }
-    zmix_client_job_list_free(&l);
-    zmix_client_close(c);
-    return rc;
+    daemon_call call = {jobs_send, NULL, jobs_print, jobs_free, &j};
+    return daemon_run_call(&o, &call);
 }
 
 /* ---- get, tasks, evict
@@ -645,38 +706,59 @@ int cmd_get(int argc, char **argv)
     return rc;
 }
 
+static int tasks_send(zmix_client *c, void *ctx, zmix_error *err)
+{
+    return zmix_client_tasks(c, ctx, err);
+}
+
+static void tasks_print(const zmix_client *c, void *ctx)
+{
+    (void)c;
+    const zmix_client_task_list *l = ctx;
+    printf("%-24s %-6s %8s %10s %9s  %s\n", "TASK", "JOB", "ACCURACY", "LOGLIK", "BYTES",
+           "CREATED");
+    for (size_t i = 0; i < l->n; i++) {
+        char when[32];
+        format_time(l->tasks[i].created, when, sizeof when);
+        printf("%-24s %-6llu %8.4f %10.5f %9lld  %s%s\n", l->tasks[i].task,
+               (unsigned long long)l->tasks[i].job, l->tasks[i].score.accuracy,
+               l->tasks[i].score.loglik, (long long)l->tasks[i].bytes, when,
+               l->tasks[i].persisted ? "" : "  (not on disk)");
+    }
+    if (l->n == 0) printf("(no cached tasks)\n");
+}
+
+static void tasks_free(void *ctx)
+{
+    zmix_client_task_list_free(ctx);
+}
+
 int cmd_tasks(int argc, char **argv)
 {
     daemon_opts o = {.cmd = "tasks"};
     PARSE_OR_RETURN(&o, argc, argv, NULL, 0,
                     "usage: zmix tasks [--json]\n\nLists the tasks in the daemon's cache.", NULL,
                     NULL);
-    zmix_client *c;
-    int rc = daemon_connect(&o, &c);
-    if (rc) return rc;
     zmix_client_task_list l;
-    zmix_error err;
-    zmix_error_clear(&err);
-    if (zmix_client_tasks(c, &l, &err)) {
-        rc = daemon_fail(&o, c, &err);
-    } else if (o.json) {
-        rc = daemon_print_json(&o, c);
-    } else {
-        printf("%-24s %-6s %8s %10s %9s  %s\n", "TASK", "JOB", "ACCURACY", "LOGLIK", "BYTES",
-               "CREATED");
-        for (size_t i = 0; i < l.n; i++) {
-            char when[32];
-            format_time(l.tasks[i].created, when, sizeof when);
-            printf("%-24s %-6llu %8.4f %10.5f %9lld  %s%s\n", l.tasks[i].task,
-                   (unsigned long long)l.tasks[i].job, l.tasks[i].score.accuracy,
-                   l.tasks[i].score.loglik, (long long)l.tasks[i].bytes, when,
-                   l.tasks[i].persisted ? "" : "  (not on disk)");
-        }
-        if (l.n == 0) printf("(no cached tasks)\n");
-    }
-    zmix_client_task_list_free(&l);
-    zmix_client_close(c);
-    return rc;
+    memset(&l, 0, sizeof l);
+    daemon_call call = {tasks_send, NULL, tasks_print, tasks_free, &l};
+    return daemon_run_call(&o, &call);
+}
+
+static int evict_send(zmix_client *c, void *ctx, zmix_error *err)
+{
+    return zmix_client_evict(c, ctx, err);
+}
+
+static int evict_fail(const daemon_opts *o, const zmix_client *c, const zmix_error *err, void *ctx)
+{
+    return task_error(o, c, err, ctx);
+}
+
+static void evict_print(const zmix_client *c, void *ctx)
+{
+    (void)c;
+    printf("evicted task %s\n", (const char *)ctx);
 }
 
 int cmd_evict(int argc, char **argv)
@@ -687,23 +769,42 @@ int cmd_evict(int argc, char **argv)
                     "usage: zmix evict TASK [--json]\n\nRemoves a task's result from the cache "
                     "(memory and disk).",
                     NULL, NULL);
-    zmix_client *c;
-    int rc = daemon_connect(&o, &c);
-    if (rc) return rc;
-    zmix_error err;
-    zmix_error_clear(&err);
-    if (zmix_client_evict(c, pos[0], &err))
-        rc = task_error(&o, c, &err, pos[0]);
-    else if (o.json)
-        rc = daemon_print_json(&o, c);
-    else
-        printf("evicted task %s\n", pos[0]);
-    zmix_client_close(c);
-    return rc;
+    daemon_call call = {evict_send, evict_fail, evict_print, NULL, (void *)pos[0]};
+    return daemon_run_call(&o, &call);
 }
 
 /* ---- info, stats
  * ---------------------------------------------------------------------------------- */
+
+static int info_send(zmix_client *c, void *ctx, zmix_error *err)
+{
+    return zmix_client_info_get(c, ctx, err);
+}
+
+static void info_print(const zmix_client *c, void *ctx)
+{
+    const zmix_client_info *in = ctx;
+    printf("zmixd %s at %s\n", in->version, zmix_client_address(c));
+    printf("model %s (%s, %d layers, dim %d, hidden %d, %d heads / %d kv, vocab %d, context "
+           "%d)\n",
+           in->model_path, in->model_type, in->n_layers, in->dim, in->hidden_dim, in->n_heads,
+           in->n_kv_heads, in->vocab_size, in->max_seq_len);
+    printf("fingerprint %s\n", in->fingerprint);
+    printf("adapted: %s, %d matrices\n", in->adapt, in->n_matrices);
+    printf("experts (%d):", in->n_experts);
+    for (int k = 0; k < in->n_experts; k++) printf(" %s", in->experts[k]);
+    printf("\nalpha dimension: %d per expert, %d per layer\n", in->alpha_dim_per_expert,
+           in->alpha_dim_per_layer);
+    printf("limits: %d examples, %lld tokens, context %lld, population %d, %d generations, "
+           "dimension %d, %d jobs, frame %lld bytes, %d workers\n",
+           in->max_examples, (long long)in->max_tokens, (long long)in->context, in->max_pop,
+           in->max_generations, in->max_dim, in->max_jobs, (long long)in->frame_limit, in->workers);
+}
+
+static void info_free(void *ctx)
+{
+    zmix_client_info_free(ctx);
+}
 
 int cmd_info(int argc, char **argv)
 {
@@ -711,36 +812,40 @@ int cmd_info(int argc, char **argv)
     PARSE_OR_RETURN(&o, argc, argv, NULL, 0,
                     "usage: zmix info [--json]\n\nShows the daemon's model, experts and limits.",
                     NULL, NULL);
-    zmix_client *c;
-    int rc = daemon_connect(&o, &c);
-    if (rc) return rc;
     zmix_client_info in;
-    zmix_error err;
-    zmix_error_clear(&err);
-    if (zmix_client_info_get(c, &in, &err)) {
-        rc = daemon_fail(&o, c, &err);
-    } else if (o.json) {
-        rc = daemon_print_json(&o, c);
-    } else {
-        printf("zmixd %s at %s\n", in.version, zmix_client_address(c));
-        printf("model %s (%s, %d layers, dim %d, hidden %d, %d heads / %d kv, vocab %d, context "
-               "%d)\n",
-               in.model_path, in.model_type, in.n_layers, in.dim, in.hidden_dim, in.n_heads,
-               in.n_kv_heads, in.vocab_size, in.max_seq_len);
-        printf("fingerprint %s\n", in.fingerprint);
-        printf("adapted: %s, %d matrices\n", in.adapt, in.n_matrices);
-        printf("experts (%d):", in.n_experts);
-        for (int k = 0; k < in.n_experts; k++) printf(" %s", in.experts[k]);
-        printf("\nalpha dimension: %d per expert, %d per layer\n", in.alpha_dim_per_expert,
-               in.alpha_dim_per_layer);
-        printf("limits: %d examples, %lld tokens, context %lld, population %d, %d generations, "
-               "dimension %d, %d jobs, frame %lld bytes, %d workers\n",
-               in.max_examples, (long long)in.max_tokens, (long long)in.context, in.max_pop,
-               in.max_generations, in.max_dim, in.max_jobs, (long long)in.frame_limit, in.workers);
-    }
-    zmix_client_info_free(&in);
-    zmix_client_close(c);
-    return rc;
+    memset(&in, 0, sizeof in);
+    daemon_call call = {info_send, NULL, info_print, info_free, &in};
+    return daemon_run_call(&o, &call);
+}
+
+static int stats_send(zmix_client *c, void *ctx, zmix_error *err)
+{
+    return zmix_client_stats_get(c, ctx, err);
+}
+
+static void stats_print(const zmix_client *c, void *ctx)
+{
+    (void)c;
+    const zmix_client_stats *s = ctx;
+    printf("uptime %.1f s, %lld requests, %lld connections%s\n", s->uptime, (long long)s->requests,
+           (long long)s->connections, s->shutting_down ? ", shutting down" : "");
+    printf("workers %d/%d busy, %d chunks pending\n", s->workers_busy, s->workers_total,
+           s->pending_chunks);
+    printf("jobs: %d queued, %d running, %d unfinished (limit %d); %lld done, %lld failed, "
+           "%lld cancelled\n",
+           s->queued, s->running, s->unfinished, s->max_jobs, (long long)s->jobs_done,
+           (long long)s->jobs_failed, (long long)s->jobs_cancelled);
+    printf("submits answered from the cache %lld, joined to a running job %lld\n",
+           (long long)s->cached_submits, (long long)s->coalesced_submits);
+    printf("evaluations %lld, %.1f eval/s\n", (long long)s->evaluations, s->evals_per_s);
+    printf("cache: %lld tasks (%lld resident, %lld bytes of %lld), %lld hits, %lld misses, "
+           "%lld loads, %lld evictions, %lld write errors, %lld unpersisted\n",
+           (long long)s->cache_tasks, (long long)s->cache_resident,
+           (long long)s->cache_resident_bytes, (long long)s->cache_memory_budget,
+           (long long)s->cache_hits, (long long)s->cache_misses, (long long)s->cache_loads,
+           (long long)s->cache_evictions, (long long)s->cache_write_errors,
+           (long long)s->cache_unpersisted);
+    printf("memory: %.1f MiB resident\n", (double)s->rss_bytes / (1 << 20));
 }
 
 int cmd_stats(int argc, char **argv)
@@ -750,38 +855,8 @@ int cmd_stats(int argc, char **argv)
                     "usage: zmix stats [--json]\n\nShows the daemon's queue, workers, throughput "
                     "and cache counters.",
                     NULL, NULL);
-    zmix_client *c;
-    int rc = daemon_connect(&o, &c);
-    if (rc) return rc;
     zmix_client_stats s;
-    zmix_error err;
-    zmix_error_clear(&err);
-    if (zmix_client_stats_get(c, &s, &err)) {
-        rc = daemon_fail(&o, c, &err);
-    } else if (o.json) {
-        rc = daemon_print_json(&o, c);
-    } else {
-        printf("uptime %.1f s, %lld requests, %lld connections%s\n", s.uptime,
-               (long long)s.requests, (long long)s.connections,
-               s.shutting_down ? ", shutting down" : "");
-        printf("workers %d/%d busy, %d chunks pending\n", s.workers_busy, s.workers_total,
-               s.pending_chunks);
-        printf("jobs: %d queued, %d running, %d unfinished (limit %d); %lld done, %lld failed, "
-               "%lld cancelled\n",
-               s.queued, s.running, s.unfinished, s.max_jobs, (long long)s.jobs_done,
-               (long long)s.jobs_failed, (long long)s.jobs_cancelled);
-        printf("submits answered from the cache %lld, joined to a running job %lld\n",
-               (long long)s.cached_submits, (long long)s.coalesced_submits);
-        printf("evaluations %lld, %.1f eval/s\n", (long long)s.evaluations, s.evals_per_s);
-        printf("cache: %lld tasks (%lld resident, %lld bytes of %lld), %lld hits, %lld misses, "
-               "%lld loads, %lld evictions, %lld write errors, %lld unpersisted\n",
-               (long long)s.cache_tasks, (long long)s.cache_resident,
-               (long long)s.cache_resident_bytes, (long long)s.cache_memory_budget,
-               (long long)s.cache_hits, (long long)s.cache_misses, (long long)s.cache_loads,
-               (long long)s.cache_evictions, (long long)s.cache_write_errors,
-               (long long)s.cache_unpersisted);
-        printf("memory: %.1f MiB resident\n", (double)s.rss_bytes / (1 << 20));
-    }
-    zmix_client_close(c);
-    return rc;
+    memset(&s, 0, sizeof s);
+    daemon_call call = {stats_send, NULL, stats_print, NULL, &s};
+    return daemon_run_call(&o, &call);
 }
