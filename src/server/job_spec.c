@@ -439,6 +439,17 @@ void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk)
     msgpack_pack_double(pk, c->target_accuracy);
 }
 
+void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    job_spec_pack_settings(spec, &pk);
+    *data = (uint8_t *)sb.data; /* the buffer passes to the caller */
+    *len = sb.size;
+}
+
 int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
                      const char *task, int priority, const job_limits *lim,
                      const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)

@@ -75,6 +75,9 @@ void job_spec_key(const job_spec *spec, const char *model_fingerprint, const cha
 
 /* Packs the effective settings as a map (for status, get and the job store). */
 void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk);
+/* The same map as bytes of their own (*data is malloc'ed; free with free()), as the job store
+ * and the task cache keep them. */
+void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len);
 
 /* Rebuilds a spec from what the job store kept: the settings map packed by
  * job_spec_pack_settings, the examples (copied), task and priority. */

@@ -569,13 +569,7 @@ static void fill_task_result(job *j, task_result *r, uint8_t **settings, size_t 
     r->matrix_names = *names;
     r->ranks = *ranks;
     r->z = j->z;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    job_spec_pack_settings(&j->spec, &pk);
-    *settings = (uint8_t *)sb.data;
-    *settings_len = sb.size;
+    job_spec_settings_bytes(&j->spec, settings, settings_len);
     r->settings = *settings;
     r->settings_len = *settings_len;
     pack_provenance(srv, j, provenance);
@@ -603,17 +597,11 @@ static void io_work(uv_work_t *req)
         rec.priority = j->spec.priority;
         rec.submit_ms = j->submit_ms;
         rec.examples = j->spec.examples;
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        job_spec_pack_settings(&j->spec, &pk);
-        rec.settings = (uint8_t *)sb.data;
-        rec.settings_len = sb.size;
+        job_spec_settings_bytes(&j->spec, &rec.settings, &rec.settings_len);
         op->rc = job_store_create(srv->store, &rec, &op->err);
         op->generation = 0;
         op->new_id = rec.id; /* j->id is set on the loop, which reads it at any time */
-        msgpack_sbuffer_destroy(&sb);
+        free(rec.settings);
         break;
     }
     case IO_START:
