@@ -1,28 +1,24 @@
 /*
- * zmix adapt: the CEM search (zmix/cem.h) wired to the scorer (zmix/model.h).
+ * zmix adapt: one adaptation search, from examples and settings to a result.
  *
- * Two ways to use it:
+ * The search is a session (zmix_session): a steppable object with no threads and no I/O that
+ * owns everything a search is — the example check, the CEM engine, the baselines (the base
+ * model and each single expert), the NaN policy, the best so far and the history, the
+ * result, and checkpoint/restore. Its caller only decides where candidates are scored:
  *
- *  - One shot, in-process (the `zmix adapt` command): zmix_adapt_run scores the baselines,
- *    runs the search to its stop and fills a zmix_adapt_result.
+ *     zmix_session_create(rt, ex, &opts, &s, &err);          // or zmix_session_restore
+ *     while (zmix_session_begin_step(s, &err) > 0) {          // baselines first, then
+ *         n = zmix_session_split(s, workers, work, max);      //   one step per generation
+ *         ... zmix_session_score(s, &work[i], &ctl) for each i, on any threads ...
+ *         zmix_session_end_step(s, seconds, &err);            // tell, NaN policy, stop test
+ *         zmix_session_save(s, &ckpt, &len, &err);             // optional checkpoint
+ *     }
+ *     zmix_session_result(s, &res, &err);  cJSON *doc = zmix_adapt_result_to_json(&res, 0);
  *
- *  - Piece by piece (the daemon, which owns one zmix_cem per job and spreads each
- *    population over its worker pool):
- *
- *        zmix_adapt_check_examples(model, ex, &err);
- *        zmix_adapt_cem_create(rt, &opts, &cem, &err);
- *        zmix_adapt_score_baselines(rt, &opts, ex, &ctl, &base, experts, &err);
- *        while (!zmix_cem_done(cem)) {
- *            int first = zmix_cem_ask(cem, pop);
- *            ... workers: zmix_score_alpha(rt, &copts, ex, n, rows, &ctl1, scores, ...)
- *                with copts = zmix_adapt_compose_opts(&opts) ...
- *            zmix_cem_tell(cem, scores, &err);
- *        }
- *        zmix_adapt_result_build(rt, &opts, cem, &base, experts, n_examples, elapsed, &res, &err);
- *        cJSON *j = zmix_adapt_result_to_json(&res, 1);
- *
- * The result JSON is the one result format of `zmix adapt` and of the daemon; docs/cem.md
- * describes every field.
+ * `zmix adapt` runs this loop in-process (zmix_adapt_run); zmixd runs the same loop from its
+ * event loop, with the chunks on its worker pool and every checkpoint in its job store. So
+ * the same examples, settings and seed give the same α and the same result document (the
+ * JSON of docs/cem.md) from both.
  *
  * Normalisation happens in exactly one place: the CEM engine (settings.normalize) scales each
  * group of K coefficients to sum 1 before the population is handed out, so the α that is
@@ -60,30 +56,38 @@ void zmix_adapt_opts_default(zmix_adapt_opts *opts);
 /* The compose options the scorer must be called with for these adapt options. */
 zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts);
 
-/* Checks an example set before a search: not empty, every prompt and target non-empty, every
- * token id in [0, vocab), every example within the model's context. Messages name the
- * example and position ("example 3: target[1] = 9999 is outside the vocabulary [0, 512)"). */
-int zmix_adapt_check_examples(const zmix_model *model, const zmix_examples *ex, zmix_error *err);
+/* The search dimension for these options: K, or M·K with per-layer α. */
+int zmix_adapt_alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts);
 
-/* Creates the engine for a runtime: dim = K or M·K, n_experts = K, the rest from opts->cem.
- * Settings errors come back with the engine's message (naming the field and the value). */
-int zmix_adapt_cem_create(const zmix_runtime *rt, const zmix_adapt_opts *opts, zmix_cem **out,
-                          zmix_error *err);
+/* ---- Provenance: what a result was made from ------------------------------------------ */
 
-/* Scores the reference points of a search: the unadapted base model (z' = 1 everywhere,
- * which no α reaches in general) into *base, and each single expert (one-hot α) into
- * experts[0..K). */
-int zmix_adapt_score_baselines(const zmix_runtime *rt, const zmix_adapt_opts *opts,
-                               const zmix_examples *ex, const zmix_score_ctl *ctl, zmix_score *base,
-                               zmix_score *experts, zmix_error *err);
+/* SHA-256 (hex) of the experts a runtime holds: names, vectors and the adapted set. Changes
+ * when any of them does. */
+void zmix_adapt_experts_digest(const zmix_runtime *rt, char hex[65]);
+/* SHA-256 (hex) of an example set as token ids. */
+void zmix_adapt_examples_digest(const zmix_examples *ex, char hex[65]);
+/* The inputs key: SHA-256 (hex) over the model fingerprint, the experts digest, the examples
+ * and every setting that changes the result (not n_threads). Two searches with the same key
+ * give the same α; the daemon's task cache files results under it. */
+void zmix_adapt_key(const zmix_runtime *rt, const zmix_examples *ex, const zmix_adapt_opts *opts,
+                    char hex[65]);
+/* The PCG stream a search with this key uses when opts->cem.stream is 0: the key's first
+ * 64 bits, so that the same request draws the same numbers and different ones draw
+ * independent numbers. */
+uint64_t zmix_adapt_key_stream(const char key[65]);
 
 /* The outcome of a search (finished or in progress). Owns every array. */
 typedef struct zmix_adapt_result {
-    int n_experts;       /* K */
-    char **expert_names; /* K */
-    int n_matrices;      /* M */
-    char **matrix_names; /* M, in z' order */
-    int *matrix_ranks;   /* M */
+    char model_fingerprint[65]; /* the base model it was made for */
+    char experts_digest[65];    /* zmix_adapt_experts_digest */
+    char examples_digest[65];   /* zmix_adapt_examples_digest */
+    char key[65];               /* zmix_adapt_key */
+    zmix_adapt_set adapt;       /* the adapted matrices */
+    int n_experts;              /* K */
+    char **expert_names;        /* K */
+    int n_matrices;             /* M */
+    char **matrix_names;        /* M, in z' order */
+    int *matrix_ranks;          /* M */
     int per_layer, normalize, rescale;
     zmix_cem_settings settings; /* as run; init_std is the effective value, init_mean NULL */
     int n_elites;
@@ -108,24 +112,91 @@ typedef struct zmix_adapt_result {
     double *history_std;         /* n_history × dim */
 } zmix_adapt_result;
 
-/* Fills *out from the engine's current state: best α and its composed z', scores,
- * counters, history. base and experts (K entries) are the baseline scores, copied. */
-int zmix_adapt_result_build(const zmix_runtime *rt, const zmix_adapt_opts *opts,
-                            const zmix_cem *cem, const zmix_score *base, const zmix_score *experts,
-                            int n_examples, double elapsed_s, zmix_adapt_result *out,
-                            zmix_error *err);
 void zmix_adapt_result_free(zmix_adapt_result *res);
 
 /* The result as JSON (see docs/cem.md). include_z adds the composed z' per matrix (large for
  * big models). Returns NULL only when out of memory; free with cJSON_Delete. */
 struct cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *res, int include_z);
 
+/* ---- The adaptation session ------------------------------------------------------- */
+
+typedef struct zmix_session zmix_session;
+
+typedef enum zmix_session_phase {
+    ZMIX_SESSION_BASELINES = 0, /* the base model and each single expert are scored first */
+    ZMIX_SESSION_SEARCH,        /* CEM generations */
+    ZMIX_SESSION_DONE,          /* the search stopped (zmix_session_stop says why) */
+    ZMIX_SESSION_FAILED         /* a step failed for good (zmix_session_error says why) */
+} zmix_session_phase;
+
+const char *zmix_session_phase_name(zmix_session_phase p); /* "baselines", "search", ... */
+
+/* A piece of the open step: candidates [begin, end). Filled by zmix_session_split (or by
+ * the caller, any split works: scores do not depend on it); rc and err by zmix_session_score. */
+typedef struct zmix_work {
+    int begin, end;
+    int rc;
+    zmix_error err;
+} zmix_work;
+
+/* Starts a search: checks the examples (zmix_examples_check) and the settings, sizes the CEM
+ * engine (dim K or M·K; a cem.stream of 0 becomes zmix_adapt_key_stream of the inputs key).
+ * Borrows rt and ex: both must outlive the session. */
+int zmix_session_create(const zmix_runtime *rt, const zmix_examples *ex,
+                        const zmix_adapt_opts *opts, zmix_session **out, zmix_error *err);
+/* Resumes a search from zmix_session_save bytes, made with the same runtime, examples and
+ * options (ZMIX_ESTATE naming what differs otherwise; ZMIX_EFORMAT for damaged bytes). A
+ * restored session continues bit for bit as the saved one would have. */
+int zmix_session_restore(const zmix_runtime *rt, const zmix_examples *ex,
+                         const zmix_adapt_opts *opts, const uint8_t *buf, size_t len,
+                         zmix_session **out, zmix_error *err);
+void zmix_session_free(zmix_session *s);
+
+/* Opens the next step and returns how many candidates it has to score (> 0), or 0 when the
+ * search is over (done or failed). Calling it again before end_step returns the same step. */
+int zmix_session_begin_step(zmix_session *s, zmix_error *err);
+/* Splits the open step into at most max_work pieces, small enough that n_workers workers
+ * all get some and other searches can interleave between them. Returns the number written. */
+int zmix_session_split(const zmix_session *s, int n_workers, zmix_work *work, int max_work);
+/* Scores one piece of the open step. Safe to call concurrently for disjoint pieces (and
+ * concurrently with the read-only accessors below); returns work->rc. ZMIX_ECANCELED when
+ * ctl->stop was raised. */
+int zmix_session_score(zmix_session *s, zmix_work *work, const zmix_score_ctl *ctl);
+/* Closes the step once every piece was scored successfully: records the baselines, or tells
+ * the engine the generation's scores. A generation whose every candidate scored NaN fails
+ * the session (a single NaN candidate only ranks last). seconds: the step's scoring time,
+ * summed into the result's elapsed_s. Returns nonzero (and the session FAILED) on failure. */
+int zmix_session_end_step(zmix_session *s, double seconds, zmix_error *err);
+/* Abandons the open step without scores (cancelled or a piece failed): the next begin_step
+ * opens the same step again. */
+void zmix_session_abort_step(zmix_session *s);
+/* Marks the session failed with this message (a piece failed and the caller gives up). */
+void zmix_session_fail(zmix_session *s, const char *message);
+
+zmix_session_phase zmix_session_phase_get(const zmix_session *s);
+zmix_cem_stop zmix_session_stop(const zmix_session *s);
+const char *zmix_session_error(const zmix_session *s); /* "" unless FAILED */
+const zmix_cem *zmix_session_cem(const zmix_session *s);
+int zmix_session_dim(const zmix_session *s);
+double zmix_session_elapsed(const zmix_session *s); /* scoring seconds over every step */
+/* The inputs key (zmix_adapt_key) of this search. */
+const char *zmix_session_key(const zmix_session *s);
+/* The baseline scores, once the baselines step is over; ZMIX_ESTATE before. */
+int zmix_session_baselines(const zmix_session *s, zmix_score *base, zmix_score *experts);
+
+/* The complete state as bytes (framed and checksummed like every zmix file): phase,
+ * baselines, elapsed time and the CEM engine. *buf is malloc'ed. */
+int zmix_session_save(const zmix_session *s, uint8_t **buf, size_t *len, zmix_error *err);
+/* The outcome so far (finished or not): best α and its z', scores, baselines, counters,
+ * history, provenance. Best and z' are NaN/NULL before the first generation. */
+int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_error *err);
+
 /* Called after every generation of zmix_adapt_run; return nonzero to cancel the search
  * (zmix_adapt_run then returns ZMIX_ECANCELED). */
 typedef int (*zmix_adapt_progress_fn)(void *user, const zmix_cem *cem);
 
-/* The whole search in-process: checks the examples, scores the baselines, runs CEM to its
- * stop with opts->n_threads scoring threads, builds the result. */
+/* The whole search in-process: a session stepped to its end with opts->n_threads scoring
+ * threads, then its result. */
 int zmix_adapt_run(const zmix_runtime *rt, const zmix_examples *ex, const zmix_adapt_opts *opts,
                    zmix_adapt_progress_fn progress, void *user, zmix_adapt_result *out,
                    zmix_error *err);

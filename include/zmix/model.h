@@ -123,7 +123,9 @@ const char *zmix_runtime_matrix_name(const zmix_runtime *rt, int m); /* HF tenso
 int zmix_runtime_matrix_rank(const zmix_runtime *rt, int m);         /* r_m = min(out, in) */
 size_t zmix_runtime_z_offset(const zmix_runtime *rt, int m);         /* offset of matrix m in z */
 size_t zmix_runtime_z_total(const zmix_runtime *rt);                 /* Σ_m r_m */
-const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k);   /* z_total floats */
+zmix_adapt_set
+zmix_runtime_adapt_set(const zmix_runtime *rt); /* the adapted set it was made with */
+const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k); /* z_total floats */
 
 /* ---- Composition and scoring -------------------------------------------------------- */
 

@@ -1,13 +1,15 @@
 /*
- * The adaptation driver: checks the examples, sizes the CEM engine for a runtime, scores the
- * baselines, runs the search, and gathers the outcome into a zmix_adapt_result.
+ * The in-process driver of an adaptation session (zmix_adapt_run: the session stepped on the
+ * caller's threads) and the result it gathers (zmix_adapt_result).
  */
 #include "zmix/adapt.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt_internal.h"
 #include "util/clock.h"
 
 void zmix_adapt_opts_default(zmix_adapt_opts *opts)
@@ -29,86 +31,10 @@ zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts)
     return c;
 }
 
-static int check_ids(const int32_t *ids, int n, int vocab, int i, const char *part, zmix_error *err)
-{
-    for (int j = 0; j < n; j++)
-        if (ids[j] < 0 || ids[j] >= vocab)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: %s[%d] = %d is outside the vocabulary [0, %d)", i,
-                                  part, j, (int)ids[j], vocab);
-    return 0;
-}
-
-int zmix_adapt_check_examples(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
-{
-    if (!ex || ex->n <= 0 || !ex->items)
-        return zmix_error_set(err, ZMIX_EINVAL, "the example set is empty");
-    const zmix_model_config *cfg = zmix_model_get_config(model);
-    for (int i = 0; i < ex->n; i++) {
-        const zmix_example *e = &ex->items[i];
-        if (e->n_prompt < 1 || !e->prompt)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: prompt is empty", i);
-        if (e->n_target < 1 || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL,
-                                  "example %d: target is empty (length %d); every example needs "
-                                  "at least one target token",
-                                  i, e->n_target);
-        int rc = check_ids(e->prompt, e->n_prompt, cfg->vocab_size, i, "prompt", err);
-        if (!rc) rc = check_ids(e->target, e->n_target, cfg->vocab_size, i, "target", err);
-        if (rc) return rc;
-        if (cfg->max_seq_len > 0 && (long)e->n_prompt + e->n_target > cfg->max_seq_len)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: prompt + target = %d + %d tokens exceeds the "
-                                  "model's context of %d",
-                                  i, e->n_prompt, e->n_target, cfg->max_seq_len);
-    }
-    return 0;
-}
-
-static int alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts)
+int zmix_adapt_alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts)
 {
     zmix_compose_opts c = zmix_adapt_compose_opts(opts);
     return (int)zmix_alpha_dim(rt, &c);
-}
-
-int zmix_adapt_cem_create(const zmix_runtime *rt, const zmix_adapt_opts *opts, zmix_cem **out,
-                          zmix_error *err)
-{
-    zmix_cem_settings s = opts->cem;
-    s.n_experts = zmix_runtime_n_experts(rt);
-    s.dim = alpha_dim(rt, opts);
-    return zmix_cem_create(&s, out, err);
-}
-
-int zmix_adapt_score_baselines(const zmix_runtime *rt, const zmix_adapt_opts *opts,
-                               const zmix_examples *ex, const zmix_score_ctl *ctl, zmix_score *base,
-                               zmix_score *experts, zmix_error *err)
-{
-    int k_n = zmix_runtime_n_experts(rt);
-    int dim = alpha_dim(rt, opts);
-    size_t z_total = zmix_runtime_z_total(rt);
-    float *ones = malloc((z_total ? z_total : 1) * sizeof *ones);
-    float *onehot = calloc((size_t)k_n * (size_t)dim, sizeof *onehot);
-    if (!ones || !onehot) {
-        free(ones);
-        free(onehot);
-        return zmix_error_set(err, ZMIX_ENOMEM, "baselines: out of memory");
-    }
-    for (size_t i = 0; i < z_total; i++) ones[i] = 1.0f;
-    /* Expert k alone: α_k = 1 (on every matrix when per-layer), every other α 0. */
-    for (int k = 0; k < k_n; k++)
-        for (int g = 0; g < dim; g += k_n) onehot[(size_t)k * dim + g + k] = 1.0f;
-    int rc = zmix_score_z(rt, opts->rescale, ex, 1, ones, ctl, base, NULL, err);
-    if (rc) {
-        zmix_error_prefix(err, "scoring the base model");
-    } else {
-        zmix_compose_opts c = zmix_adapt_compose_opts(opts);
-        rc = zmix_score_alpha(rt, &c, ex, k_n, onehot, ctl, experts, NULL, err);
-        if (rc) zmix_error_prefix(err, "scoring the single experts");
-    }
-    free(ones);
-    free(onehot);
-    return rc;
 }
 
 static char *dup_str(const char *s)
@@ -145,11 +71,15 @@ int zmix_adapt_result_build(const zmix_runtime *rt, const zmix_adapt_opts *opts,
     memset(&r, 0, sizeof r);
     int k_n = zmix_runtime_n_experts(rt), m_n = zmix_runtime_n_matrices(rt);
     int dim = zmix_cem_dim(cem);
-    if (dim != alpha_dim(rt, opts))
+    if (dim != zmix_adapt_alpha_dim(rt, opts))
         return zmix_error_set(err, ZMIX_EINVAL,
                               "result: the engine searches %d coefficients, the runtime and "
                               "options need %d",
-                              dim, alpha_dim(rt, opts));
+                              dim, zmix_adapt_alpha_dim(rt, opts));
+    snprintf(r.model_fingerprint, sizeof r.model_fingerprint, "%s",
+             zmix_model_fingerprint(zmix_runtime_model(rt)));
+    zmix_adapt_experts_digest(rt, r.experts_digest);
+    r.adapt = zmix_runtime_adapt_set(rt);
     r.n_experts = k_n;
     r.n_matrices = m_n;
     r.per_layer = opts->per_layer;
@@ -222,53 +152,30 @@ int zmix_adapt_run(const zmix_runtime *rt, const zmix_examples *ex, const zmix_a
                    zmix_adapt_progress_fn progress, void *user, zmix_adapt_result *out,
                    zmix_error *err)
 {
-    int rc = zmix_adapt_check_examples(zmix_runtime_model(rt), ex, err);
+    zmix_session *s = NULL;
+    int rc = zmix_session_create(rt, ex, opts, &s, err);
     if (rc) return rc;
-    zmix_cem *cem = NULL;
-    rc = zmix_adapt_cem_create(rt, opts, &cem, err);
-    if (rc) return rc;
-    uint64_t t0 = zmix_now_ns();
-    int k_n = zmix_runtime_n_experts(rt);
-    int dim = zmix_cem_dim(cem), pop_n = zmix_cem_pop_size(cem);
-    float *pop = malloc((size_t)pop_n * (size_t)dim * sizeof *pop);
-    zmix_score *scores = calloc((size_t)pop_n, sizeof *scores);
-    zmix_score *experts = calloc((size_t)k_n, sizeof *experts);
-    zmix_score base;
-    if (!pop || !scores || !experts) {
-        rc = zmix_error_set(err, ZMIX_ENOMEM, "adapt: out of memory for pop %d × dim %d", pop_n,
-                            dim);
-        goto done;
-    }
     zmix_score_ctl ctl = {opts->n_threads, NULL};
-    rc = zmix_adapt_score_baselines(rt, opts, ex, &ctl, &base, experts, err);
-    if (rc) goto done;
-    zmix_compose_opts copts = zmix_adapt_compose_opts(opts);
-    while (!zmix_cem_done(cem)) {
-        int first = zmix_cem_ask(cem, pop);
-        if (first < 0) {
-            rc = zmix_error_set(err, first, "adapt: ask failed");
-            goto done;
+    int n;
+    /* One piece per step: the scorer spreads a call over ctl.n_threads itself. */
+    while ((n = zmix_session_begin_step(s, err)) > 0) {
+        int in_search = zmix_session_phase_get(s) == ZMIX_SESSION_SEARCH;
+        zmix_work w;
+        zmix_session_split(s, 1, &w, 1);
+        uint64_t t0 = zmix_now_ns();
+        if ((rc = zmix_session_score(s, &w, &ctl))) {
+            *err = w.err;
+            break;
         }
-        rc = zmix_score_alpha(rt, &copts, ex, pop_n - first, pop + (size_t)first * dim, &ctl,
-                              scores + first, NULL, err);
-        if (rc) {
-            zmix_error_prefix(err, "adapt: generation %d", zmix_cem_generation(cem) + 1);
-            goto done;
-        }
-        rc = zmix_cem_tell(cem, scores, err);
-        if (rc) goto done;
-        if (progress && progress(user, cem)) {
+        if ((rc = zmix_session_end_step(s, (double)(zmix_now_ns() - t0) * 1e-9, err))) break;
+        if (in_search && progress && progress(user, zmix_session_cem(s))) {
             rc = zmix_error_set(err, ZMIX_ECANCELED, "adapt: cancelled after generation %d",
-                                zmix_cem_generation(cem));
-            goto done;
+                                zmix_cem_generation(zmix_session_cem(s)));
+            break;
         }
     }
-    rc = zmix_adapt_result_build(rt, opts, cem, &base, experts, ex->n,
-                                 (double)(zmix_now_ns() - t0) * 1e-9, out, err);
-done:
-    free(pop);
-    free(scores);
-    free(experts);
-    zmix_cem_free(cem);
+    if (n < 0) rc = n;
+    if (!rc) rc = zmix_session_result(s, out, err);
+    zmix_session_free(s);
     return rc;
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "zmix/adapt.h"
+#include "zmix/version.h"
 
 #define ADAPT_RESULT_FORMAT  "zmix.adapt_result"
 #define ADAPT_RESULT_VERSION 1
@@ -82,7 +83,15 @@ cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
     if (!o) return NULL;
     cJSON_AddStringToObject(o, "format", ADAPT_RESULT_FORMAT);
     cJSON_AddNumberToObject(o, "version", ADAPT_RESULT_VERSION);
+    cJSON_AddStringToObject(o, "zmix_version", ZMIX_VERSION_STRING);
     cJSON_AddStringToObject(o, "stop_reason", zmix_cem_stop_name(r->stop));
+    /* Provenance: what the result was made from, so that a consumer can tell whether it
+     * applies to the model and experts it holds. */
+    cJSON_AddStringToObject(o, "key", r->key);
+    cJSON_AddStringToObject(o, "model_fingerprint", r->model_fingerprint);
+    cJSON_AddStringToObject(o, "experts_digest", r->experts_digest);
+    cJSON_AddStringToObject(o, "examples_digest", r->examples_digest);
+    cJSON_AddStringToObject(o, "adapt", zmix_adapt_set_name(r->adapt));
     cJSON_AddBoolToObject(o, "per_layer", r->per_layer);
     cJSON_AddBoolToObject(o, "normalize", r->normalize);
     cJSON_AddBoolToObject(o, "rescale", r->rescale);

@@ -252,6 +252,11 @@ size_t zmix_runtime_z_total(const zmix_runtime *rt)
     return rt->z_total;
 }
 
+zmix_adapt_set zmix_runtime_adapt_set(const zmix_runtime *rt)
+{
+    return rt->opts.adapt;
+}
+
 const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k)
 {
     return k >= 0 && k < rt->n_experts ? rt->experts[k].z : NULL;

@@ -99,44 +99,6 @@ static zmix_model *random_model(void)
     return m;
 }
 
-/* ---- example checks ---------------------------------------------------------------- */
-
-static void expect_bad_examples(const zmix_model *m, const zmix_example *items, int n, int code,
-                                const char *needle)
-{
-    zmix_examples ex = {(zmix_example *)items, n, NULL, 0};
-    zmix_error err;
-    zmix_error_clear(&err);
-    assert_int_equal(zmix_adapt_check_examples(m, &ex, &err), code);
-    if (!strstr(err.msg, needle)) fail_msg("message '%s' does not name '%s'", err.msg, needle);
-}
-
-static void test_check_examples(void **state)
-{
-    zmix_model *m = random_model();
-    int32_t p[] = {1, 5, 6}, t[] = {7, 8}, oov[] = {7, 40}, neg[] = {-1};
-    zmix_example good[2] = {{p, 3, t, 2}, {p, 2, t, 1}};
-    zmix_examples ok = {good, 2, NULL, 0};
-    zmix_error err;
-    assert_int_equal(zmix_adapt_check_examples(m, &ok, &err), 0);
-
-    expect_bad_examples(m, good, 0, ZMIX_EINVAL, "the example set is empty");
-    zmix_example empty_target[2] = {{p, 3, t, 2}, {p, 3, t, 0}};
-    expect_bad_examples(m, empty_target, 2, ZMIX_EINVAL, "example 1: target is empty");
-    zmix_example empty_prompt[1] = {{p, 0, t, 2}};
-    expect_bad_examples(m, empty_prompt, 1, ZMIX_EINVAL, "example 0: prompt is empty");
-    zmix_example bad_id[2] = {{p, 3, t, 2}, {p, 3, oov, 2}};
-    expect_bad_examples(m, bad_id, 2, ZMIX_ERANGE,
-                        "example 1: target[1] = 40 is outside the vocabulary [0, 40)");
-    zmix_example bad_prompt[1] = {{neg, 1, t, 2}};
-    expect_bad_examples(m, bad_prompt, 1, ZMIX_ERANGE, "example 0: prompt[0] = -1");
-    int32_t longp[31];
-    for (int i = 0; i < 31; i++) longp[i] = 3;
-    zmix_example too_long[1] = {{longp, 31, t, 2}};
-    expect_bad_examples(m, too_long, 1, ZMIX_ERANGE, "exceeds the model's context of 32");
-    zmix_model_free(m);
-}
-
 /* ---- the driver on a random model -------------------------------------------------- */
 
 typedef struct small_task {
@@ -198,9 +160,11 @@ static void test_baselines_and_result(void **state)
     o.cem.elite_ratio = 0.5; /* one elite would have std 0 and stop on std_tolerance at once */
     o.cem.max_generations = 4;
     o.cem.seed = 5;
-    zmix_score base, experts[3];
     zmix_score_ctl ctl = {1, NULL};
-    assert_int_equal(zmix_adapt_score_baselines(t.rt, &o, &t.ex, &ctl, &base, experts, &err), 0);
+    zmix_adapt_result r;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
+    zmix_score base = r.base, experts[3];
+    memcpy(experts, r.experts, sizeof experts);
     /* the base is z' = 1 and each expert is its own z: compare with direct z scoring */
     size_t zt = zmix_runtime_z_total(t.rt);
     float *ones = malloc(zt * sizeof *ones);
@@ -217,8 +181,6 @@ static void test_baselines_and_result(void **state)
     }
     free(ones);
 
-    zmix_adapt_result r;
-    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
     assert_int_equal(r.dim, 3);
     assert_int_equal(r.n_experts, 3);
     assert_int_equal(r.generations, 4);
@@ -277,9 +239,26 @@ static void test_baselines_and_result(void **state)
     small_task_free(&t);
 }
 
-/* The daemon's way: own the engine, deal the unscored rows to "workers" in small chunks, in
- * reverse order, one candidate call each, then tell. Same α bit for bit as zmix_adapt_run;
- * and a result built before the first generation is a valid, empty one. */
+/* One step of a session, dealt to "workers" in pieces of three candidates, last piece first:
+ * any split and order gives the same scores. */
+static void step_in_reverse_pieces(zmix_session *s)
+{
+    zmix_error err;
+    int n = zmix_session_begin_step(s, &err);
+    assert_true(n > 0);
+    zmix_work all;
+    assert_int_equal(zmix_session_split(s, 1, &all, 1), 1);
+    zmix_score_ctl ctl = {1, NULL};
+    for (int end = all.end; end > all.begin; end -= 3) {
+        zmix_work w = {end - 3 < all.begin ? all.begin : end - 3, end, 0, {0}};
+        assert_int_equal(zmix_session_score(s, &w, &ctl), 0);
+    }
+    assert_int_equal(zmix_session_end_step(s, 0.0, &err), 0);
+}
+
+/* The daemon's way: step the session with the candidates split into pieces scored in any
+ * order, and save/restore it between steps. Same α, history and baselines bit for bit as
+ * zmix_adapt_run; and a result taken before the first generation is a valid, empty one. */
 static void test_piecewise_matches_run(void **state)
 {
     small_task t;
@@ -295,48 +274,58 @@ static void test_piecewise_matches_run(void **state)
     zmix_adapt_result ref;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &ref, &err), 0);
 
-    assert_int_equal(zmix_adapt_check_examples(t.model, &t.ex, &err), 0);
-    zmix_cem *cem;
-    assert_int_equal(zmix_adapt_cem_create(t.rt, &o, &cem, &err), 0);
-    zmix_score base, experts[3];
-    zmix_score_ctl ctl = {1, NULL};
-    assert_int_equal(zmix_adapt_score_baselines(t.rt, &o, &t.ex, &ctl, &base, experts, &err), 0);
+    zmix_session *s;
+    assert_int_equal(zmix_session_create(t.rt, &t.ex, &o, &s, &err), 0);
+    assert_int_equal(zmix_session_phase_get(s), ZMIX_SESSION_BASELINES);
+    assert_int_equal(zmix_session_begin_step(s, &err), 4); /* the base and three experts */
+    zmix_work pieces[8];
+    assert_int_equal(zmix_session_split(s, 2, pieces, 8), 4); /* ceil(4 / (2·2)) = 1 each */
+    zmix_session_abort_step(s);
 
     zmix_adapt_result early;
-    assert_int_equal(
-        zmix_adapt_result_build(t.rt, &o, cem, &base, experts, t.ex.n, 0.0, &early, &err), 0);
+    assert_int_equal(zmix_session_result(s, &early, &err), 0);
     assert_int_equal(early.stop, ZMIX_CEM_RUNNING);
     assert_null(early.z);
     assert_true(isnan(early.alpha[0]));
+    assert_true(isnan(early.base.accuracy));
     cJSON *j = zmix_adapt_result_to_json(&early, 1);
     assert_true(cJSON_IsNull(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "alpha"), 0)));
     assert_string_equal(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "running");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "z")));
+    assert_int_equal(strlen(cJSON_GetObjectItem(j, "key")->valuestring), 64);
     cJSON_Delete(j);
     zmix_adapt_result_free(&early);
 
-    zmix_compose_opts co = zmix_adapt_compose_opts(&o);
-    float pop[10 * 3];
-    zmix_score sc[10];
-    while (!zmix_cem_done(cem)) {
-        int first = zmix_cem_ask(cem, pop);
-        for (int end = 10; end > first; end -= 3) {
-            int start = end - 3 < first ? first : end - 3;
-            assert_int_equal(zmix_score_alpha(t.rt, &co, &t.ex, end - start, pop + start * 3, &ctl,
-                                              sc + start, NULL, &err),
-                             0);
+    int steps = 0;
+    while (zmix_session_phase_get(s) != ZMIX_SESSION_DONE) {
+        step_in_reverse_pieces(s);
+        if (++steps == 3) { /* a checkpoint mid-search, resumed into a fresh session */
+            uint8_t *buf;
+            size_t len;
+            assert_int_equal(zmix_session_save(s, &buf, &len, &err), 0);
+            zmix_session_free(s);
+            assert_int_equal(zmix_session_restore(t.rt, &t.ex, &o, buf, len, &s, &err), 0);
+            buf[len / 2] ^= 1; /* a damaged checkpoint is refused, not trusted */
+            zmix_session *bad = NULL;
+            assert_int_equal(zmix_session_restore(t.rt, &t.ex, &o, buf, len, &bad, &err),
+                             ZMIX_EFORMAT);
+            assert_null(bad);
+            free(buf);
         }
-        assert_int_equal(zmix_cem_tell(cem, sc, &err), 0);
     }
+    assert_int_equal(zmix_session_begin_step(s, &err), 0);
     zmix_adapt_result r;
-    assert_int_equal(zmix_adapt_result_build(t.rt, &o, cem, &base, experts, t.ex.n, 0.0, &r, &err),
-                     0);
+    assert_int_equal(zmix_session_result(s, &r, &err), 0);
     assert_memory_equal(r.alpha, ref.alpha, 3 * sizeof(float));
     assert_memory_equal(&r.best, &ref.best, sizeof r.best);
+    assert_memory_equal(&r.base, &ref.base, sizeof r.base);
+    assert_memory_equal(r.experts, ref.experts, 3 * sizeof *r.experts);
+    assert_int_equal(r.n_history, ref.n_history);
     assert_memory_equal(r.history_mean, ref.history_mean, (size_t)r.n_history * 3 * sizeof(double));
+    assert_string_equal(r.key, ref.key);
     zmix_adapt_result_free(&r);
     zmix_adapt_result_free(&ref);
-    zmix_cem_free(cem);
+    zmix_session_free(s);
     small_task_free(&t);
 }
 
@@ -545,7 +534,6 @@ static void test_planted_recovery(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_check_examples, remove_made_dirs),
         cmocka_unit_test_teardown(test_baselines_and_result, remove_made_dirs),
         cmocka_unit_test_teardown(test_piecewise_matches_run, remove_made_dirs),
         cmocka_unit_test_teardown(test_single_expert_and_cancel, remove_made_dirs),

@@ -239,8 +239,8 @@ static void test_offline_adaptation_beats_base_and_experts(void **state)
 
     zmix_adapt_opts o;
     zmix_adapt_opts_default(&o);
-    o.cem.pop_size = 16; /* the demo runs 32 × 25; the test a smaller budget */
-    o.cem.max_generations = 12;
+    o.cem.pop_size = 32; /* the demo's budget */
+    o.cem.max_generations = 25;
     o.cem.normalize = 1;
     o.n_threads = 2;
     zmix_adapt_result res;
@@ -296,11 +296,18 @@ static void test_cli_scores_text_task(void **state)
     load_examples(f, model, "task.json", &ex);
     zmix_adapt_opts o;
     zmix_adapt_opts_default(&o);
-    zmix_score base, experts[ZMIX_DEMO_N_EXPERTS];
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score base;
     zmix_error err;
-    if (zmix_adapt_score_baselines(rt, &o, &ex, &ctl, &base, experts, &err))
-        fail_msg("%s", err.msg);
+    /* The base model's score as a search computes it: the baselines step of a session. */
+    zmix_session *s = NULL;
+    if (zmix_session_create(rt, &ex, &o, &s, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(zmix_session_begin_step(s, &err), 1 + ZMIX_DEMO_N_EXPERTS);
+    zmix_work w = {0, 1 + ZMIX_DEMO_N_EXPERTS, 0, {0}};
+    zmix_score_ctl ctl = {1, NULL};
+    if (zmix_session_score(s, &w, &ctl)) fail_msg("%s", w.err.msg);
+    assert_int_equal(zmix_session_end_step(s, 0.0, &err), 0);
+    assert_int_equal(zmix_session_baselines(s, &base, NULL), 0);
+    zmix_session_free(s);
 
     char cmd[1024], out[8192];
     snprintf(cmd, sizeof cmd, "%s score --model %s/model --examples %s/task.json", ZMIX_CLI_PATH,
