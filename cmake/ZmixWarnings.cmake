@@ -18,6 +18,13 @@ if(ZMIX_TSAN)
   add_link_options(-fsanitize=thread)
 endif()
 
+# Checked builds: the invariants the code states (loop-thread-only functions, job phase
+# transitions, counters never negative) abort when violated. On in Debug and in the sanitizer
+# builds, so that the ASan and TSan runs execute them; off in Release.
+if(ZMIX_SANITIZE OR ZMIX_TSAN OR CMAKE_BUILD_TYPE STREQUAL "Debug")
+  add_compile_definitions(ZMIX_CHECKED=1)
+endif()
+
 function(zmix_target_defaults target)
   target_compile_options(${target} PRIVATE ${ZMIX_WARNINGS})
   target_include_directories(${target} PUBLIC

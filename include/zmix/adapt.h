@@ -117,6 +117,9 @@ void zmix_adapt_result_free(zmix_adapt_result *res);
 /* The result as JSON (see docs/cem.md). include_z adds the composed z' per matrix (large for
  * big models). Returns NULL only when out of memory; free with cJSON_Delete. */
 struct cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *res, int include_z);
+/* Reads a result document back (without z': out->z is NULL). ZMIX_EFORMAT naming the field
+ * for anything that is not one; missing numbers read as NaN. */
+int zmix_adapt_result_from_json(const struct cJSON *doc, zmix_adapt_result *out, zmix_error *err);
 
 /* ---- The adaptation session ------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #ifndef ZMIX_MODEL_H
 #define ZMIX_MODEL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -151,7 +152,7 @@ typedef struct zmix_example_score {
 
 typedef struct zmix_score_ctl {
     int n_threads;            /* threads for this call; <= 1 runs on the caller's thread */
-    const volatile int *stop; /* when non-NULL and set, the call returns ZMIX_ECANCELED */
+    const atomic_int *stop; /* when non-NULL and set, the call returns ZMIX_ECANCELED */
 } zmix_score_ctl;
 
 /* Scores n_cand candidates given as α vectors (n_cand × zmix_alpha_dim, row-major).

@@ -5,6 +5,8 @@
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "zmix/adapt.h"
 #include "zmix/version.h"
@@ -157,4 +159,192 @@ cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
         }
     }
     return o;
+}
+
+/* ---- Reading a result document back --------------------------------------------------- */
+
+static double num_or_nan(const cJSON *o)
+{
+    return cJSON_IsNumber(o) ? o->valuedouble : NAN;
+}
+
+static zmix_score score_from(const cJSON *o)
+{
+    zmix_score s = {num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "accuracy")),
+                    num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "loglik"))};
+    return s;
+}
+
+static void copy_str(char *dst, size_t size, const cJSON *o)
+{
+    snprintf(dst, size, "%s", cJSON_IsString(o) ? o->valuestring : "");
+}
+
+static char *dup_json_str(const cJSON *o)
+{
+    const char *s = cJSON_IsString(o) ? o->valuestring : "";
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static zmix_cem_stop stop_from(const cJSON *o)
+{
+    const char *s = cJSON_IsString(o) ? o->valuestring : "";
+    for (int r = ZMIX_CEM_STOP_MAX_GENERATIONS; r <= ZMIX_CEM_STOP_TARGET; r++)
+        if (!strcmp(s, zmix_cem_stop_name((zmix_cem_stop)r))) return (zmix_cem_stop)r;
+    return ZMIX_CEM_RUNNING;
+}
+
+/* Reads n numbers of an array (null → NaN) into doubles; -1 when it is not such an array. */
+static int doubles_from(const cJSON *a, double *out, int n)
+{
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != n) return -1;
+    int i = 0;
+    for (const cJSON *v = a->child; v; v = v->next) out[i++] = num_or_nan(v);
+    return 0;
+}
+
+static int settings_from(const cJSON *o, zmix_adapt_result *r)
+{
+    zmix_cem_settings *s = &r->settings;
+    zmix_cem_settings_default(s);
+    if (!cJSON_IsObject(o)) return 0;
+    s->pop_size = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "pop_size"));
+    s->elite_ratio = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "elite_ratio"));
+    r->n_elites = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "n_elites"));
+    double b[2];
+    if (doubles_from(cJSON_GetObjectItemCaseSensitive(o, "bounds"), b, 2) == 0)
+        s->lo = b[0], s->hi = b[1];
+    s->init_std = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "init_std"));
+    s->ema = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "ema"));
+    s->std_floor = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "std_floor"));
+    s->max_generations = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "max_generations"));
+    s->elitism = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "elitism"));
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "metric");
+    s->metric = cJSON_IsString(m) && !strcmp(m->valuestring, "loglik") ? ZMIX_METRIC_LOGLIK
+                                                                       : ZMIX_METRIC_ACCURACY;
+    s->normalize = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "normalize"));
+    s->std_tol = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "std_tol"));
+    s->patience = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "patience"));
+    const cJSON *ta = cJSON_GetObjectItemCaseSensitive(o, "target_accuracy");
+    s->target_accuracy = cJSON_IsNumber(ta) ? ta->valuedouble : 2.0;
+    s->target_loglik_tol = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "target_loglik_tol"));
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(o, "stream");
+    s->seed = cJSON_IsString(seed) ? strtoull(seed->valuestring, NULL, 10) : 0;
+    s->stream = cJSON_IsString(stream) ? strtoull(stream->valuestring, NULL, 10) : 0;
+    return 0;
+}
+
+static int history_from(const cJSON *hist, zmix_adapt_result *r, zmix_error *err)
+{
+    int n = cJSON_IsArray(hist) ? cJSON_GetArraySize(hist) : 0;
+    size_t d = (size_t)r->dim;
+    r->history = calloc(n ? (size_t)n : 1, sizeof *r->history);
+    r->history_mean = calloc(n ? (size_t)n * d : 1, sizeof *r->history_mean);
+    r->history_std = calloc(n ? (size_t)n * d : 1, sizeof *r->history_std);
+    if (!r->history || !r->history_mean || !r->history_std)
+        return zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory for %d generations", n);
+    int g = 0;
+    for (const cJSON *e = n ? hist->child : NULL; e; e = e->next, g++) {
+        zmix_cem_gen_stats *h = &r->history[g];
+        h->best = score_from(cJSON_GetObjectItemCaseSensitive(e, "best"));
+        h->elite_mean = score_from(cJSON_GetObjectItemCaseSensitive(e, "elite_mean"));
+        h->pop_mean = score_from(cJSON_GetObjectItemCaseSensitive(e, "pop_mean"));
+        h->mean_std = num_or_nan(cJSON_GetObjectItemCaseSensitive(e, "mean_std"));
+        if (doubles_from(cJSON_GetObjectItemCaseSensitive(e, "mean"), r->history_mean + g * d,
+                         r->dim) ||
+            doubles_from(cJSON_GetObjectItemCaseSensitive(e, "std"), r->history_std + g * d,
+                         r->dim))
+            return zmix_error_set(err, ZMIX_EFORMAT,
+                                  "result: history[%d]: mean and std must have %d numbers", g,
+                                  r->dim);
+    }
+    r->n_history = n;
+    return 0;
+}
+
+int zmix_adapt_result_from_json(const cJSON *o, zmix_adapt_result *out, zmix_error *err)
+{
+    zmix_adapt_result r;
+    memset(&r, 0, sizeof r);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(o, "format");
+    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, ADAPT_RESULT_FORMAT) != 0)
+        return zmix_error_set(err, ZMIX_EFORMAT, "not a zmix result document (format '%s')",
+                              cJSON_IsString(fmt) ? fmt->valuestring : "");
+    const cJSON *alpha = cJSON_GetObjectItemCaseSensitive(o, "alpha");
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(o, "experts");
+    const cJSON *mats = cJSON_GetObjectItemCaseSensitive(o, "matrices");
+    if (!cJSON_IsArray(alpha) || !cJSON_IsArray(names) || cJSON_GetArraySize(names) < 1 ||
+        cJSON_GetArraySize(alpha) < 1)
+        return zmix_error_set(err, ZMIX_EFORMAT, "result: 'alpha' and 'experts' must be arrays");
+    r.dim = cJSON_GetArraySize(alpha);
+    r.n_experts = cJSON_GetArraySize(names);
+    r.n_matrices = cJSON_IsArray(mats) ? cJSON_GetArraySize(mats) : 0;
+    copy_str(r.key, sizeof r.key, cJSON_GetObjectItemCaseSensitive(o, "key"));
+    copy_str(r.model_fingerprint, sizeof r.model_fingerprint,
+             cJSON_GetObjectItemCaseSensitive(o, "model_fingerprint"));
+    copy_str(r.experts_digest, sizeof r.experts_digest,
+             cJSON_GetObjectItemCaseSensitive(o, "experts_digest"));
+    copy_str(r.examples_digest, sizeof r.examples_digest,
+             cJSON_GetObjectItemCaseSensitive(o, "examples_digest"));
+    const cJSON *set = cJSON_GetObjectItemCaseSensitive(o, "adapt");
+    zmix_error ignored;
+    if (!cJSON_IsString(set) || zmix_adapt_set_parse(set->valuestring, &r.adapt, &ignored))
+        r.adapt = ZMIX_ADAPT_MLP;
+    r.per_layer = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "per_layer"));
+    r.normalize = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "normalize"));
+    r.rescale = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "rescale"));
+    r.n_examples = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "n_examples"));
+    r.stop = stop_from(cJSON_GetObjectItemCaseSensitive(o, "stop_reason"));
+    r.best = score_from(cJSON_GetObjectItemCaseSensitive(o, "best"));
+    r.base = score_from(cJSON_GetObjectItemCaseSensitive(o, "base"));
+    r.generations = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "generations"));
+    r.evaluations = (long)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "evaluations"));
+    r.skipped = (long)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "skipped"));
+    r.elapsed_s = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "elapsed_s"));
+    settings_from(cJSON_GetObjectItemCaseSensitive(o, "settings"), &r);
+
+    double *a = malloc((size_t)r.dim * sizeof *a);
+    r.alpha = malloc((size_t)r.dim * sizeof *r.alpha);
+    r.expert_names = calloc((size_t)r.n_experts, sizeof *r.expert_names);
+    r.experts = calloc((size_t)r.n_experts, sizeof *r.experts);
+    r.matrix_names = calloc(r.n_matrices ? (size_t)r.n_matrices : 1, sizeof *r.matrix_names);
+    r.matrix_ranks = calloc(r.n_matrices ? (size_t)r.n_matrices : 1, sizeof *r.matrix_ranks);
+    int rc = 0;
+    if (!a || !r.alpha || !r.expert_names || !r.experts || !r.matrix_names || !r.matrix_ranks) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
+        goto out;
+    }
+    doubles_from(alpha, a, r.dim);
+    for (int i = 0; i < r.dim; i++) r.alpha[i] = (float)a[i];
+    int k = 0;
+    for (const cJSON *e = names->child; e; e = e->next, k++)
+        if (!(r.expert_names[k] = dup_json_str(e))) rc = ZMIX_ENOMEM;
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(o, "single_experts");
+    k = 0;
+    for (const cJSON *e = cJSON_IsArray(single) ? single->child : NULL; e && k < r.n_experts;
+         e = e->next, k++)
+        r.experts[k] = score_from(e);
+    int m = 0;
+    for (const cJSON *e = r.n_matrices ? mats->child : NULL; e; e = e->next, m++) {
+        if (!(r.matrix_names[m] = dup_json_str(cJSON_GetObjectItemCaseSensitive(e, "name"))))
+            rc = ZMIX_ENOMEM;
+        r.matrix_ranks[m] = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(e, "rank"));
+    }
+    if (rc) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
+        goto out;
+    }
+    rc = history_from(cJSON_GetObjectItemCaseSensitive(o, "history"), &r, err);
+out:
+    free(a);
+    if (rc) {
+        zmix_adapt_result_free(&r);
+        return rc;
+    }
+    *out = r;
+    return 0;
 }

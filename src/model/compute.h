@@ -15,6 +15,7 @@
 #ifndef ZMIX_MODEL_COMPUTE_H
 #define ZMIX_MODEL_COMPUTE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -88,7 +89,7 @@ size_t zmix_forward_scratch_floats(const zmix_model_config *cfg, int n_rows, int
  * stop (may be NULL) is checked between layers. */
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
                         zmix_layer_fn layer_fn, void *user, float *scratch, float *out,
-                        const volatile int *stop, zmix_error *err);
+                        const atomic_int *stop, zmix_error *err);
 
 /* logits (n × vocab) = hidden (n × dim) · lm_headᵀ. */
 void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits);

@@ -115,7 +115,7 @@ static void attend(const zmix_model_config *c, const float *q, const float *k, c
 
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
                         zmix_layer_fn layer_fn, void *user, float *scratch, float *out,
-                        const volatile int *stop, zmix_error *err)
+                        const atomic_int *stop, zmix_error *err)
 {
     const zmix_model_config *c = &model->cfg;
     int n_rows = 0, n_out_rows = 0, max_len = 0;
@@ -139,7 +139,7 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     int rows = n_rows; /* rows of x still alive: all of them until the last layer */
     for (int l = 0; l < c->n_layers; l++) {
         /* An atomic read: the event loop sets the flag while this worker runs. */
-        if (stop && __atomic_load_n(stop, __ATOMIC_RELAXED))
+        if (stop && atomic_load_explicit(stop, memory_order_relaxed))
             return zmix_error_set(err, ZMIX_ECANCELED, "forward pass cancelled");
         int rc = layer_fn(user, l, lin, err);
         if (rc) return rc;

@@ -80,7 +80,7 @@ typedef struct score_call {
     zmix_rope rope;
     size_t wbuf_floats, ctmp_floats, scratch_floats, out_rows_max;
     size_t bytes_per_worker;
-    const volatile int *stop;
+    const atomic_int *stop;
     zmix_score *out;
     zmix_example_score *detail;
     float *logits_out; /* tests: the target-position logits of candidate 0, or NULL */
@@ -303,7 +303,7 @@ static void *worker_run(void *arg)
         int i = call->rc ? call->n_cand : call->next_cand++;
         pthread_mutex_unlock(&call->lock);
         if (i >= call->n_cand) break;
-        int rc = call->stop && __atomic_load_n(call->stop, __ATOMIC_RELAXED)
+        int rc = call->stop && atomic_load_explicit(call->stop, memory_order_relaxed)
                      ? zmix_error_set(&err, ZMIX_ECANCELED, "scoring cancelled")
                      : score_candidate(w, i, &err);
         if (rc) {

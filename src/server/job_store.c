@@ -27,6 +27,7 @@
 #define CKPT_MAGIC   "ZMIXCKPT"
 #define NEXTID_MAGIC "ZMIXNXID"
 #define FORMAT_V1    1
+#define JOB_FORMAT   2 /* v2 appends the final result document */
 #define NEXTID_FILE  "next_id"
 #define JOB_EXT      ".job"
 #define TMP_EXT      ".tmp"
@@ -77,6 +78,7 @@ void job_record_free(job_record *r)
     free(r->examples.items);
     free(r->examples.tokens);
     free(r->settings);
+    free(r->result);
     memset(r, 0, sizeof *r);
 }
 
@@ -170,7 +172,7 @@ static void entry_erase(job_store *s, js_entry *e)
 
 static int job_encode(const job_record *r, rec_writer *w, zmix_error *err)
 {
-    recw_begin(w, JOB_MAGIC, FORMAT_V1);
+    recw_begin(w, JOB_MAGIC, JOB_FORMAT);
     recw_u64(w, r->id);
     recw_str16(w, r->task);
     recw_str16(w, r->key);
@@ -191,6 +193,7 @@ static int job_encode(const job_record *r, rec_writer *w, zmix_error *err)
         for (int t = 0; t < x->n_target; t++) recw_u32(w, (uint32_t)x->target[t]);
     }
     recw_blob32(w, r->settings, r->settings_len);
+    recw_blob32(w, r->result, r->result_len);
     int rc = recw_finish(w, NULL, err);
     if (rc) recw_free(w);
     return rc;
@@ -200,7 +203,8 @@ static int job_decode(const uint8_t *buf, size_t len, job_record *out, zmix_erro
 {
     memset(out, 0, sizeof *out);
     rec_reader rd;
-    int rc = rec_open(buf, len, JOB_MAGIC, FORMAT_V1, NULL, &rd, err);
+    uint32_t version;
+    int rc = rec_open(buf, len, JOB_MAGIC, JOB_FORMAT, &version, &rd, err);
     if (rc) return rc;
     out->id = recr_u64(&rd);
     recr_str16(&rd, out->task, sizeof out->task);
@@ -247,6 +251,15 @@ static int job_decode(const uint8_t *buf, size_t len, job_record *out, zmix_erro
     if (!out->settings) goto nomem;
     if (slen) memcpy(out->settings, settings, slen);
     out->settings_len = slen;
+    if (version >= 2) {
+        size_t rlen;
+        const uint8_t *result = recr_blob32(&rd, &rlen);
+        if (rlen) {
+            if (!(out->result = malloc(rlen))) goto nomem;
+            memcpy(out->result, result, rlen);
+            out->result_len = rlen;
+        }
+    }
     rc = recr_end(&rd, "job record", err);
     zmix_error name_err;
     if (rc == 0 && task_name_check(out->task, &name_err) != 0)
@@ -675,6 +688,12 @@ int job_store_create(job_store *s, job_record *rec, zmix_error *err)
 int job_store_set_state(job_store *s, uint64_t id, job_state state, const char *reason,
                         int64_t now_ms, zmix_error *err)
 {
+    return job_store_finish(s, id, state, reason, now_ms, NULL, 0, err);
+}
+
+int job_store_finish(job_store *s, uint64_t id, job_state state, const char *reason, int64_t now_ms,
+                     const uint8_t *result, size_t result_len, zmix_error *err)
+{
     if ((int)state < JOB_QUEUED || state > JOB_CANCELLED)
         return zmix_error_set(err, ZMIX_EINVAL, "job %" PRIu64 ": state %d", id, (int)state);
     pthread_mutex_lock(&s->mu);
@@ -693,7 +712,17 @@ int job_store_set_state(job_store *s, uint64_t id, job_state state, const char *
         if (state == JOB_RUNNING && r.start_ms == 0) r.start_ms = now_ms;
         if (job_state_finished(state)) r.end_ms = now_ms;
         if (reason) snprintf(r.reason, sizeof r.reason, "%s", reason);
-        rc = job_write(s, &r, err);
+        if (result_len) {
+            free(r.result);
+            r.result = malloc(result_len);
+            if (!r.result)
+                rc = zmix_error_set(err, ZMIX_ENOMEM, "job %" PRIu64 ": result of %zu bytes", id,
+                                    result_len);
+            else
+                memcpy(r.result, result, result_len);
+            r.result_len = r.result ? result_len : 0;
+        }
+        if (rc == 0) rc = job_write(s, &r, err);
     }
     if (rc == 0) {
         en->state = state;

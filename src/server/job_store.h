@@ -62,6 +62,8 @@ typedef struct job_record {
     zmix_examples examples;              /* the few-shot set as token ids */
     uint8_t *settings;                   /* opaque: the core's encoding of every setting */
     size_t settings_len;
+    uint8_t *result; /* opaque: the final result document of a finished job, or NULL */
+    size_t result_len;
 } job_record;
 
 void job_record_free(job_record *r); /* NULL ok; zeroes r */
@@ -115,6 +117,11 @@ int job_store_create(job_store *store, job_record *rec, zmix_error *err);
  * ZMIX_ENOTFOUND for an unknown id. */
 int job_store_set_state(job_store *store, uint64_t id, job_state state, const char *reason,
                         int64_t now_ms, zmix_error *err);
+
+/* The same, storing with the record the bytes a finished job leaves behind (the daemon's
+ * result document: final status and history), so that they survive restarts. */
+int job_store_finish(job_store *store, uint64_t id, job_state state, const char *reason,
+                     int64_t now_ms, const uint8_t *result, size_t result_len, zmix_error *err);
 
 /* Durably stores these bytes as the job's latest checkpoint (generation = completed
  * generations they describe; a checkpoint of a later generation from an abandoned run is

@@ -171,7 +171,7 @@ static void m_stats(server *srv, conn *c, const rpc_request *req)
     task_cache_stats cs;
     task_cache_get_stats(srv->cache, &cs);
     int queued = 0;
-    for (job *j = srv->jobs; j; j = j->next) queued += j->phase == PH_QUEUED;
+    for (job *j = srv->jobs; j; j = j->next) queued += j->phase == JOB_PH_QUEUED;
     REPLY_BEGIN;
     msgpack_pack_map(&pk, 11);
     rpc_pack_cstr(&pk, "uptime");
@@ -298,7 +298,7 @@ static void m_cancel(server *srv, conn *c, const rpc_request *req)
     rpc_pack_cstr(&pk, "job");
     msgpack_pack_uint64(&pk, j->id);
     rpc_pack_cstr(&pk, "state");
-    rpc_pack_cstr(&pk, j->phase == PH_FINISHED ? job_state_name(j->state) : "cancelling");
+    rpc_pack_cstr(&pk, j->phase == JOB_PH_FINISHED ? job_state_name(j->state) : "cancelling");
     REPLY_END;
 }
 
@@ -346,17 +346,18 @@ static int task_param(conn *c, const rpc_request *req, char *task)
 
 static void m_get(server *srv, conn *c, const rpc_request *req)
 {
-    static const char *const keys[] = {"task", "vectors", NULL};
+    static const char *const keys[] = {"task", "vectors", "document", NULL};
     if (check_keys(c, req, keys)) return;
     char task[TASK_NAME_MAX + 1];
-    int vectors;
+    int vectors, document;
     zmix_error err = {0};
     if (task_param(c, req, task)) return;
-    if (rpc_get_bool(&req->params, "vectors", 1, &vectors, &err) != 0) {
+    if (rpc_get_bool(&req->params, "vectors", 1, &vectors, &err) != 0 ||
+        rpc_get_bool(&req->params, "document", 0, &document, &err) != 0) {
         reply_err(c, req, &err);
         return;
     }
-    jobs_get_async(srv, c, req->msgid, task, vectors);
+    results_get(srv, c, req->msgid, task, vectors, document);
 }
 
 static void m_evict(server *srv, conn *c, const rpc_request *req)
@@ -365,7 +366,7 @@ static void m_evict(server *srv, conn *c, const rpc_request *req)
     if (check_keys(c, req, keys)) return;
     char task[TASK_NAME_MAX + 1];
     if (task_param(c, req, task)) return;
-    jobs_get_async(srv, c, req->msgid, task, -1);
+    results_evict(srv, c, req->msgid, task);
 }
 
 static void m_tasks(server *srv, conn *c, const rpc_request *req)
@@ -408,59 +409,14 @@ static void m_tasks(server *srv, conn *c, const rpc_request *req)
     REPLY_END;
 }
 
-/* history {job}: the per-generation record of the job's search, what `zmix plot JOB` draws
- * (best so far, elite and population means, the distribution's mean and std as float32).
- * Available while the daemon holds the job's search state: not for jobs that ended before a
- * restart (their CEM state is not kept). Added by the client side (issue 6). */
-static void pack_score_kv(msgpack_packer *pk, const char *k, const zmix_score *s)
-{
-    rpc_pack_cstr(pk, k);
-    msgpack_pack_map(pk, 2);
-    rpc_pack_cstr(pk, "accuracy");
-    msgpack_pack_double(pk, s->accuracy);
-    rpc_pack_cstr(pk, "loglik");
-    msgpack_pack_double(pk, s->loglik);
-}
-
+/* history {job}: the per-generation record of the job's search (from its session while it
+ * runs, from its record in the job store once it has ended). */
 static void m_history(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {"job", NULL};
     if (check_keys(c, req, keys)) return;
     job *j = job_param(srv, c, req);
-    if (!j) return;
-    if (!j->cem) {
-        char msg[160];
-        snprintf(msg, sizeof msg,
-                 "history: job %llu has no search state in this daemon (not started, or ended "
-                 "before a restart)",
-                 (unsigned long long)j->id);
-        conn_reply_error(c, req->msgid, ZMIX_ESTATE, msg);
-        return;
-    }
-    int n = zmix_cem_history_len(j->cem), dim = zmix_cem_dim(j->cem);
-    const zmix_cem_gen_stats *h = zmix_cem_history(j->cem);
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 2);
-    rpc_pack_cstr(&pk, "job");
-    msgpack_pack_uint64(&pk, j->id);
-    rpc_pack_cstr(&pk, "history");
-    msgpack_pack_array(&pk, (size_t)n);
-    for (int g = 0; g < n; g++) {
-        msgpack_pack_map(&pk, 7);
-        pack_int_kv(&pk, "generation", g + 1);
-        pack_score_kv(&pk, "best", &h[g].best);
-        pack_score_kv(&pk, "elite_mean", &h[g].elite_mean);
-        pack_score_kv(&pk, "pop_mean", &h[g].pop_mean);
-        rpc_pack_cstr(&pk, "mean_std");
-        msgpack_pack_double(&pk, h[g].mean_std);
-        const double *v[2] = {zmix_cem_history_mean(j->cem, g), zmix_cem_history_std(j->cem, g)};
-        for (int w = 0; w < 2; w++) {
-            rpc_pack_cstr(&pk, w ? "std" : "mean");
-            msgpack_pack_array(&pk, (size_t)dim);
-            for (int i = 0; i < dim; i++) msgpack_pack_float(&pk, (float)v[w][i]);
-        }
-    }
-    REPLY_END;
+    if (j) results_history(srv, c, req->msgid, j);
 }
 
 static void m_subscribe(server *srv, conn *c, const rpc_request *req)

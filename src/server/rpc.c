@@ -474,3 +474,21 @@ int rpc_pack_error_notify(msgpack_sbuffer *out, const char *code, const char *me
     pack_error_map(&pk, code, message);
     return 0;
 }
+
+void rpc_pack_kv_str(msgpack_packer *pk, const char *key, const char *value)
+{
+    rpc_pack_cstr(pk, key);
+    rpc_pack_cstr(pk, value);
+}
+
+void rpc_pack_kv_bool(msgpack_packer *pk, const char *key, int value)
+{
+    rpc_pack_cstr(pk, key);
+    value ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+}
+
+void rpc_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value)
+{
+    rpc_pack_cstr(pk, key);
+    msgpack_pack_uint64(pk, value);
+}

@@ -99,5 +99,9 @@ int rpc_pack_error_notify(msgpack_sbuffer *out, const char *code, const char *me
 
 /* Packs a NUL-terminated C string. */
 void rpc_pack_cstr(msgpack_packer *pk, const char *s);
+/* A key and its value, for building maps. */
+void rpc_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
+void rpc_pack_kv_bool(msgpack_packer *pk, const char *key, int value);
+void rpc_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value);
 
 #endif

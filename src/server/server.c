@@ -141,21 +141,13 @@ static int check_security(server *srv, zmix_error *err)
     return 0;
 }
 
-static void digest_experts(server *srv)
+#ifdef ZMIX_CHECKED
+void server_check_failed(const char *what, const char *file, int line)
 {
-    zmix_sha256 h;
-    uint8_t d[32];
-    zmix_sha256_init(&h);
-    size_t zt = zmix_runtime_z_total(srv->rt);
-    for (int k = 0; k < zmix_runtime_n_experts(srv->rt); k++) {
-        const char *name = zmix_runtime_expert_name(srv->rt, k);
-        zmix_sha256_update(&h, name, strlen(name) + 1);
-        zmix_sha256_update(&h, zmix_runtime_expert_z(srv->rt, k), zt * sizeof(float));
-    }
-    zmix_sha256_update(&h, srv->cfg->adapt, strlen(srv->cfg->adapt) + 1);
-    zmix_sha256_final(&h, d);
-    zmix_sha256_hex(d, srv->experts_digest);
+    fprintf(stderr, "zmixd: invariant violated at %s:%d: %s\n", file, line, what);
+    abort();
 }
+#endif
 
 static void log_problems(server *srv, persist_problems *pp, const char *what)
 {
@@ -179,7 +171,7 @@ static int load_model(server *srv, zmix_error *err)
     rc = zmix_runtime_create(srv->model, &ro, (const char *const *)cfg->experts, cfg->n_experts,
                              &srv->rt, err);
     if (rc) return rc;
-    digest_experts(srv);
+    zmix_adapt_experts_digest(srv->rt, srv->experts_digest);
     const zmix_model_config *mc = zmix_model_get_config(srv->model);
     job_limits_default(&srv->limits);
     srv->limits.vocab_size = mc->vocab_size;
@@ -242,6 +234,9 @@ int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
     int rc = uv_loop_init(&loop);
     if (rc) return zmix_error_set(err, ZMIX_EIO, "event loop: %s", uv_strerror(rc));
     srv->loop = &loop;
+#ifdef ZMIX_CHECKED
+    srv->loop_thread = pthread_self();
+#endif
 
     if ((rc = check_security(srv, err)) || (rc = fs_mkdirs(cfg->cache_dir, err))) goto fail_loop;
     uint64_t t0 = zmix_now_ns();

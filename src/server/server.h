@@ -1,17 +1,21 @@
 /*
  * zmixd's core, shared by its parts (not a public API):
  *
- *   server.c   setup and teardown: model, runtime, persistence, pool, listeners, signals,
- *              the periodic tick (timeouts, rates), graceful shutdown
- *   conn.c     connections: accept, read + frame + decode, write queue and backpressure,
- *              idle timeout, auth gate
- *   methods.c  the method table: one handler per protocol method (proto/PROTOCOL.md)
- *   jobs.c     the job registry and each job's pipeline (accept → queue → generations of
- *              scoring on the pool, checkpoint after each → baselines → cache → done)
+ *   server.c    setup and teardown: model, runtime, persistence, pool, listeners, signals,
+ *               the periodic tick (timeouts, rates), graceful shutdown
+ *   conn.c      connections: accept, read + frame + decode, write queue and backpressure,
+ *               idle timeout, auth gate; hands each request to a handler it was given
+ *   methods.c   the method table: one handler per protocol method (proto/PROTOCOL.md)
+ *   jobs.c      the job registry and each job's lifecycle: one phase setter, submit, cancel,
+ *               scheduling, and the steps of the job's adaptation session (zmix/adapt.h)
+ *   job_work.c  what pool workers run: one piece of a session step
+ *   job_io.c    the blocking persistence steps, on libuv's threadpool, and their completions
+ *   results.c   reads for clients: get, evict, and the history of a finished job
+ *   job_view.c  what clients see of jobs and results (msgpack maps)
  *
- * Threads: everything here runs on the event-loop thread except pool items (scoring) and
- * libuv work requests (blocking persistence calls), which only touch the job fields their
- * submitter handed them and report back through the loop.
+ * Threads: the event loop runs everything except pool items (job_work.c) and the work
+ * half of I/O operations (job_io.c, results.c), which only touch what their op or piece was
+ * handed and report back through the loop. Each struct field below says who writes it.
  */
 #ifndef ZMIX_SERVER_SERVER_H
 #define ZMIX_SERVER_SERVER_H
@@ -27,6 +31,7 @@
 #include "server/job_store.h"
 #include "server/task_cache.h"
 #include "util/log.h"
+#include "zmix/adapt.h"
 #include "zmix/cem.h"
 #include "zmix/model.h"
 
@@ -70,47 +75,76 @@ struct conn {
     conn *prev, *next;
 };
 
-enum job_phase {
-    PH_ACCEPTING = 0, /* being written to the job store */
-    PH_QUEUED,        /* accepted, waiting for a running slot */
-    PH_IO,            /* a persistence step is in flight (start, checkpoint, finish) */
-    PH_SCORING,       /* a generation's chunks are on the pool */
-    PH_EXTRAS,        /* baselines and z′ being computed on the pool */
-    PH_FINISHED
-};
+/* A job's place in its lifecycle. Only job_set_phase changes it: it keeps the server's
+ * counters and refuses illegal transitions (checked builds abort on one). */
+typedef enum job_phase {
+    JOB_PH_NEW = 0,   /* just allocated */
+    JOB_PH_ACCEPTING, /* being written to the job store */
+    JOB_PH_QUEUED,    /* accepted, waiting for a running slot */
+    JOB_PH_STARTING,  /* its start is being recorded */
+    JOB_PH_SCORING,   /* a step's pieces are on the pool */
+    JOB_PH_SAVING,    /* the step's checkpoint is being written */
+    JOB_PH_FINISHING, /* its end state (and result) is being written: too late to cancel */
+    JOB_PH_FINISHED
+} job_phase;
+
+/* What status shows of a search: read live from the session while there is one, frozen at
+ * the end (or read back from the job store after a restart). */
+typedef struct job_summary {
+    int generation;
+    long evaluations, skipped;
+    int have_best;
+    zmix_score best;
+    float *best_alpha; /* dim, owned; NULL when !have_best */
+    int have_mean_std;
+    double mean_std;
+    zmix_cem_stop stop;
+    double elapsed_s; /* scoring seconds over the whole search */
+} job_summary;
+
+void job_summary_free(job_summary *s);
+/* The summary of a live session (allocates best_alpha). */
+int job_summary_of_session(const zmix_session *ses, job_summary *out);
+/* The summary of a result (allocates best_alpha). */
+int job_summary_of_result(const zmix_adapt_result *r, job_summary *out);
 
 struct job {
+    /* Set before the job is visible, then read-only (loop thread): */
     server *srv;
-    uint64_t id; /* 0 until the job store assigned one */
-    job_spec spec;
-    char key[65];
-    char examples_digest[65];
+    char key[65]; /* the inputs key (zmix_adapt_key) */
+    zmix_adapt_opts opts;
+
+    /* Loop thread only: */
+    uint64_t id;   /* 0 until the job store assigned one */
+    job_spec spec; /* examples freed when the job finishes; the settings stay for status */
     job_state state;
-    int phase;
+    job_phase phase;
     int started; /* the store knows it as running */
-    zmix_cem *cem;
-    float *pop;         /* pop_size × dim, the population being scored */
-    zmix_score *scores; /* pop_size */
-    int first_unscored;
-    int chunks_out;    /* pool items not yet back */
-    pool_item *items;  /* chunk storage for this generation (owned) */
-    volatile int stop; /* tells scoring calls to return early */
     int cancel_requested;
-    int fail_pending; /* a chunk failed: fail once the others are back */
-    int finishing;    /* its final state is being written: too late to cancel */
+    int fail_pending; /* a piece failed: fail once the others are back */
     char reason[JOB_REASON_MAX];
     char warning[JOB_REASON_MAX]; /* e.g. the result could not be written to disk */
     pool_queue queue;
     int64_t submit_ms, start_ms, end_ms; /* wall clock */
-    uint64_t run_ns;                     /* scoring time accumulated this process */
-    uint64_t gen_started_ns;
-    long evals_here; /* evaluations made in this process */
+    uint64_t run_ns;                     /* scoring time in this process */
+    uint64_t step_started_ns;
     parked *waiters;
-    /* Filled by the extras step for the cache entry. */
-    zmix_score best_score, base_score;
-    zmix_score *expert_scores; /* K */
-    float *best_alpha;         /* dim */
-    float *z;                  /* z_total */
+    job_summary final; /* the frozen summary of a finished job */
+    int have_final;
+    uint8_t *resume; /* a recovered checkpoint, until the job starts */
+    size_t resume_len;
+
+    /* Owned by the step in flight while the phase is SCORING, SAVING or FINISHING (pool
+     * workers score pieces of it; the I/O thread saves it or builds its result), else by
+     * the loop. Status reads it from the loop at any time: the step only writes the
+     * candidates and scores, which status does not read. */
+    zmix_session *session;
+    pool_item *items; /* this step's pieces (owned) */
+    int items_out;    /* pool items not yet back */
+
+    /* Written by the loop, read by workers: */
+    atomic_int stop; /* tells scoring calls to return early */
+
     job *prev, *next;
 };
 
@@ -121,7 +155,10 @@ struct server {
 
     zmix_model *model;
     zmix_runtime *rt;
-    char experts_digest[65];
+    char experts_digest[65]; /* zmix_adapt_experts_digest */
+#ifdef ZMIX_CHECKED
+    pthread_t loop_thread; /* checked builds assert that loop-only code runs there */
+#endif
     job_limits limits;
     zmix_cem_settings cem_defaults;
 
@@ -142,9 +179,9 @@ struct server {
     uint64_t next_conn_id;
 
     job *jobs;        /* every job this process knows, newest first */
-    int n_unfinished; /* accepting + queued + running */
-    int n_running;
-    int io_inflight; /* libuv work requests in flight */
+    int n_unfinished; /* accepting, queued, starting, scoring or saving (job_set_phase) */
+    int n_running;    /* starting, scoring or saving (job_set_phase) */
+    int io_inflight;  /* libuv work requests in flight */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t tick;
@@ -182,23 +219,69 @@ void parked_reply_error(parked *p, int code, const char *message);
 /* methods.c */
 void server_dispatch(server *srv, conn *c, const rpc_request *req);
 
-/* jobs.c */
+/* jobs.c (loop thread) */
 void jobs_on_pool_async(uv_async_t *h);
 /* Takes ownership of spec. Answers the request itself (now or when persisted). */
 void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec);
 job *jobs_find(server *srv, uint64_t id);
 int jobs_cancel(server *srv, job *j, zmix_error *err);
-void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk);
-void jobs_pack_brief(const job *j, msgpack_packer *pk);
 void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t timeout_ms);
 void jobs_sweep_waiters(server *srv, uint64_t now_ms);
 int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err);
 void jobs_begin_shutdown(server *srv);
 int jobs_idle(const server *srv); /* nothing on the pool and no I/O in flight */
 void jobs_free_all(server *srv);
-void jobs_pack_result(server *srv, const task_result *r, int with_vectors, msgpack_packer *pk);
-/* Runs a blocking call on libuv's threadpool and answers p from the loop afterwards. */
-void jobs_get_async(server *srv, conn *c, uint32_t msgid, const char *task, int with_vectors);
+void job_set_phase(job *j, job_phase to);
+job *jobs_new(server *srv);      /* a job in phase NEW, linked into the registry */
+void jobs_schedule(server *srv); /* starts queued jobs while running slots are free */
+/* Called by job_io.c when a step's I/O completes. */
+void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_result *cached);
+void jobs_started(job *j);
+void jobs_saved(job *j);
+void jobs_finished(job *j, job_state state, const char *reason, job_summary *summary, int put_rc,
+                   const zmix_error *put_err);
+/* The options a job's session runs with. */
+void jobs_adapt_opts(const job_spec *spec, zmix_adapt_opts *out);
+
+/* job_work.c (pool workers) */
+void job_work_run(pool_item *it);
+
+/* job_io.c: blocking persistence on libuv's threadpool, completions on the loop */
+typedef struct io_op io_op;
+struct io_op {
+    uv_work_t req;
+    server *srv;
+    void (*work)(io_op *op);  /* threadpool */
+    void (*after)(io_op *op); /* loop; frees op */
+};
+void io_submit(server *srv, io_op *op);
+int job_io_accept(job *j);
+int job_io_start(job *j);
+int job_io_checkpoint(job *j);
+int job_io_finish(job *j, job_state state, const char *reason);
+
+/* results.c: client reads answered from the loop after a threadpool step */
+void results_get(server *srv, conn *c, uint32_t msgid, const char *task, int with_vectors,
+                 int with_document);
+void results_evict(server *srv, conn *c, uint32_t msgid, const char *task);
+void results_history(server *srv, conn *c, uint32_t msgid, job *j);
+
+/* job_view.c */
+void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk);
+void jobs_pack_brief(const job *j, msgpack_packer *pk);
+void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int with_document,
+                      msgpack_packer *pk);
+void jobs_pack_history(uint64_t id, const zmix_adapt_result *r, msgpack_packer *pk);
+
+/* Checked builds (Debug, ASan, TSan): invariants abort with a message. */
+#ifdef ZMIX_CHECKED
+#define SERVER_CHECK(cond)  ((cond) ? (void)0 : server_check_failed(#cond, __FILE__, __LINE__))
+#define SERVER_ON_LOOP(srv) SERVER_CHECK(pthread_equal(pthread_self(), (srv)->loop_thread))
+void server_check_failed(const char *what, const char *file, int line);
+#else
+#define SERVER_CHECK(cond)  ((void)sizeof(cond)) /* compiled, never evaluated */
+#define SERVER_ON_LOOP(srv) ((void)0)
+#endif
 
 /* server.c */
 void server_begin_shutdown(server *srv, const char *why);

@@ -75,7 +75,7 @@ void task_result_free(task_result *r)
     free(r->ranks);
     free(r->z);
     free(r->settings);
-    free(r->examples);
+    free(r->document);
     memset(r, 0, sizeof *r);
 }
 
@@ -101,7 +101,7 @@ int task_result_copy(const task_result *src, task_result *dst, zmix_error *err)
     dst->n_alpha = src->n_alpha;
     dst->n_matrices = src->n_matrices;
     dst->settings_len = src->settings_len;
-    dst->examples_len = src->examples_len;
+    dst->document_len = src->document_len;
     size_t zt = z_total_of(src);
     dst->expert_scores =
         dup_bytes(src->expert_scores, (size_t)src->n_experts * sizeof *src->expert_scores);
@@ -109,10 +109,10 @@ int task_result_copy(const task_result *src, task_result *dst, zmix_error *err)
     dst->ranks = dup_bytes(src->ranks, (size_t)src->n_matrices * sizeof *src->ranks);
     dst->z = dup_bytes(src->z, zt * sizeof *src->z);
     dst->settings = dup_bytes(src->settings, src->settings_len);
-    dst->examples = dup_bytes(src->examples, src->examples_len);
+    dst->document = dup_bytes(src->document, src->document_len);
     dst->matrix_names = calloc((size_t)src->n_matrices + 1, sizeof *dst->matrix_names);
     int ok = dst->expert_scores && dst->alpha && dst->ranks && dst->z && dst->settings &&
-             dst->examples && dst->matrix_names;
+             dst->document && dst->matrix_names;
     for (int m = 0; ok && m < src->n_matrices; m++) {
         dst->matrix_names[m] = dup_bytes(src->matrix_names[m], strlen(src->matrix_names[m]) + 1);
         ok = dst->matrix_names[m] != NULL;
@@ -130,7 +130,7 @@ static size_t result_bytes(const task_result *r)
     size_t b = sizeof *r + (size_t)r->n_experts * sizeof(zmix_score) +
                (size_t)r->n_alpha * sizeof(float) +
                (size_t)r->n_matrices * (sizeof(char *) + sizeof(uint32_t)) +
-               z_total_of(r) * sizeof(float) + r->settings_len + r->examples_len;
+               z_total_of(r) * sizeof(float) + r->settings_len + r->document_len;
     for (int m = 0; m < r->n_matrices; m++) b += strlen(r->matrix_names[m]) + 1;
     return b;
 }
@@ -172,7 +172,7 @@ static int result_check(const task_result *r, zmix_error *err)
                               r->task, r->n_experts, r->n_alpha, r->n_matrices);
     if ((r->n_experts && !r->expert_scores) || (r->n_alpha && !r->alpha) ||
         (r->n_matrices && (!r->matrix_names || !r->ranks || !r->z)) ||
-        (r->settings_len && !r->settings) || (r->examples_len && !r->examples))
+        (r->settings_len && !r->settings) || (r->document_len && !r->document))
         return zmix_error_set(err, ZMIX_EINVAL, "task %s: a non-empty array is NULL", r->task);
     uint64_t total = 0;
     for (int m = 0; m < r->n_matrices; m++) {
@@ -225,7 +225,7 @@ static int record_encode(const task_result *r, rec_writer *w, uint32_t *crc, zmi
     }
     recw_f32s(w, r->z, z_total_of(r));
     recw_blob32(w, r->settings, r->settings_len);
-    recw_blob32(w, r->examples, r->examples_len);
+    recw_blob32(w, r->document, r->document_len);
     int rc = recw_finish(w, crc, err);
     if (rc) recw_free(w);
     return rc;
@@ -292,9 +292,9 @@ static int record_decode(const uint8_t *buf, size_t len, task_result *out, uint3
 
     const uint8_t *blob = recr_blob32(&rd, &out->settings_len);
     out->settings = dup_bytes(blob, out->settings_len);
-    blob = recr_blob32(&rd, &out->examples_len);
-    out->examples = dup_bytes(blob, out->examples_len);
-    if (!out->settings || !out->examples) goto nomem;
+    blob = recr_blob32(&rd, &out->document_len);
+    out->document = dup_bytes(blob, out->document_len);
+    if (!out->settings || !out->document) goto nomem;
     rc = recr_end(&rd, "task record", err);
     zmix_error name_err;
     if (rc == 0 && task_name_check(out->task, &name_err) != 0)

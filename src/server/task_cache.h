@@ -58,8 +58,8 @@ typedef struct task_result {
 
     uint8_t *settings; /* opaque to the cache (the core's msgpack/JSON of the job settings) */
     size_t settings_len;
-    uint8_t *examples; /* opaque to the cache (what the result was made from), may be empty */
-    size_t examples_len;
+    uint8_t *document; /* opaque to the cache: the result document (docs/cem.md), may be empty */
+    size_t document_len;
 } task_result;
 
 void task_result_free(task_result *r); /* frees the owned arrays and zeroes r; NULL ok */

@@ -219,8 +219,8 @@ static void seeds_records(const char *tmp)
                      .z = z,
                      .settings = settings,
                      .settings_len = sizeof settings,
-                     .examples = examples,
-                     .examples_len = sizeof examples};
+                     .document = examples,
+                     .document_len = sizeof examples};
     if (task_cache_put(cache, &r, &err) || task_cache_flush(cache, &err))
         die("task_cache_put", &err);
     task_cache_free(cache);

@@ -216,7 +216,7 @@ static void test_stacked_batch_matches_single(void **state)
             if (e > 1e-5) fail_msg("sequence %d row %d: relative error %g", s, r, e);
         }
     }
-    volatile int stop = 1;
+    atomic_int stop = 1;
     assert_int_equal(
         zmix_forward_hidden(m, &rope, &batch, zmix_layer_base, m, scratch, hidden, &stop, &err),
         ZMIX_ECANCELED);

@@ -475,7 +475,7 @@ static void test_degenerate_candidates_and_errors(void **state)
     o.rescale = 1;
 
     /* Cancelled before the first candidate. */
-    volatile int stop = 1;
+    atomic_int stop = 1;
     zmix_score_ctl ctl = {2, &stop};
     assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, &ctl, s, NULL, &err),
                      ZMIX_ECANCELED);

@@ -76,8 +76,8 @@ static void make_result(test_result *t, const char *task, int version)
     t->r.settings = t->settings;
     t->r.settings_len = sizeof t->settings;
     memcpy(t->examples, "ex-set", 7);
-    t->r.examples = t->examples;
-    t->r.examples_len = sizeof t->examples;
+    t->r.document = t->examples;
+    t->r.document_len = sizeof t->examples;
 }
 
 /* Asserts that got is exactly make_result(task, version). */
@@ -104,8 +104,8 @@ static void assert_result(const task_result *got, const char *task, int version)
     assert_memory_equal(got->z, want.z, sizeof want.z);
     assert_int_equal(got->settings_len, sizeof want.settings);
     assert_memory_equal(got->settings, want.settings, sizeof want.settings);
-    assert_int_equal(got->examples_len, sizeof want.examples);
-    assert_memory_equal(got->examples, want.examples, sizeof want.examples);
+    assert_int_equal(got->document_len, sizeof want.examples);
+    assert_memory_equal(got->document, want.examples, sizeof want.examples);
 }
 
 /* ---- fixture ----------------------------------------------------------------------- */
