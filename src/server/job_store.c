@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/record.h"
+#include "util/record.h"
 
 #define JOB_MAGIC    "ZMIXJOBR"
 #define CKPT_MAGIC   "ZMIXCKPT"

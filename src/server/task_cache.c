@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/record.h"
+#include "util/record.h"
 
 #define TASK_MAGIC      "ZMIXTASK"
 #define TASK_VERSION    1

@@ -3,7 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/crc32c.h"
+#include "util/crc32c.h"
 
 /* One path per process (a fuzzer or replay run is one process), so parallel fuzz jobs never
  * share a file. Test code, not library code: a static is the simplest owner. */

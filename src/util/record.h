@@ -1,8 +1,8 @@
 /*
- * The framing shared by every persisted file of the daemon (task records, job records,
+ * The container format of every file the daemon writes for itself (task records, job records,
  * checkpoints, the id counter), and bounds-checked little-endian encoding inside it:
  *
- *   offset 0   8 bytes  magic, names the kind of file ("ZMTASK01", "ZMJOB001", ...)
+ *   offset 0   8 bytes  magic, names the kind of file ("ZMIXTASK", "ZMIXJOBR", ...)
  *   offset 8   u32      format version
  *   offset 12  u32      reserved, 0
  *   offset 16  u64      payload length P
@@ -13,9 +13,11 @@
  * truncated, extended, torn or bit-flipped file is rejected before any field is trusted; the
  * reader still checks every length against what is left, so even a file with a valid CRC but
  * nonsense fields (a bug, or a hand-made file) cannot make it read out of bounds.
+ *
+ * Pure functions over caller-owned buffers: safe on any thread.
  */
-#ifndef ZMIX_SERVER_RECORD_H
-#define ZMIX_SERVER_RECORD_H
+#ifndef ZMIX_UTIL_RECORD_H
+#define ZMIX_UTIL_RECORD_H
 
 #include <stddef.h>
 #include <stdint.h>

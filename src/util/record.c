@@ -1,9 +1,9 @@
-#include "server/record.h"
+#include "util/record.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/crc32c.h"
+#include "util/crc32c.h"
 
 static void put_le(uint8_t *p, uint64_t v, int n)
 {
