@@ -59,6 +59,12 @@ static void test_record_frame_rejects_damage(void **state)
         assert_int_equal(rec_open(w.buf, len, "TESTTEST", 1, NULL, &rd, &err), ZMIX_EFORMAT);
     assert_int_equal(rec_open(w.buf, w.len, "OTHERMAG", 1, NULL, &rd, &err), ZMIX_EFORMAT);
     assert_non_null(strstr(err.msg, "magic"));
+    /* The reserved field must be 0 even under a valid CRC. */
+    w.buf[12] = 1;
+    uint32_t c = crc32c_update(0, w.buf, w.len - 4);
+    for (int i = 0; i < 4; i++) w.buf[w.len - 4 + (size_t)i] = (uint8_t)(c >> (8 * i));
+    assert_int_equal(rec_open(w.buf, w.len, "TESTTEST", 1, NULL, &rd, &err), ZMIX_EFORMAT);
+    assert_non_null(strstr(err.msg, "reserved"));
     recw_free(&w);
 }
 
@@ -72,6 +78,7 @@ static void test_record_fields_round_trip(void **state)
     recw_u16(&w, 0xbeef);
     recw_u32(&w, 0xdeadbeefu);
     recw_u64(&w, UINT64_MAX - 1);
+    recw_i32(&w, INT32_MIN);
     recw_i64(&w, INT64_MIN);
     recw_f64(&w, -NAN);
     recw_f32s(&w, floats, 3);
@@ -81,7 +88,7 @@ static void test_record_fields_round_trip(void **state)
     uint32_t crc = 0;
     zmix_error err;
     assert_int_equal(recw_finish(&w, &crc, &err), 0);
-    assert_int_equal(w.len, REC_OVERHEAD + 2 + 4 + 8 + 8 + 8 + 12 + 2 + 4 + 5 + 4);
+    assert_int_equal(w.len, REC_OVERHEAD + 2 + 4 + 8 + 4 + 8 + 8 + 12 + 2 + 4 + 5 + 4);
     assert_int_equal(crc, crc32c_update(0, w.buf, w.len - 4));
 
     rec_reader rd;
@@ -91,6 +98,7 @@ static void test_record_fields_round_trip(void **state)
     assert_int_equal(recr_u16(&rd), 0xbeef);
     assert_true(recr_u32(&rd) == 0xdeadbeefu);
     assert_true(recr_u64(&rd) == UINT64_MAX - 1);
+    assert_true(recr_i32(&rd) == INT32_MIN);
     assert_true(recr_i64(&rd) == INT64_MIN);
     double d = recr_f64(&rd), want_d = -NAN;
     assert_memory_equal(&d, &want_d, sizeof d); /* the NaN's sign and payload survive */
