@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 #include "server.h"
-#include "server/fsutil.h"
+#include "util/file.h"
 #include "util/sha256.h"
 #include "util/clock.h"
 
