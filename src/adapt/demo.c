@@ -28,6 +28,7 @@
 
 #include "model/model_internal.h"
 #include "model/safetensors.h"
+#include "util/file.h"
 #include "util/pcg.h"
 #include "zmix/adapt.h"
 #include "zmix/demo.h"
@@ -109,23 +110,12 @@ static int make_dirs(const char *path, zmix_error *err)
     return make_dir(buf, err);
 }
 
-/* Writes text to path through a temporary file and a rename. */
+/* Writes text and a newline to path, atomically. */
 static int write_text_atomic(const char *path, const char *text, zmix_error *err)
 {
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return zmix_error_set(err, ZMIX_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF && fflush(f) == 0 &&
-             fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return zmix_error_set(err, ZMIX_EIO, "%s: write failed: %s", path, strerror(e));
-    }
-    return 0;
+    fs_piece pieces[2] = {{text, strlen(text)}, {"\n", 1}};
+    fs_write_opts opts = {.mode = 0666}; /* before the umask, as fopen creates files */
+    return fs_write_atomic(path, pieces, 2, &opts, err);
 }
 
 /* Writes a cJSON tree (consumed) as pretty-printed JSON. */

@@ -13,9 +13,12 @@
 #include <string.h>
 
 #include "commands.h"
+#include "util/file.h"
 #include "zmix/model.h"
 
 #define MAX_EXPERTS 64
+/* An α file holds M·K numbers: 64 MiB is millions of them, and a guard against a wrong path. */
+#define ALPHA_FILE_MAX ((size_t)64 << 20)
 
 typedef struct model_args {
     const char *cmd;
@@ -188,25 +191,12 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
 static int load_alpha_file(const char *path, const zmix_runtime *rt, float *alpha, char *msg,
                            size_t msg_size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return snprintf(msg, msg_size, "%s: %s", path, strerror(errno)), -1;
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 + 1 > cap) {
-            cap = (cap ? 2 * cap : 8192);
-            char *grown = realloc(text, cap);
-            if (!grown) break;
-            text = grown;
-        }
-        size_t got = fread(text + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
-    }
-    fclose(f);
-    if (!text) return snprintf(msg, msg_size, "%s: out of memory", path), -1;
-    text[len] = '\0';
-    cJSON *root = cJSON_Parse(text);
+    uint8_t *text;
+    size_t len;
+    zmix_error err;
+    if (fs_read_file(path, ALPHA_FILE_MAX, &text, &len, &err) != 0)
+        return snprintf(msg, msg_size, "%s", err.msg), -1;
+    cJSON *root = cJSON_Parse((const char *)text);
     free(text);
     int M = zmix_runtime_n_matrices(rt), K = zmix_runtime_n_experts(rt), rc = 0;
     const cJSON *arr = root ? cJSON_GetObjectItemCaseSensitive(root, "alpha") : NULL;

@@ -12,6 +12,11 @@
 #include "commands.h"
 #include "daemon_conn.h"
 #include "svg_plot.h"
+#include "util/file.h"
+
+/* A guard against pointing the command at the wrong file, far above any real result (50
+ * generations at dim 60 are about 100 kB of JSON). */
+#define PLOT_INPUT_MAX ((size_t)1 << 30)
 
 /* Everything the plot needs, owned here whatever the source. */
 typedef struct plot_src {
@@ -56,28 +61,14 @@ static double json_num(const cJSON *o, const char *key)
 
 static int load_json(const char *path, plot_src *p)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "zmix plot: %s: %s\n", path, strerror(errno));
+    uint8_t *text;
+    size_t len;
+    zmix_error err;
+    if (fs_read_file(path, PLOT_INPUT_MAX, &text, &len, &err) != 0) {
+        fprintf(stderr, "zmix plot: %s\n", err.msg);
         return 1;
     }
-    char *text = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 65536 + 1 > cap) {
-            cap = (cap ? cap * 2 : 1 << 17);
-            char *t = realloc(text, cap);
-            if (!t) break;
-            text = t;
-        }
-        size_t n = fread(text + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
-    }
-    fclose(f);
-    if (!text) return 1;
-    text[len] = '\0';
-    cJSON *root = cJSON_Parse(text);
+    cJSON *root = cJSON_Parse((const char *)text);
     free(text);
     int rc = 1;
     const cJSON *hist = root ? cJSON_GetObjectItemCaseSensitive(root, "history") : NULL;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/file.h"
+
 int daemon_opts_parse(daemon_opts *o, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
@@ -36,24 +38,6 @@ int daemon_opts_parse(daemon_opts *o, int argc, char **argv, int *i)
     return 1;
 }
 
-static int read_token(const char *path, char *tok, size_t cap)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "zmix: token file %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    size_t n = fread(tok, 1, cap - 1, f);
-    fclose(f);
-    tok[n] = '\0';
-    while (n > 0 && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ')) tok[--n] = 0;
-    if (n == 0) {
-        fprintf(stderr, "zmix: token file %s is empty\n", path);
-        return -1;
-    }
-    return 0;
-}
-
 int daemon_connect(const daemon_opts *o, zmix_client **out)
 {
     char def[512], token[1024];
@@ -67,7 +51,11 @@ int daemon_connect(const daemon_opts *o, zmix_client **out)
     zmix_client_opts copts;
     zmix_client_opts_default(&copts);
     if (token_file && *token_file) {
-        if (read_token(token_file, token, sizeof token)) return 1;
+        zmix_error terr;
+        if (fs_read_token_file(token_file, token, sizeof token, NULL, &terr) != 0) {
+            fprintf(stderr, "zmix: %s\n", terr.msg);
+            return 1;
+        }
         copts.token = token;
     }
     zmix_error err;

@@ -1,48 +1,15 @@
 #include "submit_examples.h"
 
 #include <cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static char *read_file(const char *path, zmix_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        zmix_error_set(err, ZMIX_EIO, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 1 >= cap) {
-            size_t c = cap ? cap * 2 : 1 << 16;
-            char *b = realloc(buf, c);
-            if (!b) {
-                free(buf);
-                fclose(f);
-                zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
-                return NULL;
-            }
-            buf = b;
-            cap = c;
-        }
-        size_t n = fread(buf + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        zmix_error_set(err, ZMIX_EIO, "%s: read failed", path);
-        return NULL;
-    }
-    buf[len] = '\0';
-    return buf;
-}
+#include "util/file.h"
+
+/* The limit of the in-process examples loader (src/model/examples.c). */
+#define EXAMPLES_FILE_MAX ((size_t)64 << 20)
 
 /* Checks one field; adds its ids or text bytes to the counts. */
 static int check_field(const cJSON *v, const char *path, int i, const char *what, size_t *n_ids,
@@ -98,9 +65,11 @@ static void fill_field(const cJSON *v, int32_t **ids, char **text, const int32_t
 int submit_examples_load(const char *path, submit_examples *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    char *text = read_file(path, err);
-    if (!text) return err->code;
-    cJSON *root = cJSON_Parse(text);
+    uint8_t *text;
+    size_t len;
+    int read_rc = fs_read_file(path, EXAMPLES_FILE_MAX, &text, &len, err);
+    if (read_rc) return read_rc;
+    cJSON *root = cJSON_Parse((const char *)text);
     free(text);
     if (!root) return zmix_error_set(err, ZMIX_EFORMAT, "%s: not valid JSON", path);
     int rc = 0;

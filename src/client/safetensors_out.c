@@ -1,13 +1,14 @@
 /*
  * z' as a safetensors file: one 1-D F32 tensor per adapted matrix, named as in the expert
  * files, so a serving system loads it with any safetensors reader exactly like an expert.
- * Written to PATH.tmp and renamed, so a reader never sees half a file.
+ * Written by the project's one atomic writer (util/file.h), so a reader never sees half a
+ * file.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/file.h"
 #include "zmix/client.h"
 
 static int append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
@@ -35,19 +36,14 @@ static int append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     }
 }
 
-static int write_le32(FILE *f, const float *v, uint32_t n)
+/* n floats as little-endian IEEE-754 singles, whatever the host's byte order. */
+static void put_le32s(uint8_t *out, const float *v, uint32_t n)
 {
-    unsigned char b[4];
     for (uint32_t i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &v[i], 4);
-        b[0] = (unsigned char)u;
-        b[1] = (unsigned char)(u >> 8);
-        b[2] = (unsigned char)(u >> 16);
-        b[3] = (unsigned char)(u >> 24);
-        if (fwrite(b, 1, 4, f) != 4) return -1;
+        for (int b = 0; b < 4; b++) out[4 * (size_t)i + (size_t)b] = (uint8_t)(u >> (8 * b));
     }
-    return 0;
 }
 
 int zmix_client_result_save_safetensors(const zmix_client_result *r, const char *path,
@@ -92,34 +88,23 @@ int zmix_client_result_save_safetensors(const zmix_client_result *r, const char 
         free(h);
         return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory for the header", path);
     }
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
-    if (!tmp) {
+    uint8_t *data = malloc(off ? (size_t)off : 1);
+    if (!data) {
         free(h);
-        return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
+        return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory for %llu bytes of z'", path,
+                              (unsigned long long)off);
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int e = errno;
-        free(h);
-        free(tmp);
-        return zmix_error_set(err, ZMIX_EIO, "%s: cannot create: %s", path, strerror(e));
+    size_t at = 0;
+    for (int m = 0; m < r->n_matrices; m++) {
+        put_le32s(data + at, r->matrices[m].z, r->matrices[m].rank);
+        at += (size_t)r->matrices[m].rank * 4;
     }
-    unsigned char n8[8];
-    for (int i = 0; i < 8; i++) n8[i] = (unsigned char)((uint64_t)len >> (8 * i));
-    int ok = fwrite(n8, 1, 8, f) == 8 && fwrite(h, 1, len, f) == len;
-    for (int m = 0; ok && m < r->n_matrices; m++)
-        ok = write_le32(f, r->matrices[m].z, r->matrices[m].rank) == 0;
-    ok = (fclose(f) == 0) && ok;
+    uint8_t n8[8];
+    for (int i = 0; i < 8; i++) n8[i] = (uint8_t)((uint64_t)len >> (8 * i));
+    fs_piece pieces[3] = {{n8, 8}, {h, len}, {data, at}};
+    fs_write_opts opts = {.mode = 0666}; /* before the umask, as fopen creates files */
+    int rc = fs_write_atomic(path, pieces, 3, &opts, err);
+    free(data);
     free(h);
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        free(tmp);
-        return zmix_error_set(err, ZMIX_EIO, "%s: write failed: %s", path, strerror(e));
-    }
-    free(tmp);
-    return 0;
+    return rc;
 }

@@ -6,57 +6,23 @@
  * rather than ignored.
  */
 #include <cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "loaders.h"
+#include "util/file.h"
 
 #define MAX_CONFIG_BYTES (16u << 20)
 
-/* Reads a whole small file into a NUL-terminated malloc'ed buffer. */
-static int read_small_file(const char *path, size_t max, char **out, size_t *len, zmix_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return zmix_error_set(err, errno == ENOENT ? ZMIX_ENOTFOUND : ZMIX_EIO,
-                              "%s: cannot open: %s", path, strerror(errno));
-    /* Size the buffer by the file, not by the limit: a 200-byte examples file must not
-     * allocate the 64 MiB limit (found by the fuzzers: 50 loads per second under ASan). */
-    size_t cap = max;
-    struct stat st;
-    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (uintmax_t)st.st_size < max)
-        cap = (size_t)st.st_size;
-    char *buf = malloc(cap + 1);
-    if (!buf) {
-        fclose(f);
-        return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
-    }
-    size_t n = fread(buf, 1, cap + 1, f);
-    int failed = ferror(f);
-    fclose(f);
-    if (failed || n > cap) {
-        free(buf);
-        if (!failed && cap < max)
-            return zmix_error_set(err, ZMIX_EIO, "%s: changed while being read", path);
-        return zmix_error_set(err, failed ? ZMIX_EIO : ZMIX_ELIMIT,
-                              failed ? "%s: read failed" : "%s: larger than the limit", path);
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return 0;
-}
-
 int zmix_json_load_file(const char *path, size_t max_bytes, struct cJSON **out, zmix_error *err)
 {
-    char *text = NULL;
+    uint8_t *bytes = NULL;
     size_t len = 0;
-    int rc = read_small_file(path, max_bytes, &text, &len, err);
+    int rc = fs_read_file(path, max_bytes, &bytes, &len, err);
     if (rc) return rc;
+    char *text = (char *)bytes; /* NUL-terminated by the reader */
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (root) {

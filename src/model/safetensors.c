@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/file.h"
 #include "util/sha256.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -453,37 +454,6 @@ fail:
     return NULL;
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-static int fsync_parent_dir(const char *path)
-{
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const char *const *meta_keys,
                   const char *const *meta_values, int n_meta, zmix_error *err)
 {
@@ -505,33 +475,20 @@ int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const cha
     for (int i = 0; i < 8; i++) prefix[i] = (uint8_t)((uint64_t)padded >> (8 * i));
     static const char spaces[8] = "        ";
 
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = zmix_error_set(err, ZMIX_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-        goto out;
+    fs_piece *pieces = malloc(((size_t)n + 3) * sizeof *pieces);
+    if (!pieces) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
+    } else {
+        pieces[0] = (fs_piece){prefix, 8};
+        pieces[1] = (fs_piece){header, len};
+        pieces[2] = (fs_piece){spaces, padded - len};
+        for (int i = 0; i < n; i++)
+            pieces[3 + i] = (fs_piece){sorted[i]->data, out_numel(sorted[i]) * sizeof(float)};
+        /* 0644: model files (factor cache, experts, demo weights) are shared, not secrets. */
+        fs_write_opts opts = {.mode = 0644};
+        rc = fs_write_atomic(path, pieces, n + 3, &opts, err);
+        free(pieces);
     }
-    int bad = write_all(fd, prefix, 8) || write_all(fd, header, len) ||
-              write_all(fd, spaces, padded - len);
-    for (int i = 0; !bad && i < n; i++)
-        bad = write_all(fd, sorted[i]->data, out_numel(sorted[i]) * sizeof(float));
-    if (bad || fsync(fd) != 0) {
-        rc = zmix_error_set(err, ZMIX_EIO, "%s: write failed: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        rc = zmix_error_set(err, ZMIX_EIO, "%s: cannot replace with %s: %s", path, tmp,
-                            strerror(errno));
-        unlink(tmp);
-        goto out;
-    }
-    if (fsync_parent_dir(path) != 0)
-        rc = zmix_error_set(err, ZMIX_EIO, "%s: fsync of the directory failed: %s", path,
-                            strerror(errno));
-out:
     free(header);
     free(sorted);
     return rc;

@@ -71,8 +71,8 @@ typedef struct zmix_st_out {
 } zmix_st_out;
 
 /* Writes tensors (sorted by name in the file, packed back to back after a header padded to a
- * multiple of 8 bytes) and the metadata pairs to path.tmp.<pid>, fsyncs it, renames it over
- * path and fsyncs the directory, so that a reader sees the old file or the new, never half. */
+ * multiple of 8 bytes) and the metadata pairs to path through fs_write_atomic (util/file.h),
+ * mode 0644, so that a reader sees the old file or the new, never half. */
 int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const char *const *meta_keys,
                   const char *const *meta_values, int n_meta, zmix_error *err);
 

@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "loaders.h"
 #include "model_internal.h"
+#include "util/file.h"
 
 /* Ours is a few dozen bytes; a Hugging Face tokenizer.json is megabytes and is not ours. */
 #define MAX_TOKENIZER_FILE_BYTES (64u << 10)
@@ -129,21 +129,12 @@ int zmix_tokenizer_load(const char *path, int vocab_size, zmix_tokenizer **out, 
 
 int zmix_tokenizer_save(const zmix_tokenizer *tok, const char *path, zmix_error *err)
 {
-    char text[128], tmp[1100];
+    char text[128];
     int len = snprintf(text, sizeof text, "{\"type\": \"bytes\", \"bos_id\": %d, \"eos_id\": %d}\n",
                        tok->bos_id, tok->eos_id);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) return zmix_error_set(err, ZMIX_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    int ok =
-        fwrite(text, 1, (size_t)len, f) == (size_t)len && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return zmix_error_set(err, ZMIX_EIO, "%s: write failed: %s", path, strerror(e));
-    }
-    return 0;
+    fs_piece piece = {text, (size_t)len};
+    fs_write_opts opts = {.mode = 0666}; /* before the umask, as fopen creates files */
+    return fs_write_atomic(path, &piece, 1, &opts, err);
 }
 
 int zmix_tokenizer_encode(const zmix_tokenizer *tok, const char *text, size_t len, int add_bos,

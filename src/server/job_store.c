@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/record.h"
+#include "util/record.h"
 
 #define JOB_MAGIC    "ZMIXJOBR"
 #define CKPT_MAGIC   "ZMIXCKPT"
@@ -280,8 +280,11 @@ int job_record_parse(const uint8_t *buf, size_t len, job_record *out, zmix_error
 
 static int write_file(job_store *s, const char *name, const rec_writer *w, zmix_error *err)
 {
+    char path[4200];
+    int rc = fs_join(path, sizeof path, s->dir, name, err);
     fs_piece piece = {w->buf, w->len};
-    return fs_write_atomic(s->dir, name, &piece, 1, &s->fault, err);
+    fs_write_opts opts = {.mode = 0600, .fault = &s->fault};
+    return rc ? rc : fs_write_atomic(path, &piece, 1, &opts, err);
 }
 
 static int read_verified(job_store *s, const char *name, uint8_t **buf, size_t *len,

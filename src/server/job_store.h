@@ -31,7 +31,7 @@
 
 #include "zmix/common.h"
 #include "zmix/model.h" /* zmix_example(s): header only, no link dependency */
-#include "server/fsutil.h"
+#include "util/file.h"
 #include "server/task_cache.h" /* TASK_NAME_MAX, TASK_KEY_MAX */
 
 typedef enum job_state {

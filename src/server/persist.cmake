@@ -1,9 +1,7 @@
-# zmix_persist: the daemon's durable state — task cache, job store, crash-safe file helpers.
+# zmix_persist: the daemon's durable state — task cache and job store (their file helpers and
+# record frame are in zmix_util).
 # Plain blocking file I/O, no libuv; included from src/server/CMakeLists.txt.
 add_library(zmix_persist STATIC
-  ${CMAKE_CURRENT_LIST_DIR}/crc32c.c
-  ${CMAKE_CURRENT_LIST_DIR}/fsutil.c
-  ${CMAKE_CURRENT_LIST_DIR}/record.c
   ${CMAKE_CURRENT_LIST_DIR}/task_cache.c
   ${CMAKE_CURRENT_LIST_DIR}/job_store.c)
 zmix_target_defaults(zmix_persist)

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/record.h"
+#include "util/record.h"
 
 #define TASK_MAGIC      "ZMIXTASK"
 #define TASK_VERSION    1
@@ -525,14 +525,17 @@ static int files_write(task_cache *c, const task_result *r, zmix_error *err)
         recw_free(&rec);
         return rc;
     }
-    char name[TASK_NAME_MAX + 16];
+    char name[TASK_NAME_MAX + 16], path[4200];
+    fs_write_opts opts = {.mode = 0600, .fault = &c->fault};
     file_name(name, sizeof name, r->task, ST_EXT);
     fs_piece piece = {st.buf, st.len};
-    rc = fs_write_atomic(c->dir, name, &piece, 1, &c->fault, err);
+    rc = fs_join(path, sizeof path, c->dir, name, err);
+    if (rc == 0) rc = fs_write_atomic(path, &piece, 1, &opts, err);
     if (rc == 0) {
         file_name(name, sizeof name, r->task, TASK_EXT);
         piece = (fs_piece){rec.buf, rec.len};
-        rc = fs_write_atomic(c->dir, name, &piece, 1, &c->fault, err);
+        rc = fs_join(path, sizeof path, c->dir, name, err);
+        if (rc == 0) rc = fs_write_atomic(path, &piece, 1, &opts, err);
     }
     recw_free(&rec);
     recw_free(&st);
@@ -555,13 +558,14 @@ static void safetensors_sync(task_cache *c, const task_result *r, uint32_t crc,
     file_name(name, sizeof name, r->task, ST_EXT);
     uint8_t *have = NULL;
     size_t have_len = 0;
-    int same = fs_join(path, sizeof path, c->dir, name, NULL) == 0 &&
-               fs_read_file(path, st.len, &have, &have_len, NULL) == 0 && have_len == st.len &&
-               memcmp(have, st.buf, st.len) == 0;
+    int joined = fs_join(path, sizeof path, c->dir, name, &err) == 0;
+    int same = joined && fs_read_file(path, st.len, &have, &have_len, NULL) == 0 &&
+               have_len == st.len && memcmp(have, st.buf, st.len) == 0;
     free(have);
     if (!same) {
         fs_piece piece = {st.buf, st.len};
-        if (fs_write_atomic(c->dir, name, &piece, 1, &c->fault, &err) != 0) {
+        fs_write_opts opts = {.mode = 0600, .fault = &c->fault};
+        if (!joined || fs_write_atomic(path, &piece, 1, &opts, &err) != 0) {
             zmix_error_prefix(&err, "task %s: rebuilding the safetensors file", r->task);
             persist_problems_add(problems, &err);
         }

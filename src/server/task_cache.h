@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #include "zmix/common.h"
-#include "server/fsutil.h"
+#include "util/file.h"
 
 #define TASK_NAME_MAX 128 /* bytes, [A-Za-z0-9._-], not starting with '.' */
 #define TASK_KEY_MAX  128 /* bytes of the cache key (a hex digest from the caller) */

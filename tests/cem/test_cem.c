@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "util/crc32c.h"
 #include "util/pcg.h"
 #include "zmix/cem.h"
 
@@ -548,6 +549,60 @@ static void test_save_restore_continues_identically(void **state)
     zmix_cem_free(straight);
 }
 
+/* Rewrites the record frame's trailing CRC-32C so an edited checkpoint reaches the field checks. */
+static void fix_crc(uint8_t *buf, size_t len)
+{
+    uint32_t c = crc32c_update(0, buf, len - 4);
+    for (int i = 0; i < 4; i++) buf[len - 4 + (size_t)i] = (uint8_t)(c >> (8 * i));
+}
+
+static void assert_restore_refused(const uint8_t *buf, size_t len, const char *needle)
+{
+    zmix_cem *c = NULL;
+    zmix_error err;
+    assert_int_equal(zmix_cem_restore(buf, len, &c, &err), ZMIX_EFORMAT);
+    assert_null(c);
+    if (!strstr(err.msg, needle)) fail_msg("\"%s\" does not mention \"%s\"", err.msg, needle);
+}
+
+static void test_checkpoint_is_a_record(void **state)
+{
+    (void)state;
+    zmix_cem_settings s = base_settings(4, 2);
+    zmix_cem *c = NULL;
+    zmix_error err;
+    assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
+    step(c, &s);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(zmix_cem_save(c, &buf, &len, &err), 0);
+    zmix_cem_free(c);
+    /* The util record frame: magic, version 1, reserved 0, payload length, CRC-32C. */
+    assert_memory_equal(buf, "ZMIXCEMS", 8);
+    assert_int_equal(buf[8], 1);
+    uint64_t payload = 0;
+    for (int i = 0; i < 8; i++) payload |= (uint64_t)buf[16 + i] << (8 * i);
+    assert_true(payload == len - 28);
+
+    /* A field behind a valid CRC is still checked, and named: dim (the first field) = 0. */
+    uint8_t *edited = malloc(len);
+    assert_non_null(edited);
+    memcpy(edited, buf, len);
+    memset(edited + 24, 0, 4);
+    fix_crc(edited, len);
+    assert_restore_refused(edited, len, "cem checkpoint: cem settings: dim = 0");
+    /* The frame's own checks come first, under the checkpoint's name. */
+    memcpy(edited, buf, len);
+    edited[len - 1] ^= 1;
+    assert_restore_refused(edited, len, "cem checkpoint: checksum mismatch");
+    assert_restore_refused(buf, 27, "cem checkpoint: truncated");
+    /* The format before the record frame is recognised and refused as such. */
+    memcpy(edited, "ZMIXCEM", 8);
+    assert_restore_refused(edited, len, "earlier FNV-1a format");
+    free(edited);
+    free(buf);
+}
+
 static void test_normalize_groups_sum_to_one(void **state)
 {
     zmix_cem_settings s = base_settings(6, 3); /* two groups of three (per-layer shape) */
@@ -708,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_stop_target),
         cmocka_unit_test(test_reproducible_across_splits),
         cmocka_unit_test(test_save_restore_continues_identically),
+        cmocka_unit_test(test_checkpoint_is_a_record),
         cmocka_unit_test(test_normalize_groups_sum_to_one),
         cmocka_unit_test(test_single_expert),
         cmocka_unit_test(test_nan_scores_rank_last),

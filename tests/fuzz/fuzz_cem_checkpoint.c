@@ -1,6 +1,6 @@
 /*
- * The CEM checkpoint loader (zmix_cem_restore), raw and with length and FNV-1a trailer
- * fixed. A checkpoint that restores must save to the identical bytes (nothing the loader
+ * The CEM checkpoint loader (zmix_cem_restore), raw and with the record frame's length and
+ * CRC-32C fixed. A checkpoint that restores must save to the identical bytes (nothing the loader
  * accepts is silently changed), and the engine must be able to run one more generation.
  */
 #include <math.h>
@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *fixed = malloc(size ? size : 1);
     if (!fixed) return 0;
     memcpy(fixed, data, size);
-    fuzz_cem_fix(fixed, size);
+    fuzz_record_fix(fixed, size);
     restore_one(fixed, size);
     free(fixed);
     return 0;

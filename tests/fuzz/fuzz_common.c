@@ -3,7 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "server/crc32c.h"
+#include "util/crc32c.h"
 
 /* One path per process (a fuzzer or replay run is one process), so parallel fuzz jobs never
  * share a file. Test code, not library code: a static is the simplest owner. */
@@ -48,16 +48,4 @@ void fuzz_record_fix(uint8_t *buf, size_t len)
     if (len < 28) return;
     put_le(buf + 16, len - 28, 8);
     put_le(buf + len - 4, crc32c_update(0, buf, len - 4), 4);
-}
-
-void fuzz_cem_fix(uint8_t *buf, size_t len)
-{
-    if (len < 32) return;
-    put_le(buf + 16, len - 32, 8);
-    uint64_t h = 1469598103934665603ull; /* FNV-1a 64 offset basis and prime */
-    for (size_t i = 0; i < len - 8; i++) {
-        h ^= buf[i];
-        h *= 1099511628211ull;
-    }
-    put_le(buf + len - 8, h, 8);
 }

@@ -31,13 +31,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 const char *fuzz_temp_path(const char *suffix);
 void fuzz_write_file(const char *path, const uint8_t *data, size_t size);
 
-/* The daemon's record files end in a CRC over everything before it, so a random mutation
- * almost always fails the checksum and never reaches the field parser. This fixes the
- * length field (bytes 16..24) and the trailing CRC-32C of a copy so the payload is parsed.
- * No-op when len is too short to hold the frame. */
+/* Record files (the daemon's, and CEM checkpoints) end in a CRC over everything before it, so
+ * a random mutation almost always fails the checksum and never reaches the field parser. This
+ * fixes the length field (bytes 16..24) and the trailing CRC-32C of a copy so the payload is
+ * parsed. No-op when len is too short to hold the frame. */
 void fuzz_record_fix(uint8_t *buf, size_t len);
-
-/* The same for a CEM checkpoint (length at 16..24, FNV-1a 64 in the last 8 bytes). */
-void fuzz_cem_fix(uint8_t *buf, size_t len);
 
 #endif

@@ -50,7 +50,7 @@ static void test_write_read_round_trip(void **state)
 
     /* No temporary file left behind; header length a multiple of 8; names sorted. */
     char tmp[700];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", c->path, (long)getpid());
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", c->path, (long)getpid());
     struct stat st;
     assert_int_not_equal(stat(tmp, &st), 0);
     size_t len;

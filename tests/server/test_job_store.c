@@ -12,9 +12,9 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "server/crc32c.h"
+#include "util/crc32c.h"
 #include "server/job_store.h"
-#include "server/record.h"
+#include "util/record.h"
 
 typedef struct fixture {
     char dir[256];

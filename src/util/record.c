@@ -1,9 +1,9 @@
-#include "server/record.h"
+#include "util/record.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/crc32c.h"
+#include "util/crc32c.h"
 
 static void put_le(uint8_t *p, uint64_t v, int n)
 {
@@ -76,6 +76,11 @@ void recw_u32(rec_writer *w, uint32_t v)
 void recw_u64(rec_writer *w, uint64_t v)
 {
     recw_le(w, v, 8);
+}
+
+void recw_i32(rec_writer *w, int32_t v)
+{
+    recw_le(w, (uint32_t)v, 4);
 }
 
 void recw_i64(rec_writer *w, int64_t v)
@@ -169,6 +174,11 @@ int rec_open(const uint8_t *buf, size_t len, const char magic[REC_MAGIC_LEN], ui
     if (stored != actual)
         return zmix_error_set(err, ZMIX_EFORMAT, "checksum mismatch: stored %08x, computed %08x",
                               stored, actual);
+    /* Checked, not skipped: a reader that ignored it would accept two different files as the
+     * same record, and re-encoding would not give the bytes back. */
+    uint32_t reserved = (uint32_t)get_le(buf + 12, 4);
+    if (reserved != 0)
+        return zmix_error_set(err, ZMIX_EFORMAT, "reserved header field is %u, not 0", reserved);
     if (version) *version = v;
     r->p = buf + REC_HEADER;
     r->len = (size_t)payload;
@@ -205,6 +215,11 @@ uint32_t recr_u32(rec_reader *r)
 uint64_t recr_u64(rec_reader *r)
 {
     return recr_le(r, 8);
+}
+
+int32_t recr_i32(rec_reader *r)
+{
+    return (int32_t)recr_le(r, 4);
 }
 
 int64_t recr_i64(rec_reader *r)

@@ -1,4 +1,4 @@
-#include "server/crc32c.h"
+#include "util/crc32c.h"
 
 /* The byte-at-a-time table for the reflected Castagnoli polynomial, computed by the
  * preprocessor from the definition (entry n = n shifted through eight bit-steps), so there

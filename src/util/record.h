@@ -1,21 +1,25 @@
 /*
- * The framing shared by every persisted file of the daemon (task records, job records,
- * checkpoints, the id counter), and bounds-checked little-endian encoding inside it:
+ * The one container of every binary format zmix defines itself (the daemon's task records,
+ * job records, checkpoints and id counter; the CEM engine's checkpoint; model files stay in
+ * their standard formats), and bounds-checked little-endian encoding inside it:
  *
- *   offset 0   8 bytes  magic, names the kind of file ("ZMTASK01", "ZMJOB001", ...)
+ *   offset 0   8 bytes  magic, names the kind of file ("ZMIXTASK", "ZMIXCEMS", ...)
  *   offset 8   u32      format version
  *   offset 12  u32      reserved, 0
  *   offset 16  u64      payload length P
  *   offset 24  P bytes  payload (fields in a fixed order, see docs/persistence.md)
  *   offset 24+P u32     CRC-32C of bytes [0, 24+P)
  *
- * A file is accepted only when its length is exactly 28 + P and the CRC matches, so a
- * truncated, extended, torn or bit-flipped file is rejected before any field is trusted; the
- * reader still checks every length against what is left, so even a file with a valid CRC but
- * nonsense fields (a bug, or a hand-made file) cannot make it read out of bounds.
+ * A file is accepted only when its length is exactly 28 + P, the CRC matches and the reserved
+ * field is 0, so a truncated, extended, torn or bit-flipped file is rejected before any field
+ * is trusted; the reader still checks every length against what is left, so even a file with
+ * a valid CRC but nonsense fields (a bug, or a hand-made file) cannot make it read out of
+ * bounds.
+ *
+ * Pure functions over caller-owned buffers: safe on any thread.
  */
-#ifndef ZMIX_SERVER_RECORD_H
-#define ZMIX_SERVER_RECORD_H
+#ifndef ZMIX_UTIL_RECORD_H
+#define ZMIX_UTIL_RECORD_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -39,6 +43,7 @@ void recw_bytes(rec_writer *w, const void *data, size_t len);
 void recw_u16(rec_writer *w, uint16_t v);
 void recw_u32(rec_writer *w, uint32_t v);
 void recw_u64(rec_writer *w, uint64_t v);
+void recw_i32(rec_writer *w, int32_t v);
 void recw_i64(rec_writer *w, int64_t v);
 void recw_f32s(rec_writer *w, const float *v, size_t n); /* n IEEE-754 singles, LE */
 void recw_f64(rec_writer *w, double v);
@@ -56,8 +61,9 @@ typedef struct rec_reader {
     int failed;
 } rec_reader;
 
-/* Verifies magic, version (<= max_version, returned in *version), exact length and CRC, and
- * positions r at the payload. ZMIX_EFORMAT naming the first check that failed. */
+/* Verifies magic, version (1..max_version, returned in *version), exact length, CRC and the
+ * reserved field, and positions r at the payload. ZMIX_EFORMAT naming the first check that
+ * failed. */
 int rec_open(const uint8_t *buf, size_t len, const char magic[REC_MAGIC_LEN], uint32_t max_version,
              uint32_t *version, rec_reader *r, zmix_error *err);
 
@@ -65,6 +71,7 @@ const uint8_t *recr_bytes(rec_reader *r, size_t len); /* NULL (and failed) past 
 uint16_t recr_u16(rec_reader *r);
 uint32_t recr_u32(rec_reader *r);
 uint64_t recr_u64(rec_reader *r);
+int32_t recr_i32(rec_reader *r);
 int64_t recr_i64(rec_reader *r);
 double recr_f64(rec_reader *r);
 /* n floats into out (which must hold n). Returns 0, or -1 (and failed) past the end. */

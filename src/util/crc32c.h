@@ -5,8 +5,8 @@
  * all odd-weight errors, costs a table lookup per byte, and is the checksum used by ext4,
  * iSCSI and SSE4.2, so any reader can verify our files with a stock implementation.
  */
-#ifndef ZMIX_SERVER_CRC32C_H
-#define ZMIX_SERVER_CRC32C_H
+#ifndef ZMIX_UTIL_CRC32C_H
+#define ZMIX_UTIL_CRC32C_H
 
 #include <stddef.h>
 #include <stdint.h>
