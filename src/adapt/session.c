@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/record.h"
+#include "util/record.h"
 #include "adapt_internal.h"
 
 #define SESSION_MAGIC   "ZMSESS01"
