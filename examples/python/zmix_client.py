@@ -167,12 +167,20 @@ class Client:
     def jobs(self, state=None):
         return self.call("jobs", {"state": state} if state else {})["jobs"]
 
-    def get(self, task, vectors=True):
-        """The cached result of a task; with vectors, "z" maps matrix name -> floats."""
-        r = self.call("get", {"task": task, "vectors": vectors})
+    def get(self, task, vectors=True, document=False):
+        """The cached result of a task; with vectors, "z" maps matrix name -> floats; with
+        document, "document" is the result document (JSON text, docs/cem.md)."""
+        params = {"task": task, "vectors": vectors}
+        if document:
+            params["document"] = True
+        r = self.call("get", params)
         if vectors and "z" in r:
             r["z"] = {name: _floats(raw) for name, raw in r["z"].items()}
         return r
+
+    def history(self, job):
+        """The per-generation record of a job's search."""
+        return self.call("history", {"job": job})["history"]
 
     def tasks(self):
         return self.call("tasks")["tasks"]

@@ -15,10 +15,18 @@
 #define ADAPT_RESULT_VERSION 1
 
 /* JSON has no NaN or infinity: non-finite numbers (a score before the first generation, say)
- * become null rather than an unparseable token. */
+ * become null rather than an unparseable token. Finite ones are written with the fewest
+ * digits that read back to the same double, so a document read back (the daemon keeps one
+ * per finished job) holds exactly the numbers the search produced. */
 static cJSON *number(double v)
 {
-    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+    if (!isfinite(v)) return cJSON_CreateNull();
+    char buf[32];
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    return cJSON_CreateRaw(buf);
 }
 
 static cJSON *score_json(const zmix_score *s)
@@ -50,26 +58,26 @@ static cJSON *settings_json(const zmix_adapt_result *r)
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
     cJSON_AddNumberToObject(o, "pop_size", s->pop_size);
-    cJSON_AddNumberToObject(o, "elite_ratio", s->elite_ratio);
+    cJSON_AddItemToObject(o, "elite_ratio", number(s->elite_ratio));
     cJSON_AddNumberToObject(o, "n_elites", r->n_elites);
     cJSON *b = cJSON_AddArrayToObject(o, "bounds");
     if (b) {
         cJSON_AddItemToArray(b, number(s->lo));
         cJSON_AddItemToArray(b, number(s->hi));
     }
-    cJSON_AddNumberToObject(o, "init_std", s->init_std);
-    cJSON_AddNumberToObject(o, "ema", s->ema);
-    cJSON_AddNumberToObject(o, "std_floor", s->std_floor);
+    cJSON_AddItemToObject(o, "init_std", number(s->init_std));
+    cJSON_AddItemToObject(o, "ema", number(s->ema));
+    cJSON_AddItemToObject(o, "std_floor", number(s->std_floor));
     cJSON_AddNumberToObject(o, "max_generations", s->max_generations);
     cJSON_AddBoolToObject(o, "elitism", s->elitism);
     cJSON_AddStringToObject(o, "metric", s->metric == ZMIX_METRIC_LOGLIK ? "loglik" : "accuracy");
     cJSON_AddBoolToObject(o, "normalize", s->normalize);
-    cJSON_AddNumberToObject(o, "std_tol", s->std_tol);
+    cJSON_AddItemToObject(o, "std_tol", number(s->std_tol));
     cJSON_AddNumberToObject(o, "patience", s->patience);
     cJSON_AddItemToObject(o, "target_accuracy",
                           s->target_accuracy > 1.0 ? cJSON_CreateNull()
                                                    : number(s->target_accuracy));
-    cJSON_AddNumberToObject(o, "target_loglik_tol", s->target_loglik_tol);
+    cJSON_AddItemToObject(o, "target_loglik_tol", number(s->target_loglik_tol));
     /* 64-bit seeds do not fit a JSON number exactly: decimal strings keep every bit. */
     char buf[32];
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)s->seed);
@@ -115,7 +123,7 @@ cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
     cJSON_AddNumberToObject(o, "generations", r->generations);
     cJSON_AddNumberToObject(o, "evaluations", (double)r->evaluations);
     cJSON_AddNumberToObject(o, "skipped", (double)r->skipped);
-    cJSON_AddNumberToObject(o, "elapsed_s", r->elapsed_s);
+    cJSON_AddItemToObject(o, "elapsed_s", number(r->elapsed_s));
     cJSON_AddItemToObject(o, "settings", settings_json(r));
 
     cJSON *mats = cJSON_AddArrayToObject(o, "matrices");

@@ -101,8 +101,8 @@ typedef struct job_op {
 static void start_work(io_op *o)
 {
     job_op *op = (job_op *)o;
-    op->rc = job_store_set_state(o->srv->store, op->j->id, JOB_RUNNING, NULL, server_wall_ms(),
-                                 &op->err);
+    op->rc =
+        job_store_set_state(o->srv->store, op->j->id, JOB_RUNNING, NULL, op->j->start_ms, &op->err);
 }
 
 /* Loop. */
@@ -220,7 +220,7 @@ static void finish_work(io_op *o)
     if (have) zmix_adapt_result_free(&r);
     if (op->put_rc == 0) {
         zmix_error err;
-        if (job_store_finish(srv->store, j->id, op->state, op->reason, server_wall_ms(),
+        if (job_store_finish(srv->store, j->id, op->state, op->reason, j->end_ms,
                              (const uint8_t *)doc, doc ? strlen(doc) : 0, &err) != 0)
             ZLOG_WARN(srv->log, "job %llu: job store: %s", (unsigned long long)j->id, err.msg);
     }

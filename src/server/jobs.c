@@ -504,7 +504,6 @@ void jobs_finished(job *j, job_state state, const char *reason, job_summary *sum
                  put_err->msg);
     }
     j->state = state;
-    j->end_ms = server_wall_ms();
     snprintf(j->reason, sizeof j->reason, "%s", reason);
     /* Memory keeps the summary; the history is on disk (results_history reads it back). */
     job_summary_free(&j->final);
@@ -535,6 +534,7 @@ static void finish(job *j, job_state state, const char *reason)
 {
     job_set_phase(j, JOB_PH_FINISHING);
     j->fail_pending = 0;
+    j->end_ms = server_wall_ms(); /* the same time in memory and in the job store */
     if (job_io_finish(j, state, reason) != 0) {
         /* No memory for the op: keep the record consistent in memory at least. */
         job_summary none = {0};

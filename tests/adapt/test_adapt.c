@@ -99,6 +99,17 @@ static zmix_model *random_model(void)
     return m;
 }
 
+/* A result document as a reader sees it: printed, then parsed. */
+static cJSON *as_text_and_back(cJSON *tree)
+{
+    char *text = cJSON_PrintUnformatted(tree);
+    cJSON_Delete(tree);
+    assert_non_null(text);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    return j;
+}
+
 /* ---- the driver on a random model -------------------------------------------------- */
 
 typedef struct small_task {
@@ -201,7 +212,7 @@ static void test_baselines_and_result(void **state)
         assert_true(fabs(zi - r.z[i]) < 1e-5);
     }
 
-    cJSON *j = zmix_adapt_result_to_json(&r, 1);
+    cJSON *j = as_text_and_back(zmix_adapt_result_to_json(&r, 1));
     assert_non_null(j);
     assert_string_equal(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "max_generations");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "alpha")), 3);
@@ -214,6 +225,25 @@ static void test_baselines_and_result(void **state)
     assert_int_equal(cJSON_GetArraySize(z), zmix_runtime_n_matrices(t.rt));
     assert_string_equal(
         cJSON_GetObjectItem(cJSON_GetObjectItem(j, "settings"), "seed")->valuestring, "5");
+    /* Read back, the document holds exactly the numbers of the search (the daemon keeps one
+     * per finished job and serves status and history from it after a restart). */
+    zmix_adapt_result back;
+    assert_int_equal(zmix_adapt_result_from_json(j, &back, &err), 0);
+    assert_int_equal(back.dim, r.dim);
+    assert_memory_equal(back.alpha, r.alpha, (size_t)r.dim * sizeof *r.alpha);
+    assert_memory_equal(&back.best, &r.best, sizeof r.best);
+    assert_memory_equal(&back.base, &r.base, sizeof r.base);
+    assert_int_equal(back.n_history, r.n_history);
+    assert_memory_equal(back.history, r.history, (size_t)r.n_history * sizeof *r.history);
+    assert_memory_equal(back.history_std, r.history_std,
+                        (size_t)r.n_history * (size_t)r.dim * sizeof(double));
+    assert_memory_equal(&back.settings.elite_ratio, &r.settings.elite_ratio, sizeof(double));
+    assert_int_equal(back.stop, r.stop);
+    assert_int_equal(back.evaluations, r.evaluations);
+    assert_string_equal(back.key, r.key);
+    assert_string_equal(back.model_fingerprint, r.model_fingerprint);
+    assert_string_equal(back.expert_names[2], r.expert_names[2]);
+    zmix_adapt_result_free(&back);
     cJSON_Delete(j);
     zmix_adapt_result_free(&r);
 
@@ -288,7 +318,7 @@ static void test_piecewise_matches_run(void **state)
     assert_null(early.z);
     assert_true(isnan(early.alpha[0]));
     assert_true(isnan(early.base.accuracy));
-    cJSON *j = zmix_adapt_result_to_json(&early, 1);
+    cJSON *j = as_text_and_back(zmix_adapt_result_to_json(&early, 1));
     assert_true(cJSON_IsNull(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "alpha"), 0)));
     assert_string_equal(cJSON_GetObjectItem(j, "stop_reason")->valuestring, "running");
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(j, "z")));

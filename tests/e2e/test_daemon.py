@@ -383,8 +383,11 @@ def test_restart_keeps_cache_and_finished_jobs(tmp_path, experts):
     ex = make_examples(n=3, seed=21)
     with d.client() as c:
         job = c.submit("keep", ex, cem=SMALL)["job"]
-        wait_done(c, job)
+        status_before = wait_done(c, job)
+        history_before = c.history(job)
+        listed_before = [j for j in c.jobs() if j["job"] == job]
         before = c.get("keep")
+    assert status_before["generation"] == SMALL["iters"] and len(history_before) == SMALL["iters"]
     assert d.stop() == 0
     d.start()
     try:
@@ -392,7 +395,12 @@ def test_restart_keeps_cache_and_finished_jobs(tmp_path, experts):
             after = c.get("keep")
             assert after["alpha"] == before["alpha"]
             assert after["z"] == before["z"]
-            assert c.status(job)["state"] == "done"
+            # A finished job shows the same after a restart: its final status (generations,
+            # evaluations, best, settings, ...), its line in `jobs`, and its whole history.
+            status_after = c.status(job)
+            assert status_after == status_before
+            assert [j for j in c.jobs() if j["job"] == job] == listed_before
+            assert c.history(job) == history_before
             again = c.submit("keep", ex, cem=SMALL)
             assert again["cached"] is True
             # Job ids are never reused.
@@ -646,3 +654,30 @@ def test_priority_orders_the_queue(tmp_path, experts):
             assert wait_done(c, low)["state"] == "done"
     finally:
         assert d.stop() == 0
+
+
+def test_daemon_and_zmix_adapt_give_the_same_document(tmp_path, experts):
+    """`zmix adapt` and a daemon job run the same adaptation session: with the same examples,
+    settings and seed they give the same α and the same result document (all but the timing)."""
+    zmix = os.path.join(os.path.dirname(ZMIXD), "zmix")
+    ex = make_examples(n=4, seed=41)
+    ex_path = tmp_path / "ex.json"
+    ex_path.write_text(json.dumps({"examples": ex}))
+    d = Daemon(str(tmp_path / "d"), experts).start()
+    try:
+        with d.client() as c:
+            job = c.submit("same", ex, cem={"pop": 10, "iters": 5, "seed": 3, "std_tol": 0})["job"]
+            assert wait_done(c, job)["state"] == "done"
+            served = json.loads(c.get("same", vectors=False, document=True)["document"])
+    finally:
+        assert d.stop() == 0
+    out = tmp_path / "adapt.json"
+    subprocess.run([zmix, "adapt", "--model", MODEL_DIR, "--experts", ",".join(experts),
+                    "--examples", str(ex_path), "--pop", "10", "--iters", "5", "--seed", "3",
+                    "--std-tol", "0", "--quiet", "--out", str(out)], check=True)
+    local = json.loads(out.read_text())
+    for doc in (served, local):
+        doc.pop("elapsed_s")
+    assert local["alpha"] == served["alpha"]
+    assert local["key"] == served["key"] and len(local["key"]) == 64
+    assert local == served
