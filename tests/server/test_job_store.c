@@ -283,7 +283,10 @@ static void test_state_transitions(void **state)
     assert_int_equal(job_store_set_state(o.store, done, JOB_RUNNING, NULL, 100, &err), 0);
     checkpoint(o.store, done, 1);
     checkpoint(o.store, done, 2);
-    assert_int_equal(job_store_set_state(o.store, done, JOB_DONE, "std_tolerance", 200, &err), 0);
+    static const char doc[] = "{\"format\":\"zmix.adapt_result\",\"history\":[]}";
+    assert_int_equal(job_store_finish(o.store, done, JOB_DONE, "std_tolerance", 200,
+                                      (const uint8_t *)doc, sizeof doc - 1, &err),
+                     0);
     char path[512];
     job_path(path, sizeof path, f, done, ".ckpt0");
     assert_false(testutil_exists(path)); /* finished: checkpoints gone */
@@ -307,6 +310,15 @@ static void test_state_transitions(void **state)
     assert_string_equal(o.jobs[0].record.reason, "std_tolerance");
     assert_true(o.jobs[0].record.start_ms == 100 && o.jobs[0].record.end_ms == 200);
     assert_null(o.jobs[0].checkpoint);
+    /* The finished job's result document comes back with it, byte for byte; a job finished
+     * without one has none. */
+    assert_int_equal(o.jobs[0].record.result_len, sizeof doc - 1);
+    assert_memory_equal(o.jobs[0].record.result, doc, sizeof doc - 1);
+    assert_int_equal(o.jobs[1].record.result_len, 0);
+    job_record got;
+    assert_int_equal(job_store_get(o.store, done, &got, &err), 0);
+    assert_memory_equal(got.result, doc, sizeof doc - 1);
+    job_record_free(&got);
     assert_int_equal(o.jobs[1].record.state, JOB_FAILED);
     assert_string_equal(o.jobs[1].record.reason, "NaN score");
     assert_int_equal(o.jobs[2].record.state, JOB_CANCELLED);
