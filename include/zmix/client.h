@@ -309,6 +309,10 @@ int zmix_client_cancel(zmix_client *c, uint64_t job, char *state_out, size_t cap
 int zmix_client_jobs(zmix_client *c, const char *state, zmix_client_job_list *out, zmix_error *err);
 int zmix_client_get(zmix_client *c, const char *task, int with_vectors, zmix_client_result *out,
                     zmix_error *err);
+/* The task's result document: the JSON text `zmix adapt` writes (docs/cem.md), without z'.
+ * *json is malloc'ed (free with free()). ZMIX_ENOTFOUND when the task is not cached or its
+ * result predates result documents. */
+int zmix_client_get_document(zmix_client *c, const char *task, char **json, zmix_error *err);
 int zmix_client_tasks(zmix_client *c, zmix_client_task_list *out, zmix_error *err);
 int zmix_client_evict(zmix_client *c, const char *task, zmix_error *err);
 /* Asks the daemon to send a progress notification (a job status) after every generation of

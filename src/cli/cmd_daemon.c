@@ -15,6 +15,7 @@
 #include "daemon_conn.h"
 #include "progress.h"
 #include "submit_examples.h"
+#include "util/file.h"
 
 static const char conn_help[] =
     "  --socket PATH        the daemon's Unix socket\n"
@@ -641,6 +642,7 @@ static int task_error(const daemon_opts *o, const zmix_client *c, const zmix_err
 
 typedef struct get_ctx {
     const char *out;
+    const char *result;
     int vectors;
 } get_ctx;
 
@@ -648,8 +650,30 @@ static int get_extra(void *vctx, int argc, char **argv, int *i)
 {
     get_ctx *g = vctx;
     if (!strcmp(argv[*i], "--vectors")) return g->vectors = 1;
+    if (!strcmp(argv[*i], "--result")) return opt_value("get", argc, argv, i, &g->result) ? -1 : 1;
     if (strcmp(argv[*i], "--out")) return 0;
     return opt_value("get", argc, argv, i, &g->out) ? -1 : 1;
+}
+
+/* --result FILE: the task's result document, as `zmix adapt --out` writes it. */
+static int save_document(zmix_client *c, const char *task, const char *path, int quiet)
+{
+    char *json = NULL;
+    zmix_error err;
+    zmix_error_clear(&err);
+    int rc = zmix_client_get_document(c, task, &json, &err);
+    if (!rc) {
+        fs_piece piece = {json, strlen(json)};
+        fs_write_opts wo = {.mode = 0644};
+        rc = fs_write_atomic(path, &piece, 1, &wo, &err);
+    }
+    free(json);
+    if (rc) {
+        fprintf(stderr, "zmix get: %s\n", err.msg);
+        return 1;
+    }
+    if (!quiet) printf("wrote %s\n", path);
+    return 0;
 }
 
 int cmd_get(int argc, char **argv)
@@ -658,10 +682,13 @@ int cmd_get(int argc, char **argv)
     get_ctx g = {0};
     const char *pos[1];
     PARSE_OR_RETURN(&o, argc, argv, pos, 1,
-                    "usage: zmix get TASK [--out Z.safetensors] [--vectors] [--json]\n\n"
+                    "usage: zmix get TASK [--out Z.safetensors] [--result R.json] [--vectors] "
+                    "[--json]\n\n"
                     "Shows a task's cached result: scores, alpha, where it came from.\n\n"
                     "  --out FILE           write z' (one F32 tensor per adapted matrix, named as\n"
                     "                       in the expert files) as a safetensors file\n"
+                    "  --result FILE        write the result document (the JSON of zmix adapt,\n"
+                    "                       docs/cem.md: scores, alpha, settings, history)\n"
                     "  --vectors            with --json: include z' per matrix",
                     get_extra, &g);
     zmix_client *c;
@@ -693,6 +720,7 @@ int cmd_get(int argc, char **argv)
         if (r.safetensors[0]) printf("daemon's copy: %s\n", r.safetensors);
         printf("key %s\n", r.key);
     }
+    if (rc == 0 && g.result) rc = save_document(c, pos[0], g.result, o.json);
     if (rc == 0 && g.out) {
         if (zmix_client_result_save_safetensors(&r, g.out, &err)) {
             fprintf(stderr, "zmix get: %s\n", err.msg);

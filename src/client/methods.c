@@ -455,6 +455,35 @@ int zmix_client_get(zmix_client *c, const char *task, int with_vectors, zmix_cli
     return rc;
 }
 
+int zmix_client_get_document(zmix_client *c, const char *task, char **json, zmix_error *err)
+{
+    *json = NULL;
+    if (!task) return zmix_error_set(err, ZMIX_EINVAL, "get: task is NULL");
+    params p;
+    params_begin(&p, 3);
+    zcli_pack_str(&p.pk, "task");
+    zcli_pack_str(&p.pk, task);
+    zcli_pack_str(&p.pk, "vectors");
+    msgpack_pack_false(&p.pk);
+    zcli_pack_str(&p.pk, "document");
+    msgpack_pack_true(&p.pk);
+    const msgpack_object *res = NULL;
+    int rc = call_with(c, "get", &p, 0, &res, err);
+    if (rc) return rc;
+    const msgpack_object *d = zcli_mp_get(res, "document");
+    if (!d || d->type == MSGPACK_OBJECT_NIL)
+        return zmix_error_set(err, ZMIX_ENOTFOUND,
+                              "get: task '%s' was cached by a daemon that kept no result document",
+                              task);
+    if (d->type != MSGPACK_OBJECT_STR)
+        return zmix_error_set(err, ZMIX_EFORMAT, "get: 'document' is not a string");
+    *json = malloc((size_t)d->via.str.size + 1);
+    if (!*json) return zmix_error_set(err, ZMIX_ENOMEM, "get: out of memory for the document");
+    memcpy(*json, d->via.str.ptr, d->via.str.size);
+    (*json)[d->via.str.size] = '\0';
+    return 0;
+}
+
 int zmix_client_evict(zmix_client *c, const char *task, zmix_error *err)
 {
     const msgpack_object *res = NULL;

@@ -405,6 +405,12 @@ def test_restart_keeps_cache_and_finished_jobs(tmp_path, experts):
             assert again["cached"] is True
             # Job ids are never reused.
             assert c.submit("new", ex, cem=SMALL)["job"] > job
+        # ... so `zmix plot JOB` still draws it.
+        svg = tmp_path / "keep.svg"
+        zmix = os.path.join(os.path.dirname(ZMIXD), "zmix")
+        subprocess.run([zmix, "plot", str(job), "--out", str(svg)], check=True,
+                       env=dict(os.environ, ZMIX_ADDR=d.address), stdout=subprocess.DEVNULL)
+        assert svg.read_text().count("<polyline") >= 2
     finally:
         assert d.stop() == 0
 
@@ -668,7 +674,13 @@ def test_daemon_and_zmix_adapt_give_the_same_document(tmp_path, experts):
         with d.client() as c:
             job = c.submit("same", ex, cem={"pop": 10, "iters": 5, "seed": 3, "std_tol": 0})["job"]
             assert wait_done(c, job)["state"] == "done"
-            served = json.loads(c.get("same", vectors=False, document=True)["document"])
+            text = c.get("same", vectors=False, document=True)["document"]
+            served = json.loads(text)
+        # The command line writes the same text.
+        written = tmp_path / "served.json"
+        subprocess.run([zmix, "get", "same", "--result", str(written)], check=True,
+                       env=dict(os.environ, ZMIX_ADDR=d.address), stdout=subprocess.DEVNULL)
+        assert written.read_text() == text
     finally:
         assert d.stop() == 0
     out = tmp_path / "adapt.json"
