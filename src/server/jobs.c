@@ -27,44 +27,12 @@ static void finish(job *j, job_state state, const char *reason);
 
 /* ---- Lifecycle ------------------------------------------------------------------------- */
 
-static int counts_unfinished(job_phase p)
-{
-    return p >= JOB_PH_ACCEPTING && p <= JOB_PH_SAVING;
-}
-
-static int counts_running(job_phase p)
-{
-    return p == JOB_PH_STARTING || p == JOB_PH_SCORING || p == JOB_PH_SAVING;
-}
-
-static int transition_legal(job_phase from, job_phase to)
-{
-    switch (from) {
-    case JOB_PH_NEW: return to == JOB_PH_ACCEPTING || to == JOB_PH_QUEUED || to == JOB_PH_FINISHED;
-    case JOB_PH_ACCEPTING:
-        /* FINISHED: a cache hit or a store error, the job never existed. */
-        return to == JOB_PH_QUEUED || to == JOB_PH_FINISHED;
-    case JOB_PH_QUEUED: return to == JOB_PH_STARTING || to == JOB_PH_FINISHING;
-    case JOB_PH_STARTING:
-    case JOB_PH_SAVING:
-        return to == JOB_PH_SCORING || to == JOB_PH_QUEUED || to == JOB_PH_FINISHING ||
-               to == JOB_PH_SAVING;
-    case JOB_PH_SCORING:
-        return to == JOB_PH_SAVING || to == JOB_PH_QUEUED || to == JOB_PH_FINISHING;
-    case JOB_PH_FINISHING: return to == JOB_PH_FINISHED;
-    case JOB_PH_FINISHED: return 0;
-    }
-    return 0;
-}
-
 void job_set_phase(job *j, job_phase to)
 {
     server *srv = j->srv;
     SERVER_ON_LOOP(srv);
-    SERVER_CHECK(transition_legal(j->phase, to));
-    srv->n_unfinished += counts_unfinished(to) - counts_unfinished(j->phase);
-    srv->n_running += counts_running(to) - counts_running(j->phase);
-    SERVER_CHECK(srv->n_unfinished >= 0 && srv->n_running >= 0);
+    int ok = job_phase_apply(j->phase, to, &srv->n_unfinished, &srv->n_running) == 0;
+    SERVER_CHECK(ok); /* an illegal transition or a counter below zero: a bug */
     j->phase = to;
 }
 
@@ -105,7 +73,7 @@ static void free_waiters(job *j)
 static void job_destroy(job *j)
 {
     server *srv = j->srv;
-    if (counts_unfinished(j->phase)) job_set_phase(j, JOB_PH_FINISHED);
+    if (job_phase_counts_unfinished(j->phase)) job_set_phase(j, JOB_PH_FINISHED);
     if (j->prev)
         j->prev->next = j->next;
     else
@@ -159,135 +127,6 @@ static void prune_finished(server *srv)
         if (!j->waiters) oldest = j; /* the list is newest first */
     }
     if (n > FINISHED_JOBS_KEPT && oldest) job_destroy(oldest);
-}
-
-/* ---- Answers --------------------------------------------------------------------------- */
-
-static void pack_reply(parked *p, void (*fill)(msgpack_packer *, const void *, const void *),
-                       const void *a, const void *b)
-{
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    fill(&pk, a, b);
-    parked_reply_result(p, &sb);
-    msgpack_sbuffer_destroy(&sb);
-}
-
-static void fill_status(msgpack_packer *pk, const void *jv, const void *timed_out)
-{
-    const job *j = jv;
-    msgpack_pack_map(pk, 2);
-    rpc_pack_kv_bool(pk, "timed_out", *(const int *)timed_out);
-    rpc_pack_cstr(pk, "status");
-    jobs_pack_status(j->srv, j, pk);
-}
-
-static void fill_submitted(msgpack_packer *pk, const void *jv, const void *pv)
-{
-    const job *j = jv;
-    const parked *p = pv;
-    msgpack_pack_map(pk, 5);
-    rpc_pack_kv_u64(pk, "job", j->id);
-    rpc_pack_kv_str(pk, "task", j->spec.task);
-    rpc_pack_kv_str(pk, "state", job_state_name(j->state));
-    rpc_pack_kv_bool(pk, "cached", 0);
-    rpc_pack_kv_bool(pk, "coalesced", p->coalesced);
-}
-
-static void fill_cached(msgpack_packer *pk, const void *srvv, const void *rv)
-{
-    const task_result *r = rv;
-    msgpack_pack_map(pk, 4);
-    rpc_pack_kv_u64(pk, "job", r->job_id);
-    rpc_pack_kv_str(pk, "task", r->task);
-    rpc_pack_kv_bool(pk, "cached", 1);
-    rpc_pack_cstr(pk, "result");
-    jobs_pack_result((server *)srvv, r, 0, 0, pk);
-}
-
-static void reply_status(parked *p, const job *j, int timed_out)
-{
-    pack_reply(p, fill_status, j, &timed_out);
-}
-
-static void notify_progress(server *srv, const job *j)
-{
-    int any = 0;
-    for (conn *c = srv->conns; c && !any; c = c->next)
-        any = c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id);
-    if (!any) return;
-    msgpack_sbuffer params;
-    msgpack_sbuffer_init(&params);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &params, msgpack_sbuffer_write);
-    jobs_pack_status(srv, j, &pk);
-    msgpack_sbuffer out;
-    msgpack_sbuffer_init(&out);
-    rpc_pack_notify(&out, "progress", params.data, params.size);
-    for (conn *c = srv->conns, *next; c; c = next) {
-        next = c->next; /* conn_send may close c */
-        if (c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id))
-            conn_send(c, out.data, out.size);
-    }
-    msgpack_sbuffer_destroy(&out);
-    msgpack_sbuffer_destroy(&params);
-}
-
-/* ---- Waiters --------------------------------------------------------------------------- */
-
-void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t timeout_ms)
-{
-    parked *p = calloc(1, sizeof *p);
-    if (!p) {
-        conn_reply_error(c, msgid, ZMIX_ENOMEM, "wait: out of memory");
-        return;
-    }
-    p->msgid = msgid;
-    p->kind = PARK_WAIT;
-    p->deadline_ms = server_now_ms() + timeout_ms;
-    conn_park(c, p);
-    if (j->phase == JOB_PH_FINISHED || timeout_ms == 0) {
-        reply_status(p, j, j->phase != JOB_PH_FINISHED);
-        free(p);
-        return;
-    }
-    p->job_next = j->waiters;
-    j->waiters = p;
-    (void)srv;
-}
-
-void jobs_sweep_waiters(server *srv, uint64_t now_ms)
-{
-    for (job *j = srv->jobs; j; j = j->next) {
-        parked **pp = &j->waiters;
-        while (*pp) {
-            parked *p = *pp;
-            int gone = p->conn == NULL;
-            if (gone || (p->kind == PARK_WAIT && now_ms >= p->deadline_ms)) {
-                *pp = p->job_next;
-                if (!gone) reply_status(p, j, 1);
-                free(p);
-            } else {
-                pp = &p->job_next;
-            }
-        }
-    }
-}
-
-/* Answers every waiter of a job: submit acks with the job, waits with its status. */
-static void answer_waiters(job *j)
-{
-    while (j->waiters) {
-        parked *p = j->waiters;
-        j->waiters = p->job_next;
-        if (p->kind == PARK_SUBMIT)
-            pack_reply(p, fill_submitted, j, p);
-        else
-            reply_status(p, j, 0);
-        free(p);
-    }
 }
 
 /* ---- Steps ----------------------------------------------------------------------------- */
@@ -413,7 +252,7 @@ static void step_scored(job *j)
         return;
     }
     srv->evals_total += (uint64_t)(scored > 0 ? scored : 0);
-    if (generation) notify_progress(srv, j); /* progress is per generation (PROTOCOL.md §2) */
+    if (generation) jobs_notify_progress(srv, j); /* progress is per generation (PROTOCOL.md §2) */
     job_set_phase(j, JOB_PH_SAVING);
     if (job_io_checkpoint(j) != 0) begin_step(j); /* no memory for the op: go on unsaved */
 }
@@ -449,7 +288,7 @@ void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_resu
         while (j->waiters) {
             parked *p = j->waiters;
             j->waiters = p->job_next;
-            pack_reply(p, fill_cached, srv, cached);
+            jobs_reply_cached(p, srv, cached);
             free(p);
         }
         job_destroy(j);
@@ -472,7 +311,7 @@ void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_resu
     ZLOG_INFO(srv->log, "job %llu: task %s accepted (%d examples, pop %d, %d generations)",
               (unsigned long long)j->id, j->spec.task, j->spec.examples.n, j->spec.cem.pop_size,
               j->spec.cem.max_generations);
-    answer_waiters(j);
+    jobs_answer_waiters(j);
     if (j->cancel_requested)
         finish(j, JOB_CANCELLED, "cancelled by a client");
     else
@@ -524,8 +363,8 @@ void jobs_finished(job *j, job_state state, const char *reason, job_summary *sum
     ZLOG_INFO(srv->log, "job %llu: %s (%s)", (unsigned long long)j->id, job_state_name(state),
               reason);
     job_spec_free(&j->spec); /* the examples; status needs only the settings */
-    answer_waiters(j);
-    notify_progress(srv, j);
+    jobs_answer_waiters(j);
+    jobs_notify_progress(srv, j);
     prune_finished(srv);
     jobs_schedule(srv);
 }
@@ -603,7 +442,7 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
             p->job_next = j->waiters;
             j->waiters = p;
         } else {
-            pack_reply(p, fill_submitted, j, p);
+            jobs_reply_submitted(p, j);
             free(p);
         }
         return;

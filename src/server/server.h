@@ -6,8 +6,11 @@
  *   conn.c      connections: accept, read + frame + decode, write queue and backpressure,
  *               idle timeout, auth gate; hands each request to a handler it was given
  *   methods.c   the method table: one handler per protocol method (proto/PROTOCOL.md)
- *   jobs.c      the job registry and each job's lifecycle: one phase setter, submit, cancel,
- *               scheduling, and the steps of the job's adaptation session (zmix/adapt.h)
+ *   jobs.c      the job registry and each job's lifecycle: one phase setter (rules in
+ *               job_phase.c), submit, cancel, scheduling, and the steps of the job's
+ *               adaptation session (zmix/adapt.h)
+ *   job_reply.c what jobs answer: acks, status replies, progress, waiters
+ *   job_recover.c  jobs found in the job store at startup
  *   job_work.c  what pool workers run: one piece of a session step
  *   job_io.c    the blocking persistence steps, on libuv's threadpool, and their completions
  *   results.c   reads for clients: get, evict, and the history of a finished job
@@ -25,6 +28,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "job_phase.h"
 #include "job_spec.h"
 #include "pool.h"
 #include "rpc.h"
@@ -74,19 +78,6 @@ struct conn {
     parked *parked;          /* requests of this connection answered later */
     conn *prev, *next;
 };
-
-/* A job's place in its lifecycle. Only job_set_phase changes it: it keeps the server's
- * counters and refuses illegal transitions (checked builds abort on one). */
-typedef enum job_phase {
-    JOB_PH_NEW = 0,   /* just allocated */
-    JOB_PH_ACCEPTING, /* being written to the job store */
-    JOB_PH_QUEUED,    /* accepted, waiting for a running slot */
-    JOB_PH_STARTING,  /* its start is being recorded */
-    JOB_PH_SCORING,   /* a step's pieces are on the pool */
-    JOB_PH_SAVING,    /* the step's checkpoint is being written */
-    JOB_PH_FINISHING, /* its end state (and result) is being written: too late to cancel */
-    JOB_PH_FINISHED
-} job_phase;
 
 /* What status shows of a search: read live from the session while there is one, frozen at
  * the end (or read back from the job store after a restart). */
@@ -242,6 +233,12 @@ void jobs_finished(job *j, job_state state, const char *reason, job_summary *sum
                    const zmix_error *put_err);
 /* The options a job's session runs with. */
 void jobs_adapt_opts(const job_spec *spec, zmix_adapt_opts *out);
+
+/* job_reply.c (loop thread) */
+void jobs_reply_submitted(parked *p, const job *j);
+void jobs_reply_cached(parked *p, server *srv, const task_result *r);
+void jobs_answer_waiters(job *j); /* every waiter: submit acks and waits */
+void jobs_notify_progress(server *srv, const job *j);
 
 /* job_work.c (pool workers) */
 void job_work_run(pool_item *it);
