@@ -23,33 +23,37 @@ static void pack_reply(parked *p, void (*fill)(msgpack_packer *, const void *, c
 static void fill_status(msgpack_packer *pk, const void *jv, const void *timed_out)
 {
     const job *j = jv;
-    msgpack_pack_map(pk, 2);
-    rpc_pack_kv_bool(pk, "timed_out", *(const int *)timed_out);
-    rpc_pack_cstr(pk, "status");
-    jobs_pack_status(j->srv, j, pk);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_bool(&m, "timed_out", *(const int *)timed_out);
+    jobs_pack_status(j->srv, j, rpc_map_key(&m, "status"));
+    rpc_map_end(&m, pk);
 }
 
 static void fill_submitted(msgpack_packer *pk, const void *jv, const void *pv)
 {
     const job *j = jv;
     const parked *p = pv;
-    msgpack_pack_map(pk, 5);
-    rpc_pack_kv_u64(pk, "job", j->id);
-    rpc_pack_kv_str(pk, "task", j->spec.task);
-    rpc_pack_kv_str(pk, "state", job_state_name(j->state));
-    rpc_pack_kv_bool(pk, "cached", 0);
-    rpc_pack_kv_bool(pk, "coalesced", p->coalesced);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", j->id);
+    rpc_map_str(&m, "task", j->spec.task);
+    rpc_map_str(&m, "state", job_state_name(j->state));
+    rpc_map_bool(&m, "cached", 0);
+    rpc_map_bool(&m, "coalesced", p->coalesced);
+    rpc_map_end(&m, pk);
 }
 
 static void fill_cached(msgpack_packer *pk, const void *srvv, const void *rv)
 {
     const task_result *r = rv;
-    msgpack_pack_map(pk, 4);
-    rpc_pack_kv_u64(pk, "job", r->job_id);
-    rpc_pack_kv_str(pk, "task", r->task);
-    rpc_pack_kv_bool(pk, "cached", 1);
-    rpc_pack_cstr(pk, "result");
-    jobs_pack_result((server *)srvv, r, 0, 0, pk);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", r->job_id);
+    rpc_map_str(&m, "task", r->task);
+    rpc_map_bool(&m, "cached", 1);
+    jobs_pack_result((server *)srvv, r, 0, 0, rpc_map_key(&m, "result"));
+    rpc_map_end(&m, pk);
 }
 
 static void reply_status(parked *p, const job *j, int timed_out)

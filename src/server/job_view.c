@@ -14,11 +14,11 @@
 
 static void pack_score(msgpack_packer *pk, const zmix_score *s)
 {
-    msgpack_pack_map(pk, 2);
-    rpc_pack_cstr(pk, "accuracy");
-    msgpack_pack_double(pk, s->accuracy);
-    rpc_pack_cstr(pk, "loglik");
-    msgpack_pack_double(pk, s->loglik);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_double(&m, "accuracy", s->accuracy);
+    rpc_map_double(&m, "loglik", s->loglik);
+    rpc_map_end(&m, pk);
 }
 
 static void pack_floats(msgpack_packer *pk, const float *v, size_t n)
@@ -125,26 +125,24 @@ void jobs_pack_brief(const job *j, msgpack_packer *pk)
 {
     job_summary tmp;
     const job_summary *s = summary_of(j, &tmp);
-    msgpack_pack_map(pk, 6);
-    rpc_pack_kv_u64(pk, "job", j->id);
-    rpc_pack_kv_str(pk, "task", j->spec.task);
-    rpc_pack_kv_str(pk, "state", job_state_name(j->state));
-    rpc_pack_cstr(pk, "priority");
-    msgpack_pack_int(pk, j->spec.priority);
-    rpc_pack_cstr(pk, "generation");
-    msgpack_pack_int(pk, s->generation);
-    rpc_pack_cstr(pk, "submitted");
-    msgpack_pack_double(pk, (double)j->submit_ms / 1000.0);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", j->id);
+    rpc_map_str(&m, "task", j->spec.task);
+    rpc_map_str(&m, "state", job_state_name(j->state));
+    rpc_map_int(&m, "priority", j->spec.priority);
+    rpc_map_int(&m, "generation", s->generation);
+    rpc_map_double(&m, "submitted", (double)j->submit_ms / 1000.0);
+    rpc_map_end(&m, pk);
     job_summary_free(&tmp);
 }
 
-static void pack_time_or_nil(msgpack_packer *pk, const char *key, int64_t ms)
+static void time_or_nil(rpc_map *m, const char *key, int64_t ms)
 {
-    rpc_pack_cstr(pk, key);
     if (ms)
-        msgpack_pack_double(pk, (double)ms / 1000.0);
+        rpc_map_double(m, key, (double)ms / 1000.0);
     else
-        msgpack_pack_nil(pk);
+        rpc_map_nil(m, key);
 }
 
 void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
@@ -154,90 +152,74 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
     int dim = j->spec.cem.dim;
     double elapsed = s->elapsed_s;
     if (j->phase == JOB_PH_SCORING) elapsed += (double)(zmix_now_ns() - j->step_started_ns) * 1e-9;
-    msgpack_pack_map(pk, 22);
-    rpc_pack_kv_u64(pk, "job", j->id);
-    rpc_pack_kv_str(pk, "task", j->spec.task);
-    rpc_pack_kv_str(pk, "state", job_state_name(j->state));
-    rpc_pack_kv_str(pk, "phase", phase_name(j));
-    rpc_pack_cstr(pk, "priority");
-    msgpack_pack_int(pk, j->spec.priority);
-    rpc_pack_cstr(pk, "generation");
-    msgpack_pack_int(pk, s->generation);
-    rpc_pack_cstr(pk, "max_generations");
-    msgpack_pack_int(pk, j->spec.cem.max_generations);
-    rpc_pack_cstr(pk, "pop");
-    msgpack_pack_int(pk, j->spec.cem.pop_size);
-    rpc_pack_cstr(pk, "dim");
-    msgpack_pack_int(pk, dim);
-    rpc_pack_cstr(pk, "settings");
-    job_spec_pack_settings(&j->spec, pk);
-    rpc_pack_cstr(pk, "evaluations");
-    msgpack_pack_long(pk, s->evaluations);
-    rpc_pack_cstr(pk, "skipped");
-    msgpack_pack_long(pk, s->skipped);
-    rpc_pack_cstr(pk, "best");
-    if (s->have_best)
-        pack_score(pk, &s->best);
-    else
-        msgpack_pack_nil(pk);
-    rpc_pack_cstr(pk, "best_alpha");
-    if (s->have_best)
-        pack_floats(pk, s->best_alpha, (size_t)dim);
-    else
-        msgpack_pack_nil(pk);
-    rpc_pack_cstr(pk, "mean_std");
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", j->id);
+    rpc_map_str(&m, "task", j->spec.task);
+    rpc_map_str(&m, "state", job_state_name(j->state));
+    rpc_map_str(&m, "phase", phase_name(j));
+    rpc_map_int(&m, "priority", j->spec.priority);
+    rpc_map_int(&m, "generation", s->generation);
+    rpc_map_int(&m, "max_generations", j->spec.cem.max_generations);
+    rpc_map_int(&m, "pop", j->spec.cem.pop_size);
+    rpc_map_int(&m, "dim", dim);
+    job_spec_pack_settings(&j->spec, rpc_map_key(&m, "settings"));
+    rpc_map_int(&m, "evaluations", s->evaluations);
+    rpc_map_int(&m, "skipped", s->skipped);
+    if (s->have_best) {
+        pack_score(rpc_map_key(&m, "best"), &s->best);
+        pack_floats(rpc_map_key(&m, "best_alpha"), s->best_alpha, (size_t)dim);
+    } else {
+        rpc_map_nil(&m, "best");
+        rpc_map_nil(&m, "best_alpha");
+    }
     if (s->have_mean_std)
-        msgpack_pack_double(pk, s->mean_std);
+        rpc_map_double(&m, "mean_std", s->mean_std);
     else
-        msgpack_pack_nil(pk);
-    rpc_pack_cstr(pk, "elapsed");
-    msgpack_pack_double(pk, elapsed);
-    rpc_pack_cstr(pk, "stop_reason");
+        rpc_map_nil(&m, "mean_std");
+    rpc_map_double(&m, "elapsed", elapsed);
     if (s->stop != ZMIX_CEM_RUNNING)
-        rpc_pack_cstr(pk, zmix_cem_stop_name(s->stop));
+        rpc_map_str(&m, "stop_reason", zmix_cem_stop_name(s->stop));
     else
-        msgpack_pack_nil(pk);
-    rpc_pack_kv_str(pk, "reason", j->reason);
-    rpc_pack_kv_str(pk, "warning", j->warning);
-    pack_time_or_nil(pk, "submitted", j->submit_ms);
-    pack_time_or_nil(pk, "started", j->start_ms);
-    pack_time_or_nil(pk, "ended", j->end_ms);
+        rpc_map_nil(&m, "stop_reason");
+    rpc_map_str(&m, "reason", j->reason);
+    rpc_map_str(&m, "warning", j->warning);
+    time_or_nil(&m, "submitted", j->submit_ms);
+    time_or_nil(&m, "started", j->start_ms);
+    time_or_nil(&m, "ended", j->end_ms);
+    rpc_map_end(&m, pk);
     job_summary_free(&tmp);
     (void)srv;
-}
-
-static void pack_score_kv(msgpack_packer *pk, const char *k, const zmix_score *s)
-{
-    rpc_pack_cstr(pk, k);
-    pack_score(pk, s);
 }
 
 /* history: what `zmix plot JOB` draws (best so far, elite and population means, the
  * distribution's mean and std as float32), per generation. */
 void jobs_pack_history(uint64_t id, const zmix_adapt_result *r, msgpack_packer *pk)
 {
-    msgpack_pack_map(pk, 2);
-    rpc_pack_kv_u64(pk, "job", id);
-    rpc_pack_cstr(pk, "history");
-    msgpack_pack_array(pk, (size_t)r->n_history);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", id);
+    msgpack_packer *hist = rpc_map_key(&m, "history");
+    msgpack_pack_array(hist, (size_t)r->n_history);
     size_t dim = (size_t)r->dim;
     for (int g = 0; g < r->n_history; g++) {
         const zmix_cem_gen_stats *h = &r->history[g];
-        msgpack_pack_map(pk, 7);
-        rpc_pack_cstr(pk, "generation");
-        msgpack_pack_int(pk, g + 1);
-        pack_score_kv(pk, "best", &h->best);
-        pack_score_kv(pk, "elite_mean", &h->elite_mean);
-        pack_score_kv(pk, "pop_mean", &h->pop_mean);
-        rpc_pack_cstr(pk, "mean_std");
-        msgpack_pack_double(pk, h->mean_std);
+        rpc_map e;
+        rpc_map_begin(&e);
+        rpc_map_int(&e, "generation", g + 1);
+        pack_score(rpc_map_key(&e, "best"), &h->best);
+        pack_score(rpc_map_key(&e, "elite_mean"), &h->elite_mean);
+        pack_score(rpc_map_key(&e, "pop_mean"), &h->pop_mean);
+        rpc_map_double(&e, "mean_std", h->mean_std);
         const double *v[2] = {r->history_mean + (size_t)g * dim, r->history_std + (size_t)g * dim};
         for (int w = 0; w < 2; w++) {
-            rpc_pack_cstr(pk, w ? "std" : "mean");
-            msgpack_pack_array(pk, dim);
-            for (size_t i = 0; i < dim; i++) msgpack_pack_float(pk, (float)v[w][i]);
+            msgpack_packer *a = rpc_map_key(&e, w ? "std" : "mean");
+            msgpack_pack_array(a, dim);
+            for (size_t i = 0; i < dim; i++) msgpack_pack_float(a, (float)v[w][i]);
         }
+        rpc_map_end(&e, hist);
     }
+    rpc_map_end(&m, pk);
 }
 
 /* ---- Results --------------------------------------------------------------------------- */
@@ -278,91 +260,81 @@ static void provenance_of(const task_result *r, char values[3][72])
 void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int with_document,
                       msgpack_packer *pk)
 {
-    int has_doc = with_document && r->document_len && r->document[0] == '{';
-    msgpack_pack_map(pk, 16 + (with_vectors != 0) + (with_document != 0));
-    rpc_pack_cstr(pk, "task");
-    rpc_pack_cstr(pk, r->task);
-    rpc_pack_cstr(pk, "key");
-    rpc_pack_cstr(pk, r->key);
-    rpc_pack_cstr(pk, "job");
-    msgpack_pack_uint64(pk, r->job_id);
-    rpc_pack_cstr(pk, "created");
-    msgpack_pack_double(pk, (double)r->created_ms / 1000.0);
-    rpc_pack_cstr(pk, "score");
-    pack_score(pk, &r->score);
-    rpc_pack_cstr(pk, "base_score");
-    pack_score(pk, &r->base_score);
-    rpc_pack_cstr(pk, "expert_scores");
-    msgpack_pack_array(pk, (size_t)r->n_experts);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_str(&m, "task", r->task);
+    rpc_map_str(&m, "key", r->key);
+    rpc_map_u64(&m, "job", r->job_id);
+    rpc_map_double(&m, "created", (double)r->created_ms / 1000.0);
+    pack_score(rpc_map_key(&m, "score"), &r->score);
+    pack_score(rpc_map_key(&m, "base_score"), &r->base_score);
+    msgpack_packer *ex = rpc_map_key(&m, "expert_scores");
+    msgpack_pack_array(ex, (size_t)r->n_experts);
     for (int k = 0; k < r->n_experts; k++) {
-        msgpack_pack_map(pk, 3);
-        rpc_pack_cstr(pk, "expert");
-        rpc_pack_cstr(pk, k < zmix_runtime_n_experts(srv->rt) ? zmix_runtime_expert_name(srv->rt, k)
-                                                              : "?");
-        rpc_pack_cstr(pk, "accuracy");
-        msgpack_pack_double(pk, r->expert_scores[k].accuracy);
-        rpc_pack_cstr(pk, "loglik");
-        msgpack_pack_double(pk, r->expert_scores[k].loglik);
+        rpc_map e;
+        rpc_map_begin(&e);
+        rpc_map_str(&e, "expert",
+                    k < zmix_runtime_n_experts(srv->rt) ? zmix_runtime_expert_name(srv->rt, k)
+                                                        : "?");
+        rpc_map_double(&e, "accuracy", r->expert_scores[k].accuracy);
+        rpc_map_double(&e, "loglik", r->expert_scores[k].loglik);
+        rpc_map_end(&e, ex);
     }
-    rpc_pack_cstr(pk, "alpha");
-    pack_floats(pk, r->alpha, (size_t)r->n_alpha);
-    rpc_pack_cstr(pk, "settings");
+    pack_floats(rpc_map_key(&m, "alpha"), r->alpha, (size_t)r->n_alpha);
+    msgpack_packer *st = rpc_map_key(&m, "settings");
     if (r->settings_len > 0)
-        msgpack_sbuffer_write(pk->data, (const char *)r->settings, r->settings_len);
+        st->callback(st->data, (const char *)r->settings, r->settings_len);
     else
-        msgpack_pack_nil(pk);
+        msgpack_pack_nil(st);
     const char *fields[3] = {"examples_digest", "model_fingerprint", "experts_digest"};
     char values[3][72] = {"", "", ""};
     provenance_of(r, values);
     for (int f = 0; f < 3; f++) {
-        rpc_pack_cstr(pk, fields[f]);
         if (values[f][0])
-            rpc_pack_cstr(pk, values[f]);
+            rpc_map_str(&m, fields[f], values[f]);
         else
-            msgpack_pack_nil(pk);
+            rpc_map_nil(&m, fields[f]);
     }
     /* Whether z′ was made for the model and experts this daemon holds now. */
-    rpc_pack_cstr(pk, "current");
-    int current = !strcmp(values[1], zmix_model_fingerprint(srv->model)) &&
-                  !strcmp(values[2], srv->experts_digest);
-    current ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "matrices");
-    msgpack_pack_array(pk, (size_t)r->n_matrices);
-    for (int m = 0; m < r->n_matrices; m++) {
-        msgpack_pack_map(pk, 2);
-        rpc_pack_cstr(pk, "name");
-        rpc_pack_cstr(pk, r->matrix_names[m]);
-        rpc_pack_cstr(pk, "rank");
-        msgpack_pack_uint32(pk, r->ranks[m]);
+    rpc_map_bool(&m, "current",
+                 !strcmp(values[1], zmix_model_fingerprint(srv->model)) &&
+                     !strcmp(values[2], srv->experts_digest));
+    msgpack_packer *mats = rpc_map_key(&m, "matrices");
+    msgpack_pack_array(mats, (size_t)r->n_matrices);
+    for (int i = 0; i < r->n_matrices; i++) {
+        rpc_map e;
+        rpc_map_begin(&e);
+        rpc_map_str(&e, "name", r->matrix_names[i]);
+        rpc_map_int(&e, "rank", r->ranks[i]);
+        rpc_map_end(&e, mats);
     }
     char path[CONFIG_PATH_MAX + 300];
-    rpc_pack_cstr(pk, "safetensors");
     if (task_cache_safetensors_path(srv->cache, r->task, path, sizeof path, NULL) == 0)
-        rpc_pack_cstr(pk, path);
+        rpc_map_str(&m, "safetensors", path);
     else
-        msgpack_pack_nil(pk);
-    rpc_pack_cstr(pk, "z_dtype");
-    rpc_pack_cstr(pk, "float32-le");
+        rpc_map_nil(&m, "safetensors");
+    rpc_map_str(&m, "z_dtype", "float32-le");
     if (with_document) {
         /* The result document, the same JSON text `zmix adapt` writes (without z′). */
-        rpc_pack_cstr(pk, "document");
-        if (has_doc) {
-            msgpack_pack_str(pk, r->document_len);
-            msgpack_pack_str_body(pk, r->document, r->document_len);
+        msgpack_packer *d = rpc_map_key(&m, "document");
+        if (r->document_len && r->document[0] == '{') {
+            msgpack_pack_str(d, r->document_len);
+            msgpack_pack_str_body(d, r->document, r->document_len);
         } else {
-            msgpack_pack_nil(pk);
+            msgpack_pack_nil(d);
         }
     }
     if (with_vectors) {
-        rpc_pack_cstr(pk, "z");
-        msgpack_pack_map(pk, (size_t)r->n_matrices);
+        msgpack_packer *z = rpc_map_key(&m, "z");
+        msgpack_pack_map(z, (size_t)r->n_matrices); /* one entry per matrix, counted above */
         size_t at = 0;
-        for (int m = 0; m < r->n_matrices; m++) {
-            rpc_pack_cstr(pk, r->matrix_names[m]);
-            size_t bytes = (size_t)r->ranks[m] * sizeof(float);
-            msgpack_pack_bin(pk, bytes);
-            msgpack_pack_bin_body(pk, r->z + at, bytes);
-            at += r->ranks[m];
+        for (int i = 0; i < r->n_matrices; i++) {
+            rpc_pack_cstr(z, r->matrix_names[i]);
+            size_t bytes = (size_t)r->ranks[i] * sizeof(float);
+            msgpack_pack_bin(z, bytes);
+            msgpack_pack_bin_body(z, r->z + at, bytes);
+            at += r->ranks[i];
         }
     }
+    rpc_map_end(&m, pk);
 }

@@ -102,8 +102,10 @@ static void evict_after(io_op *o) /* loop */
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    rpc_pack_kv_str(&pk, "evicted", op->task);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_str(&m, "evicted", op->task);
+    rpc_map_end(&m, &pk);
     answer(op, &sb);
     msgpack_sbuffer_destroy(&sb);
 }

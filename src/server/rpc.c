@@ -475,20 +475,54 @@ int rpc_pack_error_notify(msgpack_sbuffer *out, const char *code, const char *me
     return 0;
 }
 
-void rpc_pack_kv_str(msgpack_packer *pk, const char *key, const char *value)
+void rpc_map_begin(rpc_map *m)
 {
-    rpc_pack_cstr(pk, key);
-    rpc_pack_cstr(pk, value);
+    msgpack_sbuffer_init(&m->body);
+    msgpack_packer_init(&m->pk, &m->body, msgpack_sbuffer_write);
+    m->n = 0;
 }
 
-void rpc_pack_kv_bool(msgpack_packer *pk, const char *key, int value)
+msgpack_packer *rpc_map_key(rpc_map *m, const char *key)
 {
-    rpc_pack_cstr(pk, key);
+    m->n++;
+    rpc_pack_cstr(&m->pk, key);
+    return &m->pk;
+}
+
+void rpc_map_str(rpc_map *m, const char *key, const char *value)
+{
+    rpc_pack_cstr(rpc_map_key(m, key), value);
+}
+
+void rpc_map_bool(rpc_map *m, const char *key, int value)
+{
+    msgpack_packer *pk = rpc_map_key(m, key);
     value ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
 }
 
-void rpc_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value)
+void rpc_map_int(rpc_map *m, const char *key, int64_t value)
 {
-    rpc_pack_cstr(pk, key);
-    msgpack_pack_uint64(pk, value);
+    msgpack_pack_int64(rpc_map_key(m, key), value);
+}
+
+void rpc_map_u64(rpc_map *m, const char *key, uint64_t value)
+{
+    msgpack_pack_uint64(rpc_map_key(m, key), value);
+}
+
+void rpc_map_double(rpc_map *m, const char *key, double value)
+{
+    msgpack_pack_double(rpc_map_key(m, key), value);
+}
+
+void rpc_map_nil(rpc_map *m, const char *key)
+{
+    msgpack_pack_nil(rpc_map_key(m, key));
+}
+
+void rpc_map_end(rpc_map *m, msgpack_packer *out)
+{
+    msgpack_pack_map(out, m->n);
+    if (m->body.size) out->callback(out->data, m->body.data, m->body.size);
+    msgpack_sbuffer_destroy(&m->body);
 }

@@ -99,9 +99,31 @@ int rpc_pack_error_notify(msgpack_sbuffer *out, const char *code, const char *me
 
 /* Packs a NUL-terminated C string. */
 void rpc_pack_cstr(msgpack_packer *pk, const char *s);
-/* A key and its value, for building maps. */
-void rpc_pack_kv_str(msgpack_packer *pk, const char *key, const char *value);
-void rpc_pack_kv_bool(msgpack_packer *pk, const char *key, int value);
-void rpc_pack_kv_u64(msgpack_packer *pk, const char *key, uint64_t value);
+/* A map built without counting its entries by hand: keys and values are packed into a
+ * buffer of its own, and the header with the count is written when it is closed.
+ *
+ *     rpc_map m;
+ *     rpc_map_begin(&m);
+ *     rpc_map_str(&m, "task", task);
+ *     msgpack_pack_int(rpc_map_key(&m, "generation"), g);   // any value, even a nested map
+ *     rpc_map_end(&m, pk);                                   // header + entries into pk
+ */
+typedef struct rpc_map {
+    msgpack_sbuffer body;
+    msgpack_packer pk;
+    uint32_t n;
+} rpc_map;
+
+void rpc_map_begin(rpc_map *m);
+/* Packs the key and returns the packer the value goes to (exactly one value). */
+msgpack_packer *rpc_map_key(rpc_map *m, const char *key);
+void rpc_map_str(rpc_map *m, const char *key, const char *value);
+void rpc_map_bool(rpc_map *m, const char *key, int value);
+void rpc_map_int(rpc_map *m, const char *key, int64_t value);
+void rpc_map_u64(rpc_map *m, const char *key, uint64_t value);
+void rpc_map_double(rpc_map *m, const char *key, double value);
+void rpc_map_nil(rpc_map *m, const char *key);
+/* Writes the map into out and frees the builder. */
+void rpc_map_end(rpc_map *m, msgpack_packer *out);
 
 #endif
