@@ -18,25 +18,15 @@ void job_limits_default(job_limits *lim)
     lim->max_job_bytes = (size_t)256 << 20;
 }
 
-int job_task_name_check(const char *task, zmix_error *err)
+int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err)
 {
-    size_t n = strlen(task);
-    if (n == 0) return zmix_error_set(err, ZMIX_EINVAL, "field 'task' is empty");
-    if (n >= JOB_TASK_MAX)
-        return zmix_error_set(err, ZMIX_ERANGE, "field 'task': %zu bytes, at most %d", n,
-                              JOB_TASK_MAX - 1);
-    if (task[0] == '.')
-        return zmix_error_set(err, ZMIX_EINVAL, "field 'task' must not start with '.'");
-    for (size_t i = 0; i < n; i++) {
-        char c = task[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return zmix_error_set(err, ZMIX_EINVAL,
-                                  "field 'task': character %zu (0x%02x) not in [A-Za-z0-9._-]", i,
-                                  (unsigned)(unsigned char)c);
-    }
-    return 0;
+    /* A name too long for the buffer is refused by the rule, like every other bad name, not by
+     * the string getter's size check. */
+    const msgpack_object *v = rpc_map_get(params, "task");
+    if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size > TASK_NAME_MAX)
+        return task_name_check_bytes(v->via.str.ptr, v->via.str.size, err);
+    int rc = rpc_get_str(params, "task", 1, NULL, task, TASK_NAME_MAX + 1, err);
+    return rc ? rc : task_name_check(task, err);
 }
 
 /* Upper bound of the token count of a prompt or target: an id array's length, or for text
@@ -276,8 +266,7 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
         return zmix_error_set(err, ZMIX_EINVAL, "params must be a map");
     int rc = rpc_map_check_keys(params, keys, "submit", err);
     if (rc) return rc;
-    if ((rc = rpc_get_str(params, "task", 1, NULL, out->task, sizeof out->task, err))) return rc;
-    if ((rc = job_task_name_check(out->task, err))) return rc;
+    if ((rc = job_task_param(params, out->task, err))) return rc;
     int64_t prio;
     if ((rc = rpc_get_int(params, "priority", 0, -10, 10, 0, &prio, err))) return rc;
     out->priority = (int)prio;

@@ -17,8 +17,7 @@
 #include "zmix/cem.h"
 #include "zmix/common.h"
 #include "zmix/model.h"
-
-#define JOB_TASK_MAX 128 /* bytes of a task name, NUL included */
+#include "server/task_name.h"
 
 /* Per-job limits, from the daemon's configuration and the model. */
 typedef struct job_limits {
@@ -40,7 +39,7 @@ typedef struct job_limits {
 void job_limits_default(job_limits *lim);
 
 typedef struct job_spec {
-    char task[JOB_TASK_MAX];
+    char task[TASK_NAME_MAX + 1];
     zmix_examples examples;    /* owned (items and tokens from malloc) */
     zmix_cem_settings cem;     /* init_mean is NULL: the default 1/K */
     zmix_compose_opts compose; /* per_layer, normalize, rescale */
@@ -61,9 +60,9 @@ void job_spec_free(job_spec *spec);
  * separately (the runtime's memory budget). */
 size_t job_spec_memory(const job_spec *spec);
 
-/* Checks a task name: 1..127 bytes of [A-Za-z0-9._-], not starting with '.'. Task names
- * become file names in the cache directory. */
-int job_task_name_check(const char *task, zmix_error *err);
+/* Reads the required string field 'task' of params into task and checks it against the
+ * task-name rule (task_name.h): what submit, get and evict do with the name they are given. */
+int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err);
 
 /* SHA-256 of the examples alone (the "examples digest" reported with a result). */
 void job_examples_digest(const zmix_examples *ex, char hex[65]);

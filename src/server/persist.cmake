@@ -4,6 +4,7 @@ add_library(zmix_persist STATIC
   ${CMAKE_CURRENT_LIST_DIR}/crc32c.c
   ${CMAKE_CURRENT_LIST_DIR}/fsutil.c
   ${CMAKE_CURRENT_LIST_DIR}/record.c
+  ${CMAKE_CURRENT_LIST_DIR}/task_name.c
   ${CMAKE_CURRENT_LIST_DIR}/task_cache.c
   ${CMAKE_CURRENT_LIST_DIR}/job_store.c)
 zmix_target_defaults(zmix_persist)

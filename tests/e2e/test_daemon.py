@@ -172,6 +172,29 @@ def test_cancel_jobs_tasks_evict(shared_daemon):
         assert e.value.code == "ENOTFOUND"
 
 
+def test_one_task_name_rule_for_submit_get_and_evict(shared_daemon):
+    """127 bytes is the longest task name: submit, get and evict agree on it, and refuse 128
+    bytes with EINVAL naming the rule (a name submit refuses is never looked up)."""
+    rule = "a task name is 1 to 127 bytes of [A-Za-z0-9._-], not starting with '.'"
+    longest, too_long = "n" * 127, "n" * 128
+    with shared_daemon.client() as c:
+        for method, params in (("get", {"task": too_long}), ("evict", {"task": too_long}),
+                               ("submit", {"task": too_long,
+                                           "examples": make_examples(n=1, seed=16)})):
+            with pytest.raises(RpcError) as e:
+                c.call(method, params)
+            assert e.value.code == "EINVAL", (method, e.value)
+            assert e.value.message == (
+                f"{method}: task name of 128 bytes is too long ({rule})"), e.value.message
+        job = c.submit(longest, make_examples(n=1, seed=16), cem=SMALL)["job"]
+        assert wait_done(c, job)["state"] == "done"
+        assert c.get(longest, vectors=False)["task"] == longest
+        assert c.evict(longest) == {"evicted": longest}
+        with pytest.raises(RpcError) as e:
+            c.get(longest)
+        assert e.value.code == "ENOTFOUND"
+
+
 def test_two_jobs_progress_together_and_status_stays_fast(shared_daemon):
     ex_a = make_examples(n=10, prompt_len=40, target_len=4, seed=16)
     ex_b = make_examples(n=10, prompt_len=40, target_len=4, seed=17)
