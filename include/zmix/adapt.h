@@ -9,7 +9,7 @@
  *  - Piece by piece (the daemon, which owns one zmix_cem per job and spreads each
  *    population over its worker pool):
  *
- *        zmix_adapt_check_examples(model, ex, &err);
+ *        zmix_examples_check(model, ex, &err);
  *        zmix_adapt_cem_create(rt, &opts, &cem, &err);
  *        zmix_adapt_score_baselines(rt, &opts, ex, &ctl, &base, experts, &err);
  *        while (!zmix_cem_done(cem)) {
@@ -59,11 +59,6 @@ void zmix_adapt_opts_default(zmix_adapt_opts *opts);
 
 /* The compose options the scorer must be called with for these adapt options. */
 zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts);
-
-/* Checks an example set before a search: not empty, every prompt and target non-empty, every
- * token id in [0, vocab), every example within the model's context. Messages name the
- * example and position ("example 3: target[1] = 9999 is outside the vocabulary [0, 512)"). */
-int zmix_adapt_check_examples(const zmix_model *model, const zmix_examples *ex, zmix_error *err);
 
 /* Creates the engine for a runtime: dim = K or M·K, n_experts = K, the rest from opts->cem.
  * Settings errors come back with the engine's message (naming the field and the value). */

@@ -82,9 +82,17 @@ int zmix_examples_load_json(const char *path, zmix_examples *out, zmix_error *er
 /* Copies n examples from caller-owned arrays into a self-owned set. */
 int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmix_error *err);
 void zmix_examples_free(zmix_examples *ex);
-/* Checks a set against a model: non-empty, every id in [0, vocab), every example within the
- * context length. The message names the example and position. */
+/* Checks a set against a model: non-empty, every prompt and target non-empty, every id in
+ * [0, vocab), and every example within the context by the scorer's rule: the model reads
+ * n_prompt + n_target - 1 positions (the last target token is never fed), so an example fits
+ * when n_prompt + n_target - 1 <= max_seq_len. Messages name the example, field, position,
+ * value and range ("examples[3].target[1]: token id 9999 outside the vocabulary [0, 512)");
+ * codes: ZMIX_EINVAL (empty), ZMIX_ERANGE (token id), ZMIX_ELIMIT (context). */
 int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err);
+/* The same check against a vocabulary size and a context length given directly, for callers
+ * that hold the model's numbers but not the model (the daemon's request parser). */
+int zmix_examples_check_vocab_context(const zmix_examples *ex, int vocab_size, int context,
+                                      zmix_error *err);
 
 /* ---- Runtime: SVD factors + experts ------------------------------------------------- */
 

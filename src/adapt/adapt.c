@@ -29,42 +29,6 @@ zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts)
     return c;
 }
 
-static int check_ids(const int32_t *ids, int n, int vocab, int i, const char *part, zmix_error *err)
-{
-    for (int j = 0; j < n; j++)
-        if (ids[j] < 0 || ids[j] >= vocab)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: %s[%d] = %d is outside the vocabulary [0, %d)", i,
-                                  part, j, (int)ids[j], vocab);
-    return 0;
-}
-
-int zmix_adapt_check_examples(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
-{
-    if (!ex || ex->n <= 0 || !ex->items)
-        return zmix_error_set(err, ZMIX_EINVAL, "the example set is empty");
-    const zmix_model_config *cfg = zmix_model_get_config(model);
-    for (int i = 0; i < ex->n; i++) {
-        const zmix_example *e = &ex->items[i];
-        if (e->n_prompt < 1 || !e->prompt)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: prompt is empty", i);
-        if (e->n_target < 1 || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL,
-                                  "example %d: target is empty (length %d); every example needs "
-                                  "at least one target token",
-                                  i, e->n_target);
-        int rc = check_ids(e->prompt, e->n_prompt, cfg->vocab_size, i, "prompt", err);
-        if (!rc) rc = check_ids(e->target, e->n_target, cfg->vocab_size, i, "target", err);
-        if (rc) return rc;
-        if (cfg->max_seq_len > 0 && (long)e->n_prompt + e->n_target > cfg->max_seq_len)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: prompt + target = %d + %d tokens exceeds the "
-                                  "model's context of %d",
-                                  i, e->n_prompt, e->n_target, cfg->max_seq_len);
-    }
-    return 0;
-}
-
 static int alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts)
 {
     zmix_compose_opts c = zmix_adapt_compose_opts(opts);
@@ -222,7 +186,7 @@ int zmix_adapt_run(const zmix_runtime *rt, const zmix_examples *ex, const zmix_a
                    zmix_adapt_progress_fn progress, void *user, zmix_adapt_result *out,
                    zmix_error *err)
 {
-    int rc = zmix_adapt_check_examples(zmix_runtime_model(rt), ex, err);
+    int rc = zmix_examples_check(zmix_runtime_model(rt), ex, err);
     if (rc) return rc;
     zmix_cem *cem = NULL;
     rc = zmix_adapt_cem_create(rt, opts, &cem, err);

@@ -310,7 +310,7 @@ int cmd_adapt(int argc, char **argv)
     if (zmix_examples_load_json_tok(examples_path, zmix_model_tokenizer(model), &ex, &err))
         goto fail;
     have_ex = 1;
-    if (zmix_adapt_check_examples(model, &ex, &err)) {
+    if (zmix_examples_check(model, &ex, &err)) {
         zmix_error_prefix(&err, "%s", examples_path);
         goto fail;
     }

@@ -4,7 +4,8 @@
  * does: BOS + bytes for the prompt, bytes for the target).
  * All tokens live in one block owned by the set; each example points into it. Loading checks
  * the structure (every id a non-negative integer); zmix_examples_check adds what needs the
- * model (vocabulary, context length).
+ * model (vocabulary, context length). That check is the one examples validator: the daemon's
+ * submit, `zmix adapt`, `zmix score` and the scorer itself all call it.
  */
 #include <cJSON.h>
 #include <math.h>
@@ -250,32 +251,41 @@ static int check_ids(const int32_t *ids, int n, int vocab, int i, const char *wh
     for (int j = 0; j < n; j++)
         if (ids[j] < 0 || ids[j] >= vocab)
             return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: %s[%d]: token id %d is outside [0, %d)", i, what, j,
-                                  (int)ids[j], vocab);
+                                  "examples[%d].%s[%d]: token id %d outside the vocabulary [0, %d)",
+                                  i, what, j, (int)ids[j], vocab);
     return 0;
 }
 
-int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
+int zmix_examples_check_vocab_context(const zmix_examples *ex, int vocab_size, int context,
+                                      zmix_error *err)
 {
-    const zmix_model_config *c = &model->cfg;
     if (!ex || ex->n < 1 || !ex->items)
         return zmix_error_set(err, ZMIX_EINVAL, "examples: the set is empty");
     for (int i = 0; i < ex->n; i++) {
         const zmix_example *e = &ex->items[i];
         if (e->n_prompt < 1 || !e->prompt)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: prompt is empty", i);
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].prompt is empty", i);
         if (e->n_target < 1 || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: target is empty", i);
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].target is empty", i);
         int rc;
-        if ((rc = check_ids(e->prompt, e->n_prompt, c->vocab_size, i, "prompt", err)) ||
-            (rc = check_ids(e->target, e->n_target, c->vocab_size, i, "target", err)))
+        if ((rc = check_ids(e->prompt, e->n_prompt, vocab_size, i, "prompt", err)) ||
+            (rc = check_ids(e->target, e->n_target, vocab_size, i, "target", err)))
             return rc;
-        if ((long long)e->n_prompt + e->n_target > c->max_seq_len)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: prompt (%d) + target (%d) = %lld tokens exceed the "
-                                  "model's context of %d",
-                                  i, e->n_prompt, e->n_target, (long long)e->n_prompt + e->n_target,
-                                  c->max_seq_len);
+        /* Teacher forcing predicts target token t from everything before it, so the last
+         * target token is never an input: the model reads prompt + target - 1 positions. */
+        long long total = (long long)e->n_prompt + e->n_target;
+        if (total - 1 > context)
+            return zmix_error_set(err, ZMIX_ELIMIT,
+                                  "examples[%d]: %lld tokens (prompt %d + target %d): the model "
+                                  "reads %lld of them (all but the last target token), over its "
+                                  "context of %d",
+                                  i, total, e->n_prompt, e->n_target, total - 1, context);
     }
     return 0;
+}
+
+int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
+{
+    return zmix_examples_check_vocab_context(ex, model->cfg.vocab_size, model->cfg.max_seq_len,
+                                             err);
 }

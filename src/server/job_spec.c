@@ -29,77 +29,70 @@ int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], z
     return rc ? rc : task_name_check(task, err);
 }
 
-/* Upper bound of the token count of a prompt or target: an id array's length, or for text
- * the tokenizer's bound (one id per byte, plus BOS for a prompt). Checks ids against the
- * vocabulary; ids are copied (and text encoded) in a second pass. */
-static int check_ids(const msgpack_object *v, int idx, const char *which, const job_limits *lim,
-                     long *count, zmix_error *err)
+/* Checks the form of a prompt or target (token ids, or text for a model with a tokenizer) and
+ * returns in *bound how many tokens it can become: an id array's length, or for text the
+ * tokenizer's bound (one id per byte, plus BOS for a prompt). What the tokens must satisfy
+ * (vocabulary, context) is the examples validator's business, once they are tokens. */
+static int check_part_form(const msgpack_object *v, uint32_t idx, const char *which,
+                           const job_limits *lim, size_t *bound, zmix_error *err)
 {
-    int vocab = lim->vocab_size;
-    int is_prompt = !strcmp(which, "prompt");
     if (!v || v->type == MSGPACK_OBJECT_NIL)
-        return zmix_error_set(err, ZMIX_EINVAL, "examples[%d]: missing field '%s'", idx, which);
+        return zmix_error_set(err, ZMIX_EINVAL, "examples[%u]: missing field '%s'", idx, which);
     if (v->type == MSGPACK_OBJECT_STR) {
         if (!lim->tokenizer)
             return zmix_error_set(err, ZMIX_EINVAL,
-                                  "examples[%d].%s is text but the model has no tokenizer: send "
+                                  "examples[%u].%s is text but the model has no tokenizer: send "
                                   "token ids",
                                   idx, which);
-        if (v->via.str.size == 0 && !is_prompt)
-            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", idx, which);
-        *count = (long)v->via.str.size + (is_prompt ? 1 : 0);
+        *bound = (size_t)v->via.str.size + !strcmp(which, "prompt");
         return 0;
     }
     if (v->type != MSGPACK_OBJECT_ARRAY)
         return zmix_error_set(err, ZMIX_EINVAL,
-                              "examples[%d].%s must be an array of token ids%s, got %s", idx, which,
+                              "examples[%u].%s must be an array of token ids%s, got %s", idx, which,
                               lim->tokenizer ? " or a string" : "", rpc_type_name(v));
-    if (v->via.array.size == 0)
-        return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", idx, which);
     for (uint32_t j = 0; j < v->via.array.size; j++) {
         const msgpack_object *t = &v->via.array.ptr[j];
-        if (t->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-            return zmix_error_set(
-                err, ZMIX_ERANGE,
-                "examples[%d].%s[%u]: token id %lld outside the vocabulary [0, %d)", idx, which, j,
-                (long long)t->via.i64, vocab);
-        if (t->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        if (t->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            t->type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
             return zmix_error_set(err, ZMIX_EINVAL,
-                                  "examples[%d].%s[%u] must be an integer, got %s", idx, which, j,
+                                  "examples[%u].%s[%u] must be an integer, got %s", idx, which, j,
                                   rpc_type_name(t));
-        if (t->via.u64 >= (uint64_t)vocab)
-            return zmix_error_set(
-                err, ZMIX_ERANGE,
-                "examples[%d].%s[%u]: token id %llu outside the vocabulary [0, %d)", idx, which, j,
-                (unsigned long long)t->via.u64, vocab);
+        /* Token ids are int32: anything wider cannot be one (and must not wrap into one). */
+        int wide = t->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? t->via.u64 > INT32_MAX
+                                                              : t->via.i64 < INT32_MIN;
+        if (wide)
+            return zmix_error_set(err, ZMIX_ERANGE, "examples[%u].%s[%u] is not a 32-bit integer",
+                                  idx, which, j);
     }
-    *count = (long)v->via.array.size;
+    *bound = v->via.array.size;
     return 0;
 }
 
-/* Writes the tokens of a prompt or target at out; returns how many (or a negative code). */
-static int copy_ids(const msgpack_object *v, int idx, const char *which, const job_limits *lim,
-                    int32_t *out, zmix_error *err)
+/* Writes the tokens of a checked prompt or target at out; returns how many (or a negative
+ * code). */
+static int copy_part(const msgpack_object *v, uint32_t idx, const char *which,
+                     const job_limits *lim, int32_t *out, zmix_error *err)
 {
     if (v->type == MSGPACK_OBJECT_STR) {
         int n = zmix_tokenizer_encode(lim->tokenizer, v->via.str.ptr, v->via.str.size,
                                       !strcmp(which, "prompt"), out, err);
-        if (n < 0) return zmix_error_prefix(err, "examples[%d].%s", idx, which);
-        for (int j = 0; j < n; j++)
-            if (out[j] < 0 || out[j] >= lim->vocab_size)
-                return zmix_error_set(err, ZMIX_ERANGE,
-                                      "examples[%d].%s: the tokenizer produced id %d outside the "
-                                      "vocabulary [0, %d)",
-                                      idx, which, (int)out[j], lim->vocab_size);
-        return n;
+        return n < 0 ? zmix_error_prefix(err, "examples[%u].%s", idx, which) : n;
     }
-    for (uint32_t j = 0; j < v->via.array.size; j++) out[j] = (int32_t)v->via.array.ptr[j].via.u64;
+    for (uint32_t j = 0; j < v->via.array.size; j++) {
+        const msgpack_object *t = &v->via.array.ptr[j];
+        out[j] =
+            t->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int32_t)t->via.u64 : (int32_t)t->via.i64;
+    }
     return (int)v->via.array.size;
 }
 
+/* The examples of a submit: their form here, their tokens by the one examples validator
+ * (zmix_examples_check_vocab_context, the scorer's rule), then the daemon's token limit. */
 static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_examples *out,
                           zmix_error *err)
 {
+    memset(out, 0, sizeof *out);
     if (!v || v->type == MSGPACK_OBJECT_NIL)
         return zmix_error_set(err, ZMIX_EINVAL, "missing field 'examples'");
     if (v->type != MSGPACK_OBJECT_ARRAY)
@@ -111,7 +104,7 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
         return zmix_error_set(err, ZMIX_ELIMIT, "field 'examples': %u examples, at most %d", n,
                               lim->max_examples);
     static const char *const keys[] = {"prompt", "target", NULL};
-    long total = 0;
+    size_t bound = 0; /* tokens the examples can become; the frame limit bounds it */
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
         char where[48];
@@ -121,43 +114,35 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
                                   where, rpc_type_name(e));
         int rc = rpc_map_check_keys(e, keys, where, err);
         if (rc) return rc;
-        long np = 0, nt = 0;
-        if ((rc = check_ids(rpc_map_get(e, "prompt"), (int)i, "prompt", lim, &np, err))) return rc;
-        if ((rc = check_ids(rpc_map_get(e, "target"), (int)i, "target", lim, &nt, err))) return rc;
-        if (np + nt > lim->context)
-            return zmix_error_set(
-                err, ZMIX_ELIMIT,
-                "%s: %ld tokens (prompt %ld + target %ld), the model's context is %d", where,
-                np + nt, np, nt, lim->context);
-        total += np + nt;
-        if (total > lim->max_tokens)
-            return zmix_error_set(err, ZMIX_ELIMIT,
-                                  "examples: more than %ld tokens in total (at example %u)",
-                                  lim->max_tokens, i);
+        size_t np = 0, nt = 0;
+        if ((rc = check_part_form(rpc_map_get(e, "prompt"), i, "prompt", lim, &np, err)) ||
+            (rc = check_part_form(rpc_map_get(e, "target"), i, "target", lim, &nt, err)))
+            return rc;
+        bound += np + nt;
     }
     out->items = calloc(n, sizeof *out->items);
-    out->tokens = malloc((size_t)total * sizeof *out->tokens);
+    out->tokens = malloc((bound + 1) * sizeof *out->tokens);
     if (!out->items || !out->tokens) {
-        free(out->items);
-        free(out->tokens);
-        memset(out, 0, sizeof *out);
-        return zmix_error_set(err, ZMIX_ENOMEM, "examples: out of memory for %ld tokens", total);
+        zmix_examples_free(out);
+        return zmix_error_set(err, ZMIX_ENOMEM, "examples: out of memory for %zu tokens", bound);
     }
     size_t at = 0;
-    for (uint32_t i = 0; i < n; i++) {
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
         zmix_example *x = &out->items[i];
-        int np = copy_ids(rpc_map_get(e, "prompt"), (int)i, "prompt", lim, out->tokens + at, err);
-        if (np < 0) goto fail;
+        int np = copy_part(rpc_map_get(e, "prompt"), i, "prompt", lim, out->tokens + at, err);
+        if (np < 0) {
+            rc = np;
+            break;
+        }
         x->prompt = out->tokens + at;
         x->n_prompt = np;
         at += (size_t)np;
-        int nt = copy_ids(rpc_map_get(e, "target"), (int)i, "target", lim, out->tokens + at, err);
-        if (nt < 0) goto fail;
-        if (nt == 0 || np == 0) {
-            zmix_error_set(err, ZMIX_EINVAL, "examples[%u]: %s encodes to no tokens", i,
-                           np == 0 ? "prompt" : "target");
-            goto fail;
+        int nt = copy_part(rpc_map_get(e, "target"), i, "target", lim, out->tokens + at, err);
+        if (nt < 0) {
+            rc = nt;
+            break;
         }
         x->target = out->tokens + at;
         x->n_target = nt;
@@ -165,12 +150,13 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
     }
     out->n = (int)n;
     out->n_tokens = at;
-    return 0;
-fail:
-    free(out->items);
-    free(out->tokens);
-    memset(out, 0, sizeof *out);
-    return err->code ? err->code : ZMIX_EINVAL;
+    if (rc == 0) rc = zmix_examples_check_vocab_context(out, lim->vocab_size, lim->context, err);
+    if (rc == 0 && (long)at > lim->max_tokens)
+        rc =
+            zmix_error_set(err, ZMIX_ELIMIT, "examples: %zu tokens in total, over the limit of %ld",
+                           at, lim->max_tokens);
+    if (rc) zmix_examples_free(out);
+    return rc;
 }
 
 static int parse_cem(const msgpack_object *m, const job_limits *lim, job_spec *s, zmix_error *err)
@@ -302,9 +288,7 @@ size_t job_spec_memory(const job_spec *spec)
 
 void job_spec_free(job_spec *spec)
 {
-    free(spec->examples.items);
-    free(spec->examples.tokens);
-    memset(&spec->examples, 0, sizeof spec->examples);
+    zmix_examples_free(&spec->examples);
 }
 
 static void hash_i64(zmix_sha256 *h, int64_t v)

@@ -99,44 +99,6 @@ static zmix_model *random_model(void)
     return m;
 }
 
-/* ---- example checks ---------------------------------------------------------------- */
-
-static void expect_bad_examples(const zmix_model *m, const zmix_example *items, int n, int code,
-                                const char *needle)
-{
-    zmix_examples ex = {(zmix_example *)items, n, NULL, 0};
-    zmix_error err;
-    zmix_error_clear(&err);
-    assert_int_equal(zmix_adapt_check_examples(m, &ex, &err), code);
-    if (!strstr(err.msg, needle)) fail_msg("message '%s' does not name '%s'", err.msg, needle);
-}
-
-static void test_check_examples(void **state)
-{
-    zmix_model *m = random_model();
-    int32_t p[] = {1, 5, 6}, t[] = {7, 8}, oov[] = {7, 40}, neg[] = {-1};
-    zmix_example good[2] = {{p, 3, t, 2}, {p, 2, t, 1}};
-    zmix_examples ok = {good, 2, NULL, 0};
-    zmix_error err;
-    assert_int_equal(zmix_adapt_check_examples(m, &ok, &err), 0);
-
-    expect_bad_examples(m, good, 0, ZMIX_EINVAL, "the example set is empty");
-    zmix_example empty_target[2] = {{p, 3, t, 2}, {p, 3, t, 0}};
-    expect_bad_examples(m, empty_target, 2, ZMIX_EINVAL, "example 1: target is empty");
-    zmix_example empty_prompt[1] = {{p, 0, t, 2}};
-    expect_bad_examples(m, empty_prompt, 1, ZMIX_EINVAL, "example 0: prompt is empty");
-    zmix_example bad_id[2] = {{p, 3, t, 2}, {p, 3, oov, 2}};
-    expect_bad_examples(m, bad_id, 2, ZMIX_ERANGE,
-                        "example 1: target[1] = 40 is outside the vocabulary [0, 40)");
-    zmix_example bad_prompt[1] = {{neg, 1, t, 2}};
-    expect_bad_examples(m, bad_prompt, 1, ZMIX_ERANGE, "example 0: prompt[0] = -1");
-    int32_t longp[31];
-    for (int i = 0; i < 31; i++) longp[i] = 3;
-    zmix_example too_long[1] = {{longp, 31, t, 2}};
-    expect_bad_examples(m, too_long, 1, ZMIX_ERANGE, "exceeds the model's context of 32");
-    zmix_model_free(m);
-}
-
 /* ---- the driver on a random model -------------------------------------------------- */
 
 typedef struct small_task {
@@ -295,7 +257,7 @@ static void test_piecewise_matches_run(void **state)
     zmix_adapt_result ref;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &ref, &err), 0);
 
-    assert_int_equal(zmix_adapt_check_examples(t.model, &t.ex, &err), 0);
+    assert_int_equal(zmix_examples_check(t.model, &t.ex, &err), 0);
     zmix_cem *cem;
     assert_int_equal(zmix_adapt_cem_create(t.rt, &o, &cem, &err), 0);
     zmix_score base, experts[3];
@@ -545,7 +507,6 @@ static void test_planted_recovery(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_check_examples, remove_made_dirs),
         cmocka_unit_test_teardown(test_baselines_and_result, remove_made_dirs),
         cmocka_unit_test_teardown(test_piecewise_matches_run, remove_made_dirs),
         cmocka_unit_test_teardown(test_single_expert_and_cancel, remove_made_dirs),

@@ -128,22 +128,29 @@ static void test_check_against_model(void **unused)
     zmix_error err = {0};
     assert_int_equal(zmix_examples_copy(items, 2, &ex, &err), 0);
     expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
-                 "example 1: target[1]: token id 512 is outside [0, 512)", NULL);
+                 "examples[1].target[1]: token id 512 outside the vocabulary [0, 512)", NULL);
     ex.tokens[6] = -1; /* example 1, prompt[1] */
     expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
-                 "example 1: prompt[1]: token id -1", NULL);
+                 "examples[1].prompt[1]: token id -1 outside the vocabulary [0, 512)", NULL);
     ex.tokens[6] = 511;
     ex.tokens[8] = 511;
     assert_int_equal(zmix_examples_check(&model, &ex, &err), 0);
+    /* The context rule is the scorer's: prompt + target - 1 tokens are read. Example 0 (3 + 2)
+     * fits a context of 4 exactly and is refused by one of 3. */
     model.cfg.max_seq_len = 4;
-    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
-                 "example 0: prompt (3) + target (2) = 5 tokens exceed the model's context of 4",
-                 NULL);
-    model.cfg.max_seq_len = 5;
     assert_int_equal(zmix_examples_check(&model, &ex, &err), 0);
+    model.cfg.max_seq_len = 3;
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ELIMIT,
+                 "examples[0]: 5 tokens (prompt 3 + target 2): the model reads 4 of them (all but "
+                 "the last target token), over its context of 3",
+                 NULL);
+    assert_int_equal(zmix_examples_check_vocab_context(&ex, 512, 4, &err), 0);
+    expect_error(zmix_examples_check_vocab_context(&ex, 511, 4, &err), &err, ZMIX_ERANGE,
+                 "examples[1].prompt[1]: token id 511 outside the vocabulary [0, 511)", NULL);
+    model.cfg.max_seq_len = 5;
     ex.items[1].n_target = 0;
     expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_EINVAL,
-                 "example 1: target is empty", NULL);
+                 "examples[1].target is empty", NULL);
     zmix_examples_free(&ex);
     zmix_examples empty = {0};
     expect_error(zmix_examples_check(&model, &empty, &err), &err, ZMIX_EINVAL, "empty", NULL);

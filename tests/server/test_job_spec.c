@@ -118,6 +118,14 @@ static void test_valid_submit(void **unused)
     job_spec_free(&spec);
     done(&b);
 
+    /* At the context limit: prompt 64 + target 1 puts 64 tokens in front of the model (the last
+     * target token is never read), exactly its context. One more is refused (see below). */
+    o = build(&b, "t", 1, 0, NULL, 0, 64);
+    assert_int_equal(parse(o, &spec, &err), 0);
+    assert_int_equal(spec.examples.items[0].n_prompt + spec.examples.items[0].n_target, 65);
+    job_spec_free(&spec);
+    done(&b);
+
     o = build(&b, "t", 1, 0, "per_layer", 0, 3);
     /* per_layer must be a boolean: an integer is refused with the field named. */
     assert_int_equal(parse(o, &spec, &err), ZMIX_EINVAL);
@@ -144,8 +152,9 @@ static void test_bad_submits_name_the_problem(void **unused)
          "examples[1].target[0]: token id 600 outside the vocabulary [0, 512)"},
         {"t", 3, -4, NULL, 0, 3, ZMIX_ERANGE,
          "examples[1].target[0]: token id -4 outside the vocabulary [0, 512)"},
-        {"t", 2, 0, NULL, 0, 64, ZMIX_ELIMIT,
-         "examples[0]: 65 tokens (prompt 64 + target 1), the model's context is 64"},
+        {"t", 2, 0, NULL, 0, 65, ZMIX_ELIMIT,
+         "examples[0]: 66 tokens (prompt 65 + target 1): the model reads 65 of them (all but the "
+         "last target token), over its context of 64"},
         {"t", 257, 0, NULL, 0, 2, ZMIX_ELIMIT, "field 'examples': 257 examples, at most 256"},
         {"t", 0, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'examples' is empty"},
         {"t", 2, 0, "pop", 1, 2, ZMIX_ERANGE, "cem: field 'pop': 1 outside [2, 1024]"},
@@ -226,7 +235,7 @@ static void test_dimension_and_token_limits(void **unused)
     job_spec_free(&spec);
     lim.max_tokens = 1;
     assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), ZMIX_ELIMIT);
-    assert_non_null(strstr(err.msg, "more than 1 tokens in total"));
+    assert_non_null(strstr(err.msg, "tokens in total, over the limit of 1"));
     done(&b);
 }
 
