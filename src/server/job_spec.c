@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/cem_options.h"
 #include "rpc.h"
 #include "util/sha256.h"
 
@@ -159,86 +160,108 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
     return rc;
 }
 
-static int parse_cem(const msgpack_object *m, const job_limits *lim, job_spec *s, zmix_error *err)
+/* The highest value the daemon takes for an option: its own bound, lowered by the daemon limit
+ * that applies to it. */
+static double option_hi(const cem_option *o, const job_limits *lim)
 {
-    static const char *const keys[] = {
-        "per_layer", "pop",       "elite",   "iters",           "seed",    "init_std",
-        "bounds",    "normalize", "metric",  "patience",        "std_tol", "std_floor",
-        "ema",       "elitism",   "rescale", "target_accuracy", NULL};
-    zmix_cem_settings *c = &s->cem;
-    int rc;
-    int64_t i64;
+    double limit = o->limit == CEM_LIMIT_POP           ? lim->max_pop
+                   : o->limit == CEM_LIMIT_GENERATIONS ? lim->max_generations
+                                                       : o->hi;
+    return limit < o->hi ? limit : o->hi;
+}
+
+static int parse_bounds(const msgpack_object *m, const cem_option *o, zmix_adapt_opts *v,
+                        zmix_error *err)
+{
+    const msgpack_object *b = rpc_map_get(m, o->key);
+    if (!b || b->type == MSGPACK_OBJECT_NIL) return 0;
+    double got[2];
+    int ok = b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size == 2;
+    for (int k = 0; ok && k < 2; k++) {
+        const msgpack_object *x = &b->via.array.ptr[k];
+        if (x->type == MSGPACK_OBJECT_FLOAT32 || x->type == MSGPACK_OBJECT_FLOAT64)
+            got[k] = x->via.f64;
+        else if (x->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            got[k] = (double)x->via.u64;
+        else if (x->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            got[k] = (double)x->via.i64;
+        else
+            ok = 0;
+    }
+    if (!ok) return zmix_error_set(err, ZMIX_EINVAL, "field '%s' must be [lo, hi] numbers", o->key);
+    if (!(got[0] < got[1]) || got[0] < o->lo || got[1] > o->hi)
+        return zmix_error_set(err, ZMIX_ERANGE, "field '%s': [%g, %g] must have lo < hi within ±%g",
+                              o->key, got[0], got[1], o->hi);
+    *(double *)cem_option_field(o, v) = got[0];
+    *(double *)((char *)v + o->offset_hi) = got[1];
+    return 0;
+}
+
+/* Reads one setting of the cem map into v, where its default already is. */
+static int parse_cem_option(const msgpack_object *m, const cem_option *o, const job_limits *lim,
+                            zmix_adapt_opts *v, zmix_error *err)
+{
+    void *field = cem_option_field(o, v);
+    switch (o->type) {
+    case CEM_TYPE_BOOL: return rpc_get_bool(m, o->key, *(int *)field, field, err);
+    case CEM_TYPE_INT: {
+        int64_t x;
+        int rc = rpc_get_int(m, o->key, 0, (int64_t)o->lo, (int64_t)option_hi(o, lim),
+                             *(int *)field, &x, err);
+        if (rc == 0) *(int *)field = (int)x;
+        return rc;
+    }
+    case CEM_TYPE_UINT64: return rpc_get_uint64(m, o->key, *(uint64_t *)field, field, err);
+    case CEM_TYPE_DOUBLE:
+        return rpc_get_double(m, o->key, 0, o->lo, o->hi, *(double *)field, field, err);
+    case CEM_TYPE_BOUNDS: return parse_bounds(m, o, v, err);
+    case CEM_TYPE_METRIC: {
+        char name[16];
+        int rc = rpc_get_str(m, o->key, 0, cem_metric_name(*(zmix_metric *)field), name,
+                             sizeof name, err);
+        if (rc == 0 && cem_metric_parse(name, field) != 0)
+            rc = zmix_error_set(err, ZMIX_EINVAL, "field '%s': '%s', expected accuracy or loglik",
+                                o->key, name);
+        return rc;
+    }
+    }
+    return zmix_error_set(err, ZMIX_EINVAL, "field '%s': unknown setting type %d", o->key,
+                          (int)o->type);
+}
+
+/* Reads the cem map (NULL: none given) into s->cem and s->compose: every setting of the table
+ * (adapt/cem_options.c), over the defaults. */
+static int parse_cem(const msgpack_object *m, const job_limits *lim,
+                     const zmix_cem_settings *cem_defaults, job_spec *s, zmix_error *err)
+{
+    const char *keys[CEM_OPT_COUNT + 1];
+    for (int i = 0; i < CEM_OPT_COUNT; i++) keys[i] = cem_options[i].key;
+    keys[CEM_OPT_COUNT] = NULL;
     static const msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
     if (!m) m = &empty;
-    if ((rc = rpc_map_check_keys(m, keys, "cem", err))) return rc;
-    if ((rc = rpc_get_bool(m, "per_layer", 0, &s->compose.per_layer, err))) goto fail;
+    int rc = rpc_map_check_keys(m, keys, "cem", err);
+    if (rc) return rc;
+    zmix_adapt_opts v;
+    zmix_adapt_opts_default(&v);
+    v.cem = *cem_defaults;
+    v.cem.init_mean = NULL;
+    for (int i = 0; i < CEM_OPT_COUNT; i++)
+        if ((rc = parse_cem_option(m, &cem_options[i], lim, &v, err)))
+            return zmix_error_prefix(err, "cem");
+    s->seed_given = rpc_map_get(m, "seed") != NULL;
+    s->cem = v.cem;
+    s->compose.per_layer = v.per_layer;
+    s->compose.rescale = v.rescale;
     /* Normalisation happens in the engine (include/zmix/adapt.h): the α it hands out is
      * already normalised, so the α scored, ranked and reported is one vector. */
-    if ((rc = rpc_get_bool(m, "normalize", 0, &c->normalize, err))) goto fail;
     s->compose.normalize = 0;
-    if ((rc = rpc_get_bool(m, "rescale", 1, &s->compose.rescale, err))) goto fail;
-    if ((rc = rpc_get_int(m, "pop", 0, 2, lim->max_pop, c->pop_size, &i64, err))) goto fail;
-    c->pop_size = (int)i64;
-    if ((rc = rpc_get_double(m, "elite", 0, 1e-9, 1.0, c->elite_ratio, &c->elite_ratio, err)))
-        goto fail;
-    if ((rc = rpc_get_int(m, "iters", 0, 1, lim->max_generations, c->max_generations, &i64, err)))
-        goto fail;
-    c->max_generations = (int)i64;
-    s->seed_given = rpc_map_get(m, "seed") != NULL;
-    if ((rc = rpc_get_uint64(m, "seed", c->seed, &c->seed, err))) goto fail;
-    if ((rc = rpc_get_double(m, "init_std", 0, -1.0, 1e6, c->init_std, &c->init_std, err)))
-        goto fail;
-    const msgpack_object *b = rpc_map_get(m, "bounds");
-    if (b && b->type != MSGPACK_OBJECT_NIL) {
-        int ok = b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size == 2;
-        for (int k = 0; ok && k < 2; k++) {
-            const msgpack_object *x = &b->via.array.ptr[k];
-            double *dst = k ? &c->hi : &c->lo;
-            if (x->type == MSGPACK_OBJECT_FLOAT32 || x->type == MSGPACK_OBJECT_FLOAT64)
-                *dst = x->via.f64;
-            else if (x->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                *dst = (double)x->via.u64;
-            else if (x->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-                *dst = (double)x->via.i64;
-            else
-                ok = 0;
-        }
-        if (!ok)
-            return zmix_error_set(err, ZMIX_EINVAL, "cem: field 'bounds' must be [lo, hi] numbers");
-        if (!(c->lo < c->hi) || c->lo < -1e6 || c->hi > 1e6)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "cem: field 'bounds': [%g, %g] must have lo < hi within ±1e6",
-                                  c->lo, c->hi);
-    }
-    char metric[16];
-    if ((rc = rpc_get_str(m, "metric", 0, "accuracy", metric, sizeof metric, err))) goto fail;
-    if (!strcmp(metric, "accuracy"))
-        c->metric = ZMIX_METRIC_ACCURACY;
-    else if (!strcmp(metric, "loglik"))
-        c->metric = ZMIX_METRIC_LOGLIK;
-    else
-        return zmix_error_set(err, ZMIX_EINVAL,
-                              "cem: field 'metric': '%s', expected accuracy or loglik", metric);
-    if ((rc = rpc_get_int(m, "patience", 0, 0, lim->max_generations, c->patience, &i64, err)))
-        goto fail;
-    c->patience = (int)i64;
-    if ((rc = rpc_get_double(m, "std_tol", 0, 0.0, 1e6, c->std_tol, &c->std_tol, err))) goto fail;
-    if ((rc = rpc_get_double(m, "std_floor", 0, 0.0, 1e6, c->std_floor, &c->std_floor, err)))
-        goto fail;
-    if ((rc = rpc_get_double(m, "ema", 0, 0.0, 0.999999, c->ema, &c->ema, err))) goto fail;
-    if ((rc = rpc_get_bool(m, "elitism", c->elitism, &c->elitism, err))) goto fail;
-    if ((rc = rpc_get_double(m, "target_accuracy", 0, 0.0, 2.0, c->target_accuracy,
-                             &c->target_accuracy, err)))
-        goto fail;
-    c->n_experts = lim->n_experts;
+    s->cem.n_experts = lim->n_experts;
     long dim = (long)lim->n_experts * (s->compose.per_layer ? lim->n_matrices : 1);
     if (dim > lim->max_dim)
         return zmix_error_set(err, ZMIX_ELIMIT, "cem: search dimension %ld (%s), at most %d", dim,
                               s->compose.per_layer ? "per-layer" : "per-expert", lim->max_dim);
-    c->dim = (int)dim;
+    s->cem.dim = (int)dim;
     return 0;
-fail:
-    return zmix_error_prefix(err, "cem");
 }
 
 int job_spec_parse(const msgpack_object *params, const job_limits *lim,
@@ -246,8 +269,6 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
 {
     static const char *const keys[] = {"task", "examples", "cem", "priority", "recompute", NULL};
     memset(out, 0, sizeof *out);
-    out->cem = *cem_defaults;
-    out->cem.init_mean = NULL;
     if (params->type != MSGPACK_OBJECT_MAP)
         return zmix_error_set(err, ZMIX_EINVAL, "params must be a map");
     int rc = rpc_map_check_keys(params, keys, "submit", err);
@@ -259,7 +280,7 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
     if ((rc = rpc_get_bool(params, "recompute", 0, &out->recompute, err))) return rc;
     const msgpack_object *cem;
     if ((rc = rpc_get_map(params, "cem", &cem, err))) return rc;
-    if ((rc = parse_cem(cem, lim, out, err))) return rc;
+    if ((rc = parse_cem(cem, lim, cem_defaults, out, err))) return rc;
     if ((rc = parse_examples(rpc_map_get(params, "examples"), lim, &out->examples, err))) return rc;
     size_t need = job_spec_memory(out);
     if (lim->max_job_bytes && need > lim->max_job_bytes) {
@@ -372,44 +393,42 @@ void job_spec_key(const job_spec *spec, const char *model_fingerprint, const cha
     zmix_sha256_hex(d, hex);
 }
 
+/* The settings as the table's options see them (the inverse of parse_cem). */
+static zmix_adapt_opts spec_settings(const job_spec *spec)
+{
+    zmix_adapt_opts v;
+    zmix_adapt_opts_default(&v);
+    v.cem = spec->cem;
+    v.per_layer = spec->compose.per_layer;
+    v.rescale = spec->compose.rescale;
+    return v;
+}
+
 void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk)
 {
-    const zmix_cem_settings *c = &spec->cem;
-    msgpack_pack_map(pk, 16);
-    rpc_pack_cstr(pk, "per_layer");
-    spec->compose.per_layer ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "normalize");
-    c->normalize ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "rescale");
-    spec->compose.rescale ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "pop");
-    msgpack_pack_int(pk, c->pop_size);
-    rpc_pack_cstr(pk, "elite");
-    msgpack_pack_double(pk, c->elite_ratio);
-    rpc_pack_cstr(pk, "iters");
-    msgpack_pack_int(pk, c->max_generations);
-    rpc_pack_cstr(pk, "seed");
-    msgpack_pack_uint64(pk, c->seed);
-    rpc_pack_cstr(pk, "init_std");
-    msgpack_pack_double(pk, c->init_std);
-    rpc_pack_cstr(pk, "bounds");
-    msgpack_pack_array(pk, 2);
-    msgpack_pack_double(pk, c->lo);
-    msgpack_pack_double(pk, c->hi);
-    rpc_pack_cstr(pk, "metric");
-    rpc_pack_cstr(pk, c->metric == ZMIX_METRIC_LOGLIK ? "loglik" : "accuracy");
-    rpc_pack_cstr(pk, "patience");
-    msgpack_pack_int(pk, c->patience);
-    rpc_pack_cstr(pk, "std_tol");
-    msgpack_pack_double(pk, c->std_tol);
-    rpc_pack_cstr(pk, "std_floor");
-    msgpack_pack_double(pk, c->std_floor);
-    rpc_pack_cstr(pk, "ema");
-    msgpack_pack_double(pk, c->ema);
-    rpc_pack_cstr(pk, "elitism");
-    c->elitism ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "target_accuracy");
-    msgpack_pack_double(pk, c->target_accuracy);
+    zmix_adapt_opts v = spec_settings(spec);
+    msgpack_pack_map(pk, CEM_OPT_COUNT);
+    for (int i = 0; i < CEM_OPT_COUNT; i++) {
+        const cem_option *o = &cem_options[i];
+        const void *field = cem_option_field_const(o, &v);
+        rpc_pack_cstr(pk, o->key);
+        switch (o->type) {
+        case CEM_TYPE_BOOL:
+            *(const int *)field ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+            break;
+        case CEM_TYPE_INT: msgpack_pack_int(pk, *(const int *)field); break;
+        case CEM_TYPE_UINT64: msgpack_pack_uint64(pk, *(const uint64_t *)field); break;
+        case CEM_TYPE_DOUBLE: msgpack_pack_double(pk, *(const double *)field); break;
+        case CEM_TYPE_BOUNDS:
+            msgpack_pack_array(pk, 2);
+            msgpack_pack_double(pk, *(const double *)field);
+            msgpack_pack_double(pk, *(const double *)((const char *)&v + o->offset_hi));
+            break;
+        case CEM_TYPE_METRIC:
+            rpc_pack_cstr(pk, cem_metric_name(*(const zmix_metric *)field));
+            break;
+        }
+    }
 }
 
 void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len)
@@ -428,8 +447,6 @@ int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_ex
                      const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    out->cem = *cem_defaults;
-    out->cem.init_mean = NULL;
     snprintf(out->task, sizeof out->task, "%s", task);
     out->priority = priority;
     msgpack_unpacked msg;
@@ -441,7 +458,7 @@ int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_ex
         msg.data.type != MSGPACK_OBJECT_MAP) {
         rc = zmix_error_set(err, ZMIX_EFORMAT, "job settings: not a msgpack map");
     } else {
-        rc = parse_cem(&msg.data, lim, out, err);
+        rc = parse_cem(&msg.data, lim, cem_defaults, out, err);
     }
     msgpack_unpacked_destroy(&msg);
     if (rc) return rc;

@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "adapt/cem_options.h"
 #include "job_spec.h"
 #include "rpc.h"
 
@@ -313,6 +314,129 @@ static void test_settings_round_trip(void **unused)
     done(&b);
 }
 
+/* The wire keys and the command-line flags are one table: every setting given both ways lands
+ * in the same field, and the settings map the daemon reports gives back what was sent. */
+static void test_wire_keys_and_flags_agree(void **unused)
+{
+    static const struct {
+        const char *flag, *arg;
+    } flags[] = {{"--per-layer", NULL},   {"--pop", "7"},         {"--elite", "0.5"},
+                 {"--iters", "9"},        {"--seed", "12345"},    {"--init-std", "0.25"},
+                 {"--bounds", "0.1,2.5"}, {"--normalize", NULL},  {"--metric", "loglik"},
+                 {"--patience", "4"},     {"--std-tol", "0.01"},  {"--std-floor", "0.02"},
+                 {"--ema", "0.3"},        {"--no-elitism", NULL}, {"--no-rescale", NULL},
+                 {"--target-acc", "0.9"}};
+    assert_int_equal(sizeof flags / sizeof *flags, CEM_OPT_COUNT);
+    zmix_adapt_opts cli;
+    zmix_adapt_opts_default(&cli);
+    zmix_error err = {0};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        assert_int_equal(
+            cem_option_apply_arg(cem_option_by_flag(flags[i].flag), flags[i].arg, &cli, &err), 0);
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    rpc_pack_cstr(&pk, "task");
+    rpc_pack_cstr(&pk, "t");
+    rpc_pack_cstr(&pk, "examples");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 2);
+    rpc_pack_cstr(&pk, "prompt");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int(&pk, 1);
+    rpc_pack_cstr(&pk, "target");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_int(&pk, 2);
+    rpc_pack_cstr(&pk, "cem");
+    msgpack_pack_map(&pk, 16);
+    rpc_pack_cstr(&pk, "per_layer");
+    msgpack_pack_true(&pk);
+    rpc_pack_cstr(&pk, "pop");
+    msgpack_pack_int(&pk, 7);
+    rpc_pack_cstr(&pk, "elite");
+    msgpack_pack_double(&pk, 0.5);
+    rpc_pack_cstr(&pk, "iters");
+    msgpack_pack_int(&pk, 9);
+    rpc_pack_cstr(&pk, "seed");
+    msgpack_pack_uint64(&pk, 12345);
+    rpc_pack_cstr(&pk, "init_std");
+    msgpack_pack_double(&pk, 0.25);
+    rpc_pack_cstr(&pk, "bounds");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_double(&pk, 0.1);
+    msgpack_pack_double(&pk, 2.5);
+    rpc_pack_cstr(&pk, "normalize");
+    msgpack_pack_true(&pk);
+    rpc_pack_cstr(&pk, "metric");
+    rpc_pack_cstr(&pk, "loglik");
+    rpc_pack_cstr(&pk, "patience");
+    msgpack_pack_int(&pk, 4);
+    rpc_pack_cstr(&pk, "std_tol");
+    msgpack_pack_double(&pk, 0.01);
+    rpc_pack_cstr(&pk, "std_floor");
+    msgpack_pack_double(&pk, 0.02);
+    rpc_pack_cstr(&pk, "ema");
+    msgpack_pack_double(&pk, 0.3);
+    rpc_pack_cstr(&pk, "elitism");
+    msgpack_pack_false(&pk);
+    rpc_pack_cstr(&pk, "rescale");
+    msgpack_pack_false(&pk);
+    rpc_pack_cstr(&pk, "target_accuracy");
+    msgpack_pack_double(&pk, 0.9);
+    msgpack_unpacked u;
+    size_t off = 0;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+    job_limits lim = limits();
+    zmix_cem_settings d = defaults();
+    job_spec spec;
+    assert_int_equal(job_spec_parse(&u.data, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.compose.per_layer, cli.per_layer);
+    assert_int_equal(spec.compose.rescale, cli.rescale);
+    assert_int_equal(spec.compose.normalize, 0); /* normalised by the engine, not the scorer */
+    const zmix_cem_settings *w = &spec.cem, *c = &cli.cem;
+    assert_int_equal(w->pop_size, c->pop_size);
+    assert_true(w->elite_ratio == c->elite_ratio);
+    assert_int_equal(w->max_generations, c->max_generations);
+    assert_true(w->seed == c->seed);
+    assert_true(w->init_std == c->init_std);
+    assert_true(w->lo == c->lo && w->hi == c->hi);
+    assert_int_equal(w->normalize, c->normalize);
+    assert_int_equal(w->metric, c->metric);
+    assert_int_equal(w->patience, c->patience);
+    assert_true(w->std_tol == c->std_tol);
+    assert_true(w->std_floor == c->std_floor);
+    assert_true(w->ema == c->ema);
+    assert_int_equal(w->elitism, c->elitism);
+    assert_true(w->target_accuracy == c->target_accuracy);
+
+    /* The reported settings map: every key once, with what was sent. */
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    msgpack_packer opk;
+    msgpack_packer_init(&opk, &out, msgpack_sbuffer_write);
+    job_spec_pack_settings(&spec, &opk);
+    msgpack_unpacked back;
+    off = 0;
+    msgpack_unpacked_init(&back);
+    assert_int_equal(msgpack_unpack_next(&back, out.data, out.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(back.data.via.map.size, CEM_OPT_COUNT);
+    for (int i = 0; i < CEM_OPT_COUNT; i++)
+        assert_non_null(rpc_map_get(&back.data, cem_options[i].key));
+    assert_int_equal(rpc_map_get(&back.data, "pop")->via.u64, 7);
+    const msgpack_object *metric = rpc_map_get(&back.data, "metric");
+    assert_int_equal(metric->via.str.size, 6);
+    assert_memory_equal(metric->via.str.ptr, "loglik", 6);
+    msgpack_unpacked_destroy(&back);
+    msgpack_sbuffer_destroy(&out);
+    job_spec_free(&spec);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void test_text_examples(void **unused)
 {
     msgpack_sbuffer sb;
@@ -383,6 +507,7 @@ int main(void)
         cmocka_unit_test(test_dimension_and_token_limits),
         cmocka_unit_test(test_key_tracks_what_changes_the_result),
         cmocka_unit_test(test_settings_round_trip),
+        cmocka_unit_test(test_wire_keys_and_flags_agree),
         cmocka_unit_test(test_text_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
