@@ -8,17 +8,6 @@
 #include "rpc.h"
 #include "util/sha256.h"
 
-void job_limits_default(job_limits *lim)
-{
-    memset(lim, 0, sizeof *lim);
-    lim->max_examples = 256;
-    lim->max_tokens = 65536;
-    lim->max_pop = 1024;
-    lim->max_generations = 1000;
-    lim->max_dim = 4096;
-    lim->max_job_bytes = (size_t)256 << 20;
-}
-
 int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err)
 {
     /* A name too long for the buffer is refused by the rule, like every other bad name, not by

@@ -17,26 +17,8 @@
 #include "zmix/cem.h"
 #include "zmix/common.h"
 #include "zmix/model.h"
+#include "job_limits.h"
 #include "server/task_name.h"
-
-/* Per-job limits, from the daemon's configuration and the model. */
-typedef struct job_limits {
-    int vocab_size;       /* token ids must lie in [0, vocab_size) */
-    int context;          /* prompt + target of one example must fit */
-    int max_examples;     /* default 256 */
-    long max_tokens;      /* over all examples, default 65536 */
-    int max_pop;          /* default 1024 */
-    int max_generations;  /* default 1000 */
-    int max_dim;          /* search dimension (K or M·K), default 4096 */
-    int n_experts;        /* K */
-    int n_matrices;       /* M */
-    size_t max_job_bytes; /* memory one job may need (job_spec_memory), default 256 MiB */
-    /* The model's tokenizer, or NULL: then examples must be token ids. With one, a prompt or
-     * target may also be a string (prompt: BOS + its tokens; target: its tokens). */
-    const zmix_tokenizer *tokenizer;
-} job_limits;
-
-void job_limits_default(job_limits *lim);
 
 typedef struct job_spec {
     char task[TASK_NAME_MAX + 1];
