@@ -1,5 +1,6 @@
 #include "job_spec.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,14 +150,39 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
     return rc;
 }
 
-/* The highest value the daemon takes for an option: its own bound, lowered by the daemon limit
- * that applies to it. */
-static double option_hi(const cem_option *o, const job_limits *lim)
+/* The daemon limit that lowers an option's upper bound ("max-pop"), and its value; NULL when
+ * none applies (no limits given, or none for this option). */
+static const char *option_limit(const cem_option *o, const job_limits *lim, double *value)
 {
-    double limit = o->limit == CEM_LIMIT_POP           ? lim->max_pop
-                   : o->limit == CEM_LIMIT_GENERATIONS ? lim->max_generations
-                                                       : o->hi;
-    return limit < o->hi ? limit : o->hi;
+    if (!lim || o->limit == CEM_LIMIT_NONE) return NULL;
+    *value = o->limit == CEM_LIMIT_POP ? lim->max_pop : lim->max_generations;
+    return o->limit == CEM_LIMIT_POP ? "max-pop" : "max-generations";
+}
+
+/* An integer setting. Under a daemon limit, a value the client gave above it is refused naming
+ * the limit, and a default above it is lowered to it: the job states the settings it runs with
+ * (status, get), and those are what it resumes with after a restart. */
+static int parse_int_option(const msgpack_object *m, const cem_option *o, const job_limits *lim,
+                            int *field, zmix_error *err)
+{
+    double limit = o->hi;
+    const char *limit_name = option_limit(o, lim, &limit);
+    if (limit > o->hi) limit = o->hi;
+    const msgpack_object *given = rpc_map_get(m, o->key);
+    if (!given) {
+        if (*field > limit) *field = (int)limit;
+        return 0;
+    }
+    if (limit_name && given->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        given->via.u64 > (uint64_t)limit)
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "field '%s': %llu outside [%lld, %lld] (%lld is this daemon's --%s)",
+                              o->key, (unsigned long long)given->via.u64, (long long)o->lo,
+                              (long long)limit, (long long)limit, limit_name);
+    int64_t x;
+    int rc = rpc_get_int(m, o->key, 0, (int64_t)o->lo, (int64_t)limit, *field, &x, err);
+    if (rc == 0) *field = (int)x;
+    return rc;
 }
 
 static int parse_bounds(const msgpack_object *m, const cem_option *o, zmix_adapt_opts *v,
@@ -193,13 +219,7 @@ static int parse_cem_option(const msgpack_object *m, const cem_option *o, const 
     void *field = cem_option_field(o, v);
     switch (o->type) {
     case CEM_TYPE_BOOL: return rpc_get_bool(m, o->key, *(int *)field, field, err);
-    case CEM_TYPE_INT: {
-        int64_t x;
-        int rc = rpc_get_int(m, o->key, 0, (int64_t)o->lo, (int64_t)option_hi(o, lim),
-                             *(int *)field, &x, err);
-        if (rc == 0) *(int *)field = (int)x;
-        return rc;
-    }
+    case CEM_TYPE_INT: return parse_int_option(m, o, lim, field, err);
     case CEM_TYPE_UINT64: return rpc_get_uint64(m, o->key, *(uint64_t *)field, field, err);
     case CEM_TYPE_DOUBLE:
         return rpc_get_double(m, o->key, 0, o->lo, o->hi, *(double *)field, field, err);
@@ -219,8 +239,10 @@ static int parse_cem_option(const msgpack_object *m, const cem_option *o, const 
 }
 
 /* Reads the cem map (NULL: none given) into s->cem and s->compose: every setting of the table
- * (adapt/cem_options.c), over the defaults. */
-static int parse_cem(const msgpack_object *m, const job_limits *lim,
+ * (adapt/cem_options.c), over the defaults. lim: the daemon's limits for a new job; NULL for a
+ * job restored from the store, which keeps the settings it was accepted with whatever the
+ * limits are now. */
+static int parse_cem(const msgpack_object *m, const job_limits *lim, int n_experts, int n_matrices,
                      const zmix_cem_settings *cem_defaults, job_spec *s, zmix_error *err)
 {
     const char *keys[CEM_OPT_COUNT + 1];
@@ -244,12 +266,9 @@ static int parse_cem(const msgpack_object *m, const job_limits *lim,
     /* Normalisation happens in the engine (include/zmix/adapt.h): the α it hands out is
      * already normalised, so the α scored, ranked and reported is one vector. */
     s->compose.normalize = 0;
-    s->cem.n_experts = lim->n_experts;
-    long dim = (long)lim->n_experts * (s->compose.per_layer ? lim->n_matrices : 1);
-    if (dim > lim->max_dim)
-        return zmix_error_set(err, ZMIX_ELIMIT, "cem: search dimension %ld (%s), at most %d", dim,
-                              s->compose.per_layer ? "per-layer" : "per-expert", lim->max_dim);
-    s->cem.dim = (int)dim;
+    s->cem.n_experts = n_experts;
+    long dim = (long)n_experts * (s->compose.per_layer ? n_matrices : 1);
+    s->cem.dim = dim > INT_MAX ? INT_MAX : (int)dim;
     return 0;
 }
 
@@ -269,7 +288,15 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
     if ((rc = rpc_get_bool(params, "recompute", 0, &out->recompute, err))) return rc;
     const msgpack_object *cem;
     if ((rc = rpc_get_map(params, "cem", &cem, err))) return rc;
-    if ((rc = parse_cem(cem, lim, cem_defaults, out, err))) return rc;
+    if ((rc = parse_cem(cem, lim, lim->n_experts, lim->n_matrices, cem_defaults, out, err)))
+        return rc;
+    if (out->cem.dim > lim->max_dim)
+        return zmix_error_set(err, ZMIX_ELIMIT, "cem: search dimension %d (%s), at most %d",
+                              out->cem.dim, out->compose.per_layer ? "per-layer" : "per-expert",
+                              lim->max_dim);
+    /* The engine's own check, with its messages (elite count, bounds with normalize,
+     * pop × dim): what is accepted here is what the job runs and resumes with. */
+    if ((rc = zmix_cem_settings_check(&out->cem, err))) return rc;
     if ((rc = parse_examples(rpc_map_get(params, "examples"), lim, &out->examples, err))) return rc;
     size_t need = job_spec_memory(out);
     if (lim->max_job_bytes && need > lim->max_job_bytes) {
@@ -432,7 +459,7 @@ void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len)
 }
 
 int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
-                     const char *task, int priority, const job_limits *lim,
+                     const char *task, int priority, int n_experts, int n_matrices,
                      const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -447,7 +474,11 @@ int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_ex
         msg.data.type != MSGPACK_OBJECT_MAP) {
         rc = zmix_error_set(err, ZMIX_EFORMAT, "job settings: not a msgpack map");
     } else {
-        rc = parse_cem(&msg.data, lim, cem_defaults, out, err);
+        /* The settings the job was accepted with, not today's limits (PROTOCOL.md §5): only
+         * the engine's own check applies. */
+        rc = parse_cem(&msg.data, NULL, n_experts, n_matrices, cem_defaults, out, err);
+        if (rc == 0) rc = zmix_cem_settings_check(&out->cem, err);
+        if (rc) zmix_error_prefix(err, "job settings");
     }
     msgpack_unpacked_destroy(&msg);
     if (rc) return rc;

@@ -31,7 +31,10 @@ typedef struct job_spec {
 } job_spec;
 
 /* Parses the params of a submit request. cem_defaults holds the defaults for every CEM field
- * (from zmix_cem_settings_default). On error nothing is left allocated. */
+ * (from zmix_cem_settings_default). The accepted settings are checked against the daemon's
+ * limits: a value the client gave above --max-pop or --max-generations is refused naming the
+ * limit, a default above it is lowered to it; then the engine's own check. On error nothing is
+ * left allocated. */
 int job_spec_parse(const msgpack_object *params, const job_limits *lim,
                    const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
 void job_spec_free(job_spec *spec);
@@ -61,8 +64,11 @@ void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk);
 void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len);
 
 /* Rebuilds a spec from what the job store kept: the settings map packed by
- * job_spec_pack_settings, the examples (copied), task and priority. */
+ * job_spec_pack_settings, the examples (copied), task and priority, for a model with
+ * n_experts experts and n_matrices adapted matrices. The daemon's limits do not apply: a job
+ * resumes with the settings it was accepted with, whatever the limits are now (lowered limits
+ * apply to new jobs); only the settings' own ranges and the engine's check do. */
 int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
-                     const char *task, int priority, const job_limits *lim,
+                     const char *task, int priority, int n_experts, int n_matrices,
                      const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
 #endif

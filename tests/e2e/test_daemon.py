@@ -461,6 +461,75 @@ def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
         assert d.stop() == 0
 
 
+LOW_LIMITS = ["--max-pop", "8", "--max-generations", "3"]
+
+
+def test_unset_settings_are_lowered_to_the_daemon_limits(tmp_path, experts):
+    """A submit without cem settings on a daemon with limits below the defaults (pop 32, 50
+    generations) runs with the limits and says so; an explicit value above them is refused
+    naming the limit."""
+    d = Daemon(str(tmp_path), experts, extra=LOW_LIMITS).start()
+    try:
+        with d.client() as c:
+            job = c.submit("lowered", make_examples(n=2, seed=51))["job"]
+            st = c.status(job)
+            assert st["pop"] == 8 and st["max_generations"] == 3, st
+            final = wait_done(c, job)
+            assert final["state"] == "done", final
+            assert final["pop"] == 8 and final["max_generations"] == 3
+            assert 1 <= final["generation"] <= 3
+            settings = c.get("lowered", vectors=False)["settings"]
+            assert settings["pop"] == 8 and settings["iters"] == 3, settings
+            for key, value, limit in (("pop", 9, "8 is this daemon's --max-pop"),
+                                      ("iters", 4, "3 is this daemon's --max-generations")):
+                with pytest.raises(RpcError) as e:
+                    c.submit("too-much", make_examples(n=2, seed=52), cem={key: value})
+                assert e.value.code == "ERANGE", e.value
+                assert limit in e.value.message, e.value.message
+            assert all(j["task"] != "too-much" for j in c.jobs())
+    finally:
+        assert d.stop() == 0
+
+
+def test_kill9_then_lower_limits_resumes_with_the_accepted_settings(tmp_path, experts):
+    """An acknowledged job keeps the settings it was accepted with: killed mid-search and
+    restarted under limits below them, it finishes with the α of an uninterrupted run."""
+    ex = make_examples(n=10, prompt_len=40, target_len=4, seed=53)
+    cem = {"pop": 16, "iters": 12, "std_tol": 0, "seed": 7}
+    ref = Daemon(str(tmp_path / "ref"), experts).start()
+    try:
+        with ref.client() as c:
+            reference = wait_done(c, c.submit("kept", ex, cem=cem)["job"])
+    finally:
+        assert ref.stop() == 0
+    assert reference["state"] == "done" and reference["generation"] == 12
+
+    d = Daemon(str(tmp_path / "crash"), experts).start()
+    with d.client() as c:
+        job = c.submit("kept", ex, cem=cem)["job"]
+        st = wait_for(lambda: (lambda s: s if s["generation"] >= 2 else None)(c.status(job)),
+                      interval=0.002)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    assert st["state"] == "running" and st["generation"] < 12, st
+    d.stop()
+    lowered = Daemon(str(tmp_path / "crash"), experts, extra=LOW_LIMITS).start()
+    try:
+        with lowered.client() as c:
+            final = wait_done(c, job)
+            assert final["state"] == "done", final
+            assert final["pop"] == 16 and final["max_generations"] == 12
+            assert final["generation"] == 12
+            assert final["best_alpha"] == reference["best_alpha"]  # bit-identical
+            assert c.get("kept")["alpha"] == reference["best_alpha"]
+            # The lowered limits apply to new jobs.
+            with pytest.raises(RpcError) as e:
+                c.submit("new", ex, cem=cem)
+            assert e.value.code == "ERANGE" and "--max-pop" in e.value.message
+    finally:
+        assert lowered.stop() == 0
+
+
 def test_sigterm_checkpoints_and_resumes(tmp_path, experts):
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=41)
     cem = {"pop": 24, "iters": 8, "std_tol": 0, "seed": 9}

@@ -66,7 +66,7 @@ static void fuzz_submit(const rpc_request *req)
     job_spec_pack_settings(&spec, &pk);
     job_spec back;
     int rc = job_spec_restore((const uint8_t *)sb.data, sb.size, &spec.examples, spec.task,
-                              spec.priority, &lim, &d, &back, &err);
+                              spec.priority, lim.n_experts, lim.n_matrices, &d, &back, &err);
     if (rc != 0) fprintf(stderr, "restore failed: %s\n", err.msg);
     FUZZ_CHECK(rc == 0);
     job_spec_key(&back, "model", "experts", key2);

@@ -159,7 +159,8 @@ static void test_bad_submits_name_the_problem(void **unused)
         {"t", 257, 0, NULL, 0, 2, ZMIX_ELIMIT, "field 'examples': 257 examples, at most 256"},
         {"t", 0, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'examples' is empty"},
         {"t", 2, 0, "pop", 1, 2, ZMIX_ERANGE, "cem: field 'pop': 1 outside [2, 1024]"},
-        {"t", 2, 0, "iters", 5000, 2, ZMIX_ERANGE, "cem: field 'iters': 5000 outside [1, 1000]"},
+        {"t", 2, 0, "iters", 5000, 2, ZMIX_ERANGE,
+         "cem: field 'iters': 5000 outside [1, 1000] (1000 is this daemon's --max-generations)"},
         {"t", 2, 0, "popsize", 8, 2, ZMIX_EINVAL, "cem: unknown field 'popsize'"},
         {"bad/name", 2, 0, NULL, 0, 2, ZMIX_EINVAL,
          "task name: byte 0x2f at 3 is not allowed (" TASK_NAME_RULE ")"},
@@ -294,7 +295,7 @@ static void test_settings_round_trip(void **unused)
     job_limits lim = limits();
     zmix_cem_settings d = defaults();
     assert_int_equal(job_spec_restore((const uint8_t *)sb.data, sb.size, &s.examples, s.task,
-                                      s.priority, &lim, &d, &r, &err),
+                                      s.priority, lim.n_experts, lim.n_matrices, &d, &r, &err),
                      0);
     char k1[65], k2[65];
     job_spec_key(&s, "m", "e", k1);
@@ -306,9 +307,9 @@ static void test_settings_round_trip(void **unused)
     assert_ptr_not_equal(r.examples.tokens, s.examples.tokens);
     job_spec_free(&r);
     /* A corrupt settings blob is an error, not a crash. */
-    assert_int_equal(
-        job_spec_restore((const uint8_t *)"\xc1", 1, &s.examples, s.task, 0, &lim, &d, &r, &err),
-        ZMIX_EFORMAT);
+    assert_int_equal(job_spec_restore((const uint8_t *)"\xc1", 1, &s.examples, s.task, 0,
+                                      lim.n_experts, lim.n_matrices, &d, &r, &err),
+                     ZMIX_EFORMAT);
     msgpack_sbuffer_destroy(&sb);
     job_spec_free(&s);
     done(&b);
@@ -437,6 +438,95 @@ static void test_wire_keys_and_flags_agree(void **unused)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* Jobs keep what they were: under low limits an unset pop or iters is lowered to the limit (the
+ * job runs and reports what it can have), a value the client gave above it is refused naming
+ * the limit, and a stored job is restored with its settings whatever the limits are now. */
+static void test_limits_lower_defaults_and_jobs_keep_their_settings(void **unused)
+{
+    job_limits lim = limits();
+    lim.max_pop = 8;
+    lim.max_generations = 3;
+    zmix_cem_settings d = defaults();
+    job_spec spec;
+    zmix_error err = {0};
+    built b;
+    msgpack_object o = build(&b, "t", 2, 0, NULL, 0, 3);
+    assert_int_equal(job_spec_parse(&o, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.cem.pop_size, 8);        /* default 32, lowered */
+    assert_int_equal(spec.cem.max_generations, 3); /* default 50, lowered */
+    assert_int_equal(spec.cem.patience, 0);        /* default 0, within the limit */
+    job_spec_free(&spec);
+    done(&b);
+    lim.max_pop = 64; /* a default within the limit is left alone */
+    o = build(&b, "t", 2, 0, NULL, 0, 3);
+    assert_int_equal(job_spec_parse(&o, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.cem.pop_size, 32);
+    job_spec_free(&spec);
+    done(&b);
+    lim.max_pop = 8;
+
+    struct {
+        const char *key;
+        long value;
+        const char *msg; /* NULL: accepted */
+    } cases[] = {
+        {"pop", 8, NULL},
+        {"pop", 9, "cem: field 'pop': 9 outside [2, 8] (8 is this daemon's --max-pop)"},
+        {"pop", 1, "cem: field 'pop': 1 outside [2, 8]"},
+        {"iters", 3, NULL},
+        {"iters", 4, "cem: field 'iters': 4 outside [1, 3] (3 is this daemon's --max-generations)"},
+        {"patience", 4,
+         "cem: field 'patience': 4 outside [0, 3] (3 is this daemon's --max-generations)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        o = build(&b, "t", 2, 0, cases[i].key, cases[i].value, 3);
+        err.msg[0] = '\0';
+        int rc = job_spec_parse(&o, &lim, &d, &spec, &err);
+        if (!cases[i].msg) {
+            assert_int_equal(rc, 0);
+            job_spec_free(&spec);
+        } else if (rc != ZMIX_ERANGE || strcmp(err.msg, cases[i].msg) != 0) {
+            fail_msg("%s %ld: rc %d '%s', expected '%s'", cases[i].key, cases[i].value, rc, err.msg,
+                     cases[i].msg);
+        }
+        done(&b);
+    }
+
+    /* Accepted under the default limits with pop 64 and 40 generations, stored, restored after
+     * a restart with the limits above: same settings, same cache key (so the same α). */
+    job_limits wide = limits();
+    o = build(&b, "t", 2, 0, "pop", 64, 3);
+    assert_int_equal(job_spec_parse(&o, &wide, &d, &spec, &err), 0);
+    spec.cem.max_generations = 40;
+    uint8_t *blob;
+    size_t blob_len;
+    job_spec_settings_bytes(&spec, &blob, &blob_len);
+    job_spec back;
+    assert_int_equal(job_spec_restore(blob, blob_len, &spec.examples, spec.task, spec.priority,
+                                      lim.n_experts, lim.n_matrices, &d, &back, &err),
+                     0);
+    assert_int_equal(back.cem.pop_size, 64);
+    assert_int_equal(back.cem.max_generations, 40);
+    char k1[65], k2[65];
+    job_spec_key(&spec, "m", "e", k1);
+    job_spec_key(&back, "m", "e", k2);
+    assert_string_equal(k1, k2);
+    job_spec_free(&back);
+    free(blob);
+    /* The engine's own check still applies to a restored job: a normalised search needs
+     * bounds >= 0. */
+    spec.cem.normalize = 1;
+    spec.cem.lo = -1;
+    job_spec_settings_bytes(&spec, &blob, &blob_len);
+    assert_int_equal(job_spec_restore(blob, blob_len, &spec.examples, spec.task, spec.priority,
+                                      lim.n_experts, lim.n_matrices, &d, &back, &err),
+                     ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "job settings: cem settings: normalize needs bounds"));
+    free(blob);
+    job_spec_free(&spec);
+    done(&b);
+}
+
 static void test_text_examples(void **unused)
 {
     msgpack_sbuffer sb;
@@ -508,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_key_tracks_what_changes_the_result),
         cmocka_unit_test(test_settings_round_trip),
         cmocka_unit_test(test_wire_keys_and_flags_agree),
+        cmocka_unit_test(test_limits_lower_defaults_and_jobs_keep_their_settings),
         cmocka_unit_test(test_text_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
