@@ -424,15 +424,30 @@ def test_restart_keeps_cache_and_finished_jobs(tmp_path, experts):
         assert d.stop() == 0
 
 
+def uninterrupted_run(workdir, experts, task, ex, cem):
+    """The final status of the request run to its end by a daemon on a fresh cache dir."""
+    ref = Daemon(workdir, experts).start()
+    try:
+        with ref.client() as c:
+            return wait_done(c, c.submit(task, ex, cem=cem)["job"])
+    finally:
+        assert ref.stop() == 0
+
+
+def kill9_once_running(d, c, job, generation):
+    """kill -9 the daemon once the job has finished `generation` generations; its last status."""
+    st = wait_for(lambda: (lambda s: s if s["generation"] >= generation else None)(c.status(job)),
+                  interval=0.002)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.stop()
+    return st
+
+
 def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=31)
     cem = {"pop": 24, "iters": 10, "std_tol": 0, "seed": 5}
-    ref = Daemon(str(tmp_path / "ref"), experts).start()
-    try:
-        with ref.client() as c:
-            reference = wait_done(c, c.submit("crash", ex, cem=cem)["job"])
-    finally:
-        assert ref.stop() == 0
+    reference = uninterrupted_run(str(tmp_path / "ref"), experts, "crash", ex, cem)
     assert reference["state"] == "done" and reference["generation"] == 10
 
     d = Daemon(str(tmp_path / "crash"), experts).start()
@@ -440,12 +455,8 @@ def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
         done_before = c.submit("survivor", make_examples(n=2, seed=32), cem=SMALL)["job"]
         wait_done(c, done_before)
         job = c.submit("crash", ex, cem=cem)["job"]
-        st = wait_for(lambda: (lambda s: s if s["generation"] >= 3 else None)(c.status(job)),
-                      interval=0.002)
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait()
+        st = kill9_once_running(d, c, job, 3)
     assert st["state"] == "running" and st["generation"] < 10, st
-    d.stop()
     d.start()
     try:
         with d.client() as c:
@@ -496,23 +507,14 @@ def test_kill9_then_lower_limits_resumes_with_the_accepted_settings(tmp_path, ex
     restarted under limits below them, it finishes with the α of an uninterrupted run."""
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=53)
     cem = {"pop": 16, "iters": 12, "std_tol": 0, "seed": 7}
-    ref = Daemon(str(tmp_path / "ref"), experts).start()
-    try:
-        with ref.client() as c:
-            reference = wait_done(c, c.submit("kept", ex, cem=cem)["job"])
-    finally:
-        assert ref.stop() == 0
+    reference = uninterrupted_run(str(tmp_path / "ref"), experts, "kept", ex, cem)
     assert reference["state"] == "done" and reference["generation"] == 12
 
     d = Daemon(str(tmp_path / "crash"), experts).start()
     with d.client() as c:
         job = c.submit("kept", ex, cem=cem)["job"]
-        st = wait_for(lambda: (lambda s: s if s["generation"] >= 2 else None)(c.status(job)),
-                      interval=0.002)
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait()
+        st = kill9_once_running(d, c, job, 2)
     assert st["state"] == "running" and st["generation"] < 12, st
-    d.stop()
     lowered = Daemon(str(tmp_path / "crash"), experts, extra=LOW_LIMITS).start()
     try:
         with lowered.client() as c:

@@ -84,6 +84,20 @@ static msgpack_object build(built *b, const char *task, int n, long bad_token, c
     return b->u.data;
 }
 
+/* "examples": [{"prompt": [1], "target": [2]}], a key and its value of a params map. */
+static void pack_one_example(msgpack_packer *pk)
+{
+    rpc_pack_cstr(pk, "examples");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, 2);
+    rpc_pack_cstr(pk, "prompt");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_int(pk, 1);
+    rpc_pack_cstr(pk, "target");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_int(pk, 2);
+}
+
 static void done(built *b)
 {
     msgpack_unpacked_destroy(&b->u);
@@ -201,15 +215,7 @@ static void test_dimension_and_token_limits(void **unused)
     msgpack_pack_map(&pk, 1);
     rpc_pack_cstr(&pk, "per_layer");
     msgpack_pack_true(&pk);
-    rpc_pack_cstr(&pk, "examples");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_map(&pk, 2);
-    rpc_pack_cstr(&pk, "prompt");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_int(&pk, 1);
-    rpc_pack_cstr(&pk, "target");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_int(&pk, 2);
+    pack_one_example(&pk);
     size_t off = 0;
     msgpack_unpacked_init(&b.u);
     assert_int_equal(msgpack_unpack_next(&b.u, b.sb.data, b.sb.size, &off), MSGPACK_UNPACK_SUCCESS);
@@ -342,15 +348,7 @@ static void test_wire_keys_and_flags_agree(void **unused)
     msgpack_pack_map(&pk, 3);
     rpc_pack_cstr(&pk, "task");
     rpc_pack_cstr(&pk, "t");
-    rpc_pack_cstr(&pk, "examples");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_map(&pk, 2);
-    rpc_pack_cstr(&pk, "prompt");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_int(&pk, 1);
-    rpc_pack_cstr(&pk, "target");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_int(&pk, 2);
+    pack_one_example(&pk);
     rpc_pack_cstr(&pk, "cem");
     msgpack_pack_map(&pk, 16);
     rpc_pack_cstr(&pk, "per_layer");
