@@ -78,14 +78,22 @@ typedef struct zmix_examples {
 } zmix_examples;
 
 /* Reads {"examples":[{"prompt":[ids],"target":[ids]}, ...]}. Errors name the file and the
- * example index ("ex.json: example 3: target is empty"). */
+ * example ("ex.json: examples[3].target is empty"). */
 int zmix_examples_load_json(const char *path, zmix_examples *out, zmix_error *err);
 /* Copies n examples from caller-owned arrays into a self-owned set. */
 int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmix_error *err);
 void zmix_examples_free(zmix_examples *ex);
-/* Checks a set against a model: non-empty, every id in [0, vocab), every example within the
- * context length. The message names the example and position. */
+/* Checks a set against a model: non-empty, every prompt and target non-empty, every id in
+ * [0, vocab), and every example within the context by the scorer's rule: the model reads
+ * n_prompt + n_target - 1 positions (the last target token is never fed), so an example fits
+ * when n_prompt + n_target - 1 <= max_seq_len. Messages name the example, field, position,
+ * value and range ("examples[3].target[1]: token id 9999 outside the vocabulary [0, 512)");
+ * codes: ZMIX_EINVAL (empty), ZMIX_ERANGE (token id), ZMIX_ELIMIT (context). */
 int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err);
+/* The same check against a vocabulary size and a context length given directly, for callers
+ * that hold the model's numbers but not the model (the daemon's request parser). */
+int zmix_examples_check_vocab_context(const zmix_examples *ex, int vocab_size, int context,
+                                      zmix_error *err);
 
 /* ---- Runtime: SVD factors + experts ------------------------------------------------- */
 
@@ -233,6 +241,35 @@ int zmix_examples_from_text(const zmix_tokenizer *tok, const zmix_text_example *
  * tok. With tok NULL a string is refused with a message naming the example. */
 int zmix_examples_load_json_tok(const char *path, const zmix_tokenizer *tok, zmix_examples *out,
                                 zmix_error *err);
+
+/* An examples file as written, before any encoding: the one parser of the format, shared by
+ * the loaders above (which encode it for a model) and `zmix submit` (which sends it to the
+ * daemon as it is, text included). Each prompt and target is token ids or text. */
+typedef struct zmix_example_part {
+    const int32_t *ids; /* n_ids token ids, or NULL when the part is text */
+    int n_ids;
+    const char *text; /* NUL-terminated; NULL when the part is token ids */
+} zmix_example_part;
+
+typedef struct zmix_example_json {
+    zmix_example_part prompt, target;
+} zmix_example_json;
+
+typedef struct zmix_examples_json {
+    int n;
+    zmix_example_json *items; /* n entries, pointing into ids and texts */
+    int32_t *ids;             /* owns every id */
+    char *texts;              /* owns every text, NUL-separated */
+} zmix_examples_json;
+
+/* Parses len bytes of an examples file. Checks the structure: at least one example, each an
+ * object with exactly the keys prompt and target, each a non-empty array of integers in
+ * [0, 2^31) or a string (a target string non-empty). path names the file in every message
+ * ("ex.json: examples[3].target is empty"). What needs a model (vocabulary, context, a
+ * tokenizer for text) is checked later, by zmix_examples_check or by the daemon. */
+int zmix_examples_json_parse(const char *text, size_t len, const char *path,
+                             zmix_examples_json *out, zmix_error *err);
+void zmix_examples_json_free(zmix_examples_json *ex);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/cem_options.h"
 #include "commands.h"
 #include "zmix/adapt.h"
 
@@ -26,44 +27,15 @@ static void usage(FILE *out)
             "\n"
             "Searches mixing coefficients α over the experts with CEM and prints the result as\n"
             "JSON (format: docs/cem.md).\n"
-            "\n"
-            "  --per-layer          one α per expert per adapted matrix (default: one per "
-            "expert)\n"
-            "  --pop N              population size (default 32)\n"
-            "  --elite R            elite ratio in (0, 1] (default 0.2)\n"
-            "  --iters N            maximum generations (default 50)\n"
-            "  --seed S             random seed (default 0)\n"
-            "  --stream S           PCG stream id (default 0)\n"
-            "  --init-std X         initial std (default: half the bounds' width)\n"
-            "  --bounds LO,HI       α bounds (default 0,1)\n"
-            "  --normalize          scale α to sum 1 (per matrix with --per-layer)\n"
-            "  --metric M           accuracy (ties broken by loglik; default) or loglik\n"
-            "  --patience N         stop after N generations without improvement (default off)\n"
-            "  --ema X              EMA factor on mean and std (default 0)\n"
-            "  --std-floor X        lower bound of the std (default 0)\n"
-            "  --std-tol X          stop when every std is below X (default 1e-4; 0 off)\n"
-            "  --target-acc X       stop once accuracy >= X and loglik stalls (default off)\n"
-            "  --no-elitism         do not carry the best member over\n"
-            "  --no-rescale         do not keep the singular-value mass of each matrix\n"
-            "  --adapt SET          mlp (default), attn or all\n"
-            "  --factor-cache DIR   cache the SVD factors in DIR\n"
-            "  --threads N          scoring threads (default 1)\n"
-            "  --include-z          add the composed z' per matrix to the result\n"
-            "  --quiet              no progress lines\n"
-            "  --out FILE           write the result to FILE instead of stdout\n");
-}
-
-static int parse_long(const char *opt, const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "zmix adapt: %s: '%s' is not an integer in [%ld, %ld]\n", opt, s, lo, hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
+            "\n");
+    cem_options_print_help(out);
+    fprintf(out, "  --stream S           PCG stream id (default: 0)\n"
+                 "  --adapt SET          mlp (default), attn or all\n"
+                 "  --factor-cache DIR   cache the SVD factors in DIR\n"
+                 "  --threads N          scoring threads (default: 1)\n"
+                 "  --include-z          add the composed z' per matrix to the result\n"
+                 "  --quiet              no progress lines\n"
+                 "  --out FILE           write the result to FILE instead of stdout\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -79,16 +51,16 @@ static int parse_u64(const char *opt, const char *s, uint64_t *out)
     return 0;
 }
 
-static int parse_double(const char *opt, const char *s, double *out)
+static int parse_threads(const char *opt, const char *s, int *out)
 {
     char *end;
     errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || !isfinite(v)) {
-        fprintf(stderr, "zmix adapt: %s: '%s' is not a finite number\n", opt, s);
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 1 || v > 1024) {
+        fprintf(stderr, "zmix adapt: %s: '%s' is not an integer in [1, 1024]\n", opt, s);
         return -1;
     }
-    *out = v;
+    *out = (int)v;
     return 0;
 }
 
@@ -164,26 +136,23 @@ int cmd_adapt(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        long v;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         }
-        /* flags without a value */
-        if (!strcmp(a, "--per-layer")) {
-            opts.per_layer = 1;
-            continue;
-        }
-        if (!strcmp(a, "--normalize")) {
-            opts.cem.normalize = 1;
-            continue;
-        }
-        if (!strcmp(a, "--no-elitism")) {
-            opts.cem.elitism = 0;
-            continue;
-        }
-        if (!strcmp(a, "--no-rescale")) {
-            opts.rescale = 0;
+        /* The search settings: one table for zmix adapt, zmix submit and the daemon. */
+        const cem_option *copt = cem_option_by_flag(a);
+        if (copt) {
+            const char *val = NULL;
+            if (copt->metavar && i + 1 >= argc) {
+                fprintf(stderr, "zmix adapt: %s needs a value (try --help)\n", a);
+                return 2;
+            }
+            if (copt->metavar) val = argv[++i];
+            if (cem_option_apply_arg(copt, val, &opts, &err)) {
+                fprintf(stderr, "zmix adapt: %s\n", err.msg);
+                return 2;
+            }
             continue;
         }
         if (!strcmp(a, "--include-z")) {
@@ -214,53 +183,11 @@ int cmd_adapt(int argc, char **argv)
             out_path = val;
         else if (!strcmp(a, "--factor-cache"))
             cache_dir = val;
-        else if (!strcmp(a, "--pop")) {
-            bad = parse_long(a, val, -1000000, 1000000, &v);
-            opts.cem.pop_size = (int)v;
-        } else if (!strcmp(a, "--iters")) {
-            bad = parse_long(a, val, -1000000, 1000000, &v);
-            opts.cem.max_generations = (int)v;
-        } else if (!strcmp(a, "--patience")) {
-            bad = parse_long(a, val, -1000000, 1000000, &v);
-            opts.cem.patience = (int)v;
-        } else if (!strcmp(a, "--threads")) {
-            bad = parse_long(a, val, 1, 1024, &v);
-            opts.n_threads = (int)v;
-        } else if (!strcmp(a, "--seed"))
-            bad = parse_u64(a, val, &opts.cem.seed);
+        else if (!strcmp(a, "--threads"))
+            bad = parse_threads(a, val, &opts.n_threads);
         else if (!strcmp(a, "--stream"))
             bad = parse_u64(a, val, &opts.cem.stream);
-        else if (!strcmp(a, "--elite"))
-            bad = parse_double(a, val, &opts.cem.elite_ratio);
-        else if (!strcmp(a, "--init-std"))
-            bad = parse_double(a, val, &opts.cem.init_std);
-        else if (!strcmp(a, "--ema"))
-            bad = parse_double(a, val, &opts.cem.ema);
-        else if (!strcmp(a, "--std-floor"))
-            bad = parse_double(a, val, &opts.cem.std_floor);
-        else if (!strcmp(a, "--std-tol"))
-            bad = parse_double(a, val, &opts.cem.std_tol);
-        else if (!strcmp(a, "--target-acc"))
-            bad = parse_double(a, val, &opts.cem.target_accuracy);
-        else if (!strcmp(a, "--bounds")) {
-            char buf[128], *comma;
-            snprintf(buf, sizeof buf, "%s", val);
-            if (!(comma = strchr(buf, ','))) {
-                fprintf(stderr, "zmix adapt: --bounds: '%s' is not LO,HI\n", val);
-                return 2;
-            }
-            *comma = '\0';
-            bad = parse_double(a, buf, &opts.cem.lo) || parse_double(a, comma + 1, &opts.cem.hi);
-        } else if (!strcmp(a, "--metric")) {
-            if (!strcmp(val, "accuracy"))
-                opts.cem.metric = ZMIX_METRIC_ACCURACY;
-            else if (!strcmp(val, "loglik"))
-                opts.cem.metric = ZMIX_METRIC_LOGLIK;
-            else {
-                fprintf(stderr, "zmix adapt: --metric: '%s' is not accuracy or loglik\n", val);
-                return 2;
-            }
-        } else if (!strcmp(a, "--adapt")) {
+        else if (!strcmp(a, "--adapt")) {
             if (zmix_adapt_set_parse(val, &set, &err)) {
                 fprintf(stderr, "zmix adapt: --adapt: %s\n", err.msg);
                 return 2;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "adapt/cem_options.h"
 #include "commands.h"
 #include "daemon_conn.h"
 #include "progress.h"
@@ -363,7 +364,8 @@ int cmd_wait(int argc, char **argv)
 
 typedef struct submit_ctx {
     const char *examples;
-    zmix_client_cem cem;
+    zmix_adapt_opts settings; /* the search settings given, over zmix_adapt_opts_default */
+    int given[CEM_OPT_COUNT]; /* which of them were given (the rest: the daemon's default) */
     int priority, recompute, wait;
     double timeout;
 } submit_ctx;
@@ -371,18 +373,23 @@ typedef struct submit_ctx {
 static int submit_extra(void *vctx, int argc, char **argv, int *i)
 {
     submit_ctx *s = vctx;
-    const char *a = argv[*i], *v;
+    const char *a = argv[*i], *v = NULL;
     const char *cmd = "submit";
-    if (!strcmp(a, "--per-layer")) return s->cem.per_layer = 1;
-    if (!strcmp(a, "--normalize")) return s->cem.normalize = 1;
-    if (!strcmp(a, "--no-elitism")) return (s->cem.elitism = 0), 1;
-    if (!strcmp(a, "--no-rescale")) return (s->cem.rescale = 0), 1;
+    /* The search settings: one table for zmix adapt, zmix submit and the daemon. */
+    const cem_option *copt = cem_option_by_flag(a);
+    if (copt) {
+        if (copt->metavar && opt_value(cmd, argc, argv, i, &v)) return -1;
+        zmix_error err;
+        if (cem_option_apply_arg(copt, v, &s->settings, &err)) {
+            fprintf(stderr, "zmix submit: %s\n", err.msg);
+            return -1;
+        }
+        s->given[copt - cem_options] = 1;
+        return 1;
+    }
     if (!strcmp(a, "--recompute")) return s->recompute = 1;
     if (!strcmp(a, "--wait")) return s->wait = 1;
-    static const char *const valued[] = {"--examples",   "--pop",      "--elite",     "--iters",
-                                         "--seed",       "--init-std", "--bounds",    "--metric",
-                                         "--patience",   "--ema",      "--std-floor", "--std-tol",
-                                         "--target-acc", "--priority", "--timeout",   NULL};
+    static const char *const valued[] = {"--examples", "--priority", "--timeout", NULL};
     int known = 0;
     for (int k = 0; valued[k]; k++) known |= !strcmp(a, valued[k]);
     if (!known) return 0;
@@ -390,96 +397,95 @@ static int submit_extra(void *vctx, int argc, char **argv, int *i)
     int bad = 0;
     if (!strcmp(a, "--examples"))
         s->examples = v;
-    else if (!strcmp(a, "--pop"))
-        bad = parse_int(cmd, a, v, 2, 1000000, &s->cem.pop);
-    else if (!strcmp(a, "--iters"))
-        bad = parse_int(cmd, a, v, 1, 1000000, &s->cem.iters);
-    else if (!strcmp(a, "--patience"))
-        bad = parse_int(cmd, a, v, 0, 1000000, &s->cem.patience);
     else if (!strcmp(a, "--priority"))
         bad = parse_int(cmd, a, v, -10, 10, &s->priority);
-    else if (!strcmp(a, "--elite"))
-        bad = parse_num(cmd, a, v, 0, 1, &s->cem.elite);
-    else if (!strcmp(a, "--init-std"))
-        bad = parse_num(cmd, a, v, -1, 1e6, &s->cem.init_std);
-    else if (!strcmp(a, "--ema"))
-        bad = parse_num(cmd, a, v, 0, 1, &s->cem.ema);
-    else if (!strcmp(a, "--std-floor"))
-        bad = parse_num(cmd, a, v, 0, 1e6, &s->cem.std_floor);
-    else if (!strcmp(a, "--std-tol"))
-        bad = parse_num(cmd, a, v, 0, 1e6, &s->cem.std_tol);
-    else if (!strcmp(a, "--target-acc"))
-        bad = parse_num(cmd, a, v, 0, 2, &s->cem.target_accuracy);
     else if (!strcmp(a, "--timeout"))
         bad = parse_num(cmd, a, v, 0, 1e9, &s->timeout);
-    else if (!strcmp(a, "--metric")) {
-        if (strcmp(v, "accuracy") && strcmp(v, "loglik")) {
-            fprintf(stderr, "zmix submit: --metric: '%s' is not accuracy or loglik\n", v);
-            return -1;
-        }
-        s->cem.metric = v;
-    } else if (!strcmp(a, "--seed")) {
-        char *end;
-        errno = 0;
-        unsigned long long x = strtoull(v, &end, 10);
-        if (errno || end == v || *end || v[0] == '-') {
-            fprintf(stderr, "zmix submit: --seed: '%s' is not an unsigned integer\n", v);
-            return -1;
-        }
-        s->cem.seed = x;
-        s->cem.seed_set = 1;
-    } else if (!strcmp(a, "--bounds")) {
-        char buf[128], *comma;
-        snprintf(buf, sizeof buf, "%s", v);
-        if (!(comma = strchr(buf, ','))) {
-            fprintf(stderr, "zmix submit: --bounds: '%s' is not LO,HI\n", v);
-            return -1;
-        }
-        *comma = '\0';
-        bad = parse_num(cmd, a, buf, -1e6, 1e6, &s->cem.lo) ||
-              parse_num(cmd, a, comma + 1, -1e6, 1e6, &s->cem.hi);
-    }
     return bad ? -1 : 1;
 }
 
-static const char submit_usage[] =
-    "usage: zmix submit TASK --examples EX.json [CEM options] [--priority N] [--recompute]\n"
-    "                   [--wait [--timeout S]] [--json]\n"
-    "\n"
-    "Sends an adaptation job to the daemon. EX.json: {\"examples\":[{\"prompt\":[ids],"
-    "\"target\":[ids]}, ...]};\nprompt and target may be text when the daemon's model has a "
-    "tokenizer.\n"
-    "A task already adapted from the same examples and settings is answered from the cache.\n"
-    "\n"
-    "  --per-layer          one alpha per expert per adapted matrix (default: one per expert)\n"
-    "  --pop N              population size (daemon default 32)\n"
-    "  --elite R            elite ratio in (0, 1] (default 0.2)\n"
-    "  --iters N            maximum generations (default 50)\n"
-    "  --seed S             random seed (default: derived from the request)\n"
-    "  --init-std X         initial std (default: half the bounds' width)\n"
-    "  --bounds LO,HI       alpha bounds (default 0,1)\n"
-    "  --normalize          scale alpha to sum 1 (per matrix with --per-layer)\n"
-    "  --metric M           accuracy (ties broken by loglik; default) or loglik\n"
-    "  --patience N         stop after N generations without improvement (default off)\n"
-    "  --ema X              EMA factor on mean and std (default 0)\n"
-    "  --std-floor X        lower bound of the std (default 0)\n"
-    "  --std-tol X          stop when every std is below X (default 1e-4; 0 off)\n"
-    "  --target-acc X       stop once accuracy >= X and loglik stalls (default off)\n"
-    "  --no-elitism         do not carry the best member over\n"
-    "  --no-rescale         do not keep the singular-value mass of each matrix\n"
-    "  --priority N         -10..10, higher runs first (default 0)\n"
-    "  --recompute          run even if the task's result is cached\n"
-    "  --wait               follow the job to its end (exit codes as zmix wait)\n"
-    "  --timeout S          with --wait: give up waiting after S seconds";
+/* The settings given on the command line in the client library's form; those not given stay
+ * unset, so the daemon applies its defaults (and its limits) to them. */
+static void client_cem_from_settings(const submit_ctx *s, zmix_client_cem *c)
+{
+    _Static_assert(CEM_OPT_COUNT == 16, "every search setting must reach zmix_client_cem");
+    const zmix_adapt_opts *v = &s->settings;
+    const int *given = s->given;
+    zmix_client_cem_init(c);
+    if (given[CEM_OPT_PER_LAYER]) c->per_layer = v->per_layer;
+    if (given[CEM_OPT_NORMALIZE]) c->normalize = v->cem.normalize;
+    if (given[CEM_OPT_RESCALE]) c->rescale = v->rescale;
+    if (given[CEM_OPT_ELITISM]) c->elitism = v->cem.elitism;
+    if (given[CEM_OPT_POP]) c->pop = v->cem.pop_size;
+    if (given[CEM_OPT_ITERS]) c->iters = v->cem.max_generations;
+    if (given[CEM_OPT_PATIENCE]) c->patience = v->cem.patience;
+    if (given[CEM_OPT_ELITE]) c->elite = v->cem.elite_ratio;
+    if (given[CEM_OPT_INIT_STD]) c->init_std = v->cem.init_std;
+    if (given[CEM_OPT_EMA]) c->ema = v->cem.ema;
+    if (given[CEM_OPT_STD_FLOOR]) c->std_floor = v->cem.std_floor;
+    if (given[CEM_OPT_STD_TOL]) c->std_tol = v->cem.std_tol;
+    if (given[CEM_OPT_TARGET_ACCURACY]) c->target_accuracy = v->cem.target_accuracy;
+    if (given[CEM_OPT_BOUNDS]) {
+        c->lo = v->cem.lo;
+        c->hi = v->cem.hi;
+    }
+    if (given[CEM_OPT_SEED]) {
+        c->seed_set = 1;
+        c->seed = v->cem.seed;
+    }
+    if (given[CEM_OPT_METRIC]) c->metric = cem_metric_name(v->cem.metric);
+}
+
+/* The usage text: its CEM option lines come from the table, with the defaults the daemon also
+ * starts from. Returns a malloc'ed string, or NULL when out of memory. */
+static char *submit_usage(void)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    fputs("usage: zmix submit TASK --examples EX.json [CEM options] [--priority N] [--recompute]\n"
+          "                   [--wait [--timeout S]] [--json]\n"
+          "\n"
+          "Sends an adaptation job to the daemon. EX.json: {\"examples\":[{\"prompt\":[ids],"
+          "\"target\":[ids]}, ...]};\nprompt and target may be text when the daemon's model has "
+          "a tokenizer.\n"
+          "A task already adapted from the same examples and settings is answered from the "
+          "cache.\n"
+          "Settings not given take the daemon's defaults, lowered to its limits (--max-pop,\n"
+          "--max-generations); the daemon derives each job's random stream from the request.\n"
+          "\n",
+          f);
+    cem_options_print_help(f);
+    fputs("  --priority N         -10..10, higher runs first (default: 0)\n"
+          "  --recompute          run even if the task's result is cached\n"
+          "  --wait               follow the job to its end (exit codes as zmix wait)\n"
+          "  --timeout S          with --wait: give up waiting after S seconds",
+          f);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
 
 int cmd_submit(int argc, char **argv)
 {
     daemon_opts o = {.cmd = "submit"};
     submit_ctx s;
     memset(&s, 0, sizeof s);
-    zmix_client_cem_init(&s.cem);
-    const char *pos[1];
-    PARSE_OR_RETURN(&o, argc, argv, pos, 1, submit_usage, submit_extra, &s);
+    zmix_adapt_opts_default(&s.settings);
+    const char *pos[1] = {NULL};
+    char *usage = submit_usage();
+    if (!usage) {
+        fprintf(stderr, "zmix submit: out of memory\n");
+        return 1;
+    }
+    int prc = parse_args(&o, argc, argv, pos, 1, usage, submit_extra, &s);
+    free(usage);
+    if (prc != 0) return prc < 0 ? 0 : prc;
+    zmix_client_cem cem;
+    client_cem_from_settings(&s, &cem);
     if (!s.examples) {
         fprintf(stderr, "zmix submit: --examples EX.json is required (try --help)\n");
         return 2;
@@ -496,7 +502,7 @@ int cmd_submit(int argc, char **argv)
     zmix_client_submit_req req = {.task = pos[0],
                                   .examples = ex.items,
                                   .n_examples = (size_t)ex.n,
-                                  .cem = &s.cem,
+                                  .cem = &cem,
                                   .priority = s.priority,
                                   .recompute = s.recompute};
     zmix_client *c = NULL;

@@ -4,7 +4,8 @@
  * does: BOS + bytes for the prompt, bytes for the target).
  * All tokens live in one block owned by the set; each example points into it. Loading checks
  * the structure (every id a non-negative integer); zmix_examples_check adds what needs the
- * model (vocabulary, context length).
+ * model (vocabulary, context length). That check is the one examples validator: the daemon's
+ * submit, `zmix adapt`, `zmix score` and the scorer itself all call it.
  */
 #include <cJSON.h>
 #include <math.h>
@@ -47,7 +48,7 @@ int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmi
     for (int i = 0; i < n; i++) {
         const zmix_example *e = &items[i];
         if (e->n_prompt < 1 || e->n_target < 1 || !e->prompt || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: %s is empty", i,
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", i,
                                   (e->n_prompt < 1 || !e->prompt) ? "prompt" : "target");
         total += (size_t)e->n_prompt + (size_t)e->n_target;
     }
@@ -69,124 +70,207 @@ int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmi
     return 0;
 }
 
-/* Number of tokens a text field encodes to: the prompt gets BOS. */
-static int text_tokens(const cJSON *text, const char *what)
+/* ---- The examples file as written: ids or text per prompt and target ------------------ */
+
+#define MAX_TEXT_BYTES (1u << 24) /* one prompt or target given as text */
+
+void zmix_examples_json_free(zmix_examples_json *ex)
 {
-    return (int)strlen(text->valuestring) + !strcmp(what, "prompt");
+    if (!ex) return;
+    free(ex->items);
+    free(ex->ids);
+    free(ex->texts);
+    memset(ex, 0, sizeof *ex);
 }
 
-/* Checks one id list (or text, with a tokenizer) of example i and returns its length in
- * tokens (or a negative error code). */
-static int check_id_list(const cJSON *list, const zmix_tokenizer *tok, const char *path, int i,
-                         const char *what, zmix_error *err)
+/* Checks one prompt or target of example i and adds what it holds to *n_ids, or to *n_text
+ * (bytes with the NUL). */
+static int part_check(const cJSON *v, const char *path, int i, const char *what, size_t *n_ids,
+                      size_t *n_text, zmix_error *err)
 {
-    if (!list)
-        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is missing", path, i, what);
-    if (cJSON_IsString(list)) {
-        if (!tok)
-            return zmix_error_set(err, ZMIX_EFORMAT,
-                                  "%s: example %d: %s is text, but the model has no tokenizer "
-                                  "(tokenizer.json); give token ids",
-                                  path, i, what);
-        size_t len = strlen(list->valuestring);
+    if (!v)
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].%s is missing", path, i, what);
+    if (cJSON_IsString(v)) {
+        size_t len = strlen(v->valuestring);
+        /* An empty prompt is BOS alone; an empty target would leave nothing to score. */
         if (len == 0 && !strcmp(what, "target"))
-            return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: target is empty", path, i);
-        if (len > (1u << 24))
-            return zmix_error_set(err, ZMIX_ELIMIT, "%s: example %d: %s: %zu bytes of text", path,
-                                  i, what, len);
-        return text_tokens(list, what);
+            return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].target is empty", path, i);
+        if (len > MAX_TEXT_BYTES)
+            return zmix_error_set(err, ZMIX_ELIMIT,
+                                  "%s: examples[%d].%s: %zu bytes of text, at most %u", path, i,
+                                  what, len, MAX_TEXT_BYTES);
+        *n_text += len + 1;
+        return 0;
     }
-    if (!cJSON_IsArray(list))
-        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is not an array%s", path, i,
-                              what, tok ? " or a string" : "");
-    int n = cJSON_GetArraySize(list);
+    if (!cJSON_IsArray(v))
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "%s: examples[%d].%s is not an array of token ids or a string", path,
+                              i, what);
+    int n = cJSON_GetArraySize(v);
     if (n == 0)
-        return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s is empty", path, i, what);
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].%s is empty", path, i, what);
     int j = 0;
     const cJSON *id;
-    cJSON_ArrayForEach(id, list)
+    cJSON_ArrayForEach(id, v)
     {
         double d = id->valuedouble;
         if (!cJSON_IsNumber(id) || d != floor(d) || d < 0 || d > 2147483647.0)
             return zmix_error_set(err, ZMIX_EFORMAT,
-                                  "%s: example %d: %s[%d] is not a token id (a non-negative "
+                                  "%s: examples[%d].%s[%d] is not a token id (a non-negative "
                                   "integer)",
                                   path, i, what, j);
         j++;
     }
-    return n;
+    *n_ids += (size_t)n;
+    return 0;
 }
 
-/* Writes the tokens of a checked field and returns how many. */
-static int copy_ids(const cJSON *list, const zmix_tokenizer *tok, const char *what, int32_t *dst)
+/* Copies a checked prompt or target to the next free ids or text and points out at them. */
+static void part_fill(const cJSON *v, int32_t **ids, char **text, zmix_example_part *out)
 {
-    if (cJSON_IsString(list))
-        return zmix_tokenizer_encode(tok, list->valuestring, strlen(list->valuestring),
-                                     !strcmp(what, "prompt"), dst, NULL);
+    memset(out, 0, sizeof *out);
+    if (cJSON_IsString(v)) {
+        size_t n = strlen(v->valuestring);
+        memcpy(*text, v->valuestring, n + 1);
+        out->text = *text;
+        *text += n + 1;
+        return;
+    }
+    out->ids = *ids;
     const cJSON *id;
-    int n = 0;
-    cJSON_ArrayForEach(id, list) dst[n++] = (int32_t)id->valuedouble;
-    return n;
+    cJSON_ArrayForEach(id, v) * (*ids)++ = (int32_t)id->valuedouble;
+    out->n_ids = (int)(*ids - out->ids);
 }
 
-static int examples_from_json(const cJSON *root, const zmix_tokenizer *tok, const char *path,
-                              zmix_examples *out, zmix_error *err)
+/* Checks the keys of example i: exactly prompt and target, each once, so that a misspelt or
+ * repeated key cannot vanish without a trace. */
+static int item_keys_check(const cJSON *e, const char *path, int i, zmix_error *err)
 {
+    if (!cJSON_IsObject(e))
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d] is not an object", path, i);
+    int seen[2] = {0, 0};
+    const cJSON *key;
+    cJSON_ArrayForEach(key, e)
+    {
+        int which = !strcmp(key->string, "prompt") ? 0 : !strcmp(key->string, "target") ? 1 : -1;
+        if (which < 0)
+            return zmix_error_set(err, ZMIX_EFORMAT,
+                                  "%s: examples[%d]: unknown key '%.64s' (expected prompt, "
+                                  "target)",
+                                  path, i, key->string);
+        if (seen[which]++)
+            return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].%s appears twice", path, i,
+                                  key->string);
+    }
+    return 0;
+}
+
+static int examples_json_from_root(const cJSON *root, const char *path, zmix_examples_json *out,
+                                   zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "examples");
     if (!cJSON_IsArray(list))
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: 'examples' is missing or not an array", path);
     int n = cJSON_GetArraySize(list);
     if (n == 0) return zmix_error_set(err, ZMIX_EFORMAT, "%s: 'examples' is empty", path);
-    size_t total = 0;
-    int i = 0;
+    size_t n_ids = 0, n_text = 0;
+    int i = 0, rc;
     const cJSON *e;
     cJSON_ArrayForEach(e, list)
     {
-        if (!cJSON_IsObject(e))
-            return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d is not an object", path, i);
-        const cJSON *key;
-        int seen[2] = {0, 0};
-        cJSON_ArrayForEach(key, e)
-        {
-            /* A misspelt or repeated key would otherwise vanish without a trace. */
-            int which = !strcmp(key->string, "prompt")   ? 0
-                        : !strcmp(key->string, "target") ? 1
-                                                         : -1;
-            if (which < 0)
-                return zmix_error_set(err, ZMIX_EFORMAT,
-                                      "%s: example %d: unknown key '%.64s' (expected prompt, "
-                                      "target)",
-                                      path, i, key->string);
-            if (seen[which]++)
-                return zmix_error_set(err, ZMIX_EFORMAT, "%s: example %d: %s appears twice", path,
-                                      i, key->string);
-        }
-        int np = check_id_list(cJSON_GetObjectItemCaseSensitive(e, "prompt"), tok, path, i,
-                               "prompt", err);
-        if (np < 0) return np;
-        int nt = check_id_list(cJSON_GetObjectItemCaseSensitive(e, "target"), tok, path, i,
-                               "target", err);
-        if (nt < 0) return nt;
-        total += (size_t)np + (size_t)nt;
+        if ((rc = item_keys_check(e, path, i, err)) ||
+            (rc = part_check(cJSON_GetObjectItemCaseSensitive(e, "prompt"), path, i, "prompt",
+                             &n_ids, &n_text, err)) ||
+            (rc = part_check(cJSON_GetObjectItemCaseSensitive(e, "target"), path, i, "target",
+                             &n_ids, &n_text, err)))
+            return rc;
         i++;
     }
-    int rc = examples_alloc(out, n, total, err);
-    if (rc) return rc;
-    size_t at = 0;
+    out->items = calloc((size_t)n, sizeof *out->items);
+    out->ids = malloc((n_ids + 1) * sizeof *out->ids);
+    out->texts = malloc(n_text + 1);
+    if (!out->items || !out->ids || !out->texts) {
+        zmix_examples_json_free(out);
+        return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory for %d examples", path, n);
+    }
+    int32_t *ids = out->ids;
+    char *text = out->texts;
     i = 0;
     cJSON_ArrayForEach(e, list)
     {
-        zmix_example *d = &out->items[i++];
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "prompt");
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "target");
-        d->prompt = out->tokens + at;
-        d->n_prompt = copy_ids(p, tok, "prompt", out->tokens + at);
-        at += (size_t)d->n_prompt;
-        d->target = out->tokens + at;
-        d->n_target = copy_ids(t, tok, "target", out->tokens + at);
-        at += (size_t)d->n_target;
+        part_fill(cJSON_GetObjectItemCaseSensitive(e, "prompt"), &ids, &text,
+                  &out->items[i].prompt);
+        part_fill(cJSON_GetObjectItemCaseSensitive(e, "target"), &ids, &text,
+                  &out->items[i].target);
+        i++;
     }
+    out->n = n;
     return 0;
+}
+
+int zmix_examples_json_parse(const char *text, size_t len, const char *path,
+                             zmix_examples_json *out, zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
+    cJSON *root;
+    int rc = zmix_json_parse_object(text, len, path, &root, err);
+    if (rc) return rc;
+    rc = examples_json_from_root(root, path, out, err);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Tokens of one part: its ids, or its text encoded (a prompt with BOS). */
+static size_t part_tokens(const zmix_example_part *p, int is_prompt)
+{
+    return p->text ? strlen(p->text) + (size_t)is_prompt : (size_t)p->n_ids;
+}
+
+static int part_encode(const zmix_example_part *p, const zmix_tokenizer *tok, int is_prompt,
+                       int32_t *dst, zmix_error *err)
+{
+    if (p->text) return zmix_tokenizer_encode(tok, p->text, strlen(p->text), is_prompt, dst, err);
+    memcpy(dst, p->ids, (size_t)p->n_ids * sizeof *dst);
+    return p->n_ids;
+}
+
+/* The set a model scores: ids as they are, text encoded with tok. */
+static int examples_encode(const zmix_examples_json *src, const zmix_tokenizer *tok,
+                           const char *path, zmix_examples *out, zmix_error *err)
+{
+    size_t total = 0;
+    for (int i = 0; i < src->n; i++) {
+        const zmix_example_json *e = &src->items[i];
+        if (!tok && (e->prompt.text || e->target.text))
+            return zmix_error_set(err, ZMIX_EFORMAT,
+                                  "%s: examples[%d].%s is text, but the model has no tokenizer "
+                                  "(tokenizer.json); give token ids",
+                                  path, i, e->prompt.text ? "prompt" : "target");
+        total += part_tokens(&e->prompt, 1) + part_tokens(&e->target, 0);
+    }
+    int rc = examples_alloc(out, src->n, total, err);
+    if (rc) return rc;
+    size_t at = 0;
+    for (int i = 0; rc == 0 && i < src->n; i++) {
+        zmix_example *d = &out->items[i];
+        int np = part_encode(&src->items[i].prompt, tok, 1, out->tokens + at, err);
+        int nt =
+            np < 0 ? np : part_encode(&src->items[i].target, tok, 0, out->tokens + at + np, err);
+        if (nt < 0) {
+            rc = zmix_error_prefix(err, "%s: examples[%d]", path, i);
+            break;
+        }
+        d->prompt = out->tokens + at;
+        d->n_prompt = np;
+        d->target = out->tokens + at + np;
+        d->n_target = nt;
+        at += (size_t)np + (size_t)nt;
+    }
+    /* A tokenizer may need fewer tokens than the bound allocated for. */
+    out->n_tokens = at;
+    if (rc) zmix_examples_free(out);
+    return rc;
 }
 
 int zmix_examples_load_json_tok(const char *path, const zmix_tokenizer *tok, zmix_examples *out,
@@ -196,8 +280,12 @@ int zmix_examples_load_json_tok(const char *path, const zmix_tokenizer *tok, zmi
     cJSON *root;
     int rc = zmix_json_load_file(path, MAX_EXAMPLES_FILE_BYTES, &root, err);
     if (rc) return rc;
-    rc = examples_from_json(root, tok, path, out, err);
+    zmix_examples_json src;
+    rc = examples_json_from_root(root, path, &src, err);
     cJSON_Delete(root);
+    if (rc) return rc;
+    rc = examples_encode(&src, tok, path, out, err);
+    zmix_examples_json_free(&src);
     return rc;
 }
 
@@ -219,11 +307,11 @@ int zmix_examples_from_text(const zmix_tokenizer *tok, const zmix_text_example *
     for (int i = 0; i < n; i++) {
         const zmix_text_example *e = &items[i];
         if (e->target_len == 0 || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: target is empty", i);
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].target is empty", i);
         if ((e->prompt_len && !e->prompt) || e->prompt_len > (1u << 24) ||
             e->target_len > (1u << 24))
             return zmix_error_set(err, ZMIX_ELIMIT,
-                                  "example %d: prompt (%zu bytes) or target (%zu bytes) too long",
+                                  "examples[%d]: prompt (%zu bytes) or target (%zu bytes) too long",
                                   i, e->prompt_len, e->target_len);
         total += 1 + e->prompt_len + e->target_len;
     }
@@ -250,32 +338,41 @@ static int check_ids(const int32_t *ids, int n, int vocab, int i, const char *wh
     for (int j = 0; j < n; j++)
         if (ids[j] < 0 || ids[j] >= vocab)
             return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: %s[%d]: token id %d is outside [0, %d)", i, what, j,
-                                  (int)ids[j], vocab);
+                                  "examples[%d].%s[%d]: token id %d outside the vocabulary [0, %d)",
+                                  i, what, j, (int)ids[j], vocab);
     return 0;
 }
 
-int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
+int zmix_examples_check_vocab_context(const zmix_examples *ex, int vocab_size, int context,
+                                      zmix_error *err)
 {
-    const zmix_model_config *c = &model->cfg;
     if (!ex || ex->n < 1 || !ex->items)
         return zmix_error_set(err, ZMIX_EINVAL, "examples: the set is empty");
     for (int i = 0; i < ex->n; i++) {
         const zmix_example *e = &ex->items[i];
         if (e->n_prompt < 1 || !e->prompt)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: prompt is empty", i);
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].prompt is empty", i);
         if (e->n_target < 1 || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: target is empty", i);
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].target is empty", i);
         int rc;
-        if ((rc = check_ids(e->prompt, e->n_prompt, c->vocab_size, i, "prompt", err)) ||
-            (rc = check_ids(e->target, e->n_target, c->vocab_size, i, "target", err)))
+        if ((rc = check_ids(e->prompt, e->n_prompt, vocab_size, i, "prompt", err)) ||
+            (rc = check_ids(e->target, e->n_target, vocab_size, i, "target", err)))
             return rc;
-        if ((long long)e->n_prompt + e->n_target > c->max_seq_len)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: prompt (%d) + target (%d) = %lld tokens exceed the "
-                                  "model's context of %d",
-                                  i, e->n_prompt, e->n_target, (long long)e->n_prompt + e->n_target,
-                                  c->max_seq_len);
+        /* Teacher forcing predicts target token t from everything before it, so the last
+         * target token is never an input: the model reads prompt + target - 1 positions. */
+        long long total = (long long)e->n_prompt + e->n_target;
+        if (total - 1 > context)
+            return zmix_error_set(err, ZMIX_ELIMIT,
+                                  "examples[%d]: %lld tokens (prompt %d + target %d): the model "
+                                  "reads %lld of them (all but the last target token), over its "
+                                  "context of %d",
+                                  i, total, e->n_prompt, e->n_target, total - 1, context);
     }
     return 0;
+}
+
+int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
+{
+    return zmix_examples_check_vocab_context(ex, model->cfg.vocab_size, model->cfg.max_seq_len,
+                                             err);
 }

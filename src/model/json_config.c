@@ -16,13 +16,9 @@
 
 #define MAX_CONFIG_BYTES (16u << 20)
 
-int zmix_json_load_file(const char *path, size_t max_bytes, struct cJSON **out, zmix_error *err)
+int zmix_json_parse_object(const char *text, size_t len, const char *path, struct cJSON **out,
+                           zmix_error *err)
 {
-    uint8_t *bytes = NULL;
-    size_t len = 0;
-    int rc = fs_read_file(path, max_bytes, &bytes, &len, err);
-    if (rc) return rc;
-    char *text = (char *)bytes; /* NUL-terminated by the reader */
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (root) {
@@ -34,10 +30,8 @@ int zmix_json_load_file(const char *path, size_t max_bytes, struct cJSON **out, 
     }
     if (!root) {
         size_t at = (end && end >= text && end <= text + len) ? (size_t)(end - text) : 0;
-        free(text);
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: malformed JSON near byte %zu", path, at);
     }
-    free(text);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: top level is not a JSON object", path);
@@ -47,13 +41,24 @@ int zmix_json_load_file(const char *path, size_t max_bytes, struct cJSON **out, 
     for (const cJSON *a = root->child; a; a = a->next)
         for (const cJSON *b = a->next; b; b = b->next)
             if (!strcmp(a->string, b->string)) {
-                rc = zmix_error_set(err, ZMIX_EFORMAT, "%s: key '%.64s' appears twice", path,
-                                    a->string);
+                int rc = zmix_error_set(err, ZMIX_EFORMAT, "%s: key '%.64s' appears twice", path,
+                                        a->string);
                 cJSON_Delete(root);
                 return rc;
             }
     *out = root;
     return 0;
+}
+
+int zmix_json_load_file(const char *path, size_t max_bytes, struct cJSON **out, zmix_error *err)
+{
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int rc = fs_read_file(path, max_bytes, &bytes, &len, err);
+    if (rc) return rc;
+    rc = zmix_json_parse_object((const char *)bytes, len, path, out, err);
+    free(bytes);
+    return rc;
 }
 
 static const cJSON *field(const cJSON *root, const char *name)

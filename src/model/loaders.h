@@ -26,6 +26,9 @@ struct cJSON;
 /* Parses a whole JSON file of at most max_bytes whose top level must be an object; *out is
  * freed with cJSON_Delete. */
 int zmix_json_load_file(const char *path, size_t max_bytes, struct cJSON **out, zmix_error *err);
+/* The same for JSON text already in memory (len bytes); path names it in messages. */
+int zmix_json_parse_object(const char *text, size_t len, const char *path, struct cJSON **out,
+                           zmix_error *err);
 
 /* Reads a Hugging Face config.json into cfg (then checked with zmix_model_config_check). */
 int zmix_hf_config_load(const char *path, zmix_model_config *cfg, zmix_error *err);

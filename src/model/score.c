@@ -321,34 +321,6 @@ static void *worker_run(void *arg)
 
 /* ---- Set-up: checks, example layout, modes, groups ------------------------------------ */
 
-static int check_examples(const zmix_model *model, const zmix_examples *ex, zmix_error *err)
-{
-    const zmix_model_config *c = &model->cfg;
-    if (!ex || ex->n < 1) return zmix_error_set(err, ZMIX_EINVAL, "score: no examples");
-    for (int e = 0; e < ex->n; e++) {
-        const zmix_example *it = &ex->items[e];
-        if (it->n_prompt < 1 || it->n_target < 1)
-            return zmix_error_set(err, ZMIX_EINVAL, "example %d: %s is empty", e,
-                                  it->n_prompt < 1 ? "prompt" : "target");
-        if (it->n_prompt + it->n_target - 1 > c->max_seq_len)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "example %d: %d prompt + %d target tokens exceed the context "
-                                  "length %d",
-                                  e, it->n_prompt, it->n_target, c->max_seq_len);
-        for (int j = 0; j < it->n_prompt + it->n_target; j++) {
-            int32_t t = j < it->n_prompt ? it->prompt[j] : it->target[j - it->n_prompt];
-            if (t < 0 || t >= c->vocab_size)
-                return zmix_error_set(err, ZMIX_ERANGE,
-                                      "example %d: %s token %d is %d, outside the vocabulary "
-                                      "[0, %d)",
-                                      e, j < it->n_prompt ? "prompt" : "target",
-                                      j < it->n_prompt ? j : j - it->n_prompt, (int)t,
-                                      c->vocab_size);
-        }
-    }
-    return 0;
-}
-
 static size_t worker_bytes(const score_call *call, int n_rows, int n_out_rows, int max_len)
 {
     const zmix_model_config *c = &call->rt->model->cfg;
@@ -494,7 +466,9 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
         return zmix_error_set(err, ZMIX_EINVAL,
                               "score: α candidates need experts; the runtime "
                               "has none");
-    int rc = check_examples(rt->model, ex, err);
+    /* The one examples validator (examples.c): the scorer reads prompt + target - 1 positions
+     * of every example, exactly what it admits. */
+    int rc = zmix_examples_check(rt->model, ex, err);
     if (rc || n_cand == 0) return rc;
 
     score_call call;

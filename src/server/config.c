@@ -26,12 +26,7 @@ void config_default(server_config *cfg)
     cfg->write_queue_limit = (size_t)64 << 20;
     cfg->idle_timeout_ms = 300000;
     cfg->max_connections = 1024;
-    cfg->max_examples = 256;
-    cfg->max_tokens = 65536;
-    cfg->max_pop = 1024;
-    cfg->max_generations = 1000;
-    cfg->max_dim = 4096;
-    cfg->job_memory = (size_t)256 << 20;
+    job_limits_default(&cfg->limits);
 }
 
 void config_free(server_config *cfg)
@@ -153,15 +148,13 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
         return set_int(&cfg->idle_timeout_ms, name, value, 100, 86400000L, err);
     if (!strcmp(name, "max-connections"))
         return set_int(&cfg->max_connections, name, value, 1, 1000000, err);
-    if (!strcmp(name, "max-examples"))
-        return set_int(&cfg->max_examples, name, value, 1, 1000000, err);
-    if (!strcmp(name, "max-tokens"))
-        return set_long(&cfg->max_tokens, name, value, 1, 1L << 30, err);
-    if (!strcmp(name, "max-pop")) return set_int(&cfg->max_pop, name, value, 2, 1000000, err);
-    if (!strcmp(name, "max-generations"))
-        return set_int(&cfg->max_generations, name, value, 1, 1000000, err);
-    if (!strcmp(name, "max-dim")) return set_int(&cfg->max_dim, name, value, 1, 1 << 24, err);
-    if (!strcmp(name, "job-memory")) return set_size(&cfg->job_memory, name, value, 1 << 20, err);
+    const job_limit_option *limit = job_limit_option_by_name(name);
+    if (limit) {
+        long v;
+        int rc = set_long(&v, name, value, (long)limit->min, (long)limit->max, err);
+        if (rc == 0) job_limit_set(&cfg->limits, limit, v);
+        return rc;
+    }
     return zmix_error_set(err, ZMIX_EINVAL, "unknown option --%s", name);
 }
 

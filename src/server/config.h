@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "job_limits.h"
 #include "zmix/common.h"
 
 #define CONFIG_MAX_LISTEN  4
@@ -34,13 +35,9 @@ typedef struct server_config {
     size_t write_queue_limit; /* bytes of unsent responses before a connection is closed */
     int idle_timeout_ms;      /* a connection with no traffic and nothing pending is closed */
     int max_connections;
-    /* Per-job limits (the model's context bounds tokens per example on top of these). */
-    int max_examples;
-    long max_tokens;
-    int max_pop;
-    int max_generations;
-    int max_dim;
-    size_t job_memory; /* per-job memory limit (job_spec_memory) */
+    /* Per-job limits: the configurable fields of job_limits (job_limit_options); the model's
+     * fields are filled when the model is loaded. */
+    job_limits limits;
 } server_config;
 
 /* Defaults; cache_dir from $XDG_CACHE_HOME or $HOME (…/.cache/zmix). */

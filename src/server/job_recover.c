@@ -46,7 +46,8 @@ static void recover_one(server *srv, job *j, job_recovered *rec)
     job_record *r = &rec->record;
     zmix_error e = {0};
     int rc = job_spec_restore(r->settings, r->settings_len, &r->examples, r->task, r->priority,
-                              &srv->limits, &srv->cem_defaults, &j->spec, &e);
+                              srv->limits.n_experts, srv->limits.n_matrices, &srv->cem_defaults,
+                              &j->spec, &e);
     j->id = r->id;
     if (strlen(r->key) == sizeof j->key - 1) memcpy(j->key, r->key, sizeof j->key);
     j->submit_ms = r->submit_ms;

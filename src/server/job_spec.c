@@ -1,115 +1,89 @@
 #include "job_spec.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/cem_options.h"
 #include "rpc.h"
 #include "util/sha256.h"
 
-void job_limits_default(job_limits *lim)
+int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err)
 {
-    memset(lim, 0, sizeof *lim);
-    lim->max_examples = 256;
-    lim->max_tokens = 65536;
-    lim->max_pop = 1024;
-    lim->max_generations = 1000;
-    lim->max_dim = 4096;
-    lim->max_job_bytes = (size_t)256 << 20;
+    /* A name too long for the buffer is refused by the rule, like every other bad name, not by
+     * the string getter's size check. */
+    const msgpack_object *v = rpc_map_get(params, "task");
+    if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size > TASK_NAME_MAX)
+        return task_name_check_bytes(v->via.str.ptr, v->via.str.size, err);
+    int rc = rpc_get_str(params, "task", 1, NULL, task, TASK_NAME_MAX + 1, err);
+    return rc ? rc : task_name_check(task, err);
 }
 
-int job_task_name_check(const char *task, zmix_error *err)
+/* Checks the form of a prompt or target (token ids, or text for a model with a tokenizer) and
+ * returns in *bound how many tokens it can become: an id array's length, or for text the
+ * tokenizer's bound (one id per byte, plus BOS for a prompt). What the tokens must satisfy
+ * (vocabulary, context) is the examples validator's business, once they are tokens. */
+static int check_part_form(const msgpack_object *v, uint32_t idx, const char *which,
+                           const job_limits *lim, size_t *bound, zmix_error *err)
 {
-    size_t n = strlen(task);
-    if (n == 0) return zmix_error_set(err, ZMIX_EINVAL, "field 'task' is empty");
-    if (n >= JOB_TASK_MAX)
-        return zmix_error_set(err, ZMIX_ERANGE, "field 'task': %zu bytes, at most %d", n,
-                              JOB_TASK_MAX - 1);
-    if (task[0] == '.')
-        return zmix_error_set(err, ZMIX_EINVAL, "field 'task' must not start with '.'");
-    for (size_t i = 0; i < n; i++) {
-        char c = task[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return zmix_error_set(err, ZMIX_EINVAL,
-                                  "field 'task': character %zu (0x%02x) not in [A-Za-z0-9._-]", i,
-                                  (unsigned)(unsigned char)c);
-    }
-    return 0;
-}
-
-/* Upper bound of the token count of a prompt or target: an id array's length, or for text
- * the tokenizer's bound (one id per byte, plus BOS for a prompt). Checks ids against the
- * vocabulary; ids are copied (and text encoded) in a second pass. */
-static int check_ids(const msgpack_object *v, int idx, const char *which, const job_limits *lim,
-                     long *count, zmix_error *err)
-{
-    int vocab = lim->vocab_size;
-    int is_prompt = !strcmp(which, "prompt");
     if (!v || v->type == MSGPACK_OBJECT_NIL)
-        return zmix_error_set(err, ZMIX_EINVAL, "examples[%d]: missing field '%s'", idx, which);
+        return zmix_error_set(err, ZMIX_EINVAL, "examples[%u]: missing field '%s'", idx, which);
     if (v->type == MSGPACK_OBJECT_STR) {
         if (!lim->tokenizer)
             return zmix_error_set(err, ZMIX_EINVAL,
-                                  "examples[%d].%s is text but the model has no tokenizer: send "
+                                  "examples[%u].%s is text but the model has no tokenizer: send "
                                   "token ids",
                                   idx, which);
-        if (v->via.str.size == 0 && !is_prompt)
-            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", idx, which);
-        *count = (long)v->via.str.size + (is_prompt ? 1 : 0);
+        *bound = (size_t)v->via.str.size + !strcmp(which, "prompt");
         return 0;
     }
     if (v->type != MSGPACK_OBJECT_ARRAY)
         return zmix_error_set(err, ZMIX_EINVAL,
-                              "examples[%d].%s must be an array of token ids%s, got %s", idx, which,
+                              "examples[%u].%s must be an array of token ids%s, got %s", idx, which,
                               lim->tokenizer ? " or a string" : "", rpc_type_name(v));
-    if (v->via.array.size == 0)
-        return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", idx, which);
     for (uint32_t j = 0; j < v->via.array.size; j++) {
         const msgpack_object *t = &v->via.array.ptr[j];
-        if (t->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-            return zmix_error_set(
-                err, ZMIX_ERANGE,
-                "examples[%d].%s[%u]: token id %lld outside the vocabulary [0, %d)", idx, which, j,
-                (long long)t->via.i64, vocab);
-        if (t->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        if (t->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+            t->type != MSGPACK_OBJECT_NEGATIVE_INTEGER)
             return zmix_error_set(err, ZMIX_EINVAL,
-                                  "examples[%d].%s[%u] must be an integer, got %s", idx, which, j,
+                                  "examples[%u].%s[%u] must be an integer, got %s", idx, which, j,
                                   rpc_type_name(t));
-        if (t->via.u64 >= (uint64_t)vocab)
-            return zmix_error_set(
-                err, ZMIX_ERANGE,
-                "examples[%d].%s[%u]: token id %llu outside the vocabulary [0, %d)", idx, which, j,
-                (unsigned long long)t->via.u64, vocab);
+        /* Token ids are int32: anything wider cannot be one (and must not wrap into one). */
+        int wide = t->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? t->via.u64 > INT32_MAX
+                                                              : t->via.i64 < INT32_MIN;
+        if (wide)
+            return zmix_error_set(err, ZMIX_ERANGE, "examples[%u].%s[%u] is not a 32-bit integer",
+                                  idx, which, j);
     }
-    *count = (long)v->via.array.size;
+    *bound = v->via.array.size;
     return 0;
 }
 
-/* Writes the tokens of a prompt or target at out; returns how many (or a negative code). */
-static int copy_ids(const msgpack_object *v, int idx, const char *which, const job_limits *lim,
-                    int32_t *out, zmix_error *err)
+/* Writes the tokens of a checked prompt or target at out; returns how many (or a negative
+ * code). */
+static int copy_part(const msgpack_object *v, uint32_t idx, const char *which,
+                     const job_limits *lim, int32_t *out, zmix_error *err)
 {
     if (v->type == MSGPACK_OBJECT_STR) {
         int n = zmix_tokenizer_encode(lim->tokenizer, v->via.str.ptr, v->via.str.size,
                                       !strcmp(which, "prompt"), out, err);
-        if (n < 0) return zmix_error_prefix(err, "examples[%d].%s", idx, which);
-        for (int j = 0; j < n; j++)
-            if (out[j] < 0 || out[j] >= lim->vocab_size)
-                return zmix_error_set(err, ZMIX_ERANGE,
-                                      "examples[%d].%s: the tokenizer produced id %d outside the "
-                                      "vocabulary [0, %d)",
-                                      idx, which, (int)out[j], lim->vocab_size);
-        return n;
+        return n < 0 ? zmix_error_prefix(err, "examples[%u].%s", idx, which) : n;
     }
-    for (uint32_t j = 0; j < v->via.array.size; j++) out[j] = (int32_t)v->via.array.ptr[j].via.u64;
+    for (uint32_t j = 0; j < v->via.array.size; j++) {
+        const msgpack_object *t = &v->via.array.ptr[j];
+        out[j] =
+            t->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int32_t)t->via.u64 : (int32_t)t->via.i64;
+    }
     return (int)v->via.array.size;
 }
 
+/* The examples of a submit: their form here, their tokens by the one examples validator
+ * (zmix_examples_check_vocab_context, the scorer's rule), then the daemon's token limit. */
 static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_examples *out,
                           zmix_error *err)
 {
+    memset(out, 0, sizeof *out);
     if (!v || v->type == MSGPACK_OBJECT_NIL)
         return zmix_error_set(err, ZMIX_EINVAL, "missing field 'examples'");
     if (v->type != MSGPACK_OBJECT_ARRAY)
@@ -121,7 +95,7 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
         return zmix_error_set(err, ZMIX_ELIMIT, "field 'examples': %u examples, at most %d", n,
                               lim->max_examples);
     static const char *const keys[] = {"prompt", "target", NULL};
-    long total = 0;
+    size_t bound = 0; /* tokens the examples can become; the frame limit bounds it */
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
         char where[48];
@@ -131,43 +105,35 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
                                   where, rpc_type_name(e));
         int rc = rpc_map_check_keys(e, keys, where, err);
         if (rc) return rc;
-        long np = 0, nt = 0;
-        if ((rc = check_ids(rpc_map_get(e, "prompt"), (int)i, "prompt", lim, &np, err))) return rc;
-        if ((rc = check_ids(rpc_map_get(e, "target"), (int)i, "target", lim, &nt, err))) return rc;
-        if (np + nt > lim->context)
-            return zmix_error_set(
-                err, ZMIX_ELIMIT,
-                "%s: %ld tokens (prompt %ld + target %ld), the model's context is %d", where,
-                np + nt, np, nt, lim->context);
-        total += np + nt;
-        if (total > lim->max_tokens)
-            return zmix_error_set(err, ZMIX_ELIMIT,
-                                  "examples: more than %ld tokens in total (at example %u)",
-                                  lim->max_tokens, i);
+        size_t np = 0, nt = 0;
+        if ((rc = check_part_form(rpc_map_get(e, "prompt"), i, "prompt", lim, &np, err)) ||
+            (rc = check_part_form(rpc_map_get(e, "target"), i, "target", lim, &nt, err)))
+            return rc;
+        bound += np + nt;
     }
     out->items = calloc(n, sizeof *out->items);
-    out->tokens = malloc((size_t)total * sizeof *out->tokens);
+    out->tokens = malloc((bound + 1) * sizeof *out->tokens);
     if (!out->items || !out->tokens) {
-        free(out->items);
-        free(out->tokens);
-        memset(out, 0, sizeof *out);
-        return zmix_error_set(err, ZMIX_ENOMEM, "examples: out of memory for %ld tokens", total);
+        zmix_examples_free(out);
+        return zmix_error_set(err, ZMIX_ENOMEM, "examples: out of memory for %zu tokens", bound);
     }
     size_t at = 0;
-    for (uint32_t i = 0; i < n; i++) {
+    int rc = 0;
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
         zmix_example *x = &out->items[i];
-        int np = copy_ids(rpc_map_get(e, "prompt"), (int)i, "prompt", lim, out->tokens + at, err);
-        if (np < 0) goto fail;
+        int np = copy_part(rpc_map_get(e, "prompt"), i, "prompt", lim, out->tokens + at, err);
+        if (np < 0) {
+            rc = np;
+            break;
+        }
         x->prompt = out->tokens + at;
         x->n_prompt = np;
         at += (size_t)np;
-        int nt = copy_ids(rpc_map_get(e, "target"), (int)i, "target", lim, out->tokens + at, err);
-        if (nt < 0) goto fail;
-        if (nt == 0 || np == 0) {
-            zmix_error_set(err, ZMIX_EINVAL, "examples[%u]: %s encodes to no tokens", i,
-                           np == 0 ? "prompt" : "target");
-            goto fail;
+        int nt = copy_part(rpc_map_get(e, "target"), i, "target", lim, out->tokens + at, err);
+        if (nt < 0) {
+            rc = nt;
+            break;
         }
         x->target = out->tokens + at;
         x->n_target = nt;
@@ -175,94 +141,135 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
     }
     out->n = (int)n;
     out->n_tokens = at;
-    return 0;
-fail:
-    free(out->items);
-    free(out->tokens);
-    memset(out, 0, sizeof *out);
-    return err->code ? err->code : ZMIX_EINVAL;
+    if (rc == 0) rc = zmix_examples_check_vocab_context(out, lim->vocab_size, lim->context, err);
+    if (rc == 0 && (long)at > lim->max_tokens)
+        rc =
+            zmix_error_set(err, ZMIX_ELIMIT, "examples: %zu tokens in total, over the limit of %ld",
+                           at, lim->max_tokens);
+    if (rc) zmix_examples_free(out);
+    return rc;
 }
 
-static int parse_cem(const msgpack_object *m, const job_limits *lim, job_spec *s, zmix_error *err)
+/* The daemon limit that lowers an option's upper bound ("max-pop"), and its value; NULL when
+ * none applies (no limits given, or none for this option). */
+static const char *option_limit(const cem_option *o, const job_limits *lim, double *value)
 {
-    static const char *const keys[] = {
-        "per_layer", "pop",       "elite",   "iters",           "seed",    "init_std",
-        "bounds",    "normalize", "metric",  "patience",        "std_tol", "std_floor",
-        "ema",       "elitism",   "rescale", "target_accuracy", NULL};
-    zmix_cem_settings *c = &s->cem;
-    int rc;
-    int64_t i64;
+    if (!lim || o->limit == CEM_LIMIT_NONE) return NULL;
+    *value = o->limit == CEM_LIMIT_POP ? lim->max_pop : lim->max_generations;
+    return o->limit == CEM_LIMIT_POP ? "max-pop" : "max-generations";
+}
+
+/* An integer setting. Under a daemon limit, a value the client gave above it is refused naming
+ * the limit, and a default above it is lowered to it: the job states the settings it runs with
+ * (status, get), and those are what it resumes with after a restart. */
+static int parse_int_option(const msgpack_object *m, const cem_option *o, const job_limits *lim,
+                            int *field, zmix_error *err)
+{
+    double limit = o->hi;
+    const char *limit_name = option_limit(o, lim, &limit);
+    if (limit > o->hi) limit = o->hi;
+    const msgpack_object *given = rpc_map_get(m, o->key);
+    if (!given) {
+        if (*field > limit) *field = (int)limit;
+        return 0;
+    }
+    if (limit_name && given->type == MSGPACK_OBJECT_POSITIVE_INTEGER &&
+        given->via.u64 > (uint64_t)limit)
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "field '%s': %llu outside [%lld, %lld] (%lld is this daemon's --%s)",
+                              o->key, (unsigned long long)given->via.u64, (long long)o->lo,
+                              (long long)limit, (long long)limit, limit_name);
+    int64_t x;
+    int rc = rpc_get_int(m, o->key, 0, (int64_t)o->lo, (int64_t)limit, *field, &x, err);
+    if (rc == 0) *field = (int)x;
+    return rc;
+}
+
+static int parse_bounds(const msgpack_object *m, const cem_option *o, zmix_adapt_opts *v,
+                        zmix_error *err)
+{
+    const msgpack_object *b = rpc_map_get(m, o->key);
+    if (!b || b->type == MSGPACK_OBJECT_NIL) return 0;
+    double got[2];
+    int ok = b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size == 2;
+    for (int k = 0; ok && k < 2; k++) {
+        const msgpack_object *x = &b->via.array.ptr[k];
+        if (x->type == MSGPACK_OBJECT_FLOAT32 || x->type == MSGPACK_OBJECT_FLOAT64)
+            got[k] = x->via.f64;
+        else if (x->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            got[k] = (double)x->via.u64;
+        else if (x->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+            got[k] = (double)x->via.i64;
+        else
+            ok = 0;
+    }
+    if (!ok) return zmix_error_set(err, ZMIX_EINVAL, "field '%s' must be [lo, hi] numbers", o->key);
+    if (!(got[0] < got[1]) || got[0] < o->lo || got[1] > o->hi)
+        return zmix_error_set(err, ZMIX_ERANGE, "field '%s': [%g, %g] must have lo < hi within ±%g",
+                              o->key, got[0], got[1], o->hi);
+    *(double *)cem_option_field(o, v) = got[0];
+    *(double *)((char *)v + o->offset_hi) = got[1];
+    return 0;
+}
+
+/* Reads one setting of the cem map into v, where its default already is. */
+static int parse_cem_option(const msgpack_object *m, const cem_option *o, const job_limits *lim,
+                            zmix_adapt_opts *v, zmix_error *err)
+{
+    void *field = cem_option_field(o, v);
+    switch (o->type) {
+    case CEM_TYPE_BOOL: return rpc_get_bool(m, o->key, *(int *)field, field, err);
+    case CEM_TYPE_INT: return parse_int_option(m, o, lim, field, err);
+    case CEM_TYPE_UINT64: return rpc_get_uint64(m, o->key, *(uint64_t *)field, field, err);
+    case CEM_TYPE_DOUBLE:
+        return rpc_get_double(m, o->key, 0, o->lo, o->hi, *(double *)field, field, err);
+    case CEM_TYPE_BOUNDS: return parse_bounds(m, o, v, err);
+    case CEM_TYPE_METRIC: {
+        char name[16];
+        int rc = rpc_get_str(m, o->key, 0, cem_metric_name(*(zmix_metric *)field), name,
+                             sizeof name, err);
+        if (rc == 0 && cem_metric_parse(name, field) != 0)
+            rc = zmix_error_set(err, ZMIX_EINVAL, "field '%s': '%s', expected accuracy or loglik",
+                                o->key, name);
+        return rc;
+    }
+    }
+    return zmix_error_set(err, ZMIX_EINVAL, "field '%s': unknown setting type %d", o->key,
+                          (int)o->type);
+}
+
+/* Reads the cem map (NULL: none given) into s->cem and s->compose: every setting of the table
+ * (adapt/cem_options.c), over the defaults. lim: the daemon's limits for a new job; NULL for a
+ * job restored from the store, which keeps the settings it was accepted with whatever the
+ * limits are now. */
+static int parse_cem(const msgpack_object *m, const job_limits *lim, int n_experts, int n_matrices,
+                     const zmix_cem_settings *cem_defaults, job_spec *s, zmix_error *err)
+{
+    const char *keys[CEM_OPT_COUNT + 1];
+    for (int i = 0; i < CEM_OPT_COUNT; i++) keys[i] = cem_options[i].key;
+    keys[CEM_OPT_COUNT] = NULL;
     static const msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
     if (!m) m = &empty;
-    if ((rc = rpc_map_check_keys(m, keys, "cem", err))) return rc;
-    if ((rc = rpc_get_bool(m, "per_layer", 0, &s->compose.per_layer, err))) goto fail;
+    int rc = rpc_map_check_keys(m, keys, "cem", err);
+    if (rc) return rc;
+    zmix_adapt_opts v;
+    zmix_adapt_opts_default(&v);
+    v.cem = *cem_defaults;
+    v.cem.init_mean = NULL;
+    for (int i = 0; i < CEM_OPT_COUNT; i++)
+        if ((rc = parse_cem_option(m, &cem_options[i], lim, &v, err)))
+            return zmix_error_prefix(err, "cem");
+    s->seed_given = rpc_map_get(m, "seed") != NULL;
+    s->cem = v.cem;
+    s->compose.per_layer = v.per_layer;
+    s->compose.rescale = v.rescale;
     /* Normalisation happens in the engine (include/zmix/adapt.h): the α it hands out is
      * already normalised, so the α scored, ranked and reported is one vector. */
-    if ((rc = rpc_get_bool(m, "normalize", 0, &c->normalize, err))) goto fail;
     s->compose.normalize = 0;
-    if ((rc = rpc_get_bool(m, "rescale", 1, &s->compose.rescale, err))) goto fail;
-    if ((rc = rpc_get_int(m, "pop", 0, 2, lim->max_pop, c->pop_size, &i64, err))) goto fail;
-    c->pop_size = (int)i64;
-    if ((rc = rpc_get_double(m, "elite", 0, 1e-9, 1.0, c->elite_ratio, &c->elite_ratio, err)))
-        goto fail;
-    if ((rc = rpc_get_int(m, "iters", 0, 1, lim->max_generations, c->max_generations, &i64, err)))
-        goto fail;
-    c->max_generations = (int)i64;
-    s->seed_given = rpc_map_get(m, "seed") != NULL;
-    if ((rc = rpc_get_uint64(m, "seed", c->seed, &c->seed, err))) goto fail;
-    if ((rc = rpc_get_double(m, "init_std", 0, -1.0, 1e6, c->init_std, &c->init_std, err)))
-        goto fail;
-    const msgpack_object *b = rpc_map_get(m, "bounds");
-    if (b && b->type != MSGPACK_OBJECT_NIL) {
-        int ok = b->type == MSGPACK_OBJECT_ARRAY && b->via.array.size == 2;
-        for (int k = 0; ok && k < 2; k++) {
-            const msgpack_object *x = &b->via.array.ptr[k];
-            double *dst = k ? &c->hi : &c->lo;
-            if (x->type == MSGPACK_OBJECT_FLOAT32 || x->type == MSGPACK_OBJECT_FLOAT64)
-                *dst = x->via.f64;
-            else if (x->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-                *dst = (double)x->via.u64;
-            else if (x->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-                *dst = (double)x->via.i64;
-            else
-                ok = 0;
-        }
-        if (!ok)
-            return zmix_error_set(err, ZMIX_EINVAL, "cem: field 'bounds' must be [lo, hi] numbers");
-        if (!(c->lo < c->hi) || c->lo < -1e6 || c->hi > 1e6)
-            return zmix_error_set(err, ZMIX_ERANGE,
-                                  "cem: field 'bounds': [%g, %g] must have lo < hi within ±1e6",
-                                  c->lo, c->hi);
-    }
-    char metric[16];
-    if ((rc = rpc_get_str(m, "metric", 0, "accuracy", metric, sizeof metric, err))) goto fail;
-    if (!strcmp(metric, "accuracy"))
-        c->metric = ZMIX_METRIC_ACCURACY;
-    else if (!strcmp(metric, "loglik"))
-        c->metric = ZMIX_METRIC_LOGLIK;
-    else
-        return zmix_error_set(err, ZMIX_EINVAL,
-                              "cem: field 'metric': '%s', expected accuracy or loglik", metric);
-    if ((rc = rpc_get_int(m, "patience", 0, 0, lim->max_generations, c->patience, &i64, err)))
-        goto fail;
-    c->patience = (int)i64;
-    if ((rc = rpc_get_double(m, "std_tol", 0, 0.0, 1e6, c->std_tol, &c->std_tol, err))) goto fail;
-    if ((rc = rpc_get_double(m, "std_floor", 0, 0.0, 1e6, c->std_floor, &c->std_floor, err)))
-        goto fail;
-    if ((rc = rpc_get_double(m, "ema", 0, 0.0, 0.999999, c->ema, &c->ema, err))) goto fail;
-    if ((rc = rpc_get_bool(m, "elitism", c->elitism, &c->elitism, err))) goto fail;
-    if ((rc = rpc_get_double(m, "target_accuracy", 0, 0.0, 2.0, c->target_accuracy,
-                             &c->target_accuracy, err)))
-        goto fail;
-    c->n_experts = lim->n_experts;
-    long dim = (long)lim->n_experts * (s->compose.per_layer ? lim->n_matrices : 1);
-    if (dim > lim->max_dim)
-        return zmix_error_set(err, ZMIX_ELIMIT, "cem: search dimension %ld (%s), at most %d", dim,
-                              s->compose.per_layer ? "per-layer" : "per-expert", lim->max_dim);
-    c->dim = (int)dim;
+    s->cem.n_experts = n_experts;
+    long dim = (long)n_experts * (s->compose.per_layer ? n_matrices : 1);
+    s->cem.dim = dim > INT_MAX ? INT_MAX : (int)dim;
     return 0;
-fail:
-    return zmix_error_prefix(err, "cem");
 }
 
 int job_spec_parse(const msgpack_object *params, const job_limits *lim,
@@ -270,21 +277,26 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
 {
     static const char *const keys[] = {"task", "examples", "cem", "priority", "recompute", NULL};
     memset(out, 0, sizeof *out);
-    out->cem = *cem_defaults;
-    out->cem.init_mean = NULL;
     if (params->type != MSGPACK_OBJECT_MAP)
         return zmix_error_set(err, ZMIX_EINVAL, "params must be a map");
     int rc = rpc_map_check_keys(params, keys, "submit", err);
     if (rc) return rc;
-    if ((rc = rpc_get_str(params, "task", 1, NULL, out->task, sizeof out->task, err))) return rc;
-    if ((rc = job_task_name_check(out->task, err))) return rc;
+    if ((rc = job_task_param(params, out->task, err))) return rc;
     int64_t prio;
     if ((rc = rpc_get_int(params, "priority", 0, -10, 10, 0, &prio, err))) return rc;
     out->priority = (int)prio;
     if ((rc = rpc_get_bool(params, "recompute", 0, &out->recompute, err))) return rc;
     const msgpack_object *cem;
     if ((rc = rpc_get_map(params, "cem", &cem, err))) return rc;
-    if ((rc = parse_cem(cem, lim, out, err))) return rc;
+    if ((rc = parse_cem(cem, lim, lim->n_experts, lim->n_matrices, cem_defaults, out, err)))
+        return rc;
+    if (out->cem.dim > lim->max_dim)
+        return zmix_error_set(err, ZMIX_ELIMIT, "cem: search dimension %d (%s), at most %d",
+                              out->cem.dim, out->compose.per_layer ? "per-layer" : "per-expert",
+                              lim->max_dim);
+    /* The engine's own check, with its messages (elite count, bounds with normalize,
+     * pop × dim): what is accepted here is what the job runs and resumes with. */
+    if ((rc = zmix_cem_settings_check(&out->cem, err))) return rc;
     if ((rc = parse_examples(rpc_map_get(params, "examples"), lim, &out->examples, err))) return rc;
     size_t need = job_spec_memory(out);
     if (lim->max_job_bytes && need > lim->max_job_bytes) {
@@ -313,9 +325,7 @@ size_t job_spec_memory(const job_spec *spec)
 
 void job_spec_free(job_spec *spec)
 {
-    free(spec->examples.items);
-    free(spec->examples.tokens);
-    memset(&spec->examples, 0, sizeof spec->examples);
+    zmix_examples_free(&spec->examples);
 }
 
 static void hash_i64(zmix_sha256 *h, int64_t v)
@@ -399,44 +409,42 @@ void job_spec_key(const job_spec *spec, const char *model_fingerprint, const cha
     zmix_sha256_hex(d, hex);
 }
 
+/* The settings as the table's options see them (the inverse of parse_cem). */
+static zmix_adapt_opts spec_settings(const job_spec *spec)
+{
+    zmix_adapt_opts v;
+    zmix_adapt_opts_default(&v);
+    v.cem = spec->cem;
+    v.per_layer = spec->compose.per_layer;
+    v.rescale = spec->compose.rescale;
+    return v;
+}
+
 void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk)
 {
-    const zmix_cem_settings *c = &spec->cem;
-    msgpack_pack_map(pk, 16);
-    rpc_pack_cstr(pk, "per_layer");
-    spec->compose.per_layer ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "normalize");
-    c->normalize ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "rescale");
-    spec->compose.rescale ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "pop");
-    msgpack_pack_int(pk, c->pop_size);
-    rpc_pack_cstr(pk, "elite");
-    msgpack_pack_double(pk, c->elite_ratio);
-    rpc_pack_cstr(pk, "iters");
-    msgpack_pack_int(pk, c->max_generations);
-    rpc_pack_cstr(pk, "seed");
-    msgpack_pack_uint64(pk, c->seed);
-    rpc_pack_cstr(pk, "init_std");
-    msgpack_pack_double(pk, c->init_std);
-    rpc_pack_cstr(pk, "bounds");
-    msgpack_pack_array(pk, 2);
-    msgpack_pack_double(pk, c->lo);
-    msgpack_pack_double(pk, c->hi);
-    rpc_pack_cstr(pk, "metric");
-    rpc_pack_cstr(pk, c->metric == ZMIX_METRIC_LOGLIK ? "loglik" : "accuracy");
-    rpc_pack_cstr(pk, "patience");
-    msgpack_pack_int(pk, c->patience);
-    rpc_pack_cstr(pk, "std_tol");
-    msgpack_pack_double(pk, c->std_tol);
-    rpc_pack_cstr(pk, "std_floor");
-    msgpack_pack_double(pk, c->std_floor);
-    rpc_pack_cstr(pk, "ema");
-    msgpack_pack_double(pk, c->ema);
-    rpc_pack_cstr(pk, "elitism");
-    c->elitism ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-    rpc_pack_cstr(pk, "target_accuracy");
-    msgpack_pack_double(pk, c->target_accuracy);
+    zmix_adapt_opts v = spec_settings(spec);
+    msgpack_pack_map(pk, CEM_OPT_COUNT);
+    for (int i = 0; i < CEM_OPT_COUNT; i++) {
+        const cem_option *o = &cem_options[i];
+        const void *field = cem_option_field_const(o, &v);
+        rpc_pack_cstr(pk, o->key);
+        switch (o->type) {
+        case CEM_TYPE_BOOL:
+            *(const int *)field ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+            break;
+        case CEM_TYPE_INT: msgpack_pack_int(pk, *(const int *)field); break;
+        case CEM_TYPE_UINT64: msgpack_pack_uint64(pk, *(const uint64_t *)field); break;
+        case CEM_TYPE_DOUBLE: msgpack_pack_double(pk, *(const double *)field); break;
+        case CEM_TYPE_BOUNDS:
+            msgpack_pack_array(pk, 2);
+            msgpack_pack_double(pk, *(const double *)field);
+            msgpack_pack_double(pk, *(const double *)((const char *)&v + o->offset_hi));
+            break;
+        case CEM_TYPE_METRIC:
+            rpc_pack_cstr(pk, cem_metric_name(*(const zmix_metric *)field));
+            break;
+        }
+    }
 }
 
 void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len)
@@ -451,12 +459,10 @@ void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len)
 }
 
 int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
-                     const char *task, int priority, const job_limits *lim,
+                     const char *task, int priority, int n_experts, int n_matrices,
                      const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
-    out->cem = *cem_defaults;
-    out->cem.init_mean = NULL;
     snprintf(out->task, sizeof out->task, "%s", task);
     out->priority = priority;
     msgpack_unpacked msg;
@@ -468,7 +474,11 @@ int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_ex
         msg.data.type != MSGPACK_OBJECT_MAP) {
         rc = zmix_error_set(err, ZMIX_EFORMAT, "job settings: not a msgpack map");
     } else {
-        rc = parse_cem(&msg.data, lim, out, err);
+        /* The settings the job was accepted with, not today's limits (PROTOCOL.md §5): only
+         * the engine's own check applies. */
+        rc = parse_cem(&msg.data, NULL, n_experts, n_matrices, cem_defaults, out, err);
+        if (rc == 0) rc = zmix_cem_settings_check(&out->cem, err);
+        if (rc) zmix_error_prefix(err, "job settings");
     }
     msgpack_unpacked_destroy(&msg);
     if (rc) return rc;

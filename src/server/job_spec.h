@@ -17,30 +17,11 @@
 #include "zmix/cem.h"
 #include "zmix/common.h"
 #include "zmix/model.h"
-
-#define JOB_TASK_MAX 128 /* bytes of a task name, NUL included */
-
-/* Per-job limits, from the daemon's configuration and the model. */
-typedef struct job_limits {
-    int vocab_size;       /* token ids must lie in [0, vocab_size) */
-    int context;          /* prompt + target of one example must fit */
-    int max_examples;     /* default 256 */
-    long max_tokens;      /* over all examples, default 65536 */
-    int max_pop;          /* default 1024 */
-    int max_generations;  /* default 1000 */
-    int max_dim;          /* search dimension (K or M·K), default 4096 */
-    int n_experts;        /* K */
-    int n_matrices;       /* M */
-    size_t max_job_bytes; /* memory one job may need (job_spec_memory), default 256 MiB */
-    /* The model's tokenizer, or NULL: then examples must be token ids. With one, a prompt or
-     * target may also be a string (prompt: BOS + its tokens; target: its tokens). */
-    const zmix_tokenizer *tokenizer;
-} job_limits;
-
-void job_limits_default(job_limits *lim);
+#include "job_limits.h"
+#include "server/task_name.h"
 
 typedef struct job_spec {
-    char task[JOB_TASK_MAX];
+    char task[TASK_NAME_MAX + 1];
     zmix_examples examples;    /* owned (items and tokens from malloc) */
     zmix_cem_settings cem;     /* init_mean is NULL: the default 1/K */
     zmix_compose_opts compose; /* per_layer, normalize, rescale */
@@ -50,7 +31,10 @@ typedef struct job_spec {
 } job_spec;
 
 /* Parses the params of a submit request. cem_defaults holds the defaults for every CEM field
- * (from zmix_cem_settings_default). On error nothing is left allocated. */
+ * (from zmix_cem_settings_default). The accepted settings are checked against the daemon's
+ * limits: a value the client gave above --max-pop or --max-generations is refused naming the
+ * limit, a default above it is lowered to it; then the engine's own check. On error nothing is
+ * left allocated. */
 int job_spec_parse(const msgpack_object *params, const job_limits *lim,
                    const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
 void job_spec_free(job_spec *spec);
@@ -61,9 +45,9 @@ void job_spec_free(job_spec *spec);
  * separately (the runtime's memory budget). */
 size_t job_spec_memory(const job_spec *spec);
 
-/* Checks a task name: 1..127 bytes of [A-Za-z0-9._-], not starting with '.'. Task names
- * become file names in the cache directory. */
-int job_task_name_check(const char *task, zmix_error *err);
+/* Reads the required string field 'task' of params into task and checks it against the
+ * task-name rule (task_name.h): what submit, get and evict do with the name they are given. */
+int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err);
 
 /* SHA-256 of the examples alone (the "examples digest" reported with a result). */
 void job_examples_digest(const zmix_examples *ex, char hex[65]);
@@ -80,8 +64,11 @@ void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk);
 void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len);
 
 /* Rebuilds a spec from what the job store kept: the settings map packed by
- * job_spec_pack_settings, the examples (copied), task and priority. */
+ * job_spec_pack_settings, the examples (copied), task and priority, for a model with
+ * n_experts experts and n_matrices adapted matrices. The daemon's limits do not apply: a job
+ * resumes with the settings it was accepted with, whatever the limits are now (lowered limits
+ * apply to new jobs); only the settings' own ranges and the engine's check do. */
 int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
-                     const char *task, int priority, const job_limits *lim,
+                     const char *task, int priority, int n_experts, int n_matrices,
                      const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
 #endif

@@ -31,14 +31,12 @@ static void print_usage(FILE *out)
             "  --frame-limit N         largest request in bytes (default 4M)\n"
             "  --write-queue-limit N   unread response bytes before a client is cut (64M)\n"
             "  --idle-timeout-ms N     idle connections are closed (default 300000)\n"
-            "  --max-connections N     (default 1024)\n"
-            "  --max-examples N, --max-tokens N, --max-pop N, --max-generations N, --max-dim N\n"
-            "                          per-job limits (256, 65536, 1024, 1000, 4096)\n"
-            "  --job-memory N          memory one job may hold, estimated up front (256M)\n"
-            "  --config FILE           apply a config file at this point of the command line\n"
-            "  --log-level L           error, warn, info (default), debug\n"
-            "  --log-file F            log to F (reopened on SIGHUP) instead of stderr\n"
-            "  --help, --version\n");
+            "  --max-connections N     (default 1024)\n");
+    job_limits_print_help(out);
+    fprintf(out, "  --config FILE           apply a config file at this point of the command line\n"
+                 "  --log-level L           error, warn, info (default), debug\n"
+                 "  --log-file F            log to F (reopened on SIGHUP) instead of stderr\n"
+                 "  --help, --version\n");
 }
 
 int main(int argc, char **argv)

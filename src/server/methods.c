@@ -336,8 +336,7 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
 static int task_param(conn *c, const rpc_request *req, char *task)
 {
     zmix_error err = {0};
-    if (rpc_get_str(&req->params, "task", 1, NULL, task, TASK_NAME_MAX + 1, &err) != 0 ||
-        task_name_check(task, &err) != 0) {
+    if (job_task_param(&req->params, task, &err) != 0) {
         reply_err(c, req, &err);
         return -1;
     }

@@ -2,6 +2,7 @@
 # record frame are in zmix_util).
 # Plain blocking file I/O, no libuv; included from src/server/CMakeLists.txt.
 add_library(zmix_persist STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/task_name.c
   ${CMAKE_CURRENT_LIST_DIR}/task_cache.c
   ${CMAKE_CURRENT_LIST_DIR}/job_store.c)
 zmix_target_defaults(zmix_persist)

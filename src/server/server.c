@@ -167,15 +167,9 @@ static int load_model(server *srv, zmix_error *err)
     if (rc) return rc;
     zmix_adapt_experts_digest(srv->rt, srv->experts_digest);
     const zmix_model_config *mc = zmix_model_get_config(srv->model);
-    job_limits_default(&srv->limits);
+    srv->limits = cfg->limits;
     srv->limits.vocab_size = mc->vocab_size;
     srv->limits.context = mc->max_seq_len;
-    srv->limits.max_examples = cfg->max_examples;
-    srv->limits.max_tokens = cfg->max_tokens;
-    srv->limits.max_pop = cfg->max_pop;
-    srv->limits.max_generations = cfg->max_generations;
-    srv->limits.max_dim = cfg->max_dim;
-    srv->limits.max_job_bytes = cfg->job_memory;
     srv->limits.n_experts = zmix_runtime_n_experts(srv->rt);
     srv->limits.n_matrices = zmix_runtime_n_matrices(srv->rt);
     srv->limits.tokenizer = zmix_model_tokenizer(srv->model);

@@ -135,29 +135,6 @@ static size_t result_bytes(const task_result *r)
     return b;
 }
 
-int task_name_check(const char *name, zmix_error *err)
-{
-    if (!name) return zmix_error_set(err, ZMIX_EINVAL, "task name missing");
-    size_t n = strnlen(name, TASK_NAME_MAX + 1);
-    if (n == 0) return zmix_error_set(err, ZMIX_EINVAL, "task name is empty");
-    if (n > TASK_NAME_MAX)
-        return zmix_error_set(err, ZMIX_EINVAL, "task name \"%.40s...\" is longer than %d bytes",
-                              name, TASK_NAME_MAX);
-    if (name[0] == '.')
-        return zmix_error_set(err, ZMIX_EINVAL, "task name \"%s\" starts with '.'", name);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)name[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return zmix_error_set(err, ZMIX_EINVAL,
-                                  "task name \"%s\": byte 0x%02x at %zu is not one of "
-                                  "[A-Za-z0-9._-]",
-                                  name, c, i);
-    }
-    return 0;
-}
-
 /* Everything put needs to hold before it may write a file from r. */
 static int result_check(const task_result *r, zmix_error *err)
 {

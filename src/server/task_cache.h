@@ -30,9 +30,9 @@
 
 #include "zmix/common.h"
 #include "util/file.h"
+#include "server/task_name.h" /* TASK_NAME_MAX, task_name_check */
 
-#define TASK_NAME_MAX 128 /* bytes, [A-Za-z0-9._-], not starting with '.' */
-#define TASK_KEY_MAX  128 /* bytes of the cache key (a hex digest from the caller) */
+#define TASK_KEY_MAX 128 /* bytes of the cache key (a hex digest from the caller) */
 
 /* One finished adaptation result. In a result the cache returns, every pointer is owned by
  * the result and freed by task_result_free. In a result passed to task_cache_put, the
@@ -70,10 +70,6 @@ int task_result_copy(const task_result *src, task_result *dst, zmix_error *err);
  * task_result_free). Every check the loader makes, exposed for tests and fuzzers:
  * ZMIX_EFORMAT naming the problem for anything but a whole, valid record. */
 int task_record_parse(const uint8_t *buf, size_t len, task_result *out, zmix_error *err);
-
-/* ZMIX_EINVAL naming the offence unless name is 1..128 bytes of [A-Za-z0-9._-] not starting
- * with '.': task names become file names. */
-int task_name_check(const char *name, zmix_error *err);
 
 typedef struct task_cache_config {
     const char *dir;         /* cache directory; created (0700) when missing */

@@ -1,7 +1,7 @@
 /*
- * The adaptation driver against the real scorer: example checks, baselines, the result and
- * its JSON, and the planted recovery test on ../shared/models/stories260K (skipped when the
- * model is absent), through the library and through the `zmix adapt` command.
+ * The adaptation driver against the real scorer: baselines, the result and its JSON, and the
+ * planted recovery test on ../shared/models/stories260K (skipped when the model is absent),
+ * through the library and through the `zmix adapt` command.
  */
 #define _GNU_SOURCE /* popen, mkdtemp */
 #include <cJSON.h>
@@ -399,9 +399,12 @@ static void test_cli_usage_errors(void **state)
         const char *args;
         const char *needle;
     } bad[] = {
-        {"--pop 1", "pop_size = 1"},
-        {"--elite 0", "elite_ratio = 0"},
-        {"--elite 1.5", "elite_ratio = 1.5"},
+        /* the ranges of the settings table (adapt/cem_options.c), as zmix submit has them */
+        {"--pop 1", "--pop: '1' is not an integer in [2, 1000000]"},
+        {"--elite 0", "--elite: '0' is not a number in [1e-09, 1]"},
+        {"--elite 1.5", "--elite: '1.5' is not a number in [1e-09, 1]"},
+        /* what only the engine can judge: its own message */
+        {"--pop 70000", "pop_size = 70000"},
         {"--bounds 1,0", "min must be below max"},
         {"--bounds 1", "--bounds"},
         {"--metric best", "--metric"},

@@ -333,7 +333,7 @@ static void test_cli_scores_text_task(void **state)
     snprintf(cmd, sizeof cmd, "%s score --model %s --examples %s/task.json", ZMIX_CLI_PATH, bare,
              f->dir);
     assert_int_equal(run_capture(cmd, out, sizeof out), 1);
-    assert_non_null(strstr(out, "example 0: prompt is text"));
+    assert_non_null(strstr(out, "examples[0].prompt is text"));
     testutil_rmrf(bare);
     zmix_examples_free(&ex);
     zmix_runtime_free(rt);

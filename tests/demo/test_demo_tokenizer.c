@@ -272,14 +272,14 @@ static void test_text_examples_json(void **state)
 
     /* Without a tokenizer (and through the old entry point), text is refused by name. */
     expect_error(zmix_examples_load_json(ex_path, &ex, &err), &err, ZMIX_EFORMAT,
-                 "example 0: prompt is text", "tokenizer");
+                 "examples[0].prompt is text", "tokenizer");
     testutil_write_text(ex_path, "{\"examples\": [{\"prompt\": [1], \"target\": [2]},"
                                  " {\"prompt\": \"a\", \"target\": \"\"}]}");
     expect_error(zmix_examples_load_json_tok(ex_path, tok, &ex, &err), &err, ZMIX_EFORMAT,
-                 "example 1: target is empty", ex_path);
+                 "examples[1].target is empty", ex_path);
     testutil_write_text(ex_path, "{\"examples\": [{\"prompt\": {\"a\": 1}, \"target\": \"x\"}]}");
     expect_error(zmix_examples_load_json_tok(ex_path, tok, &ex, &err), &err, ZMIX_EFORMAT,
-                 "example 0: prompt is not an array or a string", NULL);
+                 "examples[0].prompt is not an array of token ids or a string", NULL);
     zmix_model_free(m);
 }
 
@@ -305,7 +305,7 @@ static void test_text_examples_from_memory(void **state)
 
     items[1].target_len = 0;
     expect_error(zmix_examples_from_text(t, items, 2, &ex, &err), &err, ZMIX_EINVAL,
-                 "example 1: target is empty", NULL);
+                 "examples[1].target is empty", NULL);
     expect_error(zmix_examples_from_text(NULL, items, 1, &ex, &err), &err, ZMIX_EINVAL, "tokenizer",
                  NULL);
     expect_error(zmix_examples_from_text(t, items, 0, &ex, &err), &err, ZMIX_EINVAL, "empty", NULL);

@@ -170,7 +170,7 @@ def test_error_messages(shared_daemon, tmp_path):
     good[3]["target"] = []
     write_examples(bad, good)
     r = zmix(shared_daemon, "submit", "cli-bad", "--examples", str(bad))
-    assert r.rc == 1 and r.err == f"zmix submit: {bad}: example 3: target is empty\n", r
+    assert r.rc == 1 and r.err == f"zmix submit: {bad}: examples[3].target is empty\n", r
     # a token id beyond the vocabulary is caught by the daemon, reported with the file
     good = make_examples(n=2, seed=35)
     good[1]["prompt"][2] = 9999

@@ -172,6 +172,29 @@ def test_cancel_jobs_tasks_evict(shared_daemon):
         assert e.value.code == "ENOTFOUND"
 
 
+def test_one_task_name_rule_for_submit_get_and_evict(shared_daemon):
+    """127 bytes is the longest task name: submit, get and evict agree on it, and refuse 128
+    bytes with EINVAL naming the rule (a name submit refuses is never looked up)."""
+    rule = "a task name is 1 to 127 bytes of [A-Za-z0-9._-], not starting with '.'"
+    longest, too_long = "n" * 127, "n" * 128
+    with shared_daemon.client() as c:
+        for method, params in (("get", {"task": too_long}), ("evict", {"task": too_long}),
+                               ("submit", {"task": too_long,
+                                           "examples": make_examples(n=1, seed=16)})):
+            with pytest.raises(RpcError) as e:
+                c.call(method, params)
+            assert e.value.code == "EINVAL", (method, e.value)
+            assert e.value.message == (
+                f"{method}: task name of 128 bytes is too long ({rule})"), e.value.message
+        job = c.submit(longest, make_examples(n=1, seed=16), cem=SMALL)["job"]
+        assert wait_done(c, job)["state"] == "done"
+        assert c.get(longest, vectors=False)["task"] == longest
+        assert c.evict(longest) == {"evicted": longest}
+        with pytest.raises(RpcError) as e:
+            c.get(longest)
+        assert e.value.code == "ENOTFOUND"
+
+
 def test_two_jobs_progress_together_and_status_stays_fast(shared_daemon):
     ex_a = make_examples(n=10, prompt_len=40, target_len=4, seed=16)
     ex_b = make_examples(n=10, prompt_len=40, target_len=4, seed=17)
@@ -415,15 +438,30 @@ def test_restart_keeps_cache_and_finished_jobs(tmp_path, experts):
         assert d.stop() == 0
 
 
+def uninterrupted_run(workdir, experts, task, ex, cem):
+    """The final status of the request run to its end by a daemon on a fresh cache dir."""
+    ref = Daemon(workdir, experts).start()
+    try:
+        with ref.client() as c:
+            return wait_done(c, c.submit(task, ex, cem=cem)["job"])
+    finally:
+        assert ref.stop() == 0
+
+
+def kill9_once_running(d, c, job, generation):
+    """kill -9 the daemon once the job has finished `generation` generations; its last status."""
+    st = wait_for(lambda: (lambda s: s if s["generation"] >= generation else None)(c.status(job)),
+                  interval=0.002)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    d.stop()
+    return st
+
+
 def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=31)
     cem = {"pop": 24, "iters": 10, "std_tol": 0, "seed": 5}
-    ref = Daemon(str(tmp_path / "ref"), experts).start()
-    try:
-        with ref.client() as c:
-            reference = wait_done(c, c.submit("crash", ex, cem=cem)["job"])
-    finally:
-        assert ref.stop() == 0
+    reference = uninterrupted_run(str(tmp_path / "ref"), experts, "crash", ex, cem)
     assert reference["state"] == "done" and reference["generation"] == 10
 
     d = Daemon(str(tmp_path / "crash"), experts).start()
@@ -431,12 +469,8 @@ def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
         done_before = c.submit("survivor", make_examples(n=2, seed=32), cem=SMALL)["job"]
         wait_done(c, done_before)
         job = c.submit("crash", ex, cem=cem)["job"]
-        st = wait_for(lambda: (lambda s: s if s["generation"] >= 3 else None)(c.status(job)),
-                      interval=0.002)
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait()
+        st = kill9_once_running(d, c, job, 3)
     assert st["state"] == "running" and st["generation"] < 10, st
-    d.stop()
     d.start()
     try:
         with d.client() as c:
@@ -450,6 +484,66 @@ def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
             assert c.get("survivor")["job"] == done_before
     finally:
         assert d.stop() == 0
+
+
+LOW_LIMITS = ["--max-pop", "8", "--max-generations", "3"]
+
+
+def test_unset_settings_are_lowered_to_the_daemon_limits(tmp_path, experts):
+    """A submit without cem settings on a daemon with limits below the defaults (pop 32, 50
+    generations) runs with the limits and says so; an explicit value above them is refused
+    naming the limit."""
+    d = Daemon(str(tmp_path), experts, extra=LOW_LIMITS).start()
+    try:
+        with d.client() as c:
+            job = c.submit("lowered", make_examples(n=2, seed=51))["job"]
+            st = c.status(job)
+            assert st["pop"] == 8 and st["max_generations"] == 3, st
+            final = wait_done(c, job)
+            assert final["state"] == "done", final
+            assert final["pop"] == 8 and final["max_generations"] == 3
+            assert 1 <= final["generation"] <= 3
+            settings = c.get("lowered", vectors=False)["settings"]
+            assert settings["pop"] == 8 and settings["iters"] == 3, settings
+            for key, value, limit in (("pop", 9, "8 is this daemon's --max-pop"),
+                                      ("iters", 4, "3 is this daemon's --max-generations")):
+                with pytest.raises(RpcError) as e:
+                    c.submit("too-much", make_examples(n=2, seed=52), cem={key: value})
+                assert e.value.code == "ERANGE", e.value
+                assert limit in e.value.message, e.value.message
+            assert all(j["task"] != "too-much" for j in c.jobs())
+    finally:
+        assert d.stop() == 0
+
+
+def test_kill9_then_lower_limits_resumes_with_the_accepted_settings(tmp_path, experts):
+    """An acknowledged job keeps the settings it was accepted with: killed mid-search and
+    restarted under limits below them, it finishes with the α of an uninterrupted run."""
+    ex = make_examples(n=10, prompt_len=40, target_len=4, seed=53)
+    cem = {"pop": 16, "iters": 12, "std_tol": 0, "seed": 7}
+    reference = uninterrupted_run(str(tmp_path / "ref"), experts, "kept", ex, cem)
+    assert reference["state"] == "done" and reference["generation"] == 12
+
+    d = Daemon(str(tmp_path / "crash"), experts).start()
+    with d.client() as c:
+        job = c.submit("kept", ex, cem=cem)["job"]
+        st = kill9_once_running(d, c, job, 2)
+    assert st["state"] == "running" and st["generation"] < 12, st
+    lowered = Daemon(str(tmp_path / "crash"), experts, extra=LOW_LIMITS).start()
+    try:
+        with lowered.client() as c:
+            final = wait_done(c, job)
+            assert final["state"] == "done", final
+            assert final["pop"] == 16 and final["max_generations"] == 12
+            assert final["generation"] == 12
+            assert final["best_alpha"] == reference["best_alpha"]  # bit-identical
+            assert c.get("kept")["alpha"] == reference["best_alpha"]
+            # The lowered limits apply to new jobs.
+            with pytest.raises(RpcError) as e:
+                c.submit("new", ex, cem=cem)
+            assert e.value.code == "ERANGE" and "--max-pop" in e.value.message
+    finally:
+        assert lowered.stop() == 0
 
 
 def test_sigterm_checkpoints_and_resumes(tmp_path, experts):

@@ -53,7 +53,7 @@ static void fuzz_submit(const rpc_request *req)
     FUZZ_CHECK((long)spec.examples.n_tokens <= lim.max_tokens);
     for (size_t t = 0; t < spec.examples.n_tokens; t++)
         FUZZ_CHECK(spec.examples.tokens[t] >= 0 && spec.examples.tokens[t] < lim.vocab_size);
-    FUZZ_CHECK(job_task_name_check(spec.task, &err) == 0);
+    FUZZ_CHECK(task_name_check(spec.task, &err) == 0);
     (void)job_spec_memory(&spec);
     char key[65], key2[65];
     job_spec_key(&spec, "model", "experts", key);
@@ -66,7 +66,7 @@ static void fuzz_submit(const rpc_request *req)
     job_spec_pack_settings(&spec, &pk);
     job_spec back;
     int rc = job_spec_restore((const uint8_t *)sb.data, sb.size, &spec.examples, spec.task,
-                              spec.priority, &lim, &d, &back, &err);
+                              spec.priority, lim.n_experts, lim.n_matrices, &d, &back, &err);
     if (rc != 0) fprintf(stderr, "restore failed: %s\n", err.msg);
     FUZZ_CHECK(rc == 0);
     job_spec_key(&back, "model", "experts", key2);

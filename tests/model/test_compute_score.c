@@ -421,6 +421,55 @@ static void test_memory_budget_chunks_examples(void **state)
     fixture_free(f);
 }
 
+/* The context rule is the scorer's: it reads prompt + target - 1 positions, so an example with
+ * exactly max_seq_len of them is accepted by the validator and scored as the definition says,
+ * and one more token is refused by both, naming the context. */
+static void test_example_at_the_context_limit(void **state)
+{
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    int V = f->model->cfg.vocab_size, ctx = f->model->cfg.max_seq_len;
+    int32_t tok[66];
+    for (int j = 0; j < 66; j++) tok[j] = (int32_t)((j * 7 + 3) % V);
+    zmix_example item = {tok, ctx - 4, tok + ctx - 4, 5}; /* 60 + 5 - 1 = 64 = ctx */
+    zmix_examples_free(&f->ex);
+    zmix_error err;
+    assert_int_equal(zmix_examples_copy(&item, 1, &f->ex, &err), 0);
+    assert_int_equal(zmix_examples_check(f->model, &f->ex, &err), 0);
+
+    float alpha[K] = {0.5f, 0.3f, 0.2f};
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    size_t zt = zmix_runtime_z_total(f->rt);
+    float *z = malloc(zt * sizeof(float)), *ref = malloc((size_t)5 * V * sizeof(float));
+    assert_int_equal(zmix_compose_z(f->rt, &o, alpha, z, &err), 0);
+    zmix_model *wm;
+    assert_int_equal(zmix_model_with_wprime(f->rt, 1, z, &wm, &err), 0);
+    reference_target_logits(f, wm, ref);
+    zmix_model_free(wm);
+    zmix_example_score want, got;
+    zmix_example_score_logits(ref, item.target, item.n_target, V, &want);
+    zmix_score s;
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 1, alpha, NULL, &s, &got, &err), 0);
+    assert_int_equal(got.exact, want.exact);
+    assert_float_equal(got.loglik, want.loglik, 1e-4);
+    assert_true(isfinite(s.loglik));
+
+    item.n_prompt++; /* 61 + 5 - 1 = 65 positions: one over */
+    zmix_examples over;
+    assert_int_equal(zmix_examples_copy(&item, 1, &over, &err), 0);
+    assert_int_equal(zmix_examples_check(f->model, &over, &err), ZMIX_ELIMIT);
+    assert_string_equal(err.msg, "examples[0]: 66 tokens (prompt 61 + target 5): the model reads "
+                                 "65 of them (all but the last target token), over its context "
+                                 "of 64");
+    err.msg[0] = '\0';
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &over, 1, alpha, NULL, &s, NULL, &err),
+                     ZMIX_ELIMIT);
+    assert_non_null(strstr(err.msg, "over its context of 64"));
+    zmix_examples_free(&over);
+    free(z), free(ref);
+    fixture_free(f);
+}
+
 static void test_hand_checked_scores(void **state)
 {
     /* Two target positions over a vocabulary of 3:
@@ -486,7 +535,8 @@ static void test_degenerate_candidates_and_errors(void **state)
     zmix_examples bad = {&item, 1, NULL, 0};
     assert_int_equal(zmix_score_alpha(f->rt, &o, &bad, 1, alpha + K, NULL, s, NULL, &err),
                      ZMIX_ERANGE);
-    assert_non_null(strstr(err.msg, "example 0: prompt token 1 is 29"));
+    assert_string_equal(err.msg,
+                        "examples[0].prompt[1]: token id 29 outside the vocabulary [0, 29)");
     item.n_target = 0;
     assert_int_equal(zmix_score_alpha(f->rt, &o, &bad, 1, alpha + K, NULL, s, NULL, &err),
                      ZMIX_EINVAL);
@@ -653,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_all_ones_experts_reproduce_base),
         cmocka_unit_test(test_batch_and_thread_independence),
         cmocka_unit_test(test_memory_budget_chunks_examples),
+        cmocka_unit_test(test_example_at_the_context_limit),
         cmocka_unit_test(test_hand_checked_scores),
         cmocka_unit_test(test_degenerate_candidates_and_errors),
         cmocka_unit_test(test_runtime_factor_cache_and_expert_files),

@@ -85,28 +85,28 @@ static void test_load_errors(void **state)
     load_fails(c, "{\"example\": []}", ZMIX_EFORMAT, "'examples' is missing", NULL);
     load_fails(c, "{\"examples\": []}", ZMIX_EFORMAT, "'examples' is empty", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [2]}, 5]}", ZMIX_EFORMAT,
-               "example 1 is not an object", NULL);
+               "examples[1] is not an object", NULL);
     load_fails(c,
                "{\"examples\": [{\"prompt\": [1], \"target\": [2]}, {\"prompt\": [1], "
                "\"target\": [2]}, {\"prompt\": [1], \"target\": [2]}, {\"prompt\": [1], "
                "\"target\": []}]}",
-               ZMIX_EFORMAT, "example 3: target is empty", NULL);
+               ZMIX_EFORMAT, "examples[3].target is empty", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1]}]}", ZMIX_EFORMAT,
-               "example 0: target is missing", NULL);
+               "examples[0].target is missing", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": 1, \"target\": [2]}]}", ZMIX_EFORMAT,
-               "example 0: prompt is not an array", NULL);
+               "examples[0].prompt is not an array of token ids or a string", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1, -3], \"target\": [2]}]}", ZMIX_EFORMAT,
-               "example 0: prompt[1] is not a token id", NULL);
+               "examples[0].prompt[1] is not a token id", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [2, 2.5]}]}", ZMIX_EFORMAT,
-               "example 0: target[1]", NULL);
+               "examples[0].target[1] is not a token id", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [\"a\"]}]}", ZMIX_EFORMAT,
-               "example 0: target[0]", NULL);
+               "examples[0].target[0] is not a token id", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [3000000000]}]}", ZMIX_EFORMAT,
                "target[0]", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1], \"targets\": [2]}]}", ZMIX_EFORMAT,
-               "example 0: unknown key 'targets'", NULL);
+               "examples[0]: unknown key 'targets'", NULL);
     load_fails(c, "{\"examples\": [{\"prompt\": [1], \"target\": [2], \"prompt\": [3]}]}",
-               ZMIX_EFORMAT, "example 0: prompt appears twice", NULL);
+               ZMIX_EFORMAT, "examples[0].prompt appears twice", NULL);
     load_fails(c, "{\"examples\": [], \"examples\": [{\"prompt\": [1], \"target\": [2]}]}",
                ZMIX_EFORMAT, "key 'examples' appears twice", NULL);
     zmix_examples ex;
@@ -114,6 +114,40 @@ static void test_load_errors(void **state)
     char missing[700];
     snprintf(missing, sizeof missing, "%s/none.json", c->dir);
     expect_error(zmix_examples_load_json(missing, &ex, &err), &err, ZMIX_ENOTFOUND, missing, NULL);
+}
+
+/* The file as written (what `zmix submit` sends): ids stay ids, text stays text, an empty
+ * prompt text is allowed (BOS alone once encoded), and every part points into owned memory. */
+static void test_parse_as_written(void **unused)
+{
+    const char text[] = "{\"examples\": [{\"prompt\": \"Once\", \"target\": [7, 8]},\n"
+                        "  {\"prompt\": [1, 2, 3], \"target\": \" upon\"},\n"
+                        "  {\"prompt\": \"\", \"target\": [9]}]}";
+    zmix_examples_json ex;
+    zmix_error err = {0};
+    assert_int_equal(zmix_examples_json_parse(text, sizeof text - 1, "mem.json", &ex, &err), 0);
+    assert_int_equal(ex.n, 3);
+    assert_string_equal(ex.items[0].prompt.text, "Once");
+    assert_null(ex.items[0].prompt.ids);
+    assert_int_equal(ex.items[0].target.n_ids, 2);
+    assert_int_equal(ex.items[0].target.ids[1], 8);
+    assert_null(ex.items[0].target.text);
+    assert_int_equal(ex.items[1].prompt.n_ids, 3);
+    assert_int_equal(ex.items[1].prompt.ids[2], 3);
+    assert_string_equal(ex.items[1].target.text, " upon");
+    assert_string_equal(ex.items[2].prompt.text, "");
+    assert_true(ex.items[1].prompt.ids >= ex.ids && ex.items[2].target.ids < ex.ids + 6);
+    zmix_examples_json_free(&ex);
+    assert_null(ex.items);
+
+    /* The messages name the source given and the example, as the file loader's do. */
+    const char empty_target[] = "{\"examples\": [{\"prompt\": \"a\", \"target\": \"\"}]}";
+    expect_error(
+        zmix_examples_json_parse(empty_target, sizeof empty_target - 1, "mem.json", &ex, &err),
+        &err, ZMIX_EFORMAT, "mem.json: examples[0].target is empty", NULL);
+    assert_null(ex.items);
+    expect_error(zmix_examples_json_parse("{\"examples\": [", 14, "mem.json", &ex, &err), &err,
+                 ZMIX_EFORMAT, "mem.json: malformed JSON", NULL);
 }
 
 static void test_check_against_model(void **unused)
@@ -128,29 +162,36 @@ static void test_check_against_model(void **unused)
     zmix_error err = {0};
     assert_int_equal(zmix_examples_copy(items, 2, &ex, &err), 0);
     expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
-                 "example 1: target[1]: token id 512 is outside [0, 512)", NULL);
+                 "examples[1].target[1]: token id 512 outside the vocabulary [0, 512)", NULL);
     ex.tokens[6] = -1; /* example 1, prompt[1] */
     expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
-                 "example 1: prompt[1]: token id -1", NULL);
+                 "examples[1].prompt[1]: token id -1 outside the vocabulary [0, 512)", NULL);
     ex.tokens[6] = 511;
     ex.tokens[8] = 511;
     assert_int_equal(zmix_examples_check(&model, &ex, &err), 0);
+    /* The context rule is the scorer's: prompt + target - 1 tokens are read. Example 0 (3 + 2)
+     * fits a context of 4 exactly and is refused by one of 3. */
     model.cfg.max_seq_len = 4;
-    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
-                 "example 0: prompt (3) + target (2) = 5 tokens exceed the model's context of 4",
-                 NULL);
-    model.cfg.max_seq_len = 5;
     assert_int_equal(zmix_examples_check(&model, &ex, &err), 0);
+    model.cfg.max_seq_len = 3;
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ELIMIT,
+                 "examples[0]: 5 tokens (prompt 3 + target 2): the model reads 4 of them (all but "
+                 "the last target token), over its context of 3",
+                 NULL);
+    assert_int_equal(zmix_examples_check_vocab_context(&ex, 512, 4, &err), 0);
+    expect_error(zmix_examples_check_vocab_context(&ex, 511, 4, &err), &err, ZMIX_ERANGE,
+                 "examples[1].prompt[1]: token id 511 outside the vocabulary [0, 511)", NULL);
+    model.cfg.max_seq_len = 5;
     ex.items[1].n_target = 0;
     expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_EINVAL,
-                 "example 1: target is empty", NULL);
+                 "examples[1].target is empty", NULL);
     zmix_examples_free(&ex);
     zmix_examples empty = {0};
     expect_error(zmix_examples_check(&model, &empty, &err), &err, ZMIX_EINVAL, "empty", NULL);
 
     zmix_example bad = {p0, 0, t0, 2};
     expect_error(zmix_examples_copy(&bad, 1, &ex, &err), &err, ZMIX_EINVAL,
-                 "example 0: prompt is empty", NULL);
+                 "examples[0].prompt is empty", NULL);
 }
 
 int main(void)
@@ -158,6 +199,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_load_good, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
+        cmocka_unit_test(test_parse_as_written),
         cmocka_unit_test(test_check_against_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

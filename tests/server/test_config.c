@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "testutil.h"
 
 static int parse(server_config *cfg, int argc, const char **argv, zmix_error *err)
 {
@@ -106,6 +107,52 @@ static void test_config_file(void **unused)
     unlink(path);
 }
 
+/* The per-job limits are one table: the daemon's defaults, the options that set them (with the
+ * table's range in the message) and the numbers the protocol and the daemon's manual state. */
+static void test_job_limits_table(void **unused)
+{
+    server_config cfg;
+    config_default(&cfg);
+    zmix_error err = {0};
+    assert_int_equal(cfg.limits.max_pop, 1024);
+    assert_int_equal(cfg.limits.max_generations, 1000);
+    assert_int_equal(cfg.limits.max_job_bytes, (size_t)256 << 20);
+    job_limits lim;
+    job_limits_default(&lim);
+    assert_memory_equal(&lim, &cfg.limits, sizeof lim);
+    assert_int_equal(config_set(&cfg, "max-pop", "8", &err), 0);
+    assert_int_equal(config_set(&cfg, "job-memory", "2M", &err), 0);
+    assert_int_equal(cfg.limits.max_pop, 8);
+    assert_int_equal(cfg.limits.max_job_bytes, (size_t)2 << 20);
+    assert_int_equal(config_set(&cfg, "max-pop", "1", &err), ZMIX_EINVAL);
+    assert_string_equal(err.msg, "--max-pop: '1' is not an integer in [2, 1000000]");
+    assert_int_equal(cfg.limits.max_pop, 8);
+    config_free(&cfg);
+
+    const char *src = getenv("ZMIX_SOURCE_DIR");
+    if (!src) skip();
+    char path[1024];
+    size_t len;
+    snprintf(path, sizeof path, "%s/proto/PROTOCOL.md", src);
+    char *protocol = testutil_read_file(path, &len);
+    snprintf(path, sizeof path, "%s/docs/daemon.md", src);
+    char *manual = testutil_read_file(path, &len);
+    for (int i = 0; i < JOB_LIMIT_OPTIONS; i++) {
+        const job_limit_option *o = &job_limit_options[i];
+        char def[32], key[32], want[96];
+        job_limit_format(o, o->default_value, def, sizeof def);
+        snprintf(key, sizeof key, "%s", o->name);
+        for (char *c = key; *c; c++)
+            if (*c == '-') *c = '_';
+        snprintf(want, sizeof want, "`%s` (default %s", key, def);
+        if (!strstr(protocol, want)) fail_msg("proto/PROTOCOL.md does not say %s)", want);
+        snprintf(want, sizeof want, "| `--%s N` | %s |", o->name, def);
+        if (!strstr(manual, want)) fail_msg("docs/daemon.md has no row %s", want);
+    }
+    free(protocol);
+    free(manual);
+}
+
 static void test_listen_addresses(void **unused)
 {
     listen_addr a;
@@ -131,6 +178,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_args),
         cmocka_unit_test(test_config_file),
+        cmocka_unit_test(test_job_limits_table),
         cmocka_unit_test(test_listen_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -9,6 +9,7 @@
 
 #include <string.h>
 
+#include "adapt/cem_options.h"
 #include "job_spec.h"
 #include "rpc.h"
 
@@ -83,6 +84,20 @@ static msgpack_object build(built *b, const char *task, int n, long bad_token, c
     return b->u.data;
 }
 
+/* "examples": [{"prompt": [1], "target": [2]}], a key and its value of a params map. */
+static void pack_one_example(msgpack_packer *pk)
+{
+    rpc_pack_cstr(pk, "examples");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_map(pk, 2);
+    rpc_pack_cstr(pk, "prompt");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_int(pk, 1);
+    rpc_pack_cstr(pk, "target");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_int(pk, 2);
+}
+
 static void done(built *b)
 {
     msgpack_unpacked_destroy(&b->u);
@@ -118,6 +133,14 @@ static void test_valid_submit(void **unused)
     job_spec_free(&spec);
     done(&b);
 
+    /* At the context limit: prompt 64 + target 1 puts 64 tokens in front of the model (the last
+     * target token is never read), exactly its context. One more is refused (see below). */
+    o = build(&b, "t", 1, 0, NULL, 0, 64);
+    assert_int_equal(parse(o, &spec, &err), 0);
+    assert_int_equal(spec.examples.items[0].n_prompt + spec.examples.items[0].n_target, 65);
+    job_spec_free(&spec);
+    done(&b);
+
     o = build(&b, "t", 1, 0, "per_layer", 0, 3);
     /* per_layer must be a boolean: an integer is refused with the field named. */
     assert_int_equal(parse(o, &spec, &err), ZMIX_EINVAL);
@@ -144,17 +167,23 @@ static void test_bad_submits_name_the_problem(void **unused)
          "examples[1].target[0]: token id 600 outside the vocabulary [0, 512)"},
         {"t", 3, -4, NULL, 0, 3, ZMIX_ERANGE,
          "examples[1].target[0]: token id -4 outside the vocabulary [0, 512)"},
-        {"t", 2, 0, NULL, 0, 64, ZMIX_ELIMIT,
-         "examples[0]: 65 tokens (prompt 64 + target 1), the model's context is 64"},
+        {"t", 2, 0, NULL, 0, 65, ZMIX_ELIMIT,
+         "examples[0]: 66 tokens (prompt 65 + target 1): the model reads 65 of them (all but the "
+         "last target token), over its context of 64"},
         {"t", 257, 0, NULL, 0, 2, ZMIX_ELIMIT, "field 'examples': 257 examples, at most 256"},
         {"t", 0, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'examples' is empty"},
         {"t", 2, 0, "pop", 1, 2, ZMIX_ERANGE, "cem: field 'pop': 1 outside [2, 1024]"},
-        {"t", 2, 0, "iters", 5000, 2, ZMIX_ERANGE, "cem: field 'iters': 5000 outside [1, 1000]"},
+        {"t", 2, 0, "iters", 5000, 2, ZMIX_ERANGE,
+         "cem: field 'iters': 5000 outside [1, 1000] (1000 is this daemon's --max-generations)"},
         {"t", 2, 0, "popsize", 8, 2, ZMIX_EINVAL, "cem: unknown field 'popsize'"},
         {"bad/name", 2, 0, NULL, 0, 2, ZMIX_EINVAL,
-         "field 'task': character 3 (0x2f) not in [A-Za-z0-9._-]"},
-        {".hidden", 2, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'task' must not start with '.'"},
-        {"", 2, 0, NULL, 0, 2, ZMIX_EINVAL, "field 'task' is empty"},
+         "task name: byte 0x2f at 3 is not allowed (" TASK_NAME_RULE ")"},
+        {".hidden", 2, 0, NULL, 0, 2, ZMIX_EINVAL,
+         "task name starts with '.' (" TASK_NAME_RULE ")"},
+        {"", 2, 0, NULL, 0, 2, ZMIX_EINVAL, "task name is empty (" TASK_NAME_RULE ")"},
+        {"a1234567890123456789012345678901234567890123456789012345678901234567890123456789012"
+         "345678901234567890123456789012345678901234567",
+         2, 0, NULL, 0, 2, ZMIX_EINVAL, "task name of 128 bytes is too long (" TASK_NAME_RULE ")"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         msgpack_object o = build(&b, cases[i].task, cases[i].n, cases[i].bad_token,
@@ -186,15 +215,7 @@ static void test_dimension_and_token_limits(void **unused)
     msgpack_pack_map(&pk, 1);
     rpc_pack_cstr(&pk, "per_layer");
     msgpack_pack_true(&pk);
-    rpc_pack_cstr(&pk, "examples");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_map(&pk, 2);
-    rpc_pack_cstr(&pk, "prompt");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_int(&pk, 1);
-    rpc_pack_cstr(&pk, "target");
-    msgpack_pack_array(&pk, 1);
-    msgpack_pack_int(&pk, 2);
+    pack_one_example(&pk);
     size_t off = 0;
     msgpack_unpacked_init(&b.u);
     assert_int_equal(msgpack_unpack_next(&b.u, b.sb.data, b.sb.size, &off), MSGPACK_UNPACK_SUCCESS);
@@ -222,7 +243,7 @@ static void test_dimension_and_token_limits(void **unused)
     job_spec_free(&spec);
     lim.max_tokens = 1;
     assert_int_equal(job_spec_parse(&b.u.data, &lim, &d, &spec, &err), ZMIX_ELIMIT);
-    assert_non_null(strstr(err.msg, "more than 1 tokens in total"));
+    assert_non_null(strstr(err.msg, "tokens in total, over the limit of 1"));
     done(&b);
 }
 
@@ -280,7 +301,7 @@ static void test_settings_round_trip(void **unused)
     job_limits lim = limits();
     zmix_cem_settings d = defaults();
     assert_int_equal(job_spec_restore((const uint8_t *)sb.data, sb.size, &s.examples, s.task,
-                                      s.priority, &lim, &d, &r, &err),
+                                      s.priority, lim.n_experts, lim.n_matrices, &d, &r, &err),
                      0);
     char k1[65], k2[65];
     job_spec_key(&s, "m", "e", k1);
@@ -292,11 +313,215 @@ static void test_settings_round_trip(void **unused)
     assert_ptr_not_equal(r.examples.tokens, s.examples.tokens);
     job_spec_free(&r);
     /* A corrupt settings blob is an error, not a crash. */
-    assert_int_equal(
-        job_spec_restore((const uint8_t *)"\xc1", 1, &s.examples, s.task, 0, &lim, &d, &r, &err),
-        ZMIX_EFORMAT);
+    assert_int_equal(job_spec_restore((const uint8_t *)"\xc1", 1, &s.examples, s.task, 0,
+                                      lim.n_experts, lim.n_matrices, &d, &r, &err),
+                     ZMIX_EFORMAT);
     msgpack_sbuffer_destroy(&sb);
     job_spec_free(&s);
+    done(&b);
+}
+
+/* The wire keys and the command-line flags are one table: every setting given both ways lands
+ * in the same field, and the settings map the daemon reports gives back what was sent. */
+static void test_wire_keys_and_flags_agree(void **unused)
+{
+    static const struct {
+        const char *flag, *arg;
+    } flags[] = {{"--per-layer", NULL},   {"--pop", "7"},         {"--elite", "0.5"},
+                 {"--iters", "9"},        {"--seed", "12345"},    {"--init-std", "0.25"},
+                 {"--bounds", "0.1,2.5"}, {"--normalize", NULL},  {"--metric", "loglik"},
+                 {"--patience", "4"},     {"--std-tol", "0.01"},  {"--std-floor", "0.02"},
+                 {"--ema", "0.3"},        {"--no-elitism", NULL}, {"--no-rescale", NULL},
+                 {"--target-acc", "0.9"}};
+    assert_int_equal(sizeof flags / sizeof *flags, CEM_OPT_COUNT);
+    zmix_adapt_opts cli;
+    zmix_adapt_opts_default(&cli);
+    zmix_error err = {0};
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        assert_int_equal(
+            cem_option_apply_arg(cem_option_by_flag(flags[i].flag), flags[i].arg, &cli, &err), 0);
+
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    rpc_pack_cstr(&pk, "task");
+    rpc_pack_cstr(&pk, "t");
+    pack_one_example(&pk);
+    rpc_pack_cstr(&pk, "cem");
+    msgpack_pack_map(&pk, 16);
+    rpc_pack_cstr(&pk, "per_layer");
+    msgpack_pack_true(&pk);
+    rpc_pack_cstr(&pk, "pop");
+    msgpack_pack_int(&pk, 7);
+    rpc_pack_cstr(&pk, "elite");
+    msgpack_pack_double(&pk, 0.5);
+    rpc_pack_cstr(&pk, "iters");
+    msgpack_pack_int(&pk, 9);
+    rpc_pack_cstr(&pk, "seed");
+    msgpack_pack_uint64(&pk, 12345);
+    rpc_pack_cstr(&pk, "init_std");
+    msgpack_pack_double(&pk, 0.25);
+    rpc_pack_cstr(&pk, "bounds");
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_double(&pk, 0.1);
+    msgpack_pack_double(&pk, 2.5);
+    rpc_pack_cstr(&pk, "normalize");
+    msgpack_pack_true(&pk);
+    rpc_pack_cstr(&pk, "metric");
+    rpc_pack_cstr(&pk, "loglik");
+    rpc_pack_cstr(&pk, "patience");
+    msgpack_pack_int(&pk, 4);
+    rpc_pack_cstr(&pk, "std_tol");
+    msgpack_pack_double(&pk, 0.01);
+    rpc_pack_cstr(&pk, "std_floor");
+    msgpack_pack_double(&pk, 0.02);
+    rpc_pack_cstr(&pk, "ema");
+    msgpack_pack_double(&pk, 0.3);
+    rpc_pack_cstr(&pk, "elitism");
+    msgpack_pack_false(&pk);
+    rpc_pack_cstr(&pk, "rescale");
+    msgpack_pack_false(&pk);
+    rpc_pack_cstr(&pk, "target_accuracy");
+    msgpack_pack_double(&pk, 0.9);
+    msgpack_unpacked u;
+    size_t off = 0;
+    msgpack_unpacked_init(&u);
+    assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+    job_limits lim = limits();
+    zmix_cem_settings d = defaults();
+    job_spec spec;
+    assert_int_equal(job_spec_parse(&u.data, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.compose.per_layer, cli.per_layer);
+    assert_int_equal(spec.compose.rescale, cli.rescale);
+    assert_int_equal(spec.compose.normalize, 0); /* normalised by the engine, not the scorer */
+    const zmix_cem_settings *w = &spec.cem, *c = &cli.cem;
+    assert_int_equal(w->pop_size, c->pop_size);
+    assert_true(w->elite_ratio == c->elite_ratio);
+    assert_int_equal(w->max_generations, c->max_generations);
+    assert_true(w->seed == c->seed);
+    assert_true(w->init_std == c->init_std);
+    assert_true(w->lo == c->lo && w->hi == c->hi);
+    assert_int_equal(w->normalize, c->normalize);
+    assert_int_equal(w->metric, c->metric);
+    assert_int_equal(w->patience, c->patience);
+    assert_true(w->std_tol == c->std_tol);
+    assert_true(w->std_floor == c->std_floor);
+    assert_true(w->ema == c->ema);
+    assert_int_equal(w->elitism, c->elitism);
+    assert_true(w->target_accuracy == c->target_accuracy);
+
+    /* The reported settings map: every key once, with what was sent. */
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    msgpack_packer opk;
+    msgpack_packer_init(&opk, &out, msgpack_sbuffer_write);
+    job_spec_pack_settings(&spec, &opk);
+    msgpack_unpacked back;
+    off = 0;
+    msgpack_unpacked_init(&back);
+    assert_int_equal(msgpack_unpack_next(&back, out.data, out.size, &off), MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(back.data.via.map.size, CEM_OPT_COUNT);
+    for (int i = 0; i < CEM_OPT_COUNT; i++)
+        assert_non_null(rpc_map_get(&back.data, cem_options[i].key));
+    assert_int_equal(rpc_map_get(&back.data, "pop")->via.u64, 7);
+    const msgpack_object *metric = rpc_map_get(&back.data, "metric");
+    assert_int_equal(metric->via.str.size, 6);
+    assert_memory_equal(metric->via.str.ptr, "loglik", 6);
+    msgpack_unpacked_destroy(&back);
+    msgpack_sbuffer_destroy(&out);
+    job_spec_free(&spec);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Jobs keep what they were: under low limits an unset pop or iters is lowered to the limit (the
+ * job runs and reports what it can have), a value the client gave above it is refused naming
+ * the limit, and a stored job is restored with its settings whatever the limits are now. */
+static void test_limits_lower_defaults_and_jobs_keep_their_settings(void **unused)
+{
+    job_limits lim = limits();
+    lim.max_pop = 8;
+    lim.max_generations = 3;
+    zmix_cem_settings d = defaults();
+    job_spec spec;
+    zmix_error err = {0};
+    built b;
+    msgpack_object o = build(&b, "t", 2, 0, NULL, 0, 3);
+    assert_int_equal(job_spec_parse(&o, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.cem.pop_size, 8);        /* default 32, lowered */
+    assert_int_equal(spec.cem.max_generations, 3); /* default 50, lowered */
+    assert_int_equal(spec.cem.patience, 0);        /* default 0, within the limit */
+    job_spec_free(&spec);
+    done(&b);
+    lim.max_pop = 64; /* a default within the limit is left alone */
+    o = build(&b, "t", 2, 0, NULL, 0, 3);
+    assert_int_equal(job_spec_parse(&o, &lim, &d, &spec, &err), 0);
+    assert_int_equal(spec.cem.pop_size, 32);
+    job_spec_free(&spec);
+    done(&b);
+    lim.max_pop = 8;
+
+    struct {
+        const char *key;
+        long value;
+        const char *msg; /* NULL: accepted */
+    } cases[] = {
+        {"pop", 8, NULL},
+        {"pop", 9, "cem: field 'pop': 9 outside [2, 8] (8 is this daemon's --max-pop)"},
+        {"pop", 1, "cem: field 'pop': 1 outside [2, 8]"},
+        {"iters", 3, NULL},
+        {"iters", 4, "cem: field 'iters': 4 outside [1, 3] (3 is this daemon's --max-generations)"},
+        {"patience", 4,
+         "cem: field 'patience': 4 outside [0, 3] (3 is this daemon's --max-generations)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        o = build(&b, "t", 2, 0, cases[i].key, cases[i].value, 3);
+        err.msg[0] = '\0';
+        int rc = job_spec_parse(&o, &lim, &d, &spec, &err);
+        if (!cases[i].msg) {
+            assert_int_equal(rc, 0);
+            job_spec_free(&spec);
+        } else if (rc != ZMIX_ERANGE || strcmp(err.msg, cases[i].msg) != 0) {
+            fail_msg("%s %ld: rc %d '%s', expected '%s'", cases[i].key, cases[i].value, rc, err.msg,
+                     cases[i].msg);
+        }
+        done(&b);
+    }
+
+    /* Accepted under the default limits with pop 64 and 40 generations, stored, restored after
+     * a restart with the limits above: same settings, same cache key (so the same α). */
+    job_limits wide = limits();
+    o = build(&b, "t", 2, 0, "pop", 64, 3);
+    assert_int_equal(job_spec_parse(&o, &wide, &d, &spec, &err), 0);
+    spec.cem.max_generations = 40;
+    uint8_t *blob;
+    size_t blob_len;
+    job_spec_settings_bytes(&spec, &blob, &blob_len);
+    job_spec back;
+    assert_int_equal(job_spec_restore(blob, blob_len, &spec.examples, spec.task, spec.priority,
+                                      lim.n_experts, lim.n_matrices, &d, &back, &err),
+                     0);
+    assert_int_equal(back.cem.pop_size, 64);
+    assert_int_equal(back.cem.max_generations, 40);
+    char k1[65], k2[65];
+    job_spec_key(&spec, "m", "e", k1);
+    job_spec_key(&back, "m", "e", k2);
+    assert_string_equal(k1, k2);
+    job_spec_free(&back);
+    free(blob);
+    /* The engine's own check still applies to a restored job: a normalised search needs
+     * bounds >= 0. */
+    spec.cem.normalize = 1;
+    spec.cem.lo = -1;
+    job_spec_settings_bytes(&spec, &blob, &blob_len);
+    assert_int_equal(job_spec_restore(blob, blob_len, &spec.examples, spec.task, spec.priority,
+                                      lim.n_experts, lim.n_matrices, &d, &back, &err),
+                     ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "job settings: cem settings: normalize needs bounds"));
+    free(blob);
+    job_spec_free(&spec);
     done(&b);
 }
 
@@ -370,6 +595,8 @@ int main(void)
         cmocka_unit_test(test_dimension_and_token_limits),
         cmocka_unit_test(test_key_tracks_what_changes_the_result),
         cmocka_unit_test(test_settings_round_trip),
+        cmocka_unit_test(test_wire_keys_and_flags_agree),
+        cmocka_unit_test(test_limits_lower_defaults_and_jobs_keep_their_settings),
         cmocka_unit_test(test_text_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -249,14 +249,19 @@ static void test_task_name_validation(void **state)
     (void)state;
     zmix_error err;
     assert_int_equal(task_name_check("gsm8k-v1.2_A", &err), 0);
-    char longest[TASK_NAME_MAX + 2];
-    memset(longest, 'a', TASK_NAME_MAX);
-    longest[TASK_NAME_MAX] = '\0';
+    /* 127 bytes is the longest name submit accepts (PROTOCOL.md §4.5); the cache agrees. */
+    char longest[129];
+    memset(longest, 'a', 127);
+    longest[127] = '\0';
     assert_int_equal(task_name_check(longest, &err), 0);
-    longest[TASK_NAME_MAX] = 'a';
-    longest[TASK_NAME_MAX + 1] = '\0';
+    longest[127] = 'a';
+    longest[128] = '\0';
     assert_int_equal(task_name_check(longest, &err), ZMIX_EINVAL);
-    assert_non_null(strstr(err.msg, "longer than 128"));
+    assert_non_null(strstr(err.msg, "128 bytes is too long"));
+    assert_non_null(strstr(err.msg, "1 to 127 bytes of [A-Za-z0-9._-], not starting with '.'"));
+    /* Off the wire the bytes are not NUL-terminated: only len counts. */
+    assert_int_equal(task_name_check_bytes("abc/", 3, &err), 0);
+    assert_int_equal(task_name_check_bytes("abc/", 4, &err), ZMIX_EINVAL);
     const char *bad[] = {"",    ".hidden", "..",          "a/b",       "../etc",
                          "a b", "tab\t",   "caf\xc3\xa9", "semi;colon"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)

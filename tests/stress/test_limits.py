@@ -35,7 +35,9 @@ def refused(c, code, words, task="t", examples=None, cem=None):
     ("examples", "ELIMIT", ["examples", "4"], {"examples": make_examples(n=5)}),
     ("tokens", "ELIMIT", ["tokens", "120"],
      {"examples": make_examples(n=4, prompt_len=30, target_len=3)}),
-    ("context", "ELIMIT", ["512"], {"examples": make_examples(n=1, prompt_len=510, target_len=3)}),
+    # prompt + target - 1 = 513 positions read: one over the context (512 fed is the limit)
+    ("context", "ELIMIT", ["reads 513", "context of 512"],
+     {"examples": make_examples(n=1, prompt_len=511, target_len=3)}),
     ("vocabulary", "ERANGE", ["512", "vocab"],
      {"examples": [{"prompt": [1, 2], "target": [512]}]}),
     ("population", "ERANGE", ["pop", "64"], {"cem": {"pop": 65}}),
