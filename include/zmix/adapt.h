@@ -71,6 +71,11 @@ void zmix_adapt_examples_digest(const zmix_examples *ex, char hex[65]);
  * give the same α; the daemon's task cache files results under it. */
 void zmix_adapt_key(const zmix_runtime *rt, const zmix_examples *ex, const zmix_adapt_opts *opts,
                     char hex[65]);
+/* The same from its parts: the model fingerprint, the experts digest, K and the search
+ * dimension (K or M·K) given directly. */
+void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_digest, int n_experts,
+                         int dim, const zmix_examples *ex, const zmix_adapt_opts *opts,
+                         char hex[65]);
 /* The PCG stream a search with this key uses when opts->cem.stream is 0: the key's first
  * 64 bits, so that the same request draws the same numbers and different ones draw
  * independent numbers. */

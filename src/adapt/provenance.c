@@ -80,18 +80,26 @@ void zmix_adapt_key(const zmix_runtime *rt, const zmix_examples *ex, const zmix_
 {
     char experts[65];
     zmix_adapt_experts_digest(rt, experts);
+    zmix_adapt_key_from(zmix_model_fingerprint(zmix_runtime_model(rt)), experts,
+                        zmix_runtime_n_experts(rt), zmix_adapt_alpha_dim(rt, opts), ex, opts, hex);
+}
+
+void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_digest, int n_experts,
+                         int dim, const zmix_examples *ex, const zmix_adapt_opts *opts,
+                         char hex[65])
+{
     const zmix_cem_settings *c = &opts->cem;
     zmix_sha256 h;
     zmix_sha256_init(&h);
     hash_str(&h, "zmix-job-key-v1");
-    hash_str(&h, zmix_model_fingerprint(zmix_runtime_model(rt)));
-    hash_str(&h, experts);
+    hash_str(&h, model_fingerprint ? model_fingerprint : "");
+    hash_str(&h, experts_digest ? experts_digest : "");
     hash_examples(&h, ex);
     hash_i64(&h, opts->per_layer);
     hash_i64(&h, 0); /* the scorer's own normalisation: always off (see adapt.h) */
     hash_i64(&h, opts->rescale);
-    hash_i64(&h, zmix_adapt_alpha_dim(rt, opts));
-    hash_i64(&h, zmix_runtime_n_experts(rt));
+    hash_i64(&h, dim);
+    hash_i64(&h, n_experts);
     hash_i64(&h, c->pop_size);
     hash_f64(&h, c->elite_ratio);
     hash_f64(&h, c->lo);

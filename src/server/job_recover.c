@@ -56,7 +56,7 @@ static void recover_one(server *srv, job *j, job_recovered *rec)
     j->state = r->state;
     snprintf(j->reason, sizeof j->reason, "%s", r->reason);
     if (rc != 0) snprintf(j->spec.task, sizeof j->spec.task, "%.127s", r->task);
-    jobs_adapt_opts(&j->spec, &j->opts);
+    job_spec_adapt_opts(&j->spec, &j->opts);
     if (job_state_finished(r->state)) {
         job_set_phase(j, JOB_PH_FINISHED);
         restore_final(j, r);

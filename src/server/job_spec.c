@@ -7,7 +7,6 @@
 
 #include "adapt/cem_options.h"
 #include "rpc.h"
-#include "util/sha256.h"
 
 int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err)
 {
@@ -328,85 +327,23 @@ void job_spec_free(job_spec *spec)
     zmix_examples_free(&spec->examples);
 }
 
-static void hash_i64(zmix_sha256 *h, int64_t v)
+void job_spec_adapt_opts(const job_spec *spec, zmix_adapt_opts *out)
 {
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)v >> (8 * i));
-    zmix_sha256_update(h, b, 8);
-}
-
-static void hash_f64(zmix_sha256 *h, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, sizeof u);
-    hash_i64(h, (int64_t)u);
-}
-
-static void hash_str(zmix_sha256 *h, const char *s)
-{
-    size_t n = strlen(s);
-    hash_i64(h, (int64_t)n);
-    zmix_sha256_update(h, s, n);
-}
-
-static void hash_examples(zmix_sha256 *h, const zmix_examples *ex)
-{
-    hash_i64(h, ex->n);
-    for (int i = 0; i < ex->n; i++) {
-        hash_i64(h, ex->items[i].n_prompt);
-        for (int j = 0; j < ex->items[i].n_prompt; j++) hash_i64(h, ex->items[i].prompt[j]);
-        hash_i64(h, ex->items[i].n_target);
-        for (int j = 0; j < ex->items[i].n_target; j++) hash_i64(h, ex->items[i].target[j]);
-    }
-}
-
-void job_examples_digest(const zmix_examples *ex, char hex[65])
-{
-    zmix_sha256 h;
-    uint8_t d[32];
-    zmix_sha256_init(&h);
-    hash_examples(&h, ex);
-    zmix_sha256_final(&h, d);
-    zmix_sha256_hex(d, hex);
+    zmix_adapt_opts_default(out);
+    out->cem = spec->cem;
+    out->cem.stream = 0; /* derived from the inputs key by the session */
+    out->per_layer = spec->compose.per_layer;
+    out->rescale = spec->compose.rescale;
+    out->n_threads = 1;
 }
 
 void job_spec_key(const job_spec *spec, const char *model_fingerprint, const char *experts_digest,
                   char hex[65])
 {
-    /* Every field that can change the result, in a fixed order with explicit lengths, so that
-     * no two different requests encode to the same bytes. Priority and recompute are left out:
-     * they change when, not what. */
-    zmix_sha256 h;
-    uint8_t d[32];
-    const zmix_cem_settings *c = &spec->cem;
-    zmix_sha256_init(&h);
-    hash_str(&h, "zmix-job-key-v1");
-    hash_str(&h, model_fingerprint ? model_fingerprint : "");
-    hash_str(&h, experts_digest ? experts_digest : "");
-    hash_examples(&h, &spec->examples);
-    hash_i64(&h, spec->compose.per_layer);
-    hash_i64(&h, spec->compose.normalize);
-    hash_i64(&h, spec->compose.rescale);
-    hash_i64(&h, c->dim);
-    hash_i64(&h, c->n_experts);
-    hash_i64(&h, c->pop_size);
-    hash_f64(&h, c->elite_ratio);
-    hash_f64(&h, c->lo);
-    hash_f64(&h, c->hi);
-    hash_f64(&h, c->init_std);
-    hash_f64(&h, c->ema);
-    hash_f64(&h, c->std_floor);
-    hash_i64(&h, c->max_generations);
-    hash_i64(&h, c->elitism);
-    hash_i64(&h, c->metric);
-    hash_i64(&h, c->normalize);
-    hash_f64(&h, c->std_tol);
-    hash_i64(&h, c->patience);
-    hash_f64(&h, c->target_accuracy);
-    hash_f64(&h, c->target_loglik_tol);
-    hash_i64(&h, (int64_t)c->seed);
-    zmix_sha256_final(&h, d);
-    zmix_sha256_hex(d, hex);
+    zmix_adapt_opts opts;
+    job_spec_adapt_opts(spec, &opts);
+    zmix_adapt_key_from(model_fingerprint, experts_digest, spec->cem.n_experts, spec->cem.dim,
+                        &spec->examples, &opts, hex);
 }
 
 /* The settings as the table's options see them (the inverse of parse_cem). */

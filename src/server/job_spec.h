@@ -14,6 +14,7 @@
 #include <msgpack.h>
 #include <stdint.h>
 
+#include "zmix/adapt.h"
 #include "zmix/cem.h"
 #include "zmix/common.h"
 #include "zmix/model.h"
@@ -49,11 +50,11 @@ size_t job_spec_memory(const job_spec *spec);
  * task-name rule (task_name.h): what submit, get and evict do with the name they are given. */
 int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err);
 
-/* SHA-256 of the examples alone (the "examples digest" reported with a result). */
-void job_examples_digest(const zmix_examples *ex, char hex[65]);
-/* The cache key: model fingerprint, expert names and vectors' digest (experts_digest, any
- * string that changes when the experts do), examples, settings. The task name is not part of
- * it (the cache is indexed by task; the key says whether the entry answers this request). */
+/* The options the job's adaptation session runs with. */
+void job_spec_adapt_opts(const job_spec *spec, zmix_adapt_opts *out);
+/* The job's inputs key (zmix_adapt_key_from over the spec's examples and settings): the task
+ * name is not part of it (the cache is indexed by task; the key says whether the entry
+ * answers this request). */
 void job_spec_key(const job_spec *spec, const char *model_fingerprint, const char *experts_digest,
                   char hex[65]);
 

@@ -36,16 +36,6 @@ void job_set_phase(job *j, job_phase to)
     j->phase = to;
 }
 
-void jobs_adapt_opts(const job_spec *spec, zmix_adapt_opts *out)
-{
-    zmix_adapt_opts_default(out);
-    out->cem = spec->cem;
-    out->cem.stream = 0; /* derived from the inputs key by the session */
-    out->per_layer = spec->compose.per_layer;
-    out->rescale = spec->compose.rescale;
-    out->n_threads = 1;
-}
-
 /* ---- Registry -------------------------------------------------------------------------- */
 
 job *jobs_new(server *srv)
@@ -418,7 +408,7 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
         return;
     }
     zmix_adapt_opts opts;
-    jobs_adapt_opts(spec, &opts);
+    job_spec_adapt_opts(spec, &opts);
     char key[65];
     zmix_adapt_key(srv->rt, &spec->examples, &opts, key);
     parked *p = calloc(1, sizeof *p);

@@ -225,17 +225,7 @@ static void m_submit(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    /* The engine's own checks (elite count, bounds, std) with its messages, before any work. */
-    if (zmix_cem_settings_check(&spec.cem, &err) != 0) {
-        job_spec_free(&spec);
-        reply_err(c, req, &err);
-        return;
-    }
-    if (zmix_examples_check(srv->model, &spec.examples, &err) != 0) {
-        job_spec_free(&spec);
-        reply_err(c, req, &err);
-        return;
-    }
+    /* job_spec_parse ran the engine's settings check and the one examples check. */
     jobs_submit(srv, c, req->msgid, &spec);
 }
 

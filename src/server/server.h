@@ -231,8 +231,6 @@ void jobs_started(job *j);
 void jobs_saved(job *j);
 void jobs_finished(job *j, job_state state, const char *reason, job_summary *summary, int put_rc,
                    const zmix_error *put_err);
-/* The options a job's session runs with. */
-void jobs_adapt_opts(const job_spec *spec, zmix_adapt_opts *out);
 
 /* job_reply.c (loop thread) */
 void jobs_reply_submitted(parked *p, const job *j);

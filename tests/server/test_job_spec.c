@@ -272,8 +272,8 @@ static void test_key_tracks_what_changes_the_result(void **unused)
     job_spec_key(&s2, "model-fp", "experts-fp", k2);
     assert_string_not_equal(k1, k2);
     char d1[65], d2[65];
-    job_examples_digest(&s1.examples, d1);
-    job_examples_digest(&s3.examples, d2);
+    zmix_adapt_examples_digest(&s1.examples, d1);
+    zmix_adapt_examples_digest(&s3.examples, d2);
     assert_string_equal(d1, d2); /* same examples, different seed */
     job_spec_free(&s1);
     job_spec_free(&s2);
