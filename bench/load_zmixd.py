@@ -37,7 +37,7 @@ from zmix_client import Client, RpcError  # noqa: E402
 # Small, cheap jobs so that many of them finish during the run; distinct seeds make distinct
 # cache keys, a few repeated ones exercise cache hits and coalescing.
 CEM = {"pop": 8, "iters": 2, "std_tol": 0}
-RETAINED_FINISHED = 1000  # finished jobs zmixd keeps for status (src/server/jobs.c)
+RETAINED_FINISHED = 1000  # finished jobs zmixd keeps for status (src/daemon/jobs.c)
 
 
 def percentile(sorted_values, p):

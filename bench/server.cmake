@@ -1,6 +1,6 @@
 # zmixd benchmarks (include from bench/CMakeLists.txt). Not timed tests: `bench_status_latency`
 # is a target that prints numbers; a --quick smoke run is a ctest test.
-if(TARGET zmix_persist AND ZMIX_PYTHON)
+if(TARGET zmix_store AND ZMIX_PYTHON)
   add_custom_target(bench_status_latency
     COMMAND ${ZMIX_PYTHON} ${CMAKE_CURRENT_LIST_DIR}/bench_status_latency.py --zmixd $<TARGET_FILE:zmixd>
     DEPENDS zmixd USES_TERMINAL)

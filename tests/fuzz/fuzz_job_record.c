@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "fuzz_common.h"
-#include "server/job_store.h"
+#include "store/job_store.h"
 
 static void parse_one(const uint8_t *buf, size_t len)
 {

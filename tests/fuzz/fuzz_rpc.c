@@ -8,8 +8,8 @@
 #include <string.h>
 
 #include "fuzz_common.h"
-#include "server/job_spec.h"
-#include "server/rpc.h"
+#include "wire/job_spec.h"
+#include "wire/rpc.h"
 
 #define FRAME_LIMIT 65536
 

@@ -17,8 +17,8 @@
 #include "fuzz_common.h"
 #include "fuzz_experts_list.h"
 #include "safetensors.h"
-#include "server/job_store.h"
-#include "server/task_cache.h"
+#include "store/job_store.h"
+#include "store/task_cache.h"
 #include "zmix/cem.h"
 
 static const char *out_root;

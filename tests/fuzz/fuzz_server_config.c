@@ -3,7 +3,7 @@
  * or give settings that config_finish accepts or refuses with a message.
  */
 #include "fuzz_common.h"
-#include "server/config.h"
+#include "daemon/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

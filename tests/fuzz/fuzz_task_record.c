@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "fuzz_common.h"
-#include "server/task_cache.h"
+#include "store/task_cache.h"
 
 static void parse_one(const uint8_t *buf, size_t len)
 {

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "daemon/config.h"
 #include "testutil.h"
 
 static int parse(server_config *cfg, int argc, const char **argv, zmix_error *err)

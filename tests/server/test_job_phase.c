@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "server/job_phase.h"
+#include "daemon/job_phase.h"
 
 #define N_PHASES (JOB_PH_FINISHED + 1)
 

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "adapt/cem_options.h"
-#include "job_spec.h"
-#include "rpc.h"
+#include "wire/job_spec.h"
+#include "wire/rpc.h"
 
 static job_limits limits(void)
 {

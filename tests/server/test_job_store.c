@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "util/crc32c.h"
-#include "server/job_store.h"
+#include "store/job_store.h"
 #include "util/record.h"
 
 typedef struct fixture {

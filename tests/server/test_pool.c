@@ -8,7 +8,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "pool.h"
+#include "daemon/pool.h"
 
 typedef struct recorder {
     pthread_mutex_t lock;

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "job_spec.h"
-#include "rpc.h"
+#include "wire/job_spec.h"
+#include "wire/rpc.h"
 #include "util/pcg.h"
 
 #define LIMIT     (1u << 20)

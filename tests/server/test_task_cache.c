@@ -17,7 +17,7 @@
 
 #include "util/crc32c.h"
 #include "util/record.h"
-#include "server/task_cache.h"
+#include "store/task_cache.h"
 #ifdef ZMIX_HAVE_MODEL
 #include "model/model_internal.h"
 #include "model/safetensors.h"

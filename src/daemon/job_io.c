@@ -1,0 +1,284 @@
+/*
+ * A job's blocking persistence steps: accept (task cache lookup, then the job record),
+ * start, checkpoint, finish (result and end state). Each step is an op whose work half runs
+ * on libuv's threadpool — fsync must never run on the loop — and whose completion runs on
+ * the loop and hands the outcome to jobs.c. Threads are named on each function.
+ *
+ * While a job's op is in flight the job is in a phase (accepting, starting, saving,
+ * finishing) in which nothing else touches its session, so the work half may read it.
+ */
+#include <cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/server.h"
+
+/* Threadpool. */
+static void io_work_cb(uv_work_t *req)
+{
+    io_op *op = req->data;
+    op->work(op);
+}
+
+/* Loop. */
+static void io_after_cb(uv_work_t *req, int status)
+{
+    io_op *op = req->data;
+    op->srv->io_inflight--;
+    op->after(op);
+    (void)status;
+}
+
+/* Loop: queues an op. */
+void io_submit(server *srv, io_op *op)
+{
+    op->srv = srv;
+    op->req.data = op;
+    srv->io_inflight++;
+    if (uv_queue_work(srv->loop, &op->req, io_work_cb, io_after_cb) != 0) {
+        /* cannot happen with a valid loop; run inline rather than lose the step */
+        op->work(op);
+        srv->io_inflight--;
+        op->after(op);
+    }
+}
+
+/* ---- accept ---------------------------------------------------------------------------- */
+
+typedef struct accept_op {
+    io_op base;
+    job *j;
+    int rc, cache_hit;
+    zmix_error err;
+    uint64_t id;
+    task_result cached;
+} accept_op;
+
+/* Threadpool: a cached result for the same inputs answers the submit; else the job is made
+ * durable before it is acknowledged. */
+static void accept_work(io_op *o)
+{
+    accept_op *op = (accept_op *)o;
+    job *j = op->j;
+    server *srv = o->srv;
+    if (!j->spec.recompute &&
+        task_cache_get_if_key(srv->cache, j->spec.task, j->key, &op->cached, NULL) == 0) {
+        op->cache_hit = 1;
+        return;
+    }
+    job_record rec;
+    memset(&rec, 0, sizeof rec);
+    snprintf(rec.task, sizeof rec.task, "%s", j->spec.task);
+    snprintf(rec.key, sizeof rec.key, "%s", j->key);
+    rec.priority = j->spec.priority;
+    rec.submit_ms = j->submit_ms;
+    rec.examples = j->spec.examples;
+    job_spec_settings_bytes(&j->spec, &rec.settings, &rec.settings_len);
+    op->rc = job_store_create(srv->store, &rec, &op->err);
+    op->id = rec.id; /* j->id is set on the loop, which reads it at any time */
+    free(rec.settings);
+}
+
+/* Loop. */
+static void accept_after(io_op *o)
+{
+    accept_op *op = (accept_op *)o;
+    jobs_accepted(op->j, op->rc, &op->err, op->id, op->cache_hit ? &op->cached : NULL);
+    if (op->cache_hit) task_result_free(&op->cached);
+    free(op);
+}
+
+/* ---- start ----------------------------------------------------------------------------- */
+
+typedef struct job_op {
+    io_op base;
+    job *j;
+    int rc;
+    zmix_error err;
+} job_op;
+
+/* Threadpool. */
+static void start_work(io_op *o)
+{
+    job_op *op = (job_op *)o;
+    op->rc =
+        job_store_set_state(o->srv->store, op->j->id, JOB_RUNNING, NULL, op->j->start_ms, &op->err);
+}
+
+/* Loop. */
+static void start_after(io_op *o)
+{
+    job_op *op = (job_op *)o;
+    if (op->rc != 0)
+        ZLOG_WARN(o->srv->log, "job %llu: %s", (unsigned long long)op->j->id, op->err.msg);
+    jobs_started(op->j);
+    free(op);
+}
+
+/* ---- checkpoint ------------------------------------------------------------------------ */
+
+/* Threadpool: the session is serialised here, not on the loop: with a long history it is
+ * megabytes. The store's generation counts finished steps (baselines, then generations). */
+static void checkpoint_work(io_op *o)
+{
+    job_op *op = (job_op *)o;
+    job *j = op->j;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    op->rc = zmix_session_save(j->session, &data, &len, &op->err);
+    int steps = zmix_cem_generation(zmix_session_cem(j->session)) +
+                (zmix_session_baselines(j->session, NULL, NULL) == 0);
+    if (op->rc == 0)
+        op->rc = job_store_checkpoint(o->srv->store, j->id, steps, data, len, &op->err);
+    free(data);
+}
+
+/* Loop. */
+static void checkpoint_after(io_op *o)
+{
+    job_op *op = (job_op *)o;
+    if (op->rc != 0)
+        ZLOG_WARN(o->srv->log, "job %llu: checkpoint not saved: %s", (unsigned long long)op->j->id,
+                  op->err.msg);
+    jobs_saved(op->j);
+    free(op);
+}
+
+/* ---- finish ---------------------------------------------------------------------------- */
+
+typedef struct finish_op {
+    io_op base;
+    job *j;
+    job_state state;
+    char reason[JOB_REASON_MAX];
+    job_summary summary;
+    int put_rc;
+    zmix_error put_err;
+} finish_op;
+
+/* The task cache's copy of a result: α and z′ as arrays, the document as bytes. */
+static void task_result_of(const job *j, const zmix_adapt_result *r, const char *doc,
+                           task_result *out, uint32_t *ranks, uint8_t **settings, size_t *slen)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->task, sizeof out->task, "%s", j->spec.task);
+    snprintf(out->key, sizeof out->key, "%s", j->key);
+    out->job_id = j->id;
+    out->created_ms = server_wall_ms();
+    out->score = r->best;
+    out->base_score = r->base;
+    out->n_experts = r->n_experts;
+    out->expert_scores = r->experts;
+    out->n_alpha = r->dim;
+    out->alpha = r->alpha;
+    out->n_matrices = r->n_matrices;
+    out->matrix_names = r->matrix_names;
+    for (int m = 0; m < r->n_matrices; m++) ranks[m] = (uint32_t)r->matrix_ranks[m];
+    out->ranks = ranks;
+    out->z = r->z;
+    job_spec_settings_bytes(&j->spec, settings, slen);
+    out->settings = *settings;
+    out->settings_len = *slen;
+    out->document = (uint8_t *)doc;
+    out->document_len = doc ? strlen(doc) : 0;
+}
+
+/* Threadpool: the result document (with the whole history) goes into the job record, so
+ * that status, jobs and history show the same after a restart; a finished search's result
+ * also goes into the task cache. A result that could not be written stays in memory only,
+ * and the job record then stays "running": after a crash the job resumes from its final
+ * checkpoint and writes the (bit-identical) result again, instead of being remembered as
+ * done with its result lost. */
+static void finish_work(io_op *o)
+{
+    finish_op *op = (finish_op *)o;
+    job *j = op->j;
+    server *srv = o->srv;
+    zmix_adapt_result r;
+    char *doc = NULL;
+    int have = j->session && zmix_session_result(j->session, &r, &op->put_err) == 0;
+    if (have) {
+        job_summary_of_result(&r, &op->summary);
+        cJSON *json = zmix_adapt_result_to_json(&r, 0);
+        doc = json ? cJSON_PrintUnformatted(json) : NULL;
+        cJSON_Delete(json);
+    }
+    if (op->state == JOB_DONE && have) {
+        task_result tr;
+        uint32_t *ranks = calloc((size_t)r.n_matrices + 1, sizeof *ranks);
+        uint8_t *settings = NULL;
+        size_t slen = 0;
+        if (!ranks) {
+            op->put_rc = zmix_error_set(&op->put_err, ZMIX_ENOMEM, "out of memory");
+        } else {
+            task_result_of(j, &r, doc, &tr, ranks, &settings, &slen);
+            op->put_rc = task_cache_put(srv->cache, &tr, &op->put_err);
+        }
+        free(ranks);
+        free(settings);
+    }
+    if (have) zmix_adapt_result_free(&r);
+    if (op->put_rc == 0) {
+        zmix_error err;
+        if (job_store_finish(srv->store, j->id, op->state, op->reason, j->end_ms,
+                             (const uint8_t *)doc, doc ? strlen(doc) : 0, &err) != 0)
+            ZLOG_WARN(srv->log, "job %llu: job store: %s", (unsigned long long)j->id, err.msg);
+    }
+    free(doc);
+}
+
+/* Loop. */
+static void finish_after(io_op *o)
+{
+    finish_op *op = (finish_op *)o;
+    jobs_finished(op->j, op->state, op->reason, &op->summary, op->put_rc, &op->put_err);
+    job_summary_free(&op->summary);
+    free(op);
+}
+
+/* ---- Entry points (loop) --------------------------------------------------------------- */
+
+static int submit_job_op(job *j, size_t size, void (*work)(io_op *), void (*after)(io_op *))
+{
+    job_op *op = calloc(1, size);
+    if (!op) return ZMIX_ENOMEM;
+    op->j = j;
+    op->base.work = work;
+    op->base.after = after;
+    io_submit(j->srv, &op->base);
+    return 0;
+}
+
+int job_io_accept(job *j)
+{
+    accept_op *op = calloc(1, sizeof *op);
+    if (!op) return ZMIX_ENOMEM;
+    op->j = j;
+    op->base.work = accept_work;
+    op->base.after = accept_after;
+    io_submit(j->srv, &op->base);
+    return 0;
+}
+
+int job_io_start(job *j)
+{
+    return submit_job_op(j, sizeof(job_op), start_work, start_after);
+}
+
+int job_io_checkpoint(job *j)
+{
+    return submit_job_op(j, sizeof(job_op), checkpoint_work, checkpoint_after);
+}
+
+int job_io_finish(job *j, job_state state, const char *reason)
+{
+    finish_op *op = calloc(1, sizeof *op);
+    if (!op) return ZMIX_ENOMEM;
+    op->j = j;
+    op->state = state;
+    snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "");
+    op->base.work = finish_work;
+    op->base.after = finish_after;
+    io_submit(j->srv, &op->base);
+    return 0;
+}

@@ -1,0 +1,80 @@
+/*
+ * zmixd: settings from the command line (and config file), a logger, then the server.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/config.h"
+#include "daemon/server.h"
+#include "util/log.h"
+#include "zmix/version.h"
+
+static void print_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: zmixd --model PATH --experts A.st,B.st,... [options]\n\n"
+            "zmixd holds a base model and a library of SVF experts, and adapts it to tasks\n"
+            "sent by clients over a socket (MessagePack-RPC, see proto/PROTOCOL.md).\n\n"
+            "options (also accepted as 'name = value' lines in a --config file):\n"
+            "  --model PATH            Hugging Face directory or llama2.c checkpoint\n"
+            "  --experts A,B,...       expert safetensors files (one z vector per matrix)\n"
+            "  --adapt mlp|attn|all    adapted matrices (default mlp)\n"
+            "  --listen unix:PATH      listen on a Unix socket (default: CACHE_DIR/zmixd.sock)\n"
+            "  --listen tcp:HOST:PORT  listen on TCP (non-loopback needs --token-file)\n"
+            "  --workers N             scoring threads (default: number of cores)\n"
+            "  --cache-dir DIR         task cache, job store, factors (default ~/.cache/zmix)\n"
+            "  --cache-bytes N         memory for cached results (default 256M)\n"
+            "  --max-jobs N            unfinished jobs accepted (default 64)\n"
+            "  --max-running N         jobs scored at the same time (default 4)\n"
+            "  --token-file F          shared token TCP clients must present (auth method)\n"
+            "  --frame-limit N         largest request in bytes (default 4M)\n"
+            "  --write-queue-limit N   unread response bytes before a client is cut (64M)\n"
+            "  --idle-timeout-ms N     idle connections are closed (default 300000)\n"
+            "  --max-connections N     (default 1024)\n");
+    job_limits_print_help(out);
+    fprintf(out, "  --config FILE           apply a config file at this point of the command line\n"
+                 "  --log-level L           error, warn, info (default), debug\n"
+                 "  --log-file F            log to F (reopened on SIGHUP) instead of stderr\n"
+                 "  --help, --version\n");
+}
+
+int main(int argc, char **argv)
+{
+    server_config cfg;
+    config_default(&cfg);
+    zmix_error err = {0};
+    const char *action = NULL;
+    int rc = config_parse_args(&cfg, argc, argv, &action, &err);
+    if (rc == 1 && !strcmp(action, "help")) {
+        print_usage(stdout);
+        config_free(&cfg);
+        return 0;
+    }
+    if (rc == 1) {
+        printf("zmixd %s\n", ZMIX_VERSION_STRING);
+        config_free(&cfg);
+        return 0;
+    }
+    if (rc == 0) rc = config_finish(&cfg, &err);
+    if (rc != 0) {
+        fprintf(stderr, "zmixd: %s\n(see zmixd --help)\n", err.msg);
+        config_free(&cfg);
+        return 2;
+    }
+    zmix_log_level level = ZMIX_LOG_INFO;
+    zmix_log_level_parse(cfg.log_level, &level, NULL);
+    zmix_log *log;
+    if (zmix_log_open(cfg.log_file, level, &log, &err) != 0) {
+        fprintf(stderr, "zmixd: %s\n", err.msg);
+        config_free(&cfg);
+        return 1;
+    }
+    /* A client that disconnects mid-write must not kill the daemon. */
+    signal(SIGPIPE, SIG_IGN);
+    rc = server_run(&cfg, log, &err);
+    if (rc != 0) ZLOG_ERROR(log, "%s", err.msg);
+    zmix_log_close(log);
+    config_free(&cfg);
+    return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,279 @@
+/*
+ * zmixd's lifecycle: load the model, its factors and the experts once; open the task cache
+ * and the job store (resuming unfinished jobs); start the worker pool; listen; run the loop;
+ * on SIGTERM/SIGINT stop accepting, let running scoring calls return early (every finished
+ * generation is already checkpointed), flush, exit 0.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "daemon/server.h"
+#include "util/file.h"
+#include "util/sha256.h"
+#include "util/clock.h"
+
+#define TICK_MS 50
+
+uint64_t server_now_ms(void)
+{
+    return zmix_now_ns() / 1000000u;
+}
+
+int64_t server_wall_ms(void)
+{
+    return (int64_t)(zmix_wall_seconds() * 1000.0);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void finish_shutdown(server *srv)
+{
+    zmix_error err = {0};
+    if (task_cache_flush(srv->cache, &err) != 0)
+        ZLOG_ERROR(srv->log, "flushing the task cache: %s", err.msg);
+    conn_close_all(srv);
+    /* Workers are idle (nothing is on the pool): join them before the async handle they
+     * signal goes away. */
+    pool_free(srv->pool);
+    srv->pool = NULL;
+    uv_close((uv_handle_t *)&srv->pool_async, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->sig_term, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->sig_int, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->sig_hup, on_handle_closed);
+    ZLOG_INFO(srv->log, "shut down cleanly");
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    server *srv = t->data;
+    uint64_t now_ms = server_now_ms();
+    uint64_t now_ns = zmix_now_ns();
+    jobs_sweep_waiters(srv, now_ms);
+    conn_sweep(srv, now_ms);
+    if (now_ns - srv->mark_ns >= 1000000000ull) {
+        double dt = (double)(now_ns - srv->mark_ns) * 1e-9;
+        srv->evals_per_s = (double)(srv->evals_total - srv->evals_at_mark) / dt;
+        srv->evals_at_mark = srv->evals_total;
+        srv->mark_ns = now_ns;
+    }
+    if (srv->shutting_down == 1 && jobs_idle(srv)) {
+        srv->shutting_down = 2;
+        finish_shutdown(srv);
+    }
+}
+
+void server_begin_shutdown(server *srv, const char *why)
+{
+    if (srv->shutting_down) return;
+    ZLOG_INFO(srv->log, "%s: stopping (running jobs resume from their checkpoints)", why);
+    srv->shutting_down = 1;
+    conn_close_listeners(srv);
+    jobs_begin_shutdown(srv);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    server *srv = s->data;
+    if (signum == SIGHUP) {
+        zmix_error err = {0};
+        if (zmix_log_reopen(srv->log, &err) != 0)
+            ZLOG_ERROR(srv->log, "SIGHUP: %s", err.msg);
+        else
+            ZLOG_INFO(srv->log, "SIGHUP: log reopened");
+        return;
+    }
+    server_begin_shutdown(srv, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void on_pool_notify(void *arg)
+{
+    uv_async_send(arg);
+}
+
+static int read_token(server *srv, zmix_error *err)
+{
+    const char *path = srv->cfg->token_file;
+    size_t n = 0;
+    int rc = fs_read_token_file(path, srv->token, sizeof srv->token, &n, err);
+    if (rc) return rc;
+    struct stat st;
+    if (stat(path, &st) == 0 && (st.st_mode & 077))
+        ZLOG_WARN(srv->log, "--token-file %s is readable by other users (mode %03o): chmod 600 it",
+                  path, (unsigned)(st.st_mode & 0777));
+    /* The daemon's own rule on top of the file format: a short token is guessable. */
+    if (n < 16) {
+        srv->token[0] = '\0';
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "token file %s: token of %zu bytes, at least 16 required", path, n);
+    }
+    srv->token_len = n;
+    return 0;
+}
+
+static int check_security(server *srv, zmix_error *err)
+{
+    if (srv->cfg->token_file[0]) {
+        int rc = read_token(srv, err);
+        if (rc) return rc;
+    }
+    for (int i = 0; i < srv->cfg->n_listen; i++) {
+        listen_addr a;
+        int rc = config_parse_listen(srv->cfg->listen[i], &a, err);
+        if (rc) return rc;
+        if (a.is_tcp && !a.loopback && srv->token_len == 0)
+            return zmix_error_set(err, ZMIX_EAUTH,
+                                  "--listen %s is not loopback: a --token-file is required",
+                                  srv->cfg->listen[i]);
+    }
+    return 0;
+}
+
+#ifdef ZMIX_CHECKED
+void server_check_failed(const char *what, const char *file, int line)
+{
+    fprintf(stderr, "zmixd: invariant violated at %s:%d: %s\n", file, line, what);
+    abort();
+}
+#endif
+
+static void log_problems(server *srv, persist_problems *pp, const char *what)
+{
+    for (size_t i = 0; i < pp->n; i++)
+        ZLOG_WARN(srv->log, "%s: skipped: %s", what, pp->items[i].msg);
+    persist_problems_free(pp);
+}
+
+static int load_model(server *srv, zmix_error *err)
+{
+    server_config *cfg = srv->cfg;
+    int rc = zmix_model_load(cfg->model, &srv->model, err);
+    if (rc) return rc;
+    zmix_runtime_opts ro;
+    zmix_runtime_opts_default(&ro);
+    if ((rc = zmix_adapt_set_parse(cfg->adapt, &ro.adapt, err))) return rc;
+    char factors[CONFIG_PATH_MAX + 16];
+    snprintf(factors, sizeof factors, "%s/factors", cfg->cache_dir);
+    if ((rc = fs_mkdirs(factors, err))) return rc;
+    ro.factor_cache_dir = factors;
+    rc = zmix_runtime_create(srv->model, &ro, (const char *const *)cfg->experts, cfg->n_experts,
+                             &srv->rt, err);
+    if (rc) return rc;
+    zmix_adapt_experts_digest(srv->rt, srv->experts_digest);
+    const zmix_model_config *mc = zmix_model_get_config(srv->model);
+    srv->limits = cfg->limits;
+    srv->limits.vocab_size = mc->vocab_size;
+    srv->limits.context = mc->max_seq_len;
+    srv->limits.n_experts = zmix_runtime_n_experts(srv->rt);
+    srv->limits.n_matrices = zmix_runtime_n_matrices(srv->rt);
+    srv->limits.tokenizer = zmix_model_tokenizer(srv->model);
+    zmix_cem_settings_default(&srv->cem_defaults);
+    return 0;
+}
+
+static int open_persistence(server *srv, zmix_error *err)
+{
+    persist_problems pp = {0};
+    task_cache_config tc;
+    task_cache_config_default(&tc);
+    tc.dir = srv->cfg->cache_dir;
+    tc.memory_budget = srv->cfg->cache_bytes;
+    int rc = task_cache_open(&tc, &srv->cache, &pp, err);
+    log_problems(srv, &pp, "task cache");
+    if (rc) return rc;
+    job_store_config jc;
+    job_store_config_default(&jc);
+    jc.dir = srv->cfg->cache_dir;
+    job_recovered *rec = NULL;
+    size_t n_rec = 0;
+    rc = job_store_open(&jc, &srv->store, &rec, &n_rec, &pp, err);
+    log_problems(srv, &pp, "job store");
+    if (rc) return rc;
+    rc = jobs_recover(srv, rec, n_rec, err);
+    job_recovered_free(rec, n_rec);
+    return rc;
+}
+
+static void teardown(server *srv)
+{
+    pool_free(srv->pool);
+    jobs_free_all(srv);
+    if (srv->cache) task_cache_free(srv->cache);
+    if (srv->store) job_store_free(srv->store);
+    zmix_runtime_free(srv->rt);
+    zmix_model_free(srv->model);
+}
+
+int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
+{
+    server srv_storage;
+    server *srv = &srv_storage;
+    memset(srv, 0, sizeof *srv);
+    srv->cfg = cfg;
+    srv->on_request = methods_dispatch;
+    srv->log = log;
+    srv->start_ns = srv->mark_ns = zmix_now_ns();
+    uv_loop_t loop;
+    int rc = uv_loop_init(&loop);
+    if (rc) return zmix_error_set(err, ZMIX_EIO, "event loop: %s", uv_strerror(rc));
+    srv->loop = &loop;
+#ifdef ZMIX_CHECKED
+    srv->loop_thread = pthread_self();
+#endif
+
+    if ((rc = check_security(srv, err)) || (rc = fs_mkdirs(cfg->cache_dir, err))) goto fail_loop;
+    uint64_t t0 = zmix_now_ns();
+    if ((rc = load_model(srv, err))) goto fail;
+    ZLOG_INFO(log, "model %s: %d adapted matrices (%s), %d experts, ready in %.2f s", cfg->model,
+              zmix_runtime_n_matrices(srv->rt), cfg->adapt, zmix_runtime_n_experts(srv->rt),
+              (double)(zmix_now_ns() - t0) * 1e-9);
+    uv_async_init(&loop, &srv->pool_async, jobs_on_pool_async);
+    srv->pool_async.data = srv;
+    if ((rc = pool_create(cfg->workers, on_pool_notify, &srv->pool_async, &srv->pool, err))) {
+        uv_close((uv_handle_t *)&srv->pool_async, NULL);
+        goto fail;
+    }
+    uv_timer_init(&loop, &srv->tick);
+    srv->tick.data = srv;
+    uv_signal_init(&loop, &srv->sig_term);
+    uv_signal_init(&loop, &srv->sig_int);
+    uv_signal_init(&loop, &srv->sig_hup);
+    srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
+    if ((rc = open_persistence(srv, err)) || (rc = conn_listen_all(srv, err))) {
+        conn_close_listeners(srv);
+        srv->shutting_down = 2;
+        jobs_begin_shutdown(srv);
+        /* Let scoring started by recovery stop, then close everything. */
+        while (!jobs_idle(srv)) uv_run(&loop, UV_RUN_ONCE);
+        pool_free(srv->pool);
+        srv->pool = NULL;
+        uv_close((uv_handle_t *)&srv->pool_async, NULL);
+        uv_close((uv_handle_t *)&srv->tick, NULL);
+        uv_close((uv_handle_t *)&srv->sig_term, NULL);
+        uv_close((uv_handle_t *)&srv->sig_int, NULL);
+        uv_close((uv_handle_t *)&srv->sig_hup, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        goto fail;
+    }
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+    uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
+    ZLOG_INFO(log, "zmixd ready: %d workers, cache %s", pool_workers(srv->pool), cfg->cache_dir);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    teardown(srv);
+    uv_loop_close(&loop);
+    return 0;
+fail:
+    teardown(srv);
+fail_loop:
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rc;
+}

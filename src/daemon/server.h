@@ -1,0 +1,291 @@
+/*
+ * zmixd's core, shared by the daemon's files (not a public API). The daemon is three folders:
+ * src/wire (what travels on the socket: framing, msgpack-RPC, the method table, the maps
+ * clients see), src/store (the task cache and the job store), and this one:
+ *
+ *   server.c       setup and teardown: model, runtime, persistence, pool, listeners, signals,
+ *                  the periodic tick (timeouts, rates), graceful shutdown
+ *   conn.c         connections: accept, read + frame + decode, write queue and backpressure,
+ *                  idle timeout, auth gate; hands each request to the handler it was given
+ *   jobs.c         the job registry and each job's lifecycle: one phase setter (rules in
+ *                  job_phase.c), submit, cancel, scheduling, and the steps of the job's
+ *                  adaptation session (zmix/adapt.h)
+ *   job_reply.c    what jobs answer: acks, status replies, progress, waiters
+ *   job_recover.c  jobs found in the job store at startup
+ *   job_work.c     what pool workers run: one piece of a session step
+ *   job_io.c       the blocking persistence steps, on libuv's threadpool, and their completions
+ *   results.c      reads for clients: get, evict, and the history of a finished job
+ *   pool.c         the scoring worker pool
+ *
+ * Threads: the event loop runs everything except pool items (job_work.c) and the work
+ * half of I/O operations (job_io.c, results.c), which only touch what their op or piece was
+ * handed and report back through the loop. Each struct field below says who writes it.
+ */
+#ifndef ZMIX_DAEMON_SERVER_H
+#define ZMIX_DAEMON_SERVER_H
+
+#include <msgpack.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "daemon/config.h"
+#include "daemon/job_phase.h"
+#include "wire/job_spec.h"
+#include "daemon/pool.h"
+#include "wire/rpc.h"
+#include "store/job_store.h"
+#include "store/task_cache.h"
+#include "util/log.h"
+#include "zmix/adapt.h"
+#include "zmix/cem.h"
+#include "zmix/model.h"
+
+typedef struct server server;
+typedef struct conn conn;
+typedef struct job job;
+typedef struct parked parked;
+
+/* A request answered later: a wait (job end or timeout), a submit being persisted, a get
+ * reading a file. Owned by whatever will answer it (the job's waiter list or a work request);
+ * when its connection closes first, conn is set to NULL and the answer is dropped. */
+enum parked_kind { PARK_WAIT = 1, PARK_SUBMIT, PARK_IO };
+struct parked {
+    conn *conn;
+    uint32_t msgid;
+    int kind;
+    int coalesced;        /* PARK_SUBMIT: joined a job somebody else submitted */
+    uint64_t deadline_ms; /* PARK_WAIT: monotonic ms */
+    parked *conn_prev, *conn_next;
+    parked *job_next;
+};
+
+struct conn {
+    union {
+        uv_stream_t stream;
+        uv_pipe_t pipe;
+        uv_tcp_t tcp;
+    } h;
+    server *srv;
+    uint64_t id;
+    msgpack_unpacker unp;
+    rpc_scanner scan;    /* how far the message at the head of unp has been walked */
+    size_t write_queued; /* bytes handed to uv_write and not yet written */
+    uint64_t last_active_ms;
+    int authed; /* the token was presented, or none is needed */
+    int closing;
+    int reading;
+    int subscribed;          /* wants progress notifications */
+    uint64_t subscribed_job; /* ... of this job only; 0: of every job */
+    parked *parked;          /* requests of this connection answered later */
+    conn *prev, *next;
+};
+
+/* What status shows of a search: read live from the session while there is one, frozen at
+ * the end (or read back from the job store after a restart). */
+typedef struct job_summary {
+    int generation;
+    long evaluations, skipped;
+    int have_best;
+    zmix_score best;
+    float *best_alpha; /* dim, owned; NULL when !have_best */
+    int have_mean_std;
+    double mean_std;
+    zmix_cem_stop stop;
+    double elapsed_s; /* scoring seconds over the whole search */
+} job_summary;
+
+void job_summary_free(job_summary *s);
+/* The summary of a live session (allocates best_alpha). */
+int job_summary_of_session(const zmix_session *ses, job_summary *out);
+/* The summary of a result (allocates best_alpha). */
+int job_summary_of_result(const zmix_adapt_result *r, job_summary *out);
+
+struct job {
+    /* Set before the job is visible, then read-only (loop thread): */
+    server *srv;
+    char key[65]; /* the inputs key (zmix_adapt_key) */
+    zmix_adapt_opts opts;
+
+    /* Loop thread only: */
+    uint64_t id;   /* 0 until the job store assigned one */
+    job_spec spec; /* examples freed when the job finishes; the settings stay for status */
+    job_state state;
+    job_phase phase;
+    int started; /* the store knows it as running */
+    int cancel_requested;
+    int fail_pending; /* a piece failed: fail once the others are back */
+    char reason[JOB_REASON_MAX];
+    char warning[JOB_REASON_MAX]; /* e.g. the result could not be written to disk */
+    pool_queue queue;
+    int64_t submit_ms, start_ms, end_ms; /* wall clock */
+    uint64_t run_ns;                     /* scoring time in this process */
+    uint64_t step_started_ns;
+    parked *waiters;
+    job_summary final; /* the frozen summary of a finished job */
+    int have_final;
+    uint8_t *resume; /* a recovered checkpoint, until the job starts */
+    size_t resume_len;
+
+    /* Owned by the step in flight while the phase is SCORING, SAVING or FINISHING (pool
+     * workers score pieces of it; the I/O thread saves it or builds its result), else by
+     * the loop. Status reads it from the loop at any time: the step only writes the
+     * candidates and scores, which status does not read. */
+    zmix_session *session;
+    pool_item *items; /* this step's pieces (owned) */
+    int items_out;    /* pool items not yet back */
+
+    /* Written by the loop, read by workers: */
+    atomic_int stop; /* tells scoring calls to return early */
+
+    job *prev, *next;
+};
+
+/* What a connection does with each decoded request. The connection layer knows only this
+ * handler, not the protocol's methods (server.c installs methods_dispatch). */
+typedef void (*request_handler)(server *srv, conn *c, const rpc_request *req);
+
+struct server {
+    server_config *cfg;
+    request_handler on_request;
+    zmix_log *log;
+    uv_loop_t *loop;
+
+    zmix_model *model;
+    zmix_runtime *rt;
+    char experts_digest[65]; /* zmix_adapt_experts_digest */
+#ifdef ZMIX_CHECKED
+    pthread_t loop_thread; /* checked builds assert that loop-only code runs there */
+#endif
+    job_limits limits;
+    zmix_cem_settings cem_defaults;
+
+    task_cache *cache;
+    job_store *store;
+    pool *pool;
+    uv_async_t pool_async;
+
+    uv_stream_t *listeners[CONFIG_MAX_LISTEN];
+    int n_listeners;
+    char unix_paths[CONFIG_MAX_LISTEN][CONFIG_PATH_MAX]; /* to unlink at exit */
+    int n_unix_paths;
+    char token[256];
+    size_t token_len; /* 0: no token required */
+
+    conn *conns;
+    int n_conns;
+    uint64_t next_conn_id;
+
+    job *jobs;        /* every job this process knows, newest first */
+    int n_unfinished; /* accepting, queued, starting, scoring or saving (job_set_phase) */
+    int n_running;    /* starting, scoring or saving (job_set_phase) */
+    int io_inflight;  /* libuv work requests in flight */
+
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t tick;
+    int shutting_down;
+
+    uint64_t start_ns;
+    uint64_t requests;
+    uint64_t evals_total;
+    uint64_t evals_at_mark;
+    uint64_t mark_ns;
+    double evals_per_s;
+    uint64_t jobs_done, jobs_failed, jobs_cancelled, submits_cached, submits_coalesced;
+};
+
+uint64_t server_now_ms(void); /* monotonic */
+int64_t server_wall_ms(void);
+
+/* conn.c */
+int conn_listen_all(server *srv, zmix_error *err);
+void conn_close_listeners(server *srv);
+void conn_close(conn *c);
+void conn_close_all(server *srv);
+/* Sends one packed message (copies the bytes). Closes the connection when its write queue
+ * would exceed the limit. */
+void conn_send(conn *c, const char *data, size_t len);
+void conn_reply_result(conn *c, uint32_t msgid, const msgpack_sbuffer *result);
+void conn_reply_error(conn *c, uint32_t msgid, int code, const char *message);
+void conn_sweep(server *srv, uint64_t now_ms); /* idle timeouts */
+void conn_park(conn *c, parked *p);            /* links p into c's list */
+void conn_unpark(parked *p);                   /* unlinks (conn stays alive) */
+/* Answers a parked request (when its connection is still open) and unlinks it; does not free. */
+void parked_reply_result(parked *p, const msgpack_sbuffer *result);
+void parked_reply_error(parked *p, int code, const char *message);
+
+/* wire/methods.c: the method table, the request handler the daemon gives its connections */
+void methods_dispatch(server *srv, conn *c, const rpc_request *req);
+
+/* jobs.c (loop thread) */
+void jobs_on_pool_async(uv_async_t *h);
+/* Takes ownership of spec. Answers the request itself (now or when persisted). */
+void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec);
+job *jobs_find(server *srv, uint64_t id);
+int jobs_cancel(server *srv, job *j, zmix_error *err);
+void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t timeout_ms);
+void jobs_sweep_waiters(server *srv, uint64_t now_ms);
+int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err);
+void jobs_begin_shutdown(server *srv);
+int jobs_idle(const server *srv); /* nothing on the pool and no I/O in flight */
+void jobs_free_all(server *srv);
+void job_set_phase(job *j, job_phase to);
+job *jobs_new(server *srv);      /* a job in phase NEW, linked into the registry */
+void jobs_schedule(server *srv); /* starts queued jobs while running slots are free */
+/* Called by job_io.c when a step's I/O completes. */
+void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_result *cached);
+void jobs_started(job *j);
+void jobs_saved(job *j);
+void jobs_finished(job *j, job_state state, const char *reason, job_summary *summary, int put_rc,
+                   const zmix_error *put_err);
+
+/* job_reply.c (loop thread) */
+void jobs_reply_submitted(parked *p, const job *j);
+void jobs_reply_cached(parked *p, server *srv, const task_result *r);
+void jobs_answer_waiters(job *j); /* every waiter: submit acks and waits */
+void jobs_notify_progress(server *srv, const job *j);
+
+/* job_work.c (pool workers) */
+void job_work_run(pool_item *it);
+
+/* job_io.c: blocking persistence on libuv's threadpool, completions on the loop */
+typedef struct io_op io_op;
+struct io_op {
+    uv_work_t req;
+    server *srv;
+    void (*work)(io_op *op);  /* threadpool */
+    void (*after)(io_op *op); /* loop; frees op */
+};
+void io_submit(server *srv, io_op *op);
+int job_io_accept(job *j);
+int job_io_start(job *j);
+int job_io_checkpoint(job *j);
+int job_io_finish(job *j, job_state state, const char *reason);
+
+/* results.c: client reads answered from the loop after a threadpool step */
+void results_get(server *srv, conn *c, uint32_t msgid, const char *task, int with_vectors,
+                 int with_document);
+void results_evict(server *srv, conn *c, uint32_t msgid, const char *task);
+void results_history(server *srv, conn *c, uint32_t msgid, job *j);
+
+/* job_view.c */
+void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk);
+void jobs_pack_brief(const job *j, msgpack_packer *pk);
+void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int with_document,
+                      msgpack_packer *pk);
+void jobs_pack_history(uint64_t id, const zmix_adapt_result *r, msgpack_packer *pk);
+
+/* Checked builds (Debug, ASan, TSan): invariants abort with a message. */
+#ifdef ZMIX_CHECKED
+#define SERVER_CHECK(cond)  ((cond) ? (void)0 : server_check_failed(#cond, __FILE__, __LINE__))
+#define SERVER_ON_LOOP(srv) SERVER_CHECK(pthread_equal(pthread_self(), (srv)->loop_thread))
+void server_check_failed(const char *what, const char *file, int line);
+#else
+#define SERVER_CHECK(cond)  ((void)sizeof(cond)) /* compiled, never evaluated */
+#define SERVER_ON_LOOP(srv) ((void)0)
+#endif
+
+/* server.c */
+void server_begin_shutdown(server *srv, const char *why);
+int server_run(server_config *cfg, zmix_log *log, zmix_error *err);
+
+#endif
