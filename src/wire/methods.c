@@ -13,14 +13,17 @@
 
 typedef void (*method_fn)(server *srv, conn *c, const rpc_request *req);
 
-#define REPLY_BEGIN                                                                                \
-    msgpack_sbuffer sb;                                                                            \
-    msgpack_sbuffer_init(&sb);                                                                     \
-    msgpack_packer pk;                                                                             \
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write)
-#define REPLY_END                                                                                  \
-    conn_reply_result(c, req->msgid, &sb);                                                         \
-    msgpack_sbuffer_destroy(&sb)
+/* Every reply is a map, built with rpc_map (entries counted as they are packed). */
+static void reply_map(conn *c, const rpc_request *req, rpc_map *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    rpc_map_end(m, &pk);
+    conn_reply_result(c, req->msgid, &sb);
+    msgpack_sbuffer_destroy(&sb);
+}
 
 static int check_keys(conn *c, const rpc_request *req, const char *const *keys)
 {
@@ -43,13 +46,11 @@ static void m_ping(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {NULL};
     if (check_keys(c, req, keys)) return;
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 2);
-    rpc_pack_cstr(&pk, "pong");
-    msgpack_pack_true(&pk);
-    rpc_pack_cstr(&pk, "version");
-    rpc_pack_cstr(&pk, ZMIX_VERSION_STRING);
-    REPLY_END;
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_bool(&m, "pong", 1);
+    rpc_map_str(&m, "version", ZMIX_VERSION_STRING);
+    reply_map(c, req, &m);
 }
 
 static void m_auth(server *srv, conn *c, const rpc_request *req)
@@ -79,17 +80,10 @@ static void m_auth(server *srv, conn *c, const rpc_request *req)
         return;
     }
     c->authed = 1;
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 1);
-    rpc_pack_cstr(&pk, "authenticated");
-    msgpack_pack_true(&pk);
-    REPLY_END;
-}
-
-static void pack_int_kv(msgpack_packer *pk, const char *k, long v)
-{
-    rpc_pack_cstr(pk, k);
-    msgpack_pack_long(pk, v);
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_bool(&m, "authenticated", 1);
+    reply_map(c, req, &m);
 }
 
 static void m_info(server *srv, conn *c, const rpc_request *req)
@@ -98,59 +92,54 @@ static void m_info(server *srv, conn *c, const rpc_request *req)
     if (check_keys(c, req, keys)) return;
     const zmix_model_config *mc = zmix_model_get_config(srv->model);
     int K = zmix_runtime_n_experts(srv->rt), M = zmix_runtime_n_matrices(srv->rt);
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 8);
-    rpc_pack_cstr(&pk, "version");
-    rpc_pack_cstr(&pk, ZMIX_VERSION_STRING);
-    rpc_pack_cstr(&pk, "model");
-    msgpack_pack_map(&pk, 12);
-    rpc_pack_cstr(&pk, "path");
-    rpc_pack_cstr(&pk, srv->cfg->model);
-    rpc_pack_cstr(&pk, "fingerprint");
-    rpc_pack_cstr(&pk, zmix_model_fingerprint(srv->model));
-    rpc_pack_cstr(&pk, "model_type");
-    rpc_pack_cstr(&pk, mc->model_type);
-    pack_int_kv(&pk, "dim", mc->dim);
-    pack_int_kv(&pk, "hidden_dim", mc->hidden_dim);
-    pack_int_kv(&pk, "n_layers", mc->n_layers);
-    pack_int_kv(&pk, "n_heads", mc->n_heads);
-    pack_int_kv(&pk, "n_kv_heads", mc->n_kv_heads);
-    pack_int_kv(&pk, "vocab_size", mc->vocab_size);
-    pack_int_kv(&pk, "max_seq_len", mc->max_seq_len);
-    pack_int_kv(&pk, "bos_id", mc->bos_id);
-    pack_int_kv(&pk, "eos_id", mc->eos_id);
-    rpc_pack_cstr(&pk, "adapt");
-    rpc_pack_cstr(&pk, srv->cfg->adapt);
-    rpc_pack_cstr(&pk, "matrices");
-    msgpack_pack_array(&pk, (size_t)M);
-    for (int m = 0; m < M; m++) {
-        msgpack_pack_map(&pk, 2);
-        rpc_pack_cstr(&pk, "name");
-        rpc_pack_cstr(&pk, zmix_runtime_matrix_name(srv->rt, m));
-        pack_int_kv(&pk, "rank", zmix_runtime_matrix_rank(srv->rt, m));
+    rpc_map m, model, dims, lim;
+    rpc_map_begin(&m);
+    rpc_map_str(&m, "version", ZMIX_VERSION_STRING);
+    rpc_map_begin(&model);
+    rpc_map_str(&model, "path", srv->cfg->model);
+    rpc_map_str(&model, "fingerprint", zmix_model_fingerprint(srv->model));
+    rpc_map_str(&model, "model_type", mc->model_type);
+    rpc_map_int(&model, "dim", mc->dim);
+    rpc_map_int(&model, "hidden_dim", mc->hidden_dim);
+    rpc_map_int(&model, "n_layers", mc->n_layers);
+    rpc_map_int(&model, "n_heads", mc->n_heads);
+    rpc_map_int(&model, "n_kv_heads", mc->n_kv_heads);
+    rpc_map_int(&model, "vocab_size", mc->vocab_size);
+    rpc_map_int(&model, "max_seq_len", mc->max_seq_len);
+    rpc_map_int(&model, "bos_id", mc->bos_id);
+    rpc_map_int(&model, "eos_id", mc->eos_id);
+    rpc_map_end(&model, rpc_map_key(&m, "model"));
+    rpc_map_str(&m, "adapt", srv->cfg->adapt);
+    msgpack_packer *mats = rpc_map_key(&m, "matrices");
+    msgpack_pack_array(mats, (size_t)M);
+    for (int i = 0; i < M; i++) {
+        rpc_map e;
+        rpc_map_begin(&e);
+        rpc_map_str(&e, "name", zmix_runtime_matrix_name(srv->rt, i));
+        rpc_map_int(&e, "rank", zmix_runtime_matrix_rank(srv->rt, i));
+        rpc_map_end(&e, mats);
     }
-    rpc_pack_cstr(&pk, "experts");
-    msgpack_pack_array(&pk, (size_t)K);
-    for (int k = 0; k < K; k++) rpc_pack_cstr(&pk, zmix_runtime_expert_name(srv->rt, k));
-    rpc_pack_cstr(&pk, "experts_digest");
-    rpc_pack_cstr(&pk, srv->experts_digest);
-    rpc_pack_cstr(&pk, "alpha_dim");
-    msgpack_pack_map(&pk, 2);
-    pack_int_kv(&pk, "per_expert", K);
-    pack_int_kv(&pk, "per_layer", (long)K * M);
-    rpc_pack_cstr(&pk, "limits");
-    msgpack_pack_map(&pk, 10);
-    pack_int_kv(&pk, "max_examples", srv->limits.max_examples);
-    pack_int_kv(&pk, "max_tokens", srv->limits.max_tokens);
-    pack_int_kv(&pk, "context", srv->limits.context);
-    pack_int_kv(&pk, "max_pop", srv->limits.max_pop);
-    pack_int_kv(&pk, "max_generations", srv->limits.max_generations);
-    pack_int_kv(&pk, "max_dim", srv->limits.max_dim);
-    pack_int_kv(&pk, "max_jobs", srv->cfg->max_jobs);
-    pack_int_kv(&pk, "frame_limit", (long)srv->cfg->frame_limit);
-    pack_int_kv(&pk, "workers", pool_workers(srv->pool));
-    pack_int_kv(&pk, "job_memory", (long)srv->limits.max_job_bytes);
-    REPLY_END;
+    msgpack_packer *names = rpc_map_key(&m, "experts");
+    msgpack_pack_array(names, (size_t)K);
+    for (int k = 0; k < K; k++) rpc_pack_cstr(names, zmix_runtime_expert_name(srv->rt, k));
+    rpc_map_str(&m, "experts_digest", srv->experts_digest);
+    rpc_map_begin(&dims);
+    rpc_map_int(&dims, "per_expert", K);
+    rpc_map_int(&dims, "per_layer", (int64_t)K * M);
+    rpc_map_end(&dims, rpc_map_key(&m, "alpha_dim"));
+    rpc_map_begin(&lim);
+    rpc_map_int(&lim, "max_examples", srv->limits.max_examples);
+    rpc_map_int(&lim, "max_tokens", srv->limits.max_tokens);
+    rpc_map_int(&lim, "context", srv->limits.context);
+    rpc_map_int(&lim, "max_pop", srv->limits.max_pop);
+    rpc_map_int(&lim, "max_generations", srv->limits.max_generations);
+    rpc_map_int(&lim, "max_dim", srv->limits.max_dim);
+    rpc_map_int(&lim, "max_jobs", srv->cfg->max_jobs);
+    rpc_map_int(&lim, "frame_limit", (int64_t)srv->cfg->frame_limit);
+    rpc_map_int(&lim, "workers", pool_workers(srv->pool));
+    rpc_map_int(&lim, "job_memory", (int64_t)srv->limits.max_job_bytes);
+    rpc_map_end(&lim, rpc_map_key(&m, "limits"));
+    reply_map(c, req, &m);
 }
 
 static long rss_bytes(void)
@@ -172,49 +161,46 @@ static void m_stats(server *srv, conn *c, const rpc_request *req)
     task_cache_get_stats(srv->cache, &cs);
     int queued = 0;
     for (job *j = srv->jobs; j; j = j->next) queued += j->phase == JOB_PH_QUEUED;
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 11);
-    rpc_pack_cstr(&pk, "uptime");
-    msgpack_pack_double(&pk, (double)(zmix_now_ns() - srv->start_ns) * 1e-9);
-    pack_int_kv(&pk, "requests", (long)srv->requests);
-    pack_int_kv(&pk, "connections", srv->n_conns);
-    rpc_pack_cstr(&pk, "workers");
-    msgpack_pack_map(&pk, 3);
-    pack_int_kv(&pk, "total", pool_workers(srv->pool));
-    pack_int_kv(&pk, "busy", pool_busy(srv->pool));
-    pack_int_kv(&pk, "pending_chunks", pool_pending(srv->pool));
-    rpc_pack_cstr(&pk, "queue");
-    msgpack_pack_map(&pk, 4);
-    pack_int_kv(&pk, "queued", queued);
-    pack_int_kv(&pk, "running", srv->n_running);
-    pack_int_kv(&pk, "unfinished", srv->n_unfinished);
-    pack_int_kv(&pk, "max_jobs", srv->cfg->max_jobs);
-    pack_int_kv(&pk, "evaluations", (long)srv->evals_total);
-    rpc_pack_cstr(&pk, "evals_per_s");
-    msgpack_pack_double(&pk, srv->evals_per_s);
-    rpc_pack_cstr(&pk, "jobs");
-    msgpack_pack_map(&pk, 5);
-    pack_int_kv(&pk, "done", (long)srv->jobs_done);
-    pack_int_kv(&pk, "failed", (long)srv->jobs_failed);
-    pack_int_kv(&pk, "cancelled", (long)srv->jobs_cancelled);
-    pack_int_kv(&pk, "cached_submits", (long)srv->submits_cached);
-    pack_int_kv(&pk, "coalesced_submits", (long)srv->submits_coalesced);
-    rpc_pack_cstr(&pk, "cache");
-    msgpack_pack_map(&pk, 10);
-    pack_int_kv(&pk, "tasks", (long)cs.tasks);
-    pack_int_kv(&pk, "resident", (long)cs.resident);
-    pack_int_kv(&pk, "resident_bytes", (long)cs.resident_bytes);
-    pack_int_kv(&pk, "memory_budget", (long)cs.memory_budget);
-    pack_int_kv(&pk, "hits", (long)cs.hits);
-    pack_int_kv(&pk, "misses", (long)cs.misses);
-    pack_int_kv(&pk, "loads", (long)cs.loads);
-    pack_int_kv(&pk, "evictions", (long)cs.evictions);
-    pack_int_kv(&pk, "write_errors", (long)cs.write_errors);
-    pack_int_kv(&pk, "unpersisted", (long)cs.unpersisted);
-    pack_int_kv(&pk, "rss_bytes", rss_bytes());
-    rpc_pack_cstr(&pk, "shutting_down");
-    srv->shutting_down ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    REPLY_END;
+    rpc_map m, w, q, jobs, cache;
+    rpc_map_begin(&m);
+    rpc_map_double(&m, "uptime", (double)(zmix_now_ns() - srv->start_ns) * 1e-9);
+    rpc_map_int(&m, "requests", (int64_t)srv->requests);
+    rpc_map_int(&m, "connections", srv->n_conns);
+    rpc_map_begin(&w);
+    rpc_map_int(&w, "total", pool_workers(srv->pool));
+    rpc_map_int(&w, "busy", pool_busy(srv->pool));
+    rpc_map_int(&w, "pending_chunks", pool_pending(srv->pool));
+    rpc_map_end(&w, rpc_map_key(&m, "workers"));
+    rpc_map_begin(&q);
+    rpc_map_int(&q, "queued", queued);
+    rpc_map_int(&q, "running", srv->n_running);
+    rpc_map_int(&q, "unfinished", srv->n_unfinished);
+    rpc_map_int(&q, "max_jobs", srv->cfg->max_jobs);
+    rpc_map_end(&q, rpc_map_key(&m, "queue"));
+    rpc_map_int(&m, "evaluations", (int64_t)srv->evals_total);
+    rpc_map_double(&m, "evals_per_s", srv->evals_per_s);
+    rpc_map_begin(&jobs);
+    rpc_map_int(&jobs, "done", (int64_t)srv->jobs_done);
+    rpc_map_int(&jobs, "failed", (int64_t)srv->jobs_failed);
+    rpc_map_int(&jobs, "cancelled", (int64_t)srv->jobs_cancelled);
+    rpc_map_int(&jobs, "cached_submits", (int64_t)srv->submits_cached);
+    rpc_map_int(&jobs, "coalesced_submits", (int64_t)srv->submits_coalesced);
+    rpc_map_end(&jobs, rpc_map_key(&m, "jobs"));
+    rpc_map_begin(&cache);
+    rpc_map_int(&cache, "tasks", (int64_t)cs.tasks);
+    rpc_map_int(&cache, "resident", (int64_t)cs.resident);
+    rpc_map_int(&cache, "resident_bytes", (int64_t)cs.resident_bytes);
+    rpc_map_int(&cache, "memory_budget", (int64_t)cs.memory_budget);
+    rpc_map_int(&cache, "hits", (int64_t)cs.hits);
+    rpc_map_int(&cache, "misses", (int64_t)cs.misses);
+    rpc_map_int(&cache, "loads", (int64_t)cs.loads);
+    rpc_map_int(&cache, "evictions", (int64_t)cs.evictions);
+    rpc_map_int(&cache, "write_errors", (int64_t)cs.write_errors);
+    rpc_map_int(&cache, "unpersisted", (int64_t)cs.unpersisted);
+    rpc_map_end(&cache, rpc_map_key(&m, "cache"));
+    rpc_map_int(&m, "rss_bytes", rss_bytes());
+    rpc_map_bool(&m, "shutting_down", srv->shutting_down);
+    reply_map(c, req, &m);
 }
 
 static void m_submit(server *srv, conn *c, const rpc_request *req)
@@ -252,9 +238,13 @@ static void m_status(server *srv, conn *c, const rpc_request *req)
     if (check_keys(c, req, keys)) return;
     job *j = job_param(srv, c, req);
     if (!j) return;
-    REPLY_BEGIN;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     jobs_pack_status(srv, j, &pk);
-    REPLY_END;
+    conn_reply_result(c, req->msgid, &sb);
+    msgpack_sbuffer_destroy(&sb);
 }
 
 static void m_wait(server *srv, conn *c, const rpc_request *req)
@@ -283,13 +273,11 @@ static void m_cancel(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 2);
-    rpc_pack_cstr(&pk, "job");
-    msgpack_pack_uint64(&pk, j->id);
-    rpc_pack_cstr(&pk, "state");
-    rpc_pack_cstr(&pk, j->phase == JOB_PH_FINISHED ? job_state_name(j->state) : "cancelling");
-    REPLY_END;
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", j->id);
+    rpc_map_str(&m, "state", j->phase == JOB_PH_FINISHED ? job_state_name(j->state) : "cancelling");
+    reply_map(c, req, &m);
 }
 
 static void m_jobs(server *srv, conn *c, const rpc_request *req)
@@ -313,14 +301,14 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
     size_t n = 0;
     for (job *j = srv->jobs; j; j = j->next)
         n += j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state)));
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 1);
-    rpc_pack_cstr(&pk, "jobs");
-    msgpack_pack_array(&pk, n);
+    rpc_map m;
+    rpc_map_begin(&m);
+    msgpack_packer *list = rpc_map_key(&m, "jobs");
+    msgpack_pack_array(list, n);
     for (job *j = srv->jobs; j; j = j->next)
         if (j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state))))
-            jobs_pack_brief(j, &pk);
-    REPLY_END;
+            jobs_pack_brief(j, list);
+    reply_map(c, req, &m);
 }
 
 static int task_param(conn *c, const rpc_request *req, char *task)
@@ -369,33 +357,28 @@ static void m_tasks(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 1);
-    rpc_pack_cstr(&pk, "tasks");
-    msgpack_pack_array(&pk, n);
+    rpc_map m;
+    rpc_map_begin(&m);
+    msgpack_packer *arr = rpc_map_key(&m, "tasks");
+    msgpack_pack_array(arr, n);
     for (size_t i = 0; i < n; i++) {
-        msgpack_pack_map(&pk, 8);
-        rpc_pack_cstr(&pk, "task");
-        rpc_pack_cstr(&pk, list[i].task);
-        rpc_pack_cstr(&pk, "key");
-        rpc_pack_cstr(&pk, list[i].key);
-        pack_int_kv(&pk, "job", (long)list[i].job_id);
-        rpc_pack_cstr(&pk, "created");
-        msgpack_pack_double(&pk, (double)list[i].created_ms / 1000.0);
-        rpc_pack_cstr(&pk, "score");
-        msgpack_pack_map(&pk, 2);
-        rpc_pack_cstr(&pk, "accuracy");
-        msgpack_pack_double(&pk, list[i].score.accuracy);
-        rpc_pack_cstr(&pk, "loglik");
-        msgpack_pack_double(&pk, list[i].score.loglik);
-        pack_int_kv(&pk, "bytes", (long)list[i].bytes);
-        rpc_pack_cstr(&pk, "resident");
-        list[i].resident ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-        rpc_pack_cstr(&pk, "persisted");
-        list[i].persisted ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+        rpc_map e, sc;
+        rpc_map_begin(&e);
+        rpc_map_str(&e, "task", list[i].task);
+        rpc_map_str(&e, "key", list[i].key);
+        rpc_map_u64(&e, "job", list[i].job_id);
+        rpc_map_double(&e, "created", (double)list[i].created_ms / 1000.0);
+        rpc_map_begin(&sc);
+        rpc_map_double(&sc, "accuracy", list[i].score.accuracy);
+        rpc_map_double(&sc, "loglik", list[i].score.loglik);
+        rpc_map_end(&sc, rpc_map_key(&e, "score"));
+        rpc_map_int(&e, "bytes", (int64_t)list[i].bytes);
+        rpc_map_bool(&e, "resident", list[i].resident);
+        rpc_map_bool(&e, "persisted", list[i].persisted);
+        rpc_map_end(&e, arr);
     }
     free(list);
-    REPLY_END;
+    reply_map(c, req, &m);
 }
 
 /* history {job}: the per-generation record of the job's search (from its session while it
@@ -428,16 +411,14 @@ static void m_subscribe(server *srv, conn *c, const rpc_request *req)
     }
     c->subscribed = on;
     c->subscribed_job = on ? (uint64_t)job_id : 0;
-    REPLY_BEGIN;
-    msgpack_pack_map(&pk, 2);
-    rpc_pack_cstr(&pk, "subscribed");
-    c->subscribed ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
-    rpc_pack_cstr(&pk, "job");
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_bool(&m, "subscribed", c->subscribed);
     if (c->subscribed_job)
-        msgpack_pack_uint64(&pk, c->subscribed_job);
+        rpc_map_u64(&m, "job", c->subscribed_job);
     else
-        msgpack_pack_nil(&pk);
-    REPLY_END;
+        rpc_map_nil(&m, "job");
+    reply_map(c, req, &m);
 }
 
 static const struct {
