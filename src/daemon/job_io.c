@@ -43,13 +43,20 @@ void io_submit(server *srv, io_op *op)
     }
 }
 
+/* Every op of a job: the job, and the outcome of the work half. Ops of a kind with more to
+ * carry embed it first. */
+typedef struct job_op {
+    io_op base;
+    job *j;
+    int rc;
+    zmix_error err;
+} job_op;
+
 /* ---- accept ---------------------------------------------------------------------------- */
 
 typedef struct accept_op {
-    io_op base;
-    job *j;
-    int rc, cache_hit;
-    zmix_error err;
+    job_op jo;
+    int cache_hit;
     uint64_t id;
     task_result cached;
 } accept_op;
@@ -59,7 +66,7 @@ typedef struct accept_op {
 static void accept_work(io_op *o)
 {
     accept_op *op = (accept_op *)o;
-    job *j = op->j;
+    job *j = op->jo.j;
     server *srv = o->srv;
     if (!j->spec.recompute &&
         task_cache_get_if_key(srv->cache, j->spec.task, j->key, &op->cached, NULL) == 0) {
@@ -74,7 +81,7 @@ static void accept_work(io_op *o)
     rec.submit_ms = j->submit_ms;
     rec.examples = j->spec.examples;
     job_spec_settings_bytes(&j->spec, &rec.settings, &rec.settings_len);
-    op->rc = job_store_create(srv->store, &rec, &op->err);
+    op->jo.rc = job_store_create(srv->store, &rec, &op->jo.err);
     op->id = rec.id; /* j->id is set on the loop, which reads it at any time */
     free(rec.settings);
 }
@@ -83,19 +90,12 @@ static void accept_work(io_op *o)
 static void accept_after(io_op *o)
 {
     accept_op *op = (accept_op *)o;
-    jobs_accepted(op->j, op->rc, &op->err, op->id, op->cache_hit ? &op->cached : NULL);
+    jobs_accepted(op->jo.j, op->jo.rc, &op->jo.err, op->id, op->cache_hit ? &op->cached : NULL);
     if (op->cache_hit) task_result_free(&op->cached);
     free(op);
 }
 
 /* ---- start ----------------------------------------------------------------------------- */
-
-typedef struct job_op {
-    io_op base;
-    job *j;
-    int rc;
-    zmix_error err;
-} job_op;
 
 /* Threadpool. */
 static void start_work(io_op *o)
@@ -147,8 +147,7 @@ static void checkpoint_after(io_op *o)
 /* ---- finish ---------------------------------------------------------------------------- */
 
 typedef struct finish_op {
-    io_op base;
-    job *j;
+    job_op jo;
     job_state state;
     char reason[JOB_REASON_MAX];
     job_summary summary;
@@ -192,7 +191,7 @@ static void task_result_of(const job *j, const zmix_adapt_result *r, const char 
 static void finish_work(io_op *o)
 {
     finish_op *op = (finish_op *)o;
-    job *j = op->j;
+    job *j = op->jo.j;
     server *srv = o->srv;
     zmix_adapt_result r;
     char *doc = NULL;
@@ -231,54 +230,52 @@ static void finish_work(io_op *o)
 static void finish_after(io_op *o)
 {
     finish_op *op = (finish_op *)o;
-    jobs_finished(op->j, op->state, op->reason, &op->summary, op->put_rc, &op->put_err);
+    jobs_finished(op->jo.j, op->state, op->reason, &op->summary, op->put_rc, &op->put_err);
     job_summary_free(&op->summary);
     free(op);
 }
 
 /* ---- Entry points (loop) --------------------------------------------------------------- */
 
-static int submit_job_op(job *j, size_t size, void (*work)(io_op *), void (*after)(io_op *))
+/* A zeroed op of this size for the job, or NULL when out of memory. */
+static void *new_job_op(job *j, size_t size, void (*work)(io_op *), void (*after)(io_op *))
 {
     job_op *op = calloc(1, size);
-    if (!op) return ZMIX_ENOMEM;
+    if (!op) return NULL;
     op->j = j;
     op->base.work = work;
     op->base.after = after;
-    io_submit(j->srv, &op->base);
+    return op;
+}
+
+static int submit(job *j, void *op)
+{
+    if (!op) return ZMIX_ENOMEM;
+    io_submit(j->srv, &((job_op *)op)->base);
     return 0;
 }
 
 int job_io_accept(job *j)
 {
-    accept_op *op = calloc(1, sizeof *op);
-    if (!op) return ZMIX_ENOMEM;
-    op->j = j;
-    op->base.work = accept_work;
-    op->base.after = accept_after;
-    io_submit(j->srv, &op->base);
-    return 0;
+    return submit(j, new_job_op(j, sizeof(accept_op), accept_work, accept_after));
 }
 
 int job_io_start(job *j)
 {
-    return submit_job_op(j, sizeof(job_op), start_work, start_after);
+    return submit(j, new_job_op(j, sizeof(job_op), start_work, start_after));
 }
 
 int job_io_checkpoint(job *j)
 {
-    return submit_job_op(j, sizeof(job_op), checkpoint_work, checkpoint_after);
+    return submit(j, new_job_op(j, sizeof(job_op), checkpoint_work, checkpoint_after));
 }
 
 int job_io_finish(job *j, job_state state, const char *reason)
 {
-    finish_op *op = calloc(1, sizeof *op);
-    if (!op) return ZMIX_ENOMEM;
-    op->j = j;
-    op->state = state;
-    snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "");
-    op->base.work = finish_work;
-    op->base.after = finish_after;
-    io_submit(j->srv, &op->base);
-    return 0;
+    finish_op *op = new_job_op(j, sizeof(finish_op), finish_work, finish_after);
+    if (op) {
+        op->state = state;
+        snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "");
+    }
+    return submit(j, op);
 }

@@ -17,7 +17,6 @@
 #define NEXTID_FILE  "next_id"
 #define JOB_EXT      ".job"
 #define TMP_EXT      ".tmp"
-#define CORRUPT_EXT  ".corrupt"
 #define ID_DIGITS    20
 
 typedef struct js_entry {

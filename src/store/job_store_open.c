@@ -18,24 +18,6 @@
 
 /* ---- open ----------------------------------------------------------------------------- */
 
-static void quarantine(job_store *s, const char *file, zmix_error *why, persist_problems *problems)
-{
-    char from[4200], to[4300];
-    snprintf(from, sizeof from, "%s/%s", s->dir, file);
-    snprintf(to, sizeof to, "%s%s", from, CORRUPT_EXT);
-    if (rename(from, to) == 0)
-        zmix_error_prefix(why, "skipped (moved to %s%s)", file, CORRUPT_EXT);
-    else
-        zmix_error_prefix(why, "skipped");
-    persist_problems_add(problems, why);
-}
-
-static int has_suffix(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* The id counter: ids are never reused even after retention dropped their records. */
 static void read_next_id(job_store *s, persist_problems *problems)
 {
@@ -79,12 +61,12 @@ static int index_found_file(job_store *s, const char *file, uint64_t id, int slo
         if (js_ckpt_read(s, id, slot, NULL, NULL, &g, &e) == 0)
             en->slot_gen[slot] = g;
         else
-            quarantine(s, file, &e, problems);
+            fs_quarantine(s->dir, file, &e, problems);
         return 0;
     }
     job_record r;
     if (js_job_read(s, id, &r, &e) != 0) {
-        quarantine(s, file, &e, problems);
+        fs_quarantine(s->dir, file, &e, problems);
         return 0;
     }
     en->has_record = 1;
@@ -130,7 +112,7 @@ static int scan(job_store *s, persist_problems *problems, zmix_error *err)
         const char *file = de->d_name;
         uint64_t id;
         if (file[0] == '.') continue;
-        if (has_suffix(file, TMP_EXT)) {
+        if (fs_has_suffix(file, TMP_EXT)) {
             fs_remove(s->dir, file, NULL); /* a write that never reached its rename */
             dirty = 1;
             continue;

@@ -29,7 +29,6 @@
 #define TASK_EXT    ".zmt"
 #define ST_EXT      ".safetensors"
 #define TMP_EXT     ".tmp"
-#define CORRUPT_EXT ".corrupt"
 
 typedef struct tc_entry {
     task_cache_info info; /* summary, kept whether or not the result is resident */
@@ -220,25 +219,6 @@ static void safetensors_sync(task_cache *c, const task_result *r, uint32_t crc,
     recw_free(&st);
 }
 
-static int has_suffix(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-/* Moves a bad record aside (kept for inspection, never loaded again) and reports it. */
-static void quarantine(task_cache *c, const char *file, zmix_error *why, persist_problems *problems)
-{
-    char from[4200], to[4300];
-    snprintf(from, sizeof from, "%s/%s", c->dir, file);
-    snprintf(to, sizeof to, "%s%s", from, CORRUPT_EXT);
-    if (rename(from, to) == 0)
-        zmix_error_prefix(why, "skipped (moved to %s%s)", file, CORRUPT_EXT);
-    else
-        zmix_error_prefix(why, "skipped");
-    persist_problems_add(problems, why);
-}
-
 /* Loads one task record found at open into the index (a bad one is quarantined). */
 static void load_found_record(task_cache *c, const char *file, persist_problems *problems)
 {
@@ -255,7 +235,7 @@ static void load_found_record(task_cache *c, const char *file, persist_problems 
     if (!r) return;
     if (record_load(c, task, r, &crc, &e) != 0) {
         free(r);
-        quarantine(c, file, &e, problems);
+        fs_quarantine(c->dir, file, &e, problems);
         return;
     }
     safetensors_sync(c, r, crc, problems);
@@ -302,11 +282,11 @@ static int scan_directory(task_cache *c, persist_problems *problems, zmix_error 
     while ((de = readdir(d)) != NULL) {
         const char *file = de->d_name;
         if (file[0] == '.') continue;
-        if (has_suffix(file, TMP_EXT)) {
+        if (fs_has_suffix(file, TMP_EXT)) {
             /* A write that never reached its rename: the old file, if any, is intact. */
             fs_remove(c->dir, file, NULL);
             dirty = 1;
-        } else if (has_suffix(file, ST_EXT)) {
+        } else if (fs_has_suffix(file, ST_EXT)) {
             /* Judged once every record is loaded. */
             char **grown = realloc(st_files, (n_st + 1) * sizeof *grown);
             char *copy = strdup(file);
@@ -315,7 +295,7 @@ static int scan_directory(task_cache *c, persist_problems *problems, zmix_error 
                 st_files[n_st++] = copy;
             else
                 free(copy);
-        } else if (has_suffix(file, TASK_EXT)) {
+        } else if (fs_has_suffix(file, TASK_EXT)) {
             load_found_record(c, file, problems);
         }
     }

@@ -302,3 +302,21 @@ void persist_problems_free(persist_problems *p)
     p->items = NULL;
     p->n = 0;
 }
+
+void fs_quarantine(const char *dir, const char *file, zmix_error *why, persist_problems *problems)
+{
+    char from[4200], to[4300];
+    snprintf(from, sizeof from, "%s/%s", dir, file);
+    snprintf(to, sizeof to, "%s.corrupt", from);
+    if (rename(from, to) == 0)
+        zmix_error_prefix(why, "skipped (moved to %s.corrupt)", file);
+    else
+        zmix_error_prefix(why, "skipped");
+    persist_problems_add(problems, why);
+}
+
+int fs_has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    return n >= k && strcmp(name + n - k, suffix) == 0;
+}

@@ -97,6 +97,11 @@ typedef struct persist_problems {
 
 /* Appends a copy of e; allocation failures are dropped silently (the load itself goes on). */
 void persist_problems_add(persist_problems *p, const zmix_error *e);
+
+/* Moves dir/file aside to dir/file.corrupt (kept for inspection, never loaded again) and
+ * reports why in problems, saying where it went. */
+void fs_quarantine(const char *dir, const char *file, zmix_error *why, persist_problems *problems);
+int fs_has_suffix(const char *name, const char *suffix);
 void persist_problems_free(persist_problems *p);
 
 #endif
