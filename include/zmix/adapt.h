@@ -49,6 +49,10 @@ typedef struct zmix_adapt_opts {
     int per_layer; /* one α per expert per adapted matrix (M·K) instead of K; default 0 */
     int rescale;   /* keep each matrix's singular-value mass (the reference's rescale); 1 */
     int n_threads; /* scoring threads in zmix_adapt_run (<= 1: caller's thread); default 1 */
+    /* Fraction of the examples held out of the search to estimate how the result does on
+     * examples it never saw: < 0 automatic (a quarter when there are 4 or more, else none),
+     * 0 none, else in (0, 0.5]. The split is a fixed function of the examples. */
+    double validation;
 } zmix_adapt_opts;
 
 void zmix_adapt_opts_default(zmix_adapt_opts *opts);
@@ -81,6 +85,8 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
  * independent numbers. */
 uint64_t zmix_adapt_key_stream(const char key[65]);
 
+#define ZMIX_ADAPT_MAX_WARNINGS 6
+
 /* The outcome of a search (finished or in progress). Owns every array. */
 typedef struct zmix_adapt_result {
     char model_fingerprint[65]; /* the base model it was made for */
@@ -105,6 +111,20 @@ typedef struct zmix_adapt_result {
     zmix_score best; /* alpha's score (NaN before the first generation) */
     zmix_score base;
     zmix_score *experts; /* K: each single expert's score */
+
+    /* The search examples and the held-out ones (validation; none when n_validation is 0).
+     * best, base and experts above are measured on the search examples. */
+    int n_train, n_validation;
+    int have_validation;           /* the validation step has run */
+    zmix_score val_best;           /* the result's score on the held-out examples */
+    double val_acc_lo, val_acc_hi; /* 95% Wilson interval of val_best.accuracy */
+    zmix_score val_base;
+    zmix_score *val_experts; /* K (NULL without validation) */
+    /* 1 when the base model beat every mixture on the search examples: the result is then
+     * the unchanged model (z' = 1, alpha all 0). z' = base_weight·1 + Σ alpha_k z_k. */
+    float base_weight;
+    int n_warnings;
+    char warnings[ZMIX_ADAPT_MAX_WARNINGS][256]; /* what the user should know, in words */
 
     int generations;
     long evaluations, skipped;
@@ -133,6 +153,7 @@ typedef struct zmix_session zmix_session;
 typedef enum zmix_session_phase {
     ZMIX_SESSION_BASELINES = 0, /* the base model and each single expert are scored first */
     ZMIX_SESSION_SEARCH,        /* CEM generations */
+    ZMIX_SESSION_VALIDATION,    /* the result, the base and each expert on the held-out set */
     ZMIX_SESSION_DONE,          /* the search stopped (zmix_session_stop says why) */
     ZMIX_SESSION_FAILED         /* a step failed for good (zmix_session_error says why) */
 } zmix_session_phase;

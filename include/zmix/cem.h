@@ -35,7 +35,8 @@ typedef enum zmix_cem_stop {
     ZMIX_CEM_STOP_MAX_GENERATIONS,
     ZMIX_CEM_STOP_STD_TOLERANCE, /* every std below std_tol */
     ZMIX_CEM_STOP_PATIENCE,      /* best score not improved for `patience` generations */
-    ZMIX_CEM_STOP_TARGET         /* target score reached */
+    ZMIX_CEM_STOP_TARGET,        /* target score reached */
+    ZMIX_CEM_STOP_FLAT           /* every candidate of a generation scored the same */
 } zmix_cem_stop;
 
 const char *zmix_cem_stop_name(zmix_cem_stop reason); /* "max_generations", ... */
@@ -44,12 +45,12 @@ typedef struct zmix_cem_settings {
     int dim;                  /* search dimension: K, or M·K with per-layer α */
     int n_experts;            /* K: sets the default initial mean 1/K and the normalise groups */
     int pop_size;             /* default 32, >= 2 */
-    double elite_ratio;       /* default 0.2, in (0, 1]; elites = max(1, floor(ratio·pop)) */
+    double elite_ratio;       /* default 0.2, in (0, 1]; elites = max(2, floor(ratio·pop)) */
     double lo, hi;            /* bounds, default [0, 1]; samples are clamped into them */
     const double *init_mean;  /* dim values, or NULL for 1/K everywhere (copied on create) */
     double init_std;          /* < 0: (hi - lo) / 2 */
     double ema;               /* mean/std ← ema·old + (1-ema)·new; default 0 */
-    double std_floor;         /* std never below this; default 0 */
+    double std_floor;         /* std never below this; default 0.02 */
     int max_generations;      /* default 50 */
     int elitism;              /* best-so-far is member 0 of every later population; default 1 */
     zmix_metric metric;       /* default ZMIX_METRIC_ACCURACY */
@@ -57,7 +58,7 @@ typedef struct zmix_cem_settings {
     double std_tol;           /* stop when every std < std_tol; default 1e-4; 0 disables */
     int patience;             /* stop after this many generations without improvement; 0 off */
     double target_accuracy;   /* stop when best accuracy >= this in this and the previous
-                                 generation ...; > 1 disables (default 2) */
+                                 generation ...; > 1 disables (default 1) */
     double target_loglik_tol; /* ... and best loglik rose by < this in this generation (1e-3) */
     uint64_t seed;
     uint64_t stream; /* PCG stream id: one per job */
@@ -89,7 +90,7 @@ zmix_cem_stop zmix_cem_done(const zmix_cem *cem);
 int zmix_cem_generation(const zmix_cem *cem); /* completed generations */
 int zmix_cem_dim(const zmix_cem *cem);
 int zmix_cem_pop_size(const zmix_cem *cem);
-int zmix_cem_n_elites(const zmix_cem *cem); /* max(1, floor(ratio·pop)) */
+int zmix_cem_n_elites(const zmix_cem *cem); /* max(2, floor(ratio·pop)), at most pop */
 /* The settings the engine runs with (init_mean is NULL: the distribution supersedes it). */
 void zmix_cem_get_settings(const zmix_cem *cem, zmix_cem_settings *s);
 /* Best α so far (dim floats) and its score; returns 0, or ZMIX_ESTATE before the first tell. */

@@ -159,7 +159,7 @@ typedef struct zmix_example_score {
 } zmix_example_score;
 
 typedef struct zmix_score_ctl {
-    int n_threads;            /* threads for this call; <= 1 runs on the caller's thread */
+    int n_threads;          /* threads for this call; <= 1 runs on the caller's thread */
     const atomic_int *stop; /* when non-NULL and set, the call returns ZMIX_ECANCELED */
 } zmix_score_ctl;
 

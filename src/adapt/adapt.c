@@ -19,6 +19,7 @@ void zmix_adapt_opts_default(zmix_adapt_opts *opts)
     opts->per_layer = 0;
     opts->rescale = 1;
     opts->n_threads = 1;
+    opts->validation = -1.0;
 }
 
 zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts)
@@ -59,6 +60,7 @@ void zmix_adapt_result_free(zmix_adapt_result *r)
     free(r->history);
     free(r->history_mean);
     free(r->history_std);
+    free(r->val_experts);
     memset(r, 0, sizeof *r);
 }
 

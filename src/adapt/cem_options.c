@@ -127,7 +127,7 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                          .offset = FIELD(rescale),
                          .flag_value = 0,
                          .help = "do not keep the singular-value mass of each matrix"},
-    /* Accuracies lie in [0, 1]: a target above 1 is never reached (the default 2 is off). */
+    /* Accuracies lie in [0, 1]: a target above 1 is never reached (2 turns the stop off). */
     [CEM_OPT_TARGET_ACCURACY] = {.key = "target_accuracy",
                                  .flag = "--target-acc",
                                  .metavar = "X",
@@ -135,8 +135,18 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                                  .offset = FIELD(cem.target_accuracy),
                                  .lo = 0.0,
                                  .hi = 2.0,
-                                 .help = "stop once accuracy >= X and loglik stalls",
-                                 .default_text = "off"},
+                                 .help = "stop once accuracy >= X and loglik stalls (2: never)"},
+    /* Negative means automatic: the default depends on the number of examples. */
+    [CEM_OPT_VALIDATION] = {.key = "validation",
+                            .flag = "--validation",
+                            .metavar = "F",
+                            .type = CEM_TYPE_DOUBLE,
+                            .offset = FIELD(validation),
+                            .lo = -1.0,
+                            .hi = 0.5,
+                            .help = "fraction of the examples held out of the search to "
+                                    "estimate the result on examples it never saw; 0 none",
+                            .default_text = "a quarter with 4 or more examples, else none"},
 };
 
 const cem_option *cem_option_by_flag(const char *flag)

@@ -33,6 +33,7 @@ typedef enum cem_option_id {
     CEM_OPT_ELITISM,
     CEM_OPT_RESCALE,
     CEM_OPT_TARGET_ACCURACY,
+    CEM_OPT_VALIDATION,
     CEM_OPT_COUNT
 } cem_option_id;
 

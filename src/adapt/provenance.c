@@ -91,7 +91,7 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
     const zmix_cem_settings *c = &opts->cem;
     zmix_sha256 h;
     zmix_sha256_init(&h);
-    hash_str(&h, "zmix-job-key-v1");
+    hash_str(&h, "zmix-job-key-v2"); /* v2: the validation fraction */
     hash_str(&h, model_fingerprint ? model_fingerprint : "");
     hash_str(&h, experts_digest ? experts_digest : "");
     hash_examples(&h, ex);
@@ -116,6 +116,7 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
     hash_f64(&h, c->target_accuracy);
     hash_f64(&h, c->target_loglik_tol);
     hash_i64(&h, (int64_t)c->seed);
+    hash_f64(&h, opts->validation);
     finish_hex(&h, hex);
 }
 

@@ -87,6 +87,32 @@ static cJSON *settings_json(const zmix_adapt_result *r)
     return o;
 }
 
+/* The held-out estimate, or null when no example was held out (or before it is measured). */
+static cJSON *validation_json(const zmix_adapt_result *r)
+{
+    if (!r->have_validation) return cJSON_CreateNull();
+    cJSON *v = cJSON_CreateObject();
+    if (!v) return NULL;
+    cJSON_AddNumberToObject(v, "n_examples", r->n_validation);
+    cJSON *best = score_json(&r->val_best);
+    if (best) {
+        cJSON *ci = cJSON_AddArrayToObject(best, "accuracy_interval");
+        if (ci) {
+            cJSON_AddItemToArray(ci, number(r->val_acc_lo));
+            cJSON_AddItemToArray(ci, number(r->val_acc_hi));
+        }
+    }
+    cJSON_AddItemToObject(v, "best", best);
+    cJSON_AddItemToObject(v, "base", score_json(&r->val_base));
+    cJSON *single = cJSON_AddArrayToObject(v, "single_experts");
+    for (int k = 0; single && k < r->n_experts; k++) {
+        cJSON *e = score_json(&r->val_experts[k]);
+        if (e) cJSON_AddStringToObject(e, "name", r->expert_names[k]);
+        cJSON_AddItemToArray(single, e);
+    }
+    return v;
+}
+
 cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
 {
     cJSON *o = cJSON_CreateObject();
@@ -120,6 +146,13 @@ cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
         if (e) cJSON_AddStringToObject(e, "name", r->expert_names[k]);
         cJSON_AddItemToArray(single, e);
     }
+    cJSON_AddNumberToObject(o, "n_train", r->n_train);
+    cJSON_AddNumberToObject(o, "n_validation", r->n_validation);
+    cJSON_AddItemToObject(o, "validation", validation_json(r));
+    cJSON_AddItemToObject(o, "base_weight", number(r->base_weight));
+    cJSON *warnings = cJSON_AddArrayToObject(o, "warnings");
+    for (int i = 0; warnings && i < r->n_warnings; i++)
+        cJSON_AddItemToArray(warnings, cJSON_CreateString(r->warnings[i]));
     cJSON_AddNumberToObject(o, "generations", r->generations);
     cJSON_AddNumberToObject(o, "evaluations", (double)r->evaluations);
     cJSON_AddNumberToObject(o, "skipped", (double)r->skipped);
@@ -200,7 +233,7 @@ static char *dup_json_str(const cJSON *o)
 static zmix_cem_stop stop_from(const cJSON *o)
 {
     const char *s = cJSON_IsString(o) ? o->valuestring : "";
-    for (int r = ZMIX_CEM_STOP_MAX_GENERATIONS; r <= ZMIX_CEM_STOP_TARGET; r++)
+    for (int r = ZMIX_CEM_STOP_MAX_GENERATIONS; r <= ZMIX_CEM_STOP_FLAT; r++)
         if (!strcmp(s, zmix_cem_stop_name((zmix_cem_stop)r))) return (zmix_cem_stop)r;
     return ZMIX_CEM_RUNNING;
 }
@@ -313,6 +346,18 @@ int zmix_adapt_result_from_json(const cJSON *o, zmix_adapt_result *out, zmix_err
     r.evaluations = (long)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "evaluations"));
     r.skipped = (long)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "skipped"));
     r.elapsed_s = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "elapsed_s"));
+    const cJSON *bw = cJSON_GetObjectItemCaseSensitive(o, "base_weight");
+    r.base_weight = cJSON_IsNumber(bw) ? (float)bw->valuedouble : 0.0f;
+    const cJSON *nt = cJSON_GetObjectItemCaseSensitive(o, "n_train");
+    const cJSON *nv = cJSON_GetObjectItemCaseSensitive(o, "n_validation");
+    r.n_train = cJSON_IsNumber(nt) ? nt->valueint : r.n_examples;
+    r.n_validation = cJSON_IsNumber(nv) ? nv->valueint : 0;
+    const cJSON *w;
+    cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(o, "warnings"))
+    {
+        if (cJSON_IsString(w) && r.n_warnings < ZMIX_ADAPT_MAX_WARNINGS)
+            snprintf(r.warnings[r.n_warnings++], sizeof r.warnings[0], "%s", w->valuestring);
+    }
     settings_from(cJSON_GetObjectItemCaseSensitive(o, "settings"), &r);
 
     double *a = malloc((size_t)r.dim * sizeof *a);

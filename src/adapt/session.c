@@ -13,19 +13,24 @@
  * on the thread that owns the session.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/pcg.h"
 #include "util/record.h"
 #include "adapt_internal.h"
 
 #define SESSION_MAGIC   "ZMSESS01"
-#define SESSION_VERSION 1u
+#define SESSION_VERSION 2u /* v2: the held-out scores */
 
 struct zmix_session {
     const zmix_runtime *rt;
-    const zmix_examples *ex;
+    const zmix_examples *ex; /* every example, as given */
+    /* The search examples and the held-out ones: views of ex (their items point into its
+     * tokens), split by a fixed function of the examples (validation_split). */
+    zmix_examples train, val;
     zmix_adapt_opts opts; /* cem.init_mean is not kept: the engine copied it */
     zmix_compose_opts compose;
     int n_experts, dim, pop_size;
@@ -43,6 +48,9 @@ struct zmix_session {
     int have_baselines;
     zmix_score base;
     zmix_score *experts; /* K */
+    int have_validation;
+    zmix_score val_best, val_base;
+    zmix_score *val_experts; /* K */
     double elapsed_s;
 };
 
@@ -51,6 +59,7 @@ const char *zmix_session_phase_name(zmix_session_phase p)
     switch (p) {
     case ZMIX_SESSION_BASELINES: return "baselines";
     case ZMIX_SESSION_SEARCH: return "search";
+    case ZMIX_SESSION_VALIDATION: return "validation";
     case ZMIX_SESSION_DONE: return "done";
     case ZMIX_SESSION_FAILED: return "failed";
     }
@@ -59,7 +68,60 @@ const char *zmix_session_phase_name(zmix_session_phase p)
 
 static int rows_max(const zmix_session *s)
 {
-    return s->pop_size > s->n_experts + 1 ? s->pop_size : s->n_experts + 1;
+    return s->pop_size > s->n_experts + 2 ? s->pop_size : s->n_experts + 2;
+}
+
+/* How many of n examples are held out: the option's fraction, or by default a quarter when
+ * there are 4 or more (fewer leave too little to search with and to judge by). Always at
+ * least one example left to search with. */
+static int validation_count(double fraction, int n)
+{
+    int k;
+    if (fraction < 0.0)
+        k = n >= 4 ? n / 4 : 0;
+    else
+        k = (int)floor(fraction * n + 0.5);
+    if (fraction > 0.0 && k < 1 && n >= 2) k = 1;
+    if (k > n - 1) k = n - 1;
+    return k < 0 ? 0 : k;
+}
+
+/* Splits the examples into train and val views: which ones are held out is a permutation
+ * drawn from the examples' own digest, so the same examples always split the same way
+ * whatever the search's seed, and a held-out example is never seen by any search of them. */
+static int validation_split(zmix_session *s, zmix_error *err)
+{
+    int n = s->ex->n, k = validation_count(s->opts.validation, n);
+    s->train.items = malloc((size_t)n * sizeof *s->train.items);
+    s->val.items = malloc((size_t)(k ? k : 1) * sizeof *s->val.items);
+    int *held = calloc((size_t)n, sizeof *held);
+    int *order = malloc((size_t)n * sizeof *order);
+    if (!s->train.items || !s->val.items || !held || !order) {
+        free(held);
+        free(order);
+        return zmix_error_set(err, ZMIX_ENOMEM, "session: out of memory for %d examples", n);
+    }
+    char digest[65];
+    zmix_adapt_examples_digest(s->ex, digest);
+    pcg32 rng;
+    pcg32_seed(&rng, zmix_adapt_key_stream(digest), 0x76616cull /* "val" */);
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int i = n - 1; i > 0; i--) { /* Fisher–Yates, the first k positions are held out */
+        int j = (int)pcg32_bounded(&rng, (uint32_t)(i + 1));
+        int t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (int i = 0; i < k; i++) held[order[i]] = 1;
+    for (int i = 0; i < n; i++) {
+        if (held[i])
+            s->val.items[s->val.n++] = s->ex->items[i];
+        else
+            s->train.items[s->train.n++] = s->ex->items[i];
+    }
+    free(held);
+    free(order);
+    return 0;
 }
 
 /* Everything but the engine: checks, sizes, buffers. */
@@ -72,6 +134,11 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
     probe.n_experts = zmix_runtime_n_experts(rt);
     probe.dim = zmix_adapt_alpha_dim(rt, opts);
     if ((rc = zmix_cem_settings_check(&probe, err))) return rc;
+    if (!(opts->validation < 0.0 || opts->validation <= 0.5))
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "validation = %g: the held-out fraction must be in [0, 0.5] "
+                              "(negative: automatic)",
+                              opts->validation);
     zmix_session *s = calloc(1, sizeof *s);
     if (!s) return zmix_error_set(err, ZMIX_ENOMEM, "session: out of memory");
     s->rt = rt;
@@ -87,10 +154,15 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
     s->cand = malloc(rows * (size_t)s->dim * sizeof *s->cand);
     s->scores = calloc(rows, sizeof *s->scores);
     s->experts = calloc((size_t)s->n_experts, sizeof *s->experts);
-    if (!s->cand || !s->scores || !s->experts) {
+    s->val_experts = calloc((size_t)s->n_experts, sizeof *s->val_experts);
+    if (!s->cand || !s->scores || !s->experts || !s->val_experts) {
         zmix_session_free(s);
         return zmix_error_set(err, ZMIX_ENOMEM, "session: out of memory for pop %d × dim %d",
                               s->pop_size, s->dim);
+    }
+    if ((rc = validation_split(s, err))) {
+        zmix_session_free(s);
+        return rc;
     }
     *out = s;
     return 0;
@@ -123,6 +195,9 @@ void zmix_session_free(zmix_session *s)
     free(s->cand);
     free(s->scores);
     free(s->experts);
+    free(s->val_experts);
+    free(s->train.items);
+    free(s->val.items);
     free(s);
 }
 
@@ -133,7 +208,7 @@ static void fill_baseline_rows(zmix_session *s)
     /* Row 0 is the base model and is scored from z' = 1, not from an α. Row 1 + k is expert
      * k alone: α_k = 1 on every matrix when per-layer, every other α 0. */
     int k_n = s->n_experts, dim = s->dim;
-    memset(s->cand, 0, (size_t)(k_n + 1) * (size_t)dim * sizeof *s->cand);
+    memset(s->cand, 0, (size_t)(k_n + 2) * (size_t)dim * sizeof *s->cand);
     for (int k = 0; k < k_n; k++)
         for (int g = 0; g < dim; g += k_n) s->cand[(size_t)(1 + k) * dim + g + k] = 1.0f;
 }
@@ -146,6 +221,15 @@ int zmix_session_begin_step(zmix_session *s, zmix_error *err)
         fill_baseline_rows(s);
         s->first = 0;
         s->n_rows = s->n_experts + 1;
+    } else if (s->phase == ZMIX_SESSION_VALIDATION) {
+        /* The base, each expert and, last, the search's best α, on the held-out examples. */
+        fill_baseline_rows(s);
+        zmix_score ignored;
+        if (zmix_cem_best(s->cem, s->cand + (size_t)(s->n_experts + 1) * s->dim, &ignored))
+            memset(s->cand + (size_t)(s->n_experts + 1) * s->dim, 0,
+                   (size_t)s->dim * sizeof(float));
+        s->first = 0;
+        s->n_rows = s->n_experts + 2;
     } else {
         int first = zmix_cem_ask(s->cem, s->cand);
         if (first < 0) return zmix_error_set(err, first, "session: the engine has stopped");
@@ -184,13 +268,15 @@ int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *ctl)
                                       "session: piece [%d, %d) is not part of the open step",
                                       w->begin, w->end);
     int begin = w->begin;
-    if (s->phase == ZMIX_SESSION_BASELINES && begin == 0) {
+    const zmix_examples *ex = s->phase == ZMIX_SESSION_VALIDATION ? &s->val : &s->train;
+    int baseline_rows = s->phase == ZMIX_SESSION_BASELINES || s->phase == ZMIX_SESSION_VALIDATION;
+    if (baseline_rows && begin == 0) {
         size_t zt = zmix_runtime_z_total(s->rt);
         float *ones = malloc((zt ? zt : 1) * sizeof *ones);
         if (!ones) return w->rc = zmix_error_set(&w->err, ZMIX_ENOMEM, "baselines: out of memory");
         for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
         w->rc =
-            zmix_score_z(s->rt, s->opts.rescale, s->ex, 1, ones, ctl, &s->scores[0], NULL, &w->err);
+            zmix_score_z(s->rt, s->opts.rescale, ex, 1, ones, ctl, &s->scores[0], NULL, &w->err);
         free(ones);
         if (w->rc) {
             if (w->rc != ZMIX_ECANCELED) zmix_error_prefix(&w->err, "scoring the base model");
@@ -200,11 +286,13 @@ int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *ctl)
     }
     if (begin >= w->end) return w->rc = 0;
     w->rc =
-        zmix_score_alpha(s->rt, &s->compose, s->ex, w->end - begin,
-                         s->cand + (size_t)begin * s->dim, ctl, s->scores + begin, NULL, &w->err);
+        zmix_score_alpha(s->rt, &s->compose, ex, w->end - begin, s->cand + (size_t)begin * s->dim,
+                         ctl, s->scores + begin, NULL, &w->err);
     if (w->rc && w->rc != ZMIX_ECANCELED) {
         if (s->phase == ZMIX_SESSION_BASELINES)
             zmix_error_prefix(&w->err, "scoring the single experts");
+        else if (s->phase == ZMIX_SESSION_VALIDATION)
+            zmix_error_prefix(&w->err, "scoring the held-out examples");
         else
             zmix_error_prefix(&w->err, "generation %d", zmix_cem_generation(s->cem) + 1);
     }
@@ -231,7 +319,7 @@ void zmix_session_abort_step(zmix_session *s)
 static void update_phase(zmix_session *s)
 {
     if (s->phase == ZMIX_SESSION_SEARCH && zmix_cem_done(s->cem) != ZMIX_CEM_RUNNING)
-        s->phase = ZMIX_SESSION_DONE;
+        s->phase = s->val.n > 0 ? ZMIX_SESSION_VALIDATION : ZMIX_SESSION_DONE;
 }
 
 int zmix_session_end_step(zmix_session *s, double seconds, zmix_error *err)
@@ -247,6 +335,14 @@ int zmix_session_end_step(zmix_session *s, double seconds, zmix_error *err)
         update_phase(s);
         return 0;
     }
+    if (s->phase == ZMIX_SESSION_VALIDATION) {
+        s->val_base = s->scores[0];
+        memcpy(s->val_experts, s->scores + 1, (size_t)s->n_experts * sizeof *s->val_experts);
+        s->val_best = s->scores[s->n_experts + 1];
+        s->have_validation = 1;
+        s->phase = ZMIX_SESSION_DONE;
+        return 0;
+    }
     /* A single NaN is a degenerate candidate (e.g. every α clamped to 0, so z′ has no mass
      * to rescale): the engine ranks it below everything and the search goes on. A generation
      * with nothing but NaN means the model or the experts are broken. */
@@ -254,7 +350,8 @@ int zmix_session_end_step(zmix_session *s, double seconds, zmix_error *err)
     for (int i = s->first; i < s->n_rows; i++)
         n_nan += isnan(s->scores[i].accuracy) || isnan(s->scores[i].loglik);
     if (n_nan > 0 && n_nan == s->n_rows - s->first) {
-        zmix_error_set(err, ZMIX_ENUMERIC, "every candidate of generation %d scored NaN",
+        zmix_error_set(err, ZMIX_ENUMERIC,
+                       "degenerate: no finite score: every candidate of generation %d scored NaN",
                        zmix_cem_generation(s->cem) + 1);
         fail_with(s, err->msg);
         return ZMIX_ENUMERIC;
@@ -316,8 +413,9 @@ int zmix_session_baselines(const zmix_session *s, zmix_score *base, zmix_score *
 /* ---- Checkpoint ----------------------------------------------------------------------- */
 
 /* Layout (inside the record framing of every zmix file): u32 phase, u32 have_baselines,
- * base (f64 accuracy, f64 loglik), u32 K, K × (f64, f64), f64 elapsed_s, u32 error length +
- * bytes, blob32 the engine's zmix_cem_save bytes. */
+ * base (f64 accuracy, f64 loglik), u32 K, K × (f64, f64), f64 elapsed_s, then (version 2)
+ * u32 have_validation, the held-out scores of the best, the base and the K experts (f64, f64
+ * each), then blob32 the failure message, blob32 the engine's zmix_cem_save bytes. */
 int zmix_session_save(const zmix_session *s, uint8_t **buf, size_t *len, zmix_error *err)
 {
     uint8_t *cem_bytes = NULL;
@@ -336,6 +434,15 @@ int zmix_session_save(const zmix_session *s, uint8_t **buf, size_t *len, zmix_er
         recw_f64(&w, s->experts[k].loglik);
     }
     recw_f64(&w, s->elapsed_s);
+    recw_u32(&w, (uint32_t)s->have_validation);
+    recw_f64(&w, s->val_best.accuracy);
+    recw_f64(&w, s->val_best.loglik);
+    recw_f64(&w, s->val_base.accuracy);
+    recw_f64(&w, s->val_base.loglik);
+    for (int k = 0; k < s->n_experts; k++) {
+        recw_f64(&w, s->val_experts[k].accuracy);
+        recw_f64(&w, s->val_experts[k].loglik);
+    }
     recw_blob32(&w, s->error, strlen(s->error));
     recw_blob32(&w, cem_bytes, cem_len);
     free(cem_bytes);
@@ -376,6 +483,17 @@ int zmix_session_restore(const zmix_runtime *rt, const zmix_examples *ex,
         s->experts[k].loglik = recr_f64(&r);
     }
     s->elapsed_s = recr_f64(&r);
+    if (version >= 2) {
+        s->have_validation = recr_u32(&r) != 0;
+        s->val_best.accuracy = recr_f64(&r);
+        s->val_best.loglik = recr_f64(&r);
+        s->val_base.accuracy = recr_f64(&r);
+        s->val_base.loglik = recr_f64(&r);
+        for (int k = 0; k < s->n_experts && !r.failed; k++) {
+            s->val_experts[k].accuracy = recr_f64(&r);
+            s->val_experts[k].loglik = recr_f64(&r);
+        }
+    }
     size_t elen = 0, clen = 0;
     const uint8_t *e = recr_blob32(&r, &elen);
     const uint8_t *c = recr_blob32(&r, &clen);
@@ -405,6 +523,76 @@ int zmix_session_restore(const zmix_runtime *rt, const zmix_examples *ex,
 
 /* ---- Result --------------------------------------------------------------------------- */
 
+/* The 95% Wilson score interval of a proportion p measured on n trials. */
+static void wilson(double p, int n, double *lo, double *hi)
+{
+    if (n <= 0 || isnan(p)) {
+        *lo = *hi = NAN;
+        return;
+    }
+    const double z = 1.959963984540054, z2 = z * z;
+    double denom = 1.0 + z2 / n, centre = (p + z2 / (2.0 * n)) / denom;
+    double half = z * sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * (double)n)) / denom;
+    *lo = fmax(0.0, centre - half);
+    *hi = fmin(1.0, centre + half);
+}
+
+static void warn(zmix_adapt_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(zmix_adapt_result *r, const char *fmt, ...)
+{
+    if (r->n_warnings >= ZMIX_ADAPT_MAX_WARNINGS) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->warnings[r->n_warnings++], sizeof r->warnings[0], fmt, ap);
+    va_end(ap);
+}
+
+/* The base model in reach: a mixture of experts cannot express z' = 1, so when the unchanged
+ * model beats every candidate on the search examples the result is the unchanged model, said
+ * out loud, rather than something worse served in silence. */
+static void select_base_if_better(const zmix_session *s, zmix_adapt_result *r)
+{
+    if (!s->have_baselines || isnan(r->best.accuracy)) return;
+    if (zmix_score_cmp(&s->base, &r->best, s->opts.cem.metric) <= 0) return;
+    warn(r,
+         "the base model scores better on the search examples (accuracy %.3f, loglik %.4f) "
+         "than any mixture found (%.3f, %.4f): the result is the unchanged model (z' = 1)",
+         s->base.accuracy, s->base.loglik, r->best.accuracy, r->best.loglik);
+    r->base_weight = 1.0f;
+    r->best = s->base;
+    for (int i = 0; i < r->dim; i++) r->alpha[i] = 0.0f;
+    for (size_t i = 0; r->z && i < r->z_total; i++) r->z[i] = 1.0f;
+}
+
+static void judge(const zmix_session *s, zmix_adapt_result *r)
+{
+    if (r->stop == ZMIX_CEM_STOP_FLAT)
+        warn(r, "flat: every candidate of a generation scored the same, so the experts cannot "
+                "change the outcome on these examples (one expert with the rescale on, or "
+                "experts that do not differ)");
+    else if (r->stop != ZMIX_CEM_RUNNING && s->opts.cem.target_accuracy <= 1.0 &&
+             r->best.accuracy < s->opts.cem.target_accuracy)
+        warn(r, "stalled below target: best accuracy %.3f after %d generations (target %.3f)",
+             r->best.accuracy, r->generations, s->opts.cem.target_accuracy);
+    if (!r->have_validation && r->stop != ZMIX_CEM_RUNNING && s->val.n == 0)
+        warn(r,
+             "no held-out estimate: with %d examples none were held out, so the accuracy "
+             "reported is measured on the examples the search used",
+             s->ex->n);
+    if (!r->have_validation) return;
+    double gap = r->best.accuracy - r->val_best.accuracy;
+    if (gap > 0.25)
+        warn(r,
+             "held-out accuracy %.3f is %.3f below the accuracy on the search examples (%.3f): "
+             "the mix may fit its examples more than the task",
+             r->val_best.accuracy, gap, r->best.accuracy);
+    if (zmix_score_cmp(&r->val_best, &r->val_base, s->opts.cem.metric) < 0 && r->base_weight == 0)
+        warn(r,
+             "on the held-out examples the result (accuracy %.3f) does worse than the base "
+             "model (%.3f)",
+             r->val_best.accuracy, r->val_base.accuracy);
+}
+
 int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_error *err)
 {
     zmix_score base = s->base;
@@ -421,5 +609,21 @@ int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_erro
     if (rc) return rc;
     snprintf(out->key, sizeof out->key, "%s", s->key);
     zmix_adapt_examples_digest(s->ex, out->examples_digest);
+    out->n_train = s->train.n;
+    out->n_validation = s->val.n;
+    select_base_if_better(s, out);
+    if (s->have_validation) {
+        out->val_experts = malloc((size_t)s->n_experts * sizeof *out->val_experts);
+        if (!out->val_experts) {
+            zmix_adapt_result_free(out);
+            return zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
+        }
+        memcpy(out->val_experts, s->val_experts, (size_t)s->n_experts * sizeof *s->val_experts);
+        out->have_validation = 1;
+        out->val_best = out->base_weight > 0 ? s->val_base : s->val_best;
+        out->val_base = s->val_base;
+        wilson(out->val_best.accuracy, s->val.n, &out->val_acc_lo, &out->val_acc_hi);
+    }
+    judge(s, out);
     return 0;
 }

@@ -33,6 +33,7 @@ const char *zmix_cem_stop_name(zmix_cem_stop reason)
     case ZMIX_CEM_STOP_STD_TOLERANCE: return "std_tolerance";
     case ZMIX_CEM_STOP_PATIENCE: return "patience";
     case ZMIX_CEM_STOP_TARGET: return "target";
+    case ZMIX_CEM_STOP_FLAT: return "flat";
     }
     return "unknown";
 }
@@ -49,14 +50,14 @@ void zmix_cem_settings_default(zmix_cem_settings *s)
     s->init_mean = NULL;
     s->init_std = -1.0;
     s->ema = 0.0;
-    s->std_floor = 0.0;
+    s->std_floor = 0.02; /* docs/cem.md, "Defaults": measured with bench/bench_search */
     s->max_generations = 50;
     s->elitism = 1;
     s->metric = ZMIX_METRIC_ACCURACY;
     s->normalize = 0;
     s->std_tol = 1e-4;
     s->patience = 0;
-    s->target_accuracy = 2.0;
+    s->target_accuracy = 1.0;
     s->target_loglik_tol = 1e-3;
     s->seed = 0;
     s->stream = 0;
@@ -144,12 +145,30 @@ int zmix_cem_settings_check(const zmix_cem_settings *s, zmix_error *err)
     return 0;
 }
 
+/* Every member scored in this generation has the same accuracy and a log-likelihood within
+ * float noise of the others: the candidates cannot be told apart (one expert whose scale the
+ * rescale undoes, identical experts), so further generations would only sample noise. */
+static int generation_is_flat(const zmix_score *sc, int first, int n)
+{
+    if (n - first < 2) return 0;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int i = first; i < n; i++) {
+        if (isnan(sc[i].accuracy) || isnan(sc[i].loglik)) return 0;
+        if (sc[i].accuracy != sc[first].accuracy) return 0;
+        if (sc[i].loglik < lo) lo = sc[i].loglik;
+        if (sc[i].loglik > hi) hi = sc[i].loglik;
+    }
+    return hi - lo <= 1e-6 * fmax(1.0, fabs(hi));
+}
+
 int cem_n_elites(int pop_size, double elite_ratio)
 {
     /* The epsilon keeps ratios like 0.29 × 100 = 28.999999999999996 at the intended 29. */
     double e = floor(elite_ratio * (double)pop_size + 1e-9);
     int n = (int)e;
-    if (n < 1) n = 1;
+    /* At least two elites: one alone has no spread, so its std is 0 and a search without a
+     * floor stops after one generation however little it has seen. */
+    if (n < 2) n = 2;
     if (n > pop_size) n = pop_size;
     return n;
 }
@@ -387,6 +406,7 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
     }
     c->since_improve = improved ? 0 : c->since_improve + 1;
     st.best = c->best_score;
+    int flat = generation_is_flat(sc, first, n);
 
     int g = c->hist_len;
     c->hist[g] = st;
@@ -406,6 +426,8 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
         c->stop = ZMIX_CEM_STOP_TARGET;
     else if (c->s.std_tol > 0.0 && all_below_tol)
         c->stop = ZMIX_CEM_STOP_STD_TOLERANCE;
+    else if (flat)
+        c->stop = ZMIX_CEM_STOP_FLAT;
     else if (c->s.patience > 0 && c->since_improve >= c->s.patience)
         c->stop = ZMIX_CEM_STOP_PATIENCE;
     else if (c->generation >= c->s.max_generations)

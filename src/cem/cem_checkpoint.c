@@ -147,7 +147,7 @@ static const char *state_problem(const zmix_cem *c, int stop, int hist_len)
     if ((c->pop_ready != 0 && c->pop_ready != 1) || (c->have_best != 0 && c->have_best != 1))
         return "bad flags";
     if (c->first_unscored < 0 || c->first_unscored > 1) return "bad first unscored index";
-    if (stop < ZMIX_CEM_RUNNING || stop > ZMIX_CEM_STOP_TARGET) return "bad stop reason";
+    if (stop < ZMIX_CEM_RUNNING || stop > ZMIX_CEM_STOP_FLAT) return "bad stop reason";
     if (c->generation < 0 || c->generation > c->s.max_generations || hist_len != c->generation)
         return "history length does not match the generation count";
     if (c->evaluations < 0 || c->skipped < 0 || c->since_improve < 0) return "negative counter";

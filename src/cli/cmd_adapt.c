@@ -253,6 +253,12 @@ int cmd_adapt(int argc, char **argv)
         fprintf(stderr, "stopped: %s after %d generations (%ld evaluations, %ld skipped, %.2f s)\n",
                 zmix_cem_stop_name(res.stop), res.generations, res.evaluations, res.skipped,
                 res.elapsed_s);
+    if (!pctx.quiet && res.have_validation)
+        fprintf(stderr, "held out: %d examples, accuracy %.3f [%.3f, %.3f] (base model %.3f)\n",
+                res.n_validation, res.val_best.accuracy, res.val_acc_lo, res.val_acc_hi,
+                res.val_base.accuracy);
+    /* Warnings are printed even with --quiet: they say when the result should not be trusted. */
+    for (int i = 0; i < res.n_warnings; i++) fprintf(stderr, "warning: %s\n", res.warnings[i]);
     cJSON *json = zmix_adapt_result_to_json(&res, include_z);
     text = json ? cJSON_Print(json) : NULL;
     cJSON_Delete(json);

@@ -408,7 +408,7 @@ static int submit_extra(void *vctx, int argc, char **argv, int *i)
  * unset, so the daemon applies its defaults (and its limits) to them. */
 static void client_cem_from_settings(const submit_ctx *s, zmix_client_cem *c)
 {
-    _Static_assert(CEM_OPT_COUNT == 16, "every search setting must reach zmix_client_cem");
+    _Static_assert(CEM_OPT_COUNT == 17, "every search setting must reach zmix_client_cem");
     const zmix_adapt_opts *v = &s->settings;
     const int *given = s->given;
     zmix_client_cem_init(c);
@@ -425,6 +425,7 @@ static void client_cem_from_settings(const submit_ctx *s, zmix_client_cem *c)
     if (given[CEM_OPT_STD_FLOOR]) c->std_floor = v->cem.std_floor;
     if (given[CEM_OPT_STD_TOL]) c->std_tol = v->cem.std_tol;
     if (given[CEM_OPT_TARGET_ACCURACY]) c->target_accuracy = v->cem.target_accuracy;
+    if (given[CEM_OPT_VALIDATION]) c->validation = v->validation;
     if (given[CEM_OPT_BOUNDS]) {
         c->lo = v->cem.lo;
         c->hi = v->cem.hi;

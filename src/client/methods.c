@@ -185,7 +185,7 @@ void zmix_client_cem_init(zmix_client_cem *cem)
     cem->per_layer = cem->normalize = cem->rescale = cem->elitism = -1;
     cem->pop = cem->iters = cem->patience = -1;
     cem->elite = cem->init_std = cem->ema = cem->std_floor = cem->std_tol = NAN;
-    cem->target_accuracy = cem->lo = cem->hi = NAN;
+    cem->target_accuracy = cem->lo = cem->hi = cem->validation = NAN;
 }
 
 static void pack_cem(msgpack_packer *pk, const zmix_client_cem *c)
@@ -201,13 +201,18 @@ static void pack_cem(msgpack_packer *pk, const zmix_client_cem *c)
     const struct {
         const char *key;
         double v;
-    } nums[] = {{"elite", c->elite},     {"init_std", c->init_std},
-                {"ema", c->ema},         {"std_floor", c->std_floor},
-                {"std_tol", c->std_tol}, {"target_accuracy", c->target_accuracy}};
+    } nums[] = {{"elite", c->elite},
+                {"init_std", c->init_std},
+                {"ema", c->ema},
+                {"std_floor", c->std_floor},
+                {"std_tol", c->std_tol},
+                {"target_accuracy", c->target_accuracy},
+                {"validation", c->validation}};
+    const size_t n_nums = sizeof nums / sizeof *nums;
     size_t n = 0;
     for (size_t i = 0; i < 4; i++) n += flags[i].v >= 0;
     for (size_t i = 0; i < 3; i++) n += ints[i].v >= 0;
-    for (size_t i = 0; i < 6; i++) n += !isnan(nums[i].v);
+    for (size_t i = 0; i < n_nums; i++) n += !isnan(nums[i].v);
     n += c->seed_set + (c->metric != NULL) + (!isnan(c->lo) && !isnan(c->hi));
     msgpack_pack_map(pk, n);
     for (size_t i = 0; i < 4; i++)
@@ -220,7 +225,7 @@ static void pack_cem(msgpack_packer *pk, const zmix_client_cem *c)
             zcli_pack_str(pk, ints[i].key);
             msgpack_pack_int(pk, ints[i].v);
         }
-    for (size_t i = 0; i < 6; i++)
+    for (size_t i = 0; i < n_nums; i++)
         if (!isnan(nums[i].v)) {
             zcli_pack_str(pk, nums[i].key);
             msgpack_pack_double(pk, nums[i].v);

@@ -92,6 +92,8 @@ typedef struct job_summary {
     double mean_std;
     zmix_cem_stop stop;
     double elapsed_s; /* scoring seconds over the whole search */
+    int n_warnings;   /* the result's warnings (zmix_adapt_result), once it has one */
+    char warnings[ZMIX_ADAPT_MAX_WARNINGS][256];
 } job_summary;
 
 void job_summary_free(job_summary *s);

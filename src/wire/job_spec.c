@@ -262,6 +262,7 @@ static int parse_cem(const msgpack_object *m, const job_limits *lim, int n_exper
     s->cem = v.cem;
     s->compose.per_layer = v.per_layer;
     s->compose.rescale = v.rescale;
+    s->validation = v.validation;
     /* Normalisation happens in the engine (include/zmix/adapt.h): the α it hands out is
      * already normalised, so the α scored, ranked and reported is one vector. */
     s->compose.normalize = 0;
@@ -334,6 +335,7 @@ void job_spec_adapt_opts(const job_spec *spec, zmix_adapt_opts *out)
     out->cem.stream = 0; /* derived from the inputs key by the session */
     out->per_layer = spec->compose.per_layer;
     out->rescale = spec->compose.rescale;
+    out->validation = spec->validation;
     out->n_threads = 1;
 }
 
@@ -354,6 +356,7 @@ static zmix_adapt_opts spec_settings(const job_spec *spec)
     v.cem = spec->cem;
     v.per_layer = spec->compose.per_layer;
     v.rescale = spec->compose.rescale;
+    v.validation = spec->validation;
     return v;
 }
 

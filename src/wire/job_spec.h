@@ -26,6 +26,7 @@ typedef struct job_spec {
     zmix_examples examples;    /* owned (items and tokens from malloc) */
     zmix_cem_settings cem;     /* init_mean is NULL: the default 1/K */
     zmix_compose_opts compose; /* per_layer, normalize, rescale */
+    double validation;         /* held-out fraction; < 0 automatic (zmix_adapt_opts) */
     int priority;              /* -10 (lowest) .. 10, default 0 */
     int recompute;             /* ignore a cached result */
     int seed_given;            /* the client chose the seed */

@@ -83,6 +83,8 @@ int job_summary_of_result(const zmix_adapt_result *r, job_summary *out)
     out->skipped = r->skipped;
     out->stop = r->stop;
     out->elapsed_s = r->elapsed_s;
+    out->n_warnings = r->n_warnings;
+    memcpy(out->warnings, r->warnings, sizeof out->warnings);
     if (r->n_history > 0) {
         out->have_mean_std = 1;
         out->mean_std = mean_of(r->history_std + (size_t)(r->n_history - 1) * r->dim, r->dim);
@@ -184,6 +186,9 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
         rpc_map_nil(&m, "stop_reason");
     rpc_map_str(&m, "reason", j->reason);
     rpc_map_str(&m, "warning", j->warning);
+    msgpack_packer *w = rpc_map_key(&m, "warnings");
+    msgpack_pack_array(w, (size_t)s->n_warnings);
+    for (int i = 0; i < s->n_warnings; i++) rpc_pack_cstr(w, s->warnings[i]);
     time_or_nil(&m, "submitted", j->submit_ms);
     time_or_nil(&m, "started", j->start_ms);
     time_or_nil(&m, "ended", j->end_ms);

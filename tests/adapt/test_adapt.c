@@ -121,7 +121,22 @@ typedef struct small_task {
 } small_task;
 
 /* Three random experts written with zmix_expert_save, and four hand-made examples. */
+/* z of expert k at singular value i: mild by default, or far from the base model. */
+static float expert_z(int k, size_t i, int extreme)
+{
+    /* Every expert with the same lopsided pattern: no mixture comes near z' = 1. */
+    if (extreme) return (i % 2 ? 3.0f : 0.05f) * (1.0f + 0.1f * (float)k);
+    return 0.5f + 0.25f * (float)((i * 7 + (size_t)k * 3) % 5);
+}
+
+static void small_task_make_z(small_task *t, int n_experts, int extreme);
+
 static void small_task_make(small_task *t, int n_experts)
+{
+    small_task_make_z(t, n_experts, 0);
+}
+
+static void small_task_make_z(small_task *t, int n_experts, int extreme)
 {
     memset(t, 0, sizeof *t);
     make_tmpdir(t->dir, sizeof t->dir);
@@ -133,7 +148,7 @@ static void small_task_make(small_task *t, int n_experts)
     assert_int_equal(zmix_adapted_list(t->model, ZMIX_ADAPT_MLP, &list, &n, &z_total, &err), 0);
     float *z = malloc(z_total * sizeof *z);
     for (int k = 0; k < n_experts; k++) {
-        for (size_t i = 0; i < z_total; i++) z[i] = 0.5f + 0.25f * (float)((i * 7 + k * 3) % 5);
+        for (size_t i = 0; i < z_total; i++) z[i] = expert_z(k, i, extreme);
         t->paths[k] = malloc(512);
         snprintf(t->paths[k], 512, "%s/e%d.st", t->dir, k);
         if (zmix_expert_save(t->paths[k], list, n, z, NULL, NULL, 0, &err))
@@ -171,6 +186,8 @@ static void test_baselines_and_result(void **state)
     o.cem.elite_ratio = 0.5; /* one elite would have std 0 and stop on std_tolerance at once */
     o.cem.max_generations = 4;
     o.cem.seed = 5;
+    o.cem.target_accuracy = 2; /* four generations whatever the scores */
+    o.validation = 0;          /* every example searched: compared with direct scoring below */
     zmix_score_ctl ctl = {1, NULL};
     zmix_adapt_result r;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
@@ -359,6 +376,103 @@ static void test_piecewise_matches_run(void **state)
     small_task_free(&t);
 }
 
+static int has_warning(const zmix_adapt_result *r, const char *needle)
+{
+    for (int i = 0; i < r->n_warnings; i++)
+        if (strstr(r->warnings[i], needle)) return 1;
+    return 0;
+}
+
+/* Held out: a quarter of the examples by default, the same ones whatever the seed, scored
+ * only after the search; the result reports them with a Wilson interval. */
+static void test_validation_is_held_out(void **state)
+{
+    small_task t;
+    small_task_make(&t, 3);
+    zmix_error err;
+    zmix_adapt_opts o;
+    zmix_adapt_opts_default(&o);
+    o.cem.pop_size = 8;
+    o.cem.max_generations = 3;
+    zmix_adapt_result a, b;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &a, &err), 0);
+    assert_int_equal(a.n_train, 3);
+    assert_int_equal(a.n_validation, 1);
+    assert_true(a.have_validation);
+    assert_true(a.val_acc_lo <= a.val_best.accuracy && a.val_best.accuracy <= a.val_acc_hi);
+    assert_true(a.val_acc_lo >= 0.0 && a.val_acc_hi <= 1.0 && a.val_acc_hi - a.val_acc_lo > 0.5);
+    /* Which example is held out depends on the examples only: the base model's held-out
+     * score is the same under another seed, and it is the score of one of the examples. */
+    o.cem.seed = 99;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &b, &err), 0);
+    assert_memory_equal(&a.val_base, &b.val_base, sizeof a.val_base);
+    zmix_score_ctl ctl = {1, NULL};
+    size_t zt = zmix_runtime_z_total(t.rt);
+    float *ones = malloc(zt * sizeof *ones);
+    for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
+    int matches = 0;
+    for (int i = 0; i < t.ex.n; i++) {
+        zmix_examples one = {t.ex.items + i, 1, NULL, 0};
+        zmix_score sc;
+        assert_int_equal(zmix_score_z(t.rt, 1, &one, 1, ones, &ctl, &sc, NULL, &err), 0);
+        matches += !memcmp(&sc, &a.val_base, sizeof sc);
+    }
+    free(ones);
+    assert_true(matches >= 1);
+    cJSON *j = as_text_and_back(zmix_adapt_result_to_json(&a, 0));
+    cJSON *v = cJSON_GetObjectItem(j, "validation");
+    assert_int_equal(cJSON_GetObjectItem(v, "n_examples")->valueint, 1);
+    assert_int_equal(cJSON_GetArraySize(
+                         cJSON_GetObjectItem(cJSON_GetObjectItem(v, "best"), "accuracy_interval")),
+                     2);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(v, "single_experts")), 3);
+    cJSON_Delete(j);
+    zmix_adapt_result_free(&a);
+    zmix_adapt_result_free(&b);
+    /* None held out: said so. */
+    o.validation = 0;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &a, &err), 0);
+    assert_int_equal(a.n_validation, 0);
+    assert_false(a.have_validation);
+    assert_true(has_warning(&a, "no held-out estimate"));
+    zmix_adapt_result_free(&a);
+    o.validation = 0.75;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &a, &err), ZMIX_ERANGE);
+    assert_non_null(strstr(err.msg, "validation"));
+    small_task_free(&t);
+}
+
+/* A task the unchanged model already solves, with experts far from it: no mixture does as
+ * well, and the result is the base model, said out loud, instead of something worse. */
+static void test_base_model_in_reach(void **state)
+{
+    small_task t;
+    small_task_make_z(&t, 3, 1);
+    zmix_error err;
+    for (int i = 0; i < t.ex.n; i++) { /* targets: the base model's own continuations */
+        zmix_example *e = &t.ex.items[i];
+        int32_t *target = t.ex.tokens + (e->target - t.ex.tokens);
+        assert_int_equal(
+            zmix_generate(t.rt, 1, NULL, e->prompt, e->n_prompt, e->n_target, target, &err), 0);
+    }
+    zmix_adapt_opts o;
+    zmix_adapt_opts_default(&o);
+    o.cem.pop_size = 8;
+    o.cem.max_generations = 3;
+    o.validation = 0;
+    zmix_adapt_result r;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
+    assert_true(r.base.accuracy == 1.0);
+    assert_true(zmix_score_cmp(&r.best, &r.base, ZMIX_METRIC_ACCURACY) >= 0); /* never worse */
+    assert_true(r.base_weight == 1.0f);
+    assert_memory_equal(&r.best, &r.base, sizeof r.best);
+    for (int i = 0; i < r.dim; i++) assert_true(r.alpha[i] == 0.0f);
+    for (size_t i = 0; i < r.z_total; i++) assert_true(r.z[i] == 1.0f);
+    assert_true(has_warning(&r, "unchanged model"));
+    zmix_adapt_result_free(&r);
+    small_task_free(&t);
+}
+
 static int cancel_after_two(void *user, const zmix_cem *cem)
 {
     int *calls = user;
@@ -376,15 +490,22 @@ static void test_single_expert_and_cancel(void **state)
     o.cem.pop_size = 6;
     o.cem.elite_ratio = 0.5;
     o.cem.max_generations = 5;
-    int calls = 0;
     zmix_adapt_result r;
+    /* With the rescale, α·z has the mass of z whatever α: every candidate is the same model,
+     * and the search says so after one generation instead of sampling float noise. */
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
+    assert_int_equal(r.dim, 1);
+    assert_int_equal(r.stop, ZMIX_CEM_STOP_FLAT);
+    assert_int_equal(r.generations, 1);
+    assert_true(r.alpha[0] >= 0.0f && r.alpha[0] <= 1.0f);
+    zmix_adapt_result_free(&r);
+    /* Without it the scale matters: a real one-dimensional search, which a progress callback
+     * cancels after two generations. */
+    o.rescale = 0;
+    int calls = 0;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, cancel_after_two, &calls, &r, &err),
                      ZMIX_ECANCELED);
     assert_int_equal(calls, 2);
-    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
-    assert_int_equal(r.dim, 1);
-    assert_true(r.alpha[0] >= 0.0f && r.alpha[0] <= 1.0f);
-    zmix_adapt_result_free(&r);
     /* an empty example set is refused before any scoring */
     zmix_examples none = {NULL, 0, NULL, 0};
     assert_int_equal(zmix_adapt_run(t.rt, &none, &o, NULL, NULL, &r, &err), ZMIX_EINVAL);
@@ -568,6 +689,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_baselines_and_result, remove_made_dirs),
+        cmocka_unit_test_teardown(test_validation_is_held_out, remove_made_dirs),
+        cmocka_unit_test_teardown(test_base_model_in_reach, remove_made_dirs),
         cmocka_unit_test_teardown(test_piecewise_matches_run, remove_made_dirs),
         cmocka_unit_test_teardown(test_single_expert_and_cancel, remove_made_dirs),
         cmocka_unit_test_teardown(test_cli_usage_errors, remove_made_dirs),

@@ -69,10 +69,14 @@ static zmix_score score_buckets(objective_fn fn, const float *x, int dim)
     return s;
 }
 
+/* The engine's mechanics without the adaptive defaults (std floor, accuracy target), which
+ * would otherwise end these searches on their own terms. */
 static zmix_cem_settings base_settings(int dim, int k)
 {
     zmix_cem_settings s;
     zmix_cem_settings_default(&s);
+    s.std_floor = 0.0;
+    s.target_accuracy = 2.0;
     s.dim = dim;
     s.n_experts = k;
     s.seed = 1234;
@@ -319,7 +323,9 @@ static zmix_cem *run_constant(const zmix_cem_settings *s, zmix_score value)
     assert_int_equal(zmix_cem_create(s, &c, &err), 0);
     float pop[MAXP * MAXD];
     zmix_score sc[MAXP];
-    for (int i = 0; i < MAXP; i++) sc[i] = value;
+    /* Member i a little below member 0, so that the generation is not flat (which stops a
+     * search at once, test_stop_flat) and nothing after the first generation improves. */
+    for (int i = 0; i < MAXP; i++) sc[i] = value, sc[i].loglik -= 1e-3 * i;
     while (!zmix_cem_done(c)) {
         zmix_cem_ask(c, pop);
         assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
@@ -361,6 +367,33 @@ static void test_stop_std_tolerance(void **state)
     int below = 1;
     for (int d = 0; d < 3; d++) below &= prev[d] < 1e-3;
     assert_false(below);
+    zmix_cem_free(c);
+}
+
+static void test_stop_flat(void **state)
+{
+    /* Every candidate scores the same (one expert whose scale the rescale undoes, identical
+     * experts): the first generation shows it and the search stops there, "flat". Scores
+     * that differ only by float noise count as the same. */
+    zmix_cem_settings s = base_settings(3, 3);
+    zmix_error err;
+    zmix_cem *c = NULL;
+    assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
+    float pop[MAXP * MAXD];
+    zmix_score sc[MAXP];
+    for (int i = 0; i < MAXP; i++) sc[i] = (zmix_score){0.25, -2.0 + 1e-9 * (i % 3)};
+    zmix_cem_ask(c, pop);
+    assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
+    assert_int_equal(zmix_cem_done(c), ZMIX_CEM_STOP_FLAT);
+    assert_string_equal(zmix_cem_stop_name(ZMIX_CEM_STOP_FLAT), "flat");
+    assert_int_equal(zmix_cem_generation(c), 1);
+    zmix_cem_free(c);
+    /* One member apart in accuracy is not flat. */
+    assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
+    zmix_cem_ask(c, pop);
+    sc[5].accuracy = 0.5;
+    assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
+    assert_int_equal(zmix_cem_done(c), ZMIX_CEM_RUNNING);
     zmix_cem_free(c);
 }
 
@@ -714,9 +747,14 @@ static void test_settings_validation(void **state)
     assert_int_equal(zmix_cem_create(&t, &c, &err), 0);
     assert_int_equal(zmix_cem_n_elites(c), 29);
     zmix_cem_free(c);
+    /* at least two elites (one has no spread), never more than the population */
     t = s, t.pop_size = 3, t.elite_ratio = 0.1;
     assert_int_equal(zmix_cem_create(&t, &c, &err), 0);
-    assert_int_equal(zmix_cem_n_elites(c), 1);
+    assert_int_equal(zmix_cem_n_elites(c), 2);
+    zmix_cem_free(c);
+    t = s, t.pop_size = 2, t.elite_ratio = 0.1;
+    assert_int_equal(zmix_cem_create(&t, &c, &err), 0);
+    assert_int_equal(zmix_cem_n_elites(c), 2);
     zmix_cem_free(c);
 }
 
@@ -759,6 +797,7 @@ int main(void)
         cmocka_unit_test(test_no_elitism_scores_everyone),
         cmocka_unit_test(test_stop_max_generations),
         cmocka_unit_test(test_stop_std_tolerance),
+        cmocka_unit_test(test_stop_flat),
         cmocka_unit_test(test_stop_patience),
         cmocka_unit_test(test_stop_target),
         cmocka_unit_test(test_reproducible_across_splits),

@@ -586,7 +586,7 @@ def test_failing_job_fails_alone(tmp_path, experts):
             good = c.submit("fine", ex, cem={"pop": 8, "iters": 3, "rescale": False})["job"]
             st = wait_done(c, bad)
             assert st["state"] == "failed"
-            assert st["reason"] == "every candidate of generation 1 scored NaN"
+            assert st["reason"] == "degenerate: no finite score: every candidate of generation 1 scored NaN"
             assert wait_done(c, good)["state"] == "done"
             with pytest.raises(RpcError) as e:
                 c.get("nan")

@@ -332,7 +332,7 @@ static void test_wire_keys_and_flags_agree(void **unused)
                  {"--bounds", "0.1,2.5"}, {"--normalize", NULL},  {"--metric", "loglik"},
                  {"--patience", "4"},     {"--std-tol", "0.01"},  {"--std-floor", "0.02"},
                  {"--ema", "0.3"},        {"--no-elitism", NULL}, {"--no-rescale", NULL},
-                 {"--target-acc", "0.9"}};
+                 {"--target-acc", "0.9"}, {"--validation", "0.4"}};
     assert_int_equal(sizeof flags / sizeof *flags, CEM_OPT_COUNT);
     zmix_adapt_opts cli;
     zmix_adapt_opts_default(&cli);
