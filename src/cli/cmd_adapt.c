@@ -67,19 +67,18 @@ static int parse_threads(const char *opt, const char *s, int *out)
     return 0;
 }
 
-/* Splits a comma-separated list in place; empty entries are an error. */
-static int split_list(const char *opt, char *s, char **items, int max, int *n)
+int cli_split_list(const char *cmd, const char *opt, char *s, char **items, int max, int *n)
 {
     *n = 0;
     for (char *p = s;;) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
         if (!*p) {
-            fprintf(stderr, "zmix adapt: %s: empty entry in '%s'\n", opt, s);
+            fprintf(stderr, "zmix %s: %s: empty entry in '%s'\n", cmd, opt, s);
             return -1;
         }
         if (*n == max) {
-            fprintf(stderr, "zmix adapt: %s: more than %d entries\n", opt, max);
+            fprintf(stderr, "zmix %s: %s: more than %d entries\n", cmd, opt, max);
             return -1;
         }
         items[(*n)++] = p;
@@ -208,7 +207,7 @@ int cmd_adapt(int argc, char **argv)
     char *expert_paths[MAX_EXPERTS];
     int n_experts = 0;
     if (!experts_copy) return 1;
-    if (split_list("--experts", experts_copy, expert_paths, MAX_EXPERTS, &n_experts)) {
+    if (cli_split_list("adapt", "--experts", experts_copy, expert_paths, MAX_EXPERTS, &n_experts)) {
         free(experts_copy);
         return 2;
     }

@@ -4,7 +4,6 @@
  * prints either a human summary or, with --json, the daemon's result as JSON. Errors are one
  * line on stderr; exit codes: 0 success, 1 failure, 2 usage, 3 `wait` timed out.
  */
-#include <cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include "daemon_conn.h"
 #include "progress.h"
 #include "submit_examples.h"
+#include "task_result.h"
 #include "util/file.h"
 #include "zmix/adapt.h"
 
@@ -690,8 +690,8 @@ static int save_document(zmix_client *c, const char *task, const char *path, int
  * library, which says only the task, key and α. */
 static int save_z(zmix_client *c, const zmix_client_result *r, const char *path, zmix_error *err)
 {
-    char *json = NULL;
-    int rc = zmix_client_get_document(c, r->task, &json, err);
+    zmix_adapt_result res;
+    int rc = task_result_from_daemon(c, r, &res, err);
     if (rc == ZMIX_ENOTFOUND) {
         fprintf(stderr,
                 "zmix get: the daemon has no result document for task %s: %s has no "
@@ -700,38 +700,7 @@ static int save_z(zmix_client *c, const zmix_client_result *r, const char *path,
         return zmix_client_result_save_safetensors(r, path, err);
     }
     if (rc) return rc;
-    zmix_adapt_result res;
-    memset(&res, 0, sizeof res);
-    cJSON *doc = cJSON_Parse(json);
-    free(json);
-    rc = doc ? zmix_adapt_result_from_json(doc, &res, err)
-             : zmix_error_set(err, ZMIX_EFORMAT, "task %s: the result document is not JSON",
-                              r->task);
-    cJSON_Delete(doc);
-    if (rc) return rc;
-    /* z' comes with the get reply, in the document's matrix order and sizes. */
-    size_t total = 0;
-    int same = res.n_matrices == r->n_matrices;
-    for (int m = 0; same && m < r->n_matrices; m++) {
-        same = !strcmp(res.matrix_names[m], r->matrices[m].name) &&
-               res.matrix_ranks[m] == (int)r->matrices[m].rank && r->matrices[m].z;
-        total += r->matrices[m].rank;
-    }
-    if (!same)
-        rc = zmix_error_set(err, ZMIX_EFORMAT,
-                            "task %s: the z' vectors and the result document list different "
-                            "matrices",
-                            r->task);
-    free(res.z);
-    res.z = same ? malloc((total ? total : 1) * sizeof *res.z) : NULL;
-    if (!rc && !res.z) rc = zmix_error_set(err, ZMIX_ENOMEM, "out of memory for z'");
-    size_t off = 0;
-    for (int m = 0; !rc && m < r->n_matrices; m++) {
-        memcpy(res.z + off, r->matrices[m].z, r->matrices[m].rank * sizeof(float));
-        off += r->matrices[m].rank;
-    }
-    res.z_total = total;
-    if (!rc) rc = zmix_adapt_result_save_z(&res, r->task, path, err);
+    rc = zmix_adapt_result_save_z(&res, r->task, path, err);
     zmix_adapt_result_free(&res);
     return rc;
 }
