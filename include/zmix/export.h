@@ -46,7 +46,7 @@ typedef struct zmix_export_opts {
     zmix_rank_mode rank_mode; /* PEFT only */
     int rank;                 /* ZMIX_RANK_FIXED: N >= 1 */
     double energy;            /* ZMIX_RANK_ENERGY: fraction in (0, 1] */
-    /* ZMIX_RANK_AUTO: the adapter must score accuracy >= the exact W''s and a mean target
+    /* ZMIX_RANK_AUTO: the adapter must score the exact W''s accuracy and a mean target
      * log-likelihood within loglik_tol of it, on examples. Default 0.01. */
     double loglik_tol;
     int uniform_rank; /* raise every matrix to the largest rank chosen (for llama.cpp, which

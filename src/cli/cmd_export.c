@@ -207,7 +207,7 @@ static void print_report(const export_args *x, const zmix_export_report *r)
         print_score("exact W'", &r->exact);
         print_score(peft ? "adapter (as written)" : "merged model (as read)", &r->export);
         if (isfinite(r->loglik_tol))
-            printf("rank auto: accuracy >= the exact W''s, loglik within %g (%d evaluations)\n",
+            printf("rank auto: the exact W''s accuracy, loglik within %g (%d evaluations)\n",
                    r->loglik_tol, r->auto_evaluations);
     }
     printf("wrote %s (%s, zmix_export.json)\n", x->out,

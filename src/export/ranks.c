@@ -8,7 +8,7 @@
  *
  * --rank auto goes through the matrices in order and, for each, binary-searches the smallest
  * rank whose whole plan (the matrices before it at their chosen ranks, those after it at
- * full rank) still scores accuracy >= the exact W''s and a log-likelihood within the
+ * full rank) still scores the exact W''s accuracy and a log-likelihood within the
  * tolerance. Every rank it keeps was scored with everything else as finally chosen or
  * larger, and the last accepted plan is the final plan, so the final plan itself was scored
  * and passed. The search assumes a rank that passes is not followed by one that fails as the
@@ -122,9 +122,11 @@ static int score_plan(const export_plan *p, const zmix_export_opts *opts, float 
     return zmix_score_z(p->rt, 0, opts->examples, 1, z2, &ctl, out, NULL, err);
 }
 
+/* The adapter stands in for W': the same accuracy (not a better one found by accident) and
+ * a log-likelihood within the tolerance. */
 static int within(const zmix_score *s, const zmix_score *exact, double tol)
 {
-    return s->accuracy >= exact->accuracy && fabs(s->loglik - exact->loglik) <= tol;
+    return s->accuracy == exact->accuracy && fabs(s->loglik - exact->loglik) <= tol;
 }
 
 static int choose_auto(export_plan *p, const zmix_export_opts *opts, zmix_export_report *report,
