@@ -122,6 +122,16 @@ int export_write_peft(const export_plan *p, const zmix_export_opts *opts, const 
                       zmix_export_report *report, zmix_error *err)
 {
     int n = p->n, rc = 0, top = 1;
+    /* A llama2.c checkpoint holds q and k rows in its own (interleaved) order; an adapter
+     * applies to the Hugging Face layout, so their rows would land on the wrong weights. */
+    for (int m = 0; m < n; m++)
+        if (p->rt->model->cfg.rope_interleaved &&
+            (p->m[m].a->kind == ZMIX_MAT_Q || p->m[m].a->kind == ZMIX_MAT_K))
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "export: %s of a llama2.c checkpoint: its q/k rows are not in "
+                                  "the Hugging Face order an adapter applies to; adapt the "
+                                  "Hugging Face directory of the model instead",
+                                  p->m[m].a->name);
     for (int m = 0; m < n; m++) top = p->m[m].rank > top ? p->m[m].rank : top;
     zmix_st_out *outs = calloc(2 * (size_t)(n ? n : 1), sizeof *outs);
     char(*names)[2][192] = calloc((size_t)(n ? n : 1), sizeof *names);
