@@ -68,6 +68,9 @@ int zmix_adapt_alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts);
 /* SHA-256 (hex) of the experts a runtime holds: names, vectors and the adapted set. Changes
  * when any of them does. */
 void zmix_adapt_experts_digest(const zmix_runtime *rt, char hex[65]);
+/* SHA-256 (hex) of expert k's vector alone: its z_total floats as little-endian float32 in
+ * the runtime's matrix order. Independent of the expert's name, so a renamed file keeps it. */
+void zmix_adapt_expert_fingerprint(const zmix_runtime *rt, int k, char hex[65]);
 /* SHA-256 (hex) of an example set as token ids. */
 void zmix_adapt_examples_digest(const zmix_examples *ex, char hex[65]);
 /* The inputs key: SHA-256 (hex) over the model fingerprint, the experts digest, the examples
@@ -135,6 +138,11 @@ typedef struct zmix_adapt_result {
     zmix_cem_gen_stats *history; /* n_history */
     double *history_mean;        /* n_history × dim: distribution mean after each generation */
     double *history_std;         /* n_history × dim */
+
+    /* Self-description (docs/results.md): enough to tell, without the search's inputs, which
+     * base model and experts the result applies to. */
+    zmix_model_config model;         /* the base model's architecture; model_type "" unknown */
+    char (*expert_fingerprints)[65]; /* K: zmix_adapt_expert_fingerprint; "" when unknown */
 } zmix_adapt_result;
 
 void zmix_adapt_result_free(zmix_adapt_result *res);
@@ -142,9 +150,25 @@ void zmix_adapt_result_free(zmix_adapt_result *res);
 /* The result as JSON (see docs/cem.md). include_z adds the composed z' per matrix (large for
  * big models). Returns NULL only when out of memory; free with cJSON_Delete. */
 struct cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *res, int include_z);
-/* Reads a result document back (without z': out->z is NULL). ZMIX_EFORMAT naming the field
- * for anything that is not one; missing numbers read as NaN. */
+/* Reads a result document back; out->z holds z' when the document has "z" (include_z), else
+ * it is NULL. ZMIX_EFORMAT naming the field for anything that is not one; missing numbers
+ * read as NaN. */
 int zmix_adapt_result_from_json(const struct cJSON *doc, zmix_adapt_result *out, zmix_error *err);
+
+/* ---- Result files (docs/results.md) ------------------------------------------------- */
+
+/* Writes res's z' as a safetensors file: one F32 tensor [r] per adapted matrix, named by the
+ * matrix (the layout of an expert file, so it also loads as one), and the result's
+ * self-description in __metadata__, with a SHA-256 of the data. task may be NULL. Atomic. */
+int zmix_adapt_result_save_z(const zmix_adapt_result *res, const char *task, const char *path,
+                             zmix_error *err);
+/* Reads a result file: a result document (JSON; z' present only when it was written with
+ * include_z) or a z' safetensors file from zmix_adapt_result_save_z, told apart by content.
+ * Refuses, naming the file and what is wrong: unparseable or truncated files, a data checksum
+ * that does not match, z' that is not finite or not one vector per listed matrix, and files
+ * that do not say which base model they were made for. Matrices of a safetensors file come
+ * in name order. */
+int zmix_adapt_result_load(const char *path, zmix_adapt_result *out, zmix_error *err);
 
 /* ---- The adaptation session ------------------------------------------------------- */
 

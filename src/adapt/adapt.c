@@ -61,6 +61,7 @@ void zmix_adapt_result_free(zmix_adapt_result *r)
     free(r->history_mean);
     free(r->history_std);
     free(r->val_experts);
+    free(r->expert_fingerprints);
     memset(r, 0, sizeof *r);
 }
 
@@ -110,10 +111,14 @@ int zmix_adapt_result_build(const zmix_runtime *rt, const zmix_adapt_opts *opts,
     r.history = malloc((nh ? nh : 1) * sizeof *r.history);
     r.history_mean = malloc((nh ? nh * d : 1) * sizeof *r.history_mean);
     r.history_std = malloc((nh ? nh * d : 1) * sizeof *r.history_std);
+    r.expert_fingerprints = calloc((size_t)k_n ? (size_t)k_n : 1, sizeof *r.expert_fingerprints);
     int oom = !r.expert_names || !r.matrix_names || !r.matrix_ranks || !r.alpha || !r.experts ||
-              !r.history || !r.history_mean || !r.history_std;
-    for (int k = 0; !oom && k < k_n; k++)
+              !r.history || !r.history_mean || !r.history_std || !r.expert_fingerprints;
+    r.model = *zmix_model_get_config(zmix_runtime_model(rt));
+    for (int k = 0; !oom && k < k_n; k++) {
         oom = !(r.expert_names[k] = dup_str(zmix_runtime_expert_name(rt, k)));
+        zmix_adapt_expert_fingerprint(rt, k, r.expert_fingerprints[k]);
+    }
     for (int m = 0; !oom && m < m_n; m++) {
         oom = !(r.matrix_names[m] = dup_str(zmix_runtime_matrix_name(rt, m)));
         r.matrix_ranks[m] = zmix_runtime_matrix_rank(rt, m);

@@ -12,4 +12,10 @@ int zmix_adapt_result_build(const zmix_runtime *rt, const zmix_adapt_opts *opts,
                             int n_examples, double elapsed_s, zmix_adapt_result *out,
                             zmix_error *err);
 
+struct cJSON;
+/* The architecture summary of a result ("model" in the document, docs/results.md) and back;
+ * from_json returns -1 when a field is missing or mistyped. */
+struct cJSON *zmix_adapt_model_json(const zmix_model_config *c);
+int zmix_adapt_model_from_json(const struct cJSON *o, zmix_model_config *c);
+
 #endif

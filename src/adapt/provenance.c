@@ -67,6 +67,21 @@ void zmix_adapt_experts_digest(const zmix_runtime *rt, char hex[65])
     finish_hex(&h, hex);
 }
 
+void zmix_adapt_expert_fingerprint(const zmix_runtime *rt, int k, char hex[65])
+{
+    zmix_sha256 h;
+    zmix_sha256_init(&h);
+    const float *z = zmix_runtime_expert_z(rt, k);
+    size_t n = z ? zmix_runtime_z_total(rt) : 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &z[i], sizeof u);
+        uint8_t b[4] = {(uint8_t)u, (uint8_t)(u >> 8), (uint8_t)(u >> 16), (uint8_t)(u >> 24)};
+        zmix_sha256_update(&h, b, 4);
+    }
+    finish_hex(&h, hex);
+}
+
 void zmix_adapt_examples_digest(const zmix_examples *ex, char hex[65])
 {
     zmix_sha256 h;

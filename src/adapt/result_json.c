@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt_internal.h"
 #include "zmix/adapt.h"
 #include "zmix/version.h"
 
@@ -28,6 +29,8 @@ static cJSON *number(double v)
     }
     return cJSON_CreateRaw(buf);
 }
+
+static double num_or_nan(const cJSON *o);
 
 static cJSON *score_json(const zmix_score *s)
 {
@@ -113,6 +116,67 @@ static cJSON *validation_json(const zmix_adapt_result *r)
     return v;
 }
 
+/* A float32 setting (eps, theta) with the fewest digits that read back to the same float, so
+ * that 1e-05 reads 1e-05 and not the double nearest the float. */
+static cJSON *number_f32(float v)
+{
+    if (!isfinite(v)) return cJSON_CreateNull();
+    char buf[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
+
+/* The architecture under Hugging Face config.json names, so that a reader can compare it with
+ * a model's config at a glance. */
+cJSON *zmix_adapt_model_json(const zmix_model_config *c)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    cJSON_AddStringToObject(o, "model_type", c->model_type);
+    cJSON_AddNumberToObject(o, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(o, "intermediate_size", c->hidden_dim);
+    cJSON_AddNumberToObject(o, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(o, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(o, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(o, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(o, "max_position_embeddings", c->max_seq_len);
+    cJSON_AddItemToObject(o, "rms_norm_eps", number_f32(c->norm_eps));
+    cJSON_AddItemToObject(o, "rope_theta", number_f32(c->rope_theta));
+    cJSON_AddBoolToObject(o, "tie_word_embeddings", c->tied_embeddings);
+    return o;
+}
+
+static int int_field(const cJSON *o, const char *key, int *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v)) return -1;
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+int zmix_adapt_model_from_json(const cJSON *o, zmix_model_config *c)
+{
+    memset(c, 0, sizeof *c);
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(o, "model_type");
+    if (!cJSON_IsObject(o) || !cJSON_IsString(type)) return -1;
+    snprintf(c->model_type, sizeof c->model_type, "%s", type->valuestring);
+    c->norm_eps = (float)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "rms_norm_eps"));
+    c->rope_theta = (float)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "rope_theta"));
+    c->tied_embeddings = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "tie_word_embeddings"));
+    if (int_field(o, "hidden_size", &c->dim) || int_field(o, "intermediate_size", &c->hidden_dim) ||
+        int_field(o, "num_hidden_layers", &c->n_layers) ||
+        int_field(o, "num_attention_heads", &c->n_heads) ||
+        int_field(o, "num_key_value_heads", &c->n_kv_heads) ||
+        int_field(o, "head_dim", &c->head_dim) || int_field(o, "vocab_size", &c->vocab_size) ||
+        int_field(o, "max_position_embeddings", &c->max_seq_len))
+        return -1;
+    return 0;
+}
+
 cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
 {
     cJSON *o = cJSON_CreateObject();
@@ -133,9 +197,16 @@ cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
     cJSON_AddBoolToObject(o, "rescale", r->rescale);
     cJSON_AddNumberToObject(o, "n_examples", r->n_examples);
 
+    if (r->model.model_type[0]) cJSON_AddItemToObject(o, "model", zmix_adapt_model_json(&r->model));
+
     cJSON *names = cJSON_AddArrayToObject(o, "experts");
     for (int k = 0; names && k < r->n_experts; k++)
         cJSON_AddItemToArray(names, cJSON_CreateString(r->expert_names[k]));
+    if (r->expert_fingerprints) {
+        cJSON *fps = cJSON_AddArrayToObject(o, "expert_fingerprints");
+        for (int k = 0; fps && k < r->n_experts; k++)
+            cJSON_AddItemToArray(fps, cJSON_CreateString(r->expert_fingerprints[k]));
+    }
 
     cJSON_AddItemToObject(o, "alpha", floats_json(r->alpha, (size_t)r->dim));
     cJSON_AddItemToObject(o, "best", score_json(&r->best));
@@ -307,6 +378,44 @@ static int history_from(const cJSON *hist, zmix_adapt_result *r, zmix_error *err
     return 0;
 }
 
+/* "z": {matrix name: [r floats]} as include_z writes it, in the order of "matrices". Absent
+ * or null leaves r->z NULL; anything else must be exactly one finite vector per matrix. */
+static int z_from(const cJSON *z, zmix_adapt_result *r, zmix_error *err)
+{
+    if (!z || cJSON_IsNull(z)) return 0;
+    if (!cJSON_IsObject(z) || cJSON_GetArraySize(z) != r->n_matrices)
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "result: 'z' must be an object with one vector per matrix (%d)",
+                              r->n_matrices);
+    size_t total = 0;
+    for (int m = 0; m < r->n_matrices; m++) {
+        if (r->matrix_ranks[m] < 1 || r->matrix_ranks[m] > (1 << 20))
+            return zmix_error_set(err, ZMIX_EFORMAT, "result: matrices[%d].rank is %d", m,
+                                  r->matrix_ranks[m]);
+        total += (size_t)r->matrix_ranks[m];
+    }
+    r->z = malloc(total * sizeof *r->z);
+    if (!r->z) return zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory for z'");
+    r->z_total = total;
+    size_t off = 0;
+    for (int m = 0; m < r->n_matrices; m++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(z, r->matrix_names[m]);
+        int n = r->matrix_ranks[m];
+        if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != n)
+            return zmix_error_set(err, ZMIX_EFORMAT, "result: z.%s must be an array of %d numbers",
+                                  r->matrix_names[m], n);
+        int i = 0;
+        for (const cJSON *e = v->child; e; e = e->next, i++) {
+            if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble))
+                return zmix_error_set(err, ZMIX_EFORMAT, "result: z.%s[%d] is not a finite number",
+                                      r->matrix_names[m], i);
+            r->z[off + (size_t)i] = (float)e->valuedouble;
+        }
+        off += (size_t)n;
+    }
+    return 0;
+}
+
 int zmix_adapt_result_from_json(const cJSON *o, zmix_adapt_result *out, zmix_error *err)
 {
     zmix_adapt_result r;
@@ -366,8 +475,10 @@ int zmix_adapt_result_from_json(const cJSON *o, zmix_adapt_result *out, zmix_err
     r.experts = calloc((size_t)r.n_experts, sizeof *r.experts);
     r.matrix_names = calloc(r.n_matrices ? (size_t)r.n_matrices : 1, sizeof *r.matrix_names);
     r.matrix_ranks = calloc(r.n_matrices ? (size_t)r.n_matrices : 1, sizeof *r.matrix_ranks);
+    r.expert_fingerprints = calloc((size_t)r.n_experts, sizeof *r.expert_fingerprints);
     int rc = 0;
-    if (!a || !r.alpha || !r.expert_names || !r.experts || !r.matrix_names || !r.matrix_ranks) {
+    if (!a || !r.alpha || !r.expert_names || !r.experts || !r.matrix_names || !r.matrix_ranks ||
+        !r.expert_fingerprints) {
         rc = zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
         goto out;
     }
@@ -376,6 +487,18 @@ int zmix_adapt_result_from_json(const cJSON *o, zmix_adapt_result *out, zmix_err
     int k = 0;
     for (const cJSON *e = names->child; e; e = e->next, k++)
         if (!(r.expert_names[k] = dup_json_str(e))) rc = ZMIX_ENOMEM;
+    const cJSON *fps = cJSON_GetObjectItemCaseSensitive(o, "expert_fingerprints");
+    k = 0;
+    for (const cJSON *e = cJSON_IsArray(fps) ? fps->child : NULL; e && k < r.n_experts;
+         e = e->next, k++)
+        copy_str(r.expert_fingerprints[k], sizeof r.expert_fingerprints[k], e);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(o, "model");
+    if (model && zmix_adapt_model_from_json(model, &r.model)) {
+        rc = zmix_error_set(err, ZMIX_EFORMAT,
+                            "result: 'model' is not an architecture summary (model_type, "
+                            "hidden_size, ...)");
+        goto out;
+    }
     const cJSON *single = cJSON_GetObjectItemCaseSensitive(o, "single_experts");
     k = 0;
     for (const cJSON *e = cJSON_IsArray(single) ? single->child : NULL; e && k < r.n_experts;
@@ -392,6 +515,7 @@ int zmix_adapt_result_from_json(const cJSON *o, zmix_adapt_result *out, zmix_err
         goto out;
     }
     rc = history_from(cJSON_GetObjectItemCaseSensitive(o, "history"), &r, err);
+    if (!rc) rc = z_from(cJSON_GetObjectItemCaseSensitive(o, "z"), &r, err);
 out:
     free(a);
     if (rc) {

@@ -16,6 +16,7 @@
 
 #include "adapt/cem_options.h"
 #include "commands.h"
+#include "util/file.h"
 #include "zmix/adapt.h"
 
 #define MAX_EXPERTS 64
@@ -35,7 +36,9 @@ static void usage(FILE *out)
                  "  --threads N          scoring threads (default: 1)\n"
                  "  --include-z          add the composed z' per matrix to the result\n"
                  "  --quiet              no progress lines\n"
-                 "  --out FILE           write the result to FILE instead of stdout\n");
+                 "  --out FILE           write the result to FILE instead of stdout\n"
+                 "  --z-out FILE         also write z' as a safetensors file that describes\n"
+                 "                       itself (docs/results.md); zmix export reads either\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -64,19 +67,18 @@ static int parse_threads(const char *opt, const char *s, int *out)
     return 0;
 }
 
-/* Splits a comma-separated list in place; empty entries are an error. */
-static int split_list(const char *opt, char *s, char **items, int max, int *n)
+int cli_split_list(const char *cmd, const char *opt, char *s, char **items, int max, int *n)
 {
     *n = 0;
     for (char *p = s;;) {
         char *comma = strchr(p, ',');
         if (comma) *comma = '\0';
         if (!*p) {
-            fprintf(stderr, "zmix adapt: %s: empty entry in '%s'\n", opt, s);
+            fprintf(stderr, "zmix %s: %s: empty entry in '%s'\n", cmd, opt, s);
             return -1;
         }
         if (*n == max) {
-            fprintf(stderr, "zmix adapt: %s: more than %d entries\n", opt, max);
+            fprintf(stderr, "zmix %s: %s: more than %d entries\n", cmd, opt, max);
             return -1;
         }
         items[(*n)++] = p;
@@ -107,16 +109,11 @@ static int print_progress(void *user, const zmix_cem *cem)
 
 static int write_text(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "zmix adapt: %s: cannot create: %s\n", path, strerror(errno));
-        return -1;
-    }
-    size_t n = strlen(text);
-    int ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok) {
-        fprintf(stderr, "zmix adapt: %s: write failed\n", path);
+    fs_piece pieces[2] = {{text, strlen(text)}, {"\n", 1}};
+    fs_write_opts wo = {.mode = 0644};
+    zmix_error err;
+    if (fs_write_atomic(path, pieces, 2, &wo, &err)) {
+        fprintf(stderr, "zmix adapt: %s\n", err.msg);
         return -1;
     }
     return 0;
@@ -125,6 +122,7 @@ static int write_text(const char *path, const char *text)
 int cmd_adapt(int argc, char **argv)
 {
     const char *model_path = NULL, *examples_path = NULL, *out_path = NULL, *cache_dir = NULL;
+    const char *z_out_path = NULL;
     char *experts_arg = NULL;
     zmix_adapt_opts opts;
     zmix_adapt_opts_default(&opts);
@@ -181,6 +179,8 @@ int cmd_adapt(int argc, char **argv)
             examples_path = val;
         else if (!strcmp(a, "--out"))
             out_path = val;
+        else if (!strcmp(a, "--z-out"))
+            z_out_path = val;
         else if (!strcmp(a, "--factor-cache"))
             cache_dir = val;
         else if (!strcmp(a, "--threads"))
@@ -207,7 +207,7 @@ int cmd_adapt(int argc, char **argv)
     char *expert_paths[MAX_EXPERTS];
     int n_experts = 0;
     if (!experts_copy) return 1;
-    if (split_list("--experts", experts_copy, expert_paths, MAX_EXPERTS, &n_experts)) {
+    if (cli_split_list("adapt", "--experts", experts_copy, expert_paths, MAX_EXPERTS, &n_experts)) {
         free(experts_copy);
         return 2;
     }
@@ -271,6 +271,7 @@ int cmd_adapt(int argc, char **argv)
     } else {
         printf("%s\n", text);
     }
+    if (z_out_path && zmix_adapt_result_save_z(&res, NULL, z_out_path, &err)) goto fail;
     rc = 0;
     goto done;
 fail:

@@ -16,7 +16,9 @@
 #include "daemon_conn.h"
 #include "progress.h"
 #include "submit_examples.h"
+#include "task_result.h"
 #include "util/file.h"
+#include "zmix/adapt.h"
 
 static const char conn_help[] =
     "  --socket PATH        the daemon's Unix socket\n"
@@ -683,6 +685,27 @@ static int save_document(zmix_client *c, const char *task, const char *path, int
     return 0;
 }
 
+/* --out FILE: z' with the task's result document as its self-description (docs/results.md),
+ * so that the file says which base model, experts and rescale it is for. A daemon whose
+ * result has no document (made before documents existed) gets the bare file of the client
+ * library, which says only the task, key and α. */
+static int save_z(zmix_client *c, const zmix_client_result *r, const char *path, zmix_error *err)
+{
+    zmix_adapt_result res;
+    int rc = task_result_from_daemon(c, r, &res, err);
+    if (rc == ZMIX_ENOTFOUND) {
+        fprintf(stderr,
+                "zmix get: the daemon has no result document for task %s: %s has no "
+                "model fingerprint and zmix export will refuse it\n",
+                r->task, path);
+        return zmix_client_result_save_safetensors(r, path, err);
+    }
+    if (rc) return rc;
+    rc = zmix_adapt_result_save_z(&res, r->task, path, err);
+    zmix_adapt_result_free(&res);
+    return rc;
+}
+
 int cmd_get(int argc, char **argv)
 {
     daemon_opts o = {.cmd = "get"};
@@ -729,7 +752,7 @@ int cmd_get(int argc, char **argv)
     }
     if (rc == 0 && g.result) rc = save_document(c, pos[0], g.result, o.json);
     if (rc == 0 && g.out) {
-        if (zmix_client_result_save_safetensors(&r, g.out, &err)) {
+        if (save_z(c, &r, g.out, &err)) {
             fprintf(stderr, "zmix get: %s\n", err.msg);
             rc = 1;
         } else if (!o.json) {

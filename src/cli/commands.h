@@ -20,6 +20,11 @@ int cmd_generate(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 /* Offline adaptation (cmd_adapt.c). */
 int cmd_adapt(int argc, char **argv);
+/* Exporting a result as a LoRA adapter or a merged model (cmd_export.c). */
+int cmd_export(int argc, char **argv);
+/* Splits a comma-separated option value in place into at most max items; prints a usage error
+ * naming cmd and opt and returns -1 for an empty entry or too many. */
+int cli_split_list(const char *cmd, const char *opt, char *s, char **items, int max, int *n);
 /* Daemon commands through the client library (cmd_daemon.c) and the plot (cmd_plot.c). */
 int cmd_submit(int argc, char **argv);
 int cmd_status(int argc, char **argv);

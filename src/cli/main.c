@@ -14,6 +14,8 @@ static const zmix_cli_command commands[] = {
     {"wait", "follow a daemon job to its end with live progress", cmd_wait},
     {"cancel", "cancel a queued or running daemon job", cmd_cancel},
     {"jobs", "list the daemon's jobs", cmd_jobs},
+    {"export", "a result as a LoRA adapter (PEFT layout) or a merged Hugging Face model",
+     cmd_export},
     {"get", "a task's cached result (alpha, scores; z' as safetensors with --out)", cmd_get},
     {"tasks", "list the tasks in the daemon's cache", cmd_tasks},
     {"evict", "remove a task's result from the daemon's cache", cmd_evict},

@@ -146,9 +146,12 @@ int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_
         snprintf(names[m][0], sizeof names[m][0], "%s.U", a->name);
         snprintf(names[m][1], sizeof names[m][1], "%s.S", a->name);
         snprintf(names[m][2], sizeof names[m][2], "%s.Vt", a->name);
-        tensors[3 * m] = (zmix_st_out){names[m][0], 2, {a->rows, a->rank}, x->U};
-        tensors[3 * m + 1] = (zmix_st_out){names[m][1], 1, {a->rank}, x->S};
-        tensors[3 * m + 2] = (zmix_st_out){names[m][2], 2, {a->rank, a->cols}, x->Vt};
+        tensors[3 * m] = (zmix_st_out){
+            .name = names[m][0], .ndim = 2, .shape = {a->rows, a->rank}, .data = x->U};
+        tensors[3 * m + 1] =
+            (zmix_st_out){.name = names[m][1], .ndim = 1, .shape = {a->rank}, .data = x->S};
+        tensors[3 * m + 2] = (zmix_st_out){
+            .name = names[m][2], .ndim = 2, .shape = {a->rank, a->cols}, .data = x->Vt};
     }
     char checksum[ZMIX_SHA256_HEX], count[32];
     if ((rc = zmix_st_data_sha256(tensors, 3 * n, checksum, err))) goto out;

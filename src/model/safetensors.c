@@ -36,6 +36,44 @@ const char *zmix_st_dtype_name(zmix_st_dtype dtype)
     return (dtype >= ZMIX_ST_F32 && dtype <= ZMIX_ST_BF16) ? dtype_names[dtype] : "?";
 }
 
+size_t zmix_st_dtype_size(zmix_st_dtype dtype)
+{
+    return (dtype >= ZMIX_ST_F32 && dtype <= ZMIX_ST_BF16) ? dtype_sizes[dtype] : 0;
+}
+
+uint16_t zmix_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even (carries into Inf) */
+    return (uint16_t)(u >> 16);
+}
+
+uint16_t zmix_f32_to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t abs = u & 0x7fffffffu;
+    if (abs > 0x7f800000u) return sign | 0x7e00u;  /* NaN */
+    if (abs >= 0x477ff000u) return sign | 0x7c00u; /* rounds to beyond 65504: Inf */
+    if (abs < 0x38800000u) {
+        /* Below the smallest normal half (2^-14): a subnormal, mantissa · 2^-24. Adding
+         * 0.5 (2^-1) as a float aligns the value so that the FPU's own round-to-nearest-even
+         * leaves the half's 10-bit mantissa in the low bits. */
+        float a, half = 0.5f;
+        memcpy(&a, &abs, sizeof a);
+        a += half;
+        uint32_t bits;
+        memcpy(&bits, &a, sizeof bits);
+        return sign | (uint16_t)(bits - 0x3f000000u);
+    }
+    uint32_t mant_odd = (abs >> 13) & 1u;
+    abs += 0xc8000fffu + mant_odd; /* rebias 127 -> 15 (-112 << 23) and round to even */
+    return sign | (uint16_t)(abs >> 13);
+}
+
 float zmix_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h >> 15) << 31;
@@ -357,6 +395,17 @@ static size_t out_numel(const zmix_st_out *t)
     return n;
 }
 
+/* Bytes of a tensor to write, and where they are: raw as given, or data as F32. */
+static size_t out_bytes(const zmix_st_out *t)
+{
+    return out_numel(t) * (t->raw ? zmix_st_dtype_size(t->dtype) : sizeof(float));
+}
+
+static const void *out_bytes_ptr(const zmix_st_out *t)
+{
+    return t->raw ? t->raw : (const void *)t->data;
+}
+
 static int cmp_out_name(const void *a, const void *b)
 {
     return strcmp((*(const zmix_st_out *const *)a)->name, (*(const zmix_st_out *const *)b)->name);
@@ -371,7 +420,8 @@ static int sorted_outputs(const zmix_st_out *tensors, int n, const zmix_st_out *
     for (int i = 0; i < n; i++) {
         const zmix_st_out *t = &tensors[i];
         if (!t->name || !t->name[0] || !strcmp(t->name, "__metadata__") || t->ndim < 0 ||
-            t->ndim > ZMIX_ST_MAX_DIMS || (!t->data && out_numel(t) > 0)) {
+            t->ndim > ZMIX_ST_MAX_DIMS || (!t->data && !t->raw && out_numel(t) > 0) ||
+            (t->raw && !zmix_st_dtype_size(t->dtype))) {
             free(sorted);
             return zmix_error_set(err, ZMIX_EINVAL,
                                   "safetensors writer: tensor %d ('%s') is "
@@ -409,7 +459,7 @@ int zmix_st_data_sha256(const zmix_st_out *tensors, int n, char hex[65], zmix_er
     uint8_t digest[ZMIX_SHA256_BYTES];
     zmix_sha256_init(&s);
     for (int i = 0; i < n; i++)
-        zmix_sha256_update(&s, sorted[i]->data, out_numel(sorted[i]) * sizeof(float));
+        zmix_sha256_update(&s, out_bytes_ptr(sorted[i]), out_bytes(sorted[i]));
     zmix_sha256_final(&s, digest);
     zmix_sha256_hex(digest, hex);
     free(sorted);
@@ -430,9 +480,11 @@ static char *build_header(const zmix_st_out **sorted, int n, const char *const *
     size_t offset = 0;
     for (int i = 0; i < n; i++) {
         const zmix_st_out *t = sorted[i];
-        size_t bytes = out_numel(t) * sizeof(float);
+        size_t bytes = out_bytes(t);
         cJSON *entry = cJSON_AddObjectToObject(root, t->name);
-        if (!entry || !cJSON_AddStringToObject(entry, "dtype", "F32")) goto fail;
+        if (!entry || !cJSON_AddStringToObject(entry, "dtype",
+                                               zmix_st_dtype_name(t->raw ? t->dtype : ZMIX_ST_F32)))
+            goto fail;
         cJSON *shape = cJSON_AddArrayToObject(entry, "shape");
         cJSON *offsets = cJSON_AddArrayToObject(entry, "data_offsets");
         if (!shape || !offsets) goto fail;
@@ -483,7 +535,7 @@ int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const cha
         pieces[1] = (fs_piece){header, len};
         pieces[2] = (fs_piece){spaces, padded - len};
         for (int i = 0; i < n; i++)
-            pieces[3 + i] = (fs_piece){sorted[i]->data, out_numel(sorted[i]) * sizeof(float)};
+            pieces[3 + i] = (fs_piece){out_bytes_ptr(sorted[i]), out_bytes(sorted[i])};
         /* 0644: model files (factor cache, experts, demo weights) are shared, not secrets. */
         fs_write_opts opts = {.mode = 0644};
         rc = fs_write_atomic(path, pieces, n + 3, &opts, err);

@@ -61,13 +61,23 @@ int zmix_st_tensor_f32(const zmix_st_file *f, const zmix_st_tensor *t, const flo
 /* Conversions, exposed for tests. Exact: every F16 and BF16 value is representable in F32. */
 float zmix_f16_to_f32(uint16_t h);
 float zmix_bf16_to_f32(uint16_t b);
+/* Rounding to the nearest, ties to even; values beyond the range become infinities, NaN stays
+ * NaN. f32_to_f16(f16_to_f32(h)) == h for every non-NaN h, and likewise for BF16. */
+uint16_t zmix_f32_to_bf16(float f);
+uint16_t zmix_f32_to_f16(float f);
+/* Bytes per element of a dtype (4 or 2). */
+size_t zmix_st_dtype_size(zmix_st_dtype dtype);
 
-/* A tensor to write: F32, row-major. */
+/* A tensor to write, row-major: F32 from data, or, when raw is set, numel elements of dtype
+ * already encoded (little-endian), written as they are (a tensor copied from another file,
+ * or converted with zmix_f32_to_bf16 / zmix_f32_to_f16). */
 typedef struct zmix_st_out {
     const char *name;
     int ndim;
     int64_t shape[ZMIX_ST_MAX_DIMS];
-    const float *data; /* product of shape floats */
+    const float *data;   /* product of shape floats; unused when raw is set */
+    zmix_st_dtype dtype; /* of raw */
+    const void *raw;
 } zmix_st_out;
 
 /* Writes tensors (sorted by name in the file, packed back to back after a header padded to a

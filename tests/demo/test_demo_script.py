@@ -69,6 +69,17 @@ def test_demo_report(tmp_path):
                        capture_output=True, text=True, check=True)
     assert json.loads(s.stdout)["accuracy"] == rep["adapted"]
 
+    # The README's last step: that z' (it says which model it is for) exported as a LoRA
+    # adapter that keeps the task's accuracy.
+    e = subprocess.run([os.path.join(BUILD, "zmix"), "export", "--model", str(demo / "model"),
+                        "--result", z, "--format", "peft", "--rank", "auto", "--examples",
+                        str(demo / "task.json"), "--out", str(tmp_path / "demo-lora"), "--json"],
+                       capture_output=True, text=True)
+    assert e.returncode == 0, e.stderr
+    scores = json.loads(e.stdout)["scores"]
+    assert scores["export"]["accuracy"] == scores["exact"]["accuracy"] == rep["adapted"]
+    assert (tmp_path / "demo-lora" / "adapter_config.json").exists()
+
     # The convergence plot, when the daemon sends the job's history (else the report says why).
     if rep["plot"]:
         assert "<svg" in open(rep["plot"]).read(4096)
