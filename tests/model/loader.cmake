@@ -19,3 +19,9 @@ foreach(_t test_safetensors test_formats_models test_formats_agreement test_form
       LABELS model TIMEOUT 120)
   endif()
 endforeach()
+
+# Tokenizers: tok_dump encodes a corpus with zmix's tokenizer for the parity test, which
+# compares it with the reference implementations (tests/model/tokenizers/).
+add_executable(tok_dump ${_dir}/tok_dump.c)
+zmix_target_defaults(tok_dump)
+target_link_libraries(tok_dump PRIVATE zmix_model PkgConfig::CJSON)
