@@ -239,11 +239,14 @@ int zmix_tokenizer_encode(const zmix_tokenizer *tok, const char *text, size_t le
                           int32_t *ids, zmix_error *err);
 
 /* Decodes ids into out (NUL-terminated, truncated to out_size) and returns the length the
- * whole text needs (like snprintf). escape = 0: the text, special tokens and unknown ids
- * left out. escape = 1: for display, with backslash as \\, \n \t \r and other control bytes
- * as \xHH, special tokens kept (the byte tokenizer writes <bos>/<eos> and every non-ASCII byte
- * as \xHH), and ids the tokenizer does not know as <id N>. */
-size_t zmix_tokenizer_decode(const zmix_tokenizer *tok, const int32_t *ids, int n, int escape,
+ * whole text needs (like snprintf). mode 0: the text, special tokens and unknown ids left out.
+ * ZMIX_DECODE_SPECIAL: the text with the special tokens in it (transformers' decode with
+ * skip_special_tokens=False). ZMIX_DECODE_SHOW: for display, special tokens kept, backslash as
+ * \\, \n \t \r and other control bytes as \xHH (the byte tokenizer writes <bos>/<eos> and
+ * every non-ASCII byte as \xHH), ids the tokenizer does not know as <id N>. */
+#define ZMIX_DECODE_SHOW    1
+#define ZMIX_DECODE_SPECIAL 2
+size_t zmix_tokenizer_decode(const zmix_tokenizer *tok, const int32_t *ids, int n, int mode,
                              char *out, size_t out_size);
 
 /* One example given as text (not necessarily NUL-terminated). */

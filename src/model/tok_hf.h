@@ -137,7 +137,7 @@ int tok_hf_encode(const tok_hf *t, const char *text, size_t len, int flags, int3
                   size_t cap, zmix_error *err);
 
 /* Decodes like zmix_tokenizer_decode. */
-size_t tok_hf_decode(const tok_hf *t, const int32_t *ids, int n, int escape, char *out,
+size_t tok_hf_decode(const tok_hf *t, const int32_t *ids, int n, int mode, char *out,
                      size_t out_size);
 
 /* The normalizer chain over one text (*out malloc'ed); -1 when out of memory. */

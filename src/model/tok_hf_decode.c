@@ -10,6 +10,7 @@
 
 #include "tok_hf.h"
 #include "tok_unicode.h"
+#include "zmix/model.h"
 
 typedef struct strv {
     char **s;
@@ -329,9 +330,11 @@ static void decode_run(const tok_hf *t, const int32_t *ids, int n, int escape, c
     strv_free(&v);
 }
 
-size_t tok_hf_decode(const tok_hf *t, const int32_t *ids, int n, int escape, char *out,
+size_t tok_hf_decode(const tok_hf *t, const int32_t *ids, int n, int mode, char *out,
                      size_t out_size)
 {
+    int escape = (mode & ZMIX_DECODE_SHOW) != 0;
+    int special = (mode & (ZMIX_DECODE_SHOW | ZMIX_DECODE_SPECIAL)) != 0;
     size_t need = 0;
     int32_t *run = malloc(((size_t)n + 1) * sizeof *run);
     if (!run) {
@@ -342,14 +345,13 @@ size_t tok_hf_decode(const tok_hf *t, const int32_t *ids, int n, int escape, cha
     for (int i = 0; i <= n; i++) {
         int32_t id = i < n ? ids[i] : -1;
         int known = i < n && id >= 0 && id < t->n_ids && t->id_text[id].len != UINT32_MAX;
-        if (known && (escape || !t->id_special[id])) {
+        if (known && (special || !t->id_special[id])) {
             run[m++] = id;
             continue;
         }
         /* Plain text leaves out special tokens and ids the tokenizer does not know (as the
          * library does); the display form shows the unknown ones in place. */
-        if (i < n && !escape) continue;
-        if (known) continue;
+        if (i < n && (known || !escape)) continue;
         if (m) decode_run(t, run, m, escape, out, out_size, &need);
         m = 0;
         if (i < n) {

@@ -200,10 +200,11 @@ static void put(char *out, size_t out_size, size_t *need, const char *s, size_t 
     *need += n;
 }
 
-size_t zmix_tokenizer_decode(const zmix_tokenizer *tok, const int32_t *ids, int n, int escape,
+size_t zmix_tokenizer_decode(const zmix_tokenizer *tok, const int32_t *ids, int n, int mode,
                              char *out, size_t out_size)
 {
-    if (tok->hf) return tok_hf_decode(tok->hf, ids, n, escape, out, out_size);
+    if (tok->hf) return tok_hf_decode(tok->hf, ids, n, mode, out, out_size);
+    int escape = (mode & ZMIX_DECODE_SHOW) != 0;
     size_t need = 0;
     for (int i = 0; i < n; i++) {
         int32_t id = ids[i];

@@ -25,3 +25,10 @@ endforeach()
 add_executable(tok_dump ${_dir}/tok_dump.c)
 zmix_target_defaults(tok_dump)
 target_link_libraries(tok_dump PRIVATE zmix_model PkgConfig::CJSON)
+if(ZMIX_PYTHON)
+  add_test(NAME test_tokenizer_parity
+           COMMAND ${ZMIX_PYTHON} ${_dir}/test_tokenizer_parity.py $<TARGET_FILE:tok_dump>
+                   --shared ${ZMIX_SHARED_DIR})
+  set_tests_properties(test_tokenizer_parity PROPERTIES TIMEOUT 900 LABELS "model;python"
+    SKIP_RETURN_CODE 77)
+endif()

@@ -88,7 +88,7 @@ int main(int argc, char **argv)
         } else {
             cJSON_AddItemToObject(line, "ids", id_array(ids, m));
             cJSON_AddItemToObject(line, "plain", id_array(plain, k));
-            char *with = decode(tok, ids, m, 1), *without = decode(tok, ids, m, 0);
+            char *with = decode(tok, ids, m, ZMIX_DECODE_SPECIAL), *without = decode(tok, ids, m, 0);
             cJSON_AddStringToObject(line, "shown", with ? with : "");
             cJSON_AddStringToObject(line, "text", without ? without : "");
             free(with);
