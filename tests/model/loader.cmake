@@ -32,3 +32,7 @@ if(ZMIX_PYTHON)
   set_tests_properties(test_tokenizer_parity PROPERTIES TIMEOUT 900 LABELS "model;python"
     SKIP_RETURN_CODE 77)
 endif()
+zmix_add_unit_test(test_tokenizer SOURCES ${_dir}/test_tokenizer.c LIBS zmix_test_formats_fixtures
+  LABELS model TIMEOUT 120)
+target_compile_definitions(test_tokenizer PRIVATE ZMIX_TOKENIZER_FIXTURES="${_dir}/tokenizers")
+set_tests_properties(test_tokenizer PROPERTIES ENVIRONMENT "ZMIX_SHARED_DIR=${ZMIX_SHARED_DIR}")
