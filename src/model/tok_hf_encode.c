@@ -578,7 +578,7 @@ int tok_hf_encode(const tok_hf *t, const char *text, size_t len, int flags, int3
                             len, cap);
     if (!rc && w.n_ids > INT_MAX)
         rc = zmix_error_set(err, ZMIX_ELIMIT, "tokenizer: text of %zu bytes is too long", len);
-    if (!rc) memcpy(ids, w.ids, w.n_ids * sizeof *ids);
+    if (!rc && w.n_ids) memcpy(ids, w.ids, w.n_ids * sizeof *ids);
     int n = rc ? rc : (int)w.n_ids;
     free(w.buf);
     free(w.ids);
