@@ -143,6 +143,11 @@ size_t tok_hf_decode(const tok_hf *t, const int32_t *ids, int n, int mode, char 
 /* The normalizer chain over one text (*out malloc'ed); -1 when out of memory. */
 int tok_hf_normalize(const tok_hf *t, const char *s, size_t len, char **out, size_t *out_len);
 
+/* s with every occurrence of a (left to right, not overlapping) replaced by b: malloc'ed,
+ * NUL-terminated, its length in *out_len; NULL when out of memory. */
+char *tok_replace_all(const char *s, size_t len, const char *a, size_t a_len, const char *b,
+                      size_t b_len, size_t *out_len);
+
 /* Arena and map helpers shared by the three files. */
 int tok_arena_add(tok_hf *t, const void *p, size_t len, tok_str *out);
 static inline const char *tok_s(const tok_hf *t, tok_str s)

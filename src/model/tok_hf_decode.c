@@ -134,41 +134,25 @@ static void dec_bytelevel(strv *v)
     strv_push(v, text, len);
 }
 
-static char *replace_str(const char *s, size_t len, const char *a, size_t a_len, const char *b,
-                         size_t b_len, size_t *out_len)
+/* Replaces a by b in token i of v. */
+static void strv_replace(strv *v, size_t i, const char *a, size_t a_len, const char *b,
+                         size_t b_len)
 {
-    size_t cap = len + 1;
-    if (b_len > a_len) cap += (len / a_len + 1) * (b_len - a_len);
-    char *o = malloc(cap);
-    if (!o) return NULL;
-    size_t at = 0;
-    for (size_t i = 0; i < len;)
-        if (i + a_len <= len && !memcmp(s + i, a, a_len)) {
-            memcpy(o + at, b, b_len);
-            at += b_len;
-            i += a_len;
-        } else {
-            o[at++] = s[i++];
-        }
-    o[at] = '\0';
-    *out_len = at;
-    return o;
+    size_t len;
+    char *s = tok_replace_all(v->s[i], v->len[i], a, a_len, b, b_len, &len);
+    if (!s) {
+        v->failed = 1;
+        return;
+    }
+    free(v->s[i]);
+    v->s[i] = s;
+    v->len[i] = len;
 }
 
 static void dec_replace(const tok_hf *t, const tok_dec *d, strv *v)
 {
-    for (size_t i = 0; i < v->n; i++) {
-        size_t len;
-        char *s = replace_str(v->s[i], v->len[i], tok_s(t, d->a), d->a.len, tok_s(t, d->b),
-                              d->b.len, &len);
-        if (!s) {
-            v->failed = 1;
-            return;
-        }
-        free(v->s[i]);
-        v->s[i] = s;
-        v->len[i] = len;
-    }
+    for (size_t i = 0; i < v->n && !v->failed; i++)
+        strv_replace(v, i, tok_s(t, d->a), d->a.len, tok_s(t, d->b), d->b.len);
 }
 
 static int hex(char c)
@@ -262,19 +246,9 @@ static void dec_strip(const tok_hf *t, const tok_dec *d, strv *v)
  * prepends one (the library's Metaspace decoder). */
 static void dec_metaspace(const tok_hf *t, const tok_dec *d, strv *v)
 {
-    const char *r = tok_s(t, d->a);
-    for (size_t i = 0; i < v->n; i++) {
-        size_t len;
-        char *s = replace_str(v->s[i], v->len[i], r, d->a.len,
-                              i == 0 && d->prepend != PREPEND_NEVER ? "" : " ",
-                              i == 0 && d->prepend != PREPEND_NEVER ? 0 : 1, &len);
-        if (!s) {
-            v->failed = 1;
-            return;
-        }
-        free(v->s[i]);
-        v->s[i] = s;
-        v->len[i] = len;
+    for (size_t i = 0; i < v->n && !v->failed; i++) {
+        int drop = i == 0 && d->prepend != PREPEND_NEVER;
+        strv_replace(v, i, tok_s(t, d->a), d->a.len, drop ? "" : " ", drop ? 0 : 1);
     }
 }
 

@@ -49,7 +49,9 @@ static size_t buf_add(work *w, const char *p, size_t len)
     if (w->len + len + 1 > w->cap) {
         size_t cap = w->cap ? w->cap : 256;
         while (cap < w->len + len + 1) cap *= 2;
-        size_t at = p >= w->buf && p < w->buf + w->cap ? (size_t)(p - w->buf) : SIZE_MAX;
+        /* Compared as integers: p may be any pointer, and w->buf NULL before the first add. */
+        uintptr_t pi = (uintptr_t)p, bi = (uintptr_t)w->buf;
+        size_t at = w->buf && pi >= bi && pi < bi + w->len ? (size_t)(pi - bi) : SIZE_MAX;
         char *b = realloc(w->buf, cap);
         if (!b) return SIZE_MAX;
         w->buf = b;
@@ -91,9 +93,8 @@ static int push_id(work *w, int32_t id)
 
 /* ---- normalizers ------------------------------------------------------------------------ */
 
-/* Replaces every occurrence of a (left to right, not overlapping) by b. */
-static char *replace_all(const char *s, size_t len, const char *a, size_t a_len, const char *b,
-                         size_t b_len, size_t *out_len)
+char *tok_replace_all(const char *s, size_t len, const char *a, size_t a_len, const char *b,
+                      size_t b_len, size_t *out_len)
 {
     size_t count = 0;
     for (size_t i = 0; i + a_len <= len;)
@@ -115,6 +116,7 @@ static char *replace_all(const char *s, size_t len, const char *a, size_t a_len,
         } else {
             o[at++] = s[i++];
         }
+    o[at] = '\0';
     *out_len = at;
     return o;
 }
@@ -146,8 +148,8 @@ int tok_hf_normalize(const tok_hf *t, const char *s, size_t len, char **out, siz
                 memcpy(next + nm->a.len, cur, n);
             }
         } else {
-            next = replace_all(cur, n, tok_s(t, nm->a), nm->a.len, tok_s(t, nm->b), nm->b.len,
-                               &next_len);
+            next = tok_replace_all(cur, n, tok_s(t, nm->a), nm->a.len, tok_s(t, nm->b), nm->b.len,
+                                   &next_len);
         }
         free(cur);
         if (!next) return -1;
@@ -306,7 +308,7 @@ static int pre_metaspace(work *w, const tok_hf *t, const tok_pre *m, piece p, pi
     size_t r_len = m->replacement.len;
     char *text;
     size_t len;
-    text = replace_all(w->buf + p.off, p.len, " ", 1, r, r_len, &len);
+    text = tok_replace_all(w->buf + p.off, p.len, " ", 1, r, r_len, &len);
     if (!text) return oom(w);
     int prepend = (m->prepend == PREPEND_ALWAYS || (m->prepend == PREPEND_FIRST && p.first)) &&
                   !(len >= r_len && !memcmp(text, r, r_len));

@@ -300,28 +300,43 @@ static void *push(loader *L, void **items, int *n, size_t size, int *rc)
     return item;
 }
 
+typedef int (*component_parser)(loader *L, const cJSON *obj, const char *where, int depth);
+
+/* A component object, or a Sequence of them (its members in the array named list_key, each
+ * parsed by parse, sequences nested at most 8 deep). Returns 1 when obj was a Sequence (then
+ * *rc is the result), 0 when the caller parses obj itself; null and absent are empty. */
+static int sequence(loader *L, const cJSON *obj, const char *where, int depth, const char *list_key,
+                    component_parser parse, int *rc)
+{
+    *rc = 0;
+    if (!obj || cJSON_IsNull(obj)) return 1;
+    if (!cJSON_IsObject(obj)) return *rc = bad(L, where, "is not an object"), 1;
+    if (depth > 8) return *rc = bad(L, where, "nests sequences too deeply"), 1;
+    if (!is_type(obj, "Sequence")) return 0;
+    const char *const keys[] = {"type", list_key, NULL};
+    if ((*rc = only_keys(L, obj, where, keys))) return 1;
+    const cJSON *list = get(obj, list_key);
+    if (!cJSON_IsArray(list)) {
+        char what[64];
+        snprintf(what, sizeof what, "has no '%s' array", list_key);
+        return *rc = bad(L, where, what), 1;
+    }
+    int i = 0;
+    const cJSON *item;
+    cJSON_ArrayForEach(item, list)
+    {
+        char w[160];
+        snprintf(w, sizeof w, "%s.%s[%d]", where, list_key, i++);
+        if ((*rc = parse(L, item, w, depth + 1))) return 1;
+    }
+    return 1;
+}
+
 static int parse_normalizer(loader *L, const cJSON *n, const char *where, int depth)
 {
-    if (!n || cJSON_IsNull(n)) return 0;
-    if (!cJSON_IsObject(n)) return bad(L, where, "is not an object");
-    if (depth > 8) return bad(L, where, "nests sequences too deeply");
     int rc;
-    char w[160];
+    if (sequence(L, n, where, depth, "normalizers", parse_normalizer, &rc)) return rc;
     tok_hf *t = L->t;
-    if (is_type(n, "Sequence")) {
-        static const char *const keys[] = {"type", "normalizers", NULL};
-        if ((rc = only_keys(L, n, where, keys))) return rc;
-        const cJSON *list = get(n, "normalizers");
-        if (!cJSON_IsArray(list)) return bad(L, where, "has no 'normalizers' array");
-        int i = 0;
-        const cJSON *item;
-        cJSON_ArrayForEach(item, list)
-        {
-            snprintf(w, sizeof w, "%s.normalizers[%d]", where, i++);
-            if ((rc = parse_normalizer(L, item, w, depth + 1))) return rc;
-        }
-        return 0;
-    }
     tok_norm *x;
     if (is_type(n, "NFC")) {
         static const char *const keys[] = {"type", NULL};
@@ -391,26 +406,9 @@ static int parse_replacement(loader *L, const cJSON *obj, const char *where, tok
 
 static int parse_pre_tokenizer(loader *L, const cJSON *p, const char *where, int depth)
 {
-    if (!p || cJSON_IsNull(p)) return 0;
-    if (!cJSON_IsObject(p)) return bad(L, where, "is not an object");
-    if (depth > 8) return bad(L, where, "nests sequences too deeply");
     int rc;
-    char w[160];
+    if (sequence(L, p, where, depth, "pretokenizers", parse_pre_tokenizer, &rc)) return rc;
     tok_hf *t = L->t;
-    if (is_type(p, "Sequence")) {
-        static const char *const keys[] = {"type", "pretokenizers", NULL};
-        if ((rc = only_keys(L, p, where, keys))) return rc;
-        const cJSON *list = get(p, "pretokenizers");
-        if (!cJSON_IsArray(list)) return bad(L, where, "has no 'pretokenizers' array");
-        int i = 0;
-        const cJSON *item;
-        cJSON_ArrayForEach(item, list)
-        {
-            snprintf(w, sizeof w, "%s.pretokenizers[%d]", where, i++);
-            if ((rc = parse_pre_tokenizer(L, item, w, depth + 1))) return rc;
-        }
-        return 0;
-    }
     if (t->n_pres && t->pres[t->n_pres - 1].kind == PRE_BYTELEVEL)
         return bad(L, where, "follows a ByteLevel pre-tokenizer (zmix needs ByteLevel last)");
     tok_pre *x;
@@ -494,26 +492,9 @@ static int parse_pre_tokenizer(loader *L, const cJSON *p, const char *where, int
 
 static int parse_decoder(loader *L, const cJSON *d, const char *where, int depth)
 {
-    if (!d || cJSON_IsNull(d)) return 0;
-    if (!cJSON_IsObject(d)) return bad(L, where, "is not an object");
-    if (depth > 8) return bad(L, where, "nests sequences too deeply");
     int rc;
-    char w[160];
+    if (sequence(L, d, where, depth, "decoders", parse_decoder, &rc)) return rc;
     tok_hf *t = L->t;
-    if (is_type(d, "Sequence")) {
-        static const char *const keys[] = {"type", "decoders", NULL};
-        if ((rc = only_keys(L, d, where, keys))) return rc;
-        const cJSON *list = get(d, "decoders");
-        if (!cJSON_IsArray(list)) return bad(L, where, "has no 'decoders' array");
-        int i = 0;
-        const cJSON *item;
-        cJSON_ArrayForEach(item, list)
-        {
-            snprintf(w, sizeof w, "%s.decoders[%d]", where, i++);
-            if ((rc = parse_decoder(L, item, w, depth + 1))) return rc;
-        }
-        return 0;
-    }
     tok_dec *x;
     if (is_type(d, "ByteLevel")) {
         static const char *const keys[] = {"type", "add_prefix_space", "trim_offsets", "use_regex",
@@ -985,24 +966,10 @@ static int parse_template(loader *L, const cJSON *p, const char *where)
 
 static int parse_post(loader *L, const cJSON *p, const char *where, int depth)
 {
-    if (!p || cJSON_IsNull(p)) return 0;
-    if (!cJSON_IsObject(p)) return bad(L, where, "is not an object");
-    if (depth > 8) return bad(L, where, "nests sequences too deeply");
+    int rc;
+    if (sequence(L, p, where, depth, "processors", parse_post, &rc)) return rc;
     if (is_type(p, "ByteLevel")) return 0; /* offsets only: no effect on ids */
     if (is_type(p, "TemplateProcessing")) return parse_template(L, p, where);
-    if (is_type(p, "Sequence")) {
-        const cJSON *list = get(p, "processors");
-        if (!cJSON_IsArray(list)) return bad(L, where, "has no 'processors' array");
-        int i = 0, rc;
-        const cJSON *item;
-        cJSON_ArrayForEach(item, list)
-        {
-            char w[160];
-            snprintf(w, sizeof w, "%s.processors[%d]", where, i++);
-            if ((rc = parse_post(L, item, w, depth + 1))) return rc;
-        }
-        return 0;
-    }
     return unsupported(L, where, p);
 }
 

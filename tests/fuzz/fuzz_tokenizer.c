@@ -16,7 +16,7 @@
 #error "ZMIX_TOKENIZER_FIXTURES must name tests/model/tokenizers"
 #endif
 
-static const char *const names[] = {"gpt2-mini",   "llama3-mini",  "qwen2-mini",
+static const char *const names[] = {"gpt2-mini",   "llama3-mini", "qwen2-mini",
                                     "smollm-mini", "llama2-mini", "mistral-mini"};
 #define N_TOK (sizeof names / sizeof *names)
 /* Whether decoding gives the input back: byte-level, no normalizer. */
