@@ -20,7 +20,7 @@ while getopts "t:j:" o; do
 done
 shift $((OPTIND - 1))
 all=(rpc safetensors json_config examples experts task_record job_record cem_checkpoint
-     server_config)
+     server_config tokenizer)
 harnesses=("${@:-${all[@]}}")
 
 b=build-fz-asan

@@ -186,42 +186,67 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
 int zmix_model_forward_logits(const zmix_model *model, const int32_t *tokens, int n_tokens,
                               float *logits, zmix_error *err);
 
-/* ---- Byte-level tokenizer and text examples (tokenizer.c, examples.c) ----------------
+/* ---- Tokenizers and text examples (tokenizer.c, tok_hf*.c, examples.c) ----------------
  *
- * A model directory may hold a tokenizer.json of the form
- *     {"type": "bytes", "bos_id": 256, "eos_id": 257}
- * (docs/demo.md): token ids 0..255 are the bytes of the text, bos_id and eos_id are the two
- * special tokens (both >= 256 and < vocab_size). zmix_model_load reads it when present. A
- * tokenizer.json without a top-level "type" (a Hugging Face tokenizers file) is not zmix's
- * and is left alone: the model then has no tokenizer and examples must be token ids. */
+ * A model directory may hold a tokenizer.json, which zmix_model_load reads when present:
+ *   - zmix's byte tokenizer, {"type": "bytes", "bos_id": 256, "eos_id": 257} (docs/demo.md):
+ *     token ids 0..255 are the bytes of the text, bos_id and eos_id the two special tokens
+ *     (both >= 256 and < vocab_size, and equal to config.json's when it names them);
+ *   - a Hugging Face tokenizers file (it has no top-level "type"): byte-level BPE (GPT-2,
+ *     Llama 3, Qwen2, SmolLM) or SentencePiece-style BPE with byte fallback (Llama 2, Mistral,
+ *     TinyLlama), with the tokenizer_config.json beside it. What zmix does not implement
+ *     exactly is refused when the model loads, by name (docs/model-formats.md, "Tokenizers").
+ * A tokenizer is immutable once loaded and may be used from several threads. */
 
 typedef struct zmix_tokenizer zmix_tokenizer;
 
 /* A byte tokenizer with the given special ids (each in [256, vocab_size), distinct). */
 int zmix_tokenizer_create_bytes(int bos_id, int eos_id, int vocab_size, zmix_tokenizer **out,
                                 zmix_error *err);
-/* Reads a tokenizer.json file and checks it against vocab_size. */
+/* Reads a tokenizer.json file of either kind and checks every id against vocab_size. For a
+ * Hugging Face file, tokenizer_config.json in the same directory is read when present. */
 int zmix_tokenizer_load(const char *path, int vocab_size, zmix_tokenizer **out, zmix_error *err);
-/* Writes the tokenizer as tokenizer.json (atomic: temporary file, then rename). */
+/* Writes a byte tokenizer as tokenizer.json (atomic: temporary file, then rename); ZMIX_EINVAL
+ * for a Hugging Face tokenizer. */
 int zmix_tokenizer_save(const zmix_tokenizer *tok, const char *path, zmix_error *err);
 void zmix_tokenizer_free(zmix_tokenizer *tok);
+/* The BOS and EOS ids (from tokenizer_config.json's bos_token / eos_token or the
+ * post-processor's template for a Hugging Face tokenizer), -1 when unknown. */
 int zmix_tokenizer_bos(const zmix_tokenizer *tok);
 int zmix_tokenizer_eos(const zmix_tokenizer *tok);
+/* One line saying what the tokenizer is ("byte-level BPE (Llama 3 split), 128256 ids"). */
+const char *zmix_tokenizer_describe(const zmix_tokenizer *tok);
+int zmix_tokenizer_is_bytes(const zmix_tokenizer *tok);
 
 /* The model's tokenizer, or NULL when its directory has none (and for llama2.c files). */
 const zmix_tokenizer *zmix_model_tokenizer(const zmix_model *model);
 
-/* Encodes len bytes of text: one id per byte, BOS first when add_bos. ids must hold
- * len + add_bos entries; returns that count (or a negative error code when it exceeds
- * INT_MAX). A prompt is encoded with add_bos = 1, a target with add_bos = 0 (no EOS). */
-int zmix_tokenizer_encode(const zmix_tokenizer *tok, const char *text, size_t len, int add_bos,
+/* Flags of zmix_tokenizer_encode: the special tokens the model puts before a text (BOS; for a
+ * Hugging Face tokenizer, what its post-processor or tokenizer_config.json's add_bos_token
+ * puts there) and after it (EOS; add_eos_token). */
+#define ZMIX_TOK_BOS 1
+#define ZMIX_TOK_EOS 2
+
+/* How many ids encoding len bytes can give at most: what ids must hold. */
+size_t zmix_tokenizer_max_tokens(const zmix_tokenizer *tok, size_t len, int flags);
+
+/* Encodes len bytes of text (not necessarily NUL-terminated) into ids, which must hold
+ * zmix_tokenizer_max_tokens(tok, len, flags) entries; returns the count or a negative code.
+ * A prompt is encoded with ZMIX_TOK_BOS, a target with 0. A Hugging Face tokenizer needs
+ * valid UTF-8 (ZMIX_EINVAL names the byte offset of the first bad byte); added and special
+ * tokens written in the text ("<|im_start|>") are those tokens, as in transformers. */
+int zmix_tokenizer_encode(const zmix_tokenizer *tok, const char *text, size_t len, int flags,
                           int32_t *ids, zmix_error *err);
 
 /* Decodes ids into out (NUL-terminated, truncated to out_size) and returns the length the
- * whole text needs (like snprintf). escape = 0: the raw bytes, special tokens dropped.
- * escape = 1: for display, printable ASCII as is, backslash as \, \n \t \r, other bytes as
- * \xHH, BOS/EOS as <bos>/<eos>, ids the tokenizer does not know as <id N>. */
-size_t zmix_tokenizer_decode(const zmix_tokenizer *tok, const int32_t *ids, int n, int escape,
+ * whole text needs (like snprintf). mode 0: the text, special tokens and unknown ids left out.
+ * ZMIX_DECODE_SPECIAL: the text with the special tokens in it (transformers' decode with
+ * skip_special_tokens=False). ZMIX_DECODE_SHOW: for display, special tokens kept, backslash as
+ * \\, \n \t \r and other control bytes as \xHH (the byte tokenizer writes <bos>/<eos> and
+ * every non-ASCII byte as \xHH), ids the tokenizer does not know as <id N>. */
+#define ZMIX_DECODE_SHOW    1
+#define ZMIX_DECODE_SPECIAL 2
+size_t zmix_tokenizer_decode(const zmix_tokenizer *tok, const int32_t *ids, int n, int mode,
                              char *out, size_t out_size);
 
 /* One example given as text (not necessarily NUL-terminated). */
@@ -232,8 +257,8 @@ typedef struct zmix_text_example {
     size_t target_len; /* >= 1 */
 } zmix_text_example;
 
-/* Encodes n text examples into a self-owned set (prompt: BOS + bytes; target: bytes). This is
- * the entry point for text examples arriving over the wire. Errors name the example. */
+/* Encodes n text examples into a self-owned set (prompt: with ZMIX_TOK_BOS; target: its tokens
+ * alone). Errors name the example. */
 int zmix_examples_from_text(const zmix_tokenizer *tok, const zmix_text_example *items, int n,
                             zmix_examples *out, zmix_error *err);
 

@@ -1,7 +1,7 @@
 /*
  * Few-shot example sets: {"examples":[{"prompt":[ids],"target":[ids]}, ...]}, where prompt and
  * target may also be strings for a model with a tokenizer (encoded as zmix_examples_from_text
- * does: BOS + bytes for the prompt, bytes for the target).
+ * does: the prompt with what the model puts before a text, BOS, the target alone).
  * All tokens live in one block owned by the set; each example points into it. Loading checks
  * the structure (every id a non-negative integer); zmix_examples_check adds what needs the
  * model (vocabulary, context length). That check is the one examples validator: the daemon's
@@ -221,16 +221,20 @@ int zmix_examples_json_parse(const char *text, size_t len, const char *path,
     return rc;
 }
 
-/* Tokens of one part: its ids, or its text encoded (a prompt with BOS). */
-static size_t part_tokens(const zmix_example_part *p, int is_prompt)
+/* Room for the tokens of one part: its ids, or what its text can become (a prompt with the
+ * tokens the model puts before a text). */
+static size_t part_tokens(const zmix_example_part *p, const zmix_tokenizer *tok, int is_prompt)
 {
-    return p->text ? strlen(p->text) + (size_t)is_prompt : (size_t)p->n_ids;
+    return p->text ? zmix_tokenizer_max_tokens(tok, strlen(p->text), is_prompt ? ZMIX_TOK_BOS : 0)
+                   : (size_t)p->n_ids;
 }
 
 static int part_encode(const zmix_example_part *p, const zmix_tokenizer *tok, int is_prompt,
                        int32_t *dst, zmix_error *err)
 {
-    if (p->text) return zmix_tokenizer_encode(tok, p->text, strlen(p->text), is_prompt, dst, err);
+    if (p->text)
+        return zmix_tokenizer_encode(tok, p->text, strlen(p->text), is_prompt ? ZMIX_TOK_BOS : 0,
+                                     dst, err);
     memcpy(dst, p->ids, (size_t)p->n_ids * sizeof *dst);
     return p->n_ids;
 }
@@ -247,7 +251,7 @@ static int examples_encode(const zmix_examples_json *src, const zmix_tokenizer *
                                   "%s: examples[%d].%s is text, but the model has no tokenizer "
                                   "(tokenizer.json); give token ids",
                                   path, i, e->prompt.text ? "prompt" : "target");
-        total += part_tokens(&e->prompt, 1) + part_tokens(&e->target, 0);
+        total += part_tokens(&e->prompt, tok, 1) + part_tokens(&e->target, tok, 0);
     }
     int rc = examples_alloc(out, src->n, total, err);
     if (rc) return rc;
@@ -313,7 +317,8 @@ int zmix_examples_from_text(const zmix_tokenizer *tok, const zmix_text_example *
             return zmix_error_set(err, ZMIX_ELIMIT,
                                   "examples[%d]: prompt (%zu bytes) or target (%zu bytes) too long",
                                   i, e->prompt_len, e->target_len);
-        total += 1 + e->prompt_len + e->target_len;
+        total += zmix_tokenizer_max_tokens(tok, e->prompt_len, ZMIX_TOK_BOS) +
+                 zmix_tokenizer_max_tokens(tok, e->target_len, 0);
     }
     int rc = examples_alloc(out, n, total, err);
     if (rc) return rc;
@@ -321,15 +326,28 @@ int zmix_examples_from_text(const zmix_tokenizer *tok, const zmix_text_example *
     for (int i = 0; i < n; i++) {
         const zmix_text_example *e = &items[i];
         zmix_example *d = &out->items[i];
+        int np = zmix_tokenizer_encode(tok, e->prompt ? e->prompt : "", e->prompt_len, ZMIX_TOK_BOS,
+                                       out->tokens + at, err);
+        int nt = np < 0 ? np
+                        : zmix_tokenizer_encode(tok, e->target, e->target_len, 0,
+                                                out->tokens + at + np, err);
+        if (nt < 0) {
+            zmix_examples_free(out);
+            return zmix_error_prefix(err, "examples[%d].%s", i, np < 0 ? "prompt" : "target");
+        }
+        /* An empty prompt is no tokens at all for a model that puts nothing before a text. */
+        if (nt == 0 || np == 0) {
+            zmix_examples_free(out);
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s encodes to no tokens", i,
+                                  np == 0 ? "prompt" : "target");
+        }
         d->prompt = out->tokens + at;
-        d->n_prompt =
-            zmix_tokenizer_encode(tok, e->prompt, e->prompt_len, 1, out->tokens + at, NULL);
-        at += (size_t)d->n_prompt;
-        d->target = out->tokens + at;
-        d->n_target =
-            zmix_tokenizer_encode(tok, e->target, e->target_len, 0, out->tokens + at, NULL);
-        at += (size_t)d->n_target;
+        d->n_prompt = np;
+        d->target = out->tokens + at + np;
+        d->n_target = nt;
+        at += (size_t)np + (size_t)nt;
     }
+    out->n_tokens = at;
     return 0;
 }
 

@@ -21,8 +21,8 @@ int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], z
 
 /* Checks the form of a prompt or target (token ids, or text for a model with a tokenizer) and
  * returns in *bound how many tokens it can become: an id array's length, or for text the
- * tokenizer's bound (one id per byte, plus BOS for a prompt). What the tokens must satisfy
- * (vocabulary, context) is the examples validator's business, once they are tokens. */
+ * tokenizer's bound (zmix_tokenizer_max_tokens, BOS included for a prompt). What the tokens must
+ * satisfy (vocabulary, context) is the examples validator's business, once they are tokens. */
 static int check_part_form(const msgpack_object *v, uint32_t idx, const char *which,
                            const job_limits *lim, size_t *bound, zmix_error *err)
 {
@@ -34,7 +34,8 @@ static int check_part_form(const msgpack_object *v, uint32_t idx, const char *wh
                                   "examples[%u].%s is text but the model has no tokenizer: send "
                                   "token ids",
                                   idx, which);
-        *bound = (size_t)v->via.str.size + !strcmp(which, "prompt");
+        *bound = zmix_tokenizer_max_tokens(lim->tokenizer, v->via.str.size,
+                                           !strcmp(which, "prompt") ? ZMIX_TOK_BOS : 0);
         return 0;
     }
     if (v->type != MSGPACK_OBJECT_ARRAY)

@@ -315,6 +315,13 @@ int main(int argc, char **argv)
               "{\"examples\":[{\"prompt\":[1,2,3],\"target\":[4]},"
               "{\"prompt\":[5],\"target\":[6,7]}]}");
     seed_text("examples", "one", "{\"examples\":[{\"prompt\":[1],\"target\":[0]}]}");
+    seed_text("tokenizer", "prose", "It's 2024: the quick brown fox, don't you think?\n\n  ");
+    seed_text("tokenizer", "scripts",
+              "Gr\xC3\xB6\xC3\x9F"
+              "e \xE6\x97\xA5\xE6\x9C\xAC e\xCC\x81 "
+              "\xF0\x9F\x8E\x89"
+              "<|endoftext|><s>[INST] <mask> x<sep>  y \xE2\x96\x81\xC2\x85"
+              "\r\n\t12345");
     seed_text("server_config", "full",
               "# zmixd\nmodel = /nonexistent/model\nexperts = a.st,b.st\nadapt = mlp\n"
               "listen = tcp:127.0.0.1:7878\nworkers = 2\ncache-bytes = 64M\nmax-jobs = 8\n"

@@ -19,3 +19,20 @@ foreach(_t test_safetensors test_formats_models test_formats_agreement test_form
       LABELS model TIMEOUT 120)
   endif()
 endforeach()
+
+# Tokenizers: tok_dump encodes a corpus with zmix's tokenizer for the parity test, which
+# compares it with the reference implementations (tests/model/tokenizers/).
+add_executable(tok_dump ${_dir}/tok_dump.c)
+zmix_target_defaults(tok_dump)
+target_link_libraries(tok_dump PRIVATE zmix_model PkgConfig::CJSON)
+if(ZMIX_PYTHON)
+  add_test(NAME test_tokenizer_parity
+           COMMAND ${ZMIX_PYTHON} ${_dir}/test_tokenizer_parity.py $<TARGET_FILE:tok_dump>
+                   --shared ${ZMIX_SHARED_DIR})
+  set_tests_properties(test_tokenizer_parity PROPERTIES TIMEOUT 900 LABELS "model;python"
+    SKIP_RETURN_CODE 77)
+endif()
+zmix_add_unit_test(test_tokenizer SOURCES ${_dir}/test_tokenizer.c LIBS zmix_test_formats_fixtures
+  LABELS model TIMEOUT 120)
+target_compile_definitions(test_tokenizer PRIVATE ZMIX_TOKENIZER_FIXTURES="${_dir}/tokenizers")
+set_tests_properties(test_tokenizer PROPERTIES ENVIRONMENT "ZMIX_SHARED_DIR=${ZMIX_SHARED_DIR}")
