@@ -1,3 +1,7 @@
+/*
+ * zmixd's settings from the command line and the config file (see config.h). Pure functions
+ * of their input. Thread: main, before the loop starts.
+ */
 #include "daemon/config.h"
 
 #include <errno.h>

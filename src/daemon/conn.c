@@ -1,6 +1,6 @@
 /*
  * Connections: listeners, the read path (bytes → frames → requests), the write path with its
- * backpressure, and the timeouts.
+ * backpressure, and the timeouts. Thread: the event loop, every function.
  *
  * Reading: bytes go straight into the connection's msgpack_unpacker buffer; rpc_frame_scan
  * decides, without allocating, whether a complete message within the frame limit is there,

@@ -1,5 +1,6 @@
 /*
  * zmixd: settings from the command line (and config file), a logger, then the server.
+ * Thread: main.
  */
 #include <signal.h>
 #include <stdio.h>

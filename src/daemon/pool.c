@@ -1,3 +1,8 @@
+/*
+ * The scoring worker pool (see pool.h). Threads: pool_submit, pool_withdraw and
+ * pool_take_done are called from the event loop; the workers run items; the scheduler's
+ * mutex guards the queues and counters only.
+ */
 #include "daemon/pool.h"
 
 #include <errno.h>

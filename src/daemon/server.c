@@ -3,6 +3,7 @@
  * and the job store (resuming unfinished jobs); start the worker pool; listen; run the loop;
  * on SIGTERM/SIGINT stop accepting, let running scoring calls return early (every finished
  * generation is already checkpointed), flush, exit 0.
+ * Thread: main, which runs the event loop.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -1,5 +1,6 @@
 /*
  * The job store (see job_store.h for the contract, docs/persistence.md for the formats).
+ * Thread: any; one mutex per store (callers in zmixd: libuv's threadpool, never the loop).
  *
  * Memory holds only an index (id, state, end time, which checkpoint slot holds which
  * generation); records are read back from disk when needed, because after a submit is

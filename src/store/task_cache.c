@@ -1,5 +1,7 @@
 /*
  * The task cache (see task_cache.h for the contract, docs/persistence.md for the formats).
+ * Thread: any; two mutexes, below (callers in zmixd: libuv's threadpool, and the loop for
+ * listings and stats, which never wait on the disk).
  *
  * Structure: an array of entries, one per known task, each with a summary (always) and the
  * full result (when resident). Lookups scan the array: a daemon caches hundreds to a few

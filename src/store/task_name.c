@@ -1,3 +1,6 @@
+/*
+ * The task-name rule (see task_name.h): task names become file names. Thread: any.
+ */
 #include "store/task_name.h"
 
 #include <string.h>

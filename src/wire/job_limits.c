@@ -1,3 +1,7 @@
+/*
+ * The one table of per-job limits (see job_limits.h): defaults, zmixd options, ranges, help.
+ * Thread: any; the table is constant.
+ */
 #include "wire/job_limits.h"
 
 #include <string.h>

@@ -1,3 +1,8 @@
+/*
+ * Submit parameters into a checked job spec, and the spec's settings as the map status, get
+ * and the job store keep (see job_spec.h). Pure functions of their arguments.
+ * Thread: any (the daemon calls them on the event loop).
+ */
 #include "wire/job_spec.h"
 
 #include <limits.h>

@@ -2,6 +2,7 @@
  * What clients see of jobs and results: the maps that status, wait, jobs, get, submit (on a
  * cache hit) and progress notifications carry, exactly as proto/PROTOCOL.md §4 describes
  * them. Pure packing: reads a job or a cached result, writes msgpack.
+ * Thread: the event loop (it reads live sessions); the summaries also on the threadpool.
  */
 #include <cJSON.h>
 #include <math.h>

@@ -2,6 +2,7 @@
  * The method table: one handler per protocol method, each a direct transcription of its
  * section in proto/PROTOCOL.md. Handlers run on the event loop and only read small state;
  * anything that may block (persistence) or compute (scoring) is handed to jobs.c.
+ * Thread: the event loop, every function.
  */
 #include <stdio.h>
 #include <string.h>

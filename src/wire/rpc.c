@@ -1,3 +1,8 @@
+/*
+ * MessagePack-RPC on a byte stream: the frame scanner, request decoding, typed parameter
+ * getters, response and notification encoding, and rpc_map (see rpc.h). Pure functions.
+ * Thread: any (the daemon calls them on the event loop).
+ */
 #include "wire/rpc.h"
 
 #include <stdio.h>
