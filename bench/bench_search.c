@@ -13,6 +13,7 @@
  *   k8       K = 8
  *   corner   K = 4, α* = [0.7, 0, 0, 0.3]
  *   base     K = 4, targets are the base model's own continuations (no mix needed)
+ *   perlayer K = 4, α* drawn per expert per adapted matrix (60 coordinates), per-layer search
  *
  * For each task and settings it prints: runs whose result reaches accuracy 1.0 on the search
  * examples, the median evaluations until the search's best first did (0 when the result is
@@ -35,14 +36,15 @@ typedef struct task_def {
     double z_log_std;
     const float *alpha_star; /* NULL: drawn */
     int base_targets;        /* the targets are the base model's continuations */
+    int per_layer;           /* α* per expert per matrix, searched per layer */
 } task_def;
 
 static const float corner_alpha[4] = {0.7f, 0.0f, 0.0f, 0.3f};
 
 static const task_def tasks[] = {
-    {"k4", 4, 0.5, NULL, 0},   {"k4-easy", 4, 0.2, NULL, 0},
-    {"k8", 8, 0.5, NULL, 0},   {"corner", 4, 0.5, corner_alpha, 0},
-    {"base", 4, 0.5, NULL, 1},
+    {"k4", 4, 0.5, NULL, 0, 0},   {"k4-easy", 4, 0.2, NULL, 0, 0},
+    {"k8", 8, 0.5, NULL, 0, 0},   {"corner", 4, 0.5, corner_alpha, 0, 0},
+    {"base", 4, 0.5, NULL, 1, 0}, {"perlayer", 4, 0.5, NULL, 0, 1},
 };
 #define N_TASKS ((int)(sizeof tasks / sizeof *tasks))
 
@@ -98,6 +100,7 @@ static int run_one(const zmix_model *model, const char *dir, const task_def *t, 
     po.alpha_star = t->alpha_star;
     po.distinct_from_base = !t->base_targets;
     po.seed = 1000 + seed;
+    po.per_layer = t->per_layer;
     zmix_planted p;
     int rc = zmix_planted_create(model, dir, &po, &p, err);
     if (rc) return rc;
@@ -113,6 +116,7 @@ static int run_one(const zmix_model *model, const char *dir, const task_def *t, 
     held.n = p.examples.n - 16;
     zmix_adapt_opts o = *settings;
     o.cem.seed = seed;
+    o.per_layer = t->per_layer;
     zmix_adapt_result r;
     if (!rc) rc = zmix_adapt_run(rt, &search, &o, NULL, NULL, &r, err);
     if (!rc) {
@@ -158,6 +162,7 @@ static void reference_settings(zmix_adapt_opts *o)
     o->cem.std_tol = 0.0;
     o->cem.target_accuracy = 2.0;
     o->cem.patience = 0;
+    o->per_layer_direct = 1; /* every coordinate from the start */
 }
 
 static int wanted(const char *list, const char *name)

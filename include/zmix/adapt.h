@@ -47,6 +47,9 @@ typedef struct zmix_adapt_opts {
      * cem.init_mean, when set, must hold zmix_alpha_dim entries (K, or M·K per-layer). */
     zmix_cem_settings cem;
     int per_layer; /* one α per expert per adapted matrix (M·K) instead of K; default 0 */
+    /* per_layer only: search the M·K coordinates from the start, as the reference does,
+     * instead of a shared stage first (zmix_session, docs/cem.md); default 0 */
+    int per_layer_direct;
     int rescale;   /* keep each matrix's singular-value mass (the reference's rescale); 1 */
     int n_threads; /* scoring threads in zmix_adapt_run (<= 1: caller's thread); default 1 */
     /* Fraction of the examples held out of the search to estimate how the result does on
@@ -227,6 +230,13 @@ void zmix_session_abort_step(zmix_session *s);
 void zmix_session_fail(zmix_session *s, const char *message);
 
 zmix_session_phase zmix_session_phase_get(const zmix_session *s);
+/* Completed generations over the whole search (both stages of a per-layer search). */
+int zmix_session_generation(const zmix_session *s);
+void zmix_session_counts(const zmix_session *s, long *evaluations, long *skipped);
+/* The best α so far in the session's dimension (zmix_session_dim: a per-layer search's shared
+ * stage reports its α on every matrix) and its score; ZMIX_ESTATE before any generation. */
+int zmix_session_best(const zmix_session *s, float *alpha, zmix_score *score);
+double zmix_session_mean_std(const zmix_session *s); /* of the current distribution */
 zmix_cem_stop zmix_session_stop(const zmix_session *s);
 const char *zmix_session_error(const zmix_session *s); /* "" unless FAILED */
 const zmix_cem *zmix_session_cem(const zmix_session *s);
@@ -246,7 +256,7 @@ int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_erro
 
 /* Called after every generation of zmix_adapt_run; return nonzero to cancel the search
  * (zmix_adapt_run then returns ZMIX_ECANCELED). */
-typedef int (*zmix_adapt_progress_fn)(void *user, const zmix_cem *cem);
+typedef int (*zmix_adapt_progress_fn)(void *user, const zmix_session *s);
 
 /* The whole search in-process: a session stepped to its end with opts->n_threads scoring
  * threads, then its result. */
@@ -266,7 +276,9 @@ typedef struct zmix_planted_opts {
     double z_log_std;             /* z = exp(N(0, s²)) per singular value, default 0.5 */
     zmix_adapt_set adapt;         /* default ZMIX_ADAPT_MLP */
     int rescale;                  /* default 1, as the search's scorer */
-    const float *alpha_star;      /* K values, or NULL to draw them uniformly in [0.1, 0.9] */
+    const float *alpha_star;      /* K values (M·K with per_layer), or NULL to draw them
+                                     uniformly in [0.1, 0.9] */
+    int per_layer;                /* α* per expert per adapted matrix; default 0 */
     int distinct_from_base;       /* keep only prompts whose target differs from the base
                                      model's greedy continuation; default 0 */
     const char *factor_cache_dir; /* for the runtime used to generate; NULL: none */
@@ -278,7 +290,8 @@ void zmix_planted_opts_default(zmix_planted_opts *opts);
 typedef struct zmix_planted {
     int n_experts;
     char **expert_paths; /* K files written into the directory given */
-    float *alpha_star;   /* K */
+    int alpha_dim;       /* K, or M·K with per_layer */
+    float *alpha_star;   /* alpha_dim */
     zmix_examples examples;
     int n_tried; /* prompts drawn to find n_examples that qualified */
 } zmix_planted;

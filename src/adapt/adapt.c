@@ -175,9 +175,9 @@ int zmix_adapt_run(const zmix_runtime *rt, const zmix_examples *ex, const zmix_a
             break;
         }
         if ((rc = zmix_session_end_step(s, (double)(zmix_now_ns() - t0) * 1e-9, err))) break;
-        if (in_search && progress && progress(user, zmix_session_cem(s))) {
+        if (in_search && progress && progress(user, s)) {
             rc = zmix_error_set(err, ZMIX_ECANCELED, "adapt: cancelled after generation %d",
-                                zmix_cem_generation(zmix_session_cem(s)));
+                                zmix_session_generation(s));
             break;
         }
     }

@@ -120,13 +120,12 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
     memset(&p, 0, sizeof p);
     p.n_experts = k_n;
     p.expert_paths = calloc((size_t)k_n, sizeof *p.expert_paths);
-    p.alpha_star = malloc((size_t)k_n * sizeof *p.alpha_star);
     int32_t *tokens = malloc((size_t)n_ex * n_tok * sizeof *tokens);
     int32_t *base_out = malloc((size_t)o->target_len * sizeof *base_out);
     zmix_example *items = calloc((size_t)n_ex, sizeof *items);
     zmix_runtime *rt = NULL;
     float *z_star = NULL;
-    if (!p.expert_paths || !p.alpha_star || !tokens || !base_out || !items) {
+    if (!p.expert_paths || !tokens || !base_out || !items) {
         rc = zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
         goto done;
     }
@@ -134,16 +133,21 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
     pcg32_seed(&rng, o->seed, PLANTED_STREAM);
     rc = write_experts(model, dir, o, &rng, p.expert_paths, err);
     if (rc) goto done;
-    for (int k = 0; k < k_n; k++)
-        p.alpha_star[k] =
-            o->alpha_star ? o->alpha_star[k] : (float)(0.1 + 0.8 * pcg32_uniform(&rng));
-
     zmix_runtime_opts ropts;
     zmix_runtime_opts_default(&ropts);
     ropts.adapt = o->adapt;
     ropts.factor_cache_dir = o->factor_cache_dir;
     rc = zmix_runtime_create(model, &ropts, (const char *const *)p.expert_paths, k_n, &rt, err);
     if (rc) goto done;
+    p.alpha_dim = o->per_layer ? k_n * zmix_runtime_n_matrices(rt) : k_n;
+    p.alpha_star = malloc((size_t)p.alpha_dim * sizeof *p.alpha_star);
+    if (!p.alpha_star) {
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
+        goto done;
+    }
+    for (int k = 0; k < p.alpha_dim; k++)
+        p.alpha_star[k] =
+            o->alpha_star ? o->alpha_star[k] : (float)(0.1 + 0.8 * pcg32_uniform(&rng));
     z_star = malloc(zmix_runtime_z_total(rt) * sizeof *z_star);
     if (!z_star) {
         rc = zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
@@ -151,7 +155,7 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
     }
     zmix_compose_opts copts;
     zmix_compose_opts_default(&copts);
-    copts.per_layer = 0;
+    copts.per_layer = o->per_layer;
     copts.normalize = 0;
     copts.rescale = o->rescale;
     rc = zmix_compose_z(rt, &copts, p.alpha_star, z_star, err);

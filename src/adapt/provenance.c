@@ -132,6 +132,7 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
     hash_f64(&h, c->target_loglik_tol);
     hash_i64(&h, (int64_t)c->seed);
     hash_f64(&h, opts->validation);
+    hash_i64(&h, opts->per_layer && opts->per_layer_direct);
     finish_hex(&h, hex);
 }
 

@@ -89,21 +89,21 @@ int cli_split_list(const char *cmd, const char *opt, char *s, char **items, int 
 
 typedef struct progress_ctx {
     int quiet;
+    int max_generations;
 } progress_ctx;
 
-static int print_progress(void *user, const zmix_cem *cem)
+static int print_progress(void *user, const zmix_session *ses)
 {
     const progress_ctx *ctx = user;
     if (ctx->quiet) return 0;
+    const zmix_cem *cem = zmix_session_cem(ses); /* the current stage's engine */
     int g = zmix_cem_history_len(cem);
     const zmix_cem_gen_stats *h = &zmix_cem_history(cem)[g - 1];
-    zmix_cem_settings s;
-    zmix_cem_get_settings(cem, &s);
     fprintf(stderr,
             "generation %d/%d: best acc %.4f loglik %.5f | elites acc %.4f loglik %.5f | pop acc "
             "%.4f | mean std %.4g\n",
-            g, s.max_generations, h->best.accuracy, h->best.loglik, h->elite_mean.accuracy,
-            h->elite_mean.loglik, h->pop_mean.accuracy, h->mean_std);
+            zmix_session_generation(ses), ctx->max_generations, h->best.accuracy, h->best.loglik,
+            h->elite_mean.accuracy, h->elite_mean.loglik, h->pop_mean.accuracy, h->mean_std);
     return 0;
 }
 
@@ -247,6 +247,7 @@ int cmd_adapt(int argc, char **argv)
     ropts.factor_cache_dir = cache_dir;
     if (zmix_runtime_create(model, &ropts, (const char *const *)expert_paths, n_experts, &rt, &err))
         goto fail;
+    pctx.max_generations = opts.cem.max_generations;
     if (zmix_adapt_run(rt, &ex, &opts, print_progress, &pctx, &res, &err)) goto fail;
     have_res = 1;
     if (!pctx.quiet)

@@ -126,8 +126,8 @@ static void checkpoint_work(io_op *o)
     uint8_t *data = NULL;
     size_t len = 0;
     op->rc = zmix_session_save(j->session, &data, &len, &op->err);
-    int steps = zmix_cem_generation(zmix_session_cem(j->session)) +
-                (zmix_session_baselines(j->session, NULL, NULL) == 0);
+    int steps =
+        zmix_session_generation(j->session) + (zmix_session_baselines(j->session, NULL, NULL) == 0);
     if (op->rc == 0)
         op->rc = job_store_checkpoint(o->srv->store, j->id, steps, data, len, &op->err);
     free(data);

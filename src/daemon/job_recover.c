@@ -85,7 +85,7 @@ static void recover_one(server *srv, job *j, job_recovered *rec)
     j->state = JOB_QUEUED;
     job_set_phase(j, JOB_PH_QUEUED);
     ZLOG_INFO(srv->log, "job %llu: task %s resumes at generation %d", (unsigned long long)j->id,
-              j->spec.task, j->session ? zmix_cem_generation(zmix_session_cem(j->session)) : 0);
+              j->spec.task, j->session ? zmix_session_generation(j->session) : 0);
 }
 
 int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err)

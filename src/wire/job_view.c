@@ -56,19 +56,17 @@ static int set_best(job_summary *out, const float *alpha, int dim, const zmix_sc
 int job_summary_of_session(const zmix_session *ses, job_summary *out)
 {
     memset(out, 0, sizeof *out);
-    const zmix_cem *cem = zmix_session_cem(ses);
-    int dim = zmix_cem_dim(cem);
-    out->generation = zmix_cem_generation(cem);
-    out->evaluations = zmix_cem_evaluations(cem);
-    out->skipped = zmix_cem_skipped(cem);
-    out->stop = zmix_cem_done(cem);
+    int dim = zmix_session_dim(ses);
+    out->generation = zmix_session_generation(ses);
+    zmix_session_counts(ses, &out->evaluations, &out->skipped);
+    out->stop = out->generation > 0 ? zmix_session_stop(ses) : ZMIX_CEM_RUNNING;
     out->elapsed_s = zmix_session_elapsed(ses);
     out->have_mean_std = 1;
-    out->mean_std = mean_of(zmix_cem_std(cem), dim);
+    out->mean_std = zmix_session_mean_std(ses);
     if (out->generation > 0) {
         float *alpha = malloc((size_t)dim * sizeof *alpha);
         zmix_score best;
-        int ok = alpha && zmix_cem_best(cem, alpha, &best) == 0;
+        int ok = alpha && zmix_session_best(ses, alpha, &best) == 0;
         int rc = ok ? set_best(out, alpha, dim, &best) : 0;
         free(alpha);
         return rc;

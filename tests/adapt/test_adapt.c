@@ -473,11 +473,70 @@ static void test_base_model_in_reach(void **state)
     small_task_free(&t);
 }
 
-static int cancel_after_two(void *user, const zmix_cem *cem)
+/* Per-layer α in two stages: a shared α for half the generations, then all M·K coordinates
+ * from it. The session reports M·K throughout, counts generations across both stages, and a
+ * checkpoint taken at every step (across the change of stage) resumes bit for bit. */
+static void test_per_layer_in_two_stages(void **state)
+{
+    small_task t;
+    small_task_make(&t, 3);
+    zmix_error err;
+    zmix_adapt_opts o;
+    zmix_adapt_opts_default(&o);
+    o.per_layer = 1;
+    o.cem.pop_size = 8;
+    o.cem.max_generations = 6;
+    o.cem.target_accuracy = 2;
+    o.validation = 0;
+    int mk = 3 * zmix_runtime_n_matrices(t.rt);
+    zmix_adapt_result ref;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &ref, &err), 0);
+    assert_int_equal(ref.dim, mk);
+    assert_int_equal(ref.generations, 6);
+    assert_int_equal(ref.n_history, 6);
+    /* the shared stage's history: the same α on every matrix */
+    for (int m = 1; m < mk / 3; m++)
+        assert_memory_equal(ref.history_mean + 3 * m, ref.history_mean, 3 * sizeof(double));
+    /* the per-layer stage's last distribution differs between matrices */
+    const double *last = ref.history_mean + (size_t)5 * mk;
+    int differs = 0;
+    for (int i = 3; i < mk; i++) differs |= last[i] != last[i % 3];
+    assert_true(differs);
+
+    zmix_session *s;
+    assert_int_equal(zmix_session_create(t.rt, &t.ex, &o, &s, &err), 0);
+    int last_gen = 0;
+    while (zmix_session_begin_step(s, &err) > 0) {
+        step_in_reverse_pieces(s);
+        assert_true(zmix_session_generation(s) >= last_gen);
+        last_gen = zmix_session_generation(s);
+        float alpha[512];
+        zmix_score sc;
+        if (last_gen > 0) assert_int_equal(zmix_session_best(s, alpha, &sc), 0);
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(zmix_session_save(s, &buf, &len, &err), 0);
+        zmix_session_free(s);
+        assert_int_equal(zmix_session_restore(t.rt, &t.ex, &o, buf, len, &s, &err), 0);
+        free(buf);
+    }
+    assert_int_equal(zmix_session_generation(s), 6);
+    zmix_adapt_result r;
+    assert_int_equal(zmix_session_result(s, &r, &err), 0);
+    assert_memory_equal(r.alpha, ref.alpha, (size_t)mk * sizeof(float));
+    assert_memory_equal(r.history_std, ref.history_std, (size_t)6 * mk * sizeof(double));
+    assert_int_equal(r.evaluations, ref.evaluations);
+    zmix_adapt_result_free(&r);
+    zmix_adapt_result_free(&ref);
+    zmix_session_free(s);
+    small_task_free(&t);
+}
+
+static int cancel_after_two(void *user, const zmix_session *s)
 {
     int *calls = user;
     (*calls)++;
-    return zmix_cem_generation(cem) >= 2;
+    return zmix_session_generation(s) >= 2;
 }
 
 static void test_single_expert_and_cancel(void **state)
@@ -692,6 +751,7 @@ int main(void)
         cmocka_unit_test_teardown(test_validation_is_held_out, remove_made_dirs),
         cmocka_unit_test_teardown(test_base_model_in_reach, remove_made_dirs),
         cmocka_unit_test_teardown(test_piecewise_matches_run, remove_made_dirs),
+        cmocka_unit_test_teardown(test_per_layer_in_two_stages, remove_made_dirs),
         cmocka_unit_test_teardown(test_single_expert_and_cancel, remove_made_dirs),
         cmocka_unit_test_teardown(test_cli_usage_errors, remove_made_dirs),
         cmocka_unit_test_teardown(test_planted_recovery, remove_made_dirs),
