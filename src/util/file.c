@@ -223,14 +223,15 @@ int fs_mkdirs(const char *path, zmix_error *err)
 
 int fs_check_private_dir(const char *path, const char *what, zmix_error *err)
 {
+    /* stat, not lstat: a cache directory may be a link to another disk; what is checked is
+     * the directory written into. */
     struct stat st;
-    if (lstat(path, &st) != 0) {
+    if (stat(path, &st) != 0) {
         if (errno == ENOENT) return 0;
         return zmix_error_set(err, ZMIX_EIO, "%s %s: %s", what, path, strerror(errno));
     }
     if (!S_ISDIR(st.st_mode))
-        return zmix_error_set(err, ZMIX_EIO, "%s %s: not a directory%s", what, path,
-                              S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
+        return zmix_error_set(err, ZMIX_EIO, "%s %s: not a directory", what, path);
     unsigned mode = (unsigned)(st.st_mode & 07777);
     if (st.st_uid == geteuid() && !(mode & 022)) return 0;
     /* Another user who can write here can plant a symbolic link or a file under a name we
