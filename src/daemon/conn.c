@@ -13,6 +13,9 @@
  * responses, its queued bytes grow: past half the write-queue limit we stop reading its
  * requests (so it cannot make us produce more), past the limit we close it. A connection whose
  * queue makes no progress for the idle timeout is closed too.
+ *
+ * Before a connection has authenticated (TCP with a token), it is held to conn_admit.c's
+ * rules: a frame limit of CONN_PREAUTH_FRAME_LIMIT, no more buffered than that, a deadline.
  */
 #include <errno.h>
 #include <stdio.h>

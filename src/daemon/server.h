@@ -6,7 +6,9 @@
  *   server.c       setup and teardown: model, runtime, persistence, pool, listeners, signals,
  *                  the periodic tick (timeouts, rates), graceful shutdown
  *   conn.c         connections: accept, read + frame + decode, write queue and backpressure,
- *                  idle timeout, auth gate; hands each request to the handler it was given
+ *                  idle timeout; hands each request to the handler it was given
+ *   conn_admit.c   connection budgets per transport, the unauthenticated budget, the auth
+ *                  deadline and failed auth calls
  *   jobs.c         the job registry and each job's lifecycle: one phase setter (rules in
  *                  job_phase.c), submit, cancel, scheduling, and the steps of the job's
  *                  adaptation session (zmix/adapt.h)
