@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(SOURCE_DIR, "examples", "python"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "e2e"))
 
 import msgpack  # noqa: E402
-from conftest import Daemon, make_experts  # noqa: E402
+from conftest import Daemon, free_port, make_experts  # noqa: E402
 from zmix_client import Client  # noqa: E402
 
 TOKEN = "s3cret-token-0123456789"
@@ -52,10 +52,7 @@ def main():
     with open(token, "w") as f:
         f.write(TOKEN + "\n")
     os.chmod(token, 0o600)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
+    port = free_port()
     d = Daemon(os.path.join(tmp, "d"), make_experts(tmp),
                extra=["--listen", f"tcp:127.0.0.1:{port}", "--token-file", token,
                       "--max-connections", "8"])

@@ -11,19 +11,11 @@ import time
 import msgpack
 import pytest
 
-from conftest import Daemon, make_examples
+from conftest import Daemon, free_port, make_examples
 from zmix_client import Client, RpcError
 
 TOKEN = "s3cret-token-0123456789"
 SMALL = {"pop": 8, "iters": 2, "elite": 0.25, "std_tol": 0}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def tcp_daemon(tmp_path, experts, *extra):
@@ -38,8 +30,7 @@ def tcp_daemon(tmp_path, experts, *extra):
 
 def raw_tcp(address):
     host, _, port = address[4:].rpartition(":")
-    s = socket.create_connection((host, int(port)), timeout=10)
-    return s
+    return socket.create_connection((host, int(port)), timeout=10)
 
 
 def read_until_closed(s, timeout):
