@@ -110,6 +110,8 @@ const char *zmix_adapt_set_name(zmix_adapt_set set);
 typedef struct zmix_runtime_opts {
     zmix_adapt_set adapt;
     const char *factor_cache_dir; /* where SVD factors are cached; NULL: no cache */
+    unsigned factor_file_mode;    /* permission bits of a new factor file; 0: 0600 (the
+                                     cache is the user's own, like every cache file) */
     size_t memory_budget;         /* bytes for activations per scoring call; 0: default */
 } zmix_runtime_opts;
 

@@ -30,6 +30,8 @@ void config_default(server_config *cfg)
     cfg->write_queue_limit = (size_t)64 << 20;
     cfg->idle_timeout_ms = 300000;
     cfg->max_connections = 1024;
+    cfg->max_unauth_connections = 16;
+    cfg->auth_timeout_ms = 10000;
     job_limits_default(&cfg->limits);
 }
 
@@ -150,8 +152,20 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
         return set_size(&cfg->write_queue_limit, name, value, 4096, err);
     if (!strcmp(name, "idle-timeout-ms"))
         return set_int(&cfg->idle_timeout_ms, name, value, 100, 86400000L, err);
+    if (!strcmp(name, "group-readable")) {
+        int yes = !strcmp(value, "yes") || !strcmp(value, "true") || !strcmp(value, "1");
+        if (!yes && strcmp(value, "no") && strcmp(value, "false") && strcmp(value, "0"))
+            return zmix_error_set(err, ZMIX_EINVAL, "--group-readable: '%s', expected yes or no",
+                                  value);
+        cfg->group_readable = yes;
+        return 0;
+    }
     if (!strcmp(name, "max-connections"))
         return set_int(&cfg->max_connections, name, value, 1, 1000000, err);
+    if (!strcmp(name, "max-unauth-connections"))
+        return set_int(&cfg->max_unauth_connections, name, value, 1, 1000000, err);
+    if (!strcmp(name, "auth-timeout-ms"))
+        return set_int(&cfg->auth_timeout_ms, name, value, 100, 600000, err);
     const job_limit_option *limit = job_limit_option_by_name(name);
     if (limit) {
         long v;
@@ -232,6 +246,8 @@ int config_parse_args(server_config *cfg, int argc, char **argv, const char **ac
             buf[eq - name] = '\0';
             name = buf;
             value = eq + 1;
+        } else if (!strcmp(name, "group-readable")) {
+            value = "yes"; /* a flag on the command line; "yes"/"no" in a config file */
         } else {
             if (i + 1 >= argc) return zmix_error_set(err, ZMIX_EINVAL, "--%s needs a value", name);
             value = argv[++i];

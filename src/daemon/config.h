@@ -31,10 +31,13 @@ typedef struct server_config {
     char token_file[CONFIG_PATH_MAX];
     char log_level[16];
     char log_file[CONFIG_PATH_MAX];
-    size_t frame_limit;       /* bytes of one incoming message */
-    size_t write_queue_limit; /* bytes of unsent responses before a connection is closed */
-    int idle_timeout_ms;      /* a connection with no traffic and nothing pending is closed */
-    int max_connections;
+    size_t frame_limit;         /* bytes of one incoming message */
+    size_t write_queue_limit;   /* bytes of unsent responses before a connection is closed */
+    int idle_timeout_ms;        /* a connection with no traffic and nothing pending is closed */
+    int max_connections;        /* per transport: Unix sockets and TCP each */
+    int max_unauth_connections; /* TCP connections not authenticated yet (PROTOCOL §6) */
+    int auth_timeout_ms;        /* from connect to a successful auth */
+    int group_readable;         /* cache directories 0750 and files 0640 instead of 0700 and 0600 */
     /* Per-job limits: the configurable fields of job_limits (job_limit_options); the model's
      * fields are filled when the model is loaded. */
     job_limits limits;

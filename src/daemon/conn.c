@@ -13,6 +13,9 @@
  * responses, its queued bytes grow: past half the write-queue limit we stop reading its
  * requests (so it cannot make us produce more), past the limit we close it. A connection whose
  * queue makes no progress for the idle timeout is closed too.
+ *
+ * Before a connection has authenticated (TCP with a token), it is held to conn_admit.c's
+ * rules: a frame limit of CONN_PREAUTH_FRAME_LIMIT, no more buffered than that, a deadline.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -58,14 +61,8 @@ void conn_close(conn *c)
 {
     if (c->closing) return;
     c->closing = 1;
-    server *srv = c->srv;
     detach_parked(c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
-    srv->n_conns--;
+    conn_unlink(c);
     uv_close((uv_handle_t *)&c->h.stream, on_closed);
 }
 
@@ -77,11 +74,9 @@ static void on_shutdown(uv_shutdown_t *req, int status)
     uv_close((uv_handle_t *)&c->h.stream, on_closed);
 }
 
-/* Sends what is queued (the error message), then closes. */
-static void conn_close_after_write(conn *c)
+void conn_close_after_write(conn *c)
 {
     if (c->closing) return;
-    server *srv = c->srv;
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req) {
         conn_close(c);
@@ -89,12 +84,7 @@ static void conn_close_after_write(conn *c)
     }
     c->closing = 1;
     detach_parked(c);
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
-    srv->n_conns--;
+    conn_unlink(c);
     uv_read_stop(&c->h.stream);
     req->data = c;
     if (uv_shutdown(req, &c->h.stream, on_shutdown) != 0) {
@@ -106,13 +96,17 @@ static void conn_close_after_write(conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     conn *c = h->data;
-    if (!msgpack_unpacker_reserve_buffer(&c->unp, 64 * 1024)) {
+    /* Before authentication a connection may hold no more than one pre-auth frame: a longer
+     * prefix is refused by the scanner, so the cap never stalls a valid auth call. */
+    size_t want = c->authed ? 64 * 1024 : conn_preauth_room(c);
+    if (want == 0 || !msgpack_unpacker_reserve_buffer(&c->unp, want)) {
         buf->base = NULL;
         buf->len = 0;
         return;
     }
     buf->base = msgpack_unpacker_buffer(&c->unp);
     buf->len = msgpack_unpacker_buffer_capacity(&c->unp);
+    if (!c->authed && buf->len > want) buf->len = want;
 }
 
 static void on_written(uv_write_t *req, int status)
@@ -188,7 +182,7 @@ void conn_reply_error(conn *c, uint32_t msgid, int code, const char *message)
     msgpack_sbuffer_destroy(&out);
 }
 
-static void send_error_notify(conn *c, int code, const char *message)
+void conn_send_error_notify(conn *c, int code, const char *message)
 {
     msgpack_sbuffer out;
     msgpack_sbuffer_init(&out);
@@ -244,13 +238,13 @@ static void handle_message(conn *c, const msgpack_object *obj)
         if (msgid_known)
             conn_reply_error(c, req.msgid, err.code, err.msg);
         else
-            send_error_notify(c, err.code, err.msg);
+            conn_send_error_notify(c, err.code, err.msg);
         return;
     }
     if (req.type == RPC_NOTIFY) {
-        send_error_notify(c, ZMIX_EINVAL,
-                          "notifications from clients are not accepted: send a request "
-                          "[0, msgid, method, params]");
+        conn_send_error_notify(c, ZMIX_EINVAL,
+                               "notifications from clients are not accepted: send a request "
+                               "[0, msgid, method, params]");
         return;
     }
     if (!zmix_log_enabled(srv->log, ZMIX_LOG_DEBUG)) {
@@ -272,12 +266,13 @@ static void process_input(conn *c)
         if (avail == 0) return;
         size_t frame_len = 0;
         zmix_error err = {0};
-        int st = rpc_scanner_scan(&c->scan, start, avail, srv->cfg->frame_limit, &frame_len, &err);
+        size_t limit = c->authed ? srv->cfg->frame_limit : CONN_PREAUTH_FRAME_LIMIT;
+        int st = rpc_scanner_scan(&c->scan, start, avail, limit, &frame_len, &err);
         if (st == RPC_FRAME_NEED_MORE) return;
         if (st != RPC_FRAME_COMPLETE) {
             ZLOG_INFO(srv->log, "conn %llu: %s: closing the connection", (unsigned long long)c->id,
                       err.msg);
-            send_error_notify(c, err.code, err.msg);
+            conn_send_error_notify(c, err.code, err.msg);
             conn_close_after_write(c);
             return;
         }
@@ -287,7 +282,7 @@ static void process_input(conn *c)
         if (rc != MSGPACK_UNPACK_SUCCESS) {
             /* The scanner and msgpack-c disagree: treat as malformed, never guess. */
             msgpack_unpacked_destroy(&msg);
-            send_error_notify(c, ZMIX_EFORMAT, "malformed msgpack message");
+            conn_send_error_notify(c, ZMIX_EFORMAT, "malformed msgpack message");
             conn_close_after_write(c);
             return;
         }
@@ -329,7 +324,9 @@ static void on_connection(uv_stream_t *listener, int status)
     if (!c) return;
     int is_tcp = listener->type == UV_TCP;
     int rc = is_tcp ? uv_tcp_init(srv->loop, &c->h.tcp) : uv_pipe_init(srv->loop, &c->h.pipe, 0);
-    if (rc != 0 || !msgpack_unpacker_init(&c->unp, 64 * 1024)) {
+    /* Small at first: an unauthenticated connection never needs more, and an authenticated
+     * one grows its buffer as it reads (on_alloc). */
+    if (rc != 0 || !msgpack_unpacker_init(&c->unp, CONN_PREAUTH_FRAME_LIMIT)) {
         free(c);
         return;
     }
@@ -342,16 +339,16 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     c->id = ++srv->next_conn_id;
     rpc_scanner_reset(&c->scan);
+    c->is_tcp = is_tcp;
     c->authed = !(is_tcp && srv->token_len > 0);
-    c->last_active_ms = server_now_ms();
+    c->last_active_ms = c->accepted_ms = server_now_ms();
+    const char *refused = srv->shutting_down ? "the daemon is shutting down" : conn_admit(srv, c);
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
-    srv->n_conns++;
-    if (srv->shutting_down || srv->n_conns > srv->cfg->max_connections) {
-        send_error_notify(c, ZMIX_ELIMIT,
-                          srv->shutting_down ? "the daemon is shutting down"
-                                             : "too many connections");
+    conn_count(c, +1);
+    if (refused) {
+        conn_send_error_notify(c, ZMIX_ELIMIT, refused);
         conn_close_after_write(c);
         return;
     }
@@ -462,6 +459,10 @@ void conn_sweep(server *srv, uint64_t now_ms)
     conn *c = srv->conns;
     while (c) {
         conn *next = c->next;
+        if (conn_auth_expired(c, now_ms)) {
+            c = next;
+            continue;
+        }
         /* A connection waiting on its own parked requests is not idle, unless responses are
          * stuck in its write queue (the client stopped reading). */
         int stuck = c->write_queued > 0;

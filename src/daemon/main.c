@@ -32,7 +32,12 @@ static void print_usage(FILE *out)
             "  --frame-limit N         largest request in bytes (default 4M)\n"
             "  --write-queue-limit N   unread response bytes before a client is cut (64M)\n"
             "  --idle-timeout-ms N     idle connections are closed (default 300000)\n"
-            "  --max-connections N     (default 1024)\n");
+            "  --max-connections N     per transport, Unix sockets and TCP (default 1024)\n"
+            "  --max-unauth-connections N  TCP connections not authenticated yet (default\n"
+            "                          16, at most half of --max-connections)\n"
+            "  --auth-timeout-ms N     time from connect to auth (default 10000)\n"
+            "  --group-readable        cache directories 0750 and files 0640 (default 0700,\n"
+            "                          0600)\n");
     job_limits_print_help(out);
     fprintf(out, "  --config FILE           apply a config file at this point of the command line\n"
                  "  --log-level L           error, warn, info (default), debug\n"

@@ -118,6 +118,25 @@ static int read_token(server *srv, zmix_error *err)
     return 0;
 }
 
+/* The cache directory and its subdirectories, checked before anything is written there and
+ * created (0700, or 0750 with --group-readable) when missing. An existing one that another
+ * user could write is refused: that user could have planted a link under a name we write. */
+static int prepare_cache_dirs(server *srv, zmix_error *err)
+{
+    static const char *const subdirs[] = {"", "/tasks", "/jobs", "/factors"};
+    const server_config *cfg = srv->cfg;
+    unsigned mode = cfg->group_readable ? 0750 : 0700;
+    for (size_t i = 0; i < sizeof subdirs / sizeof *subdirs; i++) {
+        char dir[CONFIG_PATH_MAX + 16];
+        snprintf(dir, sizeof dir, "%s%s", cfg->cache_dir, subdirs[i]);
+        int rc = fs_check_private_dir(dir, "--cache-dir", err);
+        if (!rc) rc = fs_mkdirs_mode(dir, mode, err);
+        if (!rc) rc = fs_check_private_dir(dir, "--cache-dir", err); /* created by now */
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int check_security(server *srv, zmix_error *err)
 {
     if (srv->cfg->token_file[0]) {
@@ -161,8 +180,8 @@ static int load_model(server *srv, zmix_error *err)
     if ((rc = zmix_adapt_set_parse(cfg->adapt, &ro.adapt, err))) return rc;
     char factors[CONFIG_PATH_MAX + 16];
     snprintf(factors, sizeof factors, "%s/factors", cfg->cache_dir);
-    if ((rc = fs_mkdirs(factors, err))) return rc;
-    ro.factor_cache_dir = factors;
+    ro.factor_cache_dir = factors; /* created by prepare_cache_dirs */
+    ro.factor_file_mode = cfg->group_readable ? 0640 : 0600;
     rc = zmix_runtime_create(srv->model, &ro, (const char *const *)cfg->experts, cfg->n_experts,
                              &srv->rt, err);
     if (rc) return rc;
@@ -185,12 +204,14 @@ static int open_persistence(server *srv, zmix_error *err)
     task_cache_config_default(&tc);
     tc.dir = srv->cfg->cache_dir;
     tc.memory_budget = srv->cfg->cache_bytes;
+    tc.file_mode = srv->cfg->group_readable ? 0640 : 0600;
     int rc = task_cache_open(&tc, &srv->cache, &pp, err);
     log_problems(srv, &pp, "task cache");
     if (rc) return rc;
     job_store_config jc;
     job_store_config_default(&jc);
     jc.dir = srv->cfg->cache_dir;
+    jc.file_mode = tc.file_mode;
     job_recovered *rec = NULL;
     size_t n_rec = 0;
     rc = job_store_open(&jc, &srv->store, &rec, &n_rec, &pp, err);
@@ -228,7 +249,7 @@ int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
     srv->loop_thread = pthread_self();
 #endif
 
-    if ((rc = check_security(srv, err)) || (rc = fs_mkdirs(cfg->cache_dir, err))) goto fail_loop;
+    if ((rc = check_security(srv, err)) || (rc = prepare_cache_dirs(srv, err))) goto fail_loop;
     uint64_t t0 = zmix_now_ns();
     if ((rc = load_model(srv, err))) goto fail;
     ZLOG_INFO(log, "model %s: %d adapted matrices (%s), %d experts, ready in %.2f s", cfg->model,

@@ -6,7 +6,9 @@
  *   server.c       setup and teardown: model, runtime, persistence, pool, listeners, signals,
  *                  the periodic tick (timeouts, rates), graceful shutdown
  *   conn.c         connections: accept, read + frame + decode, write queue and backpressure,
- *                  idle timeout, auth gate; hands each request to the handler it was given
+ *                  idle timeout; hands each request to the handler it was given
+ *   conn_admit.c   connection budgets per transport, the unauthenticated budget, the auth
+ *                  deadline and failed auth calls
  *   jobs.c         the job registry and each job's lifecycle: one phase setter (rules in
  *                  job_phase.c), submit, cancel, scheduling, and the steps of the job's
  *                  adaptation session (zmix/adapt.h)
@@ -71,7 +73,10 @@ struct conn {
     rpc_scanner scan;    /* how far the message at the head of unp has been walked */
     size_t write_queued; /* bytes handed to uv_write and not yet written */
     uint64_t last_active_ms;
-    int authed; /* the token was presented, or none is needed */
+    int authed; /* the token was presented, or none is needed (conn_auth_succeeded) */
+    int is_tcp;
+    int auth_failures;    /* wrong tokens so far (conn_admit.c) */
+    uint64_t accepted_ms; /* monotonic: the authentication deadline counts from here */
     int closing;
     int reading;
     int subscribed;          /* wants progress notifications */
@@ -174,7 +179,10 @@ struct server {
     size_t token_len; /* 0: no token required */
 
     conn *conns;
-    int n_conns;
+    int n_conns;  /* every open connection (stats) */
+    int n_unix;   /* ... of them on Unix sockets: its own budget, never TCP's */
+    int n_tcp;    /* ... on TCP */
+    int n_unauth; /* ... not authenticated yet (conn_admit.c) */
     uint64_t next_conn_id;
 
     job *jobs;        /* every job this process knows, newest first */
@@ -208,9 +216,26 @@ void conn_close_all(server *srv);
 void conn_send(conn *c, const char *data, size_t len);
 void conn_reply_result(conn *c, uint32_t msgid, const msgpack_sbuffer *result);
 void conn_reply_error(conn *c, uint32_t msgid, int code, const char *message);
-void conn_sweep(server *srv, uint64_t now_ms); /* idle timeouts */
-void conn_park(conn *c, parked *p);            /* links p into c's list */
-void conn_unpark(parked *p);                   /* unlinks (conn stays alive) */
+void conn_sweep(server *srv, uint64_t now_ms); /* idle timeouts, auth deadlines */
+/* Sends an error notification, then closes once it is written. */
+void conn_send_error_notify(conn *c, int code, const char *message);
+void conn_close_after_write(conn *c);
+
+/* conn_admit.c: budgets, the unauthenticated ones, auth deadline and failures (PROTOCOL §6) */
+#define CONN_PREAUTH_FRAME_LIMIT 4096 /* largest frame before auth: an auth call fits */
+#define CONN_AUTH_MAX_FAILURES   3    /* wrong tokens before the connection is closed */
+/* NULL to admit c (not linked yet; may close the oldest unauthenticated connection to make
+ * room), else the reason it is refused. */
+const char *conn_admit(server *srv, conn *c);
+void conn_count(conn *c, int delta); /* adds c to (+1) or removes it from (-1) the counters */
+void conn_unlink(conn *c);           /* out of the list and the counters */
+int conn_unauth_budget(const server *srv);
+size_t conn_preauth_room(const conn *c); /* bytes an unauthenticated connection may still read */
+void conn_auth_succeeded(conn *c);
+int conn_auth_failed(conn *c); /* logs; 1 when the connection must now be closed */
+int conn_auth_expired(conn *c, uint64_t now_ms); /* closes it past its deadline: 1 */
+void conn_park(conn *c, parked *p);              /* links p into c's list */
+void conn_unpark(parked *p);                     /* unlinks (conn stays alive) */
 /* Answers a parked request (when its connection is still open) and unlinks it; does not free. */
 void parked_reply_result(parked *p, const msgpack_sbuffer *result);
 void parked_reply_error(parked *p, int code, const char *message);

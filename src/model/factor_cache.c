@@ -121,7 +121,7 @@ int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_
 
 int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_set set,
                            const zmix_adapted *list, int n, const zmix_factors *factors,
-                           zmix_error *err)
+                           unsigned mode, zmix_error *err)
 {
     char path[1200];
     cache_path(dir, model, set, path, sizeof path);
@@ -160,7 +160,7 @@ int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_
                           "adapt_set", "n_matrices", "checksum"};
     const char *values[] = {
         CACHE_FORMAT, CACHE_VERSION, model->fingerprint, zmix_adapt_set_name(set), count, checksum};
-    rc = zmix_st_write(path, tensors, 3 * n, keys, values, 6, err);
+    rc = zmix_st_write_mode(path, tensors, 3 * n, keys, values, 6, mode, err);
 out:
     free(tensors);
     free(names);

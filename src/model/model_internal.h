@@ -113,7 +113,7 @@ int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_
                            const zmix_adapted *list, int n, zmix_factors *factors, zmix_error *err);
 int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_set set,
                            const zmix_adapted *list, int n, const zmix_factors *factors,
-                           zmix_error *err);
+                           unsigned mode, zmix_error *err);
 
 /* One SVF expert: z for every adapted matrix, concatenated (z_total floats, malloc'ed). */
 typedef struct zmix_expert {

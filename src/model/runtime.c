@@ -20,6 +20,7 @@ void zmix_runtime_opts_default(zmix_runtime_opts *opts)
 {
     opts->adapt = ZMIX_ADAPT_MLP;
     opts->factor_cache_dir = NULL;
+    opts->factor_file_mode = 0;
     opts->memory_budget = 0;
 }
 
@@ -95,7 +96,7 @@ static int runtime_factor(zmix_runtime *rt, const char *cache_dir, zmix_error *e
         if (rc) return rc;
         if (cache_dir) {
             rc = zmix_factor_cache_save(cache_dir, rt->model, rt->opts.adapt, rt->list, rt->n_mat,
-                                        rt->factors, err);
+                                        rt->factors, rt->opts.factor_file_mode, err);
             if (rc) return zmix_error_prefix(err, "saving the SVD factor cache");
         }
     }

@@ -509,6 +509,14 @@ fail:
 int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const char *const *meta_keys,
                   const char *const *meta_values, int n_meta, zmix_error *err)
 {
+    /* 0644: model files (experts, demo weights) are shared, not secrets. */
+    return zmix_st_write_mode(path, tensors, n, meta_keys, meta_values, n_meta, 0644, err);
+}
+
+int zmix_st_write_mode(const char *path, const zmix_st_out *tensors, int n,
+                       const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                       unsigned mode, zmix_error *err)
+{
     for (int i = 0; i < n_meta; i++)
         if (!meta_keys[i] || !meta_values[i])
             return zmix_error_set(err, ZMIX_EINVAL, "%s: metadata pair %d is NULL", path, i);
@@ -536,8 +544,7 @@ int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const cha
         pieces[2] = (fs_piece){spaces, padded - len};
         for (int i = 0; i < n; i++)
             pieces[3 + i] = (fs_piece){out_bytes_ptr(sorted[i]), out_bytes(sorted[i])};
-        /* 0644: model files (factor cache, experts, demo weights) are shared, not secrets. */
-        fs_write_opts opts = {.mode = 0644};
+        fs_write_opts opts = {.mode = mode};
         rc = fs_write_atomic(path, pieces, n + 3, &opts, err);
         free(pieces);
     }

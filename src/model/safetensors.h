@@ -85,6 +85,11 @@ typedef struct zmix_st_out {
  * mode 0644, so that a reader sees the old file or the new, never half. */
 int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const char *const *meta_keys,
                   const char *const *meta_values, int n_meta, zmix_error *err);
+/* The same with the new file's permission bits (before the umask): a cache the daemon keeps
+ * private (0600) or shares with a group (0640). */
+int zmix_st_write_mode(const char *path, const zmix_st_out *tensors, int n,
+                       const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                       unsigned mode, zmix_error *err);
 
 /* SHA-256 (hex) of the data area zmix_st_write would produce for tensors: lets a writer put a
  * checksum of the data into the metadata, which a reader checks against f->data. */

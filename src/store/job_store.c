@@ -109,7 +109,7 @@ int js_write_file(job_store *s, const char *name, const rec_writer *w, zmix_erro
     char path[4200];
     int rc = fs_join(path, sizeof path, s->dir, name, err);
     fs_piece piece = {w->buf, w->len};
-    fs_write_opts opts = {.mode = 0600, .fault = &s->fault};
+    fs_write_opts opts = {.mode = s->file_mode, .fault = &s->fault};
     return rc ? rc : fs_write_atomic(path, &piece, 1, &opts, err);
 }
 

@@ -89,6 +89,7 @@ typedef struct job_store_config {
     size_t retain_finished;  /* finished records kept (oldest end time dropped first);
                                 0: 1000 */
     size_t max_record_bytes; /* larger files are refused at load; 0: 256 MiB */
+    unsigned file_mode;      /* permission bits of new files; 0: 0600 (group-readable: 0640) */
     long long fault_write_after_bytes; /* test-only, as in task_cache_config; -1 disables */
 } job_store_config;
 

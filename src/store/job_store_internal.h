@@ -33,8 +33,9 @@ struct job_store {
     size_t max_record;
     pthread_mutex_t mu; /* everything, including the disk writes */
     fs_fault fault;
-    int lock_fd;       /* holds <dir>/.lock: one process per job directory */
-    js_entry *entries; /* ascending id */
+    unsigned file_mode; /* of new files (job_store_config) */
+    int lock_fd;        /* holds <dir>/.lock: one process per job directory */
+    js_entry *entries;  /* ascending id */
     size_t n, cap;
     uint64_t next_id;
 };

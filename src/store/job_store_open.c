@@ -155,6 +155,7 @@ int job_store_open(const job_store_config *cfg, job_store **out, job_recovered *
     s->retain = cfg->retain_finished ? cfg->retain_finished : 1000;
     s->max_record = cfg->max_record_bytes ? cfg->max_record_bytes : (size_t)256 << 20;
     s->fault.write_budget = cfg->fault_write_after_bytes;
+    s->file_mode = cfg->file_mode;
     s->lock_fd = -1;
     pthread_mutex_init(&s->mu, NULL);
     int rc = fs_mkdirs(s->dir, err);

@@ -46,7 +46,8 @@ struct task_cache {
     pthread_mutex_t io_mu; /* disk mutations, fault; taken before mu */
     pthread_mutex_t mu;    /* everything below */
     fs_fault fault;
-    int lock_fd; /* holds <dir>/.lock: one process per cache directory */
+    unsigned file_mode; /* of new files (task_cache_config) */
+    int lock_fd;        /* holds <dir>/.lock: one process per cache directory */
     tc_entry **entries;
     size_t n, cap;
     uint64_t tick, next_version;
@@ -174,7 +175,7 @@ static int files_write(task_cache *c, const task_result *r, zmix_error *err)
         return rc;
     }
     char name[TASK_NAME_MAX + 16], path[4200];
-    fs_write_opts opts = {.mode = 0600, .fault = &c->fault};
+    fs_write_opts opts = {.mode = c->file_mode, .fault = &c->fault};
     file_name(name, sizeof name, r->task, ST_EXT);
     fs_piece piece = {st.buf, st.len};
     rc = fs_join(path, sizeof path, c->dir, name, err);
@@ -212,7 +213,7 @@ static void safetensors_sync(task_cache *c, const task_result *r, uint32_t crc,
     free(have);
     if (!same) {
         fs_piece piece = {st.buf, st.len};
-        fs_write_opts opts = {.mode = 0600, .fault = &c->fault};
+        fs_write_opts opts = {.mode = c->file_mode, .fault = &c->fault};
         if (!joined || fs_write_atomic(path, &piece, 1, &opts, &err) != 0) {
             zmix_error_prefix(&err, "task %s: rebuilding the safetensors file", r->task);
             persist_problems_add(problems, &err);
@@ -334,6 +335,7 @@ int task_cache_open(const task_cache_config *cfg, task_cache **out, persist_prob
     c->budget = cfg->memory_budget;
     c->max_record = cfg->max_record_bytes ? cfg->max_record_bytes : (size_t)1 << 30;
     c->fault.write_budget = cfg->fault_write_after_bytes;
+    c->file_mode = cfg->file_mode;
     c->lock_fd = -1;
     pthread_mutex_init(&c->io_mu, NULL);
     pthread_mutex_init(&c->mu, NULL);

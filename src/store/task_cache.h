@@ -77,6 +77,7 @@ typedef struct task_cache_config {
     size_t max_record_bytes; /* larger files are refused at load; 0: 1 GiB */
     /* Test-only: disk writes of this cache fail like a full disk after this many bytes.
      * -1 (the default) disables; see also task_cache_set_write_fault. */
+    unsigned file_mode; /* permission bits of new files; 0: 0600 (group-readable: 0640) */
     long long fault_write_after_bytes;
 } task_cache_config;
 

@@ -218,6 +218,34 @@ int fs_read_token_file(const char *path, char *token, size_t size, size_t *len, 
 
 int fs_mkdirs(const char *path, zmix_error *err)
 {
+    return fs_mkdirs_mode(path, 0700, err);
+}
+
+int fs_check_private_dir(const char *path, const char *what, zmix_error *err)
+{
+    /* stat, not lstat: a cache directory may be a link to another disk; what is checked is
+     * the directory written into. */
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        return zmix_error_set(err, ZMIX_EIO, "%s %s: %s", what, path, strerror(errno));
+    }
+    if (!S_ISDIR(st.st_mode))
+        return zmix_error_set(err, ZMIX_EIO, "%s %s: not a directory", what, path);
+    unsigned mode = (unsigned)(st.st_mode & 07777);
+    if (st.st_uid == geteuid() && !(mode & 022)) return 0;
+    /* Another user who can write here can plant a symbolic link or a file under a name we
+     * are about to write: refuse rather than repair, since the plant may already be there. */
+    return zmix_error_set(err, ZMIX_EIO,
+                          "%s %s: owned by uid %ld with mode %04o, so another user could write "
+                          "to it; this process runs as uid %ld. Fix: chown %ld %s && chmod 700 %s "
+                          "(or 750 with --group-readable), or choose another --cache-dir",
+                          what, path, (long)st.st_uid, mode, (long)geteuid(), (long)geteuid(), path,
+                          path);
+}
+
+int fs_mkdirs_mode(const char *path, unsigned mode, zmix_error *err)
+{
     char buf[4096];
     size_t n = strlen(path);
     if (n == 0 || n >= sizeof buf)
@@ -227,7 +255,7 @@ int fs_mkdirs(const char *path, zmix_error *err)
         if (buf[i] != '/' && buf[i] != '\0') continue;
         char saved = buf[i];
         buf[i] = '\0';
-        if (mkdir(buf, 0700) == 0) {
+        if (mkdir(buf, (mode_t)mode) == 0) {
             /* A new directory's entry lives in its parent: make it durable too, or a power
              * loss could lose the directory along with every file later fsync'ed inside. */
             char *slash = strrchr(buf, '/');

@@ -69,6 +69,16 @@ int fs_read_token_file(const char *path, char *token, size_t size, size_t *len, 
 
 /* mkdir -p with mode 0700 for the created components. */
 int fs_mkdirs(const char *path, zmix_error *err);
+/* The same with another mode for the created components (0750: readable by the group). */
+int fs_mkdirs_mode(const char *path, unsigned mode, zmix_error *err);
+
+/* Refuses (ZMIX_EIO, message naming the directory, its owner, its mode and the fix) a
+ * directory that a user other than this process's effective user could write: owned by
+ * another user, or writable by group or others. Such a user could plant a link or a file
+ * under a name the owner is about to write. A link is followed: the directory it names is
+ * checked. what names the setting (e.g. "--cache-dir"). A path that does not exist is
+ * accepted (the caller creates it). */
+int fs_check_private_dir(const char *path, const char *what, zmix_error *err);
 
 /* fsyncs a directory, making renames and unlinks inside it durable. */
 int fs_fsync_dir(const char *dir, zmix_error *err);

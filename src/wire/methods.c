@@ -76,11 +76,20 @@ static void m_auth(server *srv, conn *c, const rpc_request *req)
         ok = diff == 0;
     }
     if (!ok) {
-        ZLOG_WARN(srv->log, "conn %llu: wrong token", (unsigned long long)c->id);
+        /* Also after a successful auth: a client sending a wrong token is told so, and
+         * repeated guesses close the connection either way (PROTOCOL §4.1). */
+        int close_now = conn_auth_failed(c);
         conn_reply_error(c, req->msgid, ZMIX_EAUTH, "auth: wrong token");
+        if (close_now) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "%d wrong tokens: closing the connection",
+                     CONN_AUTH_MAX_FAILURES);
+            conn_send_error_notify(c, ZMIX_EAUTH, msg);
+            conn_close_after_write(c);
+        }
         return;
     }
-    c->authed = 1;
+    conn_auth_succeeded(c);
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_bool(&m, "authenticated", 1);

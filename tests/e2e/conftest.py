@@ -5,6 +5,7 @@ import json
 import os
 import random
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -74,6 +75,15 @@ def make_examples(n=4, seed=1, prompt_len=12, target_len=3, vocab=512):
     return [{"prompt": [1] + [rng.randrange(3, vocab) for _ in range(prompt_len - 1)],
              "target": [rng.randrange(3, vocab) for _ in range(target_len)]}
             for _ in range(n)]
+
+
+def free_port():
+    """A TCP port on loopback that nothing listens on (for --listen tcp:127.0.0.1:PORT)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 class Daemon:

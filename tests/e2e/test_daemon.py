@@ -13,7 +13,7 @@ import time
 import msgpack
 import pytest
 
-from conftest import MODEL_DIR, ZMIXD, Daemon, make_examples
+from conftest import MODEL_DIR, ZMIXD, Daemon, free_port, make_examples
 from zmix_client import Client, RpcError
 
 SMALL = {"pop": 12, "iters": 4, "elite": 0.25, "std_tol": 0}
@@ -388,14 +388,6 @@ def test_refuses_public_tcp_without_token(tmp_path, experts):
     with pytest.raises(RuntimeError) as e:
         d.start(timeout=10)
     assert "token-file is required" in str(e.value)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ---- durability -----------------------------------------------------------------------------

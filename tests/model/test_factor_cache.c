@@ -75,7 +75,8 @@ static int teardown(void **state)
 static void save(ctx *c)
 {
     zmix_error err = {0};
-    int rc = zmix_factor_cache_save(c->dir, &c->model, ZMIX_ADAPT_MLP, c->list, c->n, c->f, &err);
+    int rc =
+        zmix_factor_cache_save(c->dir, &c->model, ZMIX_ADAPT_MLP, c->list, c->n, c->f, 0, &err);
     if (rc) fail_msg("save: %s", err.msg);
 }
 
@@ -182,7 +183,7 @@ static void test_swapped_adapt_set(void **state)
     zmix_factors *fa = calloc((size_t)n_attn, sizeof *fa);
     random_factors(attn, n_attn, fa, 7);
     assert_int_equal(
-        zmix_factor_cache_save(c->dir, &c->model, ZMIX_ADAPT_ATTN, attn, n_attn, fa, &err), 0);
+        zmix_factor_cache_save(c->dir, &c->model, ZMIX_ADAPT_ATTN, attn, n_attn, fa, 0, &err), 0);
     char attn_path[700];
     snprintf(attn_path, sizeof attn_path, "%s/factors-0123456789abcdef-attn.safetensors", c->dir);
     assert_int_equal(rename(attn_path, c->path), 0);
@@ -198,8 +199,8 @@ static void test_save_rejects_wrong_shapes(void **state)
     c->f[3].rank = 5;
     zmix_error err = {0};
     expect_error(
-        zmix_factor_cache_save(c->dir, &c->model, ZMIX_ADAPT_MLP, c->list, c->n, c->f, &err), &err,
-        ZMIX_EINVAL, "model.layers.1.mlp.gate_proj.weight", NULL);
+        zmix_factor_cache_save(c->dir, &c->model, ZMIX_ADAPT_MLP, c->list, c->n, c->f, 0, &err),
+        &err, ZMIX_EINVAL, "model.layers.1.mlp.gate_proj.weight", NULL);
     c->f[3].rank = 8;
     struct stat st;
     assert_int_not_equal(stat(c->path, &st), 0);

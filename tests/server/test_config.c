@@ -74,6 +74,31 @@ static void test_args(void **unused)
     assert_string_equal(err.msg, "--model is required");
 }
 
+/* The connection budgets and the cache's modes (PROTOCOL §6, docs/persistence.md). */
+static void test_auth_and_mode_options(void **unused)
+{
+    server_config cfg;
+    config_default(&cfg);
+    zmix_error err = {0};
+    assert_int_equal(cfg.auth_timeout_ms, 10000);
+    assert_int_equal(cfg.max_unauth_connections, 16);
+    assert_int_equal(cfg.group_readable, 0);
+    const char *argv[] = {"zmixd", "--group-readable", "--auth-timeout-ms", "2500",
+                          "--max-unauth-connections=4"};
+    assert_int_equal(parse(&cfg, 5, argv, &err), 0);
+    assert_int_equal(cfg.group_readable, 1);
+    assert_int_equal(cfg.auth_timeout_ms, 2500);
+    assert_int_equal(cfg.max_unauth_connections, 4);
+    assert_int_equal(config_set(&cfg, "group-readable", "no", &err), 0);
+    assert_int_equal(cfg.group_readable, 0);
+    assert_int_not_equal(config_set(&cfg, "group-readable", "maybe", &err), 0);
+    assert_string_equal(err.msg, "--group-readable: 'maybe', expected yes or no");
+    assert_int_not_equal(config_set(&cfg, "auth-timeout-ms", "50", &err), 0);
+    assert_string_equal(err.msg, "--auth-timeout-ms: '50' is not an integer in [100, 600000]");
+    assert_int_not_equal(config_set(&cfg, "max-unauth-connections", "0", &err), 0);
+    config_free(&cfg);
+}
+
 static void test_config_file(void **unused)
 {
     char path[] = "/tmp/zmix-test-config-XXXXXX";
@@ -180,6 +205,7 @@ int main(void)
         cmocka_unit_test(test_config_file),
         cmocka_unit_test(test_job_limits_table),
         cmocka_unit_test(test_listen_addresses),
+        cmocka_unit_test(test_auth_and_mode_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

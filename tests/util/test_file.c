@@ -1,7 +1,8 @@
 /* The one atomic writer, the one whole-file reader and the token-file reader (util/file.h):
  * replacing a file, the caller's mode, entries planted under the temporary name (a symbolic
  * link to a victim, a regular file) and a link at the final name, an injected full disk,
- * size limits on files and pipes, and the token rules. */
+ * size limits on files and pipes, the token rules, and the check that refuses a directory
+ * another user could write. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -236,6 +237,48 @@ static void test_read_file_from_a_pipe(void **state)
     free(buf);
 }
 
+/* The cache directory check: owner only is fine, group or other write is refused naming the
+ * directory, its mode and the fix; so is another owner (the tests run as root, which may give a
+ * directory away), a link to such a directory, and a path that is not a directory. */
+static void test_private_dir(void **state)
+{
+    fixture *f = *state;
+    char sub[400], link[400];
+    zmix_error err = {0};
+    snprintf(sub, sizeof sub, "%s/a/b", f->dir);
+    assert_int_equal(fs_check_private_dir(sub, "--cache-dir", &err), 0); /* absent: created later */
+    assert_int_equal(fs_mkdirs_mode(sub, 0750, &err), 0);
+    struct stat st;
+    assert_int_equal(stat(sub, &st), 0);
+    mode_t mask = umask(0);
+    umask(mask);
+    assert_int_equal(st.st_mode & 0777, 0750 & ~mask);
+    assert_int_equal(fs_check_private_dir(sub, "--cache-dir", &err), 0);
+    assert_int_equal(chmod(sub, 0770), 0);
+    assert_int_equal(fs_check_private_dir(sub, "--cache-dir", &err), ZMIX_EIO);
+    assert_non_null(strstr(err.msg, sub));
+    assert_non_null(strstr(err.msg, "mode 0770"));
+    assert_non_null(strstr(err.msg, "chmod 700"));
+    assert_int_equal(chmod(sub, 0702), 0);
+    assert_int_equal(fs_check_private_dir(sub, "--cache-dir", &err), ZMIX_EIO);
+    assert_int_equal(chmod(sub, 0700), 0);
+    if (geteuid() == 0) {
+        assert_int_equal(chown(sub, 65534, (gid_t)-1), 0);
+        assert_int_equal(fs_check_private_dir(sub, "--cache-dir", &err), ZMIX_EIO);
+        assert_non_null(strstr(err.msg, "owned by uid 65534"));
+        assert_int_equal(chown(sub, 0, (gid_t)-1), 0);
+    }
+    /* A link to a directory is judged by that directory (a cache moved to another disk). */
+    snprintf(link, sizeof link, "%s/link", f->dir);
+    assert_int_equal(symlink(sub, link), 0);
+    assert_int_equal(fs_check_private_dir(link, "--cache-dir", &err), 0);
+    assert_int_equal(chmod(sub, 0777), 0);
+    assert_int_equal(fs_check_private_dir(link, "--cache-dir", &err), ZMIX_EIO);
+    write_text(f->victim, "x", NULL);
+    assert_int_equal(fs_check_private_dir(f->victim, "--cache-dir", &err), ZMIX_EIO);
+    assert_non_null(strstr(err.msg, "not a directory"));
+}
+
 static void test_read_token_file(void **state)
 {
     fixture *f = *state;
@@ -276,6 +319,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_file_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_file_from_a_pipe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_token_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_private_dir, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
