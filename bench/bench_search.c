@@ -16,7 +16,7 @@
  *   perlayer K = 4, α* drawn per expert per adapted matrix (60 coordinates), per-layer search
  *
  * For each task and settings it prints: runs whose result reaches accuracy 1.0 on the search
- * examples, the median evaluations until the search's best first did (0 when the result is
+ * examples, the median accuracy the result reaches on them, the median evaluations until the search's best first did (0 when the result is
  * the base model, kept at no search cost), the median evaluations spent in all, the median
  * held-out accuracy of the result, and runs whose result is worse than the base model on the
  * search examples without the result saying so.
@@ -49,6 +49,7 @@ static const task_def tasks[] = {
 #define N_TASKS ((int)(sizeof tasks / sizeof *tasks))
 
 typedef struct outcome {
+    double train_acc; /* the result's accuracy on the search examples */
     int solved;
     long evals_to_solve, evals;
     double heldout_acc;
@@ -124,6 +125,7 @@ static int run_one(const zmix_model *model, const char *dir, const task_def *t, 
         /* Solved: the result reaches accuracy 1 on the search examples — the base model when
          * it was kept (at no search cost), else the search's best, first at generation g. */
         out->solved = r.best.accuracy >= 1.0;
+        out->train_acc = r.best.accuracy;
         for (int g = 0; out->solved && r.base_weight == 0 && g < r.n_history; g++)
             if (r.history[g].best.accuracy >= 1.0) {
                 out->evals_to_solve = evals_at(&r.settings, g + 1);
@@ -208,8 +210,8 @@ int main(int argc, char **argv)
     zmix_adapt_opts_default(&settings[0]);
     reference_settings(&settings[1]);
     const char *settings_name[2] = {"zmix defaults", "reference"};
-    printf("%-8s %-14s %8s %14s %12s %12s %14s\n", "task", "settings", "solved", "evals to 1.0",
-           "evals", "held-out", "worse, silent");
+    printf("%-8s %-14s %8s %10s %14s %12s %12s %14s\n", "task", "settings", "solved", "accuracy",
+           "evals to 1.0", "evals", "held-out", "worse, silent");
     for (int t = 0; t < N_TASKS; t++) {
         if (!wanted(only, tasks[t].name)) continue;
         for (int s = 0; s < 2; s++) {
@@ -217,6 +219,7 @@ int main(int argc, char **argv)
             double *to_solve = calloc((size_t)seeds, sizeof(double));
             double *evals = calloc((size_t)seeds, sizeof(double));
             double *held = calloc((size_t)seeds, sizeof(double));
+            double *train = calloc((size_t)seeds, sizeof(double));
             for (int k = 0; k < seeds; k++) {
                 outcome oc;
                 if (run_one(model, dir, &tasks[t], (uint64_t)k + 1, &settings[s], &oc, &err)) {
@@ -227,15 +230,17 @@ int main(int argc, char **argv)
                 if (oc.solved) to_solve[solved++] = (double)oc.evals_to_solve;
                 evals[k] = (double)oc.evals;
                 held[k] = oc.heldout_acc;
+                train[k] = oc.train_acc;
                 silent += oc.worse_than_base_silently;
             }
-            printf("%-8s %-14s %5d/%-2d %14.0f %12.0f %12.3f %14d\n", tasks[t].name,
-                   settings_name[s], solved, seeds, median(to_solve, solved), median(evals, seeds),
-                   median(held, seeds), silent);
+            printf("%-8s %-14s %5d/%-2d %10.3f %14.0f %12.0f %12.3f %14d\n", tasks[t].name,
+                   settings_name[s], solved, seeds, median(train, seeds), median(to_solve, solved),
+                   median(evals, seeds), median(held, seeds), silent);
             fflush(stdout);
             free(to_solve);
             free(evals);
             free(held);
+            free(train);
         }
     }
     char cmd[128];

@@ -198,7 +198,7 @@ static zmix_cem_settings stage_settings(const zmix_session *s, int stage, const 
     }
     c.max_generations = c.max_generations - half > 0 ? c.max_generations - half : 1;
     c.init_mean = init_mean;
-    c.init_std = 0.1 * (c.hi - c.lo);
+    c.init_std = 0.25 * (c.hi - c.lo);
     c.stream += 1; /* its own draws */
     return c;
 }
