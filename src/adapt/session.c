@@ -180,7 +180,7 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
 /* The engine settings of a stage. Unstaged: the options as given. Staged: the shared stage
  * searches K coefficients for half the generations; the per-layer stage searches M·K for the
  * rest, starting from the shared stage's best (tiled over the matrices, in init_mean, which
- * must hold M·K values) with a narrower spread, a tenth of the bounds' width, so that it
+ * must hold M·K values) with a narrower spread, a quarter of the bounds' width, so that it
  * refines what the shared stage found instead of starting over. */
 static zmix_cem_settings stage_settings(const zmix_session *s, int stage, const double *init_mean)
 {
