@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config git
   libopenblas-dev liblapacke-dev libuv1-dev libmsgpack-dev libcjson-dev libcmocka-dev
-  python3 python3-msgpack python3-pytest
+  python3 python3-msgpack python3-pytest python3-numpy
 )
 # clang + its runtimes: the libFuzzer harnesses (scripts/fuzz.sh), run by scripts/test.sh.
 if [ "${ZMIX_WITH_FUZZ:-1}" = 1 ]; then

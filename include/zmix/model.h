@@ -31,6 +31,27 @@ extern "C" {
 
 /* ---- Base model --------------------------------------------------------------------- */
 
+/* RoPE frequency scaling, from config.json's "rope_scaling" (or "rope_parameters"), computed
+ * as transformers does (docs/model-formats.md gives the formulas and the refused cases). */
+typedef enum zmix_rope_type {
+    ZMIX_ROPE_DEFAULT = 0, /* plain RoPE: θ^(-2i/d) */
+    ZMIX_ROPE_LINEAR,      /* every frequency divided by factor */
+    ZMIX_ROPE_DYNAMIC,     /* NTK: a sequence longer than original_max_pos gets a larger θ */
+    ZMIX_ROPE_LLAMA3,      /* Llama 3.1: long wavelengths divided by factor, smooth between */
+    ZMIX_ROPE_YARN         /* YaRN: ramp from extrapolation to interpolation, scaled cos/sin */
+} zmix_rope_type;
+
+typedef struct zmix_rope_scaling {
+    zmix_rope_type type;
+    double factor;                            /* all but default */
+    double low_freq_factor, high_freq_factor; /* llama3 */
+    int original_max_pos;        /* llama3, yarn: original_max_position_embeddings; dynamic: the
+                                    max_position_embeddings past which θ grows */
+    double beta_fast, beta_slow; /* yarn: correction range, in rotations */
+    double attention_factor;     /* yarn: cos/sin multiplier (given, or derived from factor) */
+    int truncate;                /* yarn: correction range rounded outwards to integers */
+} zmix_rope_scaling;
+
 typedef struct zmix_model_config {
     char model_type[32]; /* "llama", "mistral", "qwen2"; "llama2c" for legacy checkpoints */
     int dim;             /* hidden_size */
@@ -43,11 +64,12 @@ typedef struct zmix_model_config {
     int max_seq_len; /* max_position_embeddings, or seq_len of a llama2.c checkpoint */
     float norm_eps;
     float rope_theta;
-    int tied_embeddings;  /* LM head shares the token embedding */
-    int rope_interleaved; /* 1: llama2.c pairs (2i, 2i+1); 0: HF rotate-half (i, i+d/2) */
-    int qkv_bias;         /* q/k/v projections carry biases (qwen2) */
-    int bos_id;           /* -1 when unknown */
-    int eos_id;           /* -1 when unknown */
+    int tied_embeddings;            /* LM head shares the token embedding */
+    int rope_interleaved;           /* 1: llama2.c pairs (2i, 2i+1); 0: HF rotate-half (i, i+d/2) */
+    int qkv_bias;                   /* q/k/v projections carry biases (qwen2) */
+    int bos_id;                     /* -1 when unknown */
+    int eos_id;                     /* -1 when unknown */
+    zmix_rope_scaling rope_scaling; /* zero: plain RoPE */
 } zmix_model_config;
 
 typedef struct zmix_model zmix_model;
@@ -159,7 +181,7 @@ typedef struct zmix_example_score {
 } zmix_example_score;
 
 typedef struct zmix_score_ctl {
-    int n_threads;            /* threads for this call; <= 1 runs on the caller's thread */
+    int n_threads;          /* threads for this call; <= 1 runs on the caller's thread */
     const atomic_int *stop; /* when non-NULL and set, the call returns ZMIX_ECANCELED */
 } zmix_score_ctl;
 

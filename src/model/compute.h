@@ -24,14 +24,24 @@
 /* ---- Kernels (kernels.c) -------------------------------------------------------------- */
 
 /* RoPE angles for positions 0..max_pos-1: cos/sin[pos * half + i] for pair i of a head,
- * angle pos · θ^(-2i/head_dim), computed in float as llama2.c and HF do. */
+ * angle pos · inv_freq(i), computed in float as llama2.c and HF do, with cfg->rope_scaling
+ * applied (YaRN also scales cos and sin by its attention factor). Dynamic (NTK) scaling gives a
+ * sequence longer than shared_len frequencies of its own: the forward pass fills its table
+ * with zmix_rope_fill; every other sequence uses this one. */
 typedef struct zmix_rope {
     int max_pos, half;
+    int shared_len; /* INT_MAX unless dynamic scaling */
     float *cos, *sin;
 } zmix_rope;
 
 int zmix_rope_init(zmix_rope *rope, const zmix_model_config *cfg, int max_pos, zmix_error *err);
 void zmix_rope_free(zmix_rope *rope);
+/* Inverse frequency of pair i for a sequence of seq_len tokens, and (when mscale is not NULL)
+ * the cos/sin multiplier, as transformers computes them for the config's rope_scaling. */
+float zmix_rope_inv_freq(const zmix_model_config *cfg, int seq_len, int i, float *mscale);
+/* cos/sin tables (n_pos × half each) of a sequence of seq_len tokens. */
+void zmix_rope_fill(const zmix_model_config *cfg, int seq_len, int n_pos, float *cos_out,
+                    float *sin_out);
 
 /* One linear map y = x·Wᵀ (x: n × cols, y: n × rows), dense or factored:
  *   dense:    W [rows][cols]

@@ -18,6 +18,7 @@
 /* Views into one scratch block; sizes in zmix_forward_scratch_floats. */
 typedef struct fwd_buffers {
     float *x, *xb, *xq, *q, *k, *v, *att, *h1, *h3, *scores, *tmp;
+    float *rope; /* per-sequence cos/sin tables (dynamic RoPE scaling only), by first row */
 } fwd_buffers;
 
 static int max_int(int a, int b)
@@ -31,14 +32,17 @@ static size_t carve(const zmix_model_config *c, int n_rows, int max_len, float *
     size_t R = (size_t)n_rows, q_dim = (size_t)c->n_heads * c->head_dim,
            kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t widest = (size_t)max_int(max_int(c->dim, c->hidden_dim), (int)q_dim);
-    size_t sizes[11] = {
+    /* Dynamic scaling: room for a table (cos and sin) per row, so every sequence can have its
+     * own, at the offset of its first row. */
+    size_t rope = c->rope_scaling.type == ZMIX_ROPE_DYNAMIC ? R * (size_t)c->head_dim : 0;
+    size_t sizes[12] = {
         R * c->dim, R * c->dim, R * c->dim,        R * q_dim,         R * kv_dim,
         R * kv_dim, R * q_dim,  R * c->hidden_dim, R * c->hidden_dim, (size_t)max_len * max_len,
-        R * widest};
-    float **slots[11] = {&b->x,   &b->xb, &b->xq, &b->q,      &b->k,  &b->v,
-                         &b->att, &b->h1, &b->h3, &b->scores, &b->tmp};
+        R * widest, rope};
+    float **slots[12] = {&b->x,   &b->xb, &b->xq, &b->q,      &b->k,   &b->v,
+                         &b->att, &b->h1, &b->h3, &b->scores, &b->tmp, &b->rope};
     size_t off = 0;
-    for (int i = 0; i < 11; i++) {
+    for (int i = 0; i < 12; i++) {
         if (base) *slots[i] = base + off;
         /* Keep every buffer 64-byte aligned for the GEMM kernels. */
         off += (sizes[i] + 15) & ~(size_t)15;
@@ -62,14 +66,15 @@ int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmi
     return 0;
 }
 
-/* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i. */
-static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const zmix_rope *rope,
-                      int interleaved)
+/* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
+ * with the tables cos_t/sin_t ([pos][half]) of its sequence. */
+static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,
+                      const float *sin_t, int interleaved)
 {
     int half = head_dim / 2;
     for (int i = 0; i < n; i++) {
-        const float *c = rope->cos + (size_t)(pos0 + i) * half;
-        const float *s = rope->sin + (size_t)(pos0 + i) * half;
+        const float *c = cos_t + (size_t)(pos0 + i) * half;
+        const float *s = sin_t + (size_t)(pos0 + i) * half;
         for (int h = 0; h < n_heads; h++) {
             float *v = x + ((size_t)i * n_heads + h) * head_dim;
             for (int j = 0; j < half; j++) {
@@ -134,6 +139,13 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     for (int r = 0; r < n_rows; r++)
         memcpy(b.x + (size_t)r * dim, model->embed + (size_t)batch->tokens[r] * dim,
                (size_t)dim * sizeof(float));
+    /* Sequences past the shared table's length (dynamic scaling) get their own, once. */
+    size_t half = (size_t)c->head_dim / 2;
+    for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++)
+        if (batch->len[s] > rope->shared_len) {
+            float *t = b.rope + (size_t)start * 2 * half;
+            zmix_rope_fill(c, batch->len[s], batch->len[s], t, t + (size_t)batch->len[s] * half);
+        }
 
     zmix_linear lin[ZMIX_MAT_COUNT];
     int rows = n_rows; /* rows of x still alive: all of them until the last layer */
@@ -174,8 +186,13 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
             int nq = last ? batch->n_out[s] : len, pos0 = len - nq;
             float *qs = b.q + (size_t)qrow * q_dim;
             float *ks = b.k + (size_t)start * kv_dim, *vs = b.v + (size_t)start * kv_dim;
-            rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, rope, c->rope_interleaved);
-            rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, rope, c->rope_interleaved);
+            const float *cos_t = rope->cos, *sin_t = rope->sin;
+            if (len > rope->shared_len) {
+                cos_t = b.rope + (size_t)start * 2 * half;
+                sin_t = cos_t + (size_t)len * half;
+            }
+            rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t, c->rope_interleaved);
+            rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, c->rope_interleaved);
             attend(c, qs, ks, vs, nq, pos0, len, b.scores, b.att + (size_t)qrow * q_dim);
             qrow += nq;
         }

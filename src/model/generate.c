@@ -30,7 +30,7 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
     int rc = z ? zmix_model_with_wprime(rt, rescale, z, &adapted, err) : 0;
     if (rc) return rc;
     const zmix_model *model = adapted ? adapted : rt->model;
-    zmix_rope rope = {0, 0, NULL, NULL};
+    zmix_rope rope = {0};
     int32_t *seq = malloc((size_t)max_len * sizeof *seq);
     float *scratch = malloc(zmix_forward_scratch_floats(c, max_len, max_len) * sizeof(float));
     float *hidden = malloc((size_t)c->dim * sizeof(float));

@@ -1,14 +1,116 @@
-/* Numeric building blocks of the forward pass: RoPE tables, RMSNorm, linear maps. */
+/* Numeric building blocks of the forward pass: RoPE frequencies and tables (with the scalings
+ * of rope_scaling), RMSNorm, linear maps. */
 #include <cblas.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "compute.h"
 
+#define ZMIX_PI 3.14159265358979323846
+
+/* What the frequency of every pair of a head depends on, for one sequence length. */
+typedef struct rope_params {
+    const zmix_model_config *cfg;
+    float theta, factor, mscale;
+    float yarn_lo, yarn_span; /* ramp over the pair index */
+} rope_params;
+
+static void rope_params_init(rope_params *p, const zmix_model_config *cfg, int seq_len)
+{
+    const zmix_rope_scaling *r = &cfg->rope_scaling;
+    int dim = cfg->head_dim;
+    p->cfg = cfg;
+    p->theta = cfg->rope_theta;
+    p->factor = (float)r->factor;
+    p->mscale = 1.0f;
+    if (r->type == ZMIX_ROPE_DYNAMIC && seq_len > r->original_max_pos) {
+        /* NTK: θ grows with the sequence, as transformers recomputes it for seq_len. */
+        double grow = r->factor * seq_len / r->original_max_pos - (r->factor - 1.0);
+        p->theta = (float)(cfg->rope_theta * pow(grow, (double)dim / (dim - 2)));
+    }
+    if (r->type == ZMIX_ROPE_YARN) {
+        /* Pairs that turn fewer than beta_slow times over the original context are
+         * interpolated (divided by factor), those turning more than beta_fast times are kept,
+         * and a linear ramp over the pair index joins the two. */
+        double base = cfg->rope_theta, orig = r->original_max_pos;
+        double lo = dim * log(orig / (r->beta_fast * 2 * ZMIX_PI)) / (2 * log(base));
+        double hi = dim * log(orig / (r->beta_slow * 2 * ZMIX_PI)) / (2 * log(base));
+        if (r->truncate) lo = floor(lo), hi = ceil(hi);
+        lo = fmax(lo, 0.0);
+        hi = fmin(hi, dim - 1.0);
+        if (lo == hi) hi += 0.001; /* transformers' guard against a zero-width ramp */
+        p->yarn_lo = (float)lo;
+        p->yarn_span = (float)(hi - lo);
+        p->mscale = (float)r->attention_factor;
+    }
+}
+
+/* The inverse frequency of pair i, in float in the order transformers computes it. */
+static float rope_freq(const rope_params *p, int i)
+{
+    const zmix_rope_scaling *r = &p->cfg->rope_scaling;
+    /* Same float expression as llama2.c's run.c and HF's inv_freq, so that the angles (and
+     * the known greedy outputs) match theirs. */
+    float pos_freq = powf(p->theta, (float)(2 * i) / (float)p->cfg->head_dim);
+    float inv = 1.0f / pos_freq;
+    switch (r->type) {
+    case ZMIX_ROPE_LINEAR: return inv / p->factor;
+    case ZMIX_ROPE_LLAMA3: {
+        /* Wavelengths shorter than original/high_freq_factor stay, longer than
+         * original/low_freq_factor are stretched by factor, those between are blended. */
+        float ctx = (float)r->original_max_pos, lff = (float)r->low_freq_factor,
+              hff = (float)r->high_freq_factor;
+        float wavelen = (float)(2.0 * ZMIX_PI) / inv;
+        if (wavelen > ctx / lff) return inv / p->factor;
+        if (wavelen < ctx / hff) return inv;
+        float smooth = (ctx / wavelen - lff) / (hff - lff);
+        return (1.0f - smooth) * inv / p->factor + smooth * inv;
+    }
+    case ZMIX_ROPE_YARN: {
+        float interpolation = 1.0f / (p->factor * pos_freq);
+        float ramp = ((float)i - p->yarn_lo) / p->yarn_span;
+        ramp = ramp < 0.0f ? 0.0f : ramp > 1.0f ? 1.0f : ramp;
+        float keep = 1.0f - ramp;
+        return interpolation * (1.0f - keep) + inv * keep;
+    }
+    default: return inv;
+    }
+}
+
+float zmix_rope_inv_freq(const zmix_model_config *cfg, int seq_len, int i, float *mscale)
+{
+    rope_params p;
+    rope_params_init(&p, cfg, seq_len);
+    if (mscale) *mscale = p.mscale;
+    return rope_freq(&p, i);
+}
+
+void zmix_rope_fill(const zmix_model_config *cfg, int seq_len, int n_pos, float *cos_out,
+                    float *sin_out)
+{
+    int half = cfg->head_dim / 2;
+    rope_params p;
+    rope_params_init(&p, cfg, seq_len);
+    for (int i = 0; i < half; i++) {
+        float freq = rope_freq(&p, i);
+        for (int pos = 0; pos < n_pos; pos++) {
+            float angle = (float)pos * freq;
+            /* YaRN scales cos and sin, hence q and k, as transformers does. */
+            cos_out[(size_t)pos * half + i] = cosf(angle) * p.mscale;
+            sin_out[(size_t)pos * half + i] = sinf(angle) * p.mscale;
+        }
+    }
+}
+
 int zmix_rope_init(zmix_rope *rope, const zmix_model_config *cfg, int max_pos, zmix_error *err)
 {
     rope->max_pos = max_pos;
     rope->half = cfg->head_dim / 2;
+    /* Dynamic scaling gives each sequence longer than original_max_pos its own frequencies:
+     * the shared table serves the shorter ones, the forward pass fills the others. */
+    rope->shared_len =
+        cfg->rope_scaling.type == ZMIX_ROPE_DYNAMIC ? cfg->rope_scaling.original_max_pos : INT_MAX;
     size_t n = (size_t)max_pos * (size_t)rope->half;
     rope->cos = malloc((n ? n : 1) * sizeof(float));
     rope->sin = malloc((n ? n : 1) * sizeof(float));
@@ -17,16 +119,9 @@ int zmix_rope_init(zmix_rope *rope, const zmix_model_config *cfg, int max_pos, z
         return zmix_error_set(err, ZMIX_ENOMEM, "RoPE table for %d positions: out of memory",
                               max_pos);
     }
-    for (int i = 0; i < rope->half; i++) {
-        /* Same float expression as llama2.c's run.c and HF's inv_freq, so that the angles
-         * (and the known greedy outputs) match theirs. */
-        float freq = 1.0f / powf(cfg->rope_theta, (float)(2 * i) / (float)cfg->head_dim);
-        for (int pos = 0; pos < max_pos; pos++) {
-            float angle = (float)pos * freq;
-            rope->cos[(size_t)pos * rope->half + i] = cosf(angle);
-            rope->sin[(size_t)pos * rope->half + i] = sinf(angle);
-        }
-    }
+    /* The frequencies of a sequence no longer than shared_len (only dynamic scaling depends
+     * on the length, and only past it). */
+    zmix_rope_fill(cfg, 0, max_pos, rope->cos, rope->sin);
     return 0;
 }
 

@@ -93,6 +93,41 @@ static int check_int(int v, int max, const char *field, const char *where, zmix_
     return 0;
 }
 
+static int check_rope_scaling(const zmix_rope_scaling *r, int head_dim, const char *where,
+                              zmix_error *err)
+{
+    if (r->type == ZMIX_ROPE_DEFAULT) return 0;
+    if (r->type < ZMIX_ROPE_DEFAULT || r->type > ZMIX_ROPE_YARN)
+        return zmix_error_set(err, ZMIX_ERANGE, "%s: RoPE scaling type %d is unknown", where,
+                              (int)r->type);
+    if (!(r->factor > 0) || !isfinite(r->factor))
+        return zmix_error_set(err, ZMIX_ERANGE, "%s: RoPE scaling factor = %g must be positive",
+                              where, r->factor);
+    if (r->original_max_pos < 1 || r->original_max_pos > ZMIX_MAX_SEQ_LEN)
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "%s: RoPE original_max_position_embeddings = %d is outside [1, %d]",
+                              where, r->original_max_pos, ZMIX_MAX_SEQ_LEN);
+    if (r->type == ZMIX_ROPE_DYNAMIC && head_dim <= 2) /* θ grows by a power d/(d-2). */
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "%s: dynamic RoPE scaling needs head_dim > 2 (head_dim = %d)", where,
+                              head_dim);
+    if (r->type == ZMIX_ROPE_LLAMA3 &&
+        (!(r->low_freq_factor > 0) || !(r->high_freq_factor > r->low_freq_factor) ||
+         !isfinite(r->high_freq_factor)))
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "%s: llama3 RoPE low_freq_factor = %g, high_freq_factor = %g: need "
+                              "0 < low < high",
+                              where, r->low_freq_factor, r->high_freq_factor);
+    if (r->type == ZMIX_ROPE_YARN &&
+        (!(r->beta_fast > 0) || !(r->beta_slow > 0) || !isfinite(r->beta_fast) ||
+         !isfinite(r->beta_slow) || !(r->attention_factor > 0) || !isfinite(r->attention_factor)))
+        return zmix_error_set(err, ZMIX_ERANGE,
+                              "%s: YaRN beta_fast = %g, beta_slow = %g, attention factor = %g "
+                              "must be positive",
+                              where, r->beta_fast, r->beta_slow, r->attention_factor);
+    return 0;
+}
+
 int zmix_model_config_check(const zmix_model_config *c, const char *where, zmix_error *err)
 {
     int rc;
@@ -119,6 +154,7 @@ int zmix_model_config_check(const zmix_model_config *c, const char *where, zmix_
     if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
         return zmix_error_set(err, ZMIX_ERANGE, "%s: rope_theta = %g must be positive", where,
                               (double)c->rope_theta);
+    if ((rc = check_rope_scaling(&c->rope_scaling, c->head_dim, where, err))) return rc;
     if (c->bos_id < -1 || c->bos_id >= c->vocab_size || c->eos_id < -1 ||
         c->eos_id >= c->vocab_size)
         return zmix_error_set(err, ZMIX_ERANGE,
@@ -139,7 +175,7 @@ void zmix_model_compute_fingerprint(struct zmix_model *model)
      * so converting F16 weights to F32 on disk would keep the fingerprint only if the values
      * are the same. */
     const zmix_model_config *c = &model->cfg;
-    char text[512];
+    char text[1024];
     int len = snprintf(text, sizeof text,
                        "zmix-model-v1 type=%s dim=%d hidden=%d layers=%d heads=%d kv=%d hd=%d "
                        "vocab=%d seq=%d eps=%.9g theta=%.9g tied=%d interleaved=%d bias=%d "
@@ -148,6 +184,17 @@ void zmix_model_compute_fingerprint(struct zmix_model *model)
                        c->head_dim, c->vocab_size, c->max_seq_len, (double)c->norm_eps,
                        (double)c->rope_theta, c->tied_embeddings, c->rope_interleaved, c->qkv_bias,
                        c->bos_id, c->eos_id);
+    /* RoPE scaling changes the computation, so it is part of the digest; appended only when
+     * set, so that the fingerprints of plain-RoPE models (and their factor caches) stay. */
+    const zmix_rope_scaling *r = &c->rope_scaling;
+    if (r->type != ZMIX_ROPE_DEFAULT && len > 0 && (size_t)len < sizeof text)
+        len += snprintf(text + len, sizeof text - (size_t)len,
+                        " rope=%d factor=%.17g low=%.17g high=%.17g orig=%d beta=%.17g,%.17g "
+                        "attn=%.17g trunc=%d",
+                        (int)r->type, r->factor, r->low_freq_factor, r->high_freq_factor,
+                        r->original_max_pos, r->beta_fast, r->beta_slow, r->attention_factor,
+                        r->truncate);
+    if (len < 0 || (size_t)len >= sizeof text) len = (int)sizeof text - 1;
     zmix_sha256 s;
     zmix_sha256_init(&s);
     zmix_sha256_update(&s, text, (size_t)len + 1);

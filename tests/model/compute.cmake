@@ -17,3 +17,18 @@ if(ZMIX_PYTHON AND TARGET zmix)
   set_tests_properties(test_score_cli PROPERTIES TIMEOUT 300 LABELS "model;cli"
     ENVIRONMENT "ZMIX_BIN=$<TARGET_FILE:zmix>;ZMIX_SHARED_DIR=${ZMIX_SHARED_DIR};OPENBLAS_NUM_THREADS=1")
 endif()
+
+# Architectures (RoPE scaling, head_dim, tied embeddings, qwen2, mistral) and 16-bit weights
+# against a numpy reference: arch_logits writes zmix's logits for the Python test to compare.
+add_executable(arch_logits ${CMAKE_CURRENT_LIST_DIR}/arch_logits.c)
+zmix_target_defaults(arch_logits)
+target_include_directories(arch_logits PRIVATE ${PROJECT_SOURCE_DIR}/src/model)
+target_link_libraries(arch_logits PRIVATE zmix_model)
+if(ZMIX_PYTHON)
+  add_test(NAME test_arch_reference
+    COMMAND ${ZMIX_PYTHON} -m pytest -q -p no:cacheprovider
+            --basetemp=${CMAKE_CURRENT_BINARY_DIR}/test_arch_reference.tmp
+            ${CMAKE_CURRENT_LIST_DIR}/test_arch_reference.py)
+  set_tests_properties(test_arch_reference PROPERTIES TIMEOUT 300 LABELS "model"
+    ENVIRONMENT "ZMIX_ARCH_LOGITS=$<TARGET_FILE:arch_logits>;OPENBLAS_NUM_THREADS=1")
+endif()
