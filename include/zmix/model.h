@@ -129,10 +129,25 @@ typedef enum zmix_adapt_set {
 int zmix_adapt_set_parse(const char *s, zmix_adapt_set *out, zmix_error *err);
 const char *zmix_adapt_set_name(zmix_adapt_set set);
 
+/* How U and Vt of the SVD factors are stored (S is always float32). 16 bits halve the
+ * factors' memory (for the MLP of an 8B model: 29 GB in float32); the factors are computed in
+ * float32 either way. */
+typedef enum zmix_factor_dtype {
+    ZMIX_FACTORS_AUTO = 0, /* F16 when the model's weights are 16-bit, else F32 */
+    ZMIX_FACTORS_F32,
+    ZMIX_FACTORS_F16, /* more precise than BF16 for orthonormal factors (all entries <= 1) */
+    ZMIX_FACTORS_BF16
+} zmix_factor_dtype;
+
+/* Parses "auto", "f32", "f16", "bf16". */
+int zmix_factor_dtype_parse(const char *s, zmix_factor_dtype *out, zmix_error *err);
+const char *zmix_factor_dtype_name(zmix_factor_dtype dtype);
+
 typedef struct zmix_runtime_opts {
     zmix_adapt_set adapt;
     const char *factor_cache_dir; /* where SVD factors are cached; NULL: no cache */
     size_t memory_budget;         /* bytes for activations per scoring call; 0: default */
+    zmix_factor_dtype factor_dtype;
 } zmix_runtime_opts;
 
 void zmix_runtime_opts_default(zmix_runtime_opts *opts);

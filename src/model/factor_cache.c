@@ -1,8 +1,9 @@
 /*
- * On-disk cache of SVD factors: one safetensors file per (model fingerprint, adapt set),
- * dir/factors-<first 16 hex of the fingerprint>-<set>.safetensors, holding <name>.U, <name>.S
- * and <name>.Vt for every adapted matrix. The metadata records the format version, the full
- * fingerprint, the adapt set, the matrix count and a SHA-256 of the data area.
+ * On-disk cache of SVD factors: one safetensors file per (model fingerprint, adapt set, dtype
+ * of U and Vt), dir/factors-<first 16 hex of the fingerprint>-<set>[-f16|-bf16].safetensors,
+ * holding <name>.U, <name>.S (always F32) and <name>.Vt for every adapted matrix. The metadata
+ * records the format version, the full fingerprint, the adapt set, the matrix count, a SHA-256
+ * of the data area and, in 16-bit files only, factor_dtype.
  *
  * The cache is only ever a shortcut: anything unexpected (another model behind a colliding
  * short name, a flipped byte, a truncated write from an older crash, a renamed file) is
@@ -21,11 +22,23 @@
 #define CACHE_FORMAT  "zmix-factors"
 #define CACHE_VERSION "1"
 
-static void cache_path(const char *dir, const zmix_model *model, zmix_adapt_set set, char *out,
-                       size_t size)
+static const char *dtype_suffix(zmix_dtype dtype)
 {
-    snprintf(out, size, "%s/factors-%.16s-%s.safetensors", dir, model->fingerprint,
-             zmix_adapt_set_name(set));
+    return dtype == ZMIX_DT_F16 ? "-f16" : dtype == ZMIX_DT_BF16 ? "-bf16" : "";
+}
+
+/* The factor_dtype metadata value: absent (NULL) in float32 files, as before 16-bit ones. */
+static const char *dtype_meta(zmix_dtype dtype)
+{
+    return dtype == ZMIX_DT_F16 ? "F16" : dtype == ZMIX_DT_BF16 ? "BF16" : NULL;
+}
+
+/* The float32 cache keeps the name (and format) it always had; 16-bit ones add the dtype. */
+static void cache_path(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                       zmix_dtype dtype, char *out, size_t size)
+{
+    snprintf(out, size, "%s/factors-%.16s-%s%s.safetensors", dir, model->fingerprint,
+             zmix_adapt_set_name(set), dtype_suffix(dtype));
 }
 
 static int check_meta(const zmix_st_file *f, const char *key, const char *want, zmix_error *err)
@@ -37,38 +50,47 @@ static int check_meta(const zmix_st_file *f, const char *key, const char *want, 
     return 0;
 }
 
-/* Copies tensor name.suffix of shape [d0] or [d0, d1] into a new malloc'ed block. */
+/* Copies tensor name.suffix of shape [d0] or [d0, d1] and dtype into a new malloc'ed block
+ * (float or uint16_t values). */
 static int copy_factor(const zmix_st_file *f, const char *name, const char *suffix, int d0, int d1,
-                       float **out, zmix_error *err)
+                       zmix_dtype dtype, void **out, zmix_error *err)
 {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", name, suffix);
     const zmix_st_tensor *t = zmix_st_find(f, key);
     if (!t) return zmix_error_set(err, ZMIX_EFORMAT, "%s: tensor '%s' is missing", f->path, key);
     int ndim = d1 ? 2 : 1;
-    if (t->dtype != ZMIX_ST_F32 || t->ndim != ndim || t->shape[0] != d0 ||
+    if ((int)t->dtype != (int)dtype || t->ndim != ndim || t->shape[0] != d0 ||
         (d1 && t->shape[1] != d1))
-        return zmix_error_set(err, ZMIX_EFORMAT, "%s: tensor '%s' is not F32 of shape [%d, %d]",
-                              f->path, key, d0, d1 ? d1 : 1);
-    float *block = malloc(t->numel * sizeof *block + 1);
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: tensor '%s' is not %s of shape [%d, %d]",
+                              f->path, key, zmix_st_dtype_name((zmix_st_dtype)dtype), d0,
+                              d1 ? d1 : 1);
+    size_t bytes = t->end - t->begin;
+    void *block = malloc(bytes + 1);
     if (!block) return zmix_error_set(err, ZMIX_ENOMEM, "%s: '%s': out of memory", f->path, key);
-    memcpy(block, f->data + t->begin, t->numel * sizeof *block);
+    memcpy(block, f->data + t->begin, bytes);
     *out = block;
     return 0;
 }
 
 static int load_factors(const zmix_st_file *f, const zmix_model *model, zmix_adapt_set set,
-                        const zmix_adapted *list, int n, zmix_factors *factors, zmix_error *err)
+                        zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
+                        zmix_error *err)
 {
     char count[32];
     snprintf(count, sizeof count, "%d", n);
     int rc;
+    const char *want_dtype = dtype_meta(dtype), *got_dtype = zmix_st_meta(f, "factor_dtype");
     if ((rc = check_meta(f, "format", CACHE_FORMAT, err)) ||
         (rc = check_meta(f, "version", CACHE_VERSION, err)) ||
         (rc = check_meta(f, "fingerprint", model->fingerprint, err)) ||
         (rc = check_meta(f, "adapt_set", zmix_adapt_set_name(set), err)) ||
         (rc = check_meta(f, "n_matrices", count, err)))
         return rc;
+    if (want_dtype ? !got_dtype || strcmp(got_dtype, want_dtype) : got_dtype != NULL)
+        return zmix_error_set(
+            err, ZMIX_EFORMAT, "%s: metadata factor_dtype is '%.16s', expected '%s'", f->path,
+            got_dtype ? got_dtype : "(absent)", want_dtype ? want_dtype : "(absent)");
     char checksum[ZMIX_SHA256_HEX];
     zmix_sha256_hex_of(f->data, f->data_len, checksum);
     if ((rc = check_meta(f, "checksum", checksum, err))) return rc;
@@ -79,10 +101,18 @@ static int load_factors(const zmix_st_file *f, const zmix_model *model, zmix_ada
         const zmix_adapted *a = &list[m];
         zmix_factors *x = &factors[m];
         x->rows = a->rows, x->cols = a->cols, x->rank = a->rank;
-        if ((rc = copy_factor(f, a->name, "U", a->rows, a->rank, &x->U, err)) ||
-            (rc = copy_factor(f, a->name, "S", a->rank, 0, &x->S, err)) ||
-            (rc = copy_factor(f, a->name, "Vt", a->rank, a->cols, &x->Vt, err)))
-            return rc;
+        x->dtype = dtype;
+        void *u = NULL, *s = NULL, *vt = NULL;
+        rc = copy_factor(f, a->name, "U", a->rows, a->rank, dtype, &u, err);
+        if (!rc) rc = copy_factor(f, a->name, "S", a->rank, 0, ZMIX_DT_F32, &s, err);
+        if (!rc) rc = copy_factor(f, a->name, "Vt", a->rank, a->cols, dtype, &vt, err);
+        /* Whatever was copied belongs to the factor, so that the caller's cleanup frees it. */
+        x->S = s;
+        if (dtype == ZMIX_DT_F32)
+            x->U = u, x->Vt = vt;
+        else
+            x->U16 = u, x->Vt16 = vt;
+        if (rc) return rc;
         for (int i = 0; i < a->rank; i++)
             if (!isfinite(x->S[i]) || x->S[i] < 0 || (i > 0 && x->S[i] > x->S[i - 1]))
                 return zmix_error_set(err, ZMIX_EFORMAT,
@@ -94,11 +124,12 @@ static int load_factors(const zmix_st_file *f, const zmix_model *model, zmix_ada
 }
 
 int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_set set,
-                           const zmix_adapted *list, int n, zmix_factors *factors, zmix_error *err)
+                           zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
+                           zmix_error *err)
 {
     memset(factors, 0, (size_t)n * sizeof *factors);
     char path[1200];
-    cache_path(dir, model, set, path, sizeof path);
+    cache_path(dir, model, set, dtype, path, sizeof path);
     zmix_st_file f;
     int rc = zmix_st_open(path, &f, err);
     if (rc == ZMIX_ENOTFOUND) return rc;
@@ -108,7 +139,7 @@ int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_
         if (err) err->code = rc;
         return rc;
     }
-    rc = load_factors(&f, model, set, list, n, factors, err);
+    rc = load_factors(&f, model, set, dtype, list, n, factors, err);
     zmix_st_close(&f);
     if (rc) {
         zmix_factors_free(factors, n);
@@ -123,8 +154,9 @@ int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_
                            const zmix_adapted *list, int n, const zmix_factors *factors,
                            zmix_error *err)
 {
+    zmix_dtype dtype = n > 0 ? factors[0].dtype : ZMIX_DT_F32;
     char path[1200];
-    cache_path(dir, model, set, path, sizeof path);
+    cache_path(dir, model, set, dtype, path, sizeof path);
     zmix_st_out *tensors = calloc(3 * (size_t)n + 1, sizeof *tensors);
     char(*names)[3][128] = calloc((size_t)n + 1, sizeof *names);
     int rc = 0;
@@ -135,29 +167,31 @@ int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_
     for (int m = 0; m < n; m++) {
         const zmix_adapted *a = &list[m];
         const zmix_factors *x = &factors[m];
-        if (x->rows != a->rows || x->cols != a->cols || x->rank != a->rank) {
-            rc =
-                zmix_error_set(err, ZMIX_EINVAL,
-                               "%s: factors of '%s' are %dx%d rank %d, "
-                               "expected %dx%d rank %d",
-                               path, a->name, x->rows, x->cols, x->rank, a->rows, a->cols, a->rank);
+        if (x->rows != a->rows || x->cols != a->cols || x->rank != a->rank || x->dtype != dtype) {
+            rc = zmix_error_set(err, ZMIX_EINVAL,
+                                "%s: factors of '%s' are %dx%d rank %d (dtype %d), "
+                                "expected %dx%d rank %d (dtype %d)",
+                                path, a->name, x->rows, x->cols, x->rank, (int)x->dtype, a->rows,
+                                a->cols, a->rank, (int)dtype);
             goto out;
         }
         snprintf(names[m][0], sizeof names[m][0], "%s.U", a->name);
         snprintf(names[m][1], sizeof names[m][1], "%s.S", a->name);
         snprintf(names[m][2], sizeof names[m][2], "%s.Vt", a->name);
-        tensors[3 * m] = (zmix_st_out){names[m][0], 2, {a->rows, a->rank}, x->U};
-        tensors[3 * m + 1] = (zmix_st_out){names[m][1], 1, {a->rank}, x->S};
-        tensors[3 * m + 2] = (zmix_st_out){names[m][2], 2, {a->rank, a->cols}, x->Vt};
+        zmix_st_dtype st = (zmix_st_dtype)dtype;
+        tensors[3 * m] = (zmix_st_out){names[m][0], 2, {a->rows, a->rank}, x->U, st, x->U16};
+        tensors[3 * m + 1] = (zmix_st_out){names[m][1], 1, {a->rank}, x->S, ZMIX_ST_F32, NULL};
+        tensors[3 * m + 2] = (zmix_st_out){names[m][2], 2, {a->rank, a->cols}, x->Vt, st, x->Vt16};
     }
     char checksum[ZMIX_SHA256_HEX], count[32];
     if ((rc = zmix_st_data_sha256(tensors, 3 * n, checksum, err))) goto out;
     snprintf(count, sizeof count, "%d", n);
-    const char *keys[] = {"format",    "version",    "fingerprint",
-                          "adapt_set", "n_matrices", "checksum"};
+    const char *keys[] = {"format",     "version",  "fingerprint", "adapt_set",
+                          "n_matrices", "checksum", "factor_dtype"};
     const char *values[] = {
-        CACHE_FORMAT, CACHE_VERSION, model->fingerprint, zmix_adapt_set_name(set), count, checksum};
-    rc = zmix_st_write(path, tensors, 3 * n, keys, values, 6, err);
+        CACHE_FORMAT, CACHE_VERSION, model->fingerprint, zmix_adapt_set_name(set),
+        count,        checksum,      dtype_meta(dtype)};
+    rc = zmix_st_write(path, tensors, 3 * n, keys, values, dtype_meta(dtype) ? 7 : 6, err);
 out:
     free(tensors);
     free(names);

@@ -1,5 +1,5 @@
 /* Numeric building blocks of the forward pass: RoPE frequencies and tables (with the scalings
- * of rope_scaling), RMSNorm, linear maps. */
+ * of rope_scaling), RMSNorm, linear maps over float32 or 16-bit matrices. */
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -132,19 +132,77 @@ void zmix_rope_free(zmix_rope *rope)
     rope->cos = rope->sin = NULL;
 }
 
-void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp)
+/* Blocks of a 16-bit matrix widened at a time: at most ZMIX_TILE_K along the reduction
+ * dimension (so that each block's GEMM still has a full-width N), ZMIX_TILE_FLOATS in all.
+ * The blocking depends on the shape alone, so results do not depend on who calls. */
+static void tile_shape(int k_dim, int n_dim, int *kb, int *nb)
 {
-    if (lin->W) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, lin->rows, lin->cols, 1.0f, x,
-                    lin->cols, lin->W, lin->cols, 0.0f, y, lin->rows);
+    *kb = k_dim < ZMIX_TILE_K ? k_dim : ZMIX_TILE_K;
+    size_t n = ZMIX_TILE_FLOATS / (size_t)(*kb > 0 ? *kb : 1);
+    *nb = n < (size_t)n_dim ? (int)n : n_dim;
+}
+
+/* tile (r × c, packed) = W[r0.., c0..] widened; ld: W's row length. */
+static void widen_block(const uint16_t *w, size_t ld, int r0, int c0, int r, int c,
+                        zmix_dtype dtype, float *tile)
+{
+    for (int i = 0; i < r; i++)
+        zmix_half_to_float(tile + (size_t)i * c, w + (size_t)(r0 + i) * ld + c0, (size_t)c, dtype);
+}
+
+void zmix_gemm_xwt(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
+                   int ldy, float *tile)
+{
+    if (w.dtype == ZMIX_DT_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, ldx, w.data,
+                    cols, 0.0f, y, ldy);
+        return;
+    }
+    int kb, nb;
+    tile_shape(cols, rows, &kb, &nb);
+    for (int r0 = 0; r0 < rows; r0 += nb) {
+        int r = rows - r0 < nb ? rows - r0 : nb;
+        for (int c0 = 0; c0 < cols; c0 += kb) {
+            int c = cols - c0 < kb ? cols - c0 : kb;
+            widen_block(w.data, (size_t)cols, r0, c0, r, c, w.dtype, tile);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, c, 1.0f, x + c0, ldx, tile,
+                        c, c0 ? 1.0f : 0.0f, y + r0, ldy);
+        }
+    }
+}
+
+void zmix_gemm_xw(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
+                  int ldy, float *tile)
+{
+    if (w.dtype == ZMIX_DT_F32) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, rows, 1.0f, x, ldx, w.data,
+                    cols, 0.0f, y, ldy);
+        return;
+    }
+    int kb, nb;
+    tile_shape(rows, cols, &kb, &nb);
+    for (int c0 = 0; c0 < cols; c0 += nb) {
+        int c = cols - c0 < nb ? cols - c0 : nb;
+        for (int r0 = 0; r0 < rows; r0 += kb) {
+            int r = rows - r0 < kb ? rows - r0 : kb;
+            widen_block(w.data, (size_t)cols, r0, c0, r, c, w.dtype, tile);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c, r, 1.0f, x + r0, ldx, tile,
+                        c, r0 ? 1.0f : 0.0f, y + c0, ldy);
+        }
+    }
+}
+
+void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp,
+                       float *tile)
+{
+    if (lin->W.data) {
+        zmix_gemm_xwt(x, lin->cols, n, lin->W, lin->rows, lin->cols, y, lin->rows, tile);
         return;
     }
     int r = lin->rank;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, lin->cols, 1.0f, x, lin->cols,
-                lin->Vt, lin->cols, 0.0f, tmp, r);
+    zmix_gemm_xwt(x, lin->cols, n, lin->Vt, r, lin->cols, tmp, r, tile);
     for (int i = 0; i < n; i++) zmix_vec_mul(tmp + (size_t)i * r, lin->scale, (size_t)r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, lin->rows, r, 1.0f, tmp, r, lin->U, r,
-                0.0f, y, lin->rows);
+    zmix_gemm_xwt(tmp, r, n, lin->U, lin->rows, r, y, lin->rows, tile);
 }
 
 void zmix_rmsnorm_rows(float *out, const float *x, const float *w, int n_rows, int dim, float eps)

@@ -168,6 +168,24 @@ static void hash_floats(zmix_sha256 *s, const float *p, size_t n)
     if (p) zmix_sha256_update(s, p, n * sizeof *p);
 }
 
+/* A matrix's values as float32 bytes, whatever its storage: the same digest for the same
+ * values stored in BF16 or F32. */
+static void hash_matrix(zmix_sha256 *s, zmix_wref w, size_t n)
+{
+    if (!w.data) return;
+    if (w.dtype == ZMIX_DT_F32) {
+        hash_floats(s, w.data, n);
+        return;
+    }
+    float buf[4096];
+    const uint16_t *p = w.data;
+    for (size_t i = 0; i < n; i += 4096) {
+        size_t k = n - i < 4096 ? n - i : 4096;
+        zmix_half_to_float(buf, p + i, k, w.dtype);
+        hash_floats(s, buf, k);
+    }
+}
+
 void zmix_model_compute_fingerprint(struct zmix_model *model)
 {
     /* The configuration as canonical text, then every weight in a fixed order as float32
@@ -199,26 +217,34 @@ void zmix_model_compute_fingerprint(struct zmix_model *model)
     zmix_sha256_init(&s);
     zmix_sha256_update(&s, text, (size_t)len + 1);
     size_t dim = (size_t)c->dim, q_dim = (size_t)c->n_heads * (size_t)c->head_dim;
-    size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim, hidden = (size_t)c->hidden_dim;
-    hash_floats(&s, model->embed, (size_t)c->vocab_size * dim);
+    size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim;
+    zmix_wref embed = zmix_model_embed_ref(model), head = zmix_model_lm_head_ref(model);
+    hash_matrix(&s, embed, (size_t)c->vocab_size * dim);
     for (int l = 0; l < c->n_layers; l++) {
         const zmix_layer *L = &model->layers[l];
+        /* Shape first: the arguments of one call are evaluated in no fixed order. */
+#define MATRIX(kind)                                                                               \
+    do {                                                                                           \
+        int rows, cols;                                                                            \
+        zmix_wref w = zmix_model_matrix_ref(model, l, kind, &rows, &cols);                         \
+        hash_matrix(&s, w, (size_t)rows *(size_t)cols);                                            \
+    } while (0)
         hash_floats(&s, L->attn_norm, dim);
-        hash_floats(&s, L->wq, q_dim * dim);
-        hash_floats(&s, L->wk, kv_dim * dim);
-        hash_floats(&s, L->wv, kv_dim * dim);
-        hash_floats(&s, L->wo, dim * q_dim);
+        MATRIX(ZMIX_MAT_Q);
+        MATRIX(ZMIX_MAT_K);
+        MATRIX(ZMIX_MAT_V);
+        MATRIX(ZMIX_MAT_O);
         hash_floats(&s, L->bq, q_dim);
         hash_floats(&s, L->bk, kv_dim);
         hash_floats(&s, L->bv, kv_dim);
         hash_floats(&s, L->ffn_norm, dim);
-        hash_floats(&s, L->w_gate, hidden * dim);
-        hash_floats(&s, L->w_up, hidden * dim);
-        hash_floats(&s, L->w_down, dim * hidden);
+        MATRIX(ZMIX_MAT_GATE);
+        MATRIX(ZMIX_MAT_UP);
+        MATRIX(ZMIX_MAT_DOWN);
+#undef MATRIX
     }
     hash_floats(&s, model->final_norm, dim);
-    if (model->lm_head != model->embed)
-        hash_floats(&s, model->lm_head, (size_t)c->vocab_size * dim);
+    if (head.data != embed.data) hash_matrix(&s, head, (size_t)c->vocab_size * dim);
     uint8_t digest[ZMIX_SHA256_BYTES];
     zmix_sha256_final(&s, digest);
     zmix_sha256_hex(digest, model->fingerprint);

@@ -29,6 +29,8 @@
 #define MAX_HEADER_BYTES (100u * 1000u * 1000u)
 
 static const char *const dtype_names[] = {"F32", "F16", "BF16"};
+_Static_assert((int)ZMIX_ST_F16 == (int)ZMIX_DT_F16 && (int)ZMIX_ST_BF16 == (int)ZMIX_DT_BF16,
+               "zmix_st_dtype and zmix_dtype share their numbering");
 static const size_t dtype_sizes[] = {4, 2, 2};
 
 const char *zmix_st_dtype_name(zmix_st_dtype dtype)
@@ -348,6 +350,29 @@ int zmix_st_tensor_f32(const zmix_st_file *f, const zmix_st_tensor *t, const flo
     return 0;
 }
 
+int zmix_st_tensor_half(const zmix_st_file *f, const zmix_st_tensor *t, const uint16_t **data,
+                        uint16_t **copy, zmix_error *err)
+{
+    const uint8_t *src = f->data + t->begin;
+    *copy = NULL;
+    if (t->dtype == ZMIX_ST_F32)
+        return zmix_error_set(err, ZMIX_EINTERNAL, "%s: tensor '%s' is F32, not 16-bit", f->path,
+                              t->name);
+    if ((uintptr_t)src % sizeof(uint16_t) == 0) {
+        *data = (const uint16_t *)(const void *)src;
+        return 0;
+    }
+    /* An odd offset (legal, never seen in practice): a 16-bit copy, still not widened. */
+    uint16_t *dst = malloc(t->numel ? t->numel * sizeof *dst : 1);
+    if (!dst)
+        return zmix_error_set(err, ZMIX_ENOMEM, "%s: tensor '%s': out of memory (%zu values)",
+                              f->path, t->name, t->numel);
+    memcpy(dst, src, t->numel * sizeof *dst);
+    *data = dst;
+    *copy = dst;
+    return 0;
+}
+
 /* ---- Writer ------------------------------------------------------------------------------ */
 
 static size_t out_numel(const zmix_st_out *t)
@@ -355,6 +380,16 @@ static size_t out_numel(const zmix_st_out *t)
     size_t n = 1;
     for (int d = 0; d < t->ndim; d++) n *= (size_t)t->shape[d];
     return n;
+}
+
+static size_t out_bytes(const zmix_st_out *t)
+{
+    return out_numel(t) * (t->dtype == ZMIX_ST_F32 ? sizeof(float) : sizeof(uint16_t));
+}
+
+static const void *out_data(const zmix_st_out *t)
+{
+    return t->dtype == ZMIX_ST_F32 ? (const void *)t->data : (const void *)t->half;
 }
 
 static int cmp_out_name(const void *a, const void *b)
@@ -371,7 +406,8 @@ static int sorted_outputs(const zmix_st_out *tensors, int n, const zmix_st_out *
     for (int i = 0; i < n; i++) {
         const zmix_st_out *t = &tensors[i];
         if (!t->name || !t->name[0] || !strcmp(t->name, "__metadata__") || t->ndim < 0 ||
-            t->ndim > ZMIX_ST_MAX_DIMS || (!t->data && out_numel(t) > 0)) {
+            t->ndim > ZMIX_ST_MAX_DIMS || t->dtype < ZMIX_ST_F32 || t->dtype > ZMIX_ST_BF16 ||
+            (!out_data(t) && out_numel(t) > 0)) {
             free(sorted);
             return zmix_error_set(err, ZMIX_EINVAL,
                                   "safetensors writer: tensor %d ('%s') is "
@@ -408,8 +444,7 @@ int zmix_st_data_sha256(const zmix_st_out *tensors, int n, char hex[65], zmix_er
     zmix_sha256 s;
     uint8_t digest[ZMIX_SHA256_BYTES];
     zmix_sha256_init(&s);
-    for (int i = 0; i < n; i++)
-        zmix_sha256_update(&s, sorted[i]->data, out_numel(sorted[i]) * sizeof(float));
+    for (int i = 0; i < n; i++) zmix_sha256_update(&s, out_data(sorted[i]), out_bytes(sorted[i]));
     zmix_sha256_final(&s, digest);
     zmix_sha256_hex(digest, hex);
     free(sorted);
@@ -430,9 +465,10 @@ static char *build_header(const zmix_st_out **sorted, int n, const char *const *
     size_t offset = 0;
     for (int i = 0; i < n; i++) {
         const zmix_st_out *t = sorted[i];
-        size_t bytes = out_numel(t) * sizeof(float);
+        size_t bytes = out_bytes(t);
         cJSON *entry = cJSON_AddObjectToObject(root, t->name);
-        if (!entry || !cJSON_AddStringToObject(entry, "dtype", "F32")) goto fail;
+        if (!entry || !cJSON_AddStringToObject(entry, "dtype", zmix_st_dtype_name(t->dtype)))
+            goto fail;
         cJSON *shape = cJSON_AddArrayToObject(entry, "shape");
         cJSON *offsets = cJSON_AddArrayToObject(entry, "data_offsets");
         if (!shape || !offsets) goto fail;
@@ -483,7 +519,7 @@ int zmix_st_write(const char *path, const zmix_st_out *tensors, int n, const cha
         pieces[1] = (fs_piece){header, len};
         pieces[2] = (fs_piece){spaces, padded - len};
         for (int i = 0; i < n; i++)
-            pieces[3 + i] = (fs_piece){sorted[i]->data, out_numel(sorted[i]) * sizeof(float)};
+            pieces[3 + i] = (fs_piece){out_data(sorted[i]), out_bytes(sorted[i])};
         /* 0644: model files (factor cache, experts, demo weights) are shared, not secrets. */
         fs_write_opts opts = {.mode = 0644};
         rc = fs_write_atomic(path, pieces, n + 3, &opts, err);

@@ -160,7 +160,8 @@ static void seeds_safetensors(const char *tmp)
 {
     zmix_error err;
     float a[6] = {1, -2, 3.5f, 0, 1e-3f, 7};
-    zmix_st_out t[2] = {{"a.weight", 2, {2, 3}, a}, {"b", 1, {4}, a + 2}};
+    zmix_st_out t[2] = {{"a.weight", 2, {2, 3}, a, ZMIX_ST_F32, NULL},
+                        {"b", 1, {4}, a + 2, ZMIX_ST_F32, NULL}};
     const char *keys[1] = {"name"}, *vals[1] = {"seed"};
     char path[1100];
     snprintf(path, sizeof path, "%s/st.safetensors", tmp);

@@ -131,7 +131,8 @@ static void test_rejects_mismatches(void **state)
                  ZMIX_ENUMERIC, "model.layers.0.mlp.up_proj.weight", "element 1 is NaN");
     zmix_st_out t[6];
     for (int m = 0; m < 6; m++)
-        t[m] = (zmix_st_out){c->mlp[m].name, 1, {c->mlp[m].rank}, c->z + c->mlp[m].z_offset};
+        t[m] = (zmix_st_out){c->mlp[m].name, 1,   {c->mlp[m].rank}, c->z + c->mlp[m].z_offset,
+                             ZMIX_ST_F32,    NULL};
     assert_int_equal(zmix_st_write(c->path, t, 6, NULL, NULL, 0, &err), 0);
     expect_load_error(c, ZMIX_ENUMERIC, "'model.layers.0.mlp.up_proj.weight'", "element 1 is NaN");
     c->z[9] = 1;

@@ -153,18 +153,36 @@ static void test_stories_truncated(void **state)
 
 /* ---- synthetic HF directories ----------------------------------------------------------- */
 
+/* The values a matrix holds, whatever its storage, against the fixture's (bit for bit). */
+static void assert_matrix_values(zmix_wref w, const float *want, size_t n)
+{
+    assert_non_null(w.data);
+    float *got = malloc(n * sizeof *got);
+    if (w.dtype == ZMIX_DT_F32)
+        memcpy(got, w.data, n * sizeof *got);
+    else
+        zmix_half_to_float(got, w.data, n, w.dtype);
+    assert_memory_equal(got, want, n * sizeof *got);
+    free(got);
+}
+
 static void assert_weights_match(const zmix_model *model, fixture_model *m)
 {
-    assert_memory_equal(model->embed, fixture_find(m, "model.embed_tokens.weight")->values,
-                        (size_t)m->vocab * (size_t)m->dim * sizeof(float));
+    assert_matrix_values(zmix_model_embed_ref(model),
+                         fixture_find(m, "model.embed_tokens.weight")->values,
+                         (size_t)m->vocab * (size_t)m->dim);
     for (int l = 0; l < m->layers; l++) {
         char n[96];
+        int rows, cols;
         snprintf(n, sizeof n, "model.layers.%d.mlp.down_proj.weight", l);
-        assert_memory_equal(model->layers[l].w_down, fixture_find(m, n)->values,
-                            (size_t)m->dim * (size_t)m->hidden * sizeof(float));
+        assert_matrix_values(zmix_model_matrix_ref(model, l, ZMIX_MAT_DOWN, &rows, &cols),
+                             fixture_find(m, n)->values, (size_t)m->dim * (size_t)m->hidden);
         snprintf(n, sizeof n, "model.layers.%d.self_attn.k_proj.weight", l);
-        assert_memory_equal(model->layers[l].wk, fixture_find(m, n)->values,
-                            (size_t)m->dim / 2 * (size_t)m->dim * sizeof(float));
+        assert_matrix_values(zmix_model_matrix_ref(model, l, ZMIX_MAT_K, &rows, &cols),
+                             fixture_find(m, n)->values, (size_t)m->dim / 2 * (size_t)m->dim);
+        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
+        assert_memory_equal(model->layers[l].attn_norm, fixture_find(m, n)->values,
+                            (size_t)m->dim * sizeof(float));
     }
 }
 
@@ -217,9 +235,23 @@ static void test_hf_f16_and_bf16(void **state)
         fixture_write_weights(&c->m, c->dir, 1);
         zmix_model *model;
         load_ok(c->dir, &model);
-        assert_weights_match(model, &c->m); /* converted values, bit for bit */
-        assert_ptr_equal(model->lm_head, model->embed);
-        assert_int_equal(model->n_maps, 0); /* all converted: the mapping is not kept */
+        assert_weights_match(model, &c->m); /* the stored values, bit for bit */
+        /* The matrices stay 16-bit, in the file mapping (kept by the model); only the norms
+         * are converted. */
+        zmix_dtype dt = i ? ZMIX_DT_BF16 : ZMIX_DT_F16;
+        assert_null(model->embed);
+        assert_int_equal(model->embed_dtype, dt);
+        assert_ptr_equal(model->lm_head_half, model->embed_half);
+        assert_true(zmix_model_has_half(model));
+        assert_int_equal(model->n_maps, 1);
+        const uint8_t *map = model->maps[0].addr;
+        for (int l = 0; l < c->m.layers; l++)
+            for (int k = 0; k < ZMIX_MAT_COUNT; k++) {
+                const uint8_t *p = (const uint8_t *)model->layers[l].half[k];
+                assert_true(p >= map && p < map + model->maps[0].len);
+                assert_int_equal(model->layers[l].half_dtype[k], dt);
+            }
+        assert_int_equal(model->n_allocs, 2 * c->m.layers + 1); /* the norms */
         assert_int_equal(zmix_model_get_config(model)->max_seq_len, 32);
         zmix_model_free(model);
     }

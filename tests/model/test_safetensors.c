@@ -43,7 +43,8 @@ static void test_write_read_round_trip(void **state)
     ctx *c = *state;
     float a[6] = {1, -2, 3.5f, 1e-30f, -0.0f, 65504};
     float b[3] = {0.25f, 0.5f, 0.75f};
-    zmix_st_out t[] = {{"zeta", 2, {2, 3}, a}, {"alpha", 1, {3}, b}};
+    zmix_st_out t[] = {{"zeta", 2, {2, 3}, a, ZMIX_ST_F32, NULL},
+                       {"alpha", 1, {3}, b, ZMIX_ST_F32, NULL}};
     const char *keys[] = {"name", "note"}, *values[] = {"x \"quoted\"", "two"};
     zmix_error err = {0};
     assert_int_equal(zmix_st_write(c->path, t, 2, keys, values, 2, &err), 0);
@@ -94,7 +95,7 @@ static void test_writer_rejects_duplicates(void **state)
 {
     ctx *c = *state;
     float a[1] = {1};
-    zmix_st_out t[] = {{"x", 1, {1}, a}, {"x", 1, {1}, a}};
+    zmix_st_out t[] = {{"x", 1, {1}, a, ZMIX_ST_F32, NULL}, {"x", 1, {1}, a, ZMIX_ST_F32, NULL}};
     zmix_error err = {0};
     expect_error(zmix_st_write(c->path, t, 2, NULL, NULL, 0, &err), &err, ZMIX_EINVAL, "'x'",
                  "twice");
