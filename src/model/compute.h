@@ -196,6 +196,14 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
 void zmix_example_score_logits(const float *logits, const int32_t *target, int n_target, int vocab,
                                zmix_example_score *out);
 
+/* The scorer's default activation budget per call (zmix_runtime_opts.memory_budget 0). */
+#define ZMIX_DEFAULT_MEMORY_BUDGET ((size_t)512 << 20)
+
+/* Bytes of activations one worker holds for a group of n_rows rows (n_out_rows of them
+ * wanted, sequences of at most max_len tokens): what the memory budget bounds. */
+size_t zmix_score_activation_bytes(const zmix_model_config *c, int n_rows, int n_out_rows,
+                                   int max_len);
+
 /* zmix_score_alpha / zmix_score_z with the W' mode forced (tests and benchmark). Exactly one
  * of alpha and z is non-NULL. */
 int zmix_score_mode(const zmix_runtime *rt, const zmix_compose_opts *opts, int rescale,

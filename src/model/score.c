@@ -22,7 +22,9 @@
  *
  * Memory. Each worker holds the activations of one example group. When the whole example set
  * of a candidate does not fit the budget, the examples are split into groups (in order) that
- * do, and fewer workers run when several would not fit together.
+ * do, and fewer workers run when several would not fit together. Besides, every worker holds
+ * one layer's composed W', the composition temporary and, for 16-bit weights or factors, the
+ * 1 MB tile (zmix_memory_plan counts them).
  */
 #include <cblas.h>
 #include <math.h>
@@ -32,7 +34,6 @@
 
 #include "compute.h"
 
-#define DEFAULT_MEMORY_BUDGET ((size_t)512 << 20)
 /* Cost of one float of an axpy relative to one GEMM multiply-add: the axpy streams from
  * memory while the GEMM runs from cache at full SIMD width. */
 #define AXPY_COST 8.0
@@ -325,13 +326,20 @@ static void *worker_run(void *arg)
 
 /* ---- Set-up: checks, example layout, modes, groups ------------------------------------ */
 
+size_t zmix_score_activation_bytes(const zmix_model_config *c, int n_rows, int n_out_rows,
+                                   int max_len)
+{
+    size_t floats = zmix_forward_scratch_floats(c, n_rows, max_len) +
+                    (size_t)n_out_rows * ((size_t)c->dim + (size_t)c->vocab_size);
+    return floats * sizeof(float);
+}
+
+/* What the memory budget bounds: the activations of one worker's group of examples. (The
+ * buffers every worker holds whatever its examples, one layer's W' above all, are not part
+ * of it: with them, a budget that suits a small model could not score a large one at all.) */
 static size_t worker_bytes(const score_call *call, int n_rows, int n_out_rows, int max_len)
 {
-    const zmix_model_config *c = &call->rt->model->cfg;
-    size_t floats = zmix_forward_scratch_floats(c, n_rows, max_len) +
-                    (size_t)n_out_rows * (c->dim + c->vocab_size) + call->wbuf_floats +
-                    call->ctmp_floats + 2 * call->rt->z_total;
-    return floats * sizeof(float);
+    return zmix_score_activation_bytes(&call->rt->model->cfg, n_rows, n_out_rows, max_len);
 }
 
 /* Cost (in multiply-adds) of applying matrix m in a mode over n_rows rows, plus composing it
@@ -490,7 +498,7 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
     call.out = out;
     call.detail = detail;
     call.logits_out = logits_out;
-    size_t budget = rt->opts.memory_budget ? rt->opts.memory_budget : DEFAULT_MEMORY_BUDGET;
+    size_t budget = rt->opts.memory_budget ? rt->opts.memory_budget : ZMIX_DEFAULT_MEMORY_BUDGET;
     rc = call_setup(&call, mode, budget, err);
     if (rc) {
         call_free(&call);

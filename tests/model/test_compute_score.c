@@ -446,11 +446,21 @@ static void test_memory_budget_chunks_examples(void **state)
     zmix_error err;
     zmix_score_ctl c2 = {2, NULL};
     assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, &c2, whole, NULL, &err), 0);
-    /* A budget that holds one example's activations at a time, not all six. */
+    /* A budget that holds the activations of the largest example, far from all six. */
+    size_t one = 0;
+    int all_rows = 0, all_out = 0, all_len = 0;
+    for (int e = 0; e < f->ex.n; e++) {
+        int len = f->ex.items[e].n_prompt + f->ex.items[e].n_target - 1;
+        int nt = f->ex.items[e].n_target;
+        size_t b = zmix_score_activation_bytes(&f->model->cfg, len, nt, len);
+        one = b > one ? b : one;
+        all_rows += len, all_out += nt, all_len = len > all_len ? len : all_len;
+    }
+    assert_true(2 * one < zmix_score_activation_bytes(&f->model->cfg, all_rows, all_out, all_len));
     zmix_runtime *small;
     zmix_runtime_opts ro;
     zmix_runtime_opts_default(&ro);
-    ro.memory_budget = 80000;
+    ro.memory_budget = one;
     assert_int_equal(zmix_runtime_create_from_z(f->model, &ro, (const float *const *)f->z, NULL, K,
                                                 &small, &err),
                      0);
