@@ -34,6 +34,27 @@ const float *zmix_model_matrix(const zmix_model *model, int layer, zmix_matrix_k
     }
 }
 
+const float **zmix_layer_matrix_slot(zmix_layer *layer, zmix_matrix_kind kind)
+{
+    switch (kind) {
+    case ZMIX_MAT_Q: return &layer->wq;
+    case ZMIX_MAT_K: return &layer->wk;
+    case ZMIX_MAT_V: return &layer->wv;
+    case ZMIX_MAT_O: return &layer->wo;
+    case ZMIX_MAT_GATE: return &layer->w_gate;
+    case ZMIX_MAT_UP: return &layer->w_up;
+    default: return &layer->w_down;
+    }
+}
+
+void zmix_layer_set_matrix(zmix_layer *layer, zmix_matrix_kind kind, zmix_wref w)
+{
+    const float *f = w.dtype == ZMIX_DT_F32 ? w.data : NULL;
+    *zmix_layer_matrix_slot(layer, kind) = f;
+    layer->half[kind] = f ? NULL : w.data;
+    layer->half_dtype[kind] = w.dtype;
+}
+
 zmix_wref zmix_model_matrix_ref(const zmix_model *model, int layer, zmix_matrix_kind kind,
                                 int *rows, int *cols)
 {

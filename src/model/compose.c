@@ -100,21 +100,6 @@ void zmix_wprime_compose(const zmix_runtime *rt, int m, const float *z_m, float 
     zmix_gemm_xw(tmp, r, f->rows, zmix_factors_Vt(f), r, f->cols, w, f->cols, tile);
 }
 
-static void set_layer_matrix(zmix_layer *L, zmix_matrix_kind kind, const float *w)
-{
-    L->half[kind] = NULL; /* W' is float32 */
-    switch (kind) {
-    case ZMIX_MAT_Q: L->wq = w; break;
-    case ZMIX_MAT_K: L->wk = w; break;
-    case ZMIX_MAT_V: L->wv = w; break;
-    case ZMIX_MAT_O: L->wo = w; break;
-    case ZMIX_MAT_GATE: L->w_gate = w; break;
-    case ZMIX_MAT_UP: L->w_up = w; break;
-    case ZMIX_MAT_DOWN: L->w_down = w; break;
-    default: break;
-    }
-}
-
 int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, zmix_model **out,
                            zmix_error *err)
 {
@@ -164,7 +149,7 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
         }
         zmix_wprime_compose(rt, i, zm, c, w, tmp, tile);
         free(tmp);
-        set_layer_matrix(&m->layers[a->layer], a->kind, w);
+        zmix_layer_set_matrix(&m->layers[a->layer], a->kind, (zmix_wref){w, ZMIX_DT_F32});
     }
     free(tile);
     *out = m;

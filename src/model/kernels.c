@@ -150,46 +150,46 @@ static void widen_block(const uint16_t *w, size_t ld, int r0, int c0, int r, int
         zmix_half_to_float(tile + (size_t)i * c, w + (size_t)(r0 + i) * ld + c0, (size_t)c, dtype);
 }
 
-void zmix_gemm_xwt(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
-                   int ldy, float *tile)
+/* y = x·Wᵀ (trans) or x·W, W [rows][cols]; one SGEMM over float32 W. A 16-bit W is walked in
+ * blocks: along the output dimension N (W's rows when trans, its columns otherwise), and
+ * within each, along the reduction dimension K, each block widened into tile and its product
+ * accumulated into y (β = 1 after the first K block). */
+static void gemm_w(int trans, const float *x, int ldx, int n, zmix_wref w, int rows, int cols,
+                   float *y, int ldy, float *tile)
 {
+    enum CBLAS_TRANSPOSE tw = trans ? CblasTrans : CblasNoTrans;
+    int n_dim = trans ? rows : cols, k_dim = trans ? cols : rows;
     if (w.dtype == ZMIX_DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f, x, ldx, w.data,
-                    cols, 0.0f, y, ldy);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, n_dim, k_dim, 1.0f, x, ldx, w.data, cols,
+                    0.0f, y, ldy);
         return;
     }
     int kb, nb;
-    tile_shape(cols, rows, &kb, &nb);
-    for (int r0 = 0; r0 < rows; r0 += nb) {
-        int r = rows - r0 < nb ? rows - r0 : nb;
-        for (int c0 = 0; c0 < cols; c0 += kb) {
-            int c = cols - c0 < kb ? cols - c0 : kb;
+    tile_shape(k_dim, n_dim, &kb, &nb);
+    for (int n0 = 0; n0 < n_dim; n0 += nb) {
+        int nn = n_dim - n0 < nb ? n_dim - n0 : nb;
+        for (int k0 = 0; k0 < k_dim; k0 += kb) {
+            int kk = k_dim - k0 < kb ? k_dim - k0 : kb;
+            /* The block of W: rows × columns = (N × K) when trans, (K × N) otherwise. */
+            int r0 = trans ? n0 : k0, c0 = trans ? k0 : n0, r = trans ? nn : kk,
+                c = trans ? kk : nn;
             widen_block(w.data, (size_t)cols, r0, c0, r, c, w.dtype, tile);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r, c, 1.0f, x + c0, ldx, tile,
-                        c, c0 ? 1.0f : 0.0f, y + r0, ldy);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, nn, kk, 1.0f, x + k0, ldx, tile, c,
+                        k0 ? 1.0f : 0.0f, y + n0, ldy);
         }
     }
+}
+
+void zmix_gemm_xwt(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
+                   int ldy, float *tile)
+{
+    gemm_w(1, x, ldx, n, w, rows, cols, y, ldy, tile);
 }
 
 void zmix_gemm_xw(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
                   int ldy, float *tile)
 {
-    if (w.dtype == ZMIX_DT_F32) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, cols, rows, 1.0f, x, ldx, w.data,
-                    cols, 0.0f, y, ldy);
-        return;
-    }
-    int kb, nb;
-    tile_shape(rows, cols, &kb, &nb);
-    for (int c0 = 0; c0 < cols; c0 += nb) {
-        int c = cols - c0 < nb ? cols - c0 : nb;
-        for (int r0 = 0; r0 < rows; r0 += kb) {
-            int r = rows - r0 < kb ? rows - r0 : kb;
-            widen_block(w.data, (size_t)cols, r0, c0, r, c, w.dtype, tile);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, c, r, 1.0f, x + r0, ldx, tile,
-                        c, r0 ? 1.0f : 0.0f, y + c0, ldy);
-        }
-    }
+    gemm_w(0, x, ldx, n, w, rows, cols, y, ldy, tile);
 }
 
 void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp,

@@ -94,6 +94,10 @@ void zmix_model_compute_fingerprint(struct zmix_model *model);
 /* Float pointer and shape of one matrix of one layer; NULL when it is stored in 16 bits. */
 const float *zmix_model_matrix(const zmix_model *model, int layer, zmix_matrix_kind kind, int *rows,
                                int *cols);
+/* The float pointer field of a layer's matrix, and the setter of a matrix in any dtype (the
+ * float pointer, or the 16-bit one with its dtype). */
+const float **zmix_layer_matrix_slot(zmix_layer *layer, zmix_matrix_kind kind);
+void zmix_layer_set_matrix(zmix_layer *layer, zmix_matrix_kind kind, zmix_wref w);
 /* The same matrix in whatever dtype it is stored. */
 zmix_wref zmix_model_matrix_ref(const zmix_model *model, int layer, zmix_matrix_kind kind,
                                 int *rows, int *cols);

@@ -160,12 +160,7 @@ int zmix_model_convert(const zmix_model *model, zmix_dtype dtype, zmix_model **o
             int rows, cols;
             zmix_wref src = zmix_model_matrix_ref(model, l, (zmix_matrix_kind)k, &rows, &cols);
             if ((rc = convert_matrix(m, src, (size_t)rows * cols, dtype, &w))) break;
-            const float *f = w.dtype == ZMIX_DT_F32 ? w.data : NULL;
-            const float **slot[ZMIX_MAT_COUNT] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
-                                                  &L->w_gate, &L->w_up, &L->w_down};
-            *slot[k] = f;
-            L->half[k] = f ? NULL : w.data;
-            L->half_dtype[k] = w.dtype;
+            zmix_layer_set_matrix(L, (zmix_matrix_kind)k, w);
         }
     }
     if (rc) {

@@ -13,27 +13,7 @@
 #include "test_formats_fixtures.h"
 #include "zmix/model.h"
 
-typedef struct ctx {
-    char dir[512];
-    fixture_model m;
-} ctx;
-
-static int setup(void **state)
-{
-    ctx *c = calloc(1, sizeof *c);
-    testutil_mkdtemp(c->dir, sizeof c->dir);
-    *state = c;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    ctx *c = *state;
-    fixture_model_free(&c->m);
-    testutil_rmrf(c->dir);
-    free(c);
-    return 0;
-}
+typedef fixture_ctx ctx;
 
 static void load_ok(const char *path, zmix_model **out)
 {
@@ -668,7 +648,7 @@ static void test_load_missing_path(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, fixture_ctx_setup, fixture_ctx_teardown)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_both_formats),
         T(test_stories_truncated),
