@@ -146,7 +146,7 @@ const char *zmix_factor_dtype_name(zmix_factor_dtype dtype);
 typedef struct zmix_runtime_opts {
     zmix_adapt_set adapt;
     const char *factor_cache_dir; /* where SVD factors are cached; NULL: no cache */
-    size_t memory_budget;         /* bytes for activations per scoring call; 0: default */
+    size_t memory_budget;         /* bytes of activations per scoring call; 0: 512 MB */
     zmix_factor_dtype factor_dtype;
 } zmix_runtime_opts;
 
@@ -172,6 +172,70 @@ size_t zmix_runtime_z_total(const zmix_runtime *rt);                 /* Σ_m r_m
 zmix_adapt_set
 zmix_runtime_adapt_set(const zmix_runtime *rt); /* the adapted set it was made with */
 const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k); /* z_total floats */
+
+/* ---- Memory plan (memory_plan.c) ---------------------------------------------------- */
+
+/* What a model will take, read without loading it: config.json and the safetensors headers
+ * (every name and shape checked as the loader would), or a llama2.c header. No tensor byte
+ * is read, so this is instant even for a model that does not fit. */
+typedef struct zmix_model_probe {
+    zmix_model_config cfg;
+    int half;            /* the matrices are stored in 16 bits (and stay so) */
+    size_t weight_bytes; /* the weights as the loader keeps them (mapped or copied) */
+} zmix_model_probe;
+
+int zmix_model_probe_path(const char *path, zmix_model_probe *out, zmix_error *err);
+
+/* What the program will do with the model. */
+typedef struct zmix_memory_settings {
+    zmix_adapt_set adapt;
+    zmix_factor_dtype factor_dtype;
+    int n_experts;        /* K */
+    int workers;          /* scoring calls running at once */
+    size_t memory_budget; /* the scorer's activation budget per call; 0: its default */
+    long max_tokens;      /* tokens of the largest example set allowed; 0: the context */
+    size_t other;         /* further memory the program holds (a cache budget) */
+    /* The program's names for its settings, used in the refusal ("--workers"), or NULL when
+     * it has no such setting. */
+    const char *workers_option, *factor_option, *limit_option;
+} zmix_memory_settings;
+
+void zmix_memory_settings_default(zmix_memory_settings *s);
+
+/* Bytes, by what holds them. */
+typedef struct zmix_memory_plan {
+    size_t weights;
+    size_t factors;                 /* U, S, Vt of the adapted matrices */
+    zmix_factor_dtype factor_dtype; /* AUTO resolved */
+    size_t experts;                 /* K z vectors and, when kept, the K expert matrices W_k */
+    int expert_matrices;
+    size_t svd;                /* the transient of factoring one matrix (no factor cache) */
+    size_t worker;             /* one scoring call: worker_fixed + worker_activations */
+    size_t worker_fixed;       /* one layer's composed W', temporaries, the 16-bit tile */
+    size_t worker_activations; /* at most the memory budget */
+    int workers;
+    size_t other;
+    size_t overhead; /* the process and the per-thread BLAS buffers */
+    size_t setup;    /* overhead + weights + factors + svd: the first start's peak */
+    size_t steady;   /* overhead + weights + factors + experts + workers·worker + other */
+    size_t peak;     /* the larger of the two: what must fit */
+} zmix_memory_plan;
+
+void zmix_memory_plan_compute(const zmix_model_probe *m, const zmix_memory_settings *s,
+                              zmix_memory_plan *out);
+/* One line for a log; returns its length (as snprintf). */
+size_t zmix_memory_plan_format(const zmix_memory_plan *p, char *out, size_t size);
+/* MemAvailable of /proc/meminfo, in bytes. */
+int zmix_memory_available(size_t *bytes, zmix_error *err);
+/* ZMIX_ENOMEM when p->peak exceeds limit, naming what would make it fit in the program's
+ * option names ("it fits with --workers 1"); limit_source names the limit ("MemAvailable"). */
+int zmix_memory_plan_check(const zmix_model_probe *m, const zmix_memory_settings *s,
+                           const zmix_memory_plan *p, size_t limit, const char *limit_source,
+                           zmix_error *err);
+/* All of the above for a program about to load path: probe, plan (one line into report),
+ * check against limit (0: MemAvailable). */
+int zmix_memory_preflight(const char *path, const zmix_memory_settings *s, size_t limit,
+                          char *report, size_t report_size, zmix_error *err);
 
 /* ---- Composition and scoring -------------------------------------------------------- */
 

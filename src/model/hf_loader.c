@@ -36,6 +36,11 @@ typedef struct hf_loader {
     shard *shards;
     int n_shards;
     zmix_model *model;
+    /* Probe mode (zmix_hf_probe): tensors are found and their shapes checked, their bytes
+     * counted, but no tensor byte is read and no pointer is set. */
+    int probe;
+    size_t probe_bytes;
+    zmix_dtype probe_dtype; /* of the matrices */
 } hf_loader;
 
 static int is_plain_file_name(const char *s)
@@ -143,6 +148,17 @@ static const zmix_st_tensor *find_shaped(hf_loader *L, const char *name, int64_t
     return t;
 }
 
+/* A tensor's storage passes to the model: its heap copy, or else the shard's mapping. */
+static int keep(hf_loader *L, shard *s, void *copy, const char *name, zmix_error *err)
+{
+    if (!copy) {
+        s->in_place = 1;
+        return 0;
+    }
+    int rc = zmix_model_own(L->model, copy);
+    return rc ? zmix_error_set(err, rc, "%s: tensor '%s': out of memory", s->file.path, name) : 0;
+}
+
 /* Loads one tensor of shape [d0] (d1 == 0) or [d0, d1] as float32 into *out. */
 static int load_tensor(hf_loader *L, const char *name, int64_t d0, int64_t d1, const float **out,
                        zmix_error *err)
@@ -150,15 +166,15 @@ static int load_tensor(hf_loader *L, const char *name, int64_t d0, int64_t d1, c
     shard *s;
     const zmix_st_tensor *t = find_shaped(L, name, d0, d1, &s, err);
     if (!t) return err ? err->code : ZMIX_EFORMAT;
+    if (L->probe) {
+        /* Mapped (F32 in place) or a float32 heap copy (the mapped original touched once). */
+        L->probe_bytes += t->end - t->begin + (t->dtype == ZMIX_ST_F32 ? 0 : t->numel * 4);
+        *out = NULL;
+        return 0;
+    }
     float *copy;
     int rc = zmix_st_tensor_f32(&s->file, t, out, &copy, err);
-    if (rc) return rc;
-    if (copy) {
-        if ((rc = zmix_model_own(L->model, copy)))
-            return zmix_error_set(err, rc, "%s: tensor '%s': out of memory", s->file.path, name);
-    } else {
-        s->in_place = 1;
-    }
+    if (rc || (rc = keep(L, s, copy, name, err))) return rc;
     return zmix_check_finite(*out, t->numel, s->file.path, name, err);
 }
 
@@ -183,6 +199,12 @@ static int load_matrix(hf_loader *L, const char *name, int64_t d0, int64_t d1, z
     shard *s;
     const zmix_st_tensor *t = find_shaped(L, name, d0, d1, &s, err);
     if (!t) return err ? err->code : ZMIX_EFORMAT;
+    if (L->probe) {
+        L->probe_bytes += t->end - t->begin; /* used in place from the mapping */
+        L->probe_dtype = (zmix_dtype)t->dtype;
+        *out = (zmix_wref){NULL, (zmix_dtype)t->dtype};
+        return 0;
+    }
     if (t->dtype == ZMIX_ST_F32) {
         s->used[t - s->file.tensors] = 0; /* load_tensor marks it again */
         const float *f;
@@ -193,33 +215,10 @@ static int load_matrix(hf_loader *L, const char *name, int64_t d0, int64_t d1, z
     const uint16_t *data;
     uint16_t *copy;
     int rc = zmix_st_tensor_half(&s->file, t, &data, &copy, err);
-    if (rc) return rc;
-    if (copy) {
-        if ((rc = zmix_model_own(L->model, copy)))
-            return zmix_error_set(err, rc, "%s: tensor '%s': out of memory", s->file.path, name);
-    } else {
-        s->in_place = 1;
-    }
+    if (rc || (rc = keep(L, s, copy, name, err))) return rc;
     out->data = data;
     out->dtype = t->dtype == ZMIX_ST_BF16 ? ZMIX_DT_BF16 : ZMIX_DT_F16;
     return check_finite_half(data, t->numel, out->dtype, s->file.path, name, err);
-}
-
-/* Stores a loaded matrix in the field its dtype calls for. */
-static void set_matrix(zmix_layer *layer, zmix_matrix_kind kind, zmix_wref w)
-{
-    const float *f = w.dtype == ZMIX_DT_F32 ? w.data : NULL;
-    switch (kind) {
-    case ZMIX_MAT_Q: layer->wq = f; break;
-    case ZMIX_MAT_K: layer->wk = f; break;
-    case ZMIX_MAT_V: layer->wv = f; break;
-    case ZMIX_MAT_O: layer->wo = f; break;
-    case ZMIX_MAT_GATE: layer->w_gate = f; break;
-    case ZMIX_MAT_UP: layer->w_up = f; break;
-    default: layer->w_down = f; break;
-    }
-    layer->half[kind] = f ? NULL : w.data;
-    layer->half_dtype[kind] = w.dtype;
 }
 
 static int load_layer(hf_loader *L, int l, zmix_layer *layer, zmix_error *err)
@@ -241,7 +240,7 @@ static int load_layer(hf_loader *L, int l, zmix_layer *layer, zmix_error *err)
         zmix_wref w;
         snprintf(name, sizeof name, "model.layers.%d.%s", l, matrix_suffix[k]);
         if ((rc = load_matrix(L, name, shape[k][0], shape[k][1], &w, err))) return rc;
-        set_matrix(layer, (zmix_matrix_kind)k, w);
+        zmix_layer_set_matrix(layer, (zmix_matrix_kind)k, w);
     }
     struct {
         const char *suffix;
@@ -277,7 +276,7 @@ static int check_tied_head(hf_loader *L, zmix_error *err)
     const zmix_model_config *c = &L->model->cfg;
     zmix_wref head, embed = zmix_model_embed_ref(L->model);
     int rc = load_matrix(L, "lm_head.weight", c->vocab_size, c->dim, &head, err);
-    if (rc) return rc;
+    if (rc || L->probe) return rc;
     size_t dim = (size_t)c->dim;
     float *buf = malloc(2 * dim * sizeof *buf);
     if (!buf) return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", L->dir);
@@ -342,9 +341,32 @@ static int load_weights(hf_loader *L, zmix_error *err)
     return check_all_used(L, err);
 }
 
+static int hf_open_and_load(hf_loader *L, zmix_error *err);
+
 int zmix_hf_load(const char *dir, zmix_model *model, zmix_error *err)
 {
     hf_loader L = {.dir = dir, .model = model};
+    return hf_open_and_load(&L, err);
+}
+
+int zmix_hf_probe(const char *dir, zmix_model_config *cfg, zmix_dtype *dtype, size_t *bytes,
+                  zmix_error *err)
+{
+    zmix_model *scratch = calloc(1, sizeof *scratch);
+    if (!scratch) return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", dir);
+    hf_loader L = {.dir = dir, .model = scratch, .probe = 1};
+    int rc = hf_open_and_load(&L, err);
+    *cfg = scratch->cfg;
+    *dtype = L.probe_dtype;
+    *bytes = L.probe_bytes;
+    zmix_model_free(scratch);
+    return rc;
+}
+
+static int hf_open_and_load(hf_loader *L, zmix_error *err)
+{
+    const char *dir = L->dir;
+    zmix_model *model = L->model;
     char path[1100];
     snprintf(path, sizeof path, "%s/config.json", dir);
     int rc = zmix_hf_config_load(path, &model->cfg, err);
@@ -352,28 +374,28 @@ int zmix_hf_load(const char *dir, zmix_model *model, zmix_error *err)
 
     struct stat st;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    snprintf(L.index_path, sizeof L.index_path, "%s/model.safetensors.index.json", dir);
+    snprintf(L->index_path, sizeof L->index_path, "%s/model.safetensors.index.json", dir);
     if (stat(path, &st) == 0) {
-        L.shards = calloc(1, sizeof *L.shards);
-        rc = L.shards ? open_shard(&L, "model.safetensors", err)
-                      : zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", dir);
-    } else if (stat(L.index_path, &st) == 0) {
-        rc = open_index(&L, err);
+        L->shards = calloc(1, sizeof *L->shards);
+        rc = L->shards ? open_shard(L, "model.safetensors", err)
+                       : zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", dir);
+    } else if (stat(L->index_path, &st) == 0) {
+        rc = open_index(L, err);
     } else {
         rc = zmix_error_set(err, ZMIX_ENOTFOUND,
                             "%s: neither model.safetensors nor model.safetensors.index.json", dir);
     }
-    if (!rc) rc = load_weights(&L, err);
+    if (!rc) rc = load_weights(L, err);
     /* Mappings that weights point into pass to the model; the rest close with the shard. */
-    for (int i = 0; i < L.n_shards; i++) {
-        shard *s = &L.shards[i];
+    for (int i = 0; i < L->n_shards; i++) {
+        shard *s = &L->shards[i];
         if (!rc && s->in_place &&
             (rc = zmix_model_own_mapping(model, zmix_st_take_mapping(&s->file))))
             zmix_error_set(err, rc, "%s: out of memory", dir);
         zmix_st_close(&s->file);
         free(s->used);
     }
-    free(L.shards);
-    cJSON_Delete(L.index);
+    free(L->shards);
+    cJSON_Delete(L->index);
     return rc;
 }

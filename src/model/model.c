@@ -250,9 +250,8 @@ void zmix_model_compute_fingerprint(struct zmix_model *model)
     zmix_sha256_hex(digest, model->fingerprint);
 }
 
-int zmix_model_load(const char *path, zmix_model **out, zmix_error *err)
+int zmix_model_path_kind(const char *path, int *is_dir, zmix_error *err)
 {
-    *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0)
         return zmix_error_set(err, errno == ENOENT ? ZMIX_ENOTFOUND : ZMIX_EIO, "%s: %s", path,
@@ -261,11 +260,19 @@ int zmix_model_load(const char *path, zmix_model **out, zmix_error *err)
         return zmix_error_set(err, ZMIX_EINVAL,
                               "%s: neither a Hugging Face model directory nor a llama2.c file",
                               path);
+    *is_dir = S_ISDIR(st.st_mode);
+    return 0;
+}
+
+int zmix_model_load(const char *path, zmix_model **out, zmix_error *err)
+{
+    *out = NULL;
+    int is_dir, rc = zmix_model_path_kind(path, &is_dir, err);
+    if (rc) return rc;
     zmix_model *model = calloc(1, sizeof *model);
     if (!model) return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory", path);
-    int rc =
-        S_ISDIR(st.st_mode) ? zmix_hf_load(path, model, err) : zmix_llama2c_load(path, model, err);
-    if (!rc && S_ISDIR(st.st_mode)) rc = zmix_tokenizer_load_dir(model, path, err);
+    rc = is_dir ? zmix_hf_load(path, model, err) : zmix_llama2c_load(path, model, err);
+    if (!rc && is_dir) rc = zmix_tokenizer_load_dir(model, path, err);
     if (rc) {
         zmix_model_free(model);
         return rc;
