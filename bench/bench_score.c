@@ -15,8 +15,14 @@
  * head at target rows. Composition and anything the naive path does in addition are not
  * counted: they are overhead, not work the answer needs.
  *
+ * With --dtype bf16 (or f16) every run also scores the same candidates on a copy of the model
+ * rounded to 16 bits, whose matrices stay 16-bit (widened tile by tile for the GEMMs), right
+ * after the float32 path: the ratio of the two is taken per run.
+ *
  *   bench_score [--shape 15m|135m|all] [--threads N] [--runs R] [--naive N] [--modes]
- *   bench_score --quick     tiny shape, one run: checks the fast and naive scores agree
+ *               [--dtype bf16|f16] [--factors auto|f32|f16|bf16]
+ *   bench_score --quick     tiny shape, one run: checks the fast and naive scores agree, for
+ *                           the float32 model and its BF16 copy
  */
 #include <cblas.h>
 #include <math.h>
@@ -33,6 +39,8 @@
 typedef struct bench_opts {
     const char *shape;
     int threads, runs, n_naive, candidates, n_examples, prompt_len, target_len, modes, quick;
+    const char *dtype;         /* also score a 16-bit copy of the model: "bf16", "f16", or NULL */
+    zmix_factor_dtype factors; /* the 16-bit copy's factors */
 } bench_opts;
 
 static zmix_model_config shape_config(const char *name)
@@ -204,13 +212,27 @@ static int bench_shape(const char *name, const bench_opts *bo)
         z[k] = malloc(zt * sizeof(float));
         for (size_t i = 0; i < zt; i++) z[k][i] = (float)(1.0 + 0.1 * pcg32_normal(&rng));
     }
-    zmix_runtime *rt;
+    zmix_runtime *rt, *rt16 = NULL;
     if (zmix_runtime_create_from_z(model, NULL, (const float *const *)z, NULL, K_EXPERTS, &rt,
                                    &err)) {
         fprintf(stderr, "bench_score: %s\n", err.msg);
         return 1;
     }
     double setup_s = (double)(zmix_now_ns() - t0) * 1e-9;
+    /* The 16-bit path: the same model rounded to BF16/F16, its matrices kept 16-bit. */
+    zmix_model *model16 = NULL;
+    if (bo->dtype) {
+        zmix_runtime_opts ro;
+        zmix_runtime_opts_default(&ro);
+        ro.factor_dtype = bo->factors;
+        zmix_dtype dt = !strcmp(bo->dtype, "f16") ? ZMIX_DT_F16 : ZMIX_DT_BF16;
+        if (zmix_model_convert(model, dt, &model16, &err) ||
+            zmix_runtime_create_from_z(model16, &ro, (const float *const *)z, NULL, K_EXPERTS,
+                                       &rt16, &err)) {
+            fprintf(stderr, "bench_score: %s: %s\n", bo->dtype, err.msg);
+            return 1;
+        }
+    }
 
     /* Examples: prompt_len + target_len random tokens each. */
     int n_ex = bo->n_examples, per = bo->prompt_len + bo->target_len;
@@ -258,10 +280,13 @@ static int bench_shape(const char *name, const bench_opts *bo)
                                  ZMIX_WPRIME_FACTORED};
     int n_modes = bo->modes ? 4 : 1, rc = 0, R = bo->runs;
     int n_naive = bo->n_naive < P ? bo->n_naive : P;
-    double *v = malloc((size_t)R * 10 * sizeof *v);
+    double *v = malloc((size_t)R * 12 * sizeof *v);
     double *cps = v, *gf = v + R, *peak = v + 2 * R, *shaped = v + 3 * R, *ratio = v + 4 * R,
            *ratio_shaped = v + 5 * R, *ratio_cpu = v + 6 * R, *peak_cpu = v + 7 * R,
-           *naive_cps = v + 8 * R, *speedup = v + 9 * R;
+           *naive_cps = v + 8 * R, *speedup = v + 9 * R, *cps16 = v + 10 * R, *ratio16 = v + 11 * R;
+    zmix_score *scores16 = malloc((size_t)P * sizeof *scores16);
+    double max_diff16 = 0.0, max_shift16 = 0.0;
+    int acc_mismatch16 = 0;
     zmix_example_score *detail = malloc((size_t)n_ex * sizeof *detail);
     double max_diff = 0.0;
     int acc_mismatch = 0;
@@ -284,6 +309,19 @@ static int bench_shape(const char *name, const bench_opts *bo)
             ratio[r] = gf[r] / peak[r];
             ratio_shaped[r] = gf[r] / shaped[r];
             ratio_cpu[r] = flops * P / cpu * 1e-9 / peak_cpu[r];
+            if (rt16) {
+                /* Right after the float32 path, same candidates, same mode. */
+                s0 = zmix_now_ns();
+                if (zmix_score_mode(rt16, &o, 1, &ex, P, alpha, NULL, &ctl, modes[mi], scores16,
+                                    NULL, &err)) {
+                    fprintf(stderr, "bench_score: %s: %s\n", bo->dtype, err.msg);
+                    return 1;
+                }
+                cps16[r] = P / ((double)(zmix_now_ns() - s0) * 1e-9);
+                ratio16[r] = cps16[r] / cps[r];
+                for (int i = 0; i < P; i++)
+                    max_shift16 = fmax(max_shift16, fabs(scores16[i].loglik - scores[i].loglik));
+            }
             if (mi != 0) continue;
             /* The naive path on the first candidates; it parallelises the way the reference
              * does, inside BLAS. */
@@ -302,6 +340,20 @@ static int bench_shape(const char *name, const bench_opts *bo)
             openblas_set_num_threads(1);
             naive_cps[r] = n_naive / ((double)(zmix_now_ns() - s0) * 1e-9);
             speedup[r] = cps[r] / naive_cps[r];
+            /* The 16-bit path against its own naive path (first run, first candidate): the
+             * tiled 16-bit GEMMs must give the definition's scores. */
+            if (rt16 && r == 0) {
+                zmix_score ns;
+                openblas_set_num_threads(bo->threads);
+                int nrc = naive_score(rt16, &o, &ex, alpha, &ns, detail, &err);
+                openblas_set_num_threads(1);
+                if (nrc) {
+                    fprintf(stderr, "bench_score: %s naive: %s\n", bo->dtype, err.msg);
+                    return 1;
+                }
+                max_diff16 = fabs(ns.loglik - scores16[0].loglik) / fmax(1.0, fabs(ns.loglik));
+                acc_mismatch16 += ns.accuracy != scores16[0].accuracy;
+            }
         }
         printf("fast[%s]: %.2f candidates/s, %.1f GFLOP/s useful; sgemm 1536^3 %.1f GFLOP/s, "
                "sgemm %dx%dx%d %.1f GFLOP/s;\n    ratio to sgemm 1536^3 %.2f (by CPU time %.2f), "
@@ -309,6 +361,11 @@ static int bench_shape(const char *name, const bench_opts *bo)
                zmix_wprime_mode_name(modes[mi]), median(cps, R), median(gf, R), median(peak, R),
                rows, cfg.hidden_dim, cfg.dim, median(shaped, R), median(ratio, R),
                median(ratio_cpu, R), median(ratio_shaped, R), R);
+        if (rt16)
+            printf("%s[%s] (factors %s): %.2f candidates/s; %s / f32 = %.3f (median of per-run "
+                   "ratios)\n",
+                   bo->dtype, zmix_wprime_mode_name(modes[mi]), zmix_factor_dtype_name(bo->factors),
+                   median(cps16, R), bo->dtype, median(ratio16, R));
         if (mi != 0) continue;
         printf("naive: %.3f candidates/s (%d candidates per run; BLAS at %d thread(s))\n",
                median(naive_cps, R), n_naive, bo->threads);
@@ -316,11 +373,17 @@ static int bench_shape(const char *name, const bench_opts *bo)
                "difference %.2e, accuracy mismatches %d\n",
                median(speedup, R), max_diff, acc_mismatch);
     }
-    if (max_diff > 1e-4 || acc_mismatch) {
+    if (rt16)
+        printf("%s: fast vs its naive path: relative loglik difference %.2e, accuracy "
+               "mismatches %d; max |loglik %s - loglik f32| %.2e (the rounding of the weights)\n",
+               bo->dtype, max_diff16, acc_mismatch16, bo->dtype, max_shift16);
+    if (max_diff > 1e-4 || acc_mismatch || max_diff16 > 1e-4 || acc_mismatch16) {
         fprintf(stderr, "bench_score: fast and naive scores disagree\n");
         rc = 1;
     }
-    free(detail), free(v), free(scores), free(alpha);
+    free(detail), free(v), free(scores), free(scores16), free(alpha);
+    zmix_runtime_free(rt16);
+    zmix_model_free(model16);
     sgemm_free(&peak_g);
     sgemm_free(&shaped_g);
     zmix_examples_free(&ex);
@@ -332,7 +395,7 @@ static int bench_shape(const char *name, const bench_opts *bo)
 
 int main(int argc, char **argv)
 {
-    bench_opts bo = {"all", 1, 5, 4, 32, 10, 96, 8, 0, 0};
+    bench_opts bo = {"all", 1, 5, 4, 32, 10, 96, 8, 0, 0, NULL, ZMIX_FACTORS_AUTO};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quick"))
@@ -349,9 +412,14 @@ int main(int argc, char **argv)
             bo.n_naive = atoi(v), i++;
         else if (!strcmp(a, "--candidates") && v)
             bo.candidates = atoi(v), i++;
+        else if (!strcmp(a, "--dtype") && v && (!strcmp(v, "bf16") || !strcmp(v, "f16")))
+            bo.dtype = v, i++;
+        else if (!strcmp(a, "--factors") && v && !zmix_factor_dtype_parse(v, &bo.factors, NULL))
+            i++;
         else {
             fprintf(stderr, "usage: bench_score [--shape 15m|135m|all] [--threads N] [--runs R] "
-                            "[--naive N] [--candidates P] [--modes] [--quick]\n");
+                            "[--naive N] [--candidates P] [--modes] [--dtype bf16|f16] "
+                            "[--factors auto|f32|f16|bf16] [--quick]\n");
             return 2;
         }
     }
@@ -360,7 +428,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (bo.quick) {
-        bench_opts q = {"tiny", 2, 1, 4, 4, 2, 16, 4, 1, 1};
+        bench_opts q = {"tiny", 2, 1, 4, 4, 2, 16, 4, 1, 1, "bf16", ZMIX_FACTORS_AUTO};
         return bench_shape("tiny", &q);
     }
     int rc = 0;

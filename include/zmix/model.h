@@ -31,6 +31,27 @@ extern "C" {
 
 /* ---- Base model --------------------------------------------------------------------- */
 
+/* RoPE frequency scaling, from config.json's "rope_scaling" (or "rope_parameters"), computed
+ * as transformers does (docs/model-formats.md gives the formulas and the refused cases). */
+typedef enum zmix_rope_type {
+    ZMIX_ROPE_DEFAULT = 0, /* plain RoPE: θ^(-2i/d) */
+    ZMIX_ROPE_LINEAR,      /* every frequency divided by factor */
+    ZMIX_ROPE_DYNAMIC,     /* NTK: a sequence longer than original_max_pos gets a larger θ */
+    ZMIX_ROPE_LLAMA3,      /* Llama 3.1: long wavelengths divided by factor, smooth between */
+    ZMIX_ROPE_YARN         /* YaRN: ramp from extrapolation to interpolation, scaled cos/sin */
+} zmix_rope_type;
+
+typedef struct zmix_rope_scaling {
+    zmix_rope_type type;
+    double factor;                            /* all but default */
+    double low_freq_factor, high_freq_factor; /* llama3 */
+    int original_max_pos;        /* llama3, yarn: original_max_position_embeddings; dynamic: the
+                                    max_position_embeddings past which θ grows */
+    double beta_fast, beta_slow; /* yarn: correction range, in rotations */
+    double attention_factor;     /* yarn: cos/sin multiplier (given, or derived from factor) */
+    int truncate;                /* yarn: correction range rounded outwards to integers */
+} zmix_rope_scaling;
+
 typedef struct zmix_model_config {
     char model_type[32]; /* "llama", "mistral", "qwen2"; "llama2c" for legacy checkpoints */
     int dim;             /* hidden_size */
@@ -43,11 +64,12 @@ typedef struct zmix_model_config {
     int max_seq_len; /* max_position_embeddings, or seq_len of a llama2.c checkpoint */
     float norm_eps;
     float rope_theta;
-    int tied_embeddings;  /* LM head shares the token embedding */
-    int rope_interleaved; /* 1: llama2.c pairs (2i, 2i+1); 0: HF rotate-half (i, i+d/2) */
-    int qkv_bias;         /* q/k/v projections carry biases (qwen2) */
-    int bos_id;           /* -1 when unknown */
-    int eos_id;           /* -1 when unknown */
+    int tied_embeddings;            /* LM head shares the token embedding */
+    int rope_interleaved;           /* 1: llama2.c pairs (2i, 2i+1); 0: HF rotate-half (i, i+d/2) */
+    int qkv_bias;                   /* q/k/v projections carry biases (qwen2) */
+    int bos_id;                     /* -1 when unknown */
+    int eos_id;                     /* -1 when unknown */
+    zmix_rope_scaling rope_scaling; /* zero: plain RoPE */
 } zmix_model_config;
 
 typedef struct zmix_model zmix_model;
@@ -107,12 +129,27 @@ typedef enum zmix_adapt_set {
 int zmix_adapt_set_parse(const char *s, zmix_adapt_set *out, zmix_error *err);
 const char *zmix_adapt_set_name(zmix_adapt_set set);
 
+/* How U and Vt of the SVD factors are stored (S is always float32). 16 bits halve the
+ * factors' memory (for the MLP of an 8B model: 29 GB in float32); the factors are computed in
+ * float32 either way. */
+typedef enum zmix_factor_dtype {
+    ZMIX_FACTORS_AUTO = 0, /* F16 when the model's weights are 16-bit, else F32 */
+    ZMIX_FACTORS_F32,
+    ZMIX_FACTORS_F16, /* more precise than BF16 for orthonormal factors (all entries <= 1) */
+    ZMIX_FACTORS_BF16
+} zmix_factor_dtype;
+
+/* Parses "auto", "f32", "f16", "bf16". */
+int zmix_factor_dtype_parse(const char *s, zmix_factor_dtype *out, zmix_error *err);
+const char *zmix_factor_dtype_name(zmix_factor_dtype dtype);
+
 typedef struct zmix_runtime_opts {
     zmix_adapt_set adapt;
     const char *factor_cache_dir; /* where SVD factors are cached; NULL: no cache */
     unsigned factor_file_mode;    /* permission bits of a new factor file; 0: 0600 (the
                                      cache is the user's own, like every cache file) */
     size_t memory_budget;         /* bytes for activations per scoring call; 0: default */
+    zmix_factor_dtype factor_dtype;
 } zmix_runtime_opts;
 
 void zmix_runtime_opts_default(zmix_runtime_opts *opts);
@@ -137,6 +174,70 @@ size_t zmix_runtime_z_total(const zmix_runtime *rt);                 /* Σ_m r_m
 zmix_adapt_set
 zmix_runtime_adapt_set(const zmix_runtime *rt); /* the adapted set it was made with */
 const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k); /* z_total floats */
+
+/* ---- Memory plan (memory_plan.c) ---------------------------------------------------- */
+
+/* What a model will take, read without loading it: config.json and the safetensors headers
+ * (every name and shape checked as the loader would), or a llama2.c header. No tensor byte
+ * is read, so this is instant even for a model that does not fit. */
+typedef struct zmix_model_probe {
+    zmix_model_config cfg;
+    int half;            /* the matrices are stored in 16 bits (and stay so) */
+    size_t weight_bytes; /* the weights as the loader keeps them (mapped or copied) */
+} zmix_model_probe;
+
+int zmix_model_probe_path(const char *path, zmix_model_probe *out, zmix_error *err);
+
+/* What the program will do with the model. */
+typedef struct zmix_memory_settings {
+    zmix_adapt_set adapt;
+    zmix_factor_dtype factor_dtype;
+    int n_experts;        /* K */
+    int workers;          /* scoring calls running at once */
+    size_t memory_budget; /* the scorer's activation budget per call; 0: its default */
+    long max_tokens;      /* tokens of the largest example set allowed; 0: the context */
+    size_t other;         /* further memory the program holds (a cache budget) */
+    /* The program's names for its settings, used in the refusal ("--workers"), or NULL when
+     * it has no such setting. */
+    const char *workers_option, *factor_option, *limit_option;
+} zmix_memory_settings;
+
+void zmix_memory_settings_default(zmix_memory_settings *s);
+
+/* Bytes, by what holds them. */
+typedef struct zmix_memory_plan {
+    size_t weights;
+    size_t factors;                 /* U, S, Vt of the adapted matrices */
+    zmix_factor_dtype factor_dtype; /* AUTO resolved */
+    size_t experts;                 /* K z vectors and, when kept, the K expert matrices W_k */
+    int expert_matrices;
+    size_t svd;                /* the transient of factoring one matrix (no factor cache) */
+    size_t worker;             /* one scoring call: worker_fixed + worker_activations */
+    size_t worker_fixed;       /* one layer's composed W', temporaries, the 16-bit tile */
+    size_t worker_activations; /* at most the memory budget */
+    int workers;
+    size_t other;
+    size_t overhead; /* the process and the per-thread BLAS buffers */
+    size_t setup;    /* overhead + weights + factors + svd: the first start's peak */
+    size_t steady;   /* overhead + weights + factors + experts + workers·worker + other */
+    size_t peak;     /* the larger of the two: what must fit */
+} zmix_memory_plan;
+
+void zmix_memory_plan_compute(const zmix_model_probe *m, const zmix_memory_settings *s,
+                              zmix_memory_plan *out);
+/* One line for a log; returns its length (as snprintf). */
+size_t zmix_memory_plan_format(const zmix_memory_plan *p, char *out, size_t size);
+/* MemAvailable of /proc/meminfo, in bytes. */
+int zmix_memory_available(size_t *bytes, zmix_error *err);
+/* ZMIX_ENOMEM when p->peak exceeds limit, naming what would make it fit in the program's
+ * option names ("it fits with --workers 1"); limit_source names the limit ("MemAvailable"). */
+int zmix_memory_plan_check(const zmix_model_probe *m, const zmix_memory_settings *s,
+                           const zmix_memory_plan *p, size_t limit, const char *limit_source,
+                           zmix_error *err);
+/* All of the above for a program about to load path: probe, plan (one line into report),
+ * check against limit (0: MemAvailable). */
+int zmix_memory_preflight(const char *path, const zmix_memory_settings *s, size_t limit,
+                          char *report, size_t report_size, zmix_error *err);
 
 /* ---- Composition and scoring -------------------------------------------------------- */
 

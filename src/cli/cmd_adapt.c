@@ -33,6 +33,10 @@ static void usage(FILE *out)
     fprintf(out, "  --stream S           PCG stream id (default: 0)\n"
                  "  --adapt SET          mlp (default), attn or all\n"
                  "  --factor-cache DIR   cache the SVD factors in DIR\n"
+                 "  --factor-dtype T     U and Vt of the factors: auto (F16 for 16-bit\n"
+                 "                       models, else F32), f32, f16, bf16\n"
+                 "  --memory-limit N     refuse a model whose memory plan exceeds N bytes\n"
+                 "                       (K/M/G suffixes; default: MemAvailable)\n"
                  "  --threads N          scoring threads (default: 1)\n"
                  "  --include-z          add the composed z' per matrix to the result\n"
                  "  --quiet              no progress lines\n"
@@ -64,6 +68,23 @@ static int parse_threads(const char *opt, const char *s, int *out)
         return -1;
     }
     *out = (int)v;
+    return 0;
+}
+
+/* A byte count with an optional K, M or G (binary) suffix. */
+static int parse_bytes(const char *opt, const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+    if (shift) end++;
+    if (errno || end == s || *end || s[0] == '-' || v == 0 || v > (~0ull >> (shift + 1))) {
+        fprintf(stderr, "zmix adapt: %s: '%s' is not a positive byte count (K/M/G suffixes)\n", opt,
+                s);
+        return -1;
+    }
+    *out = (size_t)(v << shift);
     return 0;
 }
 
@@ -127,6 +148,8 @@ int cmd_adapt(int argc, char **argv)
     zmix_adapt_opts opts;
     zmix_adapt_opts_default(&opts);
     zmix_adapt_set set = ZMIX_ADAPT_MLP;
+    zmix_factor_dtype factor_dtype = ZMIX_FACTORS_AUTO;
+    size_t memory_limit = 0;
     int include_z = 0;
     progress_ctx pctx = {0};
     zmix_error err;
@@ -183,7 +206,14 @@ int cmd_adapt(int argc, char **argv)
             z_out_path = val;
         else if (!strcmp(a, "--factor-cache"))
             cache_dir = val;
-        else if (!strcmp(a, "--threads"))
+        else if (!strcmp(a, "--memory-limit"))
+            bad = parse_bytes(a, val, &memory_limit);
+        else if (!strcmp(a, "--factor-dtype")) {
+            if (zmix_factor_dtype_parse(val, &factor_dtype, &err)) {
+                fprintf(stderr, "zmix adapt: --factor-dtype: %s\n", err.msg);
+                return 2;
+            }
+        } else if (!strcmp(a, "--threads"))
             bad = parse_threads(a, val, &opts.n_threads);
         else if (!strcmp(a, "--stream"))
             bad = parse_u64(a, val, &opts.cem.stream);
@@ -232,6 +262,20 @@ int cmd_adapt(int argc, char **argv)
     int have_res = 0;
     char *text = NULL;
 
+    /* The memory plan, before anything is loaded (docs/model-formats.md). */
+    zmix_memory_settings ms;
+    zmix_memory_settings_default(&ms);
+    ms.adapt = set;
+    ms.factor_dtype = factor_dtype;
+    ms.n_experts = n_experts;
+    ms.workers = opts.n_threads;
+    ms.workers_option = "--threads";
+    ms.factor_option = "--factor-dtype";
+    ms.limit_option = "--memory-limit";
+    char plan[1024];
+    int plan_rc = zmix_memory_preflight(model_path, &ms, memory_limit, plan, sizeof plan, &err);
+    if (!pctx.quiet && plan[0]) fprintf(stderr, "%s\n", plan);
+    if (plan_rc) goto fail;
     if (zmix_model_load(model_path, &model, &err)) goto fail;
     /* After the model: text examples are encoded with its tokenizer. */
     if (zmix_examples_load_json_tok(examples_path, zmix_model_tokenizer(model), &ex, &err))
@@ -245,6 +289,7 @@ int cmd_adapt(int argc, char **argv)
     zmix_runtime_opts_default(&ropts);
     ropts.adapt = set;
     ropts.factor_cache_dir = cache_dir;
+    ropts.factor_dtype = factor_dtype;
     if (zmix_runtime_create(model, &ropts, (const char *const *)expert_paths, n_experts, &rt, &err))
         goto fail;
     pctx.max_generations = opts.cem.max_generations;

@@ -170,10 +170,32 @@ static void log_problems(server *srv, persist_problems *pp, const char *what)
     persist_problems_free(pp);
 }
 
+/* The memory plan (src/model/memory_plan.c), before any work: logged, and a model that will
+ * not fit in MemAvailable is refused, naming the setting that would make it fit. */
+static int plan_memory(server *srv, zmix_error *err)
+{
+    const server_config *cfg = srv->cfg;
+    zmix_memory_settings ms;
+    zmix_memory_settings_default(&ms);
+    int rc = zmix_adapt_set_parse(cfg->adapt, &ms.adapt, err);
+    if (rc) return rc;
+    ms.n_experts = cfg->n_experts;
+    ms.workers = cfg->workers;
+    ms.max_tokens = cfg->limits.max_tokens;
+    ms.other = cfg->cache_bytes;
+    ms.workers_option = "--workers";
+    char report[1024];
+    rc = zmix_memory_preflight(cfg->model, &ms, 0, report, sizeof report, err);
+    if (report[0]) ZLOG_INFO(srv->log, "%s", report);
+    return rc;
+}
+
 static int load_model(server *srv, zmix_error *err)
 {
     server_config *cfg = srv->cfg;
-    int rc = zmix_model_load(cfg->model, &srv->model, err);
+    int rc = plan_memory(srv, err);
+    if (rc) return rc;
+    rc = zmix_model_load(cfg->model, &srv->model, err);
     if (rc) return rc;
     zmix_runtime_opts ro;
     zmix_runtime_opts_default(&ro);

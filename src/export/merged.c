@@ -122,14 +122,17 @@ static int write_shard(const export_plan *p, const char *src_dir, const char *fi
         size_t numel = (size_t)e->a->rows * e->a->cols;
         float *w = malloc(numel * sizeof *w);
         float *tmp = malloc((size_t)e->a->rows * e->a->rank * sizeof *tmp);
-        if (!w || !tmp) {
+        float *tile = malloc((zmix_runtime_tile_floats(p->rt) + 1) * sizeof *tile);
+        if (!w || !tmp || !tile) {
             free(w);
             free(tmp);
+            free(tile);
             rc = zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory for %s", dst, x->name);
             break;
         }
-        zmix_wprime_compose(p->rt, m, e->z, e->s, w, tmp);
+        zmix_wprime_compose(p->rt, m, e->z, e->s, w, tmp, tile);
         free(tmp);
+        free(tile);
         if (x->dtype == ZMIX_ST_F32) {
             blocks[t] = w;
         } else {

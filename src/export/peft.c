@@ -28,6 +28,17 @@
 #include "model/safetensors.h"
 #include "util/file.h"
 
+/* Element idx of Vt (which 0) or U (which 1), in float32 whether the factors are kept in 32 or
+ * 16 bits. */
+static float factor_value(const zmix_factors *f, int which, size_t idx)
+{
+    const float *f32 = which ? f->U : f->Vt;
+    if (f32) return f32[idx];
+    float v;
+    zmix_half_to_float(&v, (which ? f->U16 : f->Vt16) + idx, 1, f->dtype);
+    return v;
+}
+
 #define PEFT_PREFIX "base_model.model."
 
 /* "model.layers.3.mlp.gate_proj" from "model.layers.3.mlp.gate_proj.weight". */
@@ -152,10 +163,11 @@ int export_write_peft(const export_plan *p, const zmix_export_opts *opts, const 
             int i = e->order[j];
             float root = sqrtf(fabsf(e->d[i]));
             float signed_root = e->d[i] < 0.0f ? -root : root;
-            const float *vt = e->f->Vt + (size_t)i * cols;
-            for (int c = 0; c < cols; c++) A[(size_t)j * cols + c] = root * vt[c];
+            for (int c = 0; c < cols; c++)
+                A[(size_t)j * cols + c] = root * factor_value(e->f, 0, (size_t)i * cols + c);
             for (int row = 0; row < rows; row++)
-                B[(size_t)row * r + j] = signed_root * e->f->U[(size_t)row * full + i];
+                B[(size_t)row * r + j] =
+                    signed_root * factor_value(e->f, 1, (size_t)row * full + i);
         }
         char module[128];
         module_path(e->a->name, module, sizeof module);

@@ -4,6 +4,8 @@
 
 #include "model_internal.h"
 
+/* Matrix shapes and names, the stored dtype of each matrix, and the adapted-matrix list. */
+
 static const char *const hf_suffix[ZMIX_MAT_COUNT] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
@@ -30,6 +32,59 @@ const float *zmix_model_matrix(const zmix_model *model, int layer, zmix_matrix_k
     case ZMIX_MAT_DOWN: *rows = c->dim, *cols = c->hidden_dim; return l->w_down;
     default: *rows = *cols = 0; return NULL;
     }
+}
+
+const float **zmix_layer_matrix_slot(zmix_layer *layer, zmix_matrix_kind kind)
+{
+    switch (kind) {
+    case ZMIX_MAT_Q: return &layer->wq;
+    case ZMIX_MAT_K: return &layer->wk;
+    case ZMIX_MAT_V: return &layer->wv;
+    case ZMIX_MAT_O: return &layer->wo;
+    case ZMIX_MAT_GATE: return &layer->w_gate;
+    case ZMIX_MAT_UP: return &layer->w_up;
+    default: return &layer->w_down;
+    }
+}
+
+void zmix_layer_set_matrix(zmix_layer *layer, zmix_matrix_kind kind, zmix_wref w)
+{
+    const float *f = w.dtype == ZMIX_DT_F32 ? w.data : NULL;
+    *zmix_layer_matrix_slot(layer, kind) = f;
+    layer->half[kind] = f ? NULL : w.data;
+    layer->half_dtype[kind] = w.dtype;
+}
+
+zmix_wref zmix_model_matrix_ref(const zmix_model *model, int layer, zmix_matrix_kind kind,
+                                int *rows, int *cols)
+{
+    const float *w = zmix_model_matrix(model, layer, kind, rows, cols);
+    if (w || kind < 0 || kind >= ZMIX_MAT_COUNT) return (zmix_wref){w, ZMIX_DT_F32};
+    const zmix_layer *l = &model->layers[layer];
+    return (zmix_wref){l->half[kind], l->half_dtype[kind]};
+}
+
+zmix_wref zmix_model_embed_ref(const zmix_model *model)
+{
+    if (model->embed) return (zmix_wref){model->embed, ZMIX_DT_F32};
+    return (zmix_wref){model->embed_half, model->embed_dtype};
+}
+
+zmix_wref zmix_model_lm_head_ref(const zmix_model *model)
+{
+    if (model->lm_head) return (zmix_wref){model->lm_head, ZMIX_DT_F32};
+    return (zmix_wref){model->lm_head_half, model->lm_head_dtype};
+}
+
+int zmix_model_has_half(const zmix_model *model)
+{
+    if (!model->embed || !model->lm_head) return 1;
+    for (int l = 0; l < model->cfg.n_layers; l++)
+        for (int k = 0; k < ZMIX_MAT_COUNT; k++) {
+            int rows, cols;
+            if (!zmix_model_matrix(model, l, (zmix_matrix_kind)k, &rows, &cols)) return 1;
+        }
+    return 0;
 }
 
 int zmix_adapt_set_parse(const char *s, zmix_adapt_set *out, zmix_error *err)

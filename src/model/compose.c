@@ -87,31 +87,17 @@ float zmix_rescale_factor(const zmix_runtime *rt, int m, const float *z_m, int r
 }
 
 void zmix_wprime_compose(const zmix_runtime *rt, int m, const float *z_m, float c, float *w,
-                         float *tmp)
+                         float *tmp, float *tile)
 {
     const zmix_factors *f = &rt->factors[m];
     int r = f->rank;
     for (int i = 0; i < f->rows; i++) {
-        const float *u = f->U + (size_t)i * r;
         float *t = tmp + (size_t)i * r;
+        const float *u = f->U ? f->U + (size_t)i * r : t;
+        if (!f->U) zmix_half_to_float(t, f->U16 + (size_t)i * r, (size_t)r, f->dtype);
         for (int j = 0; j < r; j++) t[j] = u[j] * (c * f->S[j] * z_m[j]);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, f->rows, f->cols, r, 1.0f, tmp, r, f->Vt,
-                f->cols, 0.0f, w, f->cols);
-}
-
-static void set_layer_matrix(zmix_layer *L, zmix_matrix_kind kind, const float *w)
-{
-    switch (kind) {
-    case ZMIX_MAT_Q: L->wq = w; break;
-    case ZMIX_MAT_K: L->wk = w; break;
-    case ZMIX_MAT_V: L->wv = w; break;
-    case ZMIX_MAT_O: L->wo = w; break;
-    case ZMIX_MAT_GATE: L->w_gate = w; break;
-    case ZMIX_MAT_UP: L->w_up = w; break;
-    case ZMIX_MAT_DOWN: L->w_down = w; break;
-    default: break;
-    }
+    zmix_gemm_xw(tmp, r, f->rows, zmix_factors_Vt(f), r, f->cols, w, f->cols, tile);
 }
 
 int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, zmix_model **out,
@@ -125,6 +111,10 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
     m->embed = base->embed;
     m->final_norm = base->final_norm;
     m->lm_head = base->lm_head;
+    m->embed_half = base->embed_half;
+    m->lm_head_half = base->lm_head_half;
+    m->embed_dtype = base->embed_dtype;
+    m->lm_head_dtype = base->lm_head_dtype;
     memcpy(m->fingerprint, base->fingerprint, sizeof m->fingerprint);
     m->layers = malloc((size_t)base->cfg.n_layers * sizeof *m->layers);
     if (!m->layers) {
@@ -132,12 +122,19 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
         return zmix_error_set(err, ZMIX_ENOMEM, "W' model: out of memory");
     }
     memcpy(m->layers, base->layers, (size_t)base->cfg.n_layers * sizeof *m->layers);
+    size_t n_tile = zmix_runtime_tile_floats(rt);
+    float *tile = n_tile ? malloc(n_tile * sizeof *tile) : NULL;
+    if (n_tile && !tile) {
+        zmix_model_free(m);
+        return zmix_error_set(err, ZMIX_ENOMEM, "W' model: out of memory");
+    }
     for (int i = 0; i < rt->n_mat; i++) {
         const zmix_adapted *a = &rt->list[i];
         const float *zm = z + a->z_offset;
         float c = zmix_rescale_factor(rt, i, zm, rescale);
         if (c == 0.0f) {
             zmix_model_free(m);
+            free(tile);
             return zmix_error_set(err, ZMIX_ENUMERIC,
                                   "%s: Σ(σ⊙z') is zero or not finite; cannot rescale", a->name);
         }
@@ -146,13 +143,15 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
         if (!w || !tmp || zmix_model_own(m, w)) {
             if (!tmp) free(w);
             free(tmp);
+            free(tile);
             zmix_model_free(m);
             return zmix_error_set(err, ZMIX_ENOMEM, "W' model: out of memory for %s", a->name);
         }
-        zmix_wprime_compose(rt, i, zm, c, w, tmp);
+        zmix_wprime_compose(rt, i, zm, c, w, tmp, tile);
         free(tmp);
-        set_layer_matrix(&m->layers[a->layer], a->kind, w);
+        zmix_layer_set_matrix(&m->layers[a->layer], a->kind, (zmix_wref){w, ZMIX_DT_F32});
     }
+    free(tile);
     *out = m;
     return 0;
 }

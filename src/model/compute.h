@@ -24,26 +24,52 @@
 /* ---- Kernels (kernels.c) -------------------------------------------------------------- */
 
 /* RoPE angles for positions 0..max_pos-1: cos/sin[pos * half + i] for pair i of a head,
- * angle pos · θ^(-2i/head_dim), computed in float as llama2.c and HF do. */
+ * angle pos · inv_freq(i), computed in float as llama2.c and HF do, with cfg->rope_scaling
+ * applied (YaRN also scales cos and sin by its attention factor). Dynamic (NTK) scaling gives a
+ * sequence longer than shared_len frequencies of its own: the forward pass fills its table
+ * with zmix_rope_fill; every other sequence uses this one. */
 typedef struct zmix_rope {
     int max_pos, half;
+    int shared_len; /* INT_MAX unless dynamic scaling */
     float *cos, *sin;
 } zmix_rope;
 
 int zmix_rope_init(zmix_rope *rope, const zmix_model_config *cfg, int max_pos, zmix_error *err);
 void zmix_rope_free(zmix_rope *rope);
+/* Inverse frequency of pair i for a sequence of seq_len tokens, and (when mscale is not NULL)
+ * the cos/sin multiplier, as transformers computes them for the config's rope_scaling. */
+float zmix_rope_inv_freq(const zmix_model_config *cfg, int seq_len, int i, float *mscale);
+/* cos/sin tables (n_pos × half each) of a sequence of seq_len tokens. */
+void zmix_rope_fill(const zmix_model_config *cfg, int seq_len, int n_pos, float *cos_out,
+                    float *sin_out);
 
 /* One linear map y = x·Wᵀ (x: n × cols, y: n × rows), dense or factored:
  *   dense:    W [rows][cols]
- *   factored: y = ((x·Vtᵀ) ⊙ scale)·Uᵀ, U [rows][rank], Vt [rank][cols], scale [rank]. */
+ *   factored: y = ((x·Vtᵀ) ⊙ scale)·Uᵀ, U [rows][rank], Vt [rank][cols], scale [rank].
+ * Matrices may be float32 or 16-bit (then widened ZMIX_TILE_FLOATS at a time into tile). */
 typedef struct zmix_linear {
     int rows, cols, rank;
-    const float *W;
-    const float *U, *Vt, *scale;
+    zmix_wref W; /* W.data NULL: factored */
+    zmix_wref U, Vt;
+    const float *scale;
 } zmix_linear;
 
-/* tmp: n × rank floats, used by the factored form only. */
-void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp);
+/* The tile a 16-bit matrix is widened into before each GEMM: 1 MB per worker. */
+#define ZMIX_TILE_FLOATS ((size_t)1 << 18)
+#define ZMIX_TILE_K      1024
+
+/* tmp: n × rank floats, used by the factored form only; tile: ZMIX_TILE_FLOATS floats, used
+ * by 16-bit matrices only (may be NULL when every matrix is float32). */
+void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp,
+                       float *tile);
+/* y (n × rows, row stride ldy) = x (n × cols, stride ldx) · Wᵀ for W [rows][cols]. One SGEMM
+ * for float32; 16-bit W is widened block by block (at most ZMIX_TILE_K columns, ZMIX_TILE_FLOATS
+ * in all) into tile, each block's product accumulated into y. */
+void zmix_gemm_xwt(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
+                   int ldy, float *tile);
+/* y (n × cols) = x (n × rows) · W for W [rows][cols], blocked the same way. */
+void zmix_gemm_xw(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
+                  int ldy, float *tile);
 
 /* Element-wise kernels (vec.c); restrict arguments must not overlap. */
 float zmix_exp(float x); /* polynomial exp, relative error < 1e-7, clamped to [-87, 88] */
@@ -86,13 +112,14 @@ size_t zmix_forward_scratch_floats(const zmix_model_config *cfg, int n_rows, int
 
 /* Runs the model over the batch and writes the final-normed hidden states of the wanted rows
  * (Σ n_out rows × dim, sequence after sequence) to out. rope must cover max_len positions.
- * stop (may be NULL) is checked between layers. */
+ * tile: ZMIX_TILE_FLOATS floats when the model or the layer_fn's maps hold 16-bit matrices
+ * (else may be NULL). stop (may be NULL) is checked between layers. */
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
-                        zmix_layer_fn layer_fn, void *user, float *scratch, float *out,
+                        zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
                         const atomic_int *stop, zmix_error *err);
 
-/* logits (n × vocab) = hidden (n × dim) · lm_headᵀ. */
-void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits);
+/* logits (n × vocab) = hidden (n × dim) · lm_headᵀ. tile as for zmix_linear_apply. */
+void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits, float *tile);
 
 /* ---- Runtime (runtime.c) -------------------------------------------------------------- */
 
@@ -102,8 +129,9 @@ struct zmix_runtime {
     zmix_adapted *list; /* M adapted matrices */
     int n_mat;
     size_t z_total;
-    zmix_factors *factors; /* M */
-    float *sigma_sum;      /* [M]: Σσ per matrix */
+    zmix_factors *factors;   /* M */
+    zmix_dtype factor_dtype; /* of U and Vt: opts.factor_dtype resolved */
+    float *sigma_sum;        /* [M]: Σσ per matrix */
     int n_experts;
     zmix_expert *experts; /* K */
     /* Expert matrices W_k = U·diag(σ⊙z_k)·Vᵀ, [M][K] pointers into one block, or NULL when
@@ -119,6 +147,10 @@ struct zmix_runtime {
 int zmix_runtime_create_from_z(const zmix_model *model, const zmix_runtime_opts *opts,
                                const float *const *z, const char *const *names, int n_experts,
                                zmix_runtime **out, zmix_error *err);
+
+/* Floats of the tile a worker widens 16-bit matrices into: ZMIX_TILE_FLOATS when the model's
+ * weights or the runtime's factors are 16-bit, else 0. */
+size_t zmix_runtime_tile_floats(const zmix_runtime *rt);
 
 /* Bytes the expert matrices of a runtime may use before the scorer falls back to composing
  * from the factors (see runtime.c). */
@@ -145,9 +177,10 @@ float zmix_rescale_factor(const zmix_runtime *rt, int m, const float *z_m, int r
 int zmix_alpha_for_matrix(const zmix_runtime *rt, const zmix_compose_opts *opts, const float *alpha,
                           int m, float *alpha_m);
 
-/* W' of matrix m, dense, into w (rows × cols): (U·diag(c·σ⊙z'_m))·Vt. tmp: rows × rank. */
+/* W' of matrix m, dense, into w (rows × cols): (U·diag(c·σ⊙z'_m))·Vt. tmp: rows × rank;
+ * tile: zmix_runtime_tile_floats(rt) floats (16-bit factors only). */
 void zmix_wprime_compose(const zmix_runtime *rt, int m, const float *z_m, float c, float *w,
-                         float *tmp);
+                         float *tmp, float *tile);
 
 /* A shallow copy of the runtime's model whose adapted matrices are W' materialised from
  * U, σ, z', Vt (the reference the scorer is checked against, and the naive path of the
@@ -162,6 +195,14 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
  * (n_target × vocab; row t predicts target[t]; argmax takes the first index on ties). */
 void zmix_example_score_logits(const float *logits, const int32_t *target, int n_target, int vocab,
                                zmix_example_score *out);
+
+/* The scorer's default activation budget per call (zmix_runtime_opts.memory_budget 0). */
+#define ZMIX_DEFAULT_MEMORY_BUDGET ((size_t)512 << 20)
+
+/* Bytes of activations one worker holds for a group of n_rows rows (n_out_rows of them
+ * wanted, sequences of at most max_len tokens): what the memory budget bounds. */
+size_t zmix_score_activation_bytes(const zmix_model_config *c, int n_rows, int n_out_rows,
+                                   int max_len);
 
 /* zmix_score_alpha / zmix_score_z with the W' mode forced (tests and benchmark). Exactly one
  * of alpha and z is non-NULL. */

@@ -18,6 +18,7 @@
 /* Views into one scratch block; sizes in zmix_forward_scratch_floats. */
 typedef struct fwd_buffers {
     float *x, *xb, *xq, *q, *k, *v, *att, *h1, *h3, *scores, *tmp;
+    float *rope; /* per-sequence cos/sin tables (dynamic RoPE scaling only), by first row */
 } fwd_buffers;
 
 static int max_int(int a, int b)
@@ -31,14 +32,17 @@ static size_t carve(const zmix_model_config *c, int n_rows, int max_len, float *
     size_t R = (size_t)n_rows, q_dim = (size_t)c->n_heads * c->head_dim,
            kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t widest = (size_t)max_int(max_int(c->dim, c->hidden_dim), (int)q_dim);
-    size_t sizes[11] = {
+    /* Dynamic scaling: room for a table (cos and sin) per row, so every sequence can have its
+     * own, at the offset of its first row. */
+    size_t rope = c->rope_scaling.type == ZMIX_ROPE_DYNAMIC ? R * (size_t)c->head_dim : 0;
+    size_t sizes[12] = {
         R * c->dim, R * c->dim, R * c->dim,        R * q_dim,         R * kv_dim,
         R * kv_dim, R * q_dim,  R * c->hidden_dim, R * c->hidden_dim, (size_t)max_len * max_len,
-        R * widest};
-    float **slots[11] = {&b->x,   &b->xb, &b->xq, &b->q,      &b->k,  &b->v,
-                         &b->att, &b->h1, &b->h3, &b->scores, &b->tmp};
+        R * widest, rope};
+    float **slots[12] = {&b->x,   &b->xb, &b->xq, &b->q,      &b->k,   &b->v,
+                         &b->att, &b->h1, &b->h3, &b->scores, &b->tmp, &b->rope};
     size_t off = 0;
-    for (int i = 0; i < 11; i++) {
+    for (int i = 0; i < 12; i++) {
         if (base) *slots[i] = base + off;
         /* Keep every buffer 64-byte aligned for the GEMM kernels. */
         off += (sizes[i] + 15) & ~(size_t)15;
@@ -57,19 +61,20 @@ int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmi
     const zmix_model *m = model;
     for (int k = 0; k < ZMIX_MAT_COUNT; k++) {
         memset(&lin[k], 0, sizeof lin[k]);
-        lin[k].W = zmix_model_matrix(m, layer, (zmix_matrix_kind)k, &lin[k].rows, &lin[k].cols);
+        lin[k].W = zmix_model_matrix_ref(m, layer, (zmix_matrix_kind)k, &lin[k].rows, &lin[k].cols);
     }
     return 0;
 }
 
-/* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i. */
-static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const zmix_rope *rope,
-                      int interleaved)
+/* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
+ * with the tables cos_t/sin_t ([pos][half]) of its sequence. */
+static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,
+                      const float *sin_t, int interleaved)
 {
     int half = head_dim / 2;
     for (int i = 0; i < n; i++) {
-        const float *c = rope->cos + (size_t)(pos0 + i) * half;
-        const float *s = rope->sin + (size_t)(pos0 + i) * half;
+        const float *c = cos_t + (size_t)(pos0 + i) * half;
+        const float *s = sin_t + (size_t)(pos0 + i) * half;
         for (int h = 0; h < n_heads; h++) {
             float *v = x + ((size_t)i * n_heads + h) * head_dim;
             for (int j = 0; j < half; j++) {
@@ -114,7 +119,7 @@ static void attend(const zmix_model_config *c, const float *q, const float *k, c
 }
 
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
-                        zmix_layer_fn layer_fn, void *user, float *scratch, float *out,
+                        zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
                         const atomic_int *stop, zmix_error *err)
 {
     const zmix_model_config *c = &model->cfg;
@@ -131,9 +136,23 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     carve(c, n_rows, max_len, scratch, &b);
     int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
 
-    for (int r = 0; r < n_rows; r++)
-        memcpy(b.x + (size_t)r * dim, model->embed + (size_t)batch->tokens[r] * dim,
-               (size_t)dim * sizeof(float));
+    zmix_wref embed = zmix_model_embed_ref(model);
+    for (int r = 0; r < n_rows; r++) {
+        size_t at = (size_t)batch->tokens[r] * dim;
+        if (embed.dtype == ZMIX_DT_F32)
+            memcpy(b.x + (size_t)r * dim, (const float *)embed.data + at,
+                   (size_t)dim * sizeof(float));
+        else
+            zmix_half_to_float(b.x + (size_t)r * dim, (const uint16_t *)embed.data + at,
+                               (size_t)dim, embed.dtype);
+    }
+    /* Sequences past the shared table's length (dynamic scaling) get their own, once. */
+    size_t half = (size_t)c->head_dim / 2;
+    for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++)
+        if (batch->len[s] > rope->shared_len) {
+            float *t = b.rope + (size_t)start * 2 * half;
+            zmix_rope_fill(c, batch->len[s], batch->len[s], t, t + (size_t)batch->len[s] * half);
+        }
 
     zmix_linear lin[ZMIX_MAT_COUNT];
     int rows = n_rows; /* rows of x still alive: all of them until the last layer */
@@ -147,8 +166,8 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
         int last = l == c->n_layers - 1;
 
         zmix_rmsnorm_rows(b.xb, b.x, L->attn_norm, rows, dim, c->norm_eps);
-        zmix_linear_apply(&lin[ZMIX_MAT_K], b.xb, rows, b.k, b.tmp);
-        zmix_linear_apply(&lin[ZMIX_MAT_V], b.xb, rows, b.v, b.tmp);
+        zmix_linear_apply(&lin[ZMIX_MAT_K], b.xb, rows, b.k, b.tmp, tile);
+        zmix_linear_apply(&lin[ZMIX_MAT_V], b.xb, rows, b.v, b.tmp, tile);
         add_bias(b.k, L->bk, rows, kv_dim);
         add_bias(b.v, L->bv, rows, kv_dim);
 
@@ -166,7 +185,7 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
             }
             q_in = b.xq;
         }
-        zmix_linear_apply(&lin[ZMIX_MAT_Q], q_in, nq_total, b.q, b.tmp);
+        zmix_linear_apply(&lin[ZMIX_MAT_Q], q_in, nq_total, b.q, b.tmp, tile);
         add_bias(b.q, L->bq, nq_total, q_dim);
 
         for (int s = 0, start = 0, qrow = 0; s < batch->n_seq; start += batch->len[s], s++) {
@@ -174,12 +193,17 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
             int nq = last ? batch->n_out[s] : len, pos0 = len - nq;
             float *qs = b.q + (size_t)qrow * q_dim;
             float *ks = b.k + (size_t)start * kv_dim, *vs = b.v + (size_t)start * kv_dim;
-            rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, rope, c->rope_interleaved);
-            rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, rope, c->rope_interleaved);
+            const float *cos_t = rope->cos, *sin_t = rope->sin;
+            if (len > rope->shared_len) {
+                cos_t = b.rope + (size_t)start * 2 * half;
+                sin_t = cos_t + (size_t)len * half;
+            }
+            rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t, c->rope_interleaved);
+            rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, c->rope_interleaved);
             attend(c, qs, ks, vs, nq, pos0, len, b.scores, b.att + (size_t)qrow * q_dim);
             qrow += nq;
         }
-        zmix_linear_apply(&lin[ZMIX_MAT_O], b.att, nq_total, b.xb, b.tmp);
+        zmix_linear_apply(&lin[ZMIX_MAT_O], b.att, nq_total, b.xb, b.tmp, tile);
 
         if (last) { /* compact the residual stream to the wanted rows (moving rows forward) */
             for (int s = 0, start = 0, dst = 0; s < batch->n_seq; start += batch->len[s], s++) {
@@ -193,10 +217,10 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
         zmix_vec_add(b.x, b.xb, (size_t)rows * dim);
 
         zmix_rmsnorm_rows(b.xb, b.x, L->ffn_norm, rows, dim, c->norm_eps);
-        zmix_linear_apply(&lin[ZMIX_MAT_GATE], b.xb, rows, b.h1, b.tmp);
-        zmix_linear_apply(&lin[ZMIX_MAT_UP], b.xb, rows, b.h3, b.tmp);
+        zmix_linear_apply(&lin[ZMIX_MAT_GATE], b.xb, rows, b.h1, b.tmp, tile);
+        zmix_linear_apply(&lin[ZMIX_MAT_UP], b.xb, rows, b.h3, b.tmp, tile);
         zmix_vec_swiglu(b.h1, b.h3, (size_t)rows * c->hidden_dim);
-        zmix_linear_apply(&lin[ZMIX_MAT_DOWN], b.h1, rows, b.xb, b.tmp);
+        zmix_linear_apply(&lin[ZMIX_MAT_DOWN], b.h1, rows, b.xb, b.tmp, tile);
         zmix_vec_add(b.x, b.xb, (size_t)rows * dim);
     }
     if (c->n_layers == 0) { /* degenerate but well-defined: keep only the wanted rows */
@@ -211,11 +235,11 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     return 0;
 }
 
-void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits)
+void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits, float *tile)
 {
     const zmix_model_config *c = &model->cfg;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->vocab_size, c->dim, 1.0f, hidden,
-                c->dim, model->lm_head, c->dim, 0.0f, logits, c->vocab_size);
+    zmix_gemm_xwt(hidden, c->dim, n, zmix_model_lm_head_ref(model), c->vocab_size, c->dim, logits,
+                  c->vocab_size, tile);
 }
 
 int zmix_model_forward_logits(const zmix_model *model, const int32_t *tokens, int n_tokens,
@@ -238,16 +262,18 @@ int zmix_model_forward_logits(const zmix_model *model, const int32_t *tokens, in
     size_t n_scratch = zmix_forward_scratch_floats(c, n_tokens, n_tokens);
     float *scratch = malloc(n_scratch * sizeof(float));
     float *hidden = malloc((size_t)n_tokens * c->dim * sizeof(float));
-    if (!scratch || !hidden) {
+    float *tile = zmix_model_has_half(model) ? malloc(ZMIX_TILE_FLOATS * sizeof(float)) : NULL;
+    if (!scratch || !hidden || (zmix_model_has_half(model) && !tile)) {
         rc = zmix_error_set(err, ZMIX_ENOMEM, "forward: out of memory for %d tokens", n_tokens);
     } else {
         zmix_batch batch = {1, tokens, &n_tokens, &n_tokens};
         rc = zmix_forward_hidden(model, &rope, &batch, zmix_layer_base, (void *)model, scratch,
-                                 hidden, NULL, err);
-        if (!rc) zmix_lm_head(model, hidden, n_tokens, logits);
+                                 tile, hidden, NULL, err);
+        if (!rc) zmix_lm_head(model, hidden, n_tokens, logits, tile);
     }
     free(scratch);
     free(hidden);
+    free(tile);
     zmix_rope_free(&rope);
     return rc;
 }

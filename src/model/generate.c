@@ -30,12 +30,13 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
     int rc = z ? zmix_model_with_wprime(rt, rescale, z, &adapted, err) : 0;
     if (rc) return rc;
     const zmix_model *model = adapted ? adapted : rt->model;
-    zmix_rope rope = {0, 0, NULL, NULL};
+    zmix_rope rope = {0};
     int32_t *seq = malloc((size_t)max_len * sizeof *seq);
     float *scratch = malloc(zmix_forward_scratch_floats(c, max_len, max_len) * sizeof(float));
     float *hidden = malloc((size_t)c->dim * sizeof(float));
     float *logits = malloc((size_t)c->vocab_size * sizeof(float));
-    if (!seq || !scratch || !hidden || !logits) {
+    float *tile = zmix_model_has_half(model) ? malloc(ZMIX_TILE_FLOATS * sizeof(float)) : NULL;
+    if (!seq || !scratch || !hidden || !logits || (zmix_model_has_half(model) && !tile)) {
         rc = zmix_error_set(err, ZMIX_ENOMEM, "out of memory for the generated sequence");
         goto done;
     }
@@ -45,9 +46,9 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
         int len = n_prompt + s, one = 1;
         zmix_batch batch = {1, seq, &len, &one};
         rc = zmix_forward_hidden(model, &rope, &batch, zmix_layer_base, (void *)model, scratch,
-                                 hidden, NULL, err);
+                                 tile, hidden, NULL, err);
         if (rc) goto done;
-        zmix_lm_head(model, hidden, 1, logits);
+        zmix_lm_head(model, hidden, 1, logits, tile);
         int best = 0;
         for (int j = 1; j < c->vocab_size; j++)
             if (logits[j] > logits[best]) best = j; /* first index on ties */
@@ -60,6 +61,7 @@ done:
     free(scratch);
     free(hidden);
     free(logits);
+    free(tile);
     zmix_model_free(adapted);
     return rc;
 }

@@ -32,6 +32,62 @@ typedef struct stacked {
     const float *base;
 } stacked;
 
+/* The seven header fields of bytes (at least HEADER_BYTES) into h and the config. */
+static int config_from_header(const uint8_t *bytes, const char *path, int32_t h[7],
+                              zmix_model_config *c, zmix_error *err)
+{
+    for (int i = 0; i < 7; i++)
+        h[i] = (int32_t)((uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
+                         (uint32_t)bytes[4 * i + 2] << 16 | (uint32_t)bytes[4 * i + 3] << 24);
+    for (int i = 0; i < 7; i++)
+        if (h[i] == 0 || (h[i] < 0 && i != 5) || h[i] == INT32_MIN)
+            return zmix_error_set(err, ZMIX_ERANGE, "%s: header field %s = %d is not positive",
+                                  path, header_fields[i], (int)h[i]);
+    snprintf(c->model_type, sizeof c->model_type, "llama2c");
+    c->dim = h[0];
+    c->hidden_dim = h[1];
+    c->n_layers = h[2];
+    c->n_heads = h[3];
+    c->n_kv_heads = h[4];
+    c->vocab_size = h[5] < 0 ? -h[5] : h[5];
+    c->max_seq_len = h[6];
+    c->tied_embeddings = h[5] > 0;
+    c->norm_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->rope_interleaved = 1;
+    c->qkv_bias = 0;
+    c->bos_id = 1;
+    c->eos_id = 2;
+    if (c->dim % c->n_heads != 0)
+        return zmix_error_set(err, ZMIX_ERANGE, "%s: n_heads = %d does not divide dim = %d", path,
+                              c->n_heads, c->dim);
+    c->head_dim = c->dim / c->n_heads;
+    if (c->vocab_size < 3) c->bos_id = c->eos_id = -1;
+    return zmix_model_config_check(c, path, err);
+}
+
+int zmix_llama2c_probe(const char *path, zmix_model_config *cfg, size_t *bytes, zmix_error *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return zmix_error_set(err, errno == ENOENT ? ZMIX_ENOTFOUND : ZMIX_EIO,
+                              "%s: cannot open: %s", path, strerror(errno));
+    uint8_t header[HEADER_BYTES];
+    struct stat st;
+    ssize_t got = pread(fd, header, sizeof header, 0);
+    int ok = fstat(fd, &st) == 0;
+    close(fd);
+    if (!ok) return zmix_error_set(err, ZMIX_EIO, "%s: cannot stat: %s", path, strerror(errno));
+    if (got != (ssize_t)sizeof header)
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "%s: file is %zu bytes, shorter than the 28-byte llama2.c header",
+                              path, (size_t)st.st_size);
+    int32_t h[7];
+    *bytes = (size_t)st.st_size; /* mapped whole, used in place */
+    return config_from_header(header, path, h, cfg, err);
+}
+
 int zmix_llama2c_load(const char *path, zmix_model *model, zmix_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -59,35 +115,8 @@ int zmix_llama2c_load(const char *path, zmix_model *model, zmix_error *err)
 
     const uint8_t *bytes = addr;
     int32_t h[7];
-    for (int i = 0; i < 7; i++)
-        h[i] = (int32_t)((uint32_t)bytes[4 * i] | (uint32_t)bytes[4 * i + 1] << 8 |
-                         (uint32_t)bytes[4 * i + 2] << 16 | (uint32_t)bytes[4 * i + 3] << 24);
-    for (int i = 0; i < 7; i++)
-        if (h[i] == 0 || (h[i] < 0 && i != 5) || h[i] == INT32_MIN)
-            return zmix_error_set(err, ZMIX_ERANGE, "%s: header field %s = %d is not positive",
-                                  path, header_fields[i], (int)h[i]);
     zmix_model_config *c = &model->cfg;
-    snprintf(c->model_type, sizeof c->model_type, "llama2c");
-    c->dim = h[0];
-    c->hidden_dim = h[1];
-    c->n_layers = h[2];
-    c->n_heads = h[3];
-    c->n_kv_heads = h[4];
-    c->vocab_size = h[5] < 0 ? -h[5] : h[5];
-    c->max_seq_len = h[6];
-    c->tied_embeddings = h[5] > 0;
-    c->norm_eps = 1e-5f;
-    c->rope_theta = 10000.0f;
-    c->rope_interleaved = 1;
-    c->qkv_bias = 0;
-    c->bos_id = 1;
-    c->eos_id = 2;
-    if (c->dim % c->n_heads != 0)
-        return zmix_error_set(err, ZMIX_ERANGE, "%s: n_heads = %d does not divide dim = %d", path,
-                              c->n_heads, c->dim);
-    c->head_dim = c->dim / c->n_heads;
-    if (c->vocab_size < 3) c->bos_id = c->eos_id = -1;
-    if ((rc = zmix_model_config_check(c, path, err))) return rc;
+    if ((rc = config_from_header(bytes, path, h, c, err))) return rc;
 
     /* The config limits keep every product below 2^62: no overflow in size_t. */
     size_t dim = (size_t)c->dim, hidden = (size_t)c->hidden_dim, L = (size_t)c->n_layers;

@@ -19,8 +19,18 @@
 #define ZMIX_MAX_VOCAB   (1 << 24)
 #define ZMIX_MAX_SEQ_LEN (1 << 24)
 
+/* Whether path is a directory (a Hugging Face model) or a regular file (llama2.c); anything
+ * else, or nothing, is an error naming the path. */
+int zmix_model_path_kind(const char *path, int *is_dir, zmix_error *err);
 int zmix_hf_load(const char *dir, struct zmix_model *model, zmix_error *err);
 int zmix_llama2c_load(const char *path, struct zmix_model *model, zmix_error *err);
+/* What loading would give, without reading a tensor: the config, the dtype the matrices are
+ * stored in, and the bytes the weights will occupy (mapped or copied). Every check the loader
+ * makes without the data (config, tensor names and shapes, file sizes) is made. */
+int zmix_hf_probe(const char *dir, zmix_model_config *cfg, zmix_dtype *dtype, size_t *bytes,
+                  zmix_error *err);
+int zmix_llama2c_probe(const char *path, zmix_model_config *cfg, size_t *bytes,
+                       zmix_error *err);
 
 struct cJSON;
 /* Parses a whole JSON file of at most max_bytes whose top level must be an object; *out is

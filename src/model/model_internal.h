@@ -2,9 +2,11 @@
  * Internal layout of the model runtime, shared by the loaders (file formats) and the
  * compute code (forward pass, SVD, composition, scoring). Not installed.
  *
- * Weights are float32, row-major [out][in] (y[i] = Σ_j W[i][j] x[j]), whatever the file
- * held: F16/BF16 tensors are converted on load, F32 tensors are used in place from a
- * read-only mapping when the file's alignment allows it.
+ * Weights are row-major [out][in] (y[i] = Σ_j W[i][j] x[j]). The big ones (the seven
+ * matrices of every layer, the embedding, the LM head) keep the dtype the file holds: F32, or
+ * BF16/F16 used in place from the read-only mapping (never expanded to a float32 copy; the
+ * compute converts them tile by tile). Norm weights and biases are always float32 (F16/BF16
+ * ones are converted on load: they are small).
  */
 #ifndef ZMIX_MODEL_INTERNAL_H
 #define ZMIX_MODEL_INTERNAL_H
@@ -27,6 +29,15 @@ typedef enum zmix_matrix_kind {
     ZMIX_MAT_COUNT
 } zmix_matrix_kind;
 
+/* Element type of a stored matrix; the same numbering as zmix_st_dtype. */
+typedef enum zmix_dtype { ZMIX_DT_F32 = 0, ZMIX_DT_F16 = 1, ZMIX_DT_BF16 = 2 } zmix_dtype;
+
+/* A row-major matrix in any dtype: float32, or 16-bit values (uint16_t). */
+typedef struct zmix_wref {
+    const void *data;
+    zmix_dtype dtype;
+} zmix_wref;
+
 typedef struct zmix_layer {
     const float *attn_norm;    /* [dim] */
     const float *wq;           /* [n_heads*head_dim][dim] */
@@ -38,6 +49,10 @@ typedef struct zmix_layer {
     const float *w_gate;       /* [hidden_dim][dim] */
     const float *w_up;         /* [hidden_dim][dim] */
     const float *w_down;       /* [dim][hidden_dim] */
+    /* Matrices stored in 16 bits, by zmix_matrix_kind: the float pointer above is then NULL
+     * (a float pointer, when set, is the matrix: zmix_model_with_wprime sets W' that way). */
+    const uint16_t *half[ZMIX_MAT_COUNT];
+    zmix_dtype half_dtype[ZMIX_MAT_COUNT];
 } zmix_layer;
 
 typedef struct zmix_mapping {
@@ -51,8 +66,12 @@ struct zmix_model {
     zmix_layer *layers;      /* n_layers, owned */
     const float *final_norm; /* [dim] */
     const float *lm_head;    /* [vocab][dim]; == embed when tied */
-    char fingerprint[65];    /* hex SHA-256-class digest of config + weights */
-    char source[1024];       /* path it was loaded from ("" for synthetic models) */
+    /* The embedding and LM head when stored in 16 bits (the float pointers are then NULL;
+     * tied: lm_head_half == embed_half). */
+    const uint16_t *embed_half, *lm_head_half;
+    zmix_dtype embed_dtype, lm_head_dtype;
+    char fingerprint[65]; /* hex SHA-256-class digest of config + weights */
+    char source[1024];    /* path it was loaded from ("" for synthetic models) */
 
     /* Owned; NULL when the model directory has no zmix tokenizer.json (tokenizer.c). */
     zmix_tokenizer *tokenizer;
@@ -72,9 +91,30 @@ int zmix_model_own(struct zmix_model *model, void *block);
  * every weight pointer are set; zmix_model_load does it, builders of synthetic models must. */
 void zmix_model_compute_fingerprint(struct zmix_model *model);
 
-/* Pointer and shape of one matrix of one layer. */
+/* Float pointer and shape of one matrix of one layer; NULL when it is stored in 16 bits. */
 const float *zmix_model_matrix(const zmix_model *model, int layer, zmix_matrix_kind kind, int *rows,
                                int *cols);
+/* The float pointer field of a layer's matrix, and the setter of a matrix in any dtype (the
+ * float pointer, or the 16-bit one with its dtype). */
+const float **zmix_layer_matrix_slot(zmix_layer *layer, zmix_matrix_kind kind);
+void zmix_layer_set_matrix(zmix_layer *layer, zmix_matrix_kind kind, zmix_wref w);
+/* The same matrix in whatever dtype it is stored. */
+zmix_wref zmix_model_matrix_ref(const zmix_model *model, int layer, zmix_matrix_kind kind,
+                                int *rows, int *cols);
+zmix_wref zmix_model_embed_ref(const zmix_model *model);
+zmix_wref zmix_model_lm_head_ref(const zmix_model *model);
+/* 1 when some matrix, the embedding or the LM head is stored in 16 bits. */
+int zmix_model_has_half(const zmix_model *model);
+
+/* Exact conversions of n 16-bit values (BF16 or F16) to float32, and float32 to the nearest
+ * 16-bit value (ties to even; F16 overflows to ±Inf). vec.c. */
+void zmix_half_to_float(float *dst, const uint16_t *src, size_t n, zmix_dtype dtype);
+void zmix_float_to_half(uint16_t *dst, const float *src, size_t n, zmix_dtype dtype);
+/* A copy of model whose matrices, embedding and LM head are stored in dtype (rounded to
+ * nearest when narrowing, exact when widening); norms and biases are copied as they are. For
+ * tests and benchmarks: the F32 copy of a BF16 model is the same model, value for value. */
+int zmix_model_convert(const zmix_model *model, zmix_dtype dtype, zmix_model **out,
+                       zmix_error *err);
 const char *zmix_matrix_kind_hf_suffix(zmix_matrix_kind kind); /* "self_attn.q_proj", ... */
 
 /* One adapted matrix: its place in the model and in the z vector. */
@@ -92,25 +132,42 @@ typedef struct zmix_adapted {
 int zmix_adapted_list(const zmix_model *model, zmix_adapt_set set, zmix_adapted **out, int *n_out,
                       size_t *z_total, zmix_error *err);
 
-/* SVD factors of one adapted matrix: W = U · diag(S) · Vt. */
+/* SVD factors of one adapted matrix: W = U · diag(S) · Vt. U and Vt are float32, or 16-bit
+ * (zmix_runtime_opts.factor_dtype) to halve the factors' memory; S is always float32. */
 typedef struct zmix_factors {
     int rows, cols, rank;
-    float *U;  /* [rows][rank] */
+    float *U;  /* [rows][rank]; NULL when 16-bit */
     float *S;  /* [rank], descending, >= 0 */
-    float *Vt; /* [rank][cols] */
+    float *Vt; /* [rank][cols]; NULL when 16-bit */
+    zmix_dtype dtype;
+    uint16_t *U16, *Vt16; /* the 16-bit U and Vt (dtype F16 or BF16), else NULL */
 } zmix_factors;
 
-/* Computes the factors of every listed matrix with LAPACKE (svd.c). factors: n entries. */
-int zmix_factors_compute(const zmix_model *model, const zmix_adapted *list, int n,
+static inline zmix_wref zmix_factors_U(const zmix_factors *f)
+{
+    return f->U ? (zmix_wref){f->U, ZMIX_DT_F32} : (zmix_wref){f->U16, f->dtype};
+}
+
+static inline zmix_wref zmix_factors_Vt(const zmix_factors *f)
+{
+    return f->Vt ? (zmix_wref){f->Vt, ZMIX_DT_F32} : (zmix_wref){f->Vt16, f->dtype};
+}
+
+/* Computes the factors of every listed matrix with LAPACKE (svd.c), U and Vt stored in dtype
+ * (computed in float32, then rounded one matrix at a time). factors: n entries. */
+int zmix_factors_compute(const zmix_model *model, const zmix_adapted *list, int n, zmix_dtype dtype,
                          zmix_factors *factors, zmix_error *err);
 void zmix_factors_free(zmix_factors *factors, int n);
+/* Rounds a factor's float32 U and Vt to 16-bit dtype (freeing the float32 ones). */
+int zmix_factors_narrow(zmix_factors *f, zmix_dtype dtype);
 
-/* On-disk cache of the factors (factor_cache.c), keyed by the model fingerprint and the
- * adapt set. load returns ZMIX_ENOTFOUND when absent and ZMIX_EFORMAT when the file is
- * corrupt or belongs to another model/setting (the caller then recomputes and saves). save
+/* On-disk cache of the factors (factor_cache.c), keyed by the model fingerprint, the adapt
+ * set and the dtype of U and Vt. load returns ZMIX_ENOTFOUND when absent and ZMIX_EFORMAT when the
+ * file is corrupt or belongs to another model/setting (the caller then recomputes and saves). save
  * writes atomically (temporary file, fsync, rename). */
 int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_set set,
-                           const zmix_adapted *list, int n, zmix_factors *factors, zmix_error *err);
+                           zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
+                           zmix_error *err);
 int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_set set,
                            const zmix_adapted *list, int n, const zmix_factors *factors,
                            unsigned mode, zmix_error *err);

@@ -22,6 +22,43 @@ void zmix_runtime_opts_default(zmix_runtime_opts *opts)
     opts->factor_cache_dir = NULL;
     opts->factor_file_mode = 0;
     opts->memory_budget = 0;
+    opts->factor_dtype = ZMIX_FACTORS_AUTO;
+}
+
+static const char *const factor_dtype_names[] = {"auto", "f32", "f16", "bf16"};
+
+int zmix_factor_dtype_parse(const char *s, zmix_factor_dtype *out, zmix_error *err)
+{
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, factor_dtype_names[i])) {
+            *out = (zmix_factor_dtype)i;
+            return 0;
+        }
+    return zmix_error_set(err, ZMIX_EINVAL, "factor dtype '%s': expected auto, f32, f16 or bf16",
+                          s);
+}
+
+const char *zmix_factor_dtype_name(zmix_factor_dtype dtype)
+{
+    return dtype >= ZMIX_FACTORS_AUTO && dtype <= ZMIX_FACTORS_BF16 ? factor_dtype_names[dtype]
+                                                                    : "?";
+}
+
+/* The storage of U and Vt: 16-bit factors for a 16-bit model unless asked otherwise (the
+ * factors would otherwise take about 2.6 times the memory of the matrices they factor). */
+static zmix_dtype resolve_factor_dtype(zmix_factor_dtype want, const zmix_model *model)
+{
+    switch (want) {
+    case ZMIX_FACTORS_F32: return ZMIX_DT_F32;
+    case ZMIX_FACTORS_F16: return ZMIX_DT_F16;
+    case ZMIX_FACTORS_BF16: return ZMIX_DT_BF16;
+    default: return zmix_model_has_half(model) ? ZMIX_DT_F16 : ZMIX_DT_F32;
+    }
+}
+
+size_t zmix_runtime_tile_floats(const zmix_runtime *rt)
+{
+    return rt->factor_dtype != ZMIX_DT_F32 || zmix_model_has_half(rt->model) ? ZMIX_TILE_FLOATS : 0;
 }
 
 void zmix_runtime_free(zmix_runtime *rt)
@@ -58,6 +95,12 @@ static int runtime_alloc(const zmix_model *model, const zmix_runtime_opts *opts,
     else
         zmix_runtime_opts_default(&rt->opts);
     rt->opts.factor_cache_dir = NULL; /* borrowed only for the duration of create */
+    if (rt->opts.factor_dtype < ZMIX_FACTORS_AUTO || rt->opts.factor_dtype > ZMIX_FACTORS_BF16) {
+        int bad = (int)rt->opts.factor_dtype;
+        free(rt);
+        return zmix_error_set(err, ZMIX_EINVAL, "runtime: factor dtype %d is unknown", bad);
+    }
+    rt->factor_dtype = resolve_factor_dtype(rt->opts.factor_dtype, model);
     int rc = zmix_adapted_list(model, rt->opts.adapt, &rt->list, &rt->n_mat, &rt->z_total, err);
     if (rc) {
         free(rt);
@@ -84,15 +127,16 @@ static int runtime_factor(zmix_runtime *rt, const char *cache_dir, zmix_error *e
 {
     int rc = ZMIX_ENOTFOUND;
     if (cache_dir) {
-        rc = zmix_factor_cache_load(cache_dir, rt->model, rt->opts.adapt, rt->list, rt->n_mat,
-                                    rt->factors, err);
+        rc = zmix_factor_cache_load(cache_dir, rt->model, rt->opts.adapt, rt->factor_dtype,
+                                    rt->list, rt->n_mat, rt->factors, err);
         /* Absent or not trustworthy (corrupt, another model or setting): rebuild it. Any
          * other failure (I/O, memory) is the caller's to see. */
         if (rc && rc != ZMIX_ENOTFOUND && rc != ZMIX_EFORMAT) return rc;
         if (rc) memset(rt->factors, 0, (size_t)rt->n_mat * sizeof *rt->factors);
     }
     if (rc) {
-        rc = zmix_factors_compute(rt->model, rt->list, rt->n_mat, rt->factors, err);
+        rc = zmix_factors_compute(rt->model, rt->list, rt->n_mat, rt->factor_dtype, rt->factors,
+                                  err);
         if (rc) return rc;
         if (cache_dir) {
             rc = zmix_factor_cache_save(cache_dir, rt->model, rt->opts.adapt, rt->list, rt->n_mat,
@@ -141,23 +185,27 @@ static int runtime_prepare_experts(zmix_runtime *rt, zmix_error *err)
     rt->expert_w = malloc((size_t)M * K * sizeof *rt->expert_w);
     rt->expert_w_block = malloc(floats * K * sizeof(float));
     float *tmp = malloc(max_tmp * sizeof(float));
-    if (!rt->expert_w || !rt->expert_w_block || !tmp) {
+    size_t n_tile = zmix_runtime_tile_floats(rt);
+    float *tile = n_tile ? malloc(n_tile * sizeof *tile) : NULL;
+    if (!rt->expert_w || !rt->expert_w_block || !tmp || (n_tile && !tile)) {
         /* Not fatal: the scorer composes from the factors instead. */
         free(rt->expert_w);
         free(rt->expert_w_block);
         rt->expert_w = NULL;
         rt->expert_w_block = NULL;
         free(tmp);
+        free(tile);
         return 0;
     }
     float *p = rt->expert_w_block;
     for (int m = 0; m < M; m++)
         for (int k = 0; k < K; k++) {
             rt->expert_w[(size_t)m * K + k] = p;
-            zmix_wprime_compose(rt, m, rt->experts[k].z + rt->list[m].z_offset, 1.0f, p, tmp);
+            zmix_wprime_compose(rt, m, rt->experts[k].z + rt->list[m].z_offset, 1.0f, p, tmp, tile);
             p += (size_t)rt->list[m].rows * rt->list[m].cols;
         }
     free(tmp);
+    free(tile);
     return 0;
 }
 

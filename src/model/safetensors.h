@@ -4,8 +4,8 @@
  *
  * Layout: 8-byte little-endian header length N, N bytes of JSON, then the data area. The JSON
  * maps tensor names to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relative to
- * the data area) plus an optional "__metadata__" object of string values. zmix reads F32, F16
- * and BF16 tensors and writes F32.
+ * the data area) plus an optional "__metadata__" object of string values. zmix reads and
+ * writes F32, F16 and BF16 tensors.
  */
 #ifndef ZMIX_MODEL_SAFETENSORS_H
 #define ZMIX_MODEL_SAFETENSORS_H
@@ -57,6 +57,11 @@ const char *zmix_st_dtype_name(zmix_st_dtype dtype);
  * and *copy, which the caller owns. */
 int zmix_st_tensor_f32(const zmix_st_file *f, const zmix_st_tensor *t, const float **data,
                        float **copy, zmix_error *err);
+
+/* The raw values of an F16 or BF16 tensor, in place when 2-byte aligned (*copy = NULL), else
+ * copied (still 16-bit) into a malloc'ed block returned as *data and *copy. */
+int zmix_st_tensor_half(const zmix_st_file *f, const zmix_st_tensor *t, const uint16_t **data,
+                        uint16_t **copy, zmix_error *err);
 
 /* Conversions, exposed for tests. Exact: every F16 and BF16 value is representable in F32. */
 float zmix_f16_to_f32(uint16_t h);

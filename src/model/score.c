@@ -22,7 +22,9 @@
  *
  * Memory. Each worker holds the activations of one example group. When the whole example set
  * of a candidate does not fit the budget, the examples are split into groups (in order) that
- * do, and fewer workers run when several would not fit together.
+ * do, and fewer workers run when several would not fit together. Besides, every worker holds
+ * one layer's composed W', the composition temporary and, for 16-bit weights or factors, the
+ * 1 MB tile (zmix_memory_plan counts them).
  */
 #include <cblas.h>
 #include <math.h>
@@ -32,7 +34,6 @@
 
 #include "compute.h"
 
-#define DEFAULT_MEMORY_BUDGET ((size_t)512 << 20)
 /* Cost of one float of an axpy relative to one GEMM multiply-add: the axpy streams from
  * memory while the GEMM runs from cache at full SIMD width. */
 #define AXPY_COST 8.0
@@ -78,7 +79,7 @@ typedef struct score_call {
     ex_group *groups;
     int n_groups;
     zmix_rope rope;
-    size_t wbuf_floats, ctmp_floats, scratch_floats, out_rows_max;
+    size_t wbuf_floats, ctmp_floats, scratch_floats, out_rows_max, tile_floats;
     size_t bytes_per_worker;
     const atomic_int *stop;
     zmix_score *out;
@@ -95,6 +96,7 @@ typedef struct worker {
     score_call *call;
     float *scratch, *hidden, *logits;
     float *wbuf, *ctmp;  /* composed W' of one layer; composition temporary */
+    float *tile;         /* 16-bit matrices widened block by block (NULL when none) */
     float *zbuf, *scale; /* z' and c·σ⊙z' of every matrix (z_total each) */
     float *alpha_m;      /* [M][K] effective α */
     float *c;            /* [M] rescale factors */
@@ -110,6 +112,7 @@ static void worker_free(worker *w)
     free(w->logits);
     free(w->wbuf);
     free(w->ctmp);
+    free(w->tile);
     free(w->zbuf);
     free(w->scale);
     free(w->alpha_m);
@@ -131,14 +134,16 @@ static int worker_alloc(worker *w, score_call *call)
     w->logits = malloc(call->out_rows_max * c->vocab_size * sizeof(float));
     w->wbuf = malloc((call->wbuf_floats ? call->wbuf_floats : 1) * sizeof(float));
     w->ctmp = malloc((call->ctmp_floats ? call->ctmp_floats : 1) * sizeof(float));
+    if (call->tile_floats) w->tile = malloc(call->tile_floats * sizeof(float));
     w->zbuf = malloc(zt * sizeof(float));
     w->scale = malloc(zt * sizeof(float));
     w->alpha_m = malloc(M * K * sizeof(float));
     w->c = malloc(M * sizeof(float));
     w->base = malloc(M);
     w->ex_scores = malloc((size_t)call->ex->n * sizeof *w->ex_scores);
-    if (!w->scratch || !w->hidden || !w->logits || !w->wbuf || !w->ctmp || !w->zbuf || !w->scale ||
-        !w->alpha_m || !w->c || !w->base || !w->ex_scores) {
+    if (!w->scratch || !w->hidden || !w->logits || !w->wbuf || !w->ctmp ||
+        (call->tile_floats && !w->tile) || !w->zbuf || !w->scale || !w->alpha_m || !w->c ||
+        !w->base || !w->ex_scores) {
         worker_free(w);
         return ZMIX_ENOMEM;
     }
@@ -224,19 +229,19 @@ static int candidate_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT
             float *const *wk = rt->expert_w + (size_t)m * K;
             zmix_vec_scale(wnext, w->c[m] * am[0], wk[0], n);
             for (int k = 1; k < K; k++) zmix_vec_axpy(wnext, w->c[m] * am[k], wk[k], n);
-            lin[kind].W = wnext;
+            lin[kind].W = (zmix_wref){wnext, ZMIX_DT_F32};
             wnext += n;
             break;
         }
         case ZMIX_WPRIME_COMPOSE:
-            zmix_wprime_compose(rt, m, w->zbuf + a->z_offset, w->c[m], wnext, w->ctmp);
-            lin[kind].W = wnext;
+            zmix_wprime_compose(rt, m, w->zbuf + a->z_offset, w->c[m], wnext, w->ctmp, w->tile);
+            lin[kind].W = (zmix_wref){wnext, ZMIX_DT_F32};
             wnext += n;
             break;
         default: /* factored */
-            lin[kind].W = NULL;
-            lin[kind].U = f->U;
-            lin[kind].Vt = f->Vt;
+            lin[kind].W = (zmix_wref){NULL, ZMIX_DT_F32};
+            lin[kind].U = zmix_factors_U(f);
+            lin[kind].Vt = zmix_factors_Vt(f);
             lin[kind].rank = f->rank;
             lin[kind].scale = w->scale + a->z_offset;
             break;
@@ -262,9 +267,9 @@ static int score_candidate(worker *w, int i, zmix_error *err)
             zmix_batch batch = {grp->n, call->tokens + call->token_offset[grp->first],
                                 call->len + grp->first, call->n_out + grp->first};
             int rc = zmix_forward_hidden(model, &call->rope, &batch, candidate_layer, w, w->scratch,
-                                         w->hidden, call->stop, err);
+                                         w->tile, w->hidden, call->stop, err);
             if (rc) return rc;
-            zmix_lm_head(model, w->hidden, grp->n_out_rows, w->logits);
+            zmix_lm_head(model, w->hidden, grp->n_out_rows, w->logits, w->tile);
             if (call->logits_out && i == 0) {
                 size_t before = 0;
                 for (int e = 0; e < grp->first; e++) before += (size_t)call->n_out[e];
@@ -321,13 +326,20 @@ static void *worker_run(void *arg)
 
 /* ---- Set-up: checks, example layout, modes, groups ------------------------------------ */
 
+size_t zmix_score_activation_bytes(const zmix_model_config *c, int n_rows, int n_out_rows,
+                                   int max_len)
+{
+    size_t floats = zmix_forward_scratch_floats(c, n_rows, max_len) +
+                    (size_t)n_out_rows * ((size_t)c->dim + (size_t)c->vocab_size);
+    return floats * sizeof(float);
+}
+
+/* What the memory budget bounds: the activations of one worker's group of examples. (The
+ * buffers every worker holds whatever its examples, one layer's W' above all, are not part
+ * of it: with them, a budget that suits a small model could not score a large one at all.) */
 static size_t worker_bytes(const score_call *call, int n_rows, int n_out_rows, int max_len)
 {
-    const zmix_model_config *c = &call->rt->model->cfg;
-    size_t floats = zmix_forward_scratch_floats(c, n_rows, max_len) +
-                    (size_t)n_out_rows * (c->dim + c->vocab_size) + call->wbuf_floats +
-                    call->ctmp_floats + 2 * call->rt->z_total;
-    return floats * sizeof(float);
+    return zmix_score_activation_bytes(&call->rt->model->cfg, n_rows, n_out_rows, max_len);
 }
 
 /* Cost (in multiply-adds) of applying matrix m in a mode over n_rows rows, plus composing it
@@ -393,6 +405,7 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
     }
     call->wbuf_floats = per_layer_max;
     call->ctmp_floats = ctmp;
+    call->tile_floats = zmix_runtime_tile_floats(rt);
 
     /* Groups: examples in order, as many per group as the budget allows. */
     call->n_groups = 0;
@@ -485,7 +498,7 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
     call.out = out;
     call.detail = detail;
     call.logits_out = logits_out;
-    size_t budget = rt->opts.memory_budget ? rt->opts.memory_budget : DEFAULT_MEMORY_BUDGET;
+    size_t budget = rt->opts.memory_budget ? rt->opts.memory_budget : ZMIX_DEFAULT_MEMORY_BUDGET;
     rc = call_setup(&call, mode, budget, err);
     if (rc) {
         call_free(&call);

@@ -92,3 +92,83 @@ int zmix_model_create_random(const zmix_model_config *cfg, uint64_t seed, zmix_m
     *out = m;
     return 0;
 }
+
+/* One matrix of n values in dtype: a new block owned by out (or the float32 original when
+ * both are float32). */
+static int convert_matrix(zmix_model *out, zmix_wref src, size_t n, zmix_dtype dtype,
+                          zmix_wref *dst)
+{
+    if (src.dtype == dtype) {
+        *dst = src; /* the source stays alive as long as the copy: see zmix_model_convert */
+        return 0;
+    }
+    float *wide = NULL;
+    const float *f = src.data;
+    if (src.dtype != ZMIX_DT_F32) {
+        wide = malloc((n ? n : 1) * sizeof *wide);
+        if (!wide) return ZMIX_ENOMEM;
+        zmix_half_to_float(wide, src.data, n, src.dtype);
+        f = wide;
+    }
+    if (dtype == ZMIX_DT_F32) {
+        *dst = (zmix_wref){wide, ZMIX_DT_F32};
+        return zmix_model_own(out, wide);
+    }
+    uint16_t *half = malloc((n ? n : 1) * sizeof *half);
+    if (!half) {
+        free(wide);
+        return ZMIX_ENOMEM;
+    }
+    zmix_float_to_half(half, f, n, dtype);
+    free(wide);
+    *dst = (zmix_wref){half, dtype};
+    return zmix_model_own(out, half);
+}
+
+static void set_ref(const float **f, const uint16_t **h, zmix_dtype *dt, zmix_wref w)
+{
+    *f = w.dtype == ZMIX_DT_F32 ? w.data : NULL;
+    *h = w.dtype == ZMIX_DT_F32 ? NULL : w.data;
+    *dt = w.dtype;
+}
+
+int zmix_model_convert(const zmix_model *model, zmix_dtype dtype, zmix_model **out, zmix_error *err)
+{
+    /* Every converted block is new; what needs no conversion (norms, biases, matrices already
+     * in dtype) is borrowed from model, which must outlive the copy. */
+    *out = NULL;
+    const zmix_model_config *c = &model->cfg;
+    zmix_model *m = calloc(1, sizeof *m);
+    if (!m) return zmix_error_set(err, ZMIX_ENOMEM, "model copy: out of memory");
+    m->cfg = *c;
+    m->final_norm = model->final_norm;
+    memcpy(m->fingerprint, model->fingerprint, sizeof m->fingerprint);
+    m->layers = malloc((size_t)c->n_layers * sizeof *m->layers);
+    int rc = m->layers ? 0 : ZMIX_ENOMEM;
+    size_t vd = (size_t)c->vocab_size * (size_t)c->dim;
+    zmix_wref w, embed = zmix_model_embed_ref(model), head = zmix_model_lm_head_ref(model);
+    if (!rc && !(rc = convert_matrix(m, embed, vd, dtype, &w)))
+        set_ref(&m->embed, &m->embed_half, &m->embed_dtype, w);
+    if (!rc && head.data == embed.data)
+        set_ref(&m->lm_head, &m->lm_head_half, &m->lm_head_dtype, w);
+    else if (!rc && !(rc = convert_matrix(m, head, vd, dtype, &w)))
+        set_ref(&m->lm_head, &m->lm_head_half, &m->lm_head_dtype, w);
+    for (int l = 0; !rc && l < c->n_layers; l++) {
+        zmix_layer *L = &m->layers[l];
+        *L = model->layers[l];
+        for (int k = 0; !rc && k < ZMIX_MAT_COUNT; k++) {
+            int rows, cols;
+            zmix_wref src = zmix_model_matrix_ref(model, l, (zmix_matrix_kind)k, &rows, &cols);
+            if ((rc = convert_matrix(m, src, (size_t)rows * cols, dtype, &w))) break;
+            zmix_layer_set_matrix(L, (zmix_matrix_kind)k, w);
+        }
+    }
+    if (rc) {
+        zmix_model_free(m);
+        return zmix_error_set(err, ZMIX_ENOMEM, "model copy: out of memory");
+    }
+    /* Narrowing changes the values, hence the model: a new fingerprint. */
+    zmix_model_compute_fingerprint(m);
+    *out = m;
+    return 0;
+}

@@ -221,3 +221,83 @@ VEC_CLONES void zmix_vec_scale_weight(float *restrict out, const float *restrict
         for (int j = 0; j < BLOCK; j++) out[i + j] = w[i + j] * (a * x[i + j]);
     for (; i < n; i++) out[i] = w[i] * (a * x[i]);
 }
+
+/* ---- 16-bit storage ----------------------------------------------------------------------
+ * Weights and factors kept in BF16/F16 are widened block by block right before a GEMM, so
+ * these run once per stored value per use: plain integer shifts and selects that vectorise. */
+
+/* The float32 bits of F16 h (exact, also subnormals, Inf and NaN): rebias the exponent;
+ * Inf/NaN get the maximal exponent; a subnormal m·2^-24 is rebuilt in float as
+ * (1 + m/1024)·2^-14 − 2^-14. */
+static inline uint32_t f16_bits(uint16_t h)
+{
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13, exp = o & 0x0f800000u;
+    o += (uint32_t)(127 - 15) << 23;
+    uint32_t inf_nan = o + ((uint32_t)(128 - 16) << 23);
+    float sub;
+    uint32_t sub_bits = o + (1u << 23);
+    memcpy(&sub, &sub_bits, sizeof sub);
+    sub -= 6.103515625e-05f; /* 2^-14 */
+    memcpy(&sub_bits, &sub, sizeof sub);
+    o = exp == 0x0f800000u ? inf_nan : exp == 0 ? sub_bits : o;
+    return o | (uint32_t)(h & 0x8000u) << 16;
+}
+
+VEC_CLONES void zmix_half_to_float(float *dst, const uint16_t *src, size_t n, zmix_dtype dtype)
+{
+    uint32_t bits[BLOCK];
+    size_t i = 0;
+    if (dtype == ZMIX_DT_BF16) {
+        for (; i + BLOCK <= n; i += BLOCK) {
+            for (int j = 0; j < BLOCK; j++) bits[j] = (uint32_t)src[i + j] << 16;
+            memcpy(dst + i, bits, sizeof bits);
+        }
+        for (; i < n; i++) {
+            uint32_t b = (uint32_t)src[i] << 16;
+            memcpy(dst + i, &b, sizeof b);
+        }
+        return;
+    }
+    for (; i + BLOCK <= n; i += BLOCK) {
+        for (int j = 0; j < BLOCK; j++) bits[j] = f16_bits(src[i + j]);
+        memcpy(dst + i, bits, sizeof bits);
+    }
+    for (; i < n; i++) {
+        uint32_t b = f16_bits(src[i]);
+        memcpy(dst + i, &b, sizeof b);
+    }
+}
+
+static uint16_t float_to_bf16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40u); /* quiet NaN */
+    return (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+}
+
+static uint16_t float_to_f16(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax > 0x7f800000u) return sign | 0x7e00u;  /* NaN */
+    if (ax >= 0x477ff000u) return sign | 0x7c00u; /* ≥ 65520 rounds to Inf */
+    if (ax >= 0x38800000u) {                      /* normal in F16: round at mantissa bit 13 */
+        uint32_t r = ax + 0xfffu + ((ax >> 13) & 1u) - ((uint32_t)112 << 23);
+        return sign | (uint16_t)(r >> 13);
+    }
+    uint32_t e = ax >> 23; /* subnormal in F16: a multiple of 2^-24 */
+    if (e < 102) return sign;
+    uint32_t m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e;
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    return sign | (uint16_t)q;
+}
+
+void zmix_float_to_half(uint16_t *dst, const float *src, size_t n, zmix_dtype dtype)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = dtype == ZMIX_DT_BF16 ? float_to_bf16(src[i]) : float_to_f16(src[i]);
+}

@@ -13,7 +13,7 @@ target_include_directories(zmix_test_formats_fixtures PUBLIC ${_src})
 target_link_libraries(zmix_test_formats_fixtures PUBLIC zmix_model zmix_util zmix_testutil PkgConfig::CMOCKA)
 
 foreach(_t test_safetensors test_formats_models test_formats_agreement test_formats_fuzz test_examples
-           test_experts test_factor_cache test_factor_cache_runtime)
+           test_experts test_factor_cache test_factor_cache_runtime test_memory_plan)
   if(EXISTS ${_dir}/${_t}.c)
     zmix_add_unit_test(${_t} SOURCES ${_dir}/${_t}.c LIBS zmix_test_formats_fixtures
       LABELS model TIMEOUT 120)

@@ -17,6 +17,8 @@
 #include <cmocka.h>
 
 #include "compute.h"
+#include "safetensors.h"
+#include "util/pcg.h"
 
 static zmix_model_config small_config(int rope_interleaved, int qkv_bias, int tied)
 {
@@ -205,9 +207,10 @@ static void test_stacked_batch_matches_single(void **state)
     assert_int_equal(zmix_rope_init(&rope, &cfg, 9, &err), 0);
     float *scratch = malloc(zmix_forward_scratch_floats(&cfg, 17, 9) * sizeof(float));
     float hidden[12 * 24], logits[12 * 37], single[9 * 37];
-    assert_int_equal(
-        zmix_forward_hidden(m, &rope, &batch, zmix_layer_base, m, scratch, hidden, NULL, &err), 0);
-    zmix_lm_head(m, hidden, 12, logits);
+    assert_int_equal(zmix_forward_hidden(m, &rope, &batch, zmix_layer_base, m, scratch, NULL,
+                                         hidden, NULL, &err),
+                     0);
+    zmix_lm_head(m, hidden, 12, logits, NULL);
     int row = 0;
     for (int s = 0, off = 0; s < 3; off += len[s], s++) {
         assert_int_equal(zmix_model_forward_logits(m, tok + off, len[s], single, &err), 0);
@@ -217,9 +220,9 @@ static void test_stacked_batch_matches_single(void **state)
         }
     }
     atomic_int stop = 1;
-    assert_int_equal(
-        zmix_forward_hidden(m, &rope, &batch, zmix_layer_base, m, scratch, hidden, &stop, &err),
-        ZMIX_ECANCELED);
+    assert_int_equal(zmix_forward_hidden(m, &rope, &batch, zmix_layer_base, m, scratch, NULL,
+                                         hidden, &stop, &err),
+                     ZMIX_ECANCELED);
     free(scratch);
     zmix_rope_free(&rope);
     zmix_model_free(m);
@@ -288,6 +291,160 @@ static void test_exp_accuracy_and_simd_lanes(void **state)
         want_sum += e;
     }
     assert_float_equal(sum, want_sum, 1e-5 * want_sum);
+}
+
+/* ---- 16-bit storage -------------------------------------------------------------------- */
+
+static float bits_float(uint32_t b)
+{
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
+static uint32_t float_bits(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    return b;
+}
+
+/* Widening is exact for all 65536 values of each type (F16 against the loader's scalar
+ * conversion, itself checked exhaustively in test_safetensors), narrowing undoes it, and
+ * narrowing rounds to nearest with ties to even, F16 overflowing to Inf. */
+static void test_half_conversions(void **state)
+{
+    enum { N = 65536 };
+    uint16_t *h = malloc(N * sizeof *h), *back = malloc(N * sizeof *back);
+    float *f = malloc(N * sizeof *f);
+    for (int i = 0; i < N; i++) h[i] = (uint16_t)i;
+    zmix_dtype types[2] = {ZMIX_DT_F16, ZMIX_DT_BF16};
+    for (int t = 0; t < 2; t++) {
+        zmix_half_to_float(f, h, N, types[t]); /* the SIMD blocks and the scalar tail */
+        for (int i = 0; i < N; i++) {
+            float want =
+                types[t] == ZMIX_DT_F16 ? zmix_f16_to_f32(h[i]) : bits_float((uint32_t)h[i] << 16);
+            if (float_bits(f[i]) != float_bits(want))
+                fail_msg("dtype %d: 0x%04x widens to %a, expected %a", (int)types[t], i,
+                         (double)f[i], (double)want);
+        }
+        zmix_float_to_half(back, f, N, types[t]);
+        for (int i = 0; i < N; i++)
+            if (!isnan(f[i]) && back[i] != h[i])
+                fail_msg("dtype %d: 0x%04x narrows back to 0x%04x", (int)types[t], i, back[i]);
+        /* Halfway between neighbours (exact in float): ties to the even one; a float step
+         * either side goes to the nearer. Positive finite values below the largest. */
+        uint16_t top = types[t] == ZMIX_DT_F16 ? 0x7bff : 0x7f7f;
+        for (uint16_t i = 0; i < top; i++) {
+            double lo = f[i], hi = f[i + 1];
+            float mid = (float)((lo + hi) / 2);
+            assert_true((double)mid == (lo + hi) / 2);
+            uint16_t r;
+            zmix_float_to_half(&r, &mid, 1, types[t]);
+            assert_int_equal(r, (i & 1) ? i + 1 : i);
+            float above = nextafterf(mid, INFINITY), below = nextafterf(mid, 0.0f);
+            zmix_float_to_half(&r, &above, 1, types[t]);
+            assert_int_equal(r, i + 1);
+            zmix_float_to_half(&r, &below, 1, types[t]);
+            assert_int_equal(r, i);
+        }
+    }
+    float big[3] = {65519.99f, 65520.0f, -1e30f};
+    uint16_t r[3];
+    zmix_float_to_half(r, big, 3, ZMIX_DT_F16);
+    assert_int_equal(r[0], 0x7bff);
+    assert_int_equal(r[1], 0x7c00);
+    assert_int_equal(r[2], 0xfc00);
+    free(h), free(back), free(f);
+}
+
+static void fill_half(uint16_t *h, float *wide, size_t n, zmix_dtype dtype, uint64_t seed)
+{
+    pcg32 rng;
+    pcg32_seed(&rng, seed, 1);
+    for (size_t i = 0; i < n; i++) wide[i] = (float)pcg32_normal(&rng);
+    zmix_float_to_half(h, wide, n, dtype);
+    zmix_half_to_float(wide, h, n, dtype);
+}
+
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        num = fmax(num, fabs((double)a[i] - b[i]));
+        den = fmax(den, fabs((double)b[i]));
+    }
+    return num / den;
+}
+
+/* A 16-bit matrix, widened in blocks (here 3 × 3 of them, ragged at the edges) into the tile,
+ * gives the product of its float32 values to float rounding, the same bits every time. */
+static void test_half_gemm_tiles(void **state)
+{
+    enum { N = 7, ROWS = 600, COLS = 2500 };
+    float *x = malloc((size_t)N * COLS * sizeof *x), *wide = malloc((size_t)ROWS * COLS * 4);
+    uint16_t *h = malloc((size_t)ROWS * COLS * sizeof *h);
+    float *y = malloc((size_t)N * COLS * sizeof *y), *want = malloc((size_t)N * COLS * sizeof *y);
+    float *again = malloc((size_t)N * COLS * sizeof *y);
+    float *tile = malloc(ZMIX_TILE_FLOATS * sizeof *tile);
+    pcg32 rng;
+    pcg32_seed(&rng, 3, 3);
+    for (size_t i = 0; i < (size_t)N * COLS; i++) x[i] = (float)pcg32_normal(&rng);
+    zmix_dtype types[2] = {ZMIX_DT_BF16, ZMIX_DT_F16};
+    for (int t = 0; t < 2; t++) {
+        fill_half(h, wide, (size_t)ROWS * COLS, types[t], 9 + t);
+        /* y = x·Wᵀ, W [ROWS][COLS]: reduction over COLS (3 blocks of ≤ 1024). */
+        zmix_wref w16 = {h, types[t]}, w32 = {wide, ZMIX_DT_F32};
+        zmix_gemm_xwt(x, COLS, N, w32, ROWS, COLS, want, ROWS, NULL);
+        zmix_gemm_xwt(x, COLS, N, w16, ROWS, COLS, y, ROWS, tile);
+        zmix_gemm_xwt(x, COLS, N, w16, ROWS, COLS, again, ROWS, tile);
+        assert_true(rel_diff(y, want, (size_t)N * ROWS) < 1e-5);
+        assert_memory_equal(y, again, (size_t)N * ROWS * sizeof *y);
+        /* y = x·W, W [ROWS][COLS] read as K × N: reduction over ROWS. */
+        zmix_gemm_xw(x, COLS, N, w32, ROWS, COLS, want, COLS, NULL);
+        zmix_gemm_xw(x, COLS, N, w16, ROWS, COLS, y, COLS, tile);
+        assert_true(rel_diff(y, want, (size_t)N * COLS) < 1e-5);
+        /* Taller than one tile in the reduction too: [COLS][ROWS] as K × N. */
+        zmix_wref t16 = {h, types[t]}, t32 = {wide, ZMIX_DT_F32};
+        zmix_gemm_xw(x, COLS, N, t32, COLS, ROWS, want, ROWS, NULL);
+        zmix_gemm_xw(x, COLS, N, t16, COLS, ROWS, y, ROWS, tile);
+        assert_true(rel_diff(y, want, (size_t)N * ROWS) < 1e-5);
+    }
+    free(x), free(wide), free(h), free(y), free(want), free(again), free(tile);
+}
+
+/* A BF16 (and F16) model computes what the float32 model of the same values computes: the same
+ * fingerprint, logits to float rounding, through the forward pass and the stacked batch. */
+static void test_half_model_matches_float(void **state)
+{
+    zmix_model_config cfg = small_config(0, 1, 0);
+    cfg.vocab_size = 300;
+    zmix_model *m32, *h, *back;
+    zmix_error err;
+    assert_int_equal(zmix_model_create_random(&cfg, 8, &m32, &err), 0);
+    assert_false(zmix_model_has_half(m32));
+    zmix_dtype types[2] = {ZMIX_DT_BF16, ZMIX_DT_F16};
+    int32_t tok[20];
+    for (int i = 0; i < 20; i++) tok[i] = (int32_t)((i * 41 + 7) % cfg.vocab_size);
+    float *a = malloc(20 * 300 * sizeof *a), *b = malloc(20 * 300 * sizeof *b);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(zmix_model_convert(m32, types[t], &h, &err), 0);
+        assert_int_equal(zmix_model_convert(h, ZMIX_DT_F32, &back, &err), 0);
+        assert_true(zmix_model_has_half(h));
+        assert_null(h->embed);
+        assert_non_null(h->layers[1].half[ZMIX_MAT_DOWN]);
+        assert_false(zmix_model_has_half(back));
+        assert_string_equal(h->fingerprint, back->fingerprint);
+        assert_string_not_equal(h->fingerprint, m32->fingerprint); /* rounded: other values */
+        assert_int_equal(zmix_model_forward_logits(h, tok, 20, a, &err), 0);
+        assert_int_equal(zmix_model_forward_logits(back, tok, 20, b, &err), 0);
+        double e = rel_diff(a, b, 20 * 300);
+        if (e > 1e-5) fail_msg("dtype %d: relative logit difference %g", (int)types[t], e);
+        zmix_model_free(back);
+        zmix_model_free(h);
+    }
+    free(a), free(b);
+    zmix_model_free(m32);
 }
 
 /* ---- stories260K: the real model, both formats ---------------------------------------- */
@@ -374,6 +531,9 @@ int main(void)
         cmocka_unit_test(test_forward_rejects_bad_tokens),
         cmocka_unit_test(test_random_model_is_deterministic),
         cmocka_unit_test(test_exp_accuracy_and_simd_lanes),
+        cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_half_gemm_tiles),
+        cmocka_unit_test(test_half_model_matches_float),
         cmocka_unit_test(test_stories260k_greedy_llama2c),
         cmocka_unit_test(test_stories260k_greedy_hf),
     };

@@ -85,9 +85,9 @@ static void expect_load_error(ctx *c, int code, const char *n1)
     zmix_factors *got = calloc((size_t)c->n, sizeof *got);
     got[0].U = (float *)1; /* must be cleared, not left dangling */
     zmix_error err = {0};
-    expect_error(
-        zmix_factor_cache_load(c->dir, &c->model, ZMIX_ADAPT_MLP, c->list, c->n, got, &err), &err,
-        code, n1, NULL);
+    expect_error(zmix_factor_cache_load(c->dir, &c->model, ZMIX_ADAPT_MLP, ZMIX_DT_F32, c->list,
+                                        c->n, got, &err),
+                 &err, code, n1, NULL);
     for (int m = 0; m < c->n; m++) assert_true(!got[m].U && !got[m].S && !got[m].Vt);
     free(got);
 }
@@ -101,8 +101,9 @@ static void test_round_trip(void **state)
     assert_int_equal(stat(c->path, &st), 0);
     zmix_factors *got = calloc((size_t)c->n, sizeof *got);
     zmix_error err = {0};
-    assert_int_equal(
-        zmix_factor_cache_load(c->dir, &c->model, ZMIX_ADAPT_MLP, c->list, c->n, got, &err), 0);
+    assert_int_equal(zmix_factor_cache_load(c->dir, &c->model, ZMIX_ADAPT_MLP, ZMIX_DT_F32, c->list,
+                                            c->n, got, &err),
+                     0);
     for (int m = 0; m < c->n; m++) {
         const zmix_adapted *a = &c->list[m];
         assert_int_equal(got[m].rows, a->rows);

@@ -256,3 +256,21 @@ void expect_error_at(const char *file, int line, int rc, const zmix_error *err, 
     if (needle2 && !strstr(err->msg, needle2))
         fail_msg("message '%s' does not mention '%s'", err->msg, needle2);
 }
+
+int fixture_ctx_setup(void **state)
+{
+    fixture_ctx *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    testutil_mkdtemp(c->dir, sizeof c->dir);
+    *state = c;
+    return 0;
+}
+
+int fixture_ctx_teardown(void **state)
+{
+    fixture_ctx *c = *state;
+    fixture_model_free(&c->m);
+    testutil_rmrf(c->dir);
+    free(c);
+    return 0;
+}

@@ -50,6 +50,15 @@ void fixture_write_weights(const fixture_model *m, const char *dir, int n_shards
  * of floats written after the header. Writes freq_cis too. */
 size_t fixture_write_llama2c(const char *path, const int32_t header[7], uint64_t seed);
 
+/* The state of a test run with fixture_ctx_setup/teardown: a fresh temporary directory
+ * (removed afterwards) and a fixture model (freed afterwards). */
+typedef struct fixture_ctx {
+    char dir[512];
+    fixture_model m;
+} fixture_ctx;
+int fixture_ctx_setup(void **state);
+int fixture_ctx_teardown(void **state);
+
 /* Fills dir with the shared stories260K directory; returns 0 when it is absent (tests skip). */
 int stories_dir(char *dir, size_t size);
 

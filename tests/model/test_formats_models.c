@@ -13,27 +13,7 @@
 #include "test_formats_fixtures.h"
 #include "zmix/model.h"
 
-typedef struct ctx {
-    char dir[512];
-    fixture_model m;
-} ctx;
-
-static int setup(void **state)
-{
-    ctx *c = calloc(1, sizeof *c);
-    testutil_mkdtemp(c->dir, sizeof c->dir);
-    *state = c;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    ctx *c = *state;
-    fixture_model_free(&c->m);
-    testutil_rmrf(c->dir);
-    free(c);
-    return 0;
-}
+typedef fixture_ctx ctx;
 
 static void load_ok(const char *path, zmix_model **out)
 {
@@ -153,18 +133,36 @@ static void test_stories_truncated(void **state)
 
 /* ---- synthetic HF directories ----------------------------------------------------------- */
 
+/* The values a matrix holds, whatever its storage, against the fixture's (bit for bit). */
+static void assert_matrix_values(zmix_wref w, const float *want, size_t n)
+{
+    assert_non_null(w.data);
+    float *got = malloc(n * sizeof *got);
+    if (w.dtype == ZMIX_DT_F32)
+        memcpy(got, w.data, n * sizeof *got);
+    else
+        zmix_half_to_float(got, w.data, n, w.dtype);
+    assert_memory_equal(got, want, n * sizeof *got);
+    free(got);
+}
+
 static void assert_weights_match(const zmix_model *model, fixture_model *m)
 {
-    assert_memory_equal(model->embed, fixture_find(m, "model.embed_tokens.weight")->values,
-                        (size_t)m->vocab * (size_t)m->dim * sizeof(float));
+    assert_matrix_values(zmix_model_embed_ref(model),
+                         fixture_find(m, "model.embed_tokens.weight")->values,
+                         (size_t)m->vocab * (size_t)m->dim);
     for (int l = 0; l < m->layers; l++) {
         char n[96];
+        int rows, cols;
         snprintf(n, sizeof n, "model.layers.%d.mlp.down_proj.weight", l);
-        assert_memory_equal(model->layers[l].w_down, fixture_find(m, n)->values,
-                            (size_t)m->dim * (size_t)m->hidden * sizeof(float));
+        assert_matrix_values(zmix_model_matrix_ref(model, l, ZMIX_MAT_DOWN, &rows, &cols),
+                             fixture_find(m, n)->values, (size_t)m->dim * (size_t)m->hidden);
         snprintf(n, sizeof n, "model.layers.%d.self_attn.k_proj.weight", l);
-        assert_memory_equal(model->layers[l].wk, fixture_find(m, n)->values,
-                            (size_t)m->dim / 2 * (size_t)m->dim * sizeof(float));
+        assert_matrix_values(zmix_model_matrix_ref(model, l, ZMIX_MAT_K, &rows, &cols),
+                             fixture_find(m, n)->values, (size_t)m->dim / 2 * (size_t)m->dim);
+        snprintf(n, sizeof n, "model.layers.%d.input_layernorm.weight", l);
+        assert_memory_equal(model->layers[l].attn_norm, fixture_find(m, n)->values,
+                            (size_t)m->dim * sizeof(float));
     }
 }
 
@@ -217,9 +215,23 @@ static void test_hf_f16_and_bf16(void **state)
         fixture_write_weights(&c->m, c->dir, 1);
         zmix_model *model;
         load_ok(c->dir, &model);
-        assert_weights_match(model, &c->m); /* converted values, bit for bit */
-        assert_ptr_equal(model->lm_head, model->embed);
-        assert_int_equal(model->n_maps, 0); /* all converted: the mapping is not kept */
+        assert_weights_match(model, &c->m); /* the stored values, bit for bit */
+        /* The matrices stay 16-bit, in the file mapping (kept by the model); only the norms
+         * are converted. */
+        zmix_dtype dt = i ? ZMIX_DT_BF16 : ZMIX_DT_F16;
+        assert_null(model->embed);
+        assert_int_equal(model->embed_dtype, dt);
+        assert_ptr_equal(model->lm_head_half, model->embed_half);
+        assert_true(zmix_model_has_half(model));
+        assert_int_equal(model->n_maps, 1);
+        const uint8_t *map = model->maps[0].addr;
+        for (int l = 0; l < c->m.layers; l++)
+            for (int k = 0; k < ZMIX_MAT_COUNT; k++) {
+                const uint8_t *p = (const uint8_t *)model->layers[l].half[k];
+                assert_true(p >= map && p < map + model->maps[0].len);
+                assert_int_equal(model->layers[l].half_dtype[k], dt);
+            }
+        assert_int_equal(model->n_allocs, 2 * c->m.layers + 1); /* the norms */
         assert_int_equal(zmix_model_get_config(model)->max_seq_len, 32);
         zmix_model_free(model);
     }
@@ -395,6 +407,159 @@ static void test_hf_bad_configs(void **state)
     load_fails(c->dir, ZMIX_EFORMAT, "'hidden_size' is not an integer", NULL);
 }
 
+/* RoPE scaling and the other architecture fields: what is read, and every unsupported field or
+ * value refused naming the field and its value. (That the accepted ones compute what
+ * transformers computes is test_arch_reference.py's job.) */
+static void test_hf_arch_configs(void **state)
+{
+    ctx *c = *state;
+    fixture_model_init(&c->m, "llama", 0, 1, "BF16", 4);
+    fixture_write_weights(&c->m, c->dir, 1);
+    static const struct {
+        const char *extra;
+        int code;
+        const char *n1, *n2;
+    } bad[] = {
+        {"\"rope_scaling\": {\"type\": \"longrope\", \"factor\": 2}", ZMIX_EFORMAT,
+         "'rope_scaling.type' = \"longrope\" is not supported", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"su\"}", ZMIX_EFORMAT, "rope_type' = \"su\"", NULL},
+        {"\"rope_scaling\": 8", ZMIX_EFORMAT, "'rope_scaling' = 8 is not an object", NULL},
+        {"\"rope_scaling\": {\"factor\": 2}", ZMIX_EFORMAT,
+         "'rope_scaling.factor' = 2 is not supported with rope_type \"default\"", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"linear\"}", ZMIX_EFORMAT,
+         "'rope_scaling.factor' is missing", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": \"x\"}", ZMIX_EFORMAT,
+         "'rope_scaling.factor' = \"x\" is not a number", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": -2}", ZMIX_ERANGE,
+         "rope_scaling.factor = -2", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"linear\", \"type\": \"dynamic\", \"factor\": 2}",
+         ZMIX_EFORMAT, "rope_type = \"linear\" and rope_scaling.type = \"dynamic\" disagree", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2, \"low_freq_factor\": 1}",
+         ZMIX_EFORMAT, "'rope_scaling.low_freq_factor' = 1 is not supported with rope_type",
+         "\"linear\""},
+        {"\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+         "\"original_max_position_embeddings\": 8}",
+         ZMIX_EFORMAT, "'rope_scaling.high_freq_factor' is missing", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 4, "
+         "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 8}",
+         ZMIX_ERANGE, "low_freq_factor = 4 and high_freq_factor = 4", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+         "\"high_freq_factor\": 4, \"original_max_position_embeddings\": 8.5}",
+         ZMIX_ERANGE, "original_max_position_embeddings = 8.5", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, "
+         "\"high_freq_factor\": 4}",
+         ZMIX_EFORMAT, "'rope_scaling.original_max_position_embeddings' is missing", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"dynamic\", \"factor\": 2, "
+         "\"original_max_position_embeddings\": 32}",
+         ZMIX_EFORMAT, "original_max_position_embeddings = 32 differs from",
+         "max_position_embeddings = 64"},
+        {"\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2, "
+         "\"original_max_position_embeddings\": 16}",
+         ZMIX_EFORMAT, "rope_scaling.factor = 2 but max_position_embeddings", "64 / 16"},
+        {"\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2, \"beta_fast\": -1}",
+         ZMIX_ERANGE, "beta_fast = -1", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 2, \"truncate\": 1}",
+         ZMIX_EFORMAT, "'truncate' is not true or false", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"yarn\"}", ZMIX_EFORMAT,
+         "'rope_scaling.factor' is missing", NULL},
+        {"\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 2}, \"rope_parameters\": {}",
+         ZMIX_EFORMAT, "both 'rope_scaling' and 'rope_parameters'", NULL},
+        {"\"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1e4, "
+         "\"partial_rotary_factor\": 0.5}",
+         ZMIX_EFORMAT, "'rope_parameters.partial_rotary_factor' = 0.5 is not supported", NULL},
+        {"\"rope_theta\": 1e4, \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": "
+         "1e4}",
+         ZMIX_EFORMAT, "rope_theta is set both", NULL},
+        {"\"partial_rotary_factor\": 0.5", ZMIX_EFORMAT,
+         "'partial_rotary_factor' = 0.5 is not supported", NULL},
+        {"\"quantization_config\": {\"quant_method\": \"gptq\"}", ZMIX_EFORMAT,
+         "'quantization_config' = {\"quant_method\":\"gptq\"} is not supported", NULL},
+        {"\"hidden_act\": \"gelu\"", ZMIX_EFORMAT, "'hidden_act' = \"gelu\" is not supported",
+         NULL},
+        {"\"attention_bias\": true", ZMIX_EFORMAT, "'attention_bias' = true is not supported",
+         NULL},
+        {"\"mlp_bias\": 1", ZMIX_EFORMAT, "'mlp_bias' = 1 is not supported", NULL},
+        {"\"layer_types\": [\"full_attention\", \"chunked_attention\"]", ZMIX_EFORMAT,
+         "'layer_types' = [\"full_attention\",\"chunked_attention\"] is not supported", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fixture_write_config(&c->m, c->dir, bad[i].extra);
+        load_fails(c->dir, bad[i].code, bad[i].n1, bad[i].n2);
+    }
+
+    /* Accepted: what each reads into the config. */
+    zmix_model *m;
+    fixture_write_config(&c->m, c->dir, "\"rope_scaling\": null, \"attention_bias\": false");
+    load_ok(c->dir, &m);
+    assert_int_equal(m->cfg.rope_scaling.type, ZMIX_ROPE_DEFAULT);
+    char plain[65];
+    memcpy(plain, m->fingerprint, sizeof plain);
+    zmix_model_free(m);
+    fixture_write_config(&c->m, c->dir, "\"rope_scaling\": {\"rope_type\": \"default\"}");
+    load_ok(c->dir, &m);
+    assert_string_equal(m->fingerprint, plain); /* plain RoPE: same model */
+    zmix_model_free(m);
+
+    fixture_write_config(&c->m, c->dir,
+                         "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, "
+                         "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                         "\"original_max_position_embeddings\": 8}");
+    load_ok(c->dir, &m);
+    const zmix_rope_scaling *r = &m->cfg.rope_scaling;
+    assert_int_equal(r->type, ZMIX_ROPE_LLAMA3);
+    assert_true(r->factor == 8.0 && r->low_freq_factor == 1.0 && r->high_freq_factor == 4.0);
+    assert_int_equal(r->original_max_pos, 8);
+    assert_int_equal(m->cfg.max_seq_len, 64);
+    assert_string_not_equal(m->fingerprint, plain);
+    zmix_model_free(m);
+
+    fixture_write_config(&c->m, c->dir,
+                         "\"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0, "
+                         "\"original_max_position_embeddings\": 64}");
+    load_ok(c->dir, &m);
+    r = &m->cfg.rope_scaling;
+    assert_int_equal(r->type, ZMIX_ROPE_YARN);
+    assert_true(r->beta_fast == 32.0 && r->beta_slow == 1.0 && r->truncate == 1);
+    assert_true(fabs(r->attention_factor - (0.1 * log(4.0) + 1.0)) < 1e-15);
+    assert_int_equal(m->cfg.max_seq_len, 256); /* factor × original */
+    zmix_model_free(m);
+
+    /* transformers 5: no factor, derived from the two lengths. */
+    fixture_write_config(&c->m, c->dir,
+                         "\"rope_parameters\": {\"rope_type\": \"yarn\", \"rope_theta\": 5e5, "
+                         "\"original_max_position_embeddings\": 16, \"attention_factor\": 1.5}");
+    load_ok(c->dir, &m);
+    r = &m->cfg.rope_scaling;
+    assert_true(r->factor == 4.0 && r->attention_factor == 1.5);
+    assert_true(m->cfg.rope_theta == 5e5f);
+    zmix_model_free(m);
+
+    /* Sliding windows cap the context; a window at least as long is a no-op. */
+    static const struct {
+        const char *type, *extra;
+        int context;
+    } windows[] = {
+        {"mistral", "\"sliding_window\": 40", 40},
+        {"mistral", "\"sliding_window\": 4096", 64},
+        {"mistral", "\"sliding_window\": null", 64},
+        {"llama",
+         "\"sliding_window\": 40, \"layer_types\": [\"full_attention\", "
+         "\"full_attention\"]",
+         64},
+        {"llama",
+         "\"sliding_window\": 40, \"layer_types\": [\"sliding_attention\", "
+         "\"full_attention\"]",
+         40},
+    };
+    for (size_t i = 0; i < sizeof windows / sizeof windows[0]; i++) {
+        snprintf(c->m.model_type, sizeof c->m.model_type, "%s", windows[i].type);
+        fixture_write_config(&c->m, c->dir, windows[i].extra);
+        load_ok(c->dir, &m);
+        assert_int_equal(m->cfg.max_seq_len, windows[i].context);
+        zmix_model_free(m);
+    }
+}
+
 /* ---- llama2.c files --------------------------------------------------------------------- */
 
 static void test_llama2c_synthetic(void **state)
@@ -483,7 +648,7 @@ static void test_load_missing_path(void **state)
 
 int main(void)
 {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, fixture_ctx_setup, fixture_ctx_teardown)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stories_both_formats),
         T(test_stories_truncated),
@@ -495,6 +660,7 @@ int main(void)
         T(test_hf_extra_tensor_rejected),
         T(test_hf_bad_index),
         T(test_hf_bad_configs),
+        T(test_hf_arch_configs),
         T(test_llama2c_synthetic),
         T(test_llama2c_malformed),
         T(test_load_missing_path),
