@@ -36,9 +36,6 @@ typedef struct zmix_rope {
 
 int zmix_rope_init(zmix_rope *rope, const zmix_model_config *cfg, int max_pos, zmix_error *err);
 void zmix_rope_free(zmix_rope *rope);
-/* Inverse frequency of pair i for a sequence of seq_len tokens, and (when mscale is not NULL)
- * the cos/sin multiplier, as transformers computes them for the config's rope_scaling. */
-float zmix_rope_inv_freq(const zmix_model_config *cfg, int seq_len, int i, float *mscale);
 /* cos/sin tables (n_pos × half each) of a sequence of seq_len tokens. */
 void zmix_rope_fill(const zmix_model_config *cfg, int seq_len, int n_pos, float *cos_out,
                     float *sin_out);

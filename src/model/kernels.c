@@ -78,14 +78,6 @@ static float rope_freq(const rope_params *p, int i)
     }
 }
 
-float zmix_rope_inv_freq(const zmix_model_config *cfg, int seq_len, int i, float *mscale)
-{
-    rope_params p;
-    rope_params_init(&p, cfg, seq_len);
-    if (mscale) *mscale = p.mscale;
-    return rope_freq(&p, i);
-}
-
 void zmix_rope_fill(const zmix_model_config *cfg, int seq_len, int n_pos, float *cos_out,
                     float *sin_out)
 {
