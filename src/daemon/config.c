@@ -160,6 +160,11 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
         cfg->group_readable = yes;
         return 0;
     }
+    if (!strcmp(name, "memory-limit")) return set_size(&cfg->memory_limit, name, value, 1, err);
+    if (!strcmp(name, "factor-dtype")) {
+        int rc = zmix_factor_dtype_parse(value, &cfg->factor_dtype, err);
+        return rc ? zmix_error_prefix(err, "--factor-dtype") : 0;
+    }
     if (!strcmp(name, "max-connections"))
         return set_int(&cfg->max_connections, name, value, 1, 1000000, err);
     if (!strcmp(name, "max-unauth-connections"))

@@ -11,6 +11,7 @@
 
 #include "wire/job_limits.h"
 #include "zmix/common.h"
+#include "zmix/model.h"
 
 #define CONFIG_MAX_LISTEN  4
 #define CONFIG_MAX_EXPERTS 64
@@ -38,6 +39,8 @@ typedef struct server_config {
     int max_unauth_connections; /* TCP connections not authenticated yet (PROTOCOL §6) */
     int auth_timeout_ms;        /* from connect to a successful auth */
     int group_readable;         /* cache directories 0750 and files 0640 instead of 0700 and 0600 */
+    size_t memory_limit;        /* the memory plan must fit this; 0: MemAvailable */
+    zmix_factor_dtype factor_dtype; /* U and Vt of the SVD factors (default auto) */
     /* Per-job limits: the configurable fields of job_limits (job_limit_options); the model's
      * fields are filled when the model is loaded. */
     job_limits limits;

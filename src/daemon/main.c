@@ -37,7 +37,11 @@ static void print_usage(FILE *out)
             "                          16, at most half of --max-connections)\n"
             "  --auth-timeout-ms N     time from connect to auth (default 10000)\n"
             "  --group-readable        cache directories 0750 and files 0640 (default 0700,\n"
-            "                          0600)\n");
+            "                          0600)\n"
+            "  --memory-limit N        refuse a model whose memory plan exceeds N bytes\n"
+            "                          (default: MemAvailable)\n"
+            "  --factor-dtype T        U and Vt of the SVD factors: auto (F16 for a 16-bit\n"
+            "                          model, else F32), f32, f16 or bf16\n");
     job_limits_print_help(out);
     fprintf(out, "  --config FILE           apply a config file at this point of the command line\n"
                  "  --log-level L           error, warn, info (default), debug\n"

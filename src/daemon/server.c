@@ -183,9 +183,12 @@ static int plan_memory(server *srv, zmix_error *err)
     ms.workers = cfg->workers;
     ms.max_tokens = cfg->limits.max_tokens;
     ms.other = cfg->cache_bytes;
+    ms.factor_dtype = cfg->factor_dtype;
     ms.workers_option = "--workers";
+    ms.factor_option = "--factor-dtype";
+    ms.limit_option = "--memory-limit";
     char report[1024];
-    rc = zmix_memory_preflight(cfg->model, &ms, 0, report, sizeof report, err);
+    rc = zmix_memory_preflight(cfg->model, &ms, cfg->memory_limit, report, sizeof report, err);
     if (report[0]) ZLOG_INFO(srv->log, "%s", report);
     return rc;
 }
@@ -204,6 +207,7 @@ static int load_model(server *srv, zmix_error *err)
     snprintf(factors, sizeof factors, "%s/factors", cfg->cache_dir);
     ro.factor_cache_dir = factors; /* created by prepare_cache_dirs */
     ro.factor_file_mode = cfg->group_readable ? 0640 : 0600;
+    ro.factor_dtype = cfg->factor_dtype;
     rc = zmix_runtime_create(srv->model, &ro, (const char *const *)cfg->experts, cfg->n_experts,
                              &srv->rt, err);
     if (rc) return rc;

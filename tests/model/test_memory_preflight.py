@@ -68,7 +68,8 @@ def test_refused_before_any_work(tmp_path):
     assert r.returncode != 0, out
     assert "memory plan: weights " in out and "TiB" in out, out
     assert f"{model}: needs " in out and "but MemAvailable is" in out, out
-    assert "no setting of --workers makes it fit" in out, out
+    assert "no setting of --workers or --factor-dtype makes it fit" in out, out
+    assert "(--memory-limit sets the limit instead)" in out, out
     # Nothing was loaded: the (absent) experts were never opened, no factors were made.
     assert "absent0" not in out, out
     # (the cache's directories are made and checked first; no factor file is written)
@@ -97,3 +98,18 @@ def test_zmix_adapt_refuses_and_names_its_options(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "but --memory-limit is 2.44 GiB; it fits with --factor-dtype f16" in r.stderr, r.stderr
+
+
+def test_zmixd_takes_a_limit_and_names_its_options(tmp_path):
+    """zmixd's --memory-limit replaces MemAvailable, and the refusal names --factor-dtype as
+    the way out when 16-bit factors would fit."""
+    small = str(tmp_path / "small")
+    sparse_model(small, dim=1024, hidden=4096, layers=8, heads=16, kv=4, vocab=32000)
+    r = subprocess.run([ZMIXD, "--model", small, "--experts", "a,b,c", "--workers", "1",
+                        "--cache-dir", str(tmp_path / "cache"), "--factor-dtype", "f32",
+                        "--cache-bytes", "1M", "--memory-limit", "2560M",
+                        "--listen", f"unix:{tmp_path}/s.sock"],
+                       capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "but --memory-limit is 2.50 GiB; it fits with --factor-dtype f16" in out, out

@@ -96,6 +96,15 @@ static void test_auth_and_mode_options(void **unused)
     assert_int_not_equal(config_set(&cfg, "auth-timeout-ms", "50", &err), 0);
     assert_string_equal(err.msg, "--auth-timeout-ms: '50' is not an integer in [100, 600000]");
     assert_int_not_equal(config_set(&cfg, "max-unauth-connections", "0", &err), 0);
+    /* The memory plan's limit and the factors' dtype. */
+    assert_true(cfg.memory_limit == 0 && cfg.factor_dtype == ZMIX_FACTORS_AUTO);
+    assert_int_equal(config_set(&cfg, "memory-limit", "3G", &err), 0);
+    assert_true(cfg.memory_limit == (size_t)3 << 30);
+    assert_int_equal(config_set(&cfg, "factor-dtype", "bf16", &err), 0);
+    assert_int_equal(cfg.factor_dtype, ZMIX_FACTORS_BF16);
+    assert_int_not_equal(config_set(&cfg, "factor-dtype", "f64", &err), 0);
+    assert_non_null(strstr(err.msg, "--factor-dtype"));
+    assert_non_null(strstr(err.msg, "f64"));
     config_free(&cfg);
 }
 
