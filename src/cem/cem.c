@@ -304,17 +304,25 @@ int zmix_cem_ask(zmix_cem *c, float *pop)
 }
 
 /* Indices sorted best first; ties keep index order so the carried-over best (member 0) wins
- * a tie against a new member and the order never depends on the sort algorithm. Insertion
- * sort: populations are small and it is stable by construction. */
-static void rank_members(const zmix_score *sc, int n, zmix_metric metric, int *order)
+ * a tie against a new member and the order never depends on the sort algorithm. A stable
+ * merge sort: O(n log n) for the largest populations the engine accepts (an insertion sort
+ * took seconds at 65,536 members, found by the checkpoint fuzzer). tmp holds n ints. */
+static void rank_members(const zmix_score *sc, int n, zmix_metric metric, int *order, int *tmp)
 {
-    for (int i = 0; i < n; i++) {
-        int j = i;
-        while (j > 0 && zmix_score_cmp(&sc[i], &sc[order[j - 1]], metric) > 0) {
-            order[j] = order[j - 1];
-            j--;
+    for (int i = 0; i < n; i++) order[i] = i;
+    for (int width = 1; width < n; width *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * width) {
+            int mid = lo + width < n ? lo + width : n;
+            int hi = lo + 2 * width < n ? lo + 2 * width : n;
+            int a = lo, b = mid, k = lo;
+            /* Take from the right only when strictly better: equal members keep their order. */
+            while (a < mid && b < hi)
+                tmp[k++] = zmix_score_cmp(&sc[order[b]], &sc[order[a]], metric) > 0 ? order[b++]
+                                                                                    : order[a++];
+            while (a < mid) tmp[k++] = order[a++];
+            while (b < hi) tmp[k++] = order[b++];
         }
-        order[j] = i;
+        memcpy(order, tmp, (size_t)n * sizeof *order);
     }
 }
 
@@ -355,6 +363,8 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
     }
     int rc = cem_history_reserve(c, c->hist_len + 1, err);
     if (rc) return rc;
+    int *rank_tmp = malloc((size_t)n * sizeof *rank_tmp);
+    if (!rank_tmp) return zmix_error_set(err, ZMIX_ENOMEM, "cem: out of memory ranking %d", n);
 
     zmix_score *sc = c->scores;
     if (first) sc[0] = c->best_score;
@@ -362,7 +372,8 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
     c->evaluations += n - first;
     c->skipped += first;
 
-    rank_members(sc, n, c->s.metric, c->order);
+    rank_members(sc, n, c->s.metric, c->order, rank_tmp);
+    free(rank_tmp);
     int ne = c->n_elites;
 
     zmix_cem_gen_stats st;
