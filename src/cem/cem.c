@@ -22,7 +22,7 @@
  * experts is ~15 000 coordinates), small enough that pop × dim never overflows an int. */
 #define CEM_MAX_DIM         (1 << 20)
 #define CEM_MAX_POP         (1 << 16)
-#define CEM_MAX_POP_DIM     (1L << 28)
+#define CEM_MAX_POP_DIM     (1L << 24) /* pop × dim: the population and its noise, 192 MB */
 #define CEM_MAX_GENERATIONS 1000000
 
 const char *zmix_cem_stop_name(zmix_cem_stop reason)
