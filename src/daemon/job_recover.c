@@ -68,7 +68,7 @@ static void recover_one(server *srv, job *j, job_recovered *rec)
         return;
     }
     char key_now[65];
-    zmix_adapt_key(srv->rt, &j->spec.examples, &j->opts, key_now);
+    job_spec_key(&j->spec, zmix_model_fingerprint(srv->model), srv->experts_digest, key_now);
     if (strcmp(key_now, j->key) != 0) {
         cannot_resume(srv, j,
                       "the model, experts or adapted matrices changed since it was submitted");

@@ -410,7 +410,9 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
     zmix_adapt_opts opts;
     job_spec_adapt_opts(spec, &opts);
     char key[65];
-    zmix_adapt_key(srv->rt, &spec->examples, &opts, key);
+    /* The experts digest computed once at startup, not the expert vectors hashed on the
+     * loop for every submit. */
+    job_spec_key(spec, zmix_model_fingerprint(srv->model), srv->experts_digest, key);
     parked *p = calloc(1, sizeof *p);
     if (!p) {
         job_spec_free(spec);
