@@ -73,6 +73,13 @@ static void accept_work(io_op *o)
         op->cache_hit = 1;
         return;
     }
+    if (j->cache_only) {
+        op->jo.rc = zmix_error_set(&op->jo.err, ZMIX_ELIMIT,
+                                   "job queue full (--max-jobs %d), and task %s has no cached "
+                                   "result for these inputs",
+                                   o->srv->cfg->max_jobs, j->spec.task);
+        return;
+    }
     job_record rec;
     memset(&rec, 0, sizeof rec);
     snprintf(rec.task, sizeof rec.task, "%s", j->spec.task);
@@ -153,6 +160,7 @@ typedef struct finish_op {
     job_summary summary;
     int put_rc;
     zmix_error put_err;
+    int store_rc; /* writing the end state to the job store */
 } finish_op;
 
 /* The task cache's copy of a result: α and z′ as arrays, the document as bytes. */
@@ -219,9 +227,12 @@ static void finish_work(io_op *o)
     if (have) zmix_adapt_result_free(&r);
     if (op->put_rc == 0) {
         zmix_error err;
-        if (job_store_finish(srv->store, j->id, op->state, op->reason, j->end_ms,
-                             (const uint8_t *)doc, doc ? strlen(doc) : 0, &err) != 0)
+        op->store_rc = job_store_finish(srv->store, j->id, op->state, op->reason, j->end_ms,
+                                        (const uint8_t *)doc, doc ? strlen(doc) : 0, &err);
+        if (op->store_rc != 0)
             ZLOG_WARN(srv->log, "job %llu: job store: %s", (unsigned long long)j->id, err.msg);
+    } else {
+        op->store_rc = op->put_rc;
     }
     free(doc);
 }
@@ -230,6 +241,7 @@ static void finish_work(io_op *o)
 static void finish_after(io_op *o)
 {
     finish_op *op = (finish_op *)o;
+    op->jo.j->end_unsaved = op->store_rc != 0;
     jobs_finished(op->jo.j, op->state, op->reason, &op->summary, op->put_rc, &op->put_err);
     job_summary_free(&op->summary);
     free(op);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "daemon/server.h"
+#include "util/utf8.h"
 
 static void restore_final(job *j, const job_record *r)
 {
@@ -37,6 +38,7 @@ static void cannot_resume(server *srv, job *j, const char *why)
     ZLOG_ERROR(srv->log, "job %llu: cannot resume: %s", (unsigned long long)j->id, why);
     j->state = JOB_FAILED;
     snprintf(j->reason, sizeof j->reason, "cannot resume after restart: %.180s", why);
+    utf8_trim_cstr(j->reason);
     job_set_phase(j, JOB_PH_FINISHED);
     job_store_set_state(srv->store, j->id, JOB_FAILED, j->reason, server_wall_ms(), NULL);
 }

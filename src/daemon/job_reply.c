@@ -56,6 +56,17 @@ static void fill_cached(msgpack_packer *pk, const void *srvv, const void *rv)
     rpc_map_end(&m, pk);
 }
 
+static void fill_cancelled(msgpack_packer *pk, const void *jv, const void *unused)
+{
+    const job *j = jv;
+    (void)unused;
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", j->id);
+    rpc_map_str(&m, "state", job_state_name(j->state));
+    rpc_map_end(&m, pk);
+}
+
 static void reply_status(parked *p, const job *j, int timed_out)
 {
     pack_reply(p, fill_status, j, &timed_out);
@@ -107,6 +118,28 @@ void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t time
     (void)srv;
 }
 
+void jobs_park_cancel(server *srv, job *j, conn *c, uint32_t msgid)
+{
+    parked *p = calloc(1, sizeof *p);
+    if (!p) {
+        /* The cancel is requested all the same; only its acknowledgement is lost. */
+        conn_reply_error(c, msgid, ZMIX_ENOMEM, "cancel: out of memory");
+        return;
+    }
+    p->msgid = msgid;
+    p->kind = PARK_CANCEL;
+    conn_park(c, p);
+    if (j->phase == JOB_PH_FINISHED) { /* ended already (its end op could not be queued) */
+        p->job_next = j->waiters;
+        j->waiters = p;
+        jobs_answer_waiters(j);
+        return;
+    }
+    p->job_next = j->waiters;
+    j->waiters = p;
+    (void)srv;
+}
+
 void jobs_sweep_waiters(server *srv, uint64_t now_ms)
 {
     for (job *j = srv->jobs; j; j = j->next) {
@@ -133,6 +166,12 @@ void jobs_answer_waiters(job *j)
         j->waiters = p->job_next;
         if (p->kind == PARK_SUBMIT)
             jobs_reply_submitted(p, j);
+        else if (p->kind == PARK_CANCEL && j->end_unsaved)
+            parked_reply_error(p, ZMIX_EIO,
+                               "cancel: the job stopped, but its end state could not be written "
+                               "to disk: it may run again after a restart");
+        else if (p->kind == PARK_CANCEL)
+            pack_reply(p, fill_cancelled, j, NULL);
         else
             reply_status(p, j, 0);
         free(p);

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "daemon/server.h"
+#include "util/utf8.h"
 #include "util/clock.h"
 
 static void begin_step(job *j);
@@ -165,12 +166,12 @@ static void begin_step(job *j)
 {
     server *srv = j->srv;
     zmix_error err = {0};
-    if (srv->shutting_down) { /* resumed from its checkpoint at the next start */
-        job_set_phase(j, JOB_PH_QUEUED);
+    if (j->cancel_requested) { /* before shutdown: an acknowledged cancel is kept */
+        finish(j, JOB_CANCELLED, "cancelled by a client");
         return;
     }
-    if (j->cancel_requested) {
-        finish(j, JOB_CANCELLED, "cancelled by a client");
+    if (srv->shutting_down) { /* resumed from its checkpoint at the next start */
+        job_set_phase(j, JOB_PH_QUEUED);
         return;
     }
     if (open_session(j, &err) != 0) {
@@ -261,6 +262,7 @@ void jobs_on_pool_async(uv_async_t *h)
             /* One piece failed: the job fails alone. Stop its other pieces early. */
             j->fail_pending = 1;
             snprintf(j->reason, sizeof j->reason, "%.250s", it->err.msg);
+            utf8_trim_cstr(j->reason);
             atomic_store_explicit(&j->stop, 1, memory_order_relaxed);
             for (pool_item *w = pool_withdraw(srv->pool, &j->queue); w; w = w->next) j->items_out--;
         }
@@ -285,7 +287,8 @@ void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_resu
         return;
     }
     if (rc != 0) {
-        ZLOG_ERROR(srv->log, "submit %s: job store: %s", j->spec.task, err->msg);
+        if (!j->cache_only)
+            ZLOG_ERROR(srv->log, "submit %s: job store: %s", j->spec.task, err->msg);
         while (j->waiters) {
             parked *p = j->waiters;
             j->waiters = p->job_next;
@@ -331,6 +334,7 @@ void jobs_finished(job *j, job_state state, const char *reason, job_summary *sum
         snprintf(j->warning, sizeof j->warning,
                  "result not saved to disk (served from memory, redone after a restart): %.160s",
                  put_err->msg);
+        utf8_trim_cstr(j->warning);
     }
     j->state = state;
     snprintf(j->reason, sizeof j->reason, "%s", reason);
@@ -439,7 +443,10 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
         }
         return;
     }
-    if (srv->n_unfinished >= srv->cfg->max_jobs) {
+    /* A full queue refuses new work, not a cache hit (§4.5): without recompute the cache is
+     * still asked, off the loop, and only a miss is refused. */
+    int queue_full = srv->n_unfinished >= srv->cfg->max_jobs;
+    if (queue_full && spec->recompute) {
         job_spec_free(spec);
         free(p);
         char msg[128];
@@ -460,6 +467,7 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
     j->opts = opts;
     memcpy(j->key, key, sizeof key);
     j->state = JOB_QUEUED;
+    j->cache_only = queue_full;
     j->submit_ms = server_wall_ms();
     job_set_phase(j, JOB_PH_ACCEPTING);
     conn_park(c, p);

@@ -44,6 +44,9 @@ static void submit_read(server *srv, conn *c, uint32_t msgid, read_op *op, void 
 /* Loop: sends what the packer wrote, or the op's error. */
 static void answer(read_op *op, msgpack_sbuffer *sb)
 {
+    /* A file corrupted at rest is an I/O failure to the client: EFORMAT is the protocol's
+     * code for bytes on the wire that are not MessagePack (PROTOCOL.md §3). */
+    if (op->rc == ZMIX_EFORMAT) op->rc = ZMIX_EIO;
     if (op->rc != 0)
         parked_reply_error(op->p, op->rc, op->err.msg);
     else

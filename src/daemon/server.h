@@ -50,7 +50,7 @@ typedef struct parked parked;
 /* A request answered later: a wait (job end or timeout), a submit being persisted, a get
  * reading a file. Owned by whatever will answer it (the job's waiter list or a work request);
  * when its connection closes first, conn is set to NULL and the answer is dropped. */
-enum parked_kind { PARK_WAIT = 1, PARK_SUBMIT, PARK_IO };
+enum parked_kind { PARK_WAIT = 1, PARK_SUBMIT, PARK_IO, PARK_CANCEL };
 struct parked {
     conn *conn;
     uint32_t msgid;
@@ -120,6 +120,8 @@ struct job {
     job_phase phase;
     int started; /* the store knows it as running */
     int cancel_requested;
+    int cache_only;   /* the queue was full at submit: answer from the task cache or not at all */
+    int end_unsaved;  /* the end state could not be written to the job store */
     int fail_pending; /* a piece failed: fail once the others are back */
     char reason[JOB_REASON_MAX];
     char warning[JOB_REASON_MAX]; /* e.g. the result could not be written to disk */
@@ -249,6 +251,9 @@ void jobs_on_pool_async(uv_async_t *h);
 void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec);
 job *jobs_find(server *srv, uint64_t id);
 int jobs_cancel(server *srv, job *j, zmix_error *err);
+/* Parks a cancel request on a job being cancelled: it is answered once the job's end state
+ * is on disk, so an acknowledged cancel survives a crash (PROTOCOL.md §4.8). */
+void jobs_park_cancel(server *srv, job *j, conn *c, uint32_t msgid);
 void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t timeout_ms);
 void jobs_sweep_waiters(server *srv, uint64_t now_ms);
 int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err);

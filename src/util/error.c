@@ -5,14 +5,23 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "util/utf8.h"
+
+/* A message cut to its buffer must not end inside a character: it goes on the wire. */
+static void trim_cut(char *msg, int wanted, size_t cap)
+{
+    if (wanted >= 0 && (size_t)wanted >= cap) msg[utf8_trim_tail(msg, strlen(msg))] = '\0';
+}
+
 int zmix_error_set(zmix_error *err, int code, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
         va_start(ap, fmt);
         err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        int wanted = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        trim_cut(err->msg, wanted, sizeof err->msg);
     }
     return code;
 }
@@ -28,7 +37,10 @@ int zmix_error_prefix(zmix_error *err, const char *fmt, ...)
     /* Large enough for both parts; the result is truncated to the message size on copy. */
     char joined[2 * ZMIX_ERROR_MSG_MAX + 2];
     snprintf(joined, sizeof joined, "%s: %s", prefix, err->msg);
-    snprintf(err->msg, sizeof err->msg, "%.*s", (int)sizeof err->msg - 1, joined);
+    size_t len = strlen(joined);
+    if (len >= sizeof err->msg) len = utf8_cut(joined, len, sizeof err->msg - 1);
+    memcpy(err->msg, joined, len);
+    err->msg[len] = '\0';
     return err->code;
 }
 

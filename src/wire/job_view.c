@@ -322,8 +322,7 @@ void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int w
         /* The result document, the same JSON text `zmix adapt` writes (without z′). */
         msgpack_packer *d = rpc_map_key(&m, "document");
         if (r->document_len && r->document[0] == '{') {
-            msgpack_pack_str(d, r->document_len);
-            msgpack_pack_str_body(d, r->document, r->document_len);
+            rpc_pack_strn(d, (const char *)r->document, r->document_len);
         } else {
             msgpack_pack_nil(d);
         }

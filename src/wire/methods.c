@@ -5,6 +5,7 @@
  * Thread: the event loop, every function.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -283,11 +284,13 @@ static void m_cancel(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    rpc_map m;
-    rpc_map_begin(&m);
-    rpc_map_u64(&m, "job", j->id);
-    rpc_map_str(&m, "state", j->phase == JOB_PH_FINISHED ? job_state_name(j->state) : "cancelling");
-    reply_map(c, req, &m);
+    jobs_park_cancel(srv, j, c, req->msgid); /* answered once the end state is on disk */
+}
+
+static int job_cmp_newest_first(const void *a, const void *b)
+{
+    uint64_t x = (*(const job *const *)a)->id, y = (*(const job *const *)b)->id;
+    return x < y ? 1 : x > y ? -1 : 0;
 }
 
 static void m_jobs(server *srv, conn *c, const rpc_request *req)
@@ -311,13 +314,23 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
     size_t n = 0;
     for (job *j = srv->jobs; j; j = j->next)
         n += j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state)));
+    /* Newest first by id: the list itself is in the order jobs reached the loop, and
+     * pipelined submits get their ids from the job store in another order. */
+    const job **sorted = n ? malloc(n * sizeof *sorted) : NULL;
+    if (n && !sorted) {
+        conn_reply_error(c, req->msgid, ZMIX_ENOMEM, "jobs: out of memory");
+        return;
+    }
+    size_t k = 0;
+    for (job *j = srv->jobs; j; j = j->next)
+        if (j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state)))) sorted[k++] = j;
+    if (n > 1) qsort(sorted, n, sizeof *sorted, job_cmp_newest_first);
     rpc_map m;
     rpc_map_begin(&m);
     msgpack_packer *list = rpc_map_key(&m, "jobs");
     msgpack_pack_array(list, n);
-    for (job *j = srv->jobs; j; j = j->next)
-        if (j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state))))
-            jobs_pack_brief(j, list);
+    for (size_t i = 0; i < n; i++) jobs_pack_brief(sorted[i], list);
+    free(sorted);
     reply_map(c, req, &m);
 }
 

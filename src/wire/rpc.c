@@ -6,7 +6,10 @@
 #include "wire/rpc.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "util/utf8.h"
 
 static uint64_t read_be(const uint8_t *p, int n)
 {
@@ -280,7 +283,7 @@ int rpc_map_check_keys(const msgpack_object *map, const char *const *allowed, co
         int known = 0;
         for (const char *const *a = allowed; *a && !known; a++) known = key_is(k, *a);
         if (!known) {
-            int n = k->via.str.size > 64 ? 64 : (int)k->via.str.size;
+            int n = (int)utf8_cut(k->via.str.ptr, k->via.str.size, 64);
             return zmix_error_set(err, ZMIX_EINVAL, "%s: unknown field '%.*s'", where, n,
                                   k->via.str.ptr);
         }
@@ -288,7 +291,7 @@ int rpc_map_check_keys(const msgpack_object *map, const char *const *allowed, co
             const msgpack_object *p = &map->via.map.ptr[j].key;
             if (p->via.str.size == k->via.str.size &&
                 !memcmp(p->via.str.ptr, k->via.str.ptr, k->via.str.size)) {
-                int n = k->via.str.size > 64 ? 64 : (int)k->via.str.size;
+                int n = (int)utf8_cut(k->via.str.ptr, k->via.str.size, 64);
                 return zmix_error_set(err, ZMIX_EINVAL, "%s: field '%.*s' given twice", where, n,
                                       k->via.str.ptr);
             }
@@ -339,6 +342,11 @@ int rpc_get_uint64(const msgpack_object *map, const char *key, uint64_t def, uin
         *out = def;
         return 0;
     }
+    /* A negative integer has the right type and the wrong value: ERANGE, as for every other
+     * integer out of its range. */
+    if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        return zmix_error_set(err, ZMIX_ERANGE, "field '%s': %lld outside [0, %llu]", key,
+                              (long long)v->via.i64, (unsigned long long)UINT64_MAX);
     if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return zmix_error_set(err, ZMIX_EINVAL, "field '%s' must be an integer >= 0, got %s", key,
                               rpc_type_name(v));
@@ -420,11 +428,30 @@ int rpc_get_map(const msgpack_object *map, const char *key, const msgpack_object
     return 0;
 }
 
+void rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n)
+{
+    /* Every string the daemon sends is well-formed UTF-8, also where it quotes bytes a
+     * client sent: those are escaped as \xHH. */
+    if (utf8_valid(s, n)) {
+        msgpack_pack_str(pk, n);
+        msgpack_pack_str_body(pk, s, n);
+        return;
+    }
+    size_t need = utf8_escape(s, n, NULL, 0);
+    char *esc = malloc(need + 1);
+    if (!esc) { /* nothing valid to send but the empty string */
+        msgpack_pack_str(pk, 0);
+        return;
+    }
+    utf8_escape(s, n, esc, need + 1);
+    msgpack_pack_str(pk, need);
+    msgpack_pack_str_body(pk, esc, need);
+    free(esc);
+}
+
 void rpc_pack_cstr(msgpack_packer *pk, const char *s)
 {
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
+    rpc_pack_strn(pk, s, strlen(s));
 }
 
 int rpc_pack_result(msgpack_sbuffer *out, uint32_t msgid, const char *result, size_t len)

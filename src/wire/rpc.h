@@ -97,7 +97,10 @@ int rpc_pack_notify(msgpack_sbuffer *out, const char *method, const char *params
 /* [2, "error", {code, message}]: for a problem that no request can be blamed for. */
 int rpc_pack_error_notify(msgpack_sbuffer *out, const char *code, const char *message);
 
-/* Packs a NUL-terminated C string. */
+/* Packs a string, escaping bytes that are not well-formed UTF-8 as \xHH (the protocol's
+ * strings are UTF-8, and messages quote what clients sent). */
+void rpc_pack_strn(msgpack_packer *pk, const char *s, size_t n);
+/* Packs a NUL-terminated C string, as rpc_pack_strn. */
 void rpc_pack_cstr(msgpack_packer *pk, const char *s);
 /* A map built without counting its entries by hand: keys and values are packed into a
  * buffer of its own, and the header with the count is written when it is closed.

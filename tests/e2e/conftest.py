@@ -77,6 +77,17 @@ def make_examples(n=4, seed=1, prompt_len=12, target_len=3, vocab=512):
             for _ in range(n)]
 
 
+def wait_for(pred, timeout=30, interval=0.01):
+    """Polls pred until it returns something true, which is returned; fails after timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
 def free_port():
     """A TCP port on loopback that nothing listens on (for --listen tcp:127.0.0.1:PORT)."""
     s = socket.socket()
