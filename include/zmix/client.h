@@ -159,6 +159,8 @@ typedef struct zmix_client_result {
     zmix_client_matrix *matrices;
     char examples_digest[65];
     char safetensors[4096]; /* the daemon's copy of z' as a file; "" when not persisted */
+    int current;            /* made with the daemon's current model and experts */
+    char mismatch[256];     /* when not current, why (another model, another expert set) */
 } zmix_client_result;
 
 void zmix_client_result_free(zmix_client_result *r);
@@ -192,6 +194,8 @@ typedef struct zmix_client_task {
     zmix_score score;
     int64_t bytes;
     int resident, persisted;
+    int current;        /* made with the daemon's current model and experts */
+    char mismatch[256]; /* when not current, why */
 } zmix_client_task;
 
 typedef struct zmix_client_task_list {

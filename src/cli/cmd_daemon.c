@@ -653,12 +653,14 @@ typedef struct get_ctx {
     const char *out;
     const char *result;
     int vectors;
+    int force; /* --force: write z' even when it was made for another model or expert set */
 } get_ctx;
 
 static int get_extra(void *vctx, int argc, char **argv, int *i)
 {
     get_ctx *g = vctx;
     if (!strcmp(argv[*i], "--vectors")) return g->vectors = 1;
+    if (!strcmp(argv[*i], "--force")) return g->force = 1;
     if (!strcmp(argv[*i], "--result")) return opt_value("get", argc, argv, i, &g->result) ? -1 : 1;
     if (strcmp(argv[*i], "--out")) return 0;
     return opt_value("get", argc, argv, i, &g->out) ? -1 : 1;
@@ -712,11 +714,14 @@ int cmd_get(int argc, char **argv)
     get_ctx g = {0};
     const char *pos[1];
     PARSE_OR_RETURN(&o, argc, argv, pos, 1,
-                    "usage: zmix get TASK [--out Z.safetensors] [--result R.json] [--vectors] "
-                    "[--json]\n\n"
-                    "Shows a task's cached result: scores, alpha, where it came from.\n\n"
+                    "usage: zmix get TASK [--out Z.safetensors [--force]] [--result R.json] "
+                    "[--vectors] [--json]\n\n"
+                    "Shows a task's cached result: scores, alpha, where it came from, and whether\n"
+                    "it was made with the daemon's current model and experts.\n\n"
                     "  --out FILE           write z' (one F32 tensor per adapted matrix, named as\n"
-                    "                       in the expert files) as a safetensors file\n"
+                    "                       in the expert files) as a safetensors file; refused\n"
+                    "                       for a result made for another model or expert set\n"
+                    "  --force              with --out: write such a result all the same\n"
                     "  --result FILE        write the result document (the JSON of zmix adapt,\n"
                     "                       docs/cem.md: scores, alpha, settings, history)\n"
                     "  --vectors            with --json: include z' per matrix",
@@ -737,6 +742,10 @@ int cmd_get(int argc, char **argv)
     } else {
         char when[32];
         format_time(r.created, when, sizeof when);
+        if (!r.current)
+            printf("NOT CURRENT: %s; it does not apply to the daemon's model and experts "
+                   "(submit the task again to recompute)\n",
+                   r.mismatch);
         printf("task %s  from job %llu  created %s\n", r.task, (unsigned long long)r.job, when);
         printf("accuracy %.4f  loglik %.5f  (base model: accuracy %.4f  loglik %.5f)\n",
                r.score.accuracy, r.score.loglik, r.base_score.accuracy, r.base_score.loglik);
@@ -751,7 +760,14 @@ int cmd_get(int argc, char **argv)
         printf("key %s\n", r.key);
     }
     if (rc == 0 && g.result) rc = save_document(c, pos[0], g.result, o.json);
-    if (rc == 0 && g.out) {
+    if (rc == 0 && g.out && !r.current && !g.force) {
+        fprintf(stderr,
+                "zmix get: not writing %s: task %s's result was %s; it does not apply to the "
+                "daemon's model and experts (submit the task again to recompute, or --force to "
+                "write it all the same)\n",
+                g.out, r.task, r.mismatch);
+        rc = 1;
+    } else if (rc == 0 && g.out) {
         if (save_z(c, &r, g.out, &err)) {
             fprintf(stderr, "zmix get: %s\n", err.msg);
             rc = 1;
@@ -778,10 +794,11 @@ static void tasks_print(const zmix_client *c, void *ctx)
     for (size_t i = 0; i < l->n; i++) {
         char when[32];
         format_time(l->tasks[i].created, when, sizeof when);
-        printf("%-24s %-6llu %8.4f %10.5f %9lld  %s%s\n", l->tasks[i].task,
+        printf("%-24s %-6llu %8.4f %10.5f %9lld  %s%s%s%s\n", l->tasks[i].task,
                (unsigned long long)l->tasks[i].job, l->tasks[i].score.accuracy,
                l->tasks[i].score.loglik, (long long)l->tasks[i].bytes, when,
-               l->tasks[i].persisted ? "" : "  (not on disk)");
+               l->tasks[i].persisted ? "" : "  (not on disk)",
+               l->tasks[i].current ? "" : "  NOT CURRENT: ", l->tasks[i].mismatch);
     }
     if (l->n == 0) printf("(no cached tasks)\n");
 }

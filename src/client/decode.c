@@ -285,6 +285,9 @@ static int decode_result_fields(const msgpack_object *o, zmix_client_result *out
         rc = zcli_mp_str(o, "examples_digest", out->examples_digest, sizeof out->examples_digest,
                          err);
     if (!rc) rc = zcli_mp_str(o, "safetensors", out->safetensors, sizeof out->safetensors, err);
+    out->current = 1; /* a daemon that does not say made it with what it holds */
+    if (!rc) rc = zcli_mp_bool(o, "current", &out->current, err);
+    if (!rc) rc = zcli_mp_str(o, "mismatch", out->mismatch, sizeof out->mismatch, err);
     if (rc) return rc;
     const msgpack_object *es = zcli_mp_get(o, "expert_scores");
     if (es && es->type == MSGPACK_OBJECT_ARRAY) {

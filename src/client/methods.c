@@ -523,6 +523,9 @@ int zmix_client_tasks(zmix_client *c, zmix_client_task_list *out, zmix_error *er
         if (!rc) rc = zcli_mp_int(e, "bytes", &t->bytes, err);
         if (!rc) rc = zcli_mp_bool(e, "resident", &t->resident, err);
         if (!rc) rc = zcli_mp_bool(e, "persisted", &t->persisted, err);
+        t->current = 1;
+        if (!rc) rc = zcli_mp_bool(e, "current", &t->current, err);
+        if (!rc) rc = zcli_mp_str(e, "mismatch", t->mismatch, sizeof t->mismatch, err);
         out->n = i + 1;
     }
     if (rc) {

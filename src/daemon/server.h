@@ -302,6 +302,10 @@ void results_history(server *srv, conn *c, uint32_t msgid, job *j);
 /* job_view.c */
 void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk);
 void jobs_pack_brief(const job *j, msgpack_packer *pk);
+/* Whether a result made with this model fingerprint and experts digest is not current for
+ * this daemon: 1 with the reason in why, else 0 with why "". */
+int jobs_result_mismatch(const server *srv, const char *model_fingerprint,
+                         const char *experts_digest, char *why, size_t size);
 void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int with_document,
                       msgpack_packer *pk);
 void jobs_pack_history(uint64_t id, const zmix_adapt_result *r, msgpack_packer *pk);

@@ -28,9 +28,9 @@
 #include "store/task_record.h"
 #include "util/record.h"
 
-#define TASK_EXT    ".zmt"
-#define ST_EXT      ".safetensors"
-#define TMP_EXT     ".tmp"
+#define TASK_EXT ".zmt"
+#define ST_EXT   ".safetensors"
+#define TMP_EXT  ".tmp"
 
 typedef struct tc_entry {
     task_cache_info info; /* summary, kept whether or not the result is resident */
@@ -111,6 +111,10 @@ static void entry_set_data(task_cache *c, tc_entry *e, task_result *data)
     e->info.created_ms = data->created_ms;
     e->info.score = data->score;
     e->info.bytes = result_bytes(data);
+    task_provenance prov;
+    task_result_provenance(data, &prov);
+    memcpy(e->info.model_fingerprint, prov.model_fingerprint, sizeof prov.model_fingerprint);
+    memcpy(e->info.experts_digest, prov.experts_digest, sizeof prov.experts_digest);
     e->info.resident = 1;
     c->resident_bytes += e->info.bytes;
 }

@@ -63,6 +63,15 @@ typedef struct task_result {
 } task_result;
 
 void task_result_free(task_result *r); /* frees the owned arrays and zeroes r; NULL ok */
+
+/* What a result was made from, read from its result document (docs/results.md); "" for a
+ * field the document lacks (a result cached before results carried one). */
+typedef struct task_provenance {
+    char model_fingerprint[72];
+    char experts_digest[72];
+    char examples_digest[72];
+} task_provenance;
+void task_result_provenance(const task_result *r, task_provenance *out);
 /* Deep copy of src into *dst (dst owns everything). */
 int task_result_copy(const task_result *src, task_result *dst, zmix_error *err);
 
@@ -131,7 +140,9 @@ typedef struct task_cache_info {
     uint64_t job_id;
     int64_t created_ms;
     zmix_score score;
-    size_t bytes;  /* resident size of the full result */
+    size_t bytes;               /* resident size of the full result */
+    char model_fingerprint[72]; /* what it was made from (task_provenance); "" unknown */
+    char experts_digest[72];
     int resident;  /* the full result is in memory */
     int persisted; /* the record on disk is this result */
 } task_cache_info;

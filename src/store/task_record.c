@@ -46,6 +46,25 @@ static void *dup_bytes(const void *src, size_t n)
     return p;
 }
 
+void task_result_provenance(const task_result *r, task_provenance *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!r->document_len || r->document[0] != '{') return;
+    cJSON *doc = cJSON_ParseWithLength((const char *)r->document, r->document_len);
+    struct {
+        const char *key;
+        char *dst;
+    } fields[] = {{"model_fingerprint", out->model_fingerprint},
+                  {"experts_digest", out->experts_digest},
+                  {"examples_digest", out->examples_digest}};
+    for (size_t f = 0; doc && f < sizeof fields / sizeof *fields; f++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, fields[f].key);
+        if (cJSON_IsString(v) && strlen(v->valuestring) < sizeof out->model_fingerprint)
+            strcpy(fields[f].dst, v->valuestring);
+    }
+    cJSON_Delete(doc);
+}
+
 int task_result_copy(const task_result *src, task_result *dst, zmix_error *err)
 {
     memset(dst, 0, sizeof *dst);

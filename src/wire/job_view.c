@@ -230,40 +230,46 @@ void jobs_pack_history(uint64_t id, const zmix_adapt_result *r, msgpack_packer *
 
 /* Everything a client needs from a cached result. Vectors only when asked (they can be
  * large): z′ per adapted matrix as float32 little-endian bytes. */
-/* Provenance of a cached result: from its result document (docs/cem.md), or, in a record
- * written before results carried one, from the small msgpack map stored in its place.
- * Anything else (a damaged or foreign blob) is reported as unknown rather than trusted. */
-static void provenance_of(const task_result *r, char values[3][72])
+int jobs_result_mismatch(const server *srv, const char *model_fingerprint,
+                         const char *experts_digest, char *why, size_t size)
 {
-    static const char *const fields[3] = {"examples_digest", "model_fingerprint", "experts_digest"};
-    cJSON *doc = r->document_len && r->document[0] == '{'
-                     ? cJSON_ParseWithLength((const char *)r->document, r->document_len)
-                     : NULL;
-    for (int f = 0; doc && f < 3; f++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, fields[f]);
-        if (cJSON_IsString(v) && strlen(v->valuestring) < 72) strcpy(values[f], v->valuestring);
-    }
+    const char *model_now = zmix_model_fingerprint(srv->model);
+    if (!model_fingerprint[0] || !experts_digest[0])
+        snprintf(why, size, "made by an older zmixd that did not record its model and experts");
+    else if (strcmp(model_fingerprint, model_now))
+        snprintf(why, size, "made for another model (fingerprint %.16s…; this daemon's is %.16s…)",
+                 model_fingerprint, model_now);
+    else if (strcmp(experts_digest, srv->experts_digest))
+        snprintf(why, size,
+                 "made with another expert set (digest %.16s…; this daemon's is %.16s…): "
+                 "its α weights other experts",
+                 experts_digest, srv->experts_digest);
+    else
+        why[0] = '\0';
+    return why[0] != '\0';
+}
+
+/* The expert names stored with the result (its document's "experts"), or NULL. */
+static cJSON *stored_expert_names(const task_result *r)
+{
+    if (!r->document_len || r->document[0] != '{') return NULL;
+    cJSON *doc = cJSON_ParseWithLength((const char *)r->document, r->document_len);
+    cJSON *names = cJSON_DetachItemFromObjectCaseSensitive(doc, "experts");
     cJSON_Delete(doc);
-    if (doc || !r->document_len) return;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, (const char *)r->document, r->document_len, &off) ==
-        MSGPACK_UNPACK_SUCCESS) {
-        for (int f = 0; f < 3; f++) {
-            const msgpack_object *v = rpc_map_get(&u.data, fields[f]);
-            if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size < 72) {
-                memcpy(values[f], v->via.str.ptr, v->via.str.size);
-                values[f][v->via.str.size] = '\0';
-            }
-        }
-    }
-    msgpack_unpacked_destroy(&u);
+    if (cJSON_GetArraySize(names) == r->n_experts) return names;
+    cJSON_Delete(names);
+    return NULL;
 }
 
 void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int with_document,
                       msgpack_packer *pk)
 {
+    task_provenance prov;
+    task_result_provenance(r, &prov);
+    char mismatch[256];
+    int stale = jobs_result_mismatch(srv, prov.model_fingerprint, prov.experts_digest, mismatch,
+                                     sizeof mismatch);
+    cJSON *names = stored_expert_names(r);
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_str(&m, "task", r->task);
@@ -272,14 +278,21 @@ void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int w
     rpc_map_double(&m, "created", (double)r->created_ms / 1000.0);
     pack_score(rpc_map_key(&m, "score"), &r->score);
     pack_score(rpc_map_key(&m, "base_score"), &r->base_score);
+    /* Labelled with the names of the experts that made the result, which are this daemon's
+     * only while the result is current. */
     msgpack_packer *ex = rpc_map_key(&m, "expert_scores");
     msgpack_pack_array(ex, (size_t)r->n_experts);
     for (int k = 0; k < r->n_experts; k++) {
         rpc_map e;
         rpc_map_begin(&e);
+        const cJSON *name = cJSON_GetArrayItem(names, k);
+        char unknown[32];
+        snprintf(unknown, sizeof unknown, "expert %d", k);
         rpc_map_str(&e, "expert",
-                    k < zmix_runtime_n_experts(srv->rt) ? zmix_runtime_expert_name(srv->rt, k)
-                                                        : "?");
+                    cJSON_IsString(name) ? name->valuestring
+                    : !stale && k < zmix_runtime_n_experts(srv->rt)
+                        ? zmix_runtime_expert_name(srv->rt, k)
+                        : unknown);
         rpc_map_double(&e, "accuracy", r->expert_scores[k].accuracy);
         rpc_map_double(&e, "loglik", r->expert_scores[k].loglik);
         rpc_map_end(&e, ex);
@@ -291,18 +304,23 @@ void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int w
     else
         msgpack_pack_nil(st);
     const char *fields[3] = {"examples_digest", "model_fingerprint", "experts_digest"};
-    char values[3][72] = {"", "", ""};
-    provenance_of(r, values);
+    const char *values[3] = {prov.examples_digest, prov.model_fingerprint, prov.experts_digest};
     for (int f = 0; f < 3; f++) {
         if (values[f][0])
             rpc_map_str(&m, fields[f], values[f]);
         else
             rpc_map_nil(&m, fields[f]);
     }
-    /* Whether z′ was made for the model and experts this daemon holds now. */
-    rpc_map_bool(&m, "current",
-                 !strcmp(values[1], zmix_model_fingerprint(srv->model)) &&
-                     !strcmp(values[2], srv->experts_digest));
+    msgpack_packer *en = rpc_map_key(&m, "experts");
+    msgpack_pack_array(en, names ? (size_t)r->n_experts : 0);
+    for (int k = 0; names && k < r->n_experts; k++) {
+        const cJSON *name = cJSON_GetArrayItem(names, k);
+        rpc_pack_cstr(en, cJSON_IsString(name) ? name->valuestring : "");
+    }
+    cJSON_Delete(names);
+    /* Whether z′ was made for the model and experts this daemon holds now, and if not, why. */
+    rpc_map_bool(&m, "current", !stale);
+    rpc_map_str(&m, "mismatch", mismatch);
     msgpack_packer *mats = rpc_map_key(&m, "matrices");
     msgpack_pack_array(mats, (size_t)r->n_matrices);
     for (int i = 0; i < r->n_matrices; i++) {

@@ -398,6 +398,11 @@ static void m_tasks(server *srv, conn *c, const rpc_request *req)
         rpc_map_int(&e, "bytes", (int64_t)list[i].bytes);
         rpc_map_bool(&e, "resident", list[i].resident);
         rpc_map_bool(&e, "persisted", list[i].persisted);
+        char why[256];
+        int stale = jobs_result_mismatch(srv, list[i].model_fingerprint, list[i].experts_digest,
+                                         why, sizeof why);
+        rpc_map_bool(&e, "current", !stale);
+        rpc_map_str(&e, "mismatch", why);
         rpc_map_end(&e, arr);
     }
     free(list);
