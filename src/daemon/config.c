@@ -138,6 +138,12 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
     if (!strcmp(name, "max-running")) return set_int(&cfg->max_running, name, value, 1, 1024, err);
     if (!strcmp(name, "token-file"))
         return set_str(cfg->token_file, sizeof cfg->token_file, name, value, err);
+    if (!strcmp(name, "tenants"))
+        return set_str(cfg->tenants_file, sizeof cfg->tenants_file, name, value, err);
+    if (!strcmp(name, "tenant-max-running"))
+        return set_int(&cfg->tenant_max_running, name, value, 0, 1024, err);
+    if (!strcmp(name, "tenant-max-queued"))
+        return set_int(&cfg->tenant_max_queued, name, value, 0, 100000, err);
     if (!strcmp(name, "log-level")) {
         if (strcmp(value, "error") && strcmp(value, "warn") && strcmp(value, "info") &&
             strcmp(value, "debug"))

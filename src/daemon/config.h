@@ -30,6 +30,9 @@ typedef struct server_config {
     int max_jobs;       /* unfinished jobs (queued + running) */
     int max_running;    /* jobs scored at the same time */
     char token_file[CONFIG_PATH_MAX];
+    char tenants_file[CONFIG_PATH_MAX]; /* tokens file of tenants (tenants.h); "" none */
+    int tenant_max_running;             /* per tenant, unless its line says; 0: no own limit */
+    int tenant_max_queued;
     char log_level[16];
     char log_file[CONFIG_PATH_MAX];
     size_t frame_limit;         /* bytes of one incoming message */

@@ -340,7 +340,7 @@ static void on_connection(uv_stream_t *listener, int status)
     c->id = ++srv->next_conn_id;
     rpc_scanner_reset(&c->scan);
     c->is_tcp = is_tcp;
-    c->authed = !(is_tcp && srv->token_len > 0);
+    c->authed = !(is_tcp && server_tokens_required(srv));
     c->last_active_ms = c->accepted_ms = server_now_ms();
     const char *refused = srv->shutting_down ? "the daemon is shutting down" : conn_admit(srv, c);
     c->next = srv->conns;
@@ -434,7 +434,7 @@ int conn_listen_all(server *srv, zmix_error *err)
         if (!rc) rc = a.is_tcp ? listen_tcp(srv, &a, err) : listen_unix(srv, a.path, err);
         if (rc) return rc;
         ZLOG_INFO(srv->log, "listening on %s%s", srv->cfg->listen[i],
-                  a.is_tcp && srv->token_len ? " (token required)" : "");
+                  a.is_tcp && server_tokens_required(srv) ? " (token required)" : "");
     }
     return 0;
 }

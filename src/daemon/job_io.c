@@ -75,9 +75,8 @@ static void accept_work(io_op *o)
     }
     if (j->cache_only) {
         op->jo.rc = zmix_error_set(&op->jo.err, ZMIX_ELIMIT,
-                                   "job queue full (--max-jobs %d), and task %s has no cached "
-                                   "result for these inputs",
-                                   o->srv->cfg->max_jobs, j->spec.task);
+                                   "%s, and the task has no cached result for these inputs",
+                                   j->refusal);
         return;
     }
     job_record rec;

@@ -37,7 +37,7 @@ static void fill_submitted(msgpack_packer *pk, const void *jv, const void *pv)
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_u64(&m, "job", j->id);
-    rpc_map_str(&m, "task", j->spec.task);
+    jobs_pack_task_name(&m, j->spec.task);
     rpc_map_str(&m, "state", job_state_name(j->state));
     rpc_map_bool(&m, "cached", 0);
     rpc_map_bool(&m, "coalesced", p->coalesced);
@@ -50,7 +50,7 @@ static void fill_cached(msgpack_packer *pk, const void *srvv, const void *rv)
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_u64(&m, "job", r->job_id);
-    rpc_map_str(&m, "task", r->task);
+    jobs_pack_task_name(&m, r->task);
     rpc_map_bool(&m, "cached", 1);
     jobs_pack_result((server *)srvv, r, 0, 0, rpc_map_key(&m, "result"));
     rpc_map_end(&m, pk);
@@ -76,7 +76,8 @@ void jobs_notify_progress(server *srv, const job *j)
 {
     int any = 0;
     for (conn *c = srv->conns; c && !any; c = c->next)
-        any = c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id);
+        any = c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id) &&
+              conn_sees_task(c, j->spec.task);
     if (!any) return;
     msgpack_sbuffer params;
     msgpack_sbuffer_init(&params);
@@ -88,7 +89,8 @@ void jobs_notify_progress(server *srv, const job *j)
     rpc_pack_notify(&out, "progress", params.data, params.size);
     for (conn *c = srv->conns, *next; c; c = next) {
         next = c->next; /* conn_send may close c */
-        if (c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id))
+        if (c->subscribed && (!c->subscribed_job || c->subscribed_job == j->id) &&
+            conn_sees_task(c, j->spec.task))
             conn_send(c, out.data, out.size);
     }
     msgpack_sbuffer_destroy(&out);

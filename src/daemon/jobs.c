@@ -44,6 +44,7 @@ job *jobs_new(server *srv)
     job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     j->srv = srv;
+    j->interest = 1; /* its submit (a recovered job: the one it was acknowledged to) */
     atomic_init(&j->stop, 0);
     j->next = srv->jobs;
     if (srv->jobs) srv->jobs->prev = j;
@@ -386,12 +387,51 @@ static void start_job(job *j)
     (void)srv;
 }
 
+/* Jobs of a tenant (scoped task names TENANT@...) counted by phase. */
+static int tenant_jobs(const server *srv, const char *tenant_name, int running)
+{
+    size_t n = strlen(tenant_name);
+    int count = 0;
+    for (const job *j = srv->jobs; j; j = j->next) {
+        if (strncmp(j->spec.task, tenant_name, n) || j->spec.task[n] != TASK_SCOPE_SEP) continue;
+        if (running ? job_phase_counts_running(j->phase)
+                    : j->phase == JOB_PH_ACCEPTING || j->phase == JOB_PH_QUEUED)
+            count++;
+    }
+    return count;
+}
+
+/* The tenant's own limit on waiting jobs, as the refusal of a submit that is not a cache
+ * hit; "" when there is room (or no tenant). */
+static void tenant_queue_full(const server *srv, const tenant *t, char *msg, size_t size)
+{
+    msg[0] = '\0';
+    if (!t || t->max_queued <= 0) return;
+    int queued = tenant_jobs(srv, t->name, 0);
+    if (queued >= t->max_queued)
+        snprintf(msg, size, "tenant %s: %d jobs waiting to start, at most %d (its max_queued)",
+                 t->name, queued, t->max_queued);
+}
+
+/* The tenant's limit on running jobs: whether a job of this scoped task may start now. */
+static int tenant_may_start(const server *srv, const job *j)
+{
+    char name[TENANT_NAME_MAX + 1];
+    task_name_tenant(j->spec.task, name);
+    if (!name[0]) return 1;
+    for (int i = 0; i < srv->tenants.n; i++)
+        if (!strcmp(srv->tenants.v[i].name, name))
+            return srv->tenants.v[i].max_running <= 0 ||
+                   tenant_jobs(srv, name, 1) < srv->tenants.v[i].max_running;
+    return 1; /* a tenant no longer in the file: only the daemon's limits */
+}
+
 void jobs_schedule(server *srv)
 {
     while (!srv->shutting_down && srv->n_running < srv->cfg->max_running) {
         job *best = NULL;
         for (job *j = srv->jobs; j; j = j->next) {
-            if (j->phase != JOB_PH_QUEUED || j->id == 0) continue;
+            if (j->phase != JOB_PH_QUEUED || j->id == 0 || !tenant_may_start(srv, j)) continue;
             if (!best || j->spec.priority > best->spec.priority ||
                 (j->spec.priority == best->spec.priority && j->id < best->id))
                 best = j;
@@ -432,6 +472,7 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
             continue;
         job_spec_free(spec);
         srv->submits_coalesced++;
+        j->interest++;
         p->coalesced = 1;
         conn_park(c, p);
         if (j->phase == JOB_PH_ACCEPTING) {
@@ -445,14 +486,16 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
     }
     /* A full queue refuses new work, not a cache hit (§4.5): without recompute the cache is
      * still asked, off the loop, and only a miss is refused. */
-    int queue_full = srv->n_unfinished >= srv->cfg->max_jobs;
-    if (queue_full && spec->recompute) {
+    char refusal[192] = "";
+    if (srv->n_unfinished >= srv->cfg->max_jobs)
+        snprintf(refusal, sizeof refusal, "job queue full: %d unfinished jobs (--max-jobs %d)",
+                 srv->n_unfinished, srv->cfg->max_jobs);
+    else
+        tenant_queue_full(srv, c->tenant, refusal, sizeof refusal);
+    if (refusal[0] && spec->recompute) {
         job_spec_free(spec);
         free(p);
-        char msg[128];
-        snprintf(msg, sizeof msg, "job queue full: %d unfinished jobs (--max-jobs %d)",
-                 srv->n_unfinished, srv->cfg->max_jobs);
-        conn_reply_error(c, msgid, ZMIX_ELIMIT, msg);
+        conn_reply_error(c, msgid, ZMIX_ELIMIT, refusal);
         return;
     }
     job *j = jobs_new(srv);
@@ -467,7 +510,8 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
     j->opts = opts;
     memcpy(j->key, key, sizeof key);
     j->state = JOB_QUEUED;
-    j->cache_only = queue_full;
+    j->cache_only = refusal[0] != '\0';
+    snprintf(j->refusal, sizeof j->refusal, "%s", refusal);
     j->submit_ms = server_wall_ms();
     job_set_phase(j, JOB_PH_ACCEPTING);
     conn_park(c, p);
@@ -480,7 +524,7 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
     }
 }
 
-int jobs_cancel(server *srv, job *j, zmix_error *err)
+int jobs_cancel(server *srv, job *j, int withdraw_only, zmix_error *err)
 {
     SERVER_ON_LOOP(srv);
     if (j->phase == JOB_PH_FINISHED)
@@ -493,6 +537,10 @@ int jobs_cancel(server *srv, job *j, zmix_error *err)
             err, ZMIX_ESTATE, "job %llu is already finishing (%s)", (unsigned long long)j->id,
             j->cancel_requested ? "being cancelled" : "its end state is being saved");
     if (j->cancel_requested) return 0;
+    if (withdraw_only && j->interest > 1) {
+        j->interest--;
+        return 1;
+    }
     j->cancel_requested = 1;
     if (j->phase == JOB_PH_QUEUED) {
         finish(j, JOB_CANCELLED, "cancelled by a client");

@@ -107,7 +107,10 @@ static void evict_after(io_op *o) /* loop */
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     rpc_map m;
     rpc_map_begin(&m);
-    rpc_map_str(&m, "evicted", op->task);
+    char tenant_name[TENANT_NAME_MAX + 1];
+    task_name_tenant(op->task, tenant_name);
+    rpc_map_str(&m, "evicted", task_name_local(op->task));
+    if (tenant_name[0]) rpc_map_str(&m, "tenant", tenant_name);
     rpc_map_end(&m, &pk);
     answer(op, &sb);
     msgpack_sbuffer_destroy(&sb);

@@ -137,19 +137,38 @@ static int prepare_cache_dirs(server *srv, zmix_error *err)
     return 0;
 }
 
+int server_tokens_required(const server *srv)
+{
+    return srv->token_len > 0 || srv->tenants.n > 0;
+}
+
+int conn_sees_task(const conn *c, const char *task)
+{
+    if (!c->tenant) return 1;
+    size_t n = strlen(c->tenant->name);
+    return !strncmp(task, c->tenant->name, n) && task[n] == TASK_SCOPE_SEP;
+}
+
 static int check_security(server *srv, zmix_error *err)
 {
     if (srv->cfg->token_file[0]) {
         int rc = read_token(srv, err);
         if (rc) return rc;
     }
+    if (srv->cfg->tenants_file[0]) {
+        int rc = tenants_load(srv->cfg->tenants_file, srv->cfg->tenant_max_running,
+                              srv->cfg->tenant_max_queued, &srv->tenants, err);
+        if (rc) return rc;
+        ZLOG_INFO(srv->log, "%d tenants from %s", srv->tenants.n, srv->cfg->tenants_file);
+    }
     for (int i = 0; i < srv->cfg->n_listen; i++) {
         listen_addr a;
         int rc = config_parse_listen(srv->cfg->listen[i], &a, err);
         if (rc) return rc;
-        if (a.is_tcp && !a.loopback && srv->token_len == 0)
+        if (a.is_tcp && !a.loopback && !server_tokens_required(srv))
             return zmix_error_set(err, ZMIX_EAUTH,
-                                  "--listen %s is not loopback: a --token-file is required",
+                                  "--listen %s is not loopback: a --token-file or --tenants is "
+                                  "required",
                                   srv->cfg->listen[i]);
     }
     return 0;
@@ -256,6 +275,7 @@ static void teardown(server *srv)
     if (srv->store) job_store_free(srv->store);
     zmix_runtime_free(srv->rt);
     zmix_model_free(srv->model);
+    tenants_free(&srv->tenants);
 }
 
 int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
@@ -321,6 +341,7 @@ int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
 fail:
     teardown(srv);
 fail_loop:
+    tenants_free(&srv->tenants);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
     return rc;

@@ -34,6 +34,7 @@
 #include "daemon/job_phase.h"
 #include "wire/job_spec.h"
 #include "daemon/pool.h"
+#include "daemon/tenants.h"
 #include "wire/rpc.h"
 #include "store/job_store.h"
 #include "store/task_cache.h"
@@ -76,6 +77,9 @@ struct conn {
     int authed; /* the token was presented, or none is needed (conn_auth_succeeded) */
     int is_tcp;
     int auth_failures;    /* wrong tokens so far (conn_admit.c) */
+    const tenant *tenant; /* who this connection acts for; NULL: the administrator (the Unix
+                           * socket's owner, the --token-file token, or a daemon without
+                           * tenants), who sees every job and task */
     uint64_t accepted_ms; /* monotonic: the authentication deadline counts from here */
     int closing;
     int reading;
@@ -120,9 +124,12 @@ struct job {
     job_phase phase;
     int started; /* the store knows it as running */
     int cancel_requested;
-    int cache_only;   /* the queue was full at submit: answer from the task cache or not at all */
-    int end_unsaved;  /* the end state could not be written to the job store */
-    int fail_pending; /* a piece failed: fail once the others are back */
+    int cache_only;    /* the queue was full at submit: answer from the task cache or not at all */
+    int end_unsaved;   /* the end state could not be written to the job store */
+    int interest;      /* submits answered with this job (one, plus one per coalesced submit):
+                        * a tenant's cancel withdraws one, and cancels at the last */
+    char refusal[192]; /* with cache_only: the ELIMIT message for a miss */
+    int fail_pending;  /* a piece failed: fail once the others are back */
     char reason[JOB_REASON_MAX];
     char warning[JOB_REASON_MAX]; /* e.g. the result could not be written to disk */
     pool_queue queue;
@@ -178,7 +185,8 @@ struct server {
     char unix_paths[CONFIG_MAX_LISTEN][CONFIG_PATH_MAX]; /* to unlink at exit */
     int n_unix_paths;
     char token[256];
-    size_t token_len; /* 0: no token required */
+    size_t token_len;     /* 0: no administrator token */
+    tenant_table tenants; /* --tenants; n == 0: no tenants */
 
     conn *conns;
     int n_conns;  /* every open connection (stats) */
@@ -250,7 +258,14 @@ void jobs_on_pool_async(uv_async_t *h);
 /* Takes ownership of spec. Answers the request itself (now or when persisted). */
 void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec);
 job *jobs_find(server *srv, uint64_t id);
-int jobs_cancel(server *srv, job *j, zmix_error *err);
+/* 1 when TCP connections must call auth (an administrator token or tenants exist). */
+int server_tokens_required(const server *srv);
+/* Whether connection c may see a job or task stored under the scoped name `task`. */
+int conn_sees_task(const conn *c, const char *task);
+
+/* Cancels j, or, for a tenant's connection and a job other submits still want, withdraws
+ * one interest: then 1 (nothing more to do), else 0 and the cancel proceeds. */
+int jobs_cancel(server *srv, job *j, int withdraw_only, zmix_error *err);
 /* Parks a cancel request on a job being cancelled: it is answered once the job's end state
  * is on disk, so an acknowledged cancel survives a crash (PROTOCOL.md §4.8). */
 void jobs_park_cancel(server *srv, job *j, conn *c, uint32_t msgid);
@@ -304,6 +319,8 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk);
 void jobs_pack_brief(const job *j, msgpack_packer *pk);
 /* Whether a result made with this model fingerprint and experts digest is not current for
  * this daemon: 1 with the reason in why, else 0 with why "". */
+/* Packs "task" (the name as its tenant knows it) and, for a tenant's task, "tenant". */
+void jobs_pack_task_name(rpc_map *m, const char *scoped);
 int jobs_result_mismatch(const server *srv, const char *model_fingerprint,
                          const char *experts_digest, char *why, size_t size);
 void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int with_document,

@@ -20,10 +20,23 @@
 #define TASK_NAME_RULE_HEAD "a task name is 1 to " TASK_NAME_STR(TASK_NAME_MAX) " bytes"
 #define TASK_NAME_RULE      TASK_NAME_RULE_HEAD " of [A-Za-z0-9._-], not starting with '.'"
 
-/* ZMIX_EINVAL naming the offence and the rule unless name[0..len) follows the rule. The bytes
- * need not be NUL-terminated (names straight off the wire). */
+/* Tenants (docs/daemon.md): a tenant's task is stored under the scoped name TENANT@TASK, so
+ * that each tenant has its own task names. A tenant name is 1..TENANT_NAME_MAX bytes of
+ * [A-Za-z0-9_-]; the scoped name as a whole is at most TASK_NAME_MAX bytes. */
+#define TENANT_NAME_MAX  32
+#define TENANT_NAME_RULE "a tenant name is 1 to 32 bytes of [A-Za-z0-9_-]"
+#define TASK_SCOPE_SEP   '@'
+
+/* ZMIX_EINVAL naming the offence and the rule unless name[0..len) follows the rule, or is a
+ * scoped name TENANT@TASK whose parts follow theirs. The bytes need not be NUL-terminated
+ * (names straight off the wire). */
 int task_name_check_bytes(const char *name, size_t len, zmix_error *err);
 /* The same for a NUL-terminated name. */
 int task_name_check(const char *name, zmix_error *err);
+/* ZMIX_EINVAL naming the offence unless name is a tenant name. */
+int tenant_name_check(const char *name, zmix_error *err);
+/* The tenant part of a scoped name ("" for an unscoped one) into out, and the task part. */
+void task_name_tenant(const char *name, char out[TENANT_NAME_MAX + 1]);
+const char *task_name_local(const char *name);
 
 #endif

@@ -129,7 +129,7 @@ void jobs_pack_brief(const job *j, msgpack_packer *pk)
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_u64(&m, "job", j->id);
-    rpc_map_str(&m, "task", j->spec.task);
+    jobs_pack_task_name(&m, j->spec.task);
     rpc_map_str(&m, "state", job_state_name(j->state));
     rpc_map_int(&m, "priority", j->spec.priority);
     rpc_map_int(&m, "generation", s->generation);
@@ -156,7 +156,7 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_u64(&m, "job", j->id);
-    rpc_map_str(&m, "task", j->spec.task);
+    jobs_pack_task_name(&m, j->spec.task);
     rpc_map_str(&m, "state", job_state_name(j->state));
     rpc_map_str(&m, "phase", phase_name(j));
     rpc_map_int(&m, "priority", j->spec.priority);
@@ -230,6 +230,14 @@ void jobs_pack_history(uint64_t id, const zmix_adapt_result *r, msgpack_packer *
 
 /* Everything a client needs from a cached result. Vectors only when asked (they can be
  * large): z′ per adapted matrix as float32 little-endian bytes. */
+void jobs_pack_task_name(rpc_map *m, const char *scoped)
+{
+    char tenant_name[TENANT_NAME_MAX + 1];
+    task_name_tenant(scoped, tenant_name);
+    rpc_map_str(m, "task", task_name_local(scoped));
+    if (tenant_name[0]) rpc_map_str(m, "tenant", tenant_name);
+}
+
 int jobs_result_mismatch(const server *srv, const char *model_fingerprint,
                          const char *experts_digest, char *why, size_t size)
 {
@@ -272,7 +280,7 @@ void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int w
     cJSON *names = stored_expert_names(r);
     rpc_map m;
     rpc_map_begin(&m);
-    rpc_map_str(&m, "task", r->task);
+    jobs_pack_task_name(&m, r->task);
     rpc_map_str(&m, "key", r->key);
     rpc_map_u64(&m, "job", r->job_id);
     rpc_map_double(&m, "created", (double)r->created_ms / 1000.0);

@@ -64,17 +64,16 @@ static void m_auth(server *srv, conn *c, const rpc_request *req)
         conn_reply_error(c, req->msgid, ZMIX_EINVAL, "auth: field 'token' (string) is required");
         return;
     }
+    /* Every token is compared in full (constant time in the tokens' content): the
+     * administrator's, then each tenant's. The token says who the connection acts for. */
     int ok = 1;
-    if (srv->token_len > 0) {
-        /* Constant time in the token's content: every byte is compared whatever the first
-         * mismatch, and the length difference is folded in rather than returned early. */
-        unsigned diff = (unsigned)(t->via.str.size ^ srv->token_len);
-        for (size_t i = 0; i < srv->token_len; i++) {
-            unsigned char a = (unsigned char)srv->token[i];
-            unsigned char b = i < t->via.str.size ? (unsigned char)t->via.str.ptr[i] : 0;
-            diff |= (unsigned)(a ^ b);
-        }
-        ok = diff == 0;
+    const tenant *who = NULL;
+    if (server_tokens_required(srv)) {
+        int admin = srv->token_len > 0 &&
+                    tenant_token_equal(srv->token, srv->token_len, t->via.str.ptr, t->via.str.size);
+        who = tenants_match(&srv->tenants, t->via.str.ptr, t->via.str.size);
+        ok = admin || who;
+        if (admin) who = NULL;
     }
     if (!ok) {
         /* Also after a successful auth: a client sending a wrong token is told so, and
@@ -91,9 +90,11 @@ static void m_auth(server *srv, conn *c, const rpc_request *req)
         return;
     }
     conn_auth_succeeded(c);
+    c->tenant = who;
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_bool(&m, "authenticated", 1);
+    if (who) rpc_map_str(&m, "tenant", who->name);
     reply_map(c, req, &m);
 }
 
@@ -214,11 +215,36 @@ static void m_stats(server *srv, conn *c, const rpc_request *req)
     reply_map(c, req, &m);
 }
 
+/* A task name from a client, as stored: a tenant's names live under TENANT@ (a tenant
+ * cannot name another's tasks); the administrator names anyone's as TENANT@TASK. */
+static int scope_task(const conn *c, char task[TASK_NAME_MAX + 1], zmix_error *err)
+{
+    if (!c->tenant) return 0;
+    if (strchr(task, TASK_SCOPE_SEP))
+        return zmix_error_set(err, ZMIX_EINVAL, "task name: '@' is not allowed (%s)",
+                              TASK_NAME_RULE);
+    size_t room = TASK_NAME_MAX - strlen(c->tenant->name) - 1;
+    if (strlen(task) > room)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "task name of %zu bytes is too long: tenant %s's task names are at "
+                              "most %zu bytes",
+                              strlen(task), c->tenant->name, room);
+    char scoped[TASK_NAME_MAX + 1];
+    snprintf(scoped, sizeof scoped, "%s%c%s", c->tenant->name, TASK_SCOPE_SEP, task);
+    memcpy(task, scoped, sizeof scoped);
+    return 0;
+}
+
 static void m_submit(server *srv, conn *c, const rpc_request *req)
 {
     job_spec spec;
     zmix_error err = {0};
     if (job_spec_parse(&req->params, &srv->limits, &srv->cem_defaults, &spec, &err) != 0) {
+        reply_err(c, req, &err);
+        return;
+    }
+    if (scope_task(c, spec.task, &err) != 0) {
+        job_spec_free(&spec);
         reply_err(c, req, &err);
         return;
     }
@@ -235,6 +261,8 @@ static job *job_param(server *srv, conn *c, const rpc_request *req)
         return NULL;
     }
     job *j = jobs_find(srv, (uint64_t)id);
+    /* Another tenant's job is answered exactly as a job that does not exist. */
+    if (j && !conn_sees_task(c, j->spec.task)) j = NULL;
     if (!j) {
         char msg[96];
         snprintf(msg, sizeof msg, "%s: no job %lld", req->method, (long long)id);
@@ -280,8 +308,19 @@ static void m_cancel(server *srv, conn *c, const rpc_request *req)
     job *j = job_param(srv, c, req);
     if (!j) return;
     zmix_error err = {0};
-    if (jobs_cancel(srv, j, &err) != 0) {
+    int rc = jobs_cancel(srv, j, c->tenant != NULL, &err);
+    if (rc < 0) {
         reply_err(c, req, &err);
+        return;
+    }
+    if (rc == 1) { /* other submits of this tenant still want the job */
+        rpc_map m;
+        rpc_map_begin(&m);
+        rpc_map_u64(&m, "job", j->id);
+        rpc_map_str(&m, "state", job_state_name(j->state));
+        rpc_map_bool(&m, "withdrawn", 1);
+        rpc_map_int(&m, "interest", j->interest);
+        reply_map(c, req, &m);
         return;
     }
     jobs_park_cancel(srv, j, c, req->msgid); /* answered once the end state is on disk */
@@ -313,7 +352,8 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
     }
     size_t n = 0;
     for (job *j = srv->jobs; j; j = j->next)
-        n += j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state)));
+        n += j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state))) &&
+             conn_sees_task(c, j->spec.task);
     /* Newest first by id: the list itself is in the order jobs reached the loop, and
      * pipelined submits get their ids from the job store in another order. */
     const job **sorted = n ? malloc(n * sizeof *sorted) : NULL;
@@ -323,7 +363,9 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
     }
     size_t k = 0;
     for (job *j = srv->jobs; j; j = j->next)
-        if (j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state)))) sorted[k++] = j;
+        if (j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state))) &&
+            conn_sees_task(c, j->spec.task))
+            sorted[k++] = j;
     if (n > 1) qsort(sorted, n, sizeof *sorted, job_cmp_newest_first);
     rpc_map m;
     rpc_map_begin(&m);
@@ -337,7 +379,7 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
 static int task_param(conn *c, const rpc_request *req, char *task)
 {
     zmix_error err = {0};
-    if (job_task_param(&req->params, task, &err) != 0) {
+    if (job_task_param(&req->params, task, &err) != 0 || scope_task(c, task, &err) != 0) {
         reply_err(c, req, &err);
         return -1;
     }
@@ -380,14 +422,17 @@ static void m_tasks(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
+    size_t shown = 0;
+    for (size_t i = 0; i < n; i++) shown += conn_sees_task(c, list[i].task);
     rpc_map m;
     rpc_map_begin(&m);
     msgpack_packer *arr = rpc_map_key(&m, "tasks");
-    msgpack_pack_array(arr, n);
+    msgpack_pack_array(arr, shown);
     for (size_t i = 0; i < n; i++) {
+        if (!conn_sees_task(c, list[i].task)) continue;
         rpc_map e, sc;
         rpc_map_begin(&e);
-        rpc_map_str(&e, "task", list[i].task);
+        jobs_pack_task_name(&e, list[i].task);
         rpc_map_str(&e, "key", list[i].key);
         rpc_map_u64(&e, "job", list[i].job_id);
         rpc_map_double(&e, "created", (double)list[i].created_ms / 1000.0);
@@ -431,7 +476,8 @@ static void m_subscribe(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    if (job_id && !jobs_find(srv, (uint64_t)job_id)) {
+    job *sj = job_id ? jobs_find(srv, (uint64_t)job_id) : NULL;
+    if (job_id && (!sj || !conn_sees_task(c, sj->spec.task))) {
         char msg[96];
         snprintf(msg, sizeof msg, "subscribe: no job %lld", (long long)job_id);
         conn_reply_error(c, req->msgid, ZMIX_ENOTFOUND, msg);

@@ -383,7 +383,7 @@ def test_refuses_public_tcp_without_token(tmp_path, experts):
     d = Daemon(str(tmp_path), experts, extra=["--listen", "tcp:0.0.0.0:%d" % free_port()])
     with pytest.raises(RuntimeError) as e:
         d.start(timeout=10)
-    assert "token-file is required" in str(e.value)
+    assert "a --token-file or --tenants is required" in str(e.value)
 
 
 # ---- durability -----------------------------------------------------------------------------
