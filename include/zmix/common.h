@@ -31,6 +31,11 @@ enum zmix_errcode {
     ZMIX_EINTERNAL = -12 /* a bug: an invariant did not hold */
 };
 
+/* The self-describing z' file (docs/results.md): its __metadata__.zmix_format and version,
+ * written by zmix adapt/get/export and by the daemon's task cache alike. */
+#define ZMIX_Z_FORMAT         "zmix.z"
+#define ZMIX_Z_FORMAT_VERSION "1"
+
 #define ZMIX_ERROR_MSG_MAX 512
 
 typedef struct zmix_error {

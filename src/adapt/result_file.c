@@ -20,8 +20,8 @@
 #include "zmix/adapt.h"
 #include "zmix/version.h"
 
-#define Z_FORMAT         "zmix.z"
-#define Z_FORMAT_VERSION "1"
+#define Z_FORMAT         ZMIX_Z_FORMAT
+#define Z_FORMAT_VERSION ZMIX_Z_FORMAT_VERSION
 /* A result document holds the history of the search (per-layer α makes it large) and, with
  * include_z, every z' value as text; 1 GiB is far above any real one. */
 #define RESULT_JSON_MAX ((size_t)1 << 30)

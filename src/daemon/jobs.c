@@ -244,6 +244,19 @@ static void step_scored(job *j)
         return;
     }
     srv->evals_total += (uint64_t)(scored > 0 ? scored : 0);
+    if (generation && zmix_session_generation(j->session) == 1) {
+        /* The first measured generation tells the operator what the job will cost
+         * (docs/sizing.md): other jobs share the workers, so this is an upper bound
+         * per generation only while the job runs alone. */
+        double s = (double)ns * 1e-9;
+        int left = j->spec.cem.max_generations - 1;
+        ZLOG_INFO(srv->log,
+                  "job %llu: first generation took %.3f s (%d candidates x %d examples, %d "
+                  "workers): expect about %.3f s per generation, at most %.0f s for the %d "
+                  "generations left",
+                  (unsigned long long)j->id, s, scored, j->spec.examples.n, pool_workers(srv->pool),
+                  s, s * (left > 0 ? left : 0), left > 0 ? left : 0);
+    }
     if (generation) jobs_notify_progress(srv, j); /* progress is per generation (PROTOCOL.md §2) */
     job_set_phase(j, JOB_PH_SAVING);
     if (job_io_checkpoint(j) != 0) begin_step(j); /* no memory for the op: go on unsaved */

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/sha256.h"
+
 #define TASK_MAGIC      "ZMIXTASK"
 #define TASK_VERSION    1
 #define MATRIX_NAME_MAX 1024
@@ -298,6 +300,95 @@ static char *alpha_text(const task_result *r)
     return s;
 }
 
+/* SHA-256 of z′'s bytes with the tensors in name order: the z_sha256 every self-describing
+ * z′ file carries (docs/results.md), whatever order the file lays them out in. */
+static int z_sha256(const task_result *r, char hex[65])
+{
+    int *order = malloc((size_t)(r->n_matrices ? r->n_matrices : 1) * sizeof *order);
+    size_t *start = malloc((size_t)(r->n_matrices ? r->n_matrices : 1) * sizeof *start);
+    if (!order || !start) {
+        free(order);
+        free(start);
+        return -1;
+    }
+    size_t at = 0;
+    for (int m = 0; m < r->n_matrices; m++) {
+        order[m] = m;
+        start[m] = at;
+        at += r->ranks[m];
+    }
+    /* insertion sort: a model has at most a few hundred adapted matrices */
+    for (int i = 1; i < r->n_matrices; i++)
+        for (int k = i;
+             k > 0 && strcmp(r->matrix_names[order[k - 1]], r->matrix_names[order[k]]) > 0; k--) {
+            int t = order[k];
+            order[k] = order[k - 1];
+            order[k - 1] = t;
+        }
+    zmix_sha256 s;
+    uint8_t digest[ZMIX_SHA256_BYTES];
+    zmix_sha256_init(&s);
+    for (int i = 0; i < r->n_matrices; i++)
+        zmix_sha256_update(&s, r->z + start[order[i]], (size_t)r->ranks[order[i]] * sizeof(float));
+    zmix_sha256_final(&s, digest);
+    zmix_sha256_hex(digest, hex);
+    free(order);
+    free(start);
+    return 0;
+}
+
+/* The provenance a self-describing z′ file carries (docs/results.md), copied from the
+ * result document: which base model (fingerprint and architecture), adapted set, rescale,
+ * experts and zmix made it. A result without a document (cached by an older zmixd) gets
+ * none, and readers refuse it as not self-describing. */
+static int add_provenance(cJSON *meta, const task_result *r)
+{
+    if (!r->document_len || r->document[0] != '{') return 1;
+    cJSON *doc = cJSON_ParseWithLength((const char *)r->document, r->document_len);
+    if (!doc) return 1;
+    static const char *const strings[] = {"zmix_version",   "model_fingerprint",
+                                          "experts_digest", "examples_digest",
+                                          "adapt",          "stop_reason"};
+    static const char *const bools[] = {"per_layer", "normalize", "rescale"};
+    static const char *const json[] = {"model", "experts", "expert_fingerprints"};
+    int ok = 1;
+    for (size_t i = 0; ok && i < sizeof strings / sizeof *strings; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, strings[i]);
+        if (!cJSON_IsString(v)) goto incomplete;
+        ok = meta_add(meta, strings[i], v->valuestring);
+    }
+    for (size_t i = 0; ok && i < sizeof bools / sizeof *bools; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, bools[i]);
+        if (!cJSON_IsBool(v)) goto incomplete;
+        ok = meta_add(meta, bools[i], cJSON_IsTrue(v) ? "true" : "false");
+    }
+    for (size_t i = 0; ok && i < sizeof json / sizeof *json; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, json[i]);
+        char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+        if (!text) goto incomplete;
+        ok = meta_add(meta, json[i], text);
+        free(text);
+    }
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(doc, "n_examples");
+    if (ok && cJSON_IsNumber(n)) ok = meta_add_num(meta, "n_examples", n->valuedouble, 17);
+    char sha[65];
+    if (ok) ok = z_sha256(r, sha) == 0 && meta_add(meta, "z_sha256", sha);
+    if (ok)
+        ok = meta_add(meta, "zmix_format", ZMIX_Z_FORMAT) &&
+             meta_add(meta, "zmix_format_version", ZMIX_Z_FORMAT_VERSION);
+    cJSON_Delete(doc);
+    return ok;
+incomplete: /* an older document: keep the file as it was (not self-describing) */
+    for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(meta, strings[i]);
+    for (size_t i = 0; i < sizeof bools / sizeof *bools; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(meta, bools[i]);
+    for (size_t i = 0; i < sizeof json / sizeof *json; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(meta, json[i]);
+    cJSON_Delete(doc);
+    return 1;
+}
+
 /* The complete safetensors image of r's z′: one F32 tensor of shape [rank] per adapted
  * matrix, in the result's matrix order, packed back to back; the header is padded with
  * spaces to a multiple of 8 so the data area is aligned for mmap readers. The metadata
@@ -322,7 +413,7 @@ int safetensors_encode(const task_result *r, uint32_t record_crc, rec_writer *w,
              meta_add_num(meta, "loglik", r->score.loglik, 17) &&
              meta_add_num(meta, "base_accuracy", r->base_score.accuracy, 17) &&
              meta_add_num(meta, "base_loglik", r->base_score.loglik, 17) &&
-             meta_add(meta, "record_crc32c", crc_hex);
+             meta_add(meta, "record_crc32c", crc_hex) && add_provenance(meta, r);
     free(alpha);
     size_t offset = 0;
     for (int m = 0; ok && m < r->n_matrices; m++) {

@@ -91,6 +91,18 @@ def test_submit_wait_status_get_tasks_evict(shared_daemon, tmp_path):
     assert r.rc == 0, r
     assert ((tmp_path / "lora" / "adapter_model.safetensors").read_bytes() ==
             (tmp_path / "lora2" / "adapter_model.safetensors").read_bytes())
+    # The daemon's own copy in its cache directory describes itself as well: export reads it
+    # (and the same z' gives the same adapter).
+    cached = zmix(shared_daemon, "get", "cli-flow", "--json").json()["safetensors"]
+    _, cached_meta = read_safetensors(cached)
+    assert cached_meta["zmix_format"] == "zmix.z"
+    assert cached_meta["model_fingerprint"] == info["model"]["fingerprint"]
+    assert cached_meta["z_sha256"] == meta["z_sha256"]
+    r = run([ZMIX, "export", "--model", info["model"]["path"], "--result", cached, "--format",
+             "peft", "--rank", "4", "--out", str(tmp_path / "lora3"), "--quiet"])
+    assert r.rc == 0, r
+    assert ((tmp_path / "lora" / "adapter_model.safetensors").read_bytes() ==
+            (tmp_path / "lora3" / "adapter_model.safetensors").read_bytes())
 
     tasks = zmix(shared_daemon, "tasks", "--json").json()["tasks"]
     assert "cli-flow" in [t["task"] for t in tasks]

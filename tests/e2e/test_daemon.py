@@ -777,3 +777,14 @@ def test_daemon_and_zmix_adapt_give_the_same_document(tmp_path, experts):
     assert local["alpha"] == served["alpha"]
     assert local["key"] == served["key"] and len(local["key"]) == 64
     assert local == served
+
+
+def test_log_states_the_expected_time_per_generation(daemon):
+    """docs/sizing.md: once the first generation is measured, the log says what one costs."""
+    with daemon.client() as c:
+        job = c.submit("timed", make_examples(n=2, seed=77), cem={**SMALL, "iters": 3})["job"]
+        assert wait_done(c, job)["state"] == "done"
+    log = daemon.log_text()
+    line = [l for l in log.splitlines() if f"job {job}: first generation took" in l]
+    assert len(line) == 1, log
+    assert "per generation" in line[0] and "for the 2 generations left" in line[0], line
