@@ -307,8 +307,9 @@ int zmix_client_status_get(zmix_client *c, uint64_t job, int with_history, zmix_
  * deadline is stretched to cover timeout_s. */
 int zmix_client_wait(zmix_client *c, uint64_t job, double timeout_s, zmix_client_status *out,
                      zmix_error *err);
-/* state_out (may be NULL, cap >= 16): the job's state after the call ("cancelling" while a
- * running generation finishes). */
+/* state_out (may be NULL, cap >= 16): the job's end state once the cancel is on disk
+ * ("cancelled"), or "withdrawn" when a tenant's cancel only withdrew its interest in a job
+ * that other submits of the tenant still want (PROTOCOL.md §4.8). */
 int zmix_client_cancel(zmix_client *c, uint64_t job, char *state_out, size_t cap, zmix_error *err);
 /* state: NULL or "" for all, else queued, running, done, failed or cancelled. */
 int zmix_client_jobs(zmix_client *c, const char *state, zmix_client_job_list *out, zmix_error *err);

@@ -579,8 +579,10 @@ int cmd_cancel(int argc, char **argv)
     daemon_opts o = {.cmd = "cancel"};
     const char *pos[1];
     PARSE_OR_RETURN(&o, argc, argv, pos, 1,
-                    "usage: zmix cancel JOB [--json]\n\nCancels a queued or running job (a "
-                    "running one stops after its current generation).",
+                    "usage: zmix cancel JOB [--json]\n\nCancels a queued or running job and "
+                    "prints its end state once that is on disk (a running job stops within its "
+                    "current chunk of work). For a tenant, a job its other submits still share "
+                    "is only withdrawn from: 'job N withdrawn'.",
                     NULL, NULL);
     return daemon_run_job_call(&o, pos[0], cancel_send, cancel_print, NULL);
 }

@@ -375,7 +375,10 @@ int zmix_client_cancel(zmix_client *c, uint64_t job, char *state_out, size_t cap
     int rc = job_call(c, "cancel", job, NULL, 0, -1, &res, err);
     if (!rc && state_out && cap) {
         state_out[0] = '\0';
+        int withdrawn = 0;
         rc = zcli_mp_str(res, "state", state_out, cap, err);
+        if (!rc) rc = zcli_mp_bool(res, "withdrawn", &withdrawn, err);
+        if (!rc && withdrawn) snprintf(state_out, cap, "withdrawn");
     }
     return rc;
 }
