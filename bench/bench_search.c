@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "adapt/cem_options.h"
 #include "zmix/adapt.h"
 
 typedef struct task_def {
@@ -180,7 +181,22 @@ int main(int argc, char **argv)
 {
     const char *model_path = "../shared/models/stories260K", *only = NULL;
     int seeds = 10;
+    zmix_adapt_opts settings[2];
+    zmix_adapt_opts_default(&settings[0]);
+    reference_settings(&settings[1]);
+    zmix_error err;
     for (int i = 1; i < argc; i++) {
+        /* Any search setting (zmix adapt's flags) changes the "zmix defaults" row: the way
+         * docs/cem.md's measurements of other settings were made. */
+        const cem_option *opt = cem_option_by_flag(argv[i]);
+        if (opt && (opt->type == CEM_TYPE_BOOL || i + 1 < argc)) {
+            const char *value = opt->type == CEM_TYPE_BOOL ? NULL : argv[++i];
+            if (cem_option_apply_arg(opt, value, &settings[0], &err)) {
+                fprintf(stderr, "bench_search: %s\n", err.msg);
+                return 2;
+            }
+            continue;
+        }
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             model_path = argv[++i];
         else if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
@@ -191,11 +207,10 @@ int main(int argc, char **argv)
             seeds = 2;
         else {
             fprintf(stderr, "usage: bench_search [--model DIR] [--seeds N] [--tasks k4,k8,...] "
-                            "[--quick]\n");
+                            "[--quick] [zmix adapt's search flags, e.g. --std-floor 0.05]\n");
             return 2;
         }
     }
-    zmix_error err;
     zmix_model *model = NULL;
     if (zmix_model_load(model_path, &model, &err)) {
         fprintf(stderr, "bench_search: %s\n", err.msg);
@@ -206,9 +221,6 @@ int main(int argc, char **argv)
         perror("bench_search: mkdtemp");
         return 1;
     }
-    zmix_adapt_opts settings[2];
-    zmix_adapt_opts_default(&settings[0]);
-    reference_settings(&settings[1]);
     const char *settings_name[2] = {"zmix defaults", "reference"};
     printf("%-8s %-14s %8s %10s %14s %12s %12s %14s\n", "task", "settings", "solved", "accuracy",
            "evals to 1.0", "evals", "held-out", "worse, silent");
