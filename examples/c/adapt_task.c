@@ -4,6 +4,11 @@
  *
  *     cc adapt_task.c $(pkg-config --cflags --libs zmix-client) -o adapt_task
  *     ./adapt_task unix:$HOME/.cache/zmix/zmixd.sock my-task z.safetensors
+ *     ZMIX_ADDR=tcp:127.0.0.1:7878 ZMIX_TOKEN_FILE=token ./adapt_task my-task z.safetensors
+ *
+ * Without ADDRESS the daemon is found as every zmix client finds it: $ZMIX_ADDR, else the
+ * daemon's default socket; $ZMIX_TOKEN_FILE names the token file of a TCP listener that
+ * needs one (zmix_client_connect_env).
  *
  * The examples here are made up from the model's vocabulary so that the program runs on any
  * model; a real caller sends its task's tokenised prompts and answers.
@@ -24,19 +29,20 @@ static int fail(const char *what, const zmix_error *err)
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s ADDRESS TASK OUT.safetensors\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s [ADDRESS] TASK OUT.safetensors (default address: $ZMIX_ADDR)\n",
+                argv[0]);
         return 2;
     }
-    const char *address = argv[1], *task = argv[2], *out = argv[3];
+    const char *address = argc == 4 ? argv[1] : NULL;
+    const char *task = argv[argc - 2], *out = argv[argc - 1];
     zmix_error err;
     zmix_client_opts opts;
     zmix_client_opts_default(&opts);
     opts.timeout_ms = 10000;
-    opts.token = getenv("ZMIX_TOKEN"); /* needed only for a TCP listener with a token */
 
     zmix_client *c;
-    if (zmix_client_connect(address, &opts, &c, &err)) return fail("connect", &err);
+    if (zmix_client_connect_env(address, &opts, &c, &err)) return fail("connect", &err);
 
     zmix_client_info info;
     if (zmix_client_info_get(c, &info, &err)) return fail("info", &err);
