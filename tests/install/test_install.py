@@ -7,10 +7,8 @@ systemd unit passes `systemd-analyze verify`."""
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
+import sys
 
 import pytest
 
@@ -18,6 +16,10 @@ BUILD_DIR = os.environ.get("ZMIX_BUILD_DIR", "")
 SOURCE_DIR = os.environ.get("ZMIX_SOURCE_DIR",
                             os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
 SANITIZED = os.environ.get("ZMIX_SANITIZE", "0") in ("1", "ON", "TRUE", "true")
+
+# the daemon fixture the Python client's tests use
+sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python", "tests"))
+from zmixd_fixture import Daemon  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not BUILD_DIR, reason="ZMIX_BUILD_DIR not set (run by ctest)")
 
@@ -113,43 +115,12 @@ def test_systemd_unit_verifies(prefix):
     assert r.returncode != 0 and "nothere" in r.stderr, r.stdout + r.stderr
 
 
-class InstalledDaemon:
-    def __init__(self, prefix, workdir):
-        demo = workdir / "demo"
-        r = run([str(prefix / "bin/zmix"), "demo-init", str(demo)])
-        assert r.returncode == 0, r.stderr
-        experts = sorted(str(demo / "experts" / f) for f in os.listdir(demo / "experts"))
-        self.socket = workdir / "zmixd.sock"
-        self.address = f"unix:{self.socket}"
-        self.token_file = workdir / "token"
-        self.token_file.write_text("installed-token-0123456789\n")
-        self.token_file.chmod(0o600)
-        with socket.socket() as s:  # a free loopback port
-            s.bind(("127.0.0.1", 0))
-            self.tcp = f"tcp:127.0.0.1:{s.getsockname()[1]}"
-        self.log = open(workdir / "zmixd.log", "wb")
-        env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-        env["OPENBLAS_NUM_THREADS"] = "1"
-        self.proc = subprocess.Popen(
-            [str(prefix / "bin/zmixd"), "--model", str(demo / "model"), "--experts",
-             ",".join(experts), "--cache-dir", str(workdir / "cache"), "--listen", self.address,
-             "--listen", self.tcp, "--token-file", str(self.token_file), "--workers", "2"], stdout=self.log, stderr=self.log, env=env)
-        deadline = time.time() + 60
-        while not self.socket.exists():
-            assert self.proc.poll() is None, (workdir / "zmixd.log").read_text()
-            assert time.time() < deadline, "zmixd did not start"
-            time.sleep(0.05)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(60)
-        self.log.close()
-        return rc
-
-
 @pytest.fixture(scope="module")
 def installed_daemon(prefix, tmp_path_factory):
-    d = InstalledDaemon(prefix, tmp_path_factory.mktemp("daemon"))
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    d = Daemon(str(prefix / "bin/zmixd"), str(prefix / "bin/zmix"),
+               tmp_path_factory.mktemp("daemon"), env=env)
     yield d
     assert d.stop() == 0
 
