@@ -14,6 +14,7 @@
 #include "adapt/cem_options.h"
 #include "commands.h"
 #include "daemon_conn.h"
+#include "out_file.h"
 #include "progress.h"
 #include "submit_examples.h"
 #include "task_result.h"
@@ -122,13 +123,18 @@ static void format_time(double unix_s, char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%d %H:%M:%SZ", &tm);
 }
 
+static void print_floats_to(FILE *f, const char *label, const float *v, int n)
+{
+    fprintf(f, "%s", label);
+    int shown = n < 24 ? n : 24;
+    for (int i = 0; i < shown; i++) fprintf(f, " %.4f", (double)v[i]);
+    if (n > shown) fprintf(f, " ... (%d values)", n);
+    fprintf(f, "\n");
+}
+
 static void print_floats(const char *label, const float *v, int n)
 {
-    printf("%s", label);
-    int shown = n < 24 ? n : 24;
-    for (int i = 0; i < shown; i++) printf(" %.4f", (double)v[i]);
-    if (n > shown) printf(" ... (%d values)", n);
-    printf("\n");
+    print_floats_to(stdout, label, v, n);
 }
 
 /* ---- status / wait ----------------------------------------------------------------------------
@@ -452,7 +458,7 @@ static char *submit_usage(void)
           "\n"
           "Sends an adaptation job to the daemon. EX.json: {\"examples\":[{\"prompt\":[ids],"
           "\"target\":[ids]}, ...]};\nprompt and target may be text when the daemon's model has "
-          "a tokenizer.\n"
+          "a tokenizer. --examples - reads standard input.\n"
           "A task already adapted from the same examples and settings is answered from the "
           "cache.\n"
           "Settings not given take the daemon's defaults, lowered to its limits (--max-pop,\n"
@@ -665,13 +671,16 @@ static int get_extra(void *vctx, int argc, char **argv, int *i)
 }
 
 /* --result FILE: the task's result document, as `zmix adapt --out` writes it. */
-static int save_document(zmix_client *c, const char *task, const char *path, int quiet)
+static int save_document(zmix_client *c, const char *task, const char *path, int quiet, FILE *rep)
 {
     char *json = NULL;
     zmix_error err;
     zmix_error_clear(&err);
     int rc = zmix_client_get_document(c, task, &json, &err);
-    if (!rc) {
+    if (!rc && out_file_is_stdout(path)) {
+        if (fputs(json, stdout) == EOF || fflush(stdout) != 0)
+            rc = zmix_error_set(&err, ZMIX_EIO, "writing to standard output failed");
+    } else if (!rc) {
         fs_piece piece = {json, strlen(json)};
         fs_write_opts wo = {.mode = 0644};
         rc = fs_write_atomic(path, &piece, 1, &wo, &err);
@@ -681,7 +690,7 @@ static int save_document(zmix_client *c, const char *task, const char *path, int
         fprintf(stderr, "zmix get: %s\n", err.msg);
         return 1;
     }
-    if (!quiet) printf("wrote %s\n", path);
+    if (!quiet) fprintf(rep, "wrote %s\n", out_file_is_stdout(path) ? "standard output" : path);
     return 0;
 }
 
@@ -710,17 +719,31 @@ int cmd_get(int argc, char **argv)
 {
     daemon_opts o = {.cmd = "get"};
     get_ctx g = {0};
-    const char *pos[1];
-    PARSE_OR_RETURN(&o, argc, argv, pos, 1,
-                    "usage: zmix get TASK [--out Z.safetensors] [--result R.json] [--vectors] "
-                    "[--json]\n\n"
-                    "Shows a task's cached result: scores, alpha, where it came from.\n\n"
-                    "  --out FILE           write z' (one F32 tensor per adapted matrix, named as\n"
-                    "                       in the expert files) as a safetensors file\n"
-                    "  --result FILE        write the result document (the JSON of zmix adapt,\n"
-                    "                       docs/cem.md: scores, alpha, settings, history)\n"
-                    "  --vectors            with --json: include z' per matrix",
-                    get_extra, &g);
+    const char *pos[1] = {NULL};
+    PARSE_OR_RETURN(
+        &o, argc, argv, pos, 1,
+        "usage: zmix get TASK [--out Z.safetensors] [--result R.json] [--vectors] "
+        "[--json]\n\n"
+        "Shows a task's cached result: scores, alpha, where it came from.\n\n"
+        "  --out FILE           write z' (one F32 tensor per adapted matrix, named as\n"
+        "                       in the expert files) as a safetensors file (-: stdout,\n"
+        "                       the report then goes to stderr)\n"
+        "  --result FILE        write the result document (the JSON of zmix adapt,\n"
+        "                       docs/cem.md: scores, alpha, settings, history; -: stdout)\n"
+        "  --vectors            with --json: include z' per matrix",
+        get_extra, &g);
+    /* "-": that file on standard output, and the report on stderr */
+    int out_std = out_file_is_stdout(g.out), result_std = out_file_is_stdout(g.result);
+    if (out_std && result_std) {
+        fprintf(stderr, "zmix get: --out - and --result - cannot both be standard output\n");
+        return 2;
+    }
+    if ((out_std || result_std) && o.json) {
+        fprintf(stderr, "zmix get: --json and --%s - cannot both be standard output\n",
+                out_std ? "out" : "result");
+        return 2;
+    }
+    FILE *rep = out_file_report(out_std || result_std);
     zmix_client *c;
     int rc = daemon_connect(&o, &c);
     if (rc) return rc;
@@ -737,26 +760,34 @@ int cmd_get(int argc, char **argv)
     } else {
         char when[32];
         format_time(r.created, when, sizeof when);
-        printf("task %s  from job %llu  created %s\n", r.task, (unsigned long long)r.job, when);
-        printf("accuracy %.4f  loglik %.5f  (base model: accuracy %.4f  loglik %.5f)\n",
-               r.score.accuracy, r.score.loglik, r.base_score.accuracy, r.base_score.loglik);
+        fprintf(rep, "task %s  from job %llu  created %s\n", r.task, (unsigned long long)r.job,
+                when);
+        fprintf(rep, "accuracy %.4f  loglik %.5f  (base model: accuracy %.4f  loglik %.5f)\n",
+                r.score.accuracy, r.score.loglik, r.base_score.accuracy, r.base_score.loglik);
         for (int k = 0; k < r.n_experts; k++)
-            printf("  expert %-20s alone: accuracy %.4f  loglik %.5f\n", r.expert_scores[k].name,
-                   r.expert_scores[k].score.accuracy, r.expert_scores[k].score.loglik);
-        print_floats("alpha", r.alpha, r.n_alpha);
+            fprintf(rep, "  expert %-20s alone: accuracy %.4f  loglik %.5f\n",
+                    r.expert_scores[k].name, r.expert_scores[k].score.accuracy,
+                    r.expert_scores[k].score.loglik);
+        print_floats_to(rep, "alpha", r.alpha, r.n_alpha);
         long floats = 0;
         for (int m = 0; m < r.n_matrices; m++) floats += r.matrices[m].rank;
-        printf("z': %d matrices, %ld floats\n", r.n_matrices, floats);
-        if (r.safetensors[0]) printf("daemon's copy: %s\n", r.safetensors);
-        printf("key %s\n", r.key);
+        fprintf(rep, "z': %d matrices, %ld floats\n", r.n_matrices, floats);
+        if (r.safetensors[0]) fprintf(rep, "daemon's copy: %s\n", r.safetensors);
+        fprintf(rep, "key %s\n", r.key);
     }
-    if (rc == 0 && g.result) rc = save_document(c, pos[0], g.result, o.json);
+    if (rc == 0 && g.result) rc = save_document(c, pos[0], g.result, o.json, rep);
     if (rc == 0 && g.out) {
-        if (save_z(c, &r, g.out, &err)) {
+        out_file zf;
+        if (out_file_begin(&zf, "get", g.out)) {
+            rc = 1;
+        } else if (save_z(c, &r, zf.write, &err)) {
             fprintf(stderr, "zmix get: %s\n", err.msg);
+            out_file_finish(&zf, "get", 0);
+            rc = 1;
+        } else if (out_file_finish(&zf, "get", 1)) {
             rc = 1;
         } else if (!o.json) {
-            printf("wrote %s\n", g.out);
+            fprintf(rep, "wrote %s\n", out_std ? "standard output" : g.out);
         }
     }
     zmix_client_result_free(&r);

@@ -133,6 +133,8 @@ static int parse(export_args *x, int argc, char **argv)
         }
     }
     if (!x->have_format || !x->out) return usage_error("--format and --out are required", "");
+    if (!strcmp(x->out, "-"))
+        return usage_error("--out names a directory; '-' (standard output) cannot hold one", "");
     if (!x->task == !x->result)
         return usage_error("give either --result FILE or a daemon TASK", "");
     if (!x->task && !x->model) return usage_error("--model is required with --result", "");
