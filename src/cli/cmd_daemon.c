@@ -132,15 +132,46 @@ static void print_floats_to(FILE *f, const char *label, const float *v, int n)
     fprintf(f, "\n");
 }
 
-static void print_floats(const char *label, const float *v, int n)
+/* The K experts' names: name k at base + k * stride (NULL base: not known). */
+typedef struct expert_names {
+    const char *base;
+    size_t stride;
+    int k;
+} expert_names;
+
+/* α beside the experts' names: K values, or M·K per-layer values (α[m·K + k]) shown as each
+ * expert's mean over the M matrices. Without names, the values alone. */
+static void print_alpha(FILE *f, const char *label, const float *a, int n, expert_names nm)
 {
-    print_floats_to(stdout, label, v, n);
+    if (!nm.base || nm.k <= 0 || n <= 0 || n % nm.k != 0) {
+        print_floats_to(f, label, a, n);
+        return;
+    }
+    int m = n / nm.k;
+    fprintf(f, "%s", label);
+    if (m > 1) fprintf(f, " (mean over %d matrices)", m);
+    for (int k = 0; k < nm.k; k++) {
+        double sum = 0;
+        for (int j = 0; j < m; j++) sum += a[(size_t)j * nm.k + k];
+        fprintf(f, "%s%s %.4f", k ? "  " : " ", nm.base + (size_t)k * nm.stride, sum / m);
+    }
+    fprintf(f, "\n");
+}
+
+/* The daemon's expert names (info), for print_alpha; none when the call fails. Call it
+ * before the call whose answer --json prints: it replaces the connection's last answer. */
+static expert_names daemon_expert_names(zmix_client *c, zmix_client_info *info)
+{
+    zmix_error err;
+    memset(info, 0, sizeof *info);
+    if (zmix_client_info_get(c, info, &err) != 0) return (expert_names){0};
+    return (expert_names){(const char *)info->experts, sizeof *info->experts, info->n_experts};
 }
 
 /* ---- status / wait ----------------------------------------------------------------------------
  */
 
-static void print_status(const zmix_client_status *s)
+static void print_status(const zmix_client_status *s, expert_names nm)
 {
     printf("job %llu  task %s  state %s", (unsigned long long)s->job, s->task, s->state);
     if (s->phase[0] && strcmp(s->phase, s->state)) printf(" (%s)", s->phase);
@@ -149,14 +180,15 @@ static void print_status(const zmix_client_status *s)
            s->max_generations, s->pop, s->dim, s->priority);
     if (s->has_best) {
         printf("best accuracy %.4f  loglik %.5f\n", s->best.accuracy, s->best.loglik);
-        print_floats("best alpha", s->best_alpha, s->n_best_alpha);
+        print_alpha(stdout, "best alpha", s->best_alpha, s->n_best_alpha, nm);
     }
     printf("evaluations %lld (%lld carried over)  scoring %.2f s  %.0f eval/s",
            (long long)s->evaluations, (long long)s->skipped, s->elapsed, progress_evals_per_s(s));
     if (!isnan(s->mean_std)) printf("  mean std %.4g", s->mean_std);
     printf("\n");
     if (s->stop_reason[0]) printf("stopped: %s\n", s->stop_reason);
-    if (s->reason[0]) printf("reason: %s\n", s->reason);
+    /* the reason of a finished search is its stop rule, already printed */
+    if (s->reason[0] && strcmp(s->reason, s->stop_reason)) printf("reason: %s\n", s->reason);
 }
 
 static int status_error(const daemon_opts *o, const zmix_client *c, const zmix_error *err,
@@ -204,7 +236,9 @@ static int daemon_run_call(const daemon_opts *o, const daemon_call *call)
 typedef struct job_call {
     uint64_t job;
     zmix_client_status st; /* status */
-    char state[32];        /* cancel */
+    zmix_client_info info; /* status: the experts' names */
+    expert_names names;
+    char state[32]; /* cancel */
 } job_call;
 
 static int job_call_fail(const daemon_opts *o, const zmix_client *c, const zmix_error *err,
@@ -216,18 +250,21 @@ static int job_call_fail(const daemon_opts *o, const zmix_client *c, const zmix_
 static int status_send(zmix_client *c, void *ctx, zmix_error *err)
 {
     job_call *j = ctx;
+    j->names = daemon_expert_names(c, &j->info); /* first: --json prints the status */
     return zmix_client_status_get(c, j->job, 0, &j->st, err);
 }
 
 static void status_print(const zmix_client *c, void *ctx)
 {
     (void)c;
-    print_status(&((job_call *)ctx)->st);
+    job_call *j = ctx;
+    print_status(&j->st, j->names);
 }
 
 static void status_free(void *ctx)
 {
     zmix_client_status_free(&((job_call *)ctx)->st);
+    zmix_client_info_free(&((job_call *)ctx)->info);
 }
 
 /* A request about the job named by job_arg (exit code 2 when it names none). */
@@ -307,7 +344,7 @@ static int follow_job(const daemon_opts *o, zmix_client *c, uint64_t job, double
 }
 
 /* Prints the final outcome of a followed job; returns the exit code. */
-static int report_final(const daemon_opts *o, const zmix_client *c, const zmix_client_status *s)
+static int report_final(const daemon_opts *o, zmix_client *c, const zmix_client_status *s)
 {
     if (o->json) {
         int rc = daemon_print_json(o, c);
@@ -319,7 +356,12 @@ static int report_final(const daemon_opts *o, const zmix_client *c, const zmix_c
                (unsigned long long)s->job, s->stop_reason[0] ? s->stop_reason : "stopped",
                s->generation, s->best.accuracy, s->best.loglik, s->elapsed,
                (long long)s->evaluations);
-        if (s->has_best) print_floats("alpha", s->best_alpha, s->n_best_alpha);
+        if (s->has_best) {
+            zmix_client_info info;
+            print_alpha(stdout, "alpha", s->best_alpha, s->n_best_alpha,
+                        daemon_expert_names(c, &info));
+            zmix_client_info_free(&info);
+        }
         printf("fetch it with: zmix get %s --out %s.safetensors\n", s->task, s->task);
         return 0;
     }
@@ -537,7 +579,10 @@ int cmd_submit(int argc, char **argv)
         } else {
             printf("task %s: cached result from job %llu (accuracy %.4f, loglik %.5f)\n", sub.task,
                    (unsigned long long)sub.job, sub.result.score.accuracy, sub.result.score.loglik);
-            print_floats("alpha", sub.result.alpha, sub.result.n_alpha);
+            zmix_client_info info;
+            print_alpha(stdout, "alpha", sub.result.alpha, sub.result.n_alpha,
+                        daemon_expert_names(c, &info));
+            zmix_client_info_free(&info);
             printf("fetch it with: zmix get %s --out %s.safetensors (--recompute to run again)\n",
                    sub.task, sub.task);
         }
@@ -768,7 +813,9 @@ int cmd_get(int argc, char **argv)
             fprintf(rep, "  expert %-20s alone: accuracy %.4f  loglik %.5f\n",
                     r.expert_scores[k].name, r.expert_scores[k].score.accuracy,
                     r.expert_scores[k].score.loglik);
-        print_floats_to(rep, "alpha", r.alpha, r.n_alpha);
+        expert_names nm = {r.n_experts ? r.expert_scores[0].name : NULL, sizeof *r.expert_scores,
+                           r.n_experts};
+        print_alpha(rep, "alpha", r.alpha, r.n_alpha, nm);
         long floats = 0;
         for (int m = 0; m < r.n_matrices; m++) floats += r.matrices[m].rank;
         fprintf(rep, "z': %d matrices, %ld floats\n", r.n_matrices, floats);

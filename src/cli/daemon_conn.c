@@ -91,8 +91,15 @@ int daemon_fail(const daemon_opts *o, const zmix_client *c, const zmix_error *er
         fprintf(stderr, "zmix %s: %s (the daemon at %s is busy or stuck)\n", o->cmd, err->msg,
                 addr);
     else
-        fprintf(stderr, "zmix %s: %s\n", o->cmd, err->msg);
+        fprintf(stderr, "zmix %s: %s\n", o->cmd, daemon_msg_unprefixed(o->cmd, err->msg));
     return 1;
+}
+
+const char *daemon_msg_unprefixed(const char *cmd, const char *msg)
+{
+    /* The daemon names its method first ("submit: cem: ..."); the command already says it. */
+    size_t n = strlen(cmd);
+    return !strncmp(msg, cmd, n) && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
 }
 
 int daemon_print_json(const daemon_opts *o, const zmix_client *c)

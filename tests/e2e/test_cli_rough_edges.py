@@ -111,3 +111,25 @@ def test_bare_list_of_examples_is_named(shared_daemon, tmp_path):
     other.write_text('"examples"')
     r = run([ZMIX, "score", "--model", MODEL_DIR, "--examples", str(other)])
     assert r.rc != 0 and 'expected an object {"examples": [' in r.err, r
+
+
+def test_messages_say_things_once_and_name_experts(shared_daemon, tmp_path):
+    ex = write_examples(tmp_path / "ex.json", make_examples(n=3, seed=54))
+    # the daemon's refusal once prefixed, not "submit: submit:"
+    r = zmix(shared_daemon, "submit", "pop-big", "--examples", ex, "--pop", "100000")
+    assert r.rc != 0 and "submit: submit:" not in r.err, r
+    assert r.err.startswith("zmix submit: cem: field 'pop'"), r
+    r = zmix(shared_daemon, "submit", "named", "--examples", ex, *SMALL, "--wait")
+    assert r.rc == 0, r
+    assert "alpha expert0 " in r.out and "  expert2 " in r.out, r
+    job = int(r.out.split("job ")[1].split()[0])
+    r = zmix(shared_daemon, "status", str(job))
+    assert r.rc == 0 and "best alpha expert0 " in r.out, r
+    # a finished search's stop rule once, not again as its reason
+    assert r.out.count("max_generations") == 1, r
+    r = zmix(shared_daemon, "get", "named")
+    assert r.rc == 0 and "alpha expert0 " in r.out, r
+    # per-layer alpha: each expert's mean over the matrices, named
+    r = zmix(shared_daemon, "submit", "named-pl", "--examples", ex, *SMALL, "--per-layer",
+             "--wait")
+    assert r.rc == 0 and "alpha (mean over 15 matrices) expert0 " in r.out, r
