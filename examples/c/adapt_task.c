@@ -21,9 +21,12 @@
 
 enum { N_EXAMPLES = 4, PROMPT_LEN = 8, TARGET_LEN = 2 };
 
-static int fail(const char *what, const zmix_error *err)
+/* Reports a failed call and closes the connection (NULL: none yet). Results of the call
+ * that failed are zeroed, so nothing else is held at that point. */
+static int fail(zmix_client *c, const char *what, const zmix_error *err)
 {
     fprintf(stderr, "adapt_task: %s: %s (%s)\n", what, err->msg, zmix_client_strerror(err->code));
+    zmix_client_close(c);
     return 1;
 }
 
@@ -42,10 +45,10 @@ int main(int argc, char **argv)
     opts.timeout_ms = 10000;
 
     zmix_client *c;
-    if (zmix_client_connect_env(address, &opts, &c, &err)) return fail("connect", &err);
+    if (zmix_client_connect_env(address, &opts, &c, &err)) return fail(NULL, "connect", &err);
 
     zmix_client_info info;
-    if (zmix_client_info_get(c, &info, &err)) return fail("info", &err);
+    if (zmix_client_info_get(c, &info, &err)) return fail(c, "info", &err);
     printf("model %s: %d experts, %d adapted matrices\n", info.model_type, info.n_experts,
            info.n_matrices);
 
@@ -72,14 +75,17 @@ int main(int argc, char **argv)
     zmix_client_submit_req req = {
         .task = task, .examples = ex, .n_examples = N_EXAMPLES, .cem = &cem};
     zmix_client_submitted sub;
-    if (zmix_client_submit(c, &req, &sub, &err)) return fail("submit", &err);
+    if (zmix_client_submit(c, &req, &sub, &err)) return fail(c, "submit", &err);
     printf("job %llu %s%s\n", (unsigned long long)sub.job, sub.state,
            sub.cached ? " (cached)" : "");
 
     if (!sub.cached) {
         zmix_client_status st;
         do { /* long-poll in slices; a serving system would do other work in between */
-            if (zmix_client_wait(c, sub.job, 5.0, &st, &err)) return fail("wait", &err);
+            if (zmix_client_wait(c, sub.job, 5.0, &st, &err)) {
+                zmix_client_submitted_free(&sub);
+                return fail(c, "wait", &err);
+            }
             printf("generation %d/%d, state %s\n", st.generation, st.max_generations, st.state);
             if (!st.timed_out) break;
             zmix_client_status_free(&st);
@@ -87,17 +93,24 @@ int main(int argc, char **argv)
         int done = !strcmp(st.state, "done");
         if (!done) fprintf(stderr, "adapt_task: job %s: %s\n", st.state, st.reason);
         zmix_client_status_free(&st);
-        if (!done) return 1;
+        if (!done) {
+            zmix_client_submitted_free(&sub);
+            zmix_client_close(c);
+            return 1;
+        }
     }
     zmix_client_submitted_free(&sub);
 
     zmix_client_result res;
-    if (zmix_client_get(c, task, 1, &res, &err)) return fail("get", &err);
+    if (zmix_client_get(c, task, 1, &res, &err)) return fail(c, "get", &err);
     printf("task %s: accuracy %.4f loglik %.5f, alpha", res.task, res.score.accuracy,
            res.score.loglik);
     for (int i = 0; i < res.n_alpha; i++) printf(" %.4f", (double)res.alpha[i]);
     printf("\n");
-    if (zmix_client_result_save_safetensors(&res, out, &err)) return fail("save", &err);
+    if (zmix_client_result_save_safetensors(&res, out, &err)) {
+        zmix_client_result_free(&res);
+        return fail(c, "save", &err);
+    }
     printf("wrote %s (%d matrices)\n", out, res.n_matrices);
     zmix_client_result_free(&res);
     zmix_client_close(c);

@@ -29,10 +29,11 @@ static int examples_root(const char *text, size_t len, const char *path, cJSON *
         while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
             i++;
         if (i < len && text[i] == '[')
-            return zmix_error_set(err, ZMIX_EFORMAT,
-                                  "%s: the top level is a list; expected an object " EXAMPLES_SHAPE
-                                  " (put the list under \"examples\")",
-                                  path);
+            return zmix_error_set(
+                err, ZMIX_EFORMAT,
+                "%s: the top level is a list, not a JSON object; expected " EXAMPLES_SHAPE
+                " (put the list under \"examples\")",
+                path);
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: expected an object " EXAMPLES_SHAPE, path);
     }
     return rc;

@@ -99,7 +99,7 @@ def test_adapt_out_dash_examples_dash_and_factor_cache(experts, tmp_path):
 def test_bare_list_of_examples_is_named(shared_daemon, tmp_path):
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(make_examples(n=2, seed=53)))
-    want = 'the top level is a list; expected an object {"examples": [{"prompt": '
+    want = 'the top level is a list, not a JSON object; expected {"examples": [{"prompt": '
     r = zmix(shared_daemon, "submit", "bare", "--examples", str(bare))
     assert r.rc != 0 and want in r.err and "bare.json" in r.err, r
     r = run([ZMIX, "score", "--model", MODEL_DIR, "--examples", str(bare)])

@@ -58,8 +58,8 @@ def test_load_examples(tmp_path):
     assert load_examples(io.StringIO(json.dumps({"examples": EXAMPLES}))) == EXAMPLES
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(EXAMPLES))
-    with pytest.raises(ValueError, match=r"bare.json: the top level is a list; expected an "
-                                         r"object \{\"examples\": \["):
+    with pytest.raises(ValueError, match=r"bare.json: the top level is a list, not a JSON "
+                                         r"object; expected \{\"examples\": \["):
         load_examples(str(bare))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"examples": [{"prompt": "x"}]}))
@@ -120,7 +120,7 @@ def test_examples_use_the_installed_package(daemon, clean_env, tmp_path):
     r = subprocess.run([sys.executable, script, "ex-task", str(bare)], capture_output=True,
                        text=True, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert "the top level is a list; expected an object" in r.stderr, r.stderr
+    assert "the top level is a list, not a JSON object; expected" in r.stderr, r.stderr
     # "-" reads standard input, and the package it runs with is the installed one
     r = subprocess.run([sys.executable, "-c", "import runpy, sys, zmix_client; "
                         "print(zmix_client.__file__, file=sys.stderr); "

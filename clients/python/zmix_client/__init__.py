@@ -87,8 +87,8 @@ def load_examples(path_or_file):
     except json.JSONDecodeError as e:
         raise ValueError(f"{name}: not JSON ({e})") from None
     if isinstance(doc, list):
-        raise ValueError(f"{name}: the top level is a list; expected an object {EXAMPLES_SHAPE}"
-                         " (put the list under \"examples\")")
+        raise ValueError(f"{name}: the top level is a list, not a JSON object; expected "
+                         f"{EXAMPLES_SHAPE} (put the list under \"examples\")")
     if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
         raise ValueError(f"{name}: expected {EXAMPLES_SHAPE}")
     for i, ex in enumerate(doc["examples"]):
