@@ -3,6 +3,9 @@
 
     python3 fetch_z.py TASK OUT.safetensors [--addr unix:/path.sock] [--token-file F]
 
+The daemon: --addr, else $ZMIX_ADDR, else its default socket; the token: --token-file, else
+$ZMIX_TOKEN_FILE.
+
 One 1-D F32 tensor per adapted matrix, under the same names as in the expert files, so a
 serving system loads z' exactly like an expert: W' = U diag(sigma * z') V^T. The task, its
 cache key and alpha go into the file's __metadata__. Standard library + the zmix_client

@@ -4,7 +4,9 @@
     python3 submit_and_wait.py TASK EXAMPLES.json [--addr unix:/path.sock] [--iters 20]
                                 [--pop 32] [--per-layer] [--token-file F]
 
-EXAMPLES.json is {"examples": [{"prompt": [ids], "target": [ids]}, ...]} (as for `zmix submit`).
+EXAMPLES.json is {"examples": [{"prompt": [ids], "target": [ids]}, ...]} (as for `zmix submit`;
+- reads standard input). The daemon: --addr, else $ZMIX_ADDR, else its default socket; the
+token: --token-file, else $ZMIX_TOKEN_FILE.
 Prints the final status as JSON on stdout; exit code 0 when the job is done, 1 otherwise.
 Uses only the standard library and the zmix_client package (python3-msgpack).
 """
@@ -34,7 +36,7 @@ def progress_line(st):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("task")
-    ap.add_argument("examples")
+    ap.add_argument("examples", help="EXAMPLES.json, or - for standard input")
     ap.add_argument("--addr", help="unix:PATH or tcp:HOST:PORT (default: $ZMIX_ADDR or the "
                                    "daemon's default socket)")
     ap.add_argument("--token-file", help="the token for a TCP listener (default: "
