@@ -57,6 +57,12 @@ def test_the_install_tree(prefix):
     for key in ("StateDirectory=zmix", "NoNewPrivileges=yes", "ProtectSystem=strict",
                 "ProtectHome=", "PrivateTmp=yes"):
         assert key in unit, key
+    # the unit's command line with the installed config parses: all it lacks is the model
+    # and the experts, which the operator sets (docs/install.md)
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()
+    exec_start[exec_start.index("/var/lib/zmix")] = str(prefix / "state")
+    r = run(exec_start)
+    assert r.returncode == 2 and "--model is required" in r.stderr, r.stdout + r.stderr
     # an edited config file survives a second install
     conf = prefix / "etc/zmix/zmixd.conf"
     conf.write_text(conf.read_text() + "workers = 3\n")
