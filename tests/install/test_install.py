@@ -71,6 +71,21 @@ def test_the_install_tree(prefix):
     assert conf.read_text().endswith("workers = 3\n")
 
 
+def test_staged_install_into_usr(tmp_path):
+    """DESTDIR staging for a package: the prefix /usr keeps its settings in /etc, and the
+    unit names the paths of the target system, not of the staging folder."""
+    stage = tmp_path / "stage"
+    r = run(["cmake", "--install", BUILD_DIR, "--prefix", "/usr"], env={"DESTDIR": str(stage)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.access(stage / "usr/bin/zmixd", os.X_OK)
+    assert (stage / "etc/zmix/zmixd.conf").is_file()
+    assert not (stage / "usr/etc").exists()
+    unit = (stage / "usr/lib/systemd/system/zmixd.service").read_text()
+    assert "ExecStart=/usr/bin/zmixd --cache-dir /var/lib/zmix --config /etc/zmix/zmixd.conf" \
+        in unit, unit
+    assert str(stage) not in unit
+
+
 def _man_options(page):
     text = page.read_text().replace("\\-", "-")  # troff's \- is a minus sign
     return set(re.findall(r"(?<![\w-])--([a-z][a-z0-9-]*)", text)), text
