@@ -45,7 +45,8 @@ static const char usage_text[] =
     "  --factor-cache DIR   cache the SVD factors in DIR\n"
     "  --threads N          scoring threads (default 1)\n"
     "  --quiet              no report on stdout\n"
-    "  --socket/--connect/--token-file   the daemon, for TASK\n"
+    "  --socket/--connect/--token-file   the daemon, for TASK (default: $ZMIX_ADDR, else\n"
+    "                       the default socket; the token from $ZMIX_TOKEN_FILE)\n"
     "  --json               print the report as JSON\n";
 
 typedef struct export_args {

@@ -211,7 +211,9 @@ int cmd_plot(int argc, char **argv)
                    "population-mean accuracy and log-likelihood per generation, and the alpha\n"
                    "trajectories (mean +- std per expert; per-layer alpha averaged over the\n"
                    "matrices). RESULT.json is the output of zmix adapt; a JOB is fetched from the\n"
-                   "daemon. --out - writes the SVG to standard output (the report to stderr).\n");
+                   "daemon (--socket or --connect, else $ZMIX_ADDR, else the default socket; the\n"
+                   "token from --token-file, else $ZMIX_TOKEN_FILE). --out - writes the SVG to\n"
+                   "standard output (the report to stderr).\n");
             return 0;
         }
         int r = daemon_opts_parse(&o, argc, argv, &i);

@@ -133,3 +133,10 @@ def test_messages_say_things_once_and_name_experts(shared_daemon, tmp_path):
     r = zmix(shared_daemon, "submit", "named-pl", "--examples", ex, *SMALL, "--per-layer",
              "--wait")
     assert r.rc == 0 and "alpha (mean over 15 matrices) expert0 " in r.out, r
+
+
+def test_every_daemon_command_documents_the_environment():
+    for cmd in ("submit", "status", "wait", "cancel", "jobs", "get", "tasks", "evict", "info",
+                "stats", "plot", "export"):
+        r = run([ZMIX, cmd, "--help"])
+        assert r.rc == 0 and "$ZMIX_ADDR" in r.out and "$ZMIX_TOKEN_FILE" in r.out, (cmd, r)
