@@ -28,7 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(SOURCE_DIR, "examples", "python"))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "e2e"))
 
 import msgpack  # noqa: E402

@@ -16,7 +16,7 @@ import tempfile
 import time
 
 SOURCE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(SOURCE_DIR, "examples", "python"))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python"))
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "e2e"))
 
 import msgpack  # noqa: E402

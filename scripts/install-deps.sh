@@ -7,6 +7,9 @@ packages=(
   build-essential cmake pkg-config git
   libopenblas-dev liblapacke-dev libuv1-dev libmsgpack-dev libcjson-dev libcmocka-dev
   python3 python3-msgpack python3-pytest python3-numpy
+  # the Python client as a package (clients/python), installed offline into a venv by the
+  # tests: pip, venv, and setuptools + wheel as its build backend
+  python3-pip python3-venv python3-setuptools python3-wheel
 )
 # node + npm: the tokenizer parity test's reference implementations (test only, see below).
 # A node that is already on the machine (not Debian's) is used as it is.

@@ -4,6 +4,11 @@
  *
  *     cc adapt_task.c $(pkg-config --cflags --libs zmix-client) -o adapt_task
  *     ./adapt_task unix:$HOME/.cache/zmix/zmixd.sock my-task z.safetensors
+ *     ZMIX_ADDR=tcp:127.0.0.1:7878 ZMIX_TOKEN_FILE=token ./adapt_task my-task z.safetensors
+ *
+ * Without ADDRESS the daemon is found as every zmix client finds it: $ZMIX_ADDR, else the
+ * daemon's default socket; $ZMIX_TOKEN_FILE names the token file of a TCP listener that
+ * needs one (zmix_client_connect_env).
  *
  * The examples here are made up from the model's vocabulary so that the program runs on any
  * model; a real caller sends its task's tokenised prompts and answers.
@@ -16,30 +21,34 @@
 
 enum { N_EXAMPLES = 4, PROMPT_LEN = 8, TARGET_LEN = 2 };
 
-static int fail(const char *what, const zmix_error *err)
+/* Reports a failed call and closes the connection (NULL: none yet). Results of the call
+ * that failed are zeroed, so nothing else is held at that point. */
+static int fail(zmix_client *c, const char *what, const zmix_error *err)
 {
     fprintf(stderr, "adapt_task: %s: %s (%s)\n", what, err->msg, zmix_client_strerror(err->code));
+    zmix_client_close(c);
     return 1;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s ADDRESS TASK OUT.safetensors\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s [ADDRESS] TASK OUT.safetensors (default address: $ZMIX_ADDR)\n",
+                argv[0]);
         return 2;
     }
-    const char *address = argv[1], *task = argv[2], *out = argv[3];
+    const char *address = argc == 4 ? argv[1] : NULL;
+    const char *task = argv[argc - 2], *out = argv[argc - 1];
     zmix_error err;
     zmix_client_opts opts;
     zmix_client_opts_default(&opts);
     opts.timeout_ms = 10000;
-    opts.token = getenv("ZMIX_TOKEN"); /* needed only for a TCP listener with a token */
 
     zmix_client *c;
-    if (zmix_client_connect(address, &opts, &c, &err)) return fail("connect", &err);
+    if (zmix_client_connect_env(address, &opts, &c, &err)) return fail(NULL, "connect", &err);
 
     zmix_client_info info;
-    if (zmix_client_info_get(c, &info, &err)) return fail("info", &err);
+    if (zmix_client_info_get(c, &info, &err)) return fail(c, "info", &err);
     printf("model %s: %d experts, %d adapted matrices\n", info.model_type, info.n_experts,
            info.n_matrices);
 
@@ -66,14 +75,17 @@ int main(int argc, char **argv)
     zmix_client_submit_req req = {
         .task = task, .examples = ex, .n_examples = N_EXAMPLES, .cem = &cem};
     zmix_client_submitted sub;
-    if (zmix_client_submit(c, &req, &sub, &err)) return fail("submit", &err);
+    if (zmix_client_submit(c, &req, &sub, &err)) return fail(c, "submit", &err);
     printf("job %llu %s%s\n", (unsigned long long)sub.job, sub.state,
            sub.cached ? " (cached)" : "");
 
     if (!sub.cached) {
         zmix_client_status st;
         do { /* long-poll in slices; a serving system would do other work in between */
-            if (zmix_client_wait(c, sub.job, 5.0, &st, &err)) return fail("wait", &err);
+            if (zmix_client_wait(c, sub.job, 5.0, &st, &err)) {
+                zmix_client_submitted_free(&sub);
+                return fail(c, "wait", &err);
+            }
             printf("generation %d/%d, state %s\n", st.generation, st.max_generations, st.state);
             if (!st.timed_out) break;
             zmix_client_status_free(&st);
@@ -81,17 +93,24 @@ int main(int argc, char **argv)
         int done = !strcmp(st.state, "done");
         if (!done) fprintf(stderr, "adapt_task: job %s: %s\n", st.state, st.reason);
         zmix_client_status_free(&st);
-        if (!done) return 1;
+        if (!done) {
+            zmix_client_submitted_free(&sub);
+            zmix_client_close(c);
+            return 1;
+        }
     }
     zmix_client_submitted_free(&sub);
 
     zmix_client_result res;
-    if (zmix_client_get(c, task, 1, &res, &err)) return fail("get", &err);
+    if (zmix_client_get(c, task, 1, &res, &err)) return fail(c, "get", &err);
     printf("task %s: accuracy %.4f loglik %.5f, alpha", res.task, res.score.accuracy,
            res.score.loglik);
     for (int i = 0; i < res.n_alpha; i++) printf(" %.4f", (double)res.alpha[i]);
     printf("\n");
-    if (zmix_client_result_save_safetensors(&res, out, &err)) return fail("save", &err);
+    if (zmix_client_result_save_safetensors(&res, out, &err)) {
+        zmix_client_result_free(&res);
+        return fail(c, "save", &err);
+    }
     printf("wrote %s (%d matrices)\n", out, res.n_matrices);
     zmix_client_result_free(&res);
     zmix_client_close(c);

@@ -3,9 +3,13 @@
 
     python3 fetch_z.py TASK OUT.safetensors [--addr unix:/path.sock] [--token-file F]
 
+The daemon: --addr, else $ZMIX_ADDR, else its default socket; the token: --token-file, else
+$ZMIX_TOKEN_FILE.
+
 One 1-D F32 tensor per adapted matrix, under the same names as in the expert files, so a
 serving system loads z' exactly like an expert: W' = U diag(sigma * z') V^T. The task, its
-cache key and alpha go into the file's __metadata__. Standard library + zmix_client.py only.
+cache key and alpha go into the file's __metadata__. Standard library + the zmix_client
+package only.
 """
 
 import argparse
@@ -14,8 +18,12 @@ import os
 import struct
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zmix_client import Client, RpcError  # noqa: E402
+try:  # the installed package (pip install ./clients/python, docs/install.md)
+    import zmix_client  # noqa: F401
+except ImportError:  # else the one in this checkout
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "clients", "python"))
+from zmix_client import Client, RpcError, read_token_file  # noqa: E402
 
 
 def write_safetensors(path, tensors, metadata):
@@ -43,19 +51,25 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("task")
     ap.add_argument("out")
-    ap.add_argument("--addr")
-    ap.add_argument("--token-file")
+    ap.add_argument("--addr", help="unix:PATH or tcp:HOST:PORT (default: $ZMIX_ADDR or the "
+                                   "daemon's default socket)")
+    ap.add_argument("--token-file", help="the token for a TCP listener (default: "
+                                         "$ZMIX_TOKEN_FILE)")
     args = ap.parse_args()
-    token = None
-    if args.token_file:
-        with open(args.token_file) as f:
-            token = f.read().strip()
+    try:  # without --token-file: $ZMIX_TOKEN_FILE, read by Client
+        token = read_token_file(args.token_file) if args.token_file else None
+    except (OSError, ValueError) as e:
+        print("fetch_z: --token-file: %s" % e, file=sys.stderr)
+        return 2
     try:
         with Client(args.addr, token=token) as c:
             r = c.get(args.task, vectors=True)
     except RpcError as e:
         print("fetch_z: %s" % e, file=sys.stderr)
         return 1
+    except ValueError as e:  # a bad ZMIX_TOKEN_FILE
+        print("fetch_z: %s" % e, file=sys.stderr)
+        return 2
     except OSError as e:
         print("fetch_z: cannot reach the daemon: %s" % e, file=sys.stderr)
         return 1

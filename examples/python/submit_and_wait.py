@@ -4,9 +4,11 @@
     python3 submit_and_wait.py TASK EXAMPLES.json [--addr unix:/path.sock] [--iters 20]
                                 [--pop 32] [--per-layer] [--token-file F]
 
-EXAMPLES.json is {"examples": [{"prompt": [ids], "target": [ids]}, ...]} (as for `zmix submit`).
+EXAMPLES.json is {"examples": [{"prompt": [ids], "target": [ids]}, ...]} (as for `zmix submit`;
+- reads standard input). The daemon: --addr, else $ZMIX_ADDR, else its default socket; the
+token: --token-file, else $ZMIX_TOKEN_FILE.
 Prints the final status as JSON on stdout; exit code 0 when the job is done, 1 otherwise.
-Uses only the standard library and zmix_client.py (python3-msgpack).
+Uses only the standard library and the zmix_client package (python3-msgpack).
 """
 
 import argparse
@@ -14,8 +16,12 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from zmix_client import Client, RpcError  # noqa: E402
+try:  # the installed package (pip install ./clients/python, docs/install.md)
+    import zmix_client  # noqa: F401
+except ImportError:  # else the one in this checkout
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "clients", "python"))
+from zmix_client import Client, RpcError, load_examples, read_token_file  # noqa: E402
 
 
 def progress_line(st):
@@ -30,18 +36,22 @@ def progress_line(st):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("task")
-    ap.add_argument("examples")
+    ap.add_argument("examples", help="EXAMPLES.json, or - for standard input")
     ap.add_argument("--addr", help="unix:PATH or tcp:HOST:PORT (default: $ZMIX_ADDR or the "
                                    "daemon's default socket)")
-    ap.add_argument("--token-file")
+    ap.add_argument("--token-file", help="the token for a TCP listener (default: "
+                                         "$ZMIX_TOKEN_FILE)")
     ap.add_argument("--iters", type=int)
     ap.add_argument("--pop", type=int)
     ap.add_argument("--per-layer", action="store_true")
     ap.add_argument("--recompute", action="store_true")
     args = ap.parse_args()
 
-    with open(args.examples) as f:
-        examples = json.load(f)["examples"]
+    try:
+        examples = load_examples(args.examples)  # "-": standard input
+    except (OSError, ValueError) as e:
+        print("submit_and_wait: %s" % e, file=sys.stderr)
+        return 2
     cem = {}
     if args.iters:
         cem["iters"] = args.iters
@@ -49,10 +59,11 @@ def main():
         cem["pop"] = args.pop
     if args.per_layer:
         cem["per_layer"] = True
-    token = None
-    if args.token_file:
-        with open(args.token_file) as f:
-            token = f.read().strip()
+    try:  # without --token-file: $ZMIX_TOKEN_FILE, read by Client
+        token = read_token_file(args.token_file) if args.token_file else None
+    except (OSError, ValueError) as e:
+        print("submit_and_wait: --token-file: %s" % e, file=sys.stderr)
+        return 2
 
     tty = sys.stderr.isatty()
     try:
@@ -82,6 +93,9 @@ def main():
     except RpcError as e:
         print("submit_and_wait: %s" % e, file=sys.stderr)
         return 1
+    except ValueError as e:  # a bad ZMIX_TOKEN_FILE
+        print("submit_and_wait: %s" % e, file=sys.stderr)
+        return 2
     except OSError as e:
         print("submit_and_wait: cannot reach the daemon: %s" % e, file=sys.stderr)
         return 1

@@ -62,7 +62,7 @@ int zmix_client_addr_parse(const char *spec, zmix_client_addr *out, zmix_error *
 
 /* The daemon's default socket: unix:$XDG_CACHE_HOME/zmix/zmixd.sock, else
  * unix:$HOME/.cache/zmix/zmixd.sock, else unix:/tmp/zmix-UID/zmixd.sock. Does not look at
- * ZMIX_ADDR (that is the command line's business). Returns 0, or ZMIX_ERANGE if cap is short. */
+ * ZMIX_ADDR (zmix_client_resolve_address does). Returns 0, or ZMIX_ERANGE if cap is short. */
 int zmix_client_default_address(char *out, size_t cap);
 
 /* ---- Connections ---------------------------------------------------------------------- */
@@ -84,6 +84,17 @@ int zmix_client_connect(const char *address, const zmix_client_opts *opts, zmix_
                         zmix_error *err);
 void zmix_client_close(zmix_client *c); /* NULL ok */
 void zmix_client_set_timeout(zmix_client *c, int timeout_ms);
+/* The conventions every zmix client shares (zmix, this library, the Python client):
+ *   the address is `address` when not NULL or empty, else $ZMIX_ADDR when set and not
+ *   empty, else zmix_client_default_address();
+ *   the token is opts->token when set, else the contents of the file $ZMIX_TOKEN_FILE names
+ *   (read as the daemon reads --token-file: trailing newlines and spaces dropped).
+ * zmix_client_resolve_address writes the address into out (cap bytes); ZMIX_ERANGE if short.
+ * zmix_client_connect_env then connects as zmix_client_connect does; an unreadable token file
+ * fails with a message naming ZMIX_TOKEN_FILE and the file. */
+int zmix_client_resolve_address(const char *address, char *out, size_t cap, zmix_error *err);
+int zmix_client_connect_env(const char *address, const zmix_client_opts *opts, zmix_client **out,
+                            zmix_error *err);
 /* The address as given to connect, normalised ("unix:/x.sock", "tcp:host:port"). */
 const char *zmix_client_address(const zmix_client *c);
 

@@ -16,6 +16,7 @@
 
 #include "adapt/cem_options.h"
 #include "commands.h"
+#include "out_file.h"
 #include "util/file.h"
 #include "zmix/adapt.h"
 
@@ -27,7 +28,7 @@ static void usage(FILE *out)
             "usage: zmix adapt --model PATH --experts A.st,B.st,... --examples EX.json [options]\n"
             "\n"
             "Searches mixing coefficients α over the experts with CEM and prints the result as\n"
-            "JSON (format: docs/cem.md).\n"
+            "JSON (format: docs/cem.md). --examples - reads the examples from standard input.\n"
             "\n");
     cem_options_print_help(out);
     fprintf(out, "  --stream S           PCG stream id (default: 0)\n"
@@ -40,9 +41,10 @@ static void usage(FILE *out)
                  "  --threads N          scoring threads (default: 1)\n"
                  "  --include-z          add the composed z' per matrix to the result\n"
                  "  --quiet              no progress lines\n"
-                 "  --out FILE           write the result to FILE instead of stdout\n"
+                 "  --out FILE           write the result to FILE instead of stdout (-: stdout)\n"
                  "  --z-out FILE         also write z' as a safetensors file that describes\n"
-                 "                       itself (docs/results.md); zmix export reads either\n");
+                 "                       itself (docs/results.md); zmix export reads either\n"
+                 "                       (-: stdout, with --out FILE for the result)\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -233,6 +235,12 @@ int cmd_adapt(int argc, char **argv)
                         "--help)\n");
         return 2;
     }
+    if (out_file_is_stdout(out_path)) out_path = NULL; /* the result JSON on stdout */
+    if (out_file_is_stdout(z_out_path) && !out_path) {
+        fprintf(stderr, "zmix adapt: --z-out -: standard output already carries the result "
+                        "JSON; give --out FILE for it\n");
+        return 2;
+    }
     char *experts_copy = strdup(experts_arg);
     char *expert_paths[MAX_EXPERTS];
     int n_experts = 0;
@@ -282,7 +290,8 @@ int cmd_adapt(int argc, char **argv)
         goto fail;
     have_ex = 1;
     if (zmix_examples_check(model, &ex, &err)) {
-        zmix_error_prefix(&err, "%s", examples_path);
+        zmix_error_prefix(&err, "%s",
+                          out_file_is_stdout(examples_path) ? "standard input" : examples_path);
         goto fail;
     }
     zmix_runtime_opts ropts;
@@ -317,7 +326,13 @@ int cmd_adapt(int argc, char **argv)
     } else {
         printf("%s\n", text);
     }
-    if (z_out_path && zmix_adapt_result_save_z(&res, NULL, z_out_path, &err)) goto fail;
+    if (z_out_path) {
+        out_file zf;
+        if (out_file_begin(&zf, "adapt", z_out_path)) goto done;
+        int zrc = zmix_adapt_result_save_z(&res, NULL, zf.write, &err);
+        if (out_file_finish(&zf, "adapt", zrc == 0) && zrc == 0) goto done;
+        if (zrc) goto fail;
+    }
     rc = 0;
     goto done;
 fail:

@@ -14,6 +14,7 @@
 #include "adapt/cem_options.h"
 #include "commands.h"
 #include "daemon_conn.h"
+#include "out_file.h"
 #include "progress.h"
 #include "submit_examples.h"
 #include "task_result.h"
@@ -122,19 +123,55 @@ static void format_time(double unix_s, char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%d %H:%M:%SZ", &tm);
 }
 
-static void print_floats(const char *label, const float *v, int n)
+static void print_floats_to(FILE *f, const char *label, const float *v, int n)
 {
-    printf("%s", label);
+    fprintf(f, "%s", label);
     int shown = n < 24 ? n : 24;
-    for (int i = 0; i < shown; i++) printf(" %.4f", (double)v[i]);
-    if (n > shown) printf(" ... (%d values)", n);
-    printf("\n");
+    for (int i = 0; i < shown; i++) fprintf(f, " %.4f", (double)v[i]);
+    if (n > shown) fprintf(f, " ... (%d values)", n);
+    fprintf(f, "\n");
+}
+
+/* The K experts' names: name k at base + k * stride (NULL base: not known). */
+typedef struct expert_names {
+    const char *base;
+    size_t stride;
+    int k;
+} expert_names;
+
+/* α beside the experts' names: K values, or M·K per-layer values (α[m·K + k]) shown as each
+ * expert's mean over the M matrices. Without names, the values alone. */
+static void print_alpha(FILE *f, const char *label, const float *a, int n, expert_names nm)
+{
+    if (!nm.base || nm.k <= 0 || n <= 0 || n % nm.k != 0) {
+        print_floats_to(f, label, a, n);
+        return;
+    }
+    int m = n / nm.k;
+    fprintf(f, "%s", label);
+    if (m > 1) fprintf(f, " (mean over %d matrices)", m);
+    for (int k = 0; k < nm.k; k++) {
+        double sum = 0;
+        for (int j = 0; j < m; j++) sum += a[(size_t)j * nm.k + k];
+        fprintf(f, "%s%s %.4f", k ? "  " : " ", nm.base + (size_t)k * nm.stride, sum / m);
+    }
+    fprintf(f, "\n");
+}
+
+/* The daemon's expert names (info), for print_alpha; none when the call fails. Call it
+ * before the call whose answer --json prints: it replaces the connection's last answer. */
+static expert_names daemon_expert_names(zmix_client *c, zmix_client_info *info)
+{
+    zmix_error err;
+    memset(info, 0, sizeof *info);
+    if (zmix_client_info_get(c, info, &err) != 0) return (expert_names){0};
+    return (expert_names){(const char *)info->experts, sizeof *info->experts, info->n_experts};
 }
 
 /* ---- status / wait ----------------------------------------------------------------------------
  */
 
-static void print_status(const zmix_client_status *s)
+static void print_status(const zmix_client_status *s, expert_names nm)
 {
     printf("job %llu  task %s  state %s", (unsigned long long)s->job, s->task, s->state);
     if (s->phase[0] && strcmp(s->phase, s->state)) printf(" (%s)", s->phase);
@@ -143,14 +180,15 @@ static void print_status(const zmix_client_status *s)
            s->max_generations, s->pop, s->dim, s->priority);
     if (s->has_best) {
         printf("best accuracy %.4f  loglik %.5f\n", s->best.accuracy, s->best.loglik);
-        print_floats("best alpha", s->best_alpha, s->n_best_alpha);
+        print_alpha(stdout, "best alpha", s->best_alpha, s->n_best_alpha, nm);
     }
     printf("evaluations %lld (%lld carried over)  scoring %.2f s  %.0f eval/s",
            (long long)s->evaluations, (long long)s->skipped, s->elapsed, progress_evals_per_s(s));
     if (!isnan(s->mean_std)) printf("  mean std %.4g", s->mean_std);
     printf("\n");
     if (s->stop_reason[0]) printf("stopped: %s\n", s->stop_reason);
-    if (s->reason[0]) printf("reason: %s\n", s->reason);
+    /* the reason of a finished search is its stop rule, already printed */
+    if (s->reason[0] && strcmp(s->reason, s->stop_reason)) printf("reason: %s\n", s->reason);
 }
 
 static int status_error(const daemon_opts *o, const zmix_client *c, const zmix_error *err,
@@ -198,7 +236,9 @@ static int daemon_run_call(const daemon_opts *o, const daemon_call *call)
 typedef struct job_call {
     uint64_t job;
     zmix_client_status st; /* status */
-    char state[32];        /* cancel */
+    zmix_client_info info; /* status: the experts' names */
+    expert_names names;
+    char state[32]; /* cancel */
 } job_call;
 
 static int job_call_fail(const daemon_opts *o, const zmix_client *c, const zmix_error *err,
@@ -210,18 +250,21 @@ static int job_call_fail(const daemon_opts *o, const zmix_client *c, const zmix_
 static int status_send(zmix_client *c, void *ctx, zmix_error *err)
 {
     job_call *j = ctx;
+    j->names = daemon_expert_names(c, &j->info); /* first: --json prints the status */
     return zmix_client_status_get(c, j->job, 0, &j->st, err);
 }
 
 static void status_print(const zmix_client *c, void *ctx)
 {
     (void)c;
-    print_status(&((job_call *)ctx)->st);
+    job_call *j = ctx;
+    print_status(&j->st, j->names);
 }
 
 static void status_free(void *ctx)
 {
     zmix_client_status_free(&((job_call *)ctx)->st);
+    zmix_client_info_free(&((job_call *)ctx)->info);
 }
 
 /* A request about the job named by job_arg (exit code 2 when it names none). */
@@ -301,7 +344,7 @@ static int follow_job(const daemon_opts *o, zmix_client *c, uint64_t job, double
 }
 
 /* Prints the final outcome of a followed job; returns the exit code. */
-static int report_final(const daemon_opts *o, const zmix_client *c, const zmix_client_status *s)
+static int report_final(const daemon_opts *o, zmix_client *c, const zmix_client_status *s)
 {
     if (o->json) {
         int rc = daemon_print_json(o, c);
@@ -313,7 +356,12 @@ static int report_final(const daemon_opts *o, const zmix_client *c, const zmix_c
                (unsigned long long)s->job, s->stop_reason[0] ? s->stop_reason : "stopped",
                s->generation, s->best.accuracy, s->best.loglik, s->elapsed,
                (long long)s->evaluations);
-        if (s->has_best) print_floats("alpha", s->best_alpha, s->n_best_alpha);
+        if (s->has_best) {
+            zmix_client_info info;
+            print_alpha(stdout, "alpha", s->best_alpha, s->n_best_alpha,
+                        daemon_expert_names(c, &info));
+            zmix_client_info_free(&info);
+        }
         printf("fetch it with: zmix get %s --out %s.safetensors\n", s->task, s->task);
         return 0;
     }
@@ -452,7 +500,7 @@ static char *submit_usage(void)
           "\n"
           "Sends an adaptation job to the daemon. EX.json: {\"examples\":[{\"prompt\":[ids],"
           "\"target\":[ids]}, ...]};\nprompt and target may be text when the daemon's model has "
-          "a tokenizer.\n"
+          "a tokenizer. --examples - reads standard input.\n"
           "A task already adapted from the same examples and settings is answered from the "
           "cache.\n"
           "Settings not given take the daemon's defaults, lowered to its limits (--max-pop,\n"
@@ -531,7 +579,10 @@ int cmd_submit(int argc, char **argv)
         } else {
             printf("task %s: cached result from job %llu (accuracy %.4f, loglik %.5f)\n", sub.task,
                    (unsigned long long)sub.job, sub.result.score.accuracy, sub.result.score.loglik);
-            print_floats("alpha", sub.result.alpha, sub.result.n_alpha);
+            zmix_client_info info;
+            print_alpha(stdout, "alpha", sub.result.alpha, sub.result.n_alpha,
+                        daemon_expert_names(c, &info));
+            zmix_client_info_free(&info);
             printf("fetch it with: zmix get %s --out %s.safetensors (--recompute to run again)\n",
                    sub.task, sub.task);
         }
@@ -669,13 +720,16 @@ static int get_extra(void *vctx, int argc, char **argv, int *i)
 }
 
 /* --result FILE: the task's result document, as `zmix adapt --out` writes it. */
-static int save_document(zmix_client *c, const char *task, const char *path, int quiet)
+static int save_document(zmix_client *c, const char *task, const char *path, int quiet, FILE *rep)
 {
     char *json = NULL;
     zmix_error err;
     zmix_error_clear(&err);
     int rc = zmix_client_get_document(c, task, &json, &err);
-    if (!rc) {
+    if (!rc && out_file_is_stdout(path)) {
+        if (fputs(json, stdout) == EOF || fflush(stdout) != 0)
+            rc = zmix_error_set(&err, ZMIX_EIO, "writing to standard output failed");
+    } else if (!rc) {
         fs_piece piece = {json, strlen(json)};
         fs_write_opts wo = {.mode = 0644};
         rc = fs_write_atomic(path, &piece, 1, &wo, &err);
@@ -685,7 +739,7 @@ static int save_document(zmix_client *c, const char *task, const char *path, int
         fprintf(stderr, "zmix get: %s\n", err.msg);
         return 1;
     }
-    if (!quiet) printf("wrote %s\n", path);
+    if (!quiet) fprintf(rep, "wrote %s\n", out_file_is_stdout(path) ? "standard output" : path);
     return 0;
 }
 
@@ -714,20 +768,34 @@ int cmd_get(int argc, char **argv)
 {
     daemon_opts o = {.cmd = "get"};
     get_ctx g = {0};
-    const char *pos[1];
-    PARSE_OR_RETURN(&o, argc, argv, pos, 1,
-                    "usage: zmix get TASK [--out Z.safetensors [--force]] [--result R.json] "
-                    "[--vectors] [--json]\n\n"
-                    "Shows a task's cached result: scores, alpha, where it came from, and whether\n"
-                    "it was made with the daemon's current model and experts.\n\n"
-                    "  --out FILE           write z' (one F32 tensor per adapted matrix, named as\n"
-                    "                       in the expert files) as a safetensors file; refused\n"
-                    "                       for a result made for another model or expert set\n"
-                    "  --force              with --out: write such a result all the same\n"
-                    "  --result FILE        write the result document (the JSON of zmix adapt,\n"
-                    "                       docs/cem.md: scores, alpha, settings, history)\n"
-                    "  --vectors            with --json: include z' per matrix",
-                    get_extra, &g);
+    const char *pos[1] = {NULL};
+    PARSE_OR_RETURN(
+        &o, argc, argv, pos, 1,
+        "usage: zmix get TASK [--out Z.safetensors [--force]] [--result R.json] [--vectors] "
+        "[--json]\n\n"
+        "Shows a task's cached result: scores, alpha, where it came from, and whether\n"
+        "it was made with the daemon's current model and experts.\n\n"
+        "  --out FILE           write z' (one F32 tensor per adapted matrix, named as\n"
+        "                       in the expert files) as a safetensors file (-: stdout,\n"
+        "                       the report then goes to stderr); refused for a result\n"
+        "                       made for another model or expert set\n"
+        "  --force              with --out: write such a result all the same\n"
+        "  --result FILE        write the result document (the JSON of zmix adapt,\n"
+        "                       docs/cem.md: scores, alpha, settings, history; -: stdout)\n"
+        "  --vectors            with --json: include z' per matrix",
+        get_extra, &g);
+    /* "-": that file on standard output, and the report on stderr */
+    int out_std = out_file_is_stdout(g.out), result_std = out_file_is_stdout(g.result);
+    if (out_std && result_std) {
+        fprintf(stderr, "zmix get: --out - and --result - cannot both be standard output\n");
+        return 2;
+    }
+    if ((out_std || result_std) && o.json) {
+        fprintf(stderr, "zmix get: --json and --%s - cannot both be standard output\n",
+                out_std ? "out" : "result");
+        return 2;
+    }
+    FILE *rep = out_file_report(out_std || result_std);
     zmix_client *c;
     int rc = daemon_connect(&o, &c);
     if (rc) return rc;
@@ -745,23 +813,28 @@ int cmd_get(int argc, char **argv)
         char when[32];
         format_time(r.created, when, sizeof when);
         if (!r.current)
-            printf("NOT CURRENT: %s; it does not apply to the daemon's model and experts "
-                   "(submit the task again to recompute)\n",
-                   r.mismatch);
-        printf("task %s  from job %llu  created %s\n", r.task, (unsigned long long)r.job, when);
-        printf("accuracy %.4f  loglik %.5f  (base model: accuracy %.4f  loglik %.5f)\n",
-               r.score.accuracy, r.score.loglik, r.base_score.accuracy, r.base_score.loglik);
+            fprintf(rep,
+                    "NOT CURRENT: %s; it does not apply to the daemon's model and experts "
+                    "(submit the task again to recompute)\n",
+                    r.mismatch);
+        fprintf(rep, "task %s  from job %llu  created %s\n", r.task, (unsigned long long)r.job,
+                when);
+        fprintf(rep, "accuracy %.4f  loglik %.5f  (base model: accuracy %.4f  loglik %.5f)\n",
+                r.score.accuracy, r.score.loglik, r.base_score.accuracy, r.base_score.loglik);
         for (int k = 0; k < r.n_experts; k++)
-            printf("  expert %-20s alone: accuracy %.4f  loglik %.5f\n", r.expert_scores[k].name,
-                   r.expert_scores[k].score.accuracy, r.expert_scores[k].score.loglik);
-        print_floats("alpha", r.alpha, r.n_alpha);
+            fprintf(rep, "  expert %-20s alone: accuracy %.4f  loglik %.5f\n",
+                    r.expert_scores[k].name, r.expert_scores[k].score.accuracy,
+                    r.expert_scores[k].score.loglik);
+        expert_names nm = {r.n_experts ? r.expert_scores[0].name : NULL, sizeof *r.expert_scores,
+                           r.n_experts};
+        print_alpha(rep, "alpha", r.alpha, r.n_alpha, nm);
         long floats = 0;
         for (int m = 0; m < r.n_matrices; m++) floats += r.matrices[m].rank;
-        printf("z': %d matrices, %ld floats\n", r.n_matrices, floats);
-        if (r.safetensors[0]) printf("daemon's copy: %s\n", r.safetensors);
-        printf("key %s\n", r.key);
+        fprintf(rep, "z': %d matrices, %ld floats\n", r.n_matrices, floats);
+        if (r.safetensors[0]) fprintf(rep, "daemon's copy: %s\n", r.safetensors);
+        fprintf(rep, "key %s\n", r.key);
     }
-    if (rc == 0 && g.result) rc = save_document(c, pos[0], g.result, o.json);
+    if (rc == 0 && g.result) rc = save_document(c, pos[0], g.result, o.json, rep);
     if (rc == 0 && g.out && !r.current && !g.force) {
         fprintf(stderr,
                 "zmix get: not writing %s: task %s's result was %s; it does not apply to the "
@@ -770,11 +843,17 @@ int cmd_get(int argc, char **argv)
                 g.out, r.task, r.mismatch);
         rc = 1;
     } else if (rc == 0 && g.out) {
-        if (save_z(c, &r, g.out, &err)) {
+        out_file zf;
+        if (out_file_begin(&zf, "get", g.out)) {
+            rc = 1;
+        } else if (save_z(c, &r, zf.write, &err)) {
             fprintf(stderr, "zmix get: %s\n", err.msg);
+            out_file_finish(&zf, "get", 0);
+            rc = 1;
+        } else if (out_file_finish(&zf, "get", 1)) {
             rc = 1;
         } else if (!o.json) {
-            printf("wrote %s\n", g.out);
+            fprintf(rep, "wrote %s\n", out_std ? "standard output" : g.out);
         }
     }
     zmix_client_result_free(&r);

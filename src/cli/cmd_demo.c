@@ -24,7 +24,8 @@ static void demo_usage(FILE *out)
             "model produces under a hidden expert mix (DIR/secret/alpha_star.json), and a\n"
             "manifest (DIR/demo.json). The same seed writes the same bytes.\n"
             "\n"
-            "  --seed S       random seed (default 1)\n"
+            "  --seed S       the generator's seed (default 1; the search's --seed of zmix adapt\n"
+            "                 and submit is another setting, default 0)\n"
             "  --examples N   few-shot examples in task.json (default 16)\n"
             "  --heldout N    examples in heldout.json (default 16; 0: none)\n"
             "  --force        replace a demo already in DIR\n",

@@ -45,7 +45,8 @@ static const char usage_text[] =
     "  --factor-cache DIR   cache the SVD factors in DIR\n"
     "  --threads N          scoring threads (default 1)\n"
     "  --quiet              no report on stdout\n"
-    "  --socket/--connect/--token-file   the daemon, for TASK\n"
+    "  --socket/--connect/--token-file   the daemon, for TASK (default: $ZMIX_ADDR, else\n"
+    "                       the default socket; the token from $ZMIX_TOKEN_FILE)\n"
     "  --json               print the report as JSON\n";
 
 typedef struct export_args {
@@ -133,6 +134,8 @@ static int parse(export_args *x, int argc, char **argv)
         }
     }
     if (!x->have_format || !x->out) return usage_error("--format and --out are required", "");
+    if (!strcmp(x->out, "-"))
+        return usage_error("--out names a directory; '-' (standard output) cannot hold one", "");
     if (!x->task == !x->result)
         return usage_error("give either --result FILE or a daemon TASK", "");
     if (!x->task && !x->model) return usage_error("--model is required with --result", "");

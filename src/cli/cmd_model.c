@@ -397,6 +397,7 @@ static void score_help(void)
            "log-probability. Without --experts the base model is scored.\n\n"
            "  --model PATH        Hugging Face directory or llama2.c .bin checkpoint\n"
            "  --examples F        {\"examples\": [{\"prompt\": [ids], \"target\": [ids]}, ...]}\n"
+           "                      (-: standard input)\n"
            "  --experts A,B,...   SVF expert files (safetensors)\n"
            "  --alpha X,Y,...     one coefficient per expert, shared by every matrix\n"
            "  --alpha-file F      per-matrix coefficients: {\"alpha\": {\"<matrix name>\": "

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "daemon_conn.h"
+#include "out_file.h"
 #include "svg_plot.h"
 #include "util/file.h"
 
@@ -210,7 +211,9 @@ int cmd_plot(int argc, char **argv)
                    "population-mean accuracy and log-likelihood per generation, and the alpha\n"
                    "trajectories (mean +- std per expert; per-layer alpha averaged over the\n"
                    "matrices). RESULT.json is the output of zmix adapt; a JOB is fetched from the\n"
-                   "daemon.\n");
+                   "daemon (--socket or --connect, else $ZMIX_ADDR, else the default socket; the\n"
+                   "token from --token-file, else $ZMIX_TOKEN_FILE). --out - writes the SVG to\n"
+                   "standard output (the report to stderr).\n");
             return 0;
         }
         int r = daemon_opts_parse(&o, argc, argv, &i);
@@ -286,26 +289,31 @@ int cmd_plot(int argc, char **argv)
                    .alpha_std = as,
                    .n_matrices_averaged = M,
                    .title = p.title};
-    FILE *f = fopen(out, "w");
+    /* "-": the SVG on standard output, the report on stderr */
+    int to_stdout = out_file_is_stdout(out);
+    FILE *rep = out_file_report(to_stdout);
+    const char *name = to_stdout ? "standard output" : out;
+    FILE *f = to_stdout ? stdout : fopen(out, "w");
     if (!f) {
         fprintf(stderr, "zmix plot: %s: cannot create: %s\n", out, strerror(errno));
         rc = 1;
     } else {
         int bad = plot_svg_write(f, &d);
-        bad |= fclose(f) != 0;
+        bad |= to_stdout ? fflush(f) != 0 : fclose(f) != 0;
         if (bad) {
-            fprintf(stderr, "zmix plot: %s: write failed\n", out);
+            fprintf(stderr, "zmix plot: %s: write failed\n", name);
             rc = 1;
         } else if (o.json) {
-            printf("{\"out\":\"");
+            fprintf(rep, "{\"out\":\"");
             for (const char *q = out; *q; q++) { /* a path is the one free-form string */
-                if (*q == '"' || *q == '\\') putchar('\\');
-                putchar((unsigned char)*q < 0x20 ? '?' : *q);
+                if (*q == '"' || *q == '\\') fputc('\\', rep);
+                fputc((unsigned char)*q < 0x20 ? '?' : *q, rep);
             }
-            printf("\",\"generations\":%d,\"experts\":%d,\"matrices_averaged\":%d}\n", G, K, M);
+            fprintf(rep, "\",\"generations\":%d,\"experts\":%d,\"matrices_averaged\":%d}\n", G, K,
+                    M);
         } else {
-            printf("wrote %s (%d generations, %d experts%s)\n", out, G, K,
-                   M > 1 ? ", per-layer alpha averaged over matrices" : "");
+            fprintf(rep, "wrote %s (%d generations, %d experts%s)\n", name, G, K,
+                    M > 1 ? ", per-layer alpha averaged over matrices" : "");
         }
     }
     free(am);

@@ -40,12 +40,12 @@ int daemon_opts_parse(daemon_opts *o, int argc, char **argv, int *i)
 
 int daemon_connect(const daemon_opts *o, zmix_client **out)
 {
-    char def[512], token[1024];
-    const char *addr = o->address;
-    if (!addr) addr = getenv("ZMIX_ADDR");
-    if (!addr || !*addr) {
-        zmix_client_default_address(def, sizeof def);
-        addr = def;
+    char addr[512], token[1024];
+    zmix_error aerr;
+    /* --socket/--connect, else ZMIX_ADDR, else the default socket: the library's rule. */
+    if (zmix_client_resolve_address(o->address, addr, sizeof addr, &aerr) != 0) {
+        fprintf(stderr, "zmix: %s\n", aerr.msg);
+        return 1;
     }
     const char *token_file = o->token_file ? o->token_file : getenv("ZMIX_TOKEN_FILE");
     zmix_client_opts copts;
@@ -91,8 +91,15 @@ int daemon_fail(const daemon_opts *o, const zmix_client *c, const zmix_error *er
         fprintf(stderr, "zmix %s: %s (the daemon at %s is busy or stuck)\n", o->cmd, err->msg,
                 addr);
     else
-        fprintf(stderr, "zmix %s: %s\n", o->cmd, err->msg);
+        fprintf(stderr, "zmix %s: %s\n", o->cmd, daemon_msg_unprefixed(o->cmd, err->msg));
     return 1;
+}
+
+const char *daemon_msg_unprefixed(const char *cmd, const char *msg)
+{
+    /* The daemon names its method first ("submit: cem: ..."); the command already says it. */
+    size_t n = strlen(cmd);
+    return !strncmp(msg, cmd, n) && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
 }
 
 int daemon_print_json(const daemon_opts *o, const zmix_client *c)

@@ -33,4 +33,7 @@ int daemon_print_json(const daemon_opts *o, const zmix_client *c);
 /* Parses a job id (a positive integer); prints a usage error and returns -1 otherwise. */
 int daemon_parse_job(const char *cmd, const char *s, uint64_t *job);
 
+/* msg without a leading "CMD: " (the daemon's errors start with their method's name). */
+const char *daemon_msg_unprefixed(const char *cmd, const char *msg);
+
 #endif

@@ -21,10 +21,17 @@ static void format_best(char *buf, size_t cap, const zmix_client_status *s, int 
 
 void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width)
 {
+    /* Every field has a fixed width for the job (the generation as wide as the last one, a
+     * missing best as wide as a present one, the rate in 6 columns), so the bar keeps its
+     * width from the first generation to the last. */
     char best[96], tail[200];
-    format_best(best, sizeof best, s, 4);
-    snprintf(tail, sizeof tail, "  %d/%d  %s  %.0f eval/s", s->generation, s->max_generations, best,
-             progress_evals_per_s(s));
+    if (s->has_best)
+        snprintf(best, sizeof best, "best acc %.4f loglik %8.4f", s->best.accuracy, s->best.loglik);
+    else
+        snprintf(best, sizeof best, "%-30s", "best -");
+    int gen_digits = snprintf(NULL, 0, "%d", s->max_generations);
+    snprintf(tail, sizeof tail, "  %*d/%d  %s  %6.0f eval/s", gen_digits, s->generation,
+             s->max_generations, best, progress_evals_per_s(s));
     int tail_len = (int)strlen(tail);
     int bar = width - tail_len - 3; /* "[" + "]" + a spare column so the cursor never wraps */
     if (bar > 40) bar = 40;

@@ -22,7 +22,10 @@ int submit_examples_load(const char *path, submit_examples *out, zmix_error *err
     memset(out, 0, sizeof *out);
     uint8_t *text;
     size_t len;
-    int rc = fs_read_file(path, EXAMPLES_FILE_MAX, &text, &len, err);
+    /* "-" is standard input, named so in messages */
+    int is_stdin = !strcmp(path, "-");
+    int rc = fs_read_file(is_stdin ? "/dev/stdin" : path, EXAMPLES_FILE_MAX, &text, &len, err);
+    if (is_stdin) path = "standard input";
     if (rc) return rc;
     rc = zmix_examples_json_parse((const char *)text, len, path, &out->parsed, err);
     free(text);

@@ -21,6 +21,26 @@ static const char *const series_key[3] = {"best", "elite_mean", "pop_mean"};
 static const char *const expert_color[10] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                              "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
+/* Experts named after a colour (the demo's red, green, blue, gold) are drawn in it. */
+static const struct {
+    const char *name, *hex;
+} named_color[] = {{"red", "#d62728"},    {"green", "#2ca02c"},  {"blue", "#1f77b4"},
+                   {"gold", "#d4a017"},   {"orange", "#ff7f0e"}, {"purple", "#9467bd"},
+                   {"brown", "#8c564b"},  {"pink", "#e377c2"},   {"gray", "#7f7f7f"},
+                   {"grey", "#7f7f7f"},   {"olive", "#bcbd22"},  {"cyan", "#17becf"},
+                   {"yellow", "#e6c700"}, {"black", "#000000"},  {"teal", "#008080"},
+                   {"navy", "#000080"},   {"magenta", "#c000c0"}};
+
+const char *plot_expert_color(const char *name, int k)
+{
+    for (size_t i = 0; name && i < sizeof named_color / sizeof *named_color; i++) {
+        const char *a = name, *b = named_color[i].name;
+        while (*a && *b && (*a | 0x20) == *b) a++, b++;
+        if (!*a && !*b) return named_color[i].hex;
+    }
+    return expert_color[k % 10];
+}
+
 double plot_scale(double v, double d0, double d1, double r0, double r1)
 {
     if (!(d1 > d0)) return 0.5 * (r0 + r1);
@@ -234,7 +254,7 @@ static void alpha_panel(FILE *f, const plot_data *d, double top)
         snprintf(title, sizeof title, "mixing coefficients α: mean ± std per expert");
     axes(f, &p, title, "α");
     for (int k = 0; k < K; k++) {
-        const char *color = expert_color[k % 10];
+        const char *color = plot_expert_color(d->expert_names[k], k);
         fprintf(f, "<polygon class=\"band\" data-series=\"alpha_band:");
         xml_text(f, d->expert_names[k]);
         fprintf(f, "\" fill=\"%s\" fill-opacity=\"0.2\" stroke=\"none\" points=\"", color);
@@ -260,7 +280,7 @@ static void alpha_panel(FILE *f, const plot_data *d, double top)
     for (int k = 0; k < K; k++) {
         char label[200];
         snprintf(label, sizeof label, "%s (mean ± std)", d->expert_names[k]);
-        legend_entry(f, top + 16 + 20 * k, expert_color[k % 10], label, 1);
+        legend_entry(f, top + 16 + 20 * k, plot_expert_color(d->expert_names[k], k), label, 1);
     }
     fprintf(f, "</g>\n</g>\n");
 }

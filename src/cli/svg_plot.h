@@ -33,6 +33,9 @@ double plot_scale(double v, double d0, double d1, double r0, double r1);
 void plot_range(const double *a, const double *b, const double *c, int n, double *lo, double *hi);
 
 /* Writes the SVG document; returns 0 or -1 on a write error. */
+/* The colour of expert k's band, line and legend entry: the colour its name says (red,
+ * green, blue, gold, ... any case), else the k-th of a 10-colour palette. */
+const char *plot_expert_color(const char *name, int k);
 int plot_svg_write(FILE *out, const plot_data *d);
 
 #endif

@@ -280,11 +280,21 @@ int config_finish(server_config *cfg, zmix_error *err)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
     }
-    if (cfg->n_listen == 0) {
-        int n = snprintf(cfg->listen[0], CONFIG_PATH_MAX, "unix:%s/zmixd.sock", cfg->cache_dir);
+    /* The default Unix socket is kept unless a Unix socket is listed: adding a TCP listener
+     * does not take away the socket the local clients find by default. */
+    int has_unix = 0;
+    for (int i = 0; i < cfg->n_listen; i++) has_unix |= !strncmp(cfg->listen[i], "unix:", 5);
+    if (!has_unix) {
+        if (cfg->n_listen == CONFIG_MAX_LISTEN)
+            return zmix_error_set(err, ZMIX_ELIMIT,
+                                  "--listen: %d TCP listeners leave no room for the default Unix "
+                                  "socket; list at most %d, or list a unix: socket",
+                                  CONFIG_MAX_LISTEN, CONFIG_MAX_LISTEN - 1);
+        int n = snprintf(cfg->listen[cfg->n_listen], CONFIG_PATH_MAX, "unix:%s/zmixd.sock",
+                         cfg->cache_dir);
         if (n >= CONFIG_PATH_MAX)
             return zmix_error_set(err, ZMIX_ERANGE, "--cache-dir too long for a socket path");
-        cfg->n_listen = 1;
+        cfg->n_listen++;
     }
     return 0;
 }

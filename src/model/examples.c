@@ -14,8 +14,30 @@
 
 #include "loaders.h"
 #include "model_internal.h"
+#include "util/file.h"
 
 #define MAX_EXAMPLES_FILE_BYTES (64u << 20)
+#define EXAMPLES_SHAPE          "{\"examples\": [{\"prompt\": [ids] or \"text\", \"target\": ...}, ...]}"
+
+/* The root object of an examples document; a bare list of examples is named as such. */
+static int examples_root(const char *text, size_t len, const char *path, cJSON **root,
+                         zmix_error *err)
+{
+    int rc = zmix_json_parse_object(text, len, path, root, err);
+    if (rc == ZMIX_EFORMAT && strstr(err->msg, "top level is not")) {
+        size_t i = 0;
+        while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\r' || text[i] == '\n'))
+            i++;
+        if (i < len && text[i] == '[')
+            return zmix_error_set(
+                err, ZMIX_EFORMAT,
+                "%s: the top level is a list, not a JSON object; expected " EXAMPLES_SHAPE
+                " (put the list under \"examples\")",
+                path);
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: expected an object " EXAMPLES_SHAPE, path);
+    }
+    return rc;
+}
 
 void zmix_examples_free(zmix_examples *ex)
 {
@@ -171,7 +193,9 @@ static int examples_json_from_root(const cJSON *root, const char *path, zmix_exa
     memset(out, 0, sizeof *out);
     const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "examples");
     if (!cJSON_IsArray(list))
-        return zmix_error_set(err, ZMIX_EFORMAT, "%s: 'examples' is missing or not an array", path);
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "%s: 'examples' is missing or not an array; expected " EXAMPLES_SHAPE,
+                              path);
     int n = cJSON_GetArraySize(list);
     if (n == 0) return zmix_error_set(err, ZMIX_EFORMAT, "%s: 'examples' is empty", path);
     size_t n_ids = 0, n_text = 0;
@@ -214,7 +238,7 @@ int zmix_examples_json_parse(const char *text, size_t len, const char *path,
 {
     memset(out, 0, sizeof *out);
     cJSON *root;
-    int rc = zmix_json_parse_object(text, len, path, &root, err);
+    int rc = examples_root(text, len, path, &root, err);
     if (rc) return rc;
     rc = examples_json_from_root(root, path, out, err);
     cJSON_Delete(root);
@@ -281,8 +305,17 @@ int zmix_examples_load_json_tok(const char *path, const zmix_tokenizer *tok, zmi
                                 zmix_error *err)
 {
     memset(out, 0, sizeof *out);
+    /* "-" is standard input, named so in messages */
+    int is_stdin = !strcmp(path, "-");
+    const char *file = is_stdin ? "/dev/stdin" : path;
+    if (is_stdin) path = "standard input";
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    int rc = fs_read_file(file, MAX_EXAMPLES_FILE_BYTES, &bytes, &len, err);
+    if (rc) return rc;
     cJSON *root;
-    int rc = zmix_json_load_file(path, MAX_EXAMPLES_FILE_BYTES, &root, err);
+    rc = examples_root((const char *)bytes, len, path, &root, err);
+    free(bytes);
     if (rc) return rc;
     zmix_examples_json src;
     rc = examples_json_from_root(root, path, &src, err);

@@ -9,10 +9,12 @@
  * composes from the factors or runs the factored form.
  */
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "compute.h"
 
@@ -126,6 +128,15 @@ static int runtime_alloc(const zmix_model *model, const zmix_runtime_opts *opts,
 static int runtime_factor(zmix_runtime *rt, const char *cache_dir, zmix_error *err)
 {
     int rc = ZMIX_ENOTFOUND;
+    /* A missing cache directory is refused before the (slow) factorisation, not after it. */
+    struct stat st;
+    if (cache_dir && stat(cache_dir, &st) != 0)
+        return zmix_error_set(err, errno == ENOENT ? ZMIX_ENOTFOUND : ZMIX_EIO,
+                              "factor cache directory %s: %s (create it first)", cache_dir,
+                              strerror(errno));
+    if (cache_dir && !S_ISDIR(st.st_mode))
+        return zmix_error_set(err, ZMIX_EINVAL, "factor cache directory %s: not a directory",
+                              cache_dir);
     if (cache_dir) {
         rc = zmix_factor_cache_load(cache_dir, rt->model, rt->opts.adapt, rt->factor_dtype,
                                     rt->list, rt->n_mat, rt->factors, err);

@@ -288,8 +288,28 @@ static void test_progress_lines(void **state)
     /* 40 columns of bar: 12/50 of them filled */
     assert_int_equal(strspn(buf + 1, "#"), 40 * 12 / 50);
     assert_int_equal(buf[41], ']');
-    assert_non_null(strstr(buf, "12/50  best acc 0.7500 loglik -1.2346  400 eval/s"));
+    assert_non_null(strstr(buf, "12/50  best acc 0.7500 loglik  -1.2346     400 eval/s"));
     assert_true(strlen(buf) < 100);
+    /* the line keeps its width from the first generation to the last, with or without a
+     * best so far, at any rate: on a 70-column terminal the bar is the same every time */
+    {
+        zmix_client_status v = s;
+        size_t widths[4];
+        char line[256];
+        v.generation = 0, v.has_best = 0, v.elapsed = 0;
+        progress_format_bar(line, sizeof line, &v, 70);
+        widths[0] = strlen(line);
+        v.generation = 9, v.has_best = 1, v.elapsed = 1, v.evaluations = 12;
+        progress_format_bar(line, sizeof line, &v, 70);
+        widths[1] = strlen(line);
+        v.generation = 50, v.best.loglik = -10.5, v.evaluations = 123456;
+        progress_format_bar(line, sizeof line, &v, 70);
+        widths[2] = strlen(line);
+        v.best.accuracy = 1.0, v.best.loglik = -0.001;
+        progress_format_bar(line, sizeof line, &v, 70);
+        widths[3] = strlen(line);
+        for (int i = 1; i < 4; i++) assert_int_equal(widths[i], widths[0]);
+    }
     progress_format_bar(buf, sizeof buf, &s, 70); /* narrower terminal: the bar shrinks */
     assert_true(strlen(buf) < 70);
     assert_int_equal(buf[0], '[');
@@ -300,8 +320,22 @@ static void test_progress_lines(void **state)
     s.generation = 0;
     s.elapsed = 0;
     progress_format_bar(buf, sizeof buf, &s, 100);
-    assert_non_null(strstr(buf, "0/50  best -  0 eval/s"));
+    assert_non_null(strstr(buf, " 0/50  best -  "));
+    assert_non_null(strstr(buf, "       0 eval/s"));
     assert_true(progress_evals_per_s(&s) == 0);
+}
+
+static void test_expert_colors(void **state)
+{
+    (void)state;
+    /* an expert named after a colour is drawn in it; others take the palette */
+    assert_string_equal(plot_expert_color("red", 3), "#d62728");
+    assert_string_equal(plot_expert_color("Blue", 0), "#1f77b4");
+    assert_string_equal(plot_expert_color("green", 0), "#2ca02c");
+    assert_string_equal(plot_expert_color("gold", 1), "#d4a017");
+    assert_string_equal(plot_expert_color("math", 1), "#ff7f0e");
+    assert_string_equal(plot_expert_color("redish", 0), "#1f77b4");
+    assert_string_equal(plot_expert_color("re", 0), "#1f77b4");
 }
 
 static void test_ticks_and_scale(void **state)
@@ -386,7 +420,8 @@ int main(void)
         cmocka_unit_test(test_default_address),  cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_render_json),      cmocka_unit_test(test_decode_status),
         cmocka_unit_test(test_save_safetensors), cmocka_unit_test(test_progress_lines),
-        cmocka_unit_test(test_ticks_and_scale),  cmocka_unit_test(test_svg_series),
+        cmocka_unit_test(test_ticks_and_scale),  cmocka_unit_test(test_expert_colors),
+        cmocka_unit_test(test_svg_series),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

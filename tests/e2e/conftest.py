@@ -15,7 +15,7 @@ import pytest
 
 SOURCE_DIR = os.environ.get("ZMIX_SOURCE_DIR",
                             os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-sys.path.insert(0, os.path.join(SOURCE_DIR, "examples", "python"))
+sys.path.insert(0, os.path.join(SOURCE_DIR, "clients", "python"))
 
 from zmix_client import Client  # noqa: E402
 

@@ -33,7 +33,42 @@ static void test_args(void **unused)
     assert_int_equal(cfg.workers, 3);
     assert_int_equal(cfg.cache_bytes, 16u << 20);
     assert_int_equal(config_finish(&cfg, &err), 0);
-    assert_int_equal(cfg.n_listen, 1); /* an explicit listener replaces the default socket */
+    /* a TCP listener keeps the default socket beside it */
+    assert_int_equal(cfg.n_listen, 2);
+    assert_string_equal(cfg.listen[0], "tcp:127.0.0.1:7878");
+    assert_string_equal(cfg.listen[1], "unix:/tmp/zc/zmixd.sock");
+    config_free(&cfg);
+
+    /* a listed Unix socket replaces the default one */
+    config_default(&cfg);
+    const char *argv3[] = {"zmixd",    "--model",      "/m",       "--experts",       "a.st",
+                           "--listen", "unix:/x.sock", "--listen", "tcp:127.0.0.1:1", "--cache-dir",
+                           "/tmp/zc"};
+    assert_int_equal(parse(&cfg, 11, argv3, &err), 0);
+    assert_int_equal(config_finish(&cfg, &err), 0);
+    assert_int_equal(cfg.n_listen, 2);
+    assert_string_equal(cfg.listen[0], "unix:/x.sock");
+    assert_string_equal(cfg.listen[1], "tcp:127.0.0.1:1");
+    config_free(&cfg);
+
+    /* four TCP listeners leave no room for the default socket: said so */
+    config_default(&cfg);
+    const char *argv4[] = {"zmixd",
+                           "--model",
+                           "/m",
+                           "--experts",
+                           "a.st",
+                           "--listen",
+                           "tcp:127.0.0.1:1",
+                           "--listen",
+                           "tcp:127.0.0.1:2",
+                           "--listen",
+                           "tcp:127.0.0.1:3",
+                           "--listen",
+                           "tcp:127.0.0.1:4"};
+    assert_int_equal(parse(&cfg, 13, argv4, &err), 0);
+    assert_int_equal(config_finish(&cfg, &err), ZMIX_ELIMIT);
+    assert_non_null(strstr(err.msg, "no room for the default Unix socket"));
     config_free(&cfg);
 
     config_default(&cfg);

@@ -4,12 +4,20 @@ Only python3-msgpack and the standard library. One method per protocol method (s
 proto/PROTOCOL.md); every call has a timeout; results are plain dicts and lists.
 
     from zmix_client import Client
-    with Client("unix:/home/me/.cache/zmix/zmixd.sock") as c:
+    with Client() as c:               # $ZMIX_ADDR, else the daemon's default socket
         job = c.submit("sentiment", examples=[{"prompt": [1, 2], "target": [3]}],
                        cem={"pop": 16, "iters": 10})
         done = c.wait(job["job"], timeout=60)
         result = c.get("sentiment")
-        z = result["z"]   # {matrix name: list of floats (or a NumPy array if NumPy is there)}
+        z = result["z"]   # {matrix name: list of float}, whatever else is installed
+
+The daemon is found as every zmix client finds it (the zmix CLI and the C library alike):
+the address given, else $ZMIX_ADDR, else unix:$XDG_CACHE_HOME/zmix/zmixd.sock (else
+~/.cache/zmix/zmixd.sock). The token, when no token= is given, is read from the file
+$ZMIX_TOKEN_FILE names.
+
+The vectors z' are always lists of Python floats (float32 values widened). With
+get(..., as_numpy=True) they are NumPy float32 arrays instead (NumPy must be installed).
 """
 
 import collections
@@ -19,7 +27,9 @@ import struct
 
 import msgpack
 
-__all__ = ["Client", "RpcError", "default_address"]
+__version__ = "0.1.0"
+__all__ = ["Client", "RpcError", "default_address", "load_examples", "read_token_file",
+           "__version__"]
 
 
 class RpcError(Exception):
@@ -40,21 +50,78 @@ def default_address():
     return "unix:" + os.path.join(base, "zmix", "zmixd.sock")
 
 
-def _floats(data):
-    """float32 little-endian bytes -> NumPy array when available, else a list of floats."""
-    try:
-        import numpy  # noqa: F401  (optional)
+def read_token_file(path):
+    """The token in a token file, as zmixd --token-file reads it: the whole file less
+    trailing newlines, carriage returns and spaces. ValueError when it is empty."""
+    with open(path, "rb") as f:
+        raw = f.read(4097)
+    if len(raw) > 4096:
+        raise ValueError(f"token file {path}: more than 4096 bytes")
+    token = raw.rstrip(b"\r\n ").decode("utf-8", "replace")
+    if not token:
+        raise ValueError(f"token file {path}: empty")
+    if "\0" in token:
+        raise ValueError(f"token file {path}: holds a NUL byte")
+    return token
 
+
+EXAMPLES_SHAPE = '{"examples": [{"prompt": [ids] or "text", "target": [ids] or "text"}, ...]}'
+
+
+def load_examples(path_or_file):
+    """The list of examples of an examples file (a path, or an open file; "-" is standard
+    input), checked for the shape zmix expects. ValueError names what is wrong."""
+    import json
+    import sys
+
+    name = getattr(path_or_file, "name", path_or_file)
+    try:
+        if hasattr(path_or_file, "read"):
+            doc = json.load(path_or_file)
+        elif path_or_file == "-":
+            name = "standard input"
+            doc = json.load(sys.stdin)
+        else:
+            with open(path_or_file) as f:
+                doc = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name}: not JSON ({e})") from None
+    if isinstance(doc, list):
+        raise ValueError(f"{name}: the top level is a list, not a JSON object; expected "
+                         f"{EXAMPLES_SHAPE} (put the list under \"examples\")")
+    if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
+        raise ValueError(f"{name}: expected {EXAMPLES_SHAPE}")
+    for i, ex in enumerate(doc["examples"]):
+        if not isinstance(ex, dict) or "prompt" not in ex or "target" not in ex:
+            raise ValueError(f"{name}: examples[{i}] is not an object with \"prompt\" and "
+                             f"\"target\"; expected {EXAMPLES_SHAPE}")
+    return doc["examples"]
+
+
+def _floats(data, as_numpy=False):
+    """float32 little-endian bytes -> a list of floats, or a NumPy float32 array."""
+    if as_numpy:
+        try:
+            import numpy
+        except ImportError as e:
+            raise ImportError("get(..., as_numpy=True) needs NumPy (python3-numpy)") from e
         return numpy.frombuffer(data, dtype="<f4").copy()
-    except ImportError:
-        return list(struct.unpack("<%df" % (len(data) // 4), data))
+    return list(struct.unpack("<%df" % (len(data) // 4), data))
 
 
 class Client:
     """One connection. Not thread-safe: use one Client per thread."""
 
     def __init__(self, address=None, timeout=30.0, token=None):
+        """address: unix:PATH or tcp:HOST:PORT (default: $ZMIX_ADDR, else the daemon's
+        default socket); token: sent with auth first (default: the contents of the file
+        $ZMIX_TOKEN_FILE names, when set)."""
         self.address = address or default_address()
+        if token is None and os.environ.get("ZMIX_TOKEN_FILE"):
+            try:
+                token = read_token_file(os.environ["ZMIX_TOKEN_FILE"])
+            except (OSError, ValueError) as e:
+                raise ValueError(f"ZMIX_TOKEN_FILE: {e}") from None
         self.timeout = timeout
         self._msgid = 0
         self._sock = self._connect(self.address)
@@ -167,15 +234,16 @@ class Client:
     def jobs(self, state=None):
         return self.call("jobs", {"state": state} if state else {})["jobs"]
 
-    def get(self, task, vectors=True, document=False):
-        """The cached result of a task; with vectors, "z" maps matrix name -> floats; with
-        document, "document" is the result document (JSON text, docs/cem.md)."""
+    def get(self, task, vectors=True, document=False, as_numpy=False):
+        """The cached result of a task; with vectors, "z" maps matrix name -> list of float
+        (as_numpy: a NumPy float32 array); with document, "document" is the result document
+        (JSON text, docs/cem.md)."""
         params = {"task": task, "vectors": vectors}
         if document:
             params["document"] = True
         r = self.call("get", params)
         if vectors and "z" in r:
-            r["z"] = {name: _floats(raw) for name, raw in r["z"].items()}
+            r["z"] = {name: _floats(raw, as_numpy) for name, raw in r["z"].items()}
         return r
 
     def history(self, job):
