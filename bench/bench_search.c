@@ -16,10 +16,10 @@
  *   perlayer K = 4, α* drawn per expert per adapted matrix (60 coordinates), per-layer search
  *
  * For each task and settings it prints: runs whose result reaches accuracy 1.0 on the search
- * examples, the median accuracy the result reaches on them, the median evaluations until the search's best first did (0 when the result is
- * the base model, kept at no search cost), the median evaluations spent in all, the median
- * held-out accuracy of the result, and runs whose result is worse than the base model on the
- * search examples without the result saying so.
+ * examples, the median accuracy the result reaches on them, the median evaluations until the
+ * search's best first did (0 when the result is the base model, kept at no search cost), the median
+ * evaluations spent in all, the median held-out accuracy of the result, and runs whose result is
+ * worse than the base model on the search examples without the result saying so.
  */
 #include <math.h>
 #include <stdio.h>
@@ -132,7 +132,7 @@ static int run_one(const zmix_model *model, const char *dir, const task_def *t, 
                 break;
             }
         zmix_compose_opts co = zmix_adapt_compose_opts(&o);
-        zmix_score_ctl ctl = {1, NULL};
+        zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
         zmix_score hs;
         if (r.base_weight > 0) { /* the result is the unchanged model, z' = 1 */
             float *ones = malloc(r.z_total * sizeof *ones);

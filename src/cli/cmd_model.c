@@ -427,7 +427,7 @@ int cmd_score(int argc, char **argv)
     if (!rc && zmix_examples_check(s.model, &ex, &err)) rc = fail(a.cmd, err.msg);
     zmix_score score;
     zmix_example_score *detail = malloc((size_t)ex.n * sizeof *detail);
-    zmix_score_ctl ctl = {a.threads, NULL};
+    zmix_score_ctl ctl = {a.threads, NULL, ZMIX_CHOICE_PER_TOKEN};
     if (!rc && !detail) rc = fail(a.cmd, "out of memory");
     if (!rc) {
         int r;

@@ -162,7 +162,10 @@ static void small_task_make_z(small_task *t, int n_experts, int extreme)
         fail_msg("runtime: %s", err.msg);
     int32_t p0[] = {1, 5, 9}, t0[] = {4, 4}, p1[] = {1, 12}, t1[] = {30}, p2[] = {1, 3, 3, 3},
             t2[] = {8, 9, 10}, p3[] = {1}, t3[] = {20};
-    zmix_example items[4] = {{p0, 3, t0, 2}, {p1, 2, t1, 1}, {p2, 4, t2, 3}, {p3, 1, t3, 1}};
+    zmix_example items[4] = {{p0, 3, t0, 2, 0, NULL, NULL, 0},
+                             {p1, 2, t1, 1, 0, NULL, NULL, 0},
+                             {p2, 4, t2, 3, 0, NULL, NULL, 0},
+                             {p3, 1, t3, 1, 0, NULL, NULL, 0}};
     assert_int_equal(zmix_examples_copy(items, 4, &t->ex, &err), 0);
 }
 
@@ -188,7 +191,7 @@ static void test_baselines_and_result(void **state)
     o.cem.seed = 5;
     o.cem.target_accuracy = 2; /* four generations whatever the scores */
     o.validation = 0;          /* every example searched: compared with direct scoring below */
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     zmix_adapt_result r;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
     zmix_score base = r.base, experts[3];
@@ -295,7 +298,7 @@ static void step_in_reverse_pieces(zmix_session *s)
     assert_true(n > 0);
     zmix_work all;
     assert_int_equal(zmix_session_split(s, 1, &all, 1), 1);
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     for (int end = all.end; end > all.begin; end -= 3) {
         zmix_work w = {end - 3 < all.begin ? all.begin : end - 3, end, 0, {0}};
         assert_int_equal(zmix_session_score(s, &w, &ctl), 0);
@@ -406,7 +409,7 @@ static void test_validation_is_held_out(void **state)
     o.cem.seed = 99;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &b, &err), 0);
     assert_memory_equal(&a.val_base, &b.val_base, sizeof a.val_base);
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     size_t zt = zmix_runtime_z_total(t.rt);
     float *ones = malloc(zt * sizeof *ones);
     for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
@@ -676,7 +679,7 @@ static void test_planted_recovery(void **state)
         assert_true(zmix_score_cmp(&r.best, &r.experts[k], ZMIX_METRIC_ACCURACY) > 0);
     /* α* itself decodes every target, by construction */
     zmix_compose_opts co = zmix_adapt_compose_opts(&o);
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     zmix_score star;
     assert_int_equal(
         zmix_score_alpha(rt, &co, &p.examples, 1, planted_alpha, &ctl, &star, NULL, &err), 0);

@@ -262,7 +262,7 @@ static void test_offline_adaptation_beats_base_and_experts(void **state)
 
     /* The mix generalises to prompts the search never saw. */
     zmix_compose_opts co = zmix_adapt_compose_opts(&o);
-    zmix_score_ctl ctl = {2, NULL};
+    zmix_score_ctl ctl = {2, NULL, ZMIX_CHOICE_PER_TOKEN};
     zmix_score adapted_held, base_held;
     if (zmix_score_alpha(rt, &co, &held, 1, res.alpha, &ctl, &adapted_held, NULL, &err))
         fail_msg("%s", err.msg);
@@ -304,7 +304,7 @@ static void test_cli_scores_text_task(void **state)
     if (zmix_session_create(rt, &ex, &o, &s, &err)) fail_msg("%s", err.msg);
     assert_int_equal(zmix_session_begin_step(s, &err), 1 + ZMIX_DEMO_N_EXPERTS);
     zmix_work w = {0, 1 + ZMIX_DEMO_N_EXPERTS, 0, {0}};
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     if (zmix_session_score(s, &w, &ctl)) fail_msg("%s", w.err.msg);
     assert_int_equal(zmix_session_end_step(s, 0.0, &err), 0);
     assert_int_equal(zmix_session_baselines(s, &base, NULL), 0);

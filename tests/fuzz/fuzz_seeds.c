@@ -238,7 +238,8 @@ static void seeds_records(const char *tmp)
     if (job_store_open(&jc, &store, &rec, &n_rec, NULL, &err)) die("job_store_open", &err);
     job_recovered_free(rec, n_rec);
     int32_t toks[5] = {1, 2, 3, 4, 5};
-    zmix_example items[2] = {{toks, 2, toks + 2, 1}, {toks + 3, 1, toks + 4, 1}};
+    zmix_example items[2] = {{toks, 2, toks + 2, 1, 0, NULL, NULL, 0},
+                             {toks + 3, 1, toks + 4, 1, 0, NULL, NULL, 0}};
     job_record jr = {.task = "seed-task", .key = "0123", .priority = 2};
     jr.examples.items = items;
     jr.examples.n = 2;

@@ -58,7 +58,8 @@ static void make_job(test_job *t, const char *task, int seed)
             t->tokens[i][0][j] = seed * 100 + i * 10 + j;
             t->tokens[i][1][j] = -(seed * 100 + i * 10 + j); /* the store keeps any int32 */
         }
-        t->items[i] = (zmix_example){t->tokens[i][0], 1 + i, t->tokens[i][1], 4 - i};
+        t->items[i] =
+            (zmix_example){t->tokens[i][0], 1 + i, t->tokens[i][1], 4 - i, 0, NULL, NULL, 0};
     }
     t->rec.examples.items = t->items;
     t->rec.examples.n = 3;
