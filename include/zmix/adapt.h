@@ -309,6 +309,11 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
                         zmix_planted *out, zmix_error *err);
 void zmix_planted_free(zmix_planted *p);
 
+/* ZMIX_EINVAL when the metric cannot rank this example set: choice and choice-sum need
+ * multiple-choice examples. (Under accuracy, the default, a multiple-choice set is ranked as
+ * under choice, and the search reports choice.) */
+int zmix_adapt_metric_check(zmix_metric metric, const zmix_examples *ex, zmix_error *err);
+
 /* Writes an example set as {"examples":[{"prompt":[..],"target":[..]}, ...]} (or with
  * "choices" and "answer" for multiple choice). */
 int zmix_adapt_examples_save_json(const char *path, const zmix_examples *ex, zmix_error *err);

@@ -131,19 +131,24 @@ static int validation_split(zmix_session *s, zmix_error *err)
     return 0;
 }
 
+int zmix_adapt_metric_check(zmix_metric metric, const zmix_examples *ex, zmix_error *err)
+{
+    int choice_metric = metric == ZMIX_METRIC_CHOICE || metric == ZMIX_METRIC_CHOICE_SUM;
+    if (choice_metric && !zmix_examples_are_choice(ex))
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "metric '%s' scores multiple-choice examples (choices, answer), and "
+                              "examples[0] has a target",
+                              cem_metric_name(metric));
+    return 0;
+}
+
 /* Everything but the engine: checks, sizes, buffers. */
 static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
                          const zmix_adapt_opts *opts, zmix_session **out, zmix_error *err)
 {
     int rc = zmix_examples_check(zmix_runtime_model(rt), ex, err);
     if (rc) return rc;
-    int choice_metric =
-        opts->cem.metric == ZMIX_METRIC_CHOICE || opts->cem.metric == ZMIX_METRIC_CHOICE_SUM;
-    if (choice_metric && !zmix_examples_are_choice(ex))
-        return zmix_error_set(err, ZMIX_EINVAL,
-                              "metric '%s' scores multiple-choice examples (choices, answer), and "
-                              "examples[0] has a target",
-                              cem_metric_name(opts->cem.metric));
+    if ((rc = zmix_adapt_metric_check(opts->cem.metric, ex, err))) return rc;
     zmix_cem_settings probe = opts->cem;
     probe.n_experts = zmix_runtime_n_experts(rt);
     probe.dim = zmix_adapt_alpha_dim(rt, opts);

@@ -10,19 +10,21 @@ double progress_evals_per_s(const zmix_client_status *s)
     return s->elapsed > 0 ? (double)s->evaluations / s->elapsed : 0.0;
 }
 
-static void format_best(char *buf, size_t cap, const zmix_client_status *s, int ll_digits)
+static void format_best(char *buf, size_t cap, const zmix_client_status *s, int ll_digits,
+                        const char *second)
 {
     if (s->has_best)
-        snprintf(buf, cap, "best acc %.4f loglik %.*f", s->best.accuracy, ll_digits,
-                 s->best.loglik);
+        snprintf(buf, cap, "best acc %.4f %s %.*f", s->best.accuracy, second ? second : "loglik",
+                 ll_digits, s->best.loglik);
     else
         snprintf(buf, cap, "best -");
 }
 
-void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width)
+void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width,
+                         const char *second)
 {
     char best[96], tail[200];
-    format_best(best, sizeof best, s, 4);
+    format_best(best, sizeof best, s, 4, second);
     snprintf(tail, sizeof tail, "  %d/%d  %s  %.0f eval/s", s->generation, s->max_generations, best,
              progress_evals_per_s(s));
     int tail_len = (int)strlen(tail);
@@ -45,10 +47,10 @@ void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int
     snprintf(buf, cap, "[%s]%s", bars, tail);
 }
 
-void progress_format_line(char *buf, size_t cap, const zmix_client_status *s)
+void progress_format_line(char *buf, size_t cap, const zmix_client_status *s, const char *second)
 {
     char best[96];
-    format_best(best, sizeof best, s, 5);
+    format_best(best, sizeof best, s, 5, second);
     snprintf(buf, cap, "job %llu: generation %d/%d: %s, %.0f eval/s", (unsigned long long)s->job,
              s->generation, s->max_generations, best, progress_evals_per_s(s));
 }
@@ -71,11 +73,11 @@ void progress_update(progress *p, const zmix_client_status *s)
     char line[512];
     if (p->tty) {
         /* Redraw on every status (the eval rate moves even within a generation). */
-        progress_format_bar(line, sizeof line, s, p->width);
+        progress_format_bar(line, sizeof line, s, p->width, p->second);
         fprintf(p->out, "\r%s\033[K", line);
         p->drawn = 1;
     } else if (s->generation != p->last_generation && s->generation > 0) {
-        progress_format_line(line, sizeof line, s);
+        progress_format_line(line, sizeof line, s, p->second);
         fprintf(p->out, "%s\n", line);
     }
     p->last_generation = s->generation;

@@ -281,25 +281,25 @@ static void test_progress_lines(void **state)
                             .elapsed = 2.0};
     snprintf(s.state, sizeof s.state, "running");
     char buf[512];
-    progress_format_line(buf, sizeof buf, &s);
+    progress_format_line(buf, sizeof buf, &s, NULL);
     assert_string_equal(buf,
                         "job 7: generation 12/50: best acc 0.7500 loglik -1.23457, 400 eval/s");
-    progress_format_bar(buf, sizeof buf, &s, 100);
+    progress_format_bar(buf, sizeof buf, &s, 100, NULL);
     /* 40 columns of bar: 12/50 of them filled */
     assert_int_equal(strspn(buf + 1, "#"), 40 * 12 / 50);
     assert_int_equal(buf[41], ']');
     assert_non_null(strstr(buf, "12/50  best acc 0.7500 loglik -1.2346  400 eval/s"));
     assert_true(strlen(buf) < 100);
-    progress_format_bar(buf, sizeof buf, &s, 70); /* narrower terminal: the bar shrinks */
+    progress_format_bar(buf, sizeof buf, &s, 70, NULL); /* narrower terminal: the bar shrinks */
     assert_true(strlen(buf) < 70);
     assert_int_equal(buf[0], '[');
-    progress_format_bar(buf, sizeof buf, &s, 40); /* too narrow for a bar: numbers, cut */
+    progress_format_bar(buf, sizeof buf, &s, 40, NULL); /* too narrow for a bar: numbers, cut */
     assert_true(strlen(buf) < 40);
     assert_int_equal(strncmp(buf, "12/50  best acc", 15), 0);
     s.has_best = 0;
     s.generation = 0;
     s.elapsed = 0;
-    progress_format_bar(buf, sizeof buf, &s, 100);
+    progress_format_bar(buf, sizeof buf, &s, 100, NULL);
     assert_non_null(strstr(buf, "0/50  best -  0 eval/s"));
     assert_true(progress_evals_per_s(&s) == 0);
 }
