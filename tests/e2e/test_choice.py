@@ -80,5 +80,14 @@ def test_planted_choice_task_is_recovered(tmp_path, which):
             with pytest.raises(RpcError) as e:
                 c.submit("exact", [{"prompt": [1, 2], "target": [3]}], cem={"metric": "choice"})
             assert "metric 'choice' scores multiple-choice examples" in e.value.message
+            if which == "demo":  # a model with a tokenizer: choices as text run too
+                text = [{"prompt": "the cat ", "choices": ["sat", "ran away", "is"], "answer": i}
+                        for i in range(3)]
+                job = c.submit("text", text, cem=dict(CEM, iters=1))["job"]
+                st = c.wait(job, timeout=120)["status"]
+                assert st["state"] == "done", st
+                # Three examples with one prompt and one set of choices but each answer once:
+                # whatever the mix prefers, exactly one is right (ties aside).
+                assert st["best"]["accuracy"] <= 1 / 3 + 1e-9
     finally:
         assert d.stop() == 0, d.log_text()
