@@ -376,6 +376,17 @@ static void test_svg_series(void **state)
     assert_non_null(p);
     p = strstr(p, "points=\"");
     assert_int_equal(count(p, ",") - count(strstr(p, "\"/>"), ","), 3);
+    assert_non_null(strstr(buf, "exact match"));
+    free(buf);
+
+    /* A multiple-choice search: its second number is the answer's margin, named so. */
+    d.choice = 1;
+    f = open_memstream(&buf, &len);
+    assert_int_equal(plot_svg_write(f, &d), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "multiple choice"));
+    assert_non_null(strstr(buf, "data-series=\"margin:best\""));
+    assert_null(strstr(buf, "loglik:best"));
     free(buf);
 }
 
