@@ -89,5 +89,17 @@ def test_planted_choice_task_is_recovered(tmp_path, which):
                 # Three examples with one prompt and one set of choices but each answer once:
                 # whatever the mix prefers, exactly one is right (ties aside).
                 assert st["best"]["accuracy"] <= 1 / 3 + 1e-9
+        # A job cut by a shutdown (or finished just before it) is read back after the restart
+        # with its choices and answers (job records keep them) and ends with the task solved.
+        with d.client() as c:
+            job = c.submit("mc-restart", examples, cem=dict(CEM, seed=12))["job"]
+        assert d.stop() == 0, d.log_text()
+        d.start()
+        with d.client() as c:
+            r = c.wait(job, timeout=300)
+            assert r["status"]["state"] == "done", r
+            doc = json.loads(c.get("mc-restart", vectors=False, document=True)["document"])
+            assert doc["settings"]["metric"] == "choice"
+            assert doc["best"]["accuracy"] >= 0.9, doc["best"]
     finally:
         assert d.stop() == 0, d.log_text()
