@@ -129,6 +129,35 @@ static void recover(const char *model_path, uint64_t seed, int with_cli)
         const cJSON *best = cJSON_GetObjectItem(j, "best");
         assert_true(cJSON_GetObjectItem(best, "accuracy")->valuedouble == r.best.accuracy);
         cJSON_Delete(j);
+
+        /* zmix score with α*: every answer right and chosen, by its margin, under both norms
+         * (the choices have equal lengths, so per token and summed agree on the choice). */
+        for (int norm = 0; norm < 2; norm++) {
+            char cmd[8192];
+            snprintf(cmd, sizeof cmd,
+                     "%s score --model %s --experts %s,%s,%s,%s --alpha 0.7,0.1,0.5,0.2 "
+                     "--examples %s --choice-norm %s 2>/dev/null",
+                     ZMIX_CLI_PATH, model_path, p.expert_paths[0], p.expert_paths[1],
+                     p.expert_paths[2], p.expert_paths[3], ex_path, norm ? "none" : "token");
+            int code = testutil_run_capture(cmd, out, sizeof out);
+            if (code != 0) fail_msg("zmix score exited %d: %s", code, out);
+            cJSON *sj = cJSON_Parse(out);
+            assert_non_null(sj);
+            assert_true(cJSON_GetObjectItem(sj, "accuracy")->valuedouble == 1.0);
+            assert_string_equal(cJSON_GetObjectItem(sj, "choice_norm")->valuestring,
+                                norm ? "none" : "token");
+            const cJSON *list = cJSON_GetObjectItem(sj, "examples");
+            assert_int_equal(cJSON_GetArraySize(list), p.examples.n);
+            for (int i = 0; i < p.examples.n; i++) {
+                const cJSON *e = cJSON_GetArrayItem(list, i);
+                assert_true(cJSON_IsTrue(cJSON_GetObjectItem(e, "right")));
+                assert_int_equal(cJSON_GetObjectItem(e, "chosen")->valueint,
+                                 p.examples.items[i].answer);
+                double m = cJSON_GetObjectItem(e, "margin")->valuedouble;
+                assert_true(m >= (norm ? po.target_len : 1) * po.choice_margin);
+            }
+            cJSON_Delete(sj);
+        }
     }
     zmix_adapt_result_free(&r);
     zmix_runtime_free(rt);
