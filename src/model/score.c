@@ -423,7 +423,7 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
      * the prompt followed by each choice but its last token as a branch (forward.c): its
      * wanted rows are the prompt's last and every branch row. */
     size_t n_tok = 0, n_branches = 0;
-    int max_len = 0, total_rows = 0, longest_branch = 0;
+    int max_len = 0, total_rows = 0, longest_branch = 0, longest_at = 0;
     for (int e = 0; e < n; e++) {
         const zmix_example *x = &ex->items[e];
         int follow = x->n_choices ? 0 : x->n_target - 1, longest = 0;
@@ -441,7 +441,7 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
         total_rows += call->len[e];
         max_len = call->len[e] > max_len ? call->len[e] : max_len;
         if (x->n_choices && x->n_prompt + longest - 1 > longest_branch)
-            longest_branch = x->n_prompt + longest - 1;
+            longest_branch = x->n_prompt + longest - 1, longest_at = e;
     }
     call->tokens = malloc(n_tok * sizeof *call->tokens);
     call->branch_len = malloc((n_branches + 1) * sizeof *call->branch_len);
@@ -469,9 +469,10 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
     if (rc) return rc;
     if (longest_branch > call->rope.shared_len)
         return zmix_error_set(err, ZMIX_EINVAL,
-                              "score: a prompt and its longest choice read %d positions; with "
-                              "dynamic RoPE scaling, choices are scored within the first %d",
-                              longest_branch, call->rope.shared_len);
+                              "score: examples[%d]: the prompt and its longest choice read %d "
+                              "positions; with dynamic RoPE scaling, choices are scored only "
+                              "within original_max_position_embeddings (%d)",
+                              longest_at, longest_branch, call->rope.shared_len);
 
     /* Buffers for composing one layer's W' (sized for the worst case of every matrix being
      * composed), so that the grouping below can be decided before the modes. */

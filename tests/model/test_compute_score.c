@@ -490,6 +490,66 @@ static void test_choice_ties_and_norms(void **state)
     fixture_free(f);
 }
 
+/* Dynamic (NTK) RoPE scaling gives a sequence longer than original_max_pos frequencies of its
+ * own, which a prompt shared by choices of different lengths cannot have: a prompt + choice
+ * within original_max_pos is scored (and equals its separate sequence), a longer one is
+ * refused by name rather than scored with the wrong frequencies. */
+static void test_choices_with_dynamic_rope(void **state)
+{
+    (void)state;
+    zmix_model_config cfg = config();
+    cfg.rope_scaling.type = ZMIX_ROPE_DYNAMIC;
+    cfg.rope_scaling.factor = 2.0;
+    cfg.rope_scaling.original_max_pos = 8;
+    zmix_model *model;
+    zmix_error err = {0, ""};
+    assert_int_equal(zmix_model_create_random(&cfg, 3, &model, &err), 0);
+    zmix_runtime_opts opts;
+    zmix_runtime_opts_default(&opts);
+    zmix_runtime *rt;
+    if (zmix_runtime_create_from_z(model, &opts, NULL, NULL, 0, &rt, &err)) fail_msg("%s", err.msg);
+    int32_t prompt[6] = {1, 2, 3, 4, 5, 6}, choices[5] = {7, 8, 9, 10, 11}, lens[2] = {2, 3};
+    zmix_example mc = {prompt, 5, NULL, 0, 2, choices, lens, 1}; /* 5 + 3 - 1 = 7 positions */
+    zmix_example sep = {prompt, 5, choices + 2, 3, 0, NULL, NULL, 0};
+    zmix_examples one, alone;
+    assert_int_equal(zmix_examples_copy(&mc, 1, &one, &err), 0);
+    assert_int_equal(zmix_examples_copy(&sep, 1, &alone, &err), 0);
+    size_t zt = zmix_runtime_z_total(rt);
+    float *ones = malloc(zt * sizeof *ones);
+    for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
+    int V = cfg.vocab_size;
+    float got[1 + 1 + 2][29], ref[3][29];
+    zmix_compose_opts co;
+    zmix_compose_opts_default(&co);
+    assert_int_equal(
+        zmix_candidate_logits(rt, &co, 1, &one, NULL, ones, ZMIX_WPRIME_AUTO, &got[0][0], &err), 0);
+    assert_int_equal(
+        zmix_candidate_logits(rt, &co, 1, &alone, NULL, ones, ZMIX_WPRIME_AUTO, &ref[0][0], &err),
+        0);
+    /* got: the prompt's last row, choice 0's row, choice 1's two rows */
+    assert_true(max_rel_err(got[0], ref[0], (size_t)V) < 1e-5);
+    assert_true(max_rel_err(got[2], ref[1], 2 * (size_t)V) < 1e-5);
+    zmix_examples_free(&one);
+    /* 6 + 3 - 1 = 8 positions: still within; 7 + 3 - 1 = 9: refused. */
+    mc.n_prompt = 6;
+    assert_int_equal(zmix_examples_copy(&mc, 1, &one, &err), 0);
+    zmix_score sc;
+    assert_int_equal(zmix_score_z(rt, 1, &one, 1, ones, NULL, &sc, NULL, &err), 0);
+    zmix_examples_free(&one);
+    int32_t longer[7] = {1, 2, 3, 4, 5, 6, 7};
+    mc.prompt = longer;
+    mc.n_prompt = 7;
+    assert_int_equal(zmix_examples_copy(&mc, 1, &one, &err), 0);
+    assert_int_equal(zmix_score_z(rt, 1, &one, 1, ones, NULL, &sc, NULL, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "dynamic RoPE scaling"));
+    assert_non_null(strstr(err.msg, "examples[0]: the prompt and its longest choice read 9"));
+    zmix_examples_free(&one);
+    zmix_examples_free(&alone);
+    free(ones);
+    zmix_runtime_free(rt);
+    zmix_model_free(model);
+}
+
 static void test_all_ones_experts_reproduce_base(void **state)
 {
     fixture *f = fixture_make_variant(ZMIX_ADAPT_ALL, 1, *state);
@@ -954,6 +1014,7 @@ int main(void)
         cmocka_unit_test(test_scores_from_reference_logits),
         VARIANTS(test_choices_share_the_prompt_pass),
         cmocka_unit_test(test_choice_ties_and_norms),
+        cmocka_unit_test(test_choices_with_dynamic_rope),
         VARIANTS(test_all_ones_experts_reproduce_base),
         VARIANTS(test_batch_and_thread_independence),
         cmocka_unit_test(test_memory_budget_chunks_examples),
