@@ -113,7 +113,8 @@ typedef int (*zmix_layer_fn)(void *user, int layer, zmix_linear lin[ZMIX_MAT_COU
 int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmix_error *err);
 
 /* Floats of scratch zmix_forward_hidden needs for a batch with n_rows rows in total and
- * sequences of at most max_len tokens. */
+ * sequences of at most max_len tokens (a branched sequence counts its prefix and its longest
+ * branch). */
 size_t zmix_forward_scratch_floats(const zmix_model_config *cfg, int n_rows, int max_len);
 
 /* Runs the model over the batch and writes the final-normed hidden states of the wanted rows

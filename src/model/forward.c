@@ -173,11 +173,21 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
                         const atomic_int *stop, zmix_error *err)
 {
     const zmix_model_config *c = &model->cfg;
+    /* max_len: the longest span of positions a sequence reads, which is what the RoPE table
+     * and the attention scores need: its length, or for a branched one its prefix and its
+     * longest branch (the branches sit side by side, not one after the other). */
     int n_rows = 0, n_out_rows = 0, max_len = 0;
+    const int *bl = batch->branch_len;
     for (int s = 0; s < batch->n_seq; s++) {
         n_rows += batch->len[s];
         n_out_rows += batch->n_out[s];
-        max_len = max_int(max_len, batch->len[s]);
+        int nb = batch->n_branch ? batch->n_branch[s] : 0, span = batch->len[s], longest = 0;
+        for (int j = 0; j < nb; j++) {
+            span -= bl[j];
+            longest = max_int(longest, bl[j]);
+        }
+        max_len = max_int(max_len, span + longest);
+        bl += nb;
     }
     if (max_len > rope->max_pos)
         return zmix_error_set(err, ZMIX_EINTERNAL, "sequence of %d tokens past the RoPE table (%d)",

@@ -113,6 +113,7 @@ typedef struct score_call {
     int *n_branch;          /* [n examples]: choices of a multiple-choice example, else 0 */
     int *branch_len;        /* every choice's rows (its length - 1), example after example */
     int *branch_off;        /* [n examples]: where an example's entries of branch_len start */
+    int *span;              /* [n examples]: positions read: len, or prompt + longest branch */
     zmix_choice_norm choice_norm;
     size_t *token_offset; /* [n examples] */
     ex_group *groups;
@@ -416,8 +417,9 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
     call->mode = malloc((size_t)(M ? M : 1) * sizeof *call->mode);
     call->n_branch = malloc((size_t)n * sizeof *call->n_branch);
     call->branch_off = malloc((size_t)n * sizeof *call->branch_off);
+    call->span = malloc((size_t)n * sizeof *call->span);
     if (!call->len || !call->n_out || !call->token_offset || !call->groups || !call->mode ||
-        !call->n_branch || !call->branch_off)
+        !call->n_branch || !call->branch_off || !call->span)
         return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory");
     /* An exact-match example is the sequence prompt + target[0..n-2]. A multiple-choice one is
      * the prompt followed by each choice but its last token as a branch (forward.c): its
@@ -439,7 +441,9 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
         call->token_offset[e] = n_tok;
         n_tok += (size_t)call->len[e];
         total_rows += call->len[e];
-        max_len = call->len[e] > max_len ? call->len[e] : max_len;
+        /* A branched example reads its prompt and one choice at a time (not the sum of all). */
+        call->span[e] = x->n_choices ? x->n_prompt + longest - 1 : call->len[e];
+        max_len = call->span[e] > max_len ? call->span[e] : max_len;
         if (x->n_choices && x->n_prompt + longest - 1 > longest_branch)
             longest_branch = x->n_prompt + longest - 1, longest_at = e;
     }
@@ -498,7 +502,7 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
         ex_group g = {e, 0, 0, 0, 0};
         while (e < n) {
             int rows = g.n_rows + call->len[e], outs = g.n_out_rows + call->n_out[e];
-            int ml = call->len[e] > g.max_len ? call->len[e] : g.max_len;
+            int ml = call->span[e] > g.max_len ? call->span[e] : g.max_len;
             if (g.n > 0 && worker_bytes(call, rows, outs, ml) > budget) break;
             if (g.n == 0 && worker_bytes(call, rows, outs, ml) > budget)
                 return zmix_error_set(err, ZMIX_ENOMEM,
@@ -553,6 +557,7 @@ static void call_free(score_call *call)
     free(call->n_branch);
     free(call->branch_len);
     free(call->branch_off);
+    free(call->span);
     zmix_rope_free(&call->rope);
 }
 
