@@ -338,7 +338,8 @@ static void test_scores_from_reference_logits(void **state)
     fixture_free(f);
 }
 
-/* Multiple choice: a set of 5 examples with 2 to 4 choices of 1 to 4 tokens (a random set),
+/* Multiple choice: a set of 5 examples with 2 to 4 choices of 1 to 4 tokens (a random set;
+ * the last has 12 choices of 5 tokens, whose sum far exceeds the span its attention reads),
  * and the same examples as one exact-match example per (prompt, choice). */
 typedef struct choice_sets {
     zmix_examples mc, sep;
@@ -349,18 +350,18 @@ static void make_choice_sets(choice_sets *cs, int vocab, uint64_t seed)
     pcg32 rng;
     pcg32_seed(&rng, seed, 9);
     enum { N = 5 };
-    zmix_example items[N], sep[N * 4];
-    int32_t tok[N][64], lens[N][4];
+    zmix_example items[N], sep[N * 12];
+    int32_t tok[N][128], lens[N][12];
     int n_sep = 0;
     for (int e = 0; e < N; e++) {
         zmix_example *x = &items[e];
         memset(x, 0, sizeof *x);
         x->n_prompt = 1 + (int)pcg32_bounded(&rng, 10);
-        x->n_choices = 2 + (int)pcg32_bounded(&rng, 3);
+        x->n_choices = e == N - 1 ? 12 : 2 + (int)pcg32_bounded(&rng, 3);
         x->answer = (int)pcg32_bounded(&rng, (uint32_t)x->n_choices);
         int at = x->n_prompt;
         for (int c = 0; c < x->n_choices; c++) {
-            lens[e][c] = c == 0 ? 1 : 1 + (int)pcg32_bounded(&rng, 4); /* a 1-token choice too */
+            lens[e][c] = e == N - 1 ? 5 : c == 0 ? 1 : 1 + (int)pcg32_bounded(&rng, 4);
             at += lens[e][c];
         }
         for (int j = 0; j < at; j++) tok[e][j] = (int32_t)pcg32_bounded(&rng, (uint32_t)vocab);
@@ -438,7 +439,7 @@ static void test_choices_share_the_prompt_pass(void **state)
         double margins = 0.0;
         for (int e = 0; e < cs.mc.n; e++) {
             const zmix_example *x = &cs.mc.items[e];
-            double ll[4], other = -INFINITY;
+            double ll[12], other = -INFINITY;
             int best = 0;
             const int32_t *ch = x->choices;
             for (int c = 0; c < x->n_choices; c++) {
