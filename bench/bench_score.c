@@ -241,8 +241,10 @@ static int bench_shape(const char *name, const bench_opts *bo)
     for (int e = 0; e < n_ex; e++) {
         for (int j = 0; j < per; j++)
             tok[e * per + j] = (int32_t)pcg32_bounded(&rng, (uint32_t)cfg.vocab_size);
-        items[e] = (zmix_example){tok + e * per, bo->prompt_len, tok + e * per + bo->prompt_len,
-                                  bo->target_len};
+        items[e] = (zmix_example){.prompt = tok + e * per,
+                                  .n_prompt = bo->prompt_len,
+                                  .target = tok + e * per + bo->prompt_len,
+                                  .n_target = bo->target_len};
     }
     zmix_examples ex;
     if (zmix_examples_copy(items, n_ex, &ex, &err)) {
@@ -275,7 +277,7 @@ static int bench_shape(const char *name, const bench_opts *bo)
      * ratios are taken per run: the machine is shared, so the rate available to us drifts
      * between runs. Reported values are medians over runs. */
     zmix_score *scores = malloc((size_t)P * sizeof *scores);
-    zmix_score_ctl ctl = {bo->threads, NULL};
+    zmix_score_ctl ctl = {bo->threads, NULL, ZMIX_CHOICE_PER_TOKEN};
     zmix_wprime_mode modes[4] = {ZMIX_WPRIME_AUTO, ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_COMPOSE,
                                  ZMIX_WPRIME_FACTORED};
     int n_modes = bo->modes ? 4 : 1, rc = 0, R = bo->runs;

@@ -14,12 +14,15 @@
  *   corner   K = 4, α* = [0.7, 0, 0, 0.3]
  *   base     K = 4, targets are the base model's own continuations (no mix needed)
  *   perlayer K = 4, α* drawn per expert per adapted matrix (60 coordinates), per-layer search
+ *   mc-k4    K = 4, multiple choice: 4 choices of 4 tokens per prompt (continuations under α*,
+ *            the base model, each expert), the answer the one α* prefers by 0.1 per token,
+ *            never the base model's preference; accuracy is choice accuracy
  *
  * For each task and settings it prints: runs whose result reaches accuracy 1.0 on the search
- * examples, the median accuracy the result reaches on them, the median evaluations until the search's best first did (0 when the result is
- * the base model, kept at no search cost), the median evaluations spent in all, the median
- * held-out accuracy of the result, and runs whose result is worse than the base model on the
- * search examples without the result saying so.
+ * examples, the median accuracy the result reaches on them, the median evaluations until the
+ * search's best first did (0 when the result is the base model, kept at no search cost), the median
+ * evaluations spent in all, the median held-out accuracy of the result, and runs whose result is
+ * worse than the base model on the search examples without the result saying so.
  */
 #include <math.h>
 #include <stdio.h>
@@ -38,14 +41,16 @@ typedef struct task_def {
     const float *alpha_star; /* NULL: drawn */
     int base_targets;        /* the targets are the base model's continuations */
     int per_layer;           /* α* per expert per matrix, searched per layer */
+    int n_choices;           /* multiple choice with this many choices; 0: exact match */
 } task_def;
 
 static const float corner_alpha[4] = {0.7f, 0.0f, 0.0f, 0.3f};
 
 static const task_def tasks[] = {
-    {"k4", 4, 0.5, NULL, 0, 0},   {"k4-easy", 4, 0.2, NULL, 0, 0},
-    {"k8", 8, 0.5, NULL, 0, 0},   {"corner", 4, 0.5, corner_alpha, 0, 0},
-    {"base", 4, 0.5, NULL, 1, 0}, {"perlayer", 4, 0.5, NULL, 0, 1},
+    {"k4", 4, 0.5, NULL, 0, 0, 0},    {"k4-easy", 4, 0.2, NULL, 0, 0, 0},
+    {"k8", 8, 0.5, NULL, 0, 0, 0},    {"corner", 4, 0.5, corner_alpha, 0, 0, 0},
+    {"base", 4, 0.5, NULL, 1, 0, 0},  {"perlayer", 4, 0.5, NULL, 0, 1, 0},
+    {"mc-k4", 4, 0.5, NULL, 0, 0, 4},
 };
 #define N_TASKS ((int)(sizeof tasks / sizeof *tasks))
 
@@ -103,6 +108,7 @@ static int run_one(const zmix_model *model, const char *dir, const task_def *t, 
     po.distinct_from_base = !t->base_targets;
     po.seed = 1000 + seed;
     po.per_layer = t->per_layer;
+    po.n_choices = t->n_choices;
     zmix_planted p;
     int rc = zmix_planted_create(model, dir, &po, &p, err);
     if (rc) return rc;
@@ -133,7 +139,7 @@ static int run_one(const zmix_model *model, const char *dir, const task_def *t, 
                 break;
             }
         zmix_compose_opts co = zmix_adapt_compose_opts(&o);
-        zmix_score_ctl ctl = {1, NULL};
+        zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
         zmix_score hs;
         if (r.base_weight > 0) { /* the result is the unchanged model, z' = 1 */
             float *ones = malloc(r.z_total * sizeof *ones);

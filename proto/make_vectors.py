@@ -41,6 +41,13 @@ REQUESTS = [
      [0, 15, "submit", {"task": "t", "examples": EX, "cem": {"pop": 1}}]),
     ("submit: bad metric",
      [0, 16, "submit", {"task": "t", "examples": EX, "cem": {"metric": "f1"}}]),
+    ("submit: multiple choice mixed with a target",
+     [0, 21, "submit", {"task": "t", "examples": [
+         {"prompt": [1], "choices": [[2], [3, 4]], "answer": 1},
+         {"prompt": [1], "target": [2]}]}]),
+    ("submit: multiple-choice answer out of range",
+     [0, 22, "submit", {"task": "t", "examples": [
+         {"prompt": [1], "choices": [[2], [3]], "answer": 2}]}]),
     ("get: bad task name", [0, 17, "get", {"task": ".x"}]),
     ("wait: timeout out of range", [0, 18, "wait", {"job": 1, "timeout": 1e9}]),
     ("a request of 3 elements", [0, 19, "ping"]),

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 void testutil_mkdtemp(char *path, size_t size)
@@ -65,4 +66,19 @@ char *testutil_read_file(const char *path, size_t *len)
     buf[n] = '\0';
     *len = (size_t)n;
     return buf;
+}
+
+int testutil_run_capture(const char *cmd, char *out, size_t cap)
+{
+    size_t len = strlen(cmd) + 8;
+    char *full = malloc(len);
+    assert_non_null(full);
+    snprintf(full, len, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    free(full);
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -15,5 +15,8 @@ void testutil_write_file(const char *path, const void *data, size_t len);
 void testutil_write_text(const char *path, const char *text);
 /* Reads a whole file (malloc'ed, NUL-terminated); *len receives its size. */
 char *testutil_read_file(const char *path, size_t *len);
+/* Runs a shell command, captures its stdout and stderr (up to cap - 1 bytes, NUL-terminated)
+ * and returns its exit code (-1 when it did not exit). */
+int testutil_run_capture(const char *cmd, char *out, size_t cap);
 
 #endif

@@ -269,18 +269,26 @@ int zmix_adapt_run(const zmix_runtime *rt, const zmix_examples *ex, const zmix_a
 /* K random experts, a hidden mix α*, and examples whose targets are the model's greedy
  * continuations under z'(α*). The recovery test and the demo data are built with it. */
 typedef struct zmix_planted_opts {
-    int n_experts;                /* K, default 4 */
-    int n_examples;               /* default 16 */
-    int prompt_len;               /* random token ids after BOS, default 4 */
-    int target_len;               /* greedy tokens per target, default 4 */
-    double z_log_std;             /* z = exp(N(0, s²)) per singular value, default 0.5 */
-    zmix_adapt_set adapt;         /* default ZMIX_ADAPT_MLP */
-    int rescale;                  /* default 1, as the search's scorer */
-    const float *alpha_star;      /* K values (M·K with per_layer), or NULL to draw them
-                                     uniformly in [0.1, 0.9] */
-    int per_layer;                /* α* per expert per adapted matrix; default 0 */
-    int distinct_from_base;       /* keep only prompts whose target differs from the base
-                                     model's greedy continuation; default 0 */
+    int n_experts;           /* K, default 4 */
+    int n_examples;          /* default 16 */
+    int prompt_len;          /* random token ids after BOS, default 4 */
+    int target_len;          /* greedy tokens per target, default 4 */
+    double z_log_std;        /* z = exp(N(0, s²)) per singular value, default 0.5 */
+    zmix_adapt_set adapt;    /* default ZMIX_ADAPT_MLP */
+    int rescale;             /* default 1, as the search's scorer */
+    const float *alpha_star; /* K values (M·K with per_layer), or NULL to draw them
+                                uniformly in [0.1, 0.9] */
+    int per_layer;           /* α* per expert per adapted matrix; default 0 */
+    int distinct_from_base;  /* keep only prompts whose target differs from the base
+                                model's greedy continuation (multiple choice: whose
+                                answer the base model does not prefer); default 0 */
+    /* Multiple choice: 0 (the default) plants exact-match targets; n >= 2 plants examples
+     * with n choices of target_len tokens each (continuations of the prompt: greedy under
+     * z'(α*), under the base model, under each expert, then greedy under z'(α*) after a
+     * random first token), the answer being the choice z'(α*) prefers by at least
+     * choice_margin in per-token log-likelihood (default 0.1); others are drawn again. */
+    int n_choices;
+    double choice_margin;
     const char *factor_cache_dir; /* for the runtime used to generate; NULL: none */
     uint64_t seed;
 } zmix_planted_opts;
@@ -301,7 +309,13 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
                         zmix_planted *out, zmix_error *err);
 void zmix_planted_free(zmix_planted *p);
 
-/* Writes an example set as {"examples":[{"prompt":[..],"target":[..]}, ...]}. */
+/* ZMIX_EINVAL when the metric cannot rank this example set: choice and choice-sum need
+ * multiple-choice examples. (Under accuracy, the default, a multiple-choice set is ranked as
+ * under choice, and the search reports choice.) */
+int zmix_adapt_metric_check(zmix_metric metric, const zmix_examples *ex, zmix_error *err);
+
+/* Writes an example set as {"examples":[{"prompt":[..],"target":[..]}, ...]} (or with
+ * "choices" and "answer" for multiple choice). */
 int zmix_adapt_examples_save_json(const char *path, const zmix_examples *ex, zmix_error *err);
 
 #ifdef __cplusplus

@@ -254,7 +254,10 @@ typedef struct zmix_client_stats {
 /* ---- Submitting ------------------------------------------------------------------------ */
 
 /* Token ids; or, for a daemon whose model has a tokenizer, text: a field whose ids are NULL
- * is sent as its _text (the prompt is encoded as BOS + tokens, the target as tokens). */
+ * is sent as its _text (the prompt is encoded as BOS + tokens, the target as tokens).
+ * Multiple choice (n_choices >= 2; target and target_text unused, and every example of a
+ * submit of this kind): choice c is choice_ids[c] (choice_len[c] ids) or, when choice_ids
+ * or choice_ids[c] is NULL, choice_text[c]; answer is the index of the right one. */
 typedef struct zmix_client_example {
     const int32_t *prompt;
     size_t n_prompt;
@@ -262,6 +265,11 @@ typedef struct zmix_client_example {
     size_t n_target;
     const char *prompt_text;
     const char *target_text;
+    size_t n_choices;
+    const int32_t *const *choice_ids;
+    const size_t *choice_len;
+    const char *const *choice_text;
+    int answer;
 } zmix_client_example;
 
 /* CEM settings as in `zmix adapt` (docs/cem.md). Fields left unset (as set by

@@ -57,14 +57,20 @@ void zmix_error_clear(zmix_error *err);
 const char *zmix_strerror(int code);
 
 /* The score of one candidate on a few-shot example set. */
+/* For a multiple-choice set, accuracy is the fraction of examples whose answer the model
+ * prefers, and loglik the mean over examples of the answer's log-likelihood margin over the
+ * best other choice (docs/scoring.md). */
 typedef struct zmix_score {
     double accuracy; /* fraction of examples whose every target token is the argmax */
     double loglik;   /* mean over examples of the mean log-probability of the target tokens */
 } zmix_score;
 
 typedef enum zmix_metric {
-    ZMIX_METRIC_ACCURACY = 0, /* accuracy first, mean log-likelihood breaks ties */
-    ZMIX_METRIC_LOGLIK = 1    /* mean log-likelihood alone */
+    ZMIX_METRIC_ACCURACY = 0,  /* accuracy first, mean log-likelihood breaks ties */
+    ZMIX_METRIC_LOGLIK = 1,    /* mean log-likelihood alone */
+    ZMIX_METRIC_CHOICE = 2,    /* multiple choice: accuracy first, then the mean margin; the
+                                  choices' log-likelihoods compared per token */
+    ZMIX_METRIC_CHOICE_SUM = 3 /* the same with the choices' summed log-likelihoods */
 } zmix_metric;
 
 /* Total order used everywhere candidates are ranked (elites and best alike): returns >0 when

@@ -85,30 +85,49 @@ const char *zmix_model_fingerprint(const zmix_model *model);
 
 /* ---- Few-shot examples -------------------------------------------------------------- */
 
+/* An example is of one of two kinds, and a set holds one kind only:
+ *   exact match:     a target the model must reproduce (n_target >= 1, n_choices 0);
+ *   multiple choice: n_choices >= 2 continuations of the prompt (choice c is choice_len[c]
+ *                    tokens from choices + Σ_{d<c} choice_len[d]) of which answer is the right
+ *                    one (target NULL, n_target 0). docs/scoring.md says how it is scored. */
+#define ZMIX_MAX_CHOICES 64
+
 typedef struct zmix_example {
     const int32_t *prompt;
     int n_prompt; /* >= 1 */
     const int32_t *target;
-    int n_target; /* >= 1 */
+    int n_target;              /* >= 1 for exact match, 0 for multiple choice */
+    int n_choices;             /* 0 for exact match, else in [2, ZMIX_MAX_CHOICES] */
+    const int32_t *choices;    /* Σ choice_len tokens, choice after choice */
+    const int32_t *choice_len; /* n_choices lengths, each >= 1 */
+    int answer;                /* in [0, n_choices) */
 } zmix_example;
 
 typedef struct zmix_examples {
     zmix_example *items; /* n entries, pointing into tokens */
     int n;
-    int32_t *tokens; /* owns every token of every example */
+    int32_t *tokens; /* owns every token (and every choice length) of every example */
     size_t n_tokens;
 } zmix_examples;
 
-/* Reads {"examples":[{"prompt":[ids],"target":[ids]}, ...]}. Errors name the file and the
- * example ("ex.json: examples[3].target is empty"). */
+/* 1 when the set's examples are multiple choice (the set's first example says it). */
+int zmix_examples_are_choice(const zmix_examples *ex);
+/* The tokens of an example the model reads: prompt + target, or prompt + every choice. */
+size_t zmix_example_tokens(const zmix_example *e);
+
+/* Reads {"examples":[{"prompt":[ids],"target":[ids]}, ...]} or, for multiple choice,
+ * {"examples":[{"prompt":[ids],"choices":[[ids], ...],"answer":i}, ...]}. Errors name the file
+ * and the example ("ex.json: examples[3].target is empty"). */
 int zmix_examples_load_json(const char *path, zmix_examples *out, zmix_error *err);
 /* Copies n examples from caller-owned arrays into a self-owned set. */
 int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmix_error *err);
 void zmix_examples_free(zmix_examples *ex);
-/* Checks a set against a model: non-empty, every prompt and target non-empty, every id in
- * [0, vocab), and every example within the context by the scorer's rule: the model reads
- * n_prompt + n_target - 1 positions (the last target token is never fed), so an example fits
- * when n_prompt + n_target - 1 <= max_seq_len. Messages name the example, field, position,
+/* Checks a set against a model: non-empty, one kind of example only, every prompt and target
+ * (or choice) non-empty, an answer among the choices, every id in [0, vocab), and every
+ * example within the context by the scorer's rule: the model reads n_prompt + n_target - 1
+ * positions (the last target token is never fed), so an example fits when
+ * n_prompt + n_target - 1 <= max_seq_len (for multiple choice: with the longest choice as
+ * the target). Messages name the example, field, position,
  * value and range ("examples[3].target[1]: token id 9999 outside the vocabulary [0, 512)");
  * codes: ZMIX_EINVAL (empty), ZMIX_ERANGE (token id), ZMIX_ELIMIT (context). */
 int zmix_examples_check(const zmix_model *model, const zmix_examples *ex, zmix_error *err);
@@ -257,13 +276,23 @@ int zmix_compose_z(const zmix_runtime *rt, const zmix_compose_opts *opts, const 
 
 /* Per-example detail of a score (optional output). */
 typedef struct zmix_example_score {
-    int exact;     /* 1 when every target token is the argmax */
-    double loglik; /* mean log-probability of the target tokens */
+    int exact;     /* 1 when every target token is the argmax (multiple choice: when the
+                      answer is the choice the model prefers, strictly) */
+    double loglik; /* mean log-probability of the target tokens (multiple choice: the
+                      answer's log-likelihood margin over the best other choice) */
+    int chosen;    /* multiple choice: the preferred choice (first on ties); else -1 */
 } zmix_example_score;
 
+/* How the log-likelihoods of the choices of a multiple-choice example are compared. */
+typedef enum zmix_choice_norm {
+    ZMIX_CHOICE_PER_TOKEN = 0, /* mean over the choice's tokens (the default) */
+    ZMIX_CHOICE_SUM = 1        /* the sum: no length normalisation */
+} zmix_choice_norm;
+
 typedef struct zmix_score_ctl {
-    int n_threads;          /* threads for this call; <= 1 runs on the caller's thread */
-    const atomic_int *stop; /* when non-NULL and set, the call returns ZMIX_ECANCELED */
+    int n_threads;                /* threads for this call; <= 1 runs on the caller's thread */
+    const atomic_int *stop;       /* when non-NULL and set, the call returns ZMIX_ECANCELED */
+    zmix_choice_norm choice_norm; /* multiple-choice sets only */
 } zmix_score_ctl;
 
 /* Scores n_cand candidates given as α vectors (n_cand × zmix_alpha_dim, row-major).
@@ -380,7 +409,10 @@ typedef struct zmix_example_part {
 } zmix_example_part;
 
 typedef struct zmix_example_json {
-    zmix_example_part prompt, target;
+    zmix_example_part prompt, target; /* target all NULL/0 for multiple choice */
+    int n_choices;                    /* 0: exact match */
+    const zmix_example_part *choices; /* n_choices, pointing into parts */
+    int answer;
 } zmix_example_json;
 
 typedef struct zmix_examples_json {
@@ -388,11 +420,14 @@ typedef struct zmix_examples_json {
     zmix_example_json *items; /* n entries, pointing into ids and texts */
     int32_t *ids;             /* owns every id */
     char *texts;              /* owns every text, NUL-separated */
+    zmix_example_part *parts; /* owns every choice */
 } zmix_examples_json;
 
 /* Parses len bytes of an examples file. Checks the structure: at least one example, each an
- * object with exactly the keys prompt and target, each a non-empty array of integers in
- * [0, 2^31) or a string (a target string non-empty). path names the file in every message
+ * object with exactly the keys prompt and target, or prompt, choices (2 to ZMIX_MAX_CHOICES)
+ * and answer (an integer index of a choice), all examples of one kind; prompt, target and each
+ * choice a non-empty array of integers in [0, 2^31) or a string (only a prompt string may be
+ * empty). path names the file in every message
  * ("ex.json: examples[3].target is empty"). What needs a model (vocabulary, context, a
  * tokenizer for text) is checked later, by zmix_examples_check or by the daemon. */
 int zmix_examples_json_parse(const char *text, size_t len, const char *path,

@@ -162,7 +162,7 @@ int zmix_adapt_run(const zmix_runtime *rt, const zmix_examples *ex, const zmix_a
     zmix_session *s = NULL;
     int rc = zmix_session_create(rt, ex, opts, &s, err);
     if (rc) return rc;
-    zmix_score_ctl ctl = {opts->n_threads, NULL};
+    zmix_score_ctl ctl = {opts->n_threads, NULL, ZMIX_CHOICE_PER_TOKEN};
     int n;
     /* One piece per step: the scorer spreads a call over ctl.n_threads itself. */
     while ((n = zmix_session_begin_step(s, err)) > 0) {

@@ -80,7 +80,8 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                         .metavar = "M",
                         .type = CEM_TYPE_METRIC,
                         .offset = FIELD(cem.metric),
-                        .help = "accuracy (ties broken by loglik) or loglik"},
+                        .help = "accuracy (ties broken by loglik), loglik, or for multiple "
+                                "choice choice or choice-sum"},
     [CEM_OPT_PATIENCE] = {.key = "patience",
                           .flag = "--patience",
                           .metavar = "N",
@@ -166,20 +167,25 @@ const void *cem_option_field_const(const cem_option *opt, const zmix_adapt_opts 
     return (const char *)opts + opt->offset;
 }
 
+static const char *const metric_names[] = {[ZMIX_METRIC_ACCURACY] = "accuracy",
+                                           [ZMIX_METRIC_LOGLIK] = "loglik",
+                                           [ZMIX_METRIC_CHOICE] = "choice",
+                                           [ZMIX_METRIC_CHOICE_SUM] = "choice-sum"};
+#define N_METRICS ((int)(sizeof metric_names / sizeof metric_names[0]))
+
 const char *cem_metric_name(zmix_metric metric)
 {
-    return metric == ZMIX_METRIC_LOGLIK ? "loglik" : "accuracy";
+    return (int)metric >= 0 && (int)metric < N_METRICS ? metric_names[metric] : "accuracy";
 }
 
 int cem_metric_parse(const char *name, zmix_metric *out)
 {
-    if (!strcmp(name, "accuracy"))
-        *out = ZMIX_METRIC_ACCURACY;
-    else if (!strcmp(name, "loglik"))
-        *out = ZMIX_METRIC_LOGLIK;
-    else
-        return -1;
-    return 0;
+    for (int m = 0; m < N_METRICS; m++)
+        if (!strcmp(name, metric_names[m])) {
+            *out = (zmix_metric)m;
+            return 0;
+        }
+    return -1;
 }
 
 static int parse_double(const cem_option *opt, const char *text, double *out, zmix_error *err)
@@ -232,8 +238,9 @@ int cem_option_apply_arg(const cem_option *opt, const char *value, zmix_adapt_op
     }
     case CEM_TYPE_METRIC:
         if (cem_metric_parse(value, field))
-            return zmix_error_set(err, ZMIX_EINVAL, "%s: '%s' is not accuracy or loglik", opt->flag,
-                                  value);
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "%s: '%s' is not accuracy, loglik, choice or choice-sum",
+                                  opt->flag, value);
         return 0;
     }
     return zmix_error_set(err, ZMIX_EINVAL, "%s: unknown option type %d", opt->flag,

@@ -43,7 +43,7 @@ typedef enum cem_option_type {
     CEM_TYPE_UINT64, /* uint64_t */
     CEM_TYPE_DOUBLE, /* double */
     CEM_TYPE_BOUNDS, /* two doubles, [lo, hi] on the wire and LO,HI on the command line */
-    CEM_TYPE_METRIC  /* zmix_metric, "accuracy" or "loglik" */
+    CEM_TYPE_METRIC  /* zmix_metric: "accuracy", "loglik", "choice", "choice-sum" */
 } cem_option_type;
 
 /* The highest population and generation count any search is given (the upper bounds of pop,
@@ -93,9 +93,9 @@ int cem_option_apply_arg(const cem_option *opt, const char *value, zmix_adapt_op
  * the defaults of zmix_adapt_opts_default. */
 void cem_options_print_help(FILE *out);
 
-/* "accuracy" or "loglik". */
+/* "accuracy", "loglik", "choice" or "choice-sum". */
 const char *cem_metric_name(zmix_metric metric);
-/* 0 and *out set for "accuracy" or "loglik", else -1. */
+/* 0 and *out set for one of those names, else -1. */
 int cem_metric_parse(const char *name, zmix_metric *out);
 
 #endif

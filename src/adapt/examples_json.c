@@ -1,6 +1,7 @@
 /*
  * Writes an example set in the format zmix_examples_load_json reads:
  *     {"examples":[{"prompt":[ids],"target":[ids]}, ...]}
+ * or, for multiple choice, {"prompt":[ids],"choices":[[ids], ...],"answer":i} per example.
  * Planted tasks and the demo data are saved with it so that `zmix adapt` can read them back.
  */
 #include <cJSON.h>
@@ -25,8 +26,17 @@ int zmix_adapt_examples_save_json(const char *path, const zmix_examples *ex, zmi
     for (int i = 0; list && i < ex->n; i++) {
         cJSON *e = cJSON_CreateObject();
         if (!e) break;
-        cJSON_AddItemToObject(e, "prompt", ids_json(ex->items[i].prompt, ex->items[i].n_prompt));
-        cJSON_AddItemToObject(e, "target", ids_json(ex->items[i].target, ex->items[i].n_target));
+        const zmix_example *x = &ex->items[i];
+        cJSON_AddItemToObject(e, "prompt", ids_json(x->prompt, x->n_prompt));
+        if (x->n_choices) {
+            cJSON *choices = cJSON_AddArrayToObject(e, "choices");
+            const int32_t *ch = x->choices;
+            for (int c = 0; choices && c < x->n_choices; ch += x->choice_len[c], c++)
+                cJSON_AddItemToArray(choices, ids_json(ch, x->choice_len[c]));
+            cJSON_AddNumberToObject(e, "answer", x->answer);
+        } else {
+            cJSON_AddItemToObject(e, "target", ids_json(x->target, x->n_target));
+        }
         cJSON_AddItemToArray(list, e);
     }
     char *text = list ? cJSON_PrintUnformatted(root) : NULL;

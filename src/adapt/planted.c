@@ -6,6 +6,11 @@
  *
  * Experts are z = exp(N(0, s²)) per singular value: positive like a trained SVF vector, and
  * with s around 0.5 spread enough that the greedy continuation of a small model changes.
+ *
+ * Multiple-choice tasks: the choices are continuations the model itself would write under
+ * different mixes (z'(α*), the base model, each expert), so that they are plausible and a
+ * wrong mix prefers a wrong one; the answer is the choice z'(α*) prefers, by a margin, so
+ * the task is well posed: α* solves it with room to spare, and rounding cannot flip it.
  */
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +36,8 @@ void zmix_planted_opts_default(zmix_planted_opts *o)
     o->rescale = 1;
     o->alpha_star = NULL;
     o->distinct_from_base = 0;
+    o->n_choices = 0;
+    o->choice_margin = 0.1;
     o->factor_cache_dir = NULL;
     o->seed = 1;
 }
@@ -67,6 +74,12 @@ static int check_opts(const zmix_model_config *cfg, const zmix_planted_opts *o, 
     if (!isfinite(o->z_log_std) || o->z_log_std < 0.0)
         return zmix_error_set(err, ZMIX_EINVAL, "planted: z_log_std = %g, must be >= 0",
                               o->z_log_std);
+    if (o->n_choices != 0 && (o->n_choices < 2 || o->n_choices > ZMIX_MAX_CHOICES))
+        return zmix_error_set(err, ZMIX_EINVAL, "planted: n_choices = %d, must be 0 or in [2, %d]",
+                              o->n_choices, ZMIX_MAX_CHOICES);
+    if (o->n_choices && (!isfinite(o->choice_margin) || o->choice_margin < 0.0))
+        return zmix_error_set(err, ZMIX_EINVAL, "planted: choice_margin = %g, must be >= 0",
+                              o->choice_margin);
     for (int k = 0; o->alpha_star && k < o->n_experts; k++)
         if (!isfinite(o->alpha_star[k]))
             return zmix_error_set(err, ZMIX_EINVAL, "planted: alpha_star[%d] is not finite", k);
@@ -108,6 +121,87 @@ static int write_experts(const zmix_model *model, const char *dir, const zmix_pl
     return rc;
 }
 
+/* The choice the model under z (NULL: the base model) prefers in the one-example set one
+ * (its answer is set to it), and that choice's margin over the best other. */
+static int preferred_choice(const zmix_runtime *rt, int rescale, const float *z, zmix_examples *one,
+                            int *chosen, double *margin, zmix_error *err)
+{
+    size_t zt = zmix_runtime_z_total(rt);
+    float *ones = z ? NULL : malloc((zt ? zt : 1) * sizeof *ones);
+    if (!z && !ones) return zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
+    for (size_t i = 0; ones && i < zt; i++) ones[i] = 1.0f;
+    zmix_score s;
+    zmix_example_score d;
+    one->items[0].answer = 0;
+    int rc = zmix_score_z(rt, rescale, one, 1, z ? z : ones, NULL, &s, &d, err);
+    if (!rc) {
+        one->items[0].answer = d.chosen;
+        rc = zmix_score_z(rt, rescale, one, 1, z ? z : ones, NULL, &s, &d, err);
+    }
+    free(ones);
+    *chosen = one->items[0].answer;
+    *margin = d.loglik;
+    return rc;
+}
+
+/* Multiple choice for the prompt t (n_prompt tokens): n_choices distinct continuations of
+ * target_len tokens written after it, shuffled. *answer is the one z_star prefers, or -1 when
+ * it does not by choice_margin (or, with distinct_from_base, the base model prefers it too). */
+static int plant_choices(const zmix_runtime *rt, const zmix_planted_opts *o, const float *z_star,
+                         int32_t *t, int n_prompt, pcg32 *rng, int *answer, zmix_error *err)
+{
+    const zmix_model_config *cfg = zmix_model_get_config(zmix_runtime_model(rt));
+    int L = o->target_len, n = 0, K = zmix_runtime_n_experts(rt);
+    int32_t *ch = t + n_prompt;
+    *answer = -1;
+    for (int src = 0; n < o->n_choices && src < 2 + K + 20 * o->n_choices; src++) {
+        int32_t *c = ch + (size_t)n * L;
+        int rc;
+        if (src == 0 || src == 1) { /* z'(α*), then the base model */
+            rc = zmix_generate(rt, o->rescale, src ? NULL : z_star, t, n_prompt, L, c, err);
+        } else if (src < 2 + K) { /* each expert alone */
+            rc = zmix_generate(rt, o->rescale, zmix_runtime_expert_z(rt, src - 2), t, n_prompt, L,
+                               c, err);
+        } else { /* a random first token, then z'(α*) */
+            int32_t seq[4096];
+            if (n_prompt + L > (int)(sizeof seq / sizeof *seq)) break;
+            memcpy(seq, t, (size_t)n_prompt * sizeof *seq);
+            seq[n_prompt] = 3 + (int32_t)pcg32_bounded(rng, (uint32_t)(cfg->vocab_size - 3));
+            c[0] = seq[n_prompt];
+            rc = L > 1 ? zmix_generate(rt, o->rescale, z_star, seq, n_prompt + 1, L - 1, c + 1, err)
+                       : 0;
+        }
+        if (rc) return rc;
+        int dup = 0;
+        for (int j = 0; j < n && !dup; j++)
+            dup = !memcmp(ch + (size_t)j * L, c, (size_t)L * sizeof *c);
+        n += !dup;
+    }
+    if (n < o->n_choices) return 0;
+    for (int i = n - 1; i > 0; i--) { /* shuffle: the answer's place says nothing */
+        int j = (int)pcg32_bounded(rng, (uint32_t)(i + 1));
+        for (int k = 0; k < L; k++) {
+            int32_t x = ch[(size_t)i * L + k];
+            ch[(size_t)i * L + k] = ch[(size_t)j * L + k];
+            ch[(size_t)j * L + k] = x;
+        }
+    }
+    int32_t lens[ZMIX_MAX_CHOICES];
+    for (int c = 0; c < n; c++) lens[c] = L;
+    zmix_example item = {t, n_prompt, NULL, 0, n, ch, lens, 0};
+    zmix_examples one = {&item, 1, NULL, 0};
+    int best, base_best;
+    double margin, base_margin;
+    int rc = preferred_choice(rt, o->rescale, z_star, &one, &best, &margin, err);
+    if (rc || margin < o->choice_margin) return rc;
+    if (o->distinct_from_base) {
+        rc = preferred_choice(rt, o->rescale, NULL, &one, &base_best, &base_margin, err);
+        if (rc || base_best == best) return rc;
+    }
+    *answer = best;
+    return 0;
+}
+
 int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_planted_opts *o,
                         zmix_planted *out, zmix_error *err)
 {
@@ -115,7 +209,10 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
     int rc = check_opts(cfg, o, err);
     if (rc) return rc;
     int k_n = o->n_experts, n_ex = o->n_examples;
-    int n_prompt = 1 + o->prompt_len, n_tok = n_prompt + o->target_len;
+    int n_prompt = 1 + o->prompt_len;
+    int n_tok = n_prompt + o->target_len * (o->n_choices ? o->n_choices : 1);
+    int32_t lens[ZMIX_MAX_CHOICES];
+    for (int c = 0; c < o->n_choices; c++) lens[c] = o->target_len;
     zmix_planted p;
     memset(&p, 0, sizeof p);
     p.n_experts = k_n;
@@ -171,6 +268,15 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
         int32_t *t = tokens + (size_t)have * n_tok;
         t[0] = bos;
         for (int j = 1; j < n_prompt; j++) t[j] = lo_id + (int32_t)pcg32_bounded(&rng, span);
+        if (o->n_choices) {
+            int answer;
+            rc = plant_choices(rt, o, z_star, t, n_prompt, &rng, &answer, err);
+            if (rc) goto done;
+            if (answer < 0) continue;
+            items[have++] =
+                (zmix_example){t, n_prompt, NULL, 0, o->n_choices, t + n_prompt, lens, answer};
+            continue;
+        }
         rc = zmix_generate(rt, o->rescale, z_star, t, n_prompt, o->target_len, t + n_prompt, err);
         if (rc) goto done;
         if (o->distinct_from_base) {
@@ -186,9 +292,10 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
     }
     if (have < n_ex) {
         rc = zmix_error_set(err, ZMIX_ELIMIT,
-                            "planted: only %d of %d prompts in %d tries decode differently from "
-                            "the base model (raise z_log_std)",
-                            have, n_ex, tries);
+                            "planted: only %d of %d prompts in %d tries %s (raise z_log_std)", have,
+                            n_ex, tries,
+                            o->n_choices ? "gave choices with an answer by the margin"
+                                         : "decode differently from the base model");
         goto done;
     }
     p.n_tried = tries;

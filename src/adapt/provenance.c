@@ -42,6 +42,17 @@ static void hash_examples(zmix_sha256 *h, const zmix_examples *ex)
         for (int j = 0; j < ex->items[i].n_prompt; j++) hash_i64(h, ex->items[i].prompt[j]);
         hash_i64(h, ex->items[i].n_target);
         for (int j = 0; j < ex->items[i].n_target; j++) hash_i64(h, ex->items[i].target[j]);
+        /* A multiple-choice example (n_target 0, which no exact-match one has): its choices
+         * and answer. An exact-match set hashes as it always did. */
+        const zmix_example *x = &ex->items[i];
+        if (!x->n_choices) continue;
+        hash_i64(h, x->n_choices);
+        hash_i64(h, x->answer);
+        const int32_t *ch = x->choices;
+        for (int c = 0; c < x->n_choices; ch += x->choice_len[c], c++) {
+            hash_i64(h, x->choice_len[c]);
+            for (int j = 0; j < x->choice_len[c]; j++) hash_i64(h, ch[j]);
+        }
     }
 }
 

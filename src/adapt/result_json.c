@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/cem_options.h"
 #include "adapt_internal.h"
 #include "zmix/adapt.h"
 #include "zmix/version.h"
@@ -73,7 +74,7 @@ static cJSON *settings_json(const zmix_adapt_result *r)
     cJSON_AddItemToObject(o, "std_floor", number(s->std_floor));
     cJSON_AddNumberToObject(o, "max_generations", s->max_generations);
     cJSON_AddBoolToObject(o, "elitism", s->elitism);
-    cJSON_AddStringToObject(o, "metric", s->metric == ZMIX_METRIC_LOGLIK ? "loglik" : "accuracy");
+    cJSON_AddStringToObject(o, "metric", cem_metric_name(s->metric));
     cJSON_AddBoolToObject(o, "normalize", s->normalize);
     cJSON_AddItemToObject(o, "std_tol", number(s->std_tol));
     cJSON_AddNumberToObject(o, "patience", s->patience);
@@ -335,8 +336,8 @@ static int settings_from(const cJSON *o, zmix_adapt_result *r)
     s->max_generations = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "max_generations"));
     s->elitism = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "elitism"));
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "metric");
-    s->metric = cJSON_IsString(m) && !strcmp(m->valuestring, "loglik") ? ZMIX_METRIC_LOGLIK
-                                                                       : ZMIX_METRIC_ACCURACY;
+    if (!cJSON_IsString(m) || cem_metric_parse(m->valuestring, &s->metric))
+        s->metric = ZMIX_METRIC_ACCURACY;
     s->normalize = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "normalize"));
     s->std_tol = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "std_tol"));
     s->patience = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "patience"));

@@ -20,6 +20,7 @@
 
 #include "util/pcg.h"
 #include "util/record.h"
+#include "adapt/cem_options.h"
 #include "adapt_internal.h"
 
 #define SESSION_MAGIC   "ZMSESS01"
@@ -130,12 +131,24 @@ static int validation_split(zmix_session *s, zmix_error *err)
     return 0;
 }
 
+int zmix_adapt_metric_check(zmix_metric metric, const zmix_examples *ex, zmix_error *err)
+{
+    int choice_metric = metric == ZMIX_METRIC_CHOICE || metric == ZMIX_METRIC_CHOICE_SUM;
+    if (choice_metric && !zmix_examples_are_choice(ex))
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "metric '%s' scores multiple-choice examples (choices, answer), and "
+                              "examples[0] has a target",
+                              cem_metric_name(metric));
+    return 0;
+}
+
 /* Everything but the engine: checks, sizes, buffers. */
 static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
                          const zmix_adapt_opts *opts, zmix_session **out, zmix_error *err)
 {
     int rc = zmix_examples_check(zmix_runtime_model(rt), ex, err);
     if (rc) return rc;
+    if ((rc = zmix_adapt_metric_check(opts->cem.metric, ex, err))) return rc;
     zmix_cem_settings probe = opts->cem;
     probe.n_experts = zmix_runtime_n_experts(rt);
     probe.dim = zmix_adapt_alpha_dim(rt, opts);
@@ -151,6 +164,10 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
     s->ex = ex;
     s->opts = *opts;
     s->opts.cem.init_mean = NULL;
+    /* A multiple-choice set ranks by choice accuracy under the default metric: the same
+     * ranking (accuracy, then the second number), named for what it measures. */
+    if (zmix_examples_are_choice(ex) && opts->cem.metric == ZMIX_METRIC_ACCURACY)
+        s->opts.cem.metric = ZMIX_METRIC_CHOICE;
     s->compose = zmix_adapt_compose_opts(opts);
     s->staged = opts->per_layer && !opts->per_layer_direct && zmix_runtime_n_matrices(rt) > 1;
     s->shared_compose = s->compose;
@@ -332,9 +349,13 @@ int zmix_session_split(const zmix_session *s, int n_workers, zmix_work *work, in
     return count;
 }
 
-int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *ctl)
+int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *caller_ctl)
 {
     zmix_error_clear(&w->err);
+    zmix_score_ctl c = {1, NULL, ZMIX_CHOICE_PER_TOKEN}, *ctl = &c;
+    if (caller_ctl) c = *caller_ctl;
+    c.choice_norm =
+        s->opts.cem.metric == ZMIX_METRIC_CHOICE_SUM ? ZMIX_CHOICE_SUM : ZMIX_CHOICE_PER_TOKEN;
     if (!s->step_open || w->begin < s->first || w->end > s->n_rows || w->begin >= w->end)
         return w->rc = zmix_error_set(&w->err, ZMIX_EINVAL,
                                       "session: piece [%d, %d) is not part of the open step",

@@ -119,7 +119,8 @@ int zmix_cem_settings_check(const zmix_cem_settings *s, zmix_error *err)
     if (s->elitism != 0 && s->elitism != 1)
         return zmix_error_set(err, ZMIX_EINVAL, "cem settings: elitism = %d, must be 0 or 1",
                               s->elitism);
-    if (s->metric != ZMIX_METRIC_ACCURACY && s->metric != ZMIX_METRIC_LOGLIK)
+    if (s->metric != ZMIX_METRIC_ACCURACY && s->metric != ZMIX_METRIC_LOGLIK &&
+        s->metric != ZMIX_METRIC_CHOICE && s->metric != ZMIX_METRIC_CHOICE_SUM)
         return zmix_error_set(err, ZMIX_EINVAL, "cem settings: metric = %d is not a zmix_metric",
                               (int)s->metric);
     if (s->normalize != 0 && s->normalize != 1)

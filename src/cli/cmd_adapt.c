@@ -113,6 +113,7 @@ int cli_split_list(const char *cmd, const char *opt, char *s, char **items, int 
 typedef struct progress_ctx {
     int quiet;
     int max_generations;
+    int choice; /* the examples are multiple choice */
 } progress_ctx;
 
 static int print_progress(void *user, const zmix_session *ses)
@@ -122,11 +123,14 @@ static int print_progress(void *user, const zmix_session *ses)
     const zmix_cem *cem = zmix_session_cem(ses); /* the current stage's engine */
     int g = zmix_cem_history_len(cem);
     const zmix_cem_gen_stats *h = &zmix_cem_history(cem)[g - 1];
+    /* For multiple choice the second number is the answer's margin. */
+    const char *second = ctx->choice ? "margin" : "loglik";
     fprintf(stderr,
-            "generation %d/%d: best acc %.4f loglik %.5f | elites acc %.4f loglik %.5f | pop acc "
+            "generation %d/%d: best acc %.4f %s %.5f | elites acc %.4f %s %.5f | pop acc "
             "%.4f | mean std %.4g\n",
-            zmix_session_generation(ses), ctx->max_generations, h->best.accuracy, h->best.loglik,
-            h->elite_mean.accuracy, h->elite_mean.loglik, h->pop_mean.accuracy, h->mean_std);
+            zmix_session_generation(ses), ctx->max_generations, h->best.accuracy, second,
+            h->best.loglik, h->elite_mean.accuracy, second, h->elite_mean.loglik,
+            h->pop_mean.accuracy, h->mean_std);
     return 0;
 }
 
@@ -302,6 +306,7 @@ int cmd_adapt(int argc, char **argv)
     if (zmix_runtime_create(model, &ropts, (const char *const *)expert_paths, n_experts, &rt, &err))
         goto fail;
     pctx.max_generations = opts.cem.max_generations;
+    pctx.choice = zmix_examples_are_choice(&ex);
     if (zmix_adapt_run(rt, &ex, &opts, print_progress, &pctx, &res, &err)) goto fail;
     have_res = 1;
     if (!pctx.quiet)

@@ -296,13 +296,15 @@ static void on_progress(void *user, const zmix_client_status *s)
     progress_update(user, s);
 }
 
-/* Follows a job until it ends or timeout_s passes (<= 0: no limit), drawing progress on stderr.
- * Leaves the final status in *out. Returns 0, or 3 on timeout, or the failure's exit code. */
+/* Follows a job until it ends or timeout_s passes (<= 0: no limit), drawing progress on stderr
+ * (second: the name of the score's second number, NULL for loglik). Leaves the final status in
+ * *out. Returns 0, or 3 on timeout, or the failure's exit code. */
 static int follow_job(const daemon_opts *o, zmix_client *c, uint64_t job, double timeout_s,
-                      zmix_client_status *out)
+                      const char *second, zmix_client_status *out)
 {
     progress pr;
     progress_init(&pr, stderr, job);
+    pr.second = second;
     zmix_error err;
     zmix_error_clear(&err);
     /* Notifications give every generation; the long-poll alone would still get there. */
@@ -344,18 +346,19 @@ static int follow_job(const daemon_opts *o, zmix_client *c, uint64_t job, double
 }
 
 /* Prints the final outcome of a followed job; returns the exit code. */
-static int report_final(const daemon_opts *o, zmix_client *c, const zmix_client_status *s)
+static int report_final(const daemon_opts *o, zmix_client *c, const zmix_client_status *s,
+                        const char *second)
 {
     if (o->json) {
         int rc = daemon_print_json(o, c);
         return rc ? rc : strcmp(s->state, "done") != 0;
     }
     if (!strcmp(s->state, "done")) {
-        printf("job %llu done: %s after %d generations, best accuracy %.4f loglik %.5f (%.2f s, "
+        printf("job %llu done: %s after %d generations, best accuracy %.4f %s %.5f (%.2f s, "
                "%lld evaluations)\n",
                (unsigned long long)s->job, s->stop_reason[0] ? s->stop_reason : "stopped",
-               s->generation, s->best.accuracy, s->best.loglik, s->elapsed,
-               (long long)s->evaluations);
+               s->generation, s->best.accuracy, second ? second : "loglik", s->best.loglik,
+               s->elapsed, (long long)s->evaluations);
         if (s->has_best) {
             zmix_client_info info;
             print_alpha(stdout, "alpha", s->best_alpha, s->n_best_alpha,
@@ -402,8 +405,8 @@ int cmd_wait(int argc, char **argv)
     if (rc) return rc;
     zmix_client_status st;
     memset(&st, 0, sizeof st);
-    rc = follow_job(&o, c, job, w.timeout, &st);
-    if (rc == 0) rc = report_final(&o, c, &st);
+    rc = follow_job(&o, c, job, w.timeout, NULL, &st);
+    if (rc == 0) rc = report_final(&o, c, &st, NULL);
     zmix_client_status_free(&st);
     zmix_client_close(c);
     return rc;
@@ -550,6 +553,8 @@ int cmd_submit(int argc, char **argv)
         fprintf(stderr, "zmix submit: %s\n", err.msg);
         return 1;
     }
+    /* For multiple choice the score's second number is the answer's margin. */
+    const char *second = ex.n > 0 && ex.items[0].n_choices ? "margin" : "loglik";
     zmix_client_submit_req req = {.task = pos[0],
                                   .examples = ex.items,
                                   .n_examples = (size_t)ex.n,
@@ -577,8 +582,9 @@ int cmd_submit(int argc, char **argv)
         if (o.json) {
             rc = daemon_print_json(&o, c);
         } else {
-            printf("task %s: cached result from job %llu (accuracy %.4f, loglik %.5f)\n", sub.task,
-                   (unsigned long long)sub.job, sub.result.score.accuracy, sub.result.score.loglik);
+            printf("task %s: cached result from job %llu (accuracy %.4f, %s %.5f)\n", sub.task,
+                   (unsigned long long)sub.job, sub.result.score.accuracy, second,
+                   sub.result.score.loglik);
             zmix_client_info info;
             print_alpha(stdout, "alpha", sub.result.alpha, sub.result.n_alpha,
                         daemon_expert_names(c, &info));
@@ -600,8 +606,8 @@ int cmd_submit(int argc, char **argv)
                     sub.task, sub.coalesced ? ", joined an identical job" : "");
         zmix_client_status st;
         memset(&st, 0, sizeof st);
-        rc = follow_job(&o, c, sub.job, s.timeout, &st);
-        if (rc == 0) rc = report_final(&o, c, &st);
+        rc = follow_job(&o, c, sub.job, s.timeout, second, &st);
+        if (rc == 0) rc = report_final(&o, c, &st, second);
         zmix_client_status_free(&st);
     }
     zmix_client_submitted_free(&sub);

@@ -33,6 +33,7 @@ typedef struct model_args {
     int n_new;
     int threads;
     int rescale, normalize;
+    zmix_choice_norm choice_norm;
 } model_args;
 
 static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -142,8 +143,8 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
             continue;
         }
         static const char *const with_value[] = {
-            "--model",  "--experts",  "--alpha", "--alpha-file", "--adapt",  "--factor-cache",
-            "--prompt", "--examples", "-n",      "--new-tokens", "--threads"};
+            "--model",  "--experts",  "--alpha", "--alpha-file", "--adapt",   "--factor-cache",
+            "--prompt", "--examples", "-n",      "--new-tokens", "--threads", "--choice-norm"};
         int known = 0;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++)
             known |= !strcmp(o, with_value[j]);
@@ -169,6 +170,10 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
         else if (!strcmp(o, "-n") || !strcmp(o, "--new-tokens")) {
             if (parse_int(v, 0, 1 << 24, &a->n_new))
                 return usage_error(a->cmd, "-n '%s' is not a token count", v);
+        } else if (!strcmp(o, "--choice-norm")) {
+            if (strcmp(v, "token") && strcmp(v, "none"))
+                return usage_error(a->cmd, "--choice-norm '%s' is not token or none", v);
+            a->choice_norm = !strcmp(v, "none") ? ZMIX_CHOICE_SUM : ZMIX_CHOICE_PER_TOKEN;
         } else if (!strcmp(o, "--threads")) {
             if (parse_int(v, 1, 1024, &a->threads))
                 return usage_error(a->cmd, "--threads '%s' is not in [1, 1024]", v);
@@ -385,29 +390,37 @@ int cmd_generate(int argc, char **argv)
 
 static void score_help(void)
 {
-    printf("usage: zmix score --model PATH --examples EX.json [--experts A,B,... "
-           "(--alpha X,Y,... | --alpha-file F)]\n"
-           "                  [--adapt mlp|attn|all] [--no-rescale] [--normalize] "
-           "[--threads N] [--factor-cache DIR]\n\n"
-           "Scores an expert mix on a few-shot example set with one teacher-forced pass per\n"
-           "example and prints JSON: {\"accuracy\", \"loglik\", \"examples\": [{\"exact\", "
-           "\"loglik\"}]}.\n"
-           "accuracy: fraction of examples whose every target token is the argmax (greedy\n"
-           "decoding reproduces the target); loglik: mean over examples of the mean target\n"
-           "log-probability. Without --experts the base model is scored.\n\n"
-           "  --model PATH        Hugging Face directory or llama2.c .bin checkpoint\n"
-           "  --examples F        {\"examples\": [{\"prompt\": [ids], \"target\": [ids]}, ...]}\n"
-           "                      (-: standard input)\n"
-           "  --experts A,B,...   SVF expert files (safetensors)\n"
-           "  --alpha X,Y,...     one coefficient per expert, shared by every matrix\n"
-           "  --alpha-file F      per-matrix coefficients: {\"alpha\": {\"<matrix name>\": "
-           "[one per expert], ...}}\n"
-           "                      naming every adapted matrix, or {\"alpha\": [M*K numbers]}\n"
-           "  --adapt SET         adapted matrices: mlp (default), attn or all\n"
-           "  --no-rescale        do not rescale W' by sum(sigma) / sum(sigma * z')\n"
-           "  --normalize         scale alpha to sum 1 (per matrix with --alpha-file)\n"
-           "  --threads N         scoring threads (default 1)\n"
-           "  --factor-cache DIR  cache the SVD factors in DIR\n");
+    printf(
+        "usage: zmix score --model PATH --examples EX.json [--experts A,B,... "
+        "(--alpha X,Y,... | --alpha-file F)]\n"
+        "                  [--adapt mlp|attn|all] [--no-rescale] [--normalize] "
+        "[--threads N] [--factor-cache DIR]\n"
+        "                  [--choice-norm token|none]\n\n"
+        "Scores an expert mix on a few-shot example set with one teacher-forced pass per\n"
+        "example and prints JSON: {\"accuracy\", \"loglik\", \"examples\": [{\"exact\", "
+        "\"loglik\"}]}.\n"
+        "accuracy: fraction of examples whose every target token is the argmax (greedy\n"
+        "decoding reproduces the target); loglik: mean over examples of the mean target\n"
+        "log-probability. Without --experts the base model is scored.\n"
+        "Multiple-choice examples print {\"accuracy\", \"margin\", \"examples\": [{\"right\",\n"
+        "\"margin\", \"chosen\"}]}: right when the answer's log-likelihood beats every other\n"
+        "choice's (a tie is wrong); margin: the answer's over the best other choice's.\n\n"
+        "  --model PATH        Hugging Face directory or llama2.c .bin checkpoint\n"
+        "  --examples F        {\"examples\": [{\"prompt\": [ids], \"target\": [ids]}, ...]}\n"
+        "                      or [{\"prompt\": [ids], \"choices\": [[ids], ...], \"answer\": i}]\n"
+        "                      (-: standard input)\n"
+        "  --experts A,B,...   SVF expert files (safetensors)\n"
+        "  --alpha X,Y,...     one coefficient per expert, shared by every matrix\n"
+        "  --alpha-file F      per-matrix coefficients: {\"alpha\": {\"<matrix name>\": "
+        "[one per expert], ...}}\n"
+        "                      naming every adapted matrix, or {\"alpha\": [M*K numbers]}\n"
+        "  --adapt SET         adapted matrices: mlp (default), attn or all\n"
+        "  --no-rescale        do not rescale W' by sum(sigma) / sum(sigma * z')\n"
+        "  --normalize         scale alpha to sum 1 (per matrix with --alpha-file)\n"
+        "  --threads N         scoring threads (default 1)\n"
+        "  --choice-norm N     compare choices by per-token (token, the default) or summed\n"
+        "                      (none) log-likelihood\n"
+        "  --factor-cache DIR  cache the SVD factors in DIR\n");
 }
 
 int cmd_score(int argc, char **argv)
@@ -428,7 +441,7 @@ int cmd_score(int argc, char **argv)
     if (!rc && zmix_examples_check(s.model, &ex, &err)) rc = fail(a.cmd, err.msg);
     zmix_score score;
     zmix_example_score *detail = malloc((size_t)ex.n * sizeof *detail);
-    zmix_score_ctl ctl = {a.threads, NULL};
+    zmix_score_ctl ctl = {a.threads, NULL, a.choice_norm};
     if (!rc && !detail) rc = fail(a.cmd, "out of memory");
     if (!rc) {
         int r;
@@ -446,13 +459,17 @@ int cmd_score(int argc, char **argv)
     }
     if (!rc) {
         cJSON *root = cJSON_CreateObject(), *list = cJSON_CreateArray();
+        int mc = zmix_examples_are_choice(&ex);
+        const char *second = mc ? "margin" : "loglik";
         cJSON_AddNumberToObject(root, "accuracy", score.accuracy);
-        cJSON_AddNumberToObject(root, "loglik", score.loglik);
+        cJSON_AddNumberToObject(root, second, score.loglik);
         cJSON_AddNumberToObject(root, "n_examples", ex.n);
+        if (mc) cJSON_AddStringToObject(root, "choice_norm", a.choice_norm ? "none" : "token");
         for (int i = 0; i < ex.n; i++) {
             cJSON *e = cJSON_CreateObject();
-            cJSON_AddBoolToObject(e, "exact", detail[i].exact);
-            cJSON_AddNumberToObject(e, "loglik", detail[i].loglik);
+            cJSON_AddBoolToObject(e, mc ? "right" : "exact", detail[i].exact);
+            cJSON_AddNumberToObject(e, second, detail[i].loglik);
+            if (mc) cJSON_AddNumberToObject(e, "chosen", detail[i].chosen);
             cJSON_AddItemToArray(list, e);
         }
         cJSON_AddItemToObject(root, "examples", list);

@@ -27,6 +27,7 @@ typedef struct plot_src {
     double *mean, *std; /* n_gen × dim */
     char **names;
     char title[256];
+    int choice; /* a multiple-choice search: the second number is the answer's margin */
 } plot_src;
 
 static void src_free(plot_src *p)
@@ -93,6 +94,9 @@ static int load_json(const char *path, plot_src *p)
             fprintf(stderr, "zmix plot: out of memory\n");
         } else {
             rc = 0;
+            const cJSON *settings = cJSON_GetObjectItemCaseSensitive(root, "settings");
+            const cJSON *metric = cJSON_GetObjectItemCaseSensitive(settings, "metric");
+            p->choice = cJSON_IsString(metric) && !strncmp(metric->valuestring, "choice", 6);
             for (int k = 0; k < K; k++) {
                 const cJSON *n = cJSON_GetArrayItem(experts, k);
                 p->names[k] = strdup(cJSON_IsString(n) ? n->valuestring : "?");
@@ -288,7 +292,8 @@ int cmd_plot(int argc, char **argv)
                    .alpha_mean = am,
                    .alpha_std = as,
                    .n_matrices_averaged = M,
-                   .title = p.title};
+                   .title = p.title,
+                   .choice = p.choice};
     /* "-": the SVG on standard output, the report on stderr */
     int to_stdout = out_file_is_stdout(out);
     FILE *rep = out_file_report(to_stdout);

@@ -10,25 +10,31 @@ double progress_evals_per_s(const zmix_client_status *s)
     return s->elapsed > 0 ? (double)s->evaluations / s->elapsed : 0.0;
 }
 
-static void format_best(char *buf, size_t cap, const zmix_client_status *s, int ll_digits)
+static void format_best(char *buf, size_t cap, const zmix_client_status *s, int ll_digits,
+                        const char *second)
 {
     if (s->has_best)
-        snprintf(buf, cap, "best acc %.4f loglik %.*f", s->best.accuracy, ll_digits,
-                 s->best.loglik);
+        snprintf(buf, cap, "best acc %.4f %s %.*f", s->best.accuracy, second ? second : "loglik",
+                 ll_digits, s->best.loglik);
     else
         snprintf(buf, cap, "best -");
 }
 
-void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width)
+void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width,
+                         const char *second)
 {
     /* Every field has a fixed width for the job (the generation as wide as the last one, a
      * missing best as wide as a present one, the rate in 6 columns), so the bar keeps its
      * width from the first generation to the last. */
     char best[96], tail[200];
-    if (s->has_best)
-        snprintf(best, sizeof best, "best acc %.4f loglik %8.4f", s->best.accuracy, s->best.loglik);
-    else
-        snprintf(best, sizeof best, "%-30s", "best -");
+    const char *label = second ? second : "loglik";
+    if (s->has_best) {
+        snprintf(best, sizeof best, "best acc %.4f %s %8.4f", s->best.accuracy, label,
+                 s->best.loglik);
+    } else {
+        int present = snprintf(NULL, 0, "best acc %.4f %s %8.4f", 0.0, label, 0.0);
+        snprintf(best, sizeof best, "%-*s", present, "best -");
+    }
     int gen_digits = snprintf(NULL, 0, "%d", s->max_generations);
     snprintf(tail, sizeof tail, "  %*d/%d  %s  %6.0f eval/s", gen_digits, s->generation,
              s->max_generations, best, progress_evals_per_s(s));
@@ -52,10 +58,10 @@ void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int
     snprintf(buf, cap, "[%s]%s", bars, tail);
 }
 
-void progress_format_line(char *buf, size_t cap, const zmix_client_status *s)
+void progress_format_line(char *buf, size_t cap, const zmix_client_status *s, const char *second)
 {
     char best[96];
-    format_best(best, sizeof best, s, 5);
+    format_best(best, sizeof best, s, 5, second);
     snprintf(buf, cap, "job %llu: generation %d/%d: %s, %.0f eval/s", (unsigned long long)s->job,
              s->generation, s->max_generations, best, progress_evals_per_s(s));
 }
@@ -78,11 +84,11 @@ void progress_update(progress *p, const zmix_client_status *s)
     char line[512];
     if (p->tty) {
         /* Redraw on every status (the eval rate moves even within a generation). */
-        progress_format_bar(line, sizeof line, s, p->width);
+        progress_format_bar(line, sizeof line, s, p->width, p->second);
         fprintf(p->out, "\r%s\033[K", line);
         p->drawn = 1;
     } else if (s->generation != p->last_generation && s->generation > 0) {
-        progress_format_line(line, sizeof line, s);
+        progress_format_line(line, sizeof line, s, p->second);
         fprintf(p->out, "%s\n", line);
     }
     p->last_generation = s->generation;

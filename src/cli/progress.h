@@ -13,10 +13,13 @@
 
 /* The bar line (no "\r", no newline), shorter than width columns (the bar shrinks, then
  * goes, on narrow terminals):
- *   [########............]  12/50  best acc 0.7500 loglik -1.2346  812 eval/s */
-void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width);
+ *   [########............]  12/50  best acc 0.7500 loglik -1.2346  812 eval/s
+ * second names the score's second number: "loglik", or "margin" for multiple choice (NULL:
+ * "loglik"). */
+void progress_format_bar(char *buf, size_t cap, const zmix_client_status *s, int width,
+                         const char *second);
 /* A plain line: "job 7: generation 12/50: best acc 0.7500 loglik -1.23456, 812 eval/s" */
-void progress_format_line(char *buf, size_t cap, const zmix_client_status *s);
+void progress_format_line(char *buf, size_t cap, const zmix_client_status *s, const char *second);
 /* Evaluations per second of scoring time (0 before any). */
 double progress_evals_per_s(const zmix_client_status *s);
 
@@ -26,7 +29,8 @@ typedef struct progress {
     int width;    /* terminal columns */
     uint64_t job; /* statuses of other jobs are ignored */
     int last_generation;
-    int drawn; /* a bar is on screen (needs a newline before other output) */
+    int drawn;          /* a bar is on screen (needs a newline before other output) */
+    const char *second; /* the score's second number: NULL ("loglik") or "margin" */
 } progress;
 
 void progress_init(progress *p, FILE *out, uint64_t job);

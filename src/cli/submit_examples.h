@@ -13,8 +13,12 @@
 
 typedef struct submit_examples {
     int n;
-    zmix_client_example *items; /* point into parsed */
+    zmix_client_example *items; /* point into parsed and the arrays below */
     zmix_examples_json parsed;  /* the file as written: ids or text */
+    /* Every choice of the multiple-choice examples, as the client library takes them. */
+    const int32_t **choice_ids;
+    size_t *choice_len;
+    const char **choice_text;
 } submit_examples;
 
 /* Messages: "ex.json: examples[3].target is empty". */

@@ -305,11 +305,17 @@ int plot_svg_write(FILE *f, const plot_data *d)
     const double *acc[3] = {d->best_acc, d->elite_acc, d->pop_acc};
     const double *ll[3] = {d->best_ll, d->elite_ll, d->pop_ll};
     double top = TITLE_H + 24;
-    score_panel(f, d, top, acc, "task accuracy (exact match) per generation", "accuracy",
-                "accuracy");
+    score_panel(f, d, top, acc,
+                d->choice ? "task accuracy (multiple choice) per generation"
+                          : "task accuracy (exact match) per generation",
+                "accuracy", "accuracy");
     top += PANEL_H + GAP;
-    score_panel(f, d, top, ll, "mean target log-likelihood per generation", "log-likelihood",
-                "loglik");
+    if (d->choice)
+        score_panel(f, d, top, ll, "mean margin of the answer over the best other choice", "margin",
+                    "margin");
+    else
+        score_panel(f, d, top, ll, "mean target log-likelihood per generation", "log-likelihood",
+                    "loglik");
     top += PANEL_H + GAP;
     if (d->n_experts > 0) alpha_panel(f, d, top);
     fprintf(f, "</svg>\n");

@@ -21,6 +21,7 @@ typedef struct plot_data {
     const double *alpha_mean, *alpha_std;
     int n_matrices_averaged; /* > 1: the α panel says it shows averages over this many */
     const char *title;
+    int choice; /* multiple choice: accuracy is choice accuracy, the second number the margin */
 } plot_data;
 
 /* Axis ticks: up to max_ticks "nice" values (1, 2, 2.5, 5 × 10^k steps) covering [lo, hi].

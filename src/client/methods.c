@@ -278,12 +278,26 @@ int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
     msgpack_pack_array(&p.pk, req->n_examples);
     for (size_t i = 0; i < req->n_examples; i++) {
         const zmix_client_example *e = &req->examples[i];
-        msgpack_pack_map(&p.pk, 2);
+        msgpack_pack_map(&p.pk, e->n_choices ? 3 : 2);
         zcli_pack_str(&p.pk, "prompt");
         if (!e->prompt && e->prompt_text)
             zcli_pack_str(&p.pk, e->prompt_text);
         else
             pack_ids(&p.pk, e->prompt, e->n_prompt);
+        if (e->n_choices) {
+            zcli_pack_str(&p.pk, "choices");
+            msgpack_pack_array(&p.pk, e->n_choices);
+            for (size_t k = 0; k < e->n_choices; k++) {
+                const int32_t *ids = e->choice_ids ? e->choice_ids[k] : NULL;
+                if (!ids && e->choice_text && e->choice_text[k])
+                    zcli_pack_str(&p.pk, e->choice_text[k]);
+                else
+                    pack_ids(&p.pk, ids, ids ? e->choice_len[k] : 0);
+            }
+            zcli_pack_str(&p.pk, "answer");
+            msgpack_pack_int(&p.pk, e->answer);
+            continue;
+        }
         zcli_pack_str(&p.pk, "target");
         if (!e->target && e->target_text)
             zcli_pack_str(&p.pk, e->target_text);

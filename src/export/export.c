@@ -277,6 +277,12 @@ int zmix_export_run(const zmix_runtime *rt, const zmix_adapt_result *res,
     if (opts->examples) {
         int rc = zmix_examples_check(zmix_runtime_model(rt), opts->examples, err);
         if (rc) return rc;
+        /* The merged model is scored from its files, one full-position pass per example,
+         * which knows exact match only. */
+        if (zmix_examples_are_choice(opts->examples))
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "export: the examples are multiple choice; export scores the "
+                                  "adapter on exact-match examples (prompt, target) only");
     }
     float *z;
     int rc = zmix_export_result_z(rt, res, &z, err);

@@ -118,7 +118,7 @@ static int score_plan(const export_plan *p, const zmix_export_opts *opts, float 
                       zmix_score *out, zmix_error *err)
 {
     plan_z(p, z2);
-    zmix_score_ctl ctl = {opts->n_threads, NULL};
+    zmix_score_ctl ctl = {opts->n_threads, NULL, ZMIX_CHOICE_PER_TOKEN};
     return zmix_score_z(p->rt, 0, opts->examples, 1, z2, &ctl, out, NULL, err);
 }
 
@@ -187,7 +187,7 @@ int export_choose_ranks(export_plan *p, const zmix_export_opts *opts, zmix_expor
     report->loglik_tol = NAN;
     if (opts->examples) {
         /* The exact W' and the base model, through the scorer the search used. */
-        zmix_score_ctl ctl = {opts->n_threads, NULL};
+        zmix_score_ctl ctl = {opts->n_threads, NULL, ZMIX_CHOICE_PER_TOKEN};
         for (size_t i = 0; i < p->rt->z_total; i++) z2[i] = 1.0f;
         rc = zmix_score_z(p->rt, 0, opts->examples, 1, z2, &ctl, &report->base, NULL, err);
         if (!rc)

@@ -88,12 +88,21 @@ void zmix_rmsnorm_rows(float *out, const float *x, const float *w, int n_rows, i
 /* ---- Stacked forward pass (forward.c) ------------------------------------------------- */
 
 /* n_seq sequences stacked row-wise: sequence s holds len[s] tokens (positions 0..len-1);
- * the caller wants the final hidden state of its last n_out[s] rows (1 <= n_out <= len). */
+ * the caller wants the final hidden state of its last n_out[s] rows (1 <= n_out <= len).
+ *
+ * Shared prefixes (multiple choice): when n_branch is non-NULL and n_branch[s] > 0, sequence
+ * s is a prefix followed by n_branch[s] branches, each a continuation of the prefix alone:
+ * branch b's branch_len rows sit at positions p, p+1, ... (p = len[s] - Σ its branch_len)
+ * and attend to the prefix and to the rows of their own branch before them, never to another
+ * branch. So the prefix is computed once for all its continuations. A branch may have no
+ * rows. branch_len lists the branches of every branched sequence in order. */
 typedef struct zmix_batch {
     int n_seq;
     const int32_t *tokens; /* Σ len, sequence after sequence */
     const int *len;
     const int *n_out;
+    const int *n_branch;   /* NULL: no sequence is branched */
+    const int *branch_len; /* Σ n_branch entries */
 } zmix_batch;
 
 /* Chooses the seven linear maps of one layer (lin[kind]) before the layer runs. */
@@ -104,7 +113,8 @@ typedef int (*zmix_layer_fn)(void *user, int layer, zmix_linear lin[ZMIX_MAT_COU
 int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmix_error *err);
 
 /* Floats of scratch zmix_forward_hidden needs for a batch with n_rows rows in total and
- * sequences of at most max_len tokens. */
+ * sequences of at most max_len tokens (a branched sequence counts its prefix and its longest
+ * branch). */
 size_t zmix_forward_scratch_floats(const zmix_model_config *cfg, int n_rows, int max_len);
 
 /* Runs the model over the batch and writes the final-normed hidden states of the wanted rows
@@ -193,6 +203,12 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
 void zmix_example_score_logits(const float *logits, const int32_t *target, int n_target, int vocab,
                                zmix_example_score *out);
 
+/* Whether the answer of multiple-choice example e wins, its margin and the preferred choice,
+ * from the rows the scorer computes for it: the prompt's last row, then the rows of each
+ * choice but its last token, choice after choice (1 + Σ (choice_len - 1) rows × vocab). */
+void zmix_choice_score_logits(const float *logits, const zmix_example *e, int vocab,
+                              zmix_choice_norm norm, zmix_example_score *out);
+
 /* The scorer's default activation budget per call (zmix_runtime_opts.memory_budget 0). */
 #define ZMIX_DEFAULT_MEMORY_BUDGET ((size_t)512 << 20)
 
@@ -208,7 +224,8 @@ int zmix_score_mode(const zmix_runtime *rt, const zmix_compose_opts *opts, int r
                     const zmix_score_ctl *ctl, zmix_wprime_mode mode, zmix_score *out,
                     zmix_example_score *detail, zmix_error *err);
 
-/* The target-position logits one candidate's score is computed from (Σ n_target × vocab,
+/* The wanted-row logits one candidate's score is computed from (Σ n_out × vocab: the target
+ * rows, or for multiple choice the rows zmix_choice_score_logits reads,
  * example after example), through exactly the scorer's path. For tests. */
 int zmix_candidate_logits(const zmix_runtime *rt, const zmix_compose_opts *opts, int rescale,
                           const zmix_examples *ex, const float *alpha, const float *z,

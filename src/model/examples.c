@@ -9,6 +9,7 @@
  */
 #include <cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,65 @@ static int examples_alloc(zmix_examples *out, int n, size_t n_tokens, zmix_error
     return 0;
 }
 
+int zmix_examples_are_choice(const zmix_examples *ex)
+{
+    return ex && ex->n > 0 && ex->items && ex->items[0].n_choices > 0;
+}
+
+/* Tokens of the choices of e (0 for exact match). */
+static size_t choice_tokens(const zmix_example *e)
+{
+    size_t n = 0;
+    for (int c = 0; c < e->n_choices; c++) n += (size_t)e->choice_len[c];
+    return n;
+}
+
+size_t zmix_example_tokens(const zmix_example *e)
+{
+    return (size_t)e->n_prompt + (size_t)e->n_target + choice_tokens(e);
+}
+
+/* The structure of example i, whatever the model: a prompt, and a target or 2 to
+ * ZMIX_MAX_CHOICES non-empty choices with an answer among them. */
+static int example_shape_check(const zmix_example *e, int i, zmix_error *err)
+{
+    if (e->n_prompt < 1 || !e->prompt)
+        return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].prompt is empty", i);
+    if (e->n_choices == 0) {
+        if (e->n_target < 1 || !e->target)
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].target is empty", i);
+        return 0;
+    }
+    if (e->n_target != 0 || e->target)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples[%d] has both a target and choices: give one or the other",
+                              i);
+    if (e->n_choices < 2 || e->n_choices > ZMIX_MAX_CHOICES || !e->choices || !e->choice_len)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples[%d].choices: %d choices, expected 2 to %d", i, e->n_choices,
+                              ZMIX_MAX_CHOICES);
+    for (int c = 0; c < e->n_choices; c++)
+        if (e->choice_len[c] < 1)
+            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].choices[%d] is empty", i, c);
+    if (e->answer < 0 || e->answer >= e->n_choices)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples[%d].answer: %d is not the index of a choice [0, %d)", i,
+                              e->answer, e->n_choices);
+    return 0;
+}
+
+/* The one rule of a set's kinds: every example of the kind of the first. */
+static int example_kind_check(const zmix_example *first, const zmix_example *e, int i,
+                              zmix_error *err)
+{
+    if ((first->n_choices > 0) == (e->n_choices > 0)) return 0;
+    return zmix_error_set(err, ZMIX_EINVAL,
+                          "examples[%d].%s: examples[0] is %s, and a set is all exact-match "
+                          "(target) or all multiple-choice (choices, answer)",
+                          i, e->n_choices ? "choices" : "target",
+                          first->n_choices ? "multiple-choice" : "exact-match");
+}
+
 int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmix_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -69,10 +129,10 @@ int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmi
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         const zmix_example *e = &items[i];
-        if (e->n_prompt < 1 || e->n_target < 1 || !e->prompt || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].%s is empty", i,
-                                  (e->n_prompt < 1 || !e->prompt) ? "prompt" : "target");
-        total += (size_t)e->n_prompt + (size_t)e->n_target;
+        int rc = example_shape_check(e, i, err);
+        if (!rc) rc = example_kind_check(&items[0], e, i, err);
+        if (rc) return rc;
+        total += zmix_example_tokens(e) + (size_t)e->n_choices;
     }
     int rc = examples_alloc(out, n, total, err);
     if (rc) return rc;
@@ -84,6 +144,18 @@ int zmix_examples_copy(const zmix_example *items, int n, zmix_examples *out, zmi
         d->prompt = out->tokens + at;
         d->n_prompt = e->n_prompt;
         at += (size_t)e->n_prompt;
+        if (e->n_choices) {
+            size_t nc = choice_tokens(e);
+            memcpy(out->tokens + at, e->choices, nc * sizeof *e->choices);
+            d->choices = out->tokens + at;
+            at += nc;
+            memcpy(out->tokens + at, e->choice_len, (size_t)e->n_choices * sizeof *e->choice_len);
+            d->choice_len = out->tokens + at;
+            at += (size_t)e->n_choices;
+            d->n_choices = e->n_choices;
+            d->answer = e->answer;
+            continue;
+        }
         memcpy(out->tokens + at, e->target, (size_t)e->n_target * sizeof *e->target);
         d->target = out->tokens + at;
         d->n_target = e->n_target;
@@ -102,6 +174,7 @@ void zmix_examples_json_free(zmix_examples_json *ex)
     free(ex->items);
     free(ex->ids);
     free(ex->texts);
+    free(ex->parts);
     memset(ex, 0, sizeof *ex);
 }
 
@@ -114,9 +187,10 @@ static int part_check(const cJSON *v, const char *path, int i, const char *what,
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].%s is missing", path, i, what);
     if (cJSON_IsString(v)) {
         size_t len = strlen(v->valuestring);
-        /* An empty prompt is BOS alone; an empty target would leave nothing to score. */
-        if (len == 0 && !strcmp(what, "target"))
-            return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].target is empty", path, i);
+        /* An empty prompt is BOS alone; an empty target or choice would leave nothing to
+         * score. */
+        if (len == 0 && strcmp(what, "prompt"))
+            return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].%s is empty", path, i, what);
         if (len > MAX_TEXT_BYTES)
             return zmix_error_set(err, ZMIX_ELIMIT,
                                   "%s: examples[%d].%s: %zu bytes of text, at most %u", path, i,
@@ -164,26 +238,70 @@ static void part_fill(const cJSON *v, int32_t **ids, char **text, zmix_example_p
     out->n_ids = (int)(*ids - out->ids);
 }
 
-/* Checks the keys of example i: exactly prompt and target, each once, so that a misspelt or
- * repeated key cannot vanish without a trace. */
-static int item_keys_check(const cJSON *e, const char *path, int i, zmix_error *err)
+/* Checks the keys of example i: prompt and target, or prompt, choices and answer, each once,
+ * so that a misspelt or repeated key cannot vanish without a trace; *is_choice tells which. */
+static int item_keys_check(const cJSON *e, const char *path, int i, int *is_choice, zmix_error *err)
 {
+    static const char *const names[4] = {"prompt", "target", "choices", "answer"};
     if (!cJSON_IsObject(e))
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d] is not an object", path, i);
-    int seen[2] = {0, 0};
+    int seen[4] = {0, 0, 0, 0};
     const cJSON *key;
     cJSON_ArrayForEach(key, e)
     {
-        int which = !strcmp(key->string, "prompt") ? 0 : !strcmp(key->string, "target") ? 1 : -1;
-        if (which < 0)
+        int which = 0;
+        while (which < 4 && strcmp(key->string, names[which])) which++;
+        if (which == 4)
             return zmix_error_set(err, ZMIX_EFORMAT,
-                                  "%s: examples[%d]: unknown key '%.64s' (expected prompt, "
-                                  "target)",
+                                  "%s: examples[%d]: unknown key '%.64s' (expected prompt and "
+                                  "target, or prompt, choices and answer)",
                                   path, i, key->string);
         if (seen[which]++)
             return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].%s appears twice", path, i,
                                   key->string);
     }
+    *is_choice = seen[2] || seen[3];
+    if (*is_choice && seen[1])
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "%s: examples[%d] has both target and %s: give a target (exact "
+                              "match) or choices and answer (multiple choice)",
+                              path, i, seen[2] ? "choices" : "answer");
+    if (*is_choice && !(seen[2] && seen[3]))
+        return zmix_error_set(err, ZMIX_EFORMAT, "%s: examples[%d].%s is missing", path, i,
+                              seen[2] ? "answer" : "choices");
+    return 0;
+}
+
+/* Checks the choices and answer of example i, adding their tokens or text as part_check does,
+ * and the count of choices to *n_parts. */
+static int choices_check(const cJSON *e, const char *path, int i, size_t *n_ids, size_t *n_text,
+                         size_t *n_parts, zmix_error *err)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(e, "choices");
+    const cJSON *answer = cJSON_GetObjectItemCaseSensitive(e, "answer");
+    int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : -1;
+    if (n < 0)
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "%s: examples[%d].choices is not an array of choices", path, i);
+    if (n < 2 || n > ZMIX_MAX_CHOICES)
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "%s: examples[%d].choices: %d choices, expected 2 to %d", path, i, n,
+                              ZMIX_MAX_CHOICES);
+    int c = 0, rc;
+    const cJSON *ch;
+    cJSON_ArrayForEach(ch, list)
+    {
+        char what[32];
+        snprintf(what, sizeof what, "choices[%d]", c++);
+        if ((rc = part_check(ch, path, i, what, n_ids, n_text, err))) return rc;
+    }
+    double d = cJSON_IsNumber(answer) ? answer->valuedouble : -1.0;
+    if (!cJSON_IsNumber(answer) || d != floor(d) || d < 0 || d >= n)
+        return zmix_error_set(err, ZMIX_EFORMAT,
+                              "%s: examples[%d].answer must be the index of a choice, an integer "
+                              "in [0, %d)",
+                              path, i, n);
+    *n_parts += (size_t)n;
     return 0;
 }
 
@@ -198,36 +316,55 @@ static int examples_json_from_root(const cJSON *root, const char *path, zmix_exa
                               path);
     int n = cJSON_GetArraySize(list);
     if (n == 0) return zmix_error_set(err, ZMIX_EFORMAT, "%s: 'examples' is empty", path);
-    size_t n_ids = 0, n_text = 0;
-    int i = 0, rc;
+    size_t n_ids = 0, n_text = 0, n_parts = 0;
+    int i = 0, rc, first_choice = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, list)
     {
-        if ((rc = item_keys_check(e, path, i, err)) ||
+        int is_choice;
+        if ((rc = item_keys_check(e, path, i, &is_choice, err)) ||
             (rc = part_check(cJSON_GetObjectItemCaseSensitive(e, "prompt"), path, i, "prompt",
-                             &n_ids, &n_text, err)) ||
-            (rc = part_check(cJSON_GetObjectItemCaseSensitive(e, "target"), path, i, "target",
                              &n_ids, &n_text, err)))
             return rc;
+        if (i == 0) first_choice = is_choice;
+        if (is_choice != first_choice)
+            return zmix_error_set(err, ZMIX_EFORMAT,
+                                  "%s: examples[%d].%s: examples[0] is %s, and a set is all "
+                                  "exact-match (target) or all multiple-choice (choices, answer)",
+                                  path, i, is_choice ? "choices" : "target",
+                                  first_choice ? "multiple-choice" : "exact-match");
+        rc = is_choice ? choices_check(e, path, i, &n_ids, &n_text, &n_parts, err)
+                       : part_check(cJSON_GetObjectItemCaseSensitive(e, "target"), path, i,
+                                    "target", &n_ids, &n_text, err);
+        if (rc) return rc;
         i++;
     }
     out->items = calloc((size_t)n, sizeof *out->items);
     out->ids = malloc((n_ids + 1) * sizeof *out->ids);
     out->texts = malloc(n_text + 1);
-    if (!out->items || !out->ids || !out->texts) {
+    out->parts = calloc(n_parts + 1, sizeof *out->parts);
+    if (!out->items || !out->ids || !out->texts || !out->parts) {
         zmix_examples_json_free(out);
         return zmix_error_set(err, ZMIX_ENOMEM, "%s: out of memory for %d examples", path, n);
     }
     int32_t *ids = out->ids;
     char *text = out->texts;
+    zmix_example_part *part = out->parts;
     i = 0;
     cJSON_ArrayForEach(e, list)
     {
-        part_fill(cJSON_GetObjectItemCaseSensitive(e, "prompt"), &ids, &text,
-                  &out->items[i].prompt);
-        part_fill(cJSON_GetObjectItemCaseSensitive(e, "target"), &ids, &text,
-                  &out->items[i].target);
-        i++;
+        zmix_example_json *x = &out->items[i++];
+        part_fill(cJSON_GetObjectItemCaseSensitive(e, "prompt"), &ids, &text, &x->prompt);
+        if (!first_choice) {
+            part_fill(cJSON_GetObjectItemCaseSensitive(e, "target"), &ids, &text, &x->target);
+            continue;
+        }
+        const cJSON *ch;
+        x->choices = part;
+        cJSON_ArrayForEach(ch, cJSON_GetObjectItemCaseSensitive(e, "choices"))
+            part_fill(ch, &ids, &text, part++);
+        x->n_choices = (int)(part - x->choices);
+        x->answer = (int)cJSON_GetObjectItemCaseSensitive(e, "answer")->valuedouble;
     }
     out->n = n;
     return 0;
@@ -270,30 +407,58 @@ static int examples_encode(const zmix_examples_json *src, const zmix_tokenizer *
     size_t total = 0;
     for (int i = 0; i < src->n; i++) {
         const zmix_example_json *e = &src->items[i];
-        if (!tok && (e->prompt.text || e->target.text))
+        int text_choice = -1;
+        for (int c = 0; c < e->n_choices && text_choice < 0; c++)
+            if (e->choices[c].text) text_choice = c;
+        if (!tok && (e->prompt.text || e->target.text || text_choice >= 0))
             return zmix_error_set(err, ZMIX_EFORMAT,
                                   "%s: examples[%d].%s is text, but the model has no tokenizer "
                                   "(tokenizer.json); give token ids",
-                                  path, i, e->prompt.text ? "prompt" : "target");
+                                  path, i,
+                                  e->prompt.text   ? "prompt"
+                                  : e->target.text ? "target"
+                                                   : "choices");
         total += part_tokens(&e->prompt, tok, 1) + part_tokens(&e->target, tok, 0);
+        for (int c = 0; c < e->n_choices; c++) total += part_tokens(&e->choices[c], tok, 0) + 1;
     }
     int rc = examples_alloc(out, src->n, total, err);
     if (rc) return rc;
     size_t at = 0;
     for (int i = 0; rc == 0 && i < src->n; i++) {
+        const zmix_example_json *e = &src->items[i];
         zmix_example *d = &out->items[i];
-        int np = part_encode(&src->items[i].prompt, tok, 1, out->tokens + at, err);
-        int nt =
-            np < 0 ? np : part_encode(&src->items[i].target, tok, 0, out->tokens + at + np, err);
-        if (nt < 0) {
+        int np = part_encode(&e->prompt, tok, 1, out->tokens + at, err);
+        if (np >= 0) d->prompt = out->tokens + at, d->n_prompt = np, at += (size_t)np;
+        if (np >= 0 && !e->n_choices) {
+            int nt = part_encode(&e->target, tok, 0, out->tokens + at, err);
+            if (nt >= 0) d->target = out->tokens + at, d->n_target = nt, at += (size_t)nt;
+            np = nt;
+        }
+        /* The choices' tokens, then their lengths. */
+        int32_t lens[ZMIX_MAX_CHOICES];
+        d->choices = out->tokens + at;
+        for (int c = 0; np >= 0 && c < e->n_choices; c++) {
+            int nc = part_encode(&e->choices[c], tok, 0, out->tokens + at, err);
+            if (nc == 0)
+                np = zmix_error_set(err, ZMIX_EINVAL, "choices[%d] encodes to no tokens", c);
+            else if (nc < 0)
+                np = zmix_error_prefix(err, "choices[%d]", c);
+            else
+                at += (size_t)nc, lens[c] = nc;
+        }
+        if (np >= 0 && e->n_choices) {
+            memcpy(out->tokens + at, lens, (size_t)e->n_choices * sizeof *lens);
+            d->choice_len = out->tokens + at;
+            d->n_choices = e->n_choices;
+            d->answer = e->answer;
+            at += (size_t)e->n_choices;
+        } else {
+            d->choices = NULL;
+        }
+        if (np < 0) {
             rc = zmix_error_prefix(err, "%s: examples[%d]", path, i);
             break;
         }
-        d->prompt = out->tokens + at;
-        d->n_prompt = np;
-        d->target = out->tokens + at + np;
-        d->n_target = nt;
-        at += (size_t)np + (size_t)nt;
     }
     /* A tokenizer may need fewer tokens than the bound allocated for. */
     out->n_tokens = at;
@@ -401,23 +566,30 @@ int zmix_examples_check_vocab_context(const zmix_examples *ex, int vocab_size, i
         return zmix_error_set(err, ZMIX_EINVAL, "examples: the set is empty");
     for (int i = 0; i < ex->n; i++) {
         const zmix_example *e = &ex->items[i];
-        if (e->n_prompt < 1 || !e->prompt)
-            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].prompt is empty", i);
-        if (e->n_target < 1 || !e->target)
-            return zmix_error_set(err, ZMIX_EINVAL, "examples[%d].target is empty", i);
-        int rc;
-        if ((rc = check_ids(e->prompt, e->n_prompt, vocab_size, i, "prompt", err)) ||
-            (rc = check_ids(e->target, e->n_target, vocab_size, i, "target", err)))
-            return rc;
+        int rc = example_shape_check(e, i, err);
+        if (!rc) rc = example_kind_check(&ex->items[0], e, i, err);
+        if (!rc) rc = check_ids(e->prompt, e->n_prompt, vocab_size, i, "prompt", err);
+        if (!rc) rc = check_ids(e->target, e->n_target, vocab_size, i, "target", err);
+        const int32_t *ch = e->choices;
+        int longest = e->n_target;
+        for (int c = 0; !rc && c < e->n_choices; ch += e->choice_len[c], c++) {
+            char what[32];
+            snprintf(what, sizeof what, "choices[%d]", c);
+            rc = check_ids(ch, e->choice_len[c], vocab_size, i, what, err);
+            longest = e->choice_len[c] > longest ? e->choice_len[c] : longest;
+        }
+        if (rc) return rc;
         /* Teacher forcing predicts target token t from everything before it, so the last
-         * target token is never an input: the model reads prompt + target - 1 positions. */
-        long long total = (long long)e->n_prompt + e->n_target;
+         * target token is never an input: the model reads prompt + target - 1 positions. A
+         * choice is a target of its own after the same prompt. */
+        long long total = (long long)e->n_prompt + longest;
         if (total - 1 > context)
             return zmix_error_set(err, ZMIX_ELIMIT,
-                                  "examples[%d]: %lld tokens (prompt %d + target %d): the model "
-                                  "reads %lld of them (all but the last target token), over its "
+                                  "examples[%d]: %lld tokens (prompt %d + %s %d): the model "
+                                  "reads %lld of them (all but the last %s token), over its "
                                   "context of %d",
-                                  i, total, e->n_prompt, e->n_target, total - 1, context);
+                                  i, total, e->n_prompt, e->n_choices ? "longest choice" : "target",
+                                  longest, total - 1, e->n_choices ? "choice" : "target", context);
     }
     return 0;
 }

@@ -94,17 +94,25 @@ static void add_bias(float *y, const float *bias, int n, int width)
     for (int i = 0; i < n; i++) zmix_vec_add(y + (size_t)i * width, bias, (size_t)width);
 }
 
-/* Causal attention of one sequence: nq query rows at positions pos0.., len key rows. */
-static void attend(const zmix_model_config *c, const float *q, const float *k, const float *v,
-                   int nq, int pos0, int len, float *scores, float *att)
+/* Causal attention of nq query rows at positions pos0.. over two runs of keys: n1 rows
+ * (k1, v1) at positions 0..n1-1, then n2 rows (k2, v2) following them (a plain sequence has
+ * n2 = 0; a branch reads its prefix as the first run and itself as the second). Query row i
+ * sees the keys at positions 0..pos0+i. */
+static void attend(const zmix_model_config *c, const float *q, const float *k1, const float *v1,
+                   int n1, const float *k2, const float *v2, int n2, int nq, int pos0,
+                   float *scores, float *att)
 {
     int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
-    int group = c->n_heads / c->n_kv_heads;
+    int group = c->n_heads / c->n_kv_heads, len = n1 + n2;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < c->n_heads; h++) {
-        const float *kh = k + (size_t)(h / group) * hd, *vh = v + (size_t)(h / group) * hd;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, len, hd, scale, q + (size_t)h * hd,
-                    q_dim, kh, kv_dim, 0.0f, scores, len);
+        size_t off = (size_t)(h / group) * hd;
+        const float *qh = q + (size_t)h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, n1, hd, scale, qh, q_dim, k1 + off,
+                    kv_dim, 0.0f, scores, len);
+        if (n2 > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, n2, hd, scale, qh, q_dim,
+                        k2 + off, kv_dim, 0.0f, scores + n1, len);
         for (int i = 0; i < nq; i++) {
             float *row = scores + (size_t)i * len;
             int n_vis = pos0 + i + 1; /* keys 0..pos are visible */
@@ -113,9 +121,51 @@ static void attend(const zmix_model_config *c, const float *q, const float *k, c
             zmix_vec_scal(row, 1.0f / sum, (size_t)n_vis);
             memset(row + n_vis, 0, (size_t)(len - n_vis) * sizeof *row);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, len, 1.0f, scores, len, vh,
-                    kv_dim, 0.0f, att + (size_t)h * hd, q_dim);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, n1, 1.0f, scores, len,
+                    v1 + off, kv_dim, 0.0f, att + (size_t)h * hd, q_dim);
+        if (n2 > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hd, n2, 1.0f, scores + n1,
+                        len, v2 + off, kv_dim, 1.0f, att + (size_t)h * hd, q_dim);
     }
+}
+
+/* RoPE and attention of sequence s, whose rows start at row start and whose queries at qrow
+ * (nq of them: all its rows, or its wanted tail at the last layer). Returns the queries done. */
+static int attend_sequence(const zmix_model_config *c, const zmix_batch *batch, int s,
+                           const int *branch_len, int start, int nq, const float *cos_t,
+                           const float *sin_t, fwd_buffers *b, int qrow)
+{
+    int len = batch->len[s], nb = batch->n_branch ? batch->n_branch[s] : 0;
+    int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    int il = c->rope_interleaved;
+    float *qs = b->q + (size_t)qrow * q_dim, *att = b->att + (size_t)qrow * q_dim;
+    float *ks = b->k + (size_t)start * kv_dim, *vs = b->v + (size_t)start * kv_dim;
+    if (nb == 0) {
+        int pos0 = len - nq;
+        rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t, il);
+        rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, il);
+        attend(c, qs, ks, vs, len, NULL, NULL, 0, nq, pos0, b->scores, att);
+        return nq;
+    }
+    int p = len, n_branch_rows = 0;
+    for (int j = 0; j < nb; j++) n_branch_rows += branch_len[j];
+    p -= n_branch_rows;
+    /* The prefix: its queries are the tail of it that is wanted (all but the branch rows). */
+    int nqp = nq - n_branch_rows;
+    rope_rows(qs, nqp, c->n_heads, c->head_dim, p - nqp, cos_t, sin_t, il);
+    rope_rows(ks, p, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, il);
+    if (nqp > 0) attend(c, qs, ks, vs, p, NULL, NULL, 0, nqp, p - nqp, b->scores, att);
+    int done = nqp, row = p;
+    for (int j = 0; j < nb; row += branch_len[j], done += branch_len[j], j++) {
+        int n = branch_len[j];
+        if (n == 0) continue;
+        float *qb = qs + (size_t)done * q_dim, *kb = ks + (size_t)row * kv_dim;
+        rope_rows(qb, n, c->n_heads, c->head_dim, p, cos_t, sin_t, il);
+        rope_rows(kb, n, c->n_kv_heads, c->head_dim, p, cos_t, sin_t, il);
+        attend(c, qb, ks, vs, p, kb, vs + (size_t)row * kv_dim, n, n, p, b->scores,
+               att + (size_t)done * q_dim);
+    }
+    return done;
 }
 
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
@@ -123,11 +173,21 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
                         const atomic_int *stop, zmix_error *err)
 {
     const zmix_model_config *c = &model->cfg;
+    /* max_len: the longest span of positions a sequence reads, which is what the RoPE table
+     * and the attention scores need: its length, or for a branched one its prefix and its
+     * longest branch (the branches sit side by side, not one after the other). */
     int n_rows = 0, n_out_rows = 0, max_len = 0;
+    const int *bl = batch->branch_len;
     for (int s = 0; s < batch->n_seq; s++) {
         n_rows += batch->len[s];
         n_out_rows += batch->n_out[s];
-        max_len = max_int(max_len, batch->len[s]);
+        int nb = batch->n_branch ? batch->n_branch[s] : 0, span = batch->len[s], longest = 0;
+        for (int j = 0; j < nb; j++) {
+            span -= bl[j];
+            longest = max_int(longest, bl[j]);
+        }
+        max_len = max_int(max_len, span + longest);
+        bl += nb;
     }
     if (max_len > rope->max_pos)
         return zmix_error_set(err, ZMIX_EINTERNAL, "sequence of %d tokens past the RoPE table (%d)",
@@ -149,7 +209,7 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     /* Sequences past the shared table's length (dynamic scaling) get their own, once. */
     size_t half = (size_t)c->head_dim / 2;
     for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++)
-        if (batch->len[s] > rope->shared_len) {
+        if (batch->len[s] > rope->shared_len && !(batch->n_branch && batch->n_branch[s])) {
             float *t = b.rope + (size_t)start * 2 * half;
             zmix_rope_fill(c, batch->len[s], batch->len[s], t, t + (size_t)batch->len[s] * half);
         }
@@ -188,20 +248,19 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
         zmix_linear_apply(&lin[ZMIX_MAT_Q], q_in, nq_total, b.q, b.tmp, tile);
         add_bias(b.q, L->bq, nq_total, q_dim);
 
+        const int *branch_len = batch->branch_len;
         for (int s = 0, start = 0, qrow = 0; s < batch->n_seq; start += batch->len[s], s++) {
             int len = batch->len[s];
-            int nq = last ? batch->n_out[s] : len, pos0 = len - nq;
-            float *qs = b.q + (size_t)qrow * q_dim;
-            float *ks = b.k + (size_t)start * kv_dim, *vs = b.v + (size_t)start * kv_dim;
             const float *cos_t = rope->cos, *sin_t = rope->sin;
-            if (len > rope->shared_len) {
+            /* A branched sequence is scored as its prefix + one branch at a time, within the
+             * shared table (the scorer checks). */
+            if (len > rope->shared_len && !(batch->n_branch && batch->n_branch[s])) {
                 cos_t = b.rope + (size_t)start * 2 * half;
                 sin_t = cos_t + (size_t)len * half;
             }
-            rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t, c->rope_interleaved);
-            rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, c->rope_interleaved);
-            attend(c, qs, ks, vs, nq, pos0, len, b.scores, b.att + (size_t)qrow * q_dim);
-            qrow += nq;
+            qrow += attend_sequence(c, batch, s, branch_len, start, last ? batch->n_out[s] : len,
+                                    cos_t, sin_t, &b, qrow);
+            if (batch->n_branch) branch_len += batch->n_branch[s];
         }
         zmix_linear_apply(&lin[ZMIX_MAT_O], b.att, nq_total, b.xb, b.tmp, tile);
 
@@ -266,7 +325,7 @@ int zmix_model_forward_logits(const zmix_model *model, const int32_t *tokens, in
     if (!scratch || !hidden || (zmix_model_has_half(model) && !tile)) {
         rc = zmix_error_set(err, ZMIX_ENOMEM, "forward: out of memory for %d tokens", n_tokens);
     } else {
-        zmix_batch batch = {1, tokens, &n_tokens, &n_tokens};
+        zmix_batch batch = {1, tokens, &n_tokens, &n_tokens, NULL, NULL};
         rc = zmix_forward_hidden(model, &rope, &batch, zmix_layer_base, (void *)model, scratch,
                                  tile, hidden, NULL, err);
         if (!rc) zmix_lm_head(model, hidden, n_tokens, logits, tile);

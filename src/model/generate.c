@@ -44,7 +44,7 @@ int zmix_generate(const zmix_runtime *rt, int rescale, const float *z, const int
     memcpy(seq, prompt, (size_t)n_prompt * sizeof *seq);
     for (int s = 0; s < n_new; s++) {
         int len = n_prompt + s, one = 1;
-        zmix_batch batch = {1, seq, &len, &one};
+        zmix_batch batch = {1, seq, &len, &one, NULL, NULL};
         rc = zmix_forward_hidden(model, &rope, &batch, zmix_layer_base, (void *)model, scratch,
                                  tile, hidden, NULL, err);
         if (rc) goto done;

@@ -54,6 +54,41 @@ void zmix_example_score_logits(const float *logits, const int32_t *target, int n
     }
     out->exact = exact;
     out->loglik = sum_logp / n_target;
+    out->chosen = -1;
+}
+
+void zmix_choice_score_logits(const float *logits, const zmix_example *e, int vocab,
+                              zmix_choice_norm norm, zmix_example_score *out)
+{
+    /* Row 0 (the prompt's last) predicts every choice's first token; choice c's other tokens
+     * are predicted by its own rows, which follow those of the choices before it. */
+    double ll[ZMIX_MAX_CHOICES];
+    const float *row0 = logits;
+    float mx0 = zmix_vec_max(row0, (size_t)vocab);
+    double lse0 = (double)mx0 + log(zmix_vec_sum_exp_shift(row0, mx0, (size_t)vocab));
+    const float *rows = logits + (size_t)vocab;
+    const int32_t *tok = e->choices;
+    for (int c = 0; c < e->n_choices; c++) {
+        int n = e->choice_len[c];
+        double sum = (double)row0[tok[0]] - lse0;
+        for (int j = 1; j < n; j++) {
+            const float *row = rows + (size_t)(j - 1) * vocab;
+            float mx = zmix_vec_max(row, (size_t)vocab);
+            sum += (double)(row[tok[j]] - mx) - log(zmix_vec_sum_exp_shift(row, mx, (size_t)vocab));
+        }
+        ll[c] = norm == ZMIX_CHOICE_SUM ? sum : sum / n;
+        rows += (size_t)(n - 1) * vocab;
+        tok += n;
+    }
+    int best = 0;
+    double other = -INFINITY;
+    for (int c = 0; c < e->n_choices; c++) {
+        if (ll[c] > ll[best]) best = c;
+        if (c != e->answer && ll[c] > other) other = ll[c];
+    }
+    out->chosen = best;
+    out->loglik = ll[e->answer] - other;
+    out->exact = out->loglik > 0.0; /* a tie is wrong */
 }
 
 /* ---- One scoring call ----------------------------------------------------------------- */
@@ -75,7 +110,12 @@ typedef struct score_call {
     zmix_wprime_mode *mode; /* [M] */
     int32_t *tokens;        /* every example's sequence, back to back */
     int *len, *n_out;       /* [n examples] */
-    size_t *token_offset;   /* [n examples] */
+    int *n_branch;          /* [n examples]: choices of a multiple-choice example, else 0 */
+    int *branch_len;        /* every choice's rows (its length - 1), example after example */
+    int *branch_off;        /* [n examples]: where an example's entries of branch_len start */
+    int *span;              /* [n examples]: positions read: len, or prompt + longest branch */
+    zmix_choice_norm choice_norm;
+    size_t *token_offset; /* [n examples] */
     ex_group *groups;
     int n_groups;
     zmix_rope rope;
@@ -260,12 +300,16 @@ static int score_candidate(worker *w, int i, zmix_error *err)
         /* Degenerate candidates rank below every real score rather than failing the call. */
         out->accuracy = NAN;
         out->loglik = NAN;
-        for (int e = 0; e < ex->n; e++) w->ex_scores[e] = (zmix_example_score){0, NAN};
+        for (int e = 0; e < ex->n; e++) w->ex_scores[e] = (zmix_example_score){0, NAN, -1};
     } else {
         for (int g = 0; g < call->n_groups; g++) {
             const ex_group *grp = &call->groups[g];
-            zmix_batch batch = {grp->n, call->tokens + call->token_offset[grp->first],
-                                call->len + grp->first, call->n_out + grp->first};
+            zmix_batch batch = {grp->n,
+                                call->tokens + call->token_offset[grp->first],
+                                call->len + grp->first,
+                                call->n_out + grp->first,
+                                call->n_branch + grp->first,
+                                call->branch_len + call->branch_off[grp->first]};
             int rc = zmix_forward_hidden(model, &call->rope, &batch, candidate_layer, w, w->scratch,
                                          w->tile, w->hidden, call->stop, err);
             if (rc) return rc;
@@ -278,9 +322,14 @@ static int score_candidate(worker *w, int i, zmix_error *err)
             }
             const float *lg = w->logits;
             for (int e = grp->first; e < grp->first + grp->n; e++) {
-                zmix_example_score_logits(lg, ex->items[e].target, ex->items[e].n_target,
-                                          model->cfg.vocab_size, &w->ex_scores[e]);
-                lg += (size_t)ex->items[e].n_target * model->cfg.vocab_size;
+                const zmix_example *x = &ex->items[e];
+                if (x->n_choices)
+                    zmix_choice_score_logits(lg, x, model->cfg.vocab_size, call->choice_norm,
+                                             &w->ex_scores[e]);
+                else
+                    zmix_example_score_logits(lg, x->target, x->n_target, model->cfg.vocab_size,
+                                              &w->ex_scores[e]);
+                lg += (size_t)call->n_out[e] * model->cfg.vocab_size;
             }
         }
         int n_exact = 0;
@@ -366,28 +415,68 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
     call->token_offset = malloc((size_t)n * sizeof *call->token_offset);
     call->groups = malloc((size_t)n * sizeof *call->groups);
     call->mode = malloc((size_t)(M ? M : 1) * sizeof *call->mode);
-    if (!call->len || !call->n_out || !call->token_offset || !call->groups || !call->mode)
+    call->n_branch = malloc((size_t)n * sizeof *call->n_branch);
+    call->branch_off = malloc((size_t)n * sizeof *call->branch_off);
+    call->span = malloc((size_t)n * sizeof *call->span);
+    if (!call->len || !call->n_out || !call->token_offset || !call->groups || !call->mode ||
+        !call->n_branch || !call->branch_off || !call->span)
         return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory");
-    size_t n_tok = 0;
-    int max_len = 0, total_rows = 0;
+    /* An exact-match example is the sequence prompt + target[0..n-2]. A multiple-choice one is
+     * the prompt followed by each choice but its last token as a branch (forward.c): its
+     * wanted rows are the prompt's last and every branch row. */
+    size_t n_tok = 0, n_branches = 0;
+    int max_len = 0, total_rows = 0, longest_branch = 0, longest_at = 0;
     for (int e = 0; e < n; e++) {
-        call->len[e] = ex->items[e].n_prompt + ex->items[e].n_target - 1;
-        call->n_out[e] = ex->items[e].n_target;
+        const zmix_example *x = &ex->items[e];
+        int follow = x->n_choices ? 0 : x->n_target - 1, longest = 0;
+        for (int c = 0; c < x->n_choices; c++) {
+            follow += x->choice_len[c] - 1;
+            longest = x->choice_len[c] > longest ? x->choice_len[c] : longest;
+        }
+        call->len[e] = x->n_prompt + follow;
+        call->n_out[e] = follow + 1;
+        call->n_branch[e] = x->n_choices;
+        call->branch_off[e] = (int)n_branches;
+        n_branches += (size_t)x->n_choices;
         call->token_offset[e] = n_tok;
         n_tok += (size_t)call->len[e];
         total_rows += call->len[e];
-        max_len = call->len[e] > max_len ? call->len[e] : max_len;
+        /* A branched example reads its prompt and one choice at a time (not the sum of all). */
+        call->span[e] = x->n_choices ? x->n_prompt + longest - 1 : call->len[e];
+        max_len = call->span[e] > max_len ? call->span[e] : max_len;
+        if (x->n_choices && x->n_prompt + longest - 1 > longest_branch)
+            longest_branch = x->n_prompt + longest - 1, longest_at = e;
     }
     call->tokens = malloc(n_tok * sizeof *call->tokens);
-    if (!call->tokens) return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory");
+    call->branch_len = malloc((n_branches + 1) * sizeof *call->branch_len);
+    if (!call->tokens || !call->branch_len)
+        return zmix_error_set(err, ZMIX_ENOMEM, "score: out of memory");
     for (int e = 0; e < n; e++) {
+        const zmix_example *x = &ex->items[e];
         int32_t *t = call->tokens + call->token_offset[e];
-        memcpy(t, ex->items[e].prompt, (size_t)ex->items[e].n_prompt * sizeof *t);
-        memcpy(t + ex->items[e].n_prompt, ex->items[e].target,
-               (size_t)(call->len[e] - ex->items[e].n_prompt) * sizeof *t);
+        memcpy(t, x->prompt, (size_t)x->n_prompt * sizeof *t);
+        t += x->n_prompt;
+        if (!x->n_choices) {
+            memcpy(t, x->target, (size_t)(x->n_target - 1) * sizeof *t);
+            continue;
+        }
+        const int32_t *ch = x->choices;
+        for (int c = 0; c < x->n_choices; c++) {
+            int rows = x->choice_len[c] - 1;
+            memcpy(t, ch, (size_t)rows * sizeof *t);
+            t += rows;
+            ch += x->choice_len[c];
+            call->branch_len[call->branch_off[e] + c] = rows;
+        }
     }
     int rc = zmix_rope_init(&call->rope, &rt->model->cfg, max_len, err);
     if (rc) return rc;
+    if (longest_branch > call->rope.shared_len)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "score: examples[%d]: the prompt and its longest choice read %d "
+                              "positions; with dynamic RoPE scaling, choices are scored only "
+                              "within original_max_position_embeddings (%d)",
+                              longest_at, longest_branch, call->rope.shared_len);
 
     /* Buffers for composing one layer's W' (sized for the worst case of every matrix being
      * composed), so that the grouping below can be decided before the modes. */
@@ -413,7 +502,7 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
         ex_group g = {e, 0, 0, 0, 0};
         while (e < n) {
             int rows = g.n_rows + call->len[e], outs = g.n_out_rows + call->n_out[e];
-            int ml = call->len[e] > g.max_len ? call->len[e] : g.max_len;
+            int ml = call->span[e] > g.max_len ? call->span[e] : g.max_len;
             if (g.n > 0 && worker_bytes(call, rows, outs, ml) > budget) break;
             if (g.n == 0 && worker_bytes(call, rows, outs, ml) > budget)
                 return zmix_error_set(err, ZMIX_ENOMEM,
@@ -465,6 +554,10 @@ static void call_free(score_call *call)
     free(call->groups);
     free(call->mode);
     free(call->tokens);
+    free(call->n_branch);
+    free(call->branch_len);
+    free(call->branch_off);
+    free(call->span);
     zmix_rope_free(&call->rope);
 }
 
@@ -498,6 +591,7 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
     call.out = out;
     call.detail = detail;
     call.logits_out = logits_out;
+    call.choice_norm = ctl ? ctl->choice_norm : ZMIX_CHOICE_PER_TOKEN;
     size_t budget = rt->opts.memory_budget ? rt->opts.memory_budget : ZMIX_DEFAULT_MEMORY_BUDGET;
     rc = call_setup(&call, mode, budget, err);
     if (rc) {

@@ -1,6 +1,7 @@
 /*
  * Job records as bytes (see job_record.h; format in docs/persistence.md). Version 2 appends
- * the finished job's result document; version-1 records read with an empty one.
+ * the finished job's result document; version-1 records read with an empty one. Version 3
+ * appends the choices of multiple-choice examples; older records hold exact-match ones only.
  * Thread: any; no state.
  */
 #include "store/job_record.h"
@@ -10,7 +11,7 @@
 #include <string.h>
 
 #define JOB_MAGIC  "ZMIXJOBR"
-#define JOB_FORMAT 2
+#define JOB_FORMAT 3
 
 const char *job_state_name(job_state s)
 {
@@ -75,9 +76,81 @@ int job_encode(const job_record *r, rec_writer *w, zmix_error *err)
     }
     recw_blob32(w, r->settings, r->settings_len);
     recw_blob32(w, r->result, r->result_len);
+    for (int i = 0; i < r->examples.n; i++) {
+        const zmix_example *x = &r->examples.items[i];
+        recw_u32(w, (uint32_t)x->n_choices);
+        if (!x->n_choices) continue;
+        recw_u32(w, (uint32_t)x->answer);
+        size_t total = 0;
+        for (int c = 0; c < x->n_choices; c++) {
+            recw_u32(w, (uint32_t)x->choice_len[c]);
+            total += (size_t)x->choice_len[c];
+        }
+        for (size_t t = 0; t < total; t++) recw_u32(w, (uint32_t)x->choices[t]);
+    }
     int rc = recw_finish(w, NULL, err);
     if (rc) recw_free(w);
     return rc;
+}
+
+/* The choices section of a version-3 record: per example a u32 count (0: exact match), then
+ * the answer, the lengths and the tokens, appended to the examples' token block. Their shape
+ * (answer, lengths) is checked where the job's examples are rebuilt (job_spec_restore). */
+static int decode_choices(rec_reader *rd, zmix_examples *ex, zmix_error *err)
+{
+    size_t left = (rd->len - rd->pos) / 4, need = 0, old = ex->n_tokens;
+    int32_t *block = malloc((old + left + 1) * sizeof *block);
+    size_t *at = calloc((size_t)ex->n + 1, sizeof *at); /* each example's lengths in block */
+    if (!block || !at) {
+        free(block);
+        free(at);
+        return zmix_error_set(err, ZMIX_ENOMEM, "job record: out of memory");
+    }
+    memcpy(block, ex->tokens, old * sizeof *block);
+    for (int i = 0; i < ex->n && !rd->failed; i++) {
+        zmix_example *x = &ex->items[i];
+        uint32_t n = recr_u32(rd);
+        if (n == 0) continue;
+        if (n > ZMIX_MAX_CHOICES || x->n_target != 0 || need + 1 + n > left) {
+            rd->failed = 1;
+            break;
+        }
+        x->n_choices = (int)n;
+        x->answer = (int)recr_u32(rd);
+        at[i] = old + need;
+        uint64_t total = 0;
+        for (uint32_t c = 0; c < n; c++)
+            total += (uint32_t)(block[old + need + c] = (int32_t)recr_u32(rd));
+        need += n;
+        if (total > left - need) {
+            rd->failed = 1;
+            break;
+        }
+        for (uint64_t t = 0; t < total; t++) block[old + need + t] = (int32_t)recr_u32(rd);
+        need += (size_t)total;
+    }
+    if (rd->failed) {
+        free(block);
+        free(at);
+        return zmix_error_set(err, ZMIX_EFORMAT, "job record: the choices run past the end");
+    }
+    /* Every pointer moves to the new block. */
+    for (int i = 0; i < ex->n; i++) {
+        zmix_example *x = &ex->items[i];
+        x->prompt = block + (x->prompt - ex->tokens);
+        if (x->n_choices) {
+            x->target = NULL;
+            x->choice_len = block + at[i];
+            x->choices = block + at[i] + x->n_choices;
+        } else {
+            x->target = block + (x->target - ex->tokens);
+        }
+    }
+    free(ex->tokens);
+    ex->tokens = block;
+    ex->n_tokens = old + need;
+    free(at);
+    return 0;
 }
 
 int job_decode(const uint8_t *buf, size_t len, job_record *out, zmix_error *err)
@@ -102,7 +175,7 @@ int job_decode(const uint8_t *buf, size_t len, job_record *out, zmix_error *err)
         return zmix_error_set(err, ZMIX_EFORMAT, "job record: bad state or example count");
     out->state = (job_state)state;
     out->examples.n = (int)n;
-    out->examples.items = malloc((n ? n : 1) * sizeof *out->examples.items);
+    out->examples.items = calloc(n ? n : 1, sizeof *out->examples.items);
     if (!out->examples.items) goto nomem;
     uint64_t total = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -141,6 +214,10 @@ int job_decode(const uint8_t *buf, size_t len, job_record *out, zmix_error *err)
             memcpy(out->result, result, rlen);
             out->result_len = rlen;
         }
+    }
+    if (version >= 3 && (rc = decode_choices(&rd, &out->examples, err))) {
+        job_record_free(out);
+        return rc;
     }
     rc = recr_end(&rd, "job record", err);
     zmix_error name_err;

@@ -81,7 +81,7 @@ static int cmp_double(double a, double b)
 
 int zmix_score_cmp(const zmix_score *a, const zmix_score *b, zmix_metric metric)
 {
-    if (metric == ZMIX_METRIC_ACCURACY) {
+    if (metric != ZMIX_METRIC_LOGLIK) { /* accuracy, choice, choice-sum */
         int c = cmp_double(a->accuracy, b->accuracy);
         if (c) return c;
     }

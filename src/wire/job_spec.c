@@ -83,6 +83,66 @@ static int copy_part(const msgpack_object *v, uint32_t idx, const char *which,
     return (int)v->via.array.size;
 }
 
+/* Checks the choices and answer of multiple-choice example idx (2 to ZMIX_MAX_CHOICES
+ * choices, each as a target is; an answer indexing one) and adds to *bound the tokens they can
+ * become and room for their lengths. */
+static int check_choices_form(const msgpack_object *e, uint32_t idx, const job_limits *lim,
+                              size_t *bound, zmix_error *err)
+{
+    const msgpack_object *c = rpc_map_get(e, "choices"), *a = rpc_map_get(e, "answer");
+    if (rpc_map_get(e, "target"))
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples[%u] has both 'target' and '%s': give a target (exact "
+                              "match) or choices and answer (multiple choice)",
+                              idx, c ? "choices" : "answer");
+    if (!c || c->type != MSGPACK_OBJECT_ARRAY)
+        return zmix_error_set(err, ZMIX_EINVAL, "examples[%u].choices must be an array, got %s",
+                              idx, c ? rpc_type_name(c) : "nothing");
+    uint32_t n = c->via.array.size;
+    if (n < 2 || n > ZMIX_MAX_CHOICES)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples[%u].choices: %u choices, expected 2 to %d", idx, n,
+                              ZMIX_MAX_CHOICES);
+    for (uint32_t j = 0; j < n; j++) {
+        char which[32];
+        size_t nc = 0;
+        snprintf(which, sizeof which, "choices[%u]", j);
+        int rc = check_part_form(&c->via.array.ptr[j], idx, which, lim, &nc, err);
+        if (rc) return rc;
+        *bound += nc + 1;
+    }
+    if (!a || a->type != MSGPACK_OBJECT_POSITIVE_INTEGER || a->via.u64 >= n)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "examples[%u].answer must be the index of a choice, an integer in "
+                              "[0, %u)",
+                              idx, n);
+    return 0;
+}
+
+/* Writes the choices of a checked multiple-choice example at out, then their lengths, and
+ * points x at them; returns the int32s written (or a negative code). */
+static int copy_choices(const msgpack_object *e, uint32_t idx, const job_limits *lim,
+                        zmix_example *x, int32_t *out, zmix_error *err)
+{
+    const msgpack_object *c = rpc_map_get(e, "choices");
+    int32_t lens[ZMIX_MAX_CHOICES];
+    int at = 0, n = (int)c->via.array.size;
+    for (int j = 0; j < n; j++) {
+        char which[32];
+        snprintf(which, sizeof which, "choices[%d]", j);
+        int nc = copy_part(&c->via.array.ptr[j], idx, which, lim, out + at, err);
+        if (nc < 0) return nc;
+        lens[j] = nc;
+        at += nc;
+    }
+    memcpy(out + at, lens, (size_t)n * sizeof *lens);
+    x->choices = out;
+    x->choice_len = out + at;
+    x->n_choices = n;
+    x->answer = (int)rpc_map_get(e, "answer")->via.u64;
+    return at + n;
+}
+
 /* The examples of a submit: their form here, their tokens by the one examples validator
  * (zmix_examples_check_vocab_context, the scorer's rule), then the daemon's token limit. */
 static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_examples *out,
@@ -99,20 +159,24 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
     if (n > (uint32_t)lim->max_examples)
         return zmix_error_set(err, ZMIX_ELIMIT, "field 'examples': %u examples, at most %d", n,
                               lim->max_examples);
-    static const char *const keys[] = {"prompt", "target", NULL};
+    static const char *const keys[] = {"prompt", "target", "choices", "answer", NULL};
     size_t bound = 0; /* tokens the examples can become; the frame limit bounds it */
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
         char where[48];
         snprintf(where, sizeof where, "examples[%u]", i);
         if (e->type != MSGPACK_OBJECT_MAP)
-            return zmix_error_set(err, ZMIX_EINVAL, "%s must be a map {prompt, target}, got %s",
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "%s must be a map {prompt, target} or {prompt, choices, "
+                                  "answer}, got %s",
                                   where, rpc_type_name(e));
         int rc = rpc_map_check_keys(e, keys, where, err);
         if (rc) return rc;
         size_t np = 0, nt = 0;
+        int choice = rpc_map_get(e, "choices") || rpc_map_get(e, "answer");
         if ((rc = check_part_form(rpc_map_get(e, "prompt"), i, "prompt", lim, &np, err)) ||
-            (rc = check_part_form(rpc_map_get(e, "target"), i, "target", lim, &nt, err)))
+            (rc = choice ? check_choices_form(e, i, lim, &nt, err)
+                         : check_part_form(rpc_map_get(e, "target"), i, "target", lim, &nt, err)))
             return rc;
         bound += np + nt;
     }
@@ -122,7 +186,7 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
         zmix_examples_free(out);
         return zmix_error_set(err, ZMIX_ENOMEM, "examples: out of memory for %zu tokens", bound);
     }
-    size_t at = 0;
+    size_t at = 0, n_lengths = 0; /* int32s written; the choices' lengths among them */
     int rc = 0;
     for (uint32_t i = 0; rc == 0 && i < n; i++) {
         const msgpack_object *e = &v->via.array.ptr[i];
@@ -135,17 +199,20 @@ static int parse_examples(const msgpack_object *v, const job_limits *lim, zmix_e
         x->prompt = out->tokens + at;
         x->n_prompt = np;
         at += (size_t)np;
-        int nt = copy_part(rpc_map_get(e, "target"), i, "target", lim, out->tokens + at, err);
+        const msgpack_object *t = rpc_map_get(e, "target");
+        int nt = t ? copy_part(t, i, "target", lim, out->tokens + at, err)
+                   : copy_choices(e, i, lim, x, out->tokens + at, err);
         if (nt < 0) {
             rc = nt;
             break;
         }
-        x->target = out->tokens + at;
-        x->n_target = nt;
+        if (t) x->target = out->tokens + at, x->n_target = nt;
         at += (size_t)nt;
+        n_lengths += (size_t)x->n_choices;
     }
     out->n = (int)n;
     out->n_tokens = at;
+    at -= n_lengths; /* the tokens the limit counts */
     if (rc == 0) rc = zmix_examples_check_vocab_context(out, lim->vocab_size, lim->context, err);
     if (rc == 0 && (long)at > lim->max_tokens)
         rc =
@@ -234,7 +301,8 @@ static int parse_cem_option(const msgpack_object *m, const cem_option *o, const 
         int rc = rpc_get_str(m, o->key, 0, cem_metric_name(*(zmix_metric *)field), name,
                              sizeof name, err);
         if (rc == 0 && cem_metric_parse(name, field) != 0)
-            rc = zmix_error_set(err, ZMIX_EINVAL, "field '%s': '%s', expected accuracy or loglik",
+            rc = zmix_error_set(err, ZMIX_EINVAL,
+                                "field '%s': '%s', expected accuracy, loglik, choice or choice-sum",
                                 o->key, name);
         return rc;
     }
@@ -304,6 +372,10 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
      * pop × dim): what is accepted here is what the job runs and resumes with. */
     if ((rc = zmix_cem_settings_check(&out->cem, err))) return rc;
     if ((rc = parse_examples(rpc_map_get(params, "examples"), lim, &out->examples, err))) return rc;
+    if ((rc = zmix_adapt_metric_check(out->cem.metric, &out->examples, err))) {
+        job_spec_free(out);
+        return rc;
+    }
     size_t need = job_spec_memory(out);
     if (lim->max_job_bytes && need > lim->max_job_bytes) {
         job_spec_free(out);
@@ -428,29 +500,10 @@ int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_ex
     }
     msgpack_unpacked_destroy(&msg);
     if (rc) return rc;
-    size_t total = 0;
-    for (int i = 0; i < ex->n; i++)
-        total += (size_t)ex->items[i].n_prompt + (size_t)ex->items[i].n_target;
-    out->examples.items = calloc((size_t)(ex->n > 0 ? ex->n : 1), sizeof *out->examples.items);
-    out->examples.tokens = malloc((total > 0 ? total : 1) * sizeof *out->examples.tokens);
-    if (!out->examples.items || !out->examples.tokens) {
+    rc = zmix_examples_copy(ex->items, ex->n, &out->examples, err);
+    if (rc) {
         job_spec_free(out);
-        return zmix_error_set(err, ZMIX_ENOMEM, "job examples: out of memory");
+        return zmix_error_prefix(err, "job examples");
     }
-    size_t at = 0;
-    for (int i = 0; i < ex->n; i++) {
-        zmix_example *x = &out->examples.items[i];
-        const zmix_example *y = &ex->items[i];
-        x->prompt = out->examples.tokens + at;
-        x->n_prompt = y->n_prompt;
-        memcpy(out->examples.tokens + at, y->prompt, (size_t)y->n_prompt * sizeof(int32_t));
-        at += (size_t)y->n_prompt;
-        x->target = out->examples.tokens + at;
-        x->n_target = y->n_target;
-        memcpy(out->examples.tokens + at, y->target, (size_t)y->n_target * sizeof(int32_t));
-        at += (size_t)y->n_target;
-    }
-    out->examples.n = ex->n;
-    out->examples.n_tokens = at;
     return 0;
 }

@@ -25,6 +25,8 @@
 #include "model/model_internal.h"
 #include "zmix/adapt.h"
 
+#include "planted_search.h"
+
 #ifndef ZMIX_CLI_PATH
 #error "ZMIX_CLI_PATH must name the zmix binary"
 #endif
@@ -48,19 +50,6 @@ static int remove_made_dirs(void **state)
     for (int i = 0; i < n_made_dirs; i++) testutil_rmrf(made_dirs[i]);
     n_made_dirs = 0;
     return 0;
-}
-
-/* Runs a shell command, captures stdout+stderr (up to cap bytes), returns the exit code. */
-static int run_capture(const char *cmd, char *out, size_t cap)
-{
-    char full[16400];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static int shared_model_path(char *buf, size_t n)
@@ -162,7 +151,10 @@ static void small_task_make_z(small_task *t, int n_experts, int extreme)
         fail_msg("runtime: %s", err.msg);
     int32_t p0[] = {1, 5, 9}, t0[] = {4, 4}, p1[] = {1, 12}, t1[] = {30}, p2[] = {1, 3, 3, 3},
             t2[] = {8, 9, 10}, p3[] = {1}, t3[] = {20};
-    zmix_example items[4] = {{p0, 3, t0, 2}, {p1, 2, t1, 1}, {p2, 4, t2, 3}, {p3, 1, t3, 1}};
+    zmix_example items[4] = {{p0, 3, t0, 2, 0, NULL, NULL, 0},
+                             {p1, 2, t1, 1, 0, NULL, NULL, 0},
+                             {p2, 4, t2, 3, 0, NULL, NULL, 0},
+                             {p3, 1, t3, 1, 0, NULL, NULL, 0}};
     assert_int_equal(zmix_examples_copy(items, 4, &t->ex, &err), 0);
 }
 
@@ -188,7 +180,7 @@ static void test_baselines_and_result(void **state)
     o.cem.seed = 5;
     o.cem.target_accuracy = 2; /* four generations whatever the scores */
     o.validation = 0;          /* every example searched: compared with direct scoring below */
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     zmix_adapt_result r;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &r, &err), 0);
     zmix_score base = r.base, experts[3];
@@ -295,7 +287,7 @@ static void step_in_reverse_pieces(zmix_session *s)
     assert_true(n > 0);
     zmix_work all;
     assert_int_equal(zmix_session_split(s, 1, &all, 1), 1);
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     for (int end = all.end; end > all.begin; end -= 3) {
         zmix_work w = {end - 3 < all.begin ? all.begin : end - 3, end, 0, {0}};
         assert_int_equal(zmix_session_score(s, &w, &ctl), 0);
@@ -406,7 +398,7 @@ static void test_validation_is_held_out(void **state)
     o.cem.seed = 99;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &b, &err), 0);
     assert_memory_equal(&a.val_base, &b.val_base, sizeof a.val_base);
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     size_t zt = zmix_runtime_z_total(t.rt);
     float *ones = malloc(zt * sizeof *ones);
     for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
@@ -598,23 +590,23 @@ static void test_cli_usage_errors(void **state)
         snprintf(cmd, sizeof cmd,
                  "%s adapt --model /nonexistent --experts a.st,b.st --examples /nonexistent %s",
                  ZMIX_CLI_PATH, bad[i].args);
-        int code = run_capture(cmd, out, sizeof out);
+        int code = testutil_run_capture(cmd, out, sizeof out);
         if (code != 2 || !strstr(out, bad[i].needle) || strchr(out, '\n') != out + strlen(out) - 1)
             fail_msg("'%s': exit %d, output '%s' (expected one line naming '%s')", bad[i].args,
                      code, out, bad[i].needle);
     }
     snprintf(cmd, sizeof cmd, "%s adapt --experts a.st --examples x.json", ZMIX_CLI_PATH);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 2);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 2);
     assert_non_null(strstr(out, "--model"));
     snprintf(cmd, sizeof cmd, "%s adapt --model m --experts a.st,,b.st --examples x.json",
              ZMIX_CLI_PATH);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 2);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 2);
     assert_non_null(strstr(out, "empty entry"));
     /* a missing file is a runtime failure (exit 1) that names it */
     snprintf(cmd, sizeof cmd,
              "%s adapt --model /nonexistent/m --experts a.st --examples /nonexistent/ex.json",
              ZMIX_CLI_PATH);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 1);
     assert_non_null(
         strstr(out, "/nonexistent/")); /* the model or the examples, whichever is read first */
 }
@@ -649,21 +641,10 @@ static void test_planted_recovery(void **state)
     assert_int_equal(zmix_adapt_examples_save_json(ex_path, &p.examples, &err), 0);
 
     /* The library path. */
-    zmix_runtime_opts ro;
-    zmix_runtime_opts_default(&ro);
-    zmix_runtime *rt = NULL;
-    if (zmix_runtime_create(model, &ro, (const char *const *)p.expert_paths, 4, &rt, &err))
-        fail_msg("runtime: %s", err.msg);
+    zmix_runtime *rt;
     zmix_adapt_opts o;
-    zmix_adapt_opts_default(&o);
-    o.cem.seed = 11;
-    o.cem.max_generations = 30;
-    /* A small floor keeps the search from collapsing early; without it a few seeds stop on
-     * std_tolerance at 0.75-0.875 (docs/cem.md, "Planted tasks"). */
-    o.cem.std_floor = 0.02;
-    o.cem.std_tol = 0.0;
     zmix_adapt_result r;
-    if (zmix_adapt_run(rt, &p.examples, &o, NULL, NULL, &r, &err)) fail_msg("run: %s", err.msg);
+    planted_search(model, &p, &rt, &o, &r);
     print_message("planted: best acc %.4f loglik %.4f after %d generations (%s); base acc %.4f "
                   "loglik %.4f; experts acc %.4f %.4f %.4f %.4f; alpha %.3f %.3f %.3f %.3f\n",
                   r.best.accuracy, r.best.loglik, r.generations, zmix_cem_stop_name(r.stop),
@@ -676,7 +657,7 @@ static void test_planted_recovery(void **state)
         assert_true(zmix_score_cmp(&r.best, &r.experts[k], ZMIX_METRIC_ACCURACY) > 0);
     /* α* itself decodes every target, by construction */
     zmix_compose_opts co = zmix_adapt_compose_opts(&o);
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     zmix_score star;
     assert_int_equal(
         zmix_score_alpha(rt, &co, &p.examples, 1, planted_alpha, &ctl, &star, NULL, &err), 0);
@@ -684,17 +665,10 @@ static void test_planted_recovery(void **state)
 
     /* The command, on the same files and settings but two scoring threads: same α bit for
      * bit. */
-    char cmd[16384], out[1 << 16];
-    snprintf(cmd, sizeof cmd,
-             "%s adapt --model %s --experts %s,%s,%s,%s --examples %s --seed 11 --iters 30 "
-             "--std-floor 0.02 --std-tol 0 --threads 2 --out %s/result.json",
-             ZMIX_CLI_PATH, model_path, p.expert_paths[0], p.expert_paths[1], p.expert_paths[2],
-             p.expert_paths[3], ex_path, dir);
-    int code = run_capture(cmd, out, sizeof out);
-    if (code != 0) fail_msg("zmix adapt exited %d: %s", code, out);
-    assert_non_null(strstr(out, "generation 1/30"));
-    char res_path[512];
+    char cmd[16384], out[1 << 16], res_path[512];
     snprintf(res_path, sizeof res_path, "%s/result.json", dir);
+    planted_search_cli(ZMIX_CLI_PATH, model_path, &p, ex_path, res_path, out, sizeof out);
+    assert_non_null(strstr(out, "generation 1/30"));
     FILE *f = fopen(res_path, "r");
     assert_non_null(f);
     static char text[1 << 20];
@@ -715,7 +689,7 @@ static void test_planted_recovery(void **state)
     /* K = 1 runs */
     snprintf(cmd, sizeof cmd, "%s adapt --model %s --experts %s --examples %s --iters 2 --quiet",
              ZMIX_CLI_PATH, model_path, p.expert_paths[0], ex_path);
-    code = run_capture(cmd, out, sizeof out);
+    int code = testutil_run_capture(cmd, out, sizeof out);
     if (code != 0) fail_msg("K = 1: exit %d: %s", code, out);
     /* example files with an empty target, an out-of-vocabulary id, no examples */
     const char *bad_ex[][2] = {
@@ -731,7 +705,7 @@ static void test_planted_recovery(void **state)
         fclose(f);
         snprintf(cmd, sizeof cmd, "%s adapt --model %s --experts %s --examples %s --quiet",
                  ZMIX_CLI_PATH, model_path, p.expert_paths[0], bad_path);
-        code = run_capture(cmd, out, sizeof out);
+        code = testutil_run_capture(cmd, out, sizeof out);
         if (code == 0 || !strstr(out, bad_ex[i][1]))
             fail_msg("%s: exit %d, output '%s' (expected '%s')", bad_ex[i][0], code, out,
                      bad_ex[i][1]);

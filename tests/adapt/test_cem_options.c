@@ -81,7 +81,7 @@ static void test_out_of_range_names_the_flag(void **unused)
         {"--seed", "-3", "--seed: '-3' is not an unsigned integer"},
         {"--bounds", "0", "--bounds: '0' is not LO,HI"},
         {"--bounds", "0,2e6", "--bounds: '2e6' is not a number in [-1e+06, 1e+06]"},
-        {"--metric", "f1", "--metric: 'f1' is not accuracy or loglik"},
+        {"--metric", "f1", "--metric: 'f1' is not accuracy, loglik, choice or choice-sum"},
         {"--pop", "12x", "--pop: '12x' is not an integer in [2, 1000000]"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

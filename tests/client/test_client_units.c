@@ -281,10 +281,10 @@ static void test_progress_lines(void **state)
                             .elapsed = 2.0};
     snprintf(s.state, sizeof s.state, "running");
     char buf[512];
-    progress_format_line(buf, sizeof buf, &s);
+    progress_format_line(buf, sizeof buf, &s, NULL);
     assert_string_equal(buf,
                         "job 7: generation 12/50: best acc 0.7500 loglik -1.23457, 400 eval/s");
-    progress_format_bar(buf, sizeof buf, &s, 100);
+    progress_format_bar(buf, sizeof buf, &s, 100, NULL);
     /* 40 columns of bar: 12/50 of them filled */
     assert_int_equal(strspn(buf + 1, "#"), 40 * 12 / 50);
     assert_int_equal(buf[41], ']');
@@ -297,29 +297,29 @@ static void test_progress_lines(void **state)
         size_t widths[4];
         char line[256];
         v.generation = 0, v.has_best = 0, v.elapsed = 0;
-        progress_format_bar(line, sizeof line, &v, 70);
+        progress_format_bar(line, sizeof line, &v, 70, NULL);
         widths[0] = strlen(line);
         v.generation = 9, v.has_best = 1, v.elapsed = 1, v.evaluations = 12;
-        progress_format_bar(line, sizeof line, &v, 70);
+        progress_format_bar(line, sizeof line, &v, 70, NULL);
         widths[1] = strlen(line);
         v.generation = 50, v.best.loglik = -10.5, v.evaluations = 123456;
-        progress_format_bar(line, sizeof line, &v, 70);
+        progress_format_bar(line, sizeof line, &v, 70, NULL);
         widths[2] = strlen(line);
         v.best.accuracy = 1.0, v.best.loglik = -0.001;
-        progress_format_bar(line, sizeof line, &v, 70);
+        progress_format_bar(line, sizeof line, &v, 70, NULL);
         widths[3] = strlen(line);
         for (int i = 1; i < 4; i++) assert_int_equal(widths[i], widths[0]);
     }
-    progress_format_bar(buf, sizeof buf, &s, 70); /* narrower terminal: the bar shrinks */
+    progress_format_bar(buf, sizeof buf, &s, 70, NULL); /* narrower terminal: the bar shrinks */
     assert_true(strlen(buf) < 70);
     assert_int_equal(buf[0], '[');
-    progress_format_bar(buf, sizeof buf, &s, 40); /* too narrow for a bar: numbers, cut */
+    progress_format_bar(buf, sizeof buf, &s, 40, NULL); /* too narrow for a bar: numbers, cut */
     assert_true(strlen(buf) < 40);
     assert_int_equal(strncmp(buf, "12/50  best acc", 15), 0);
     s.has_best = 0;
     s.generation = 0;
     s.elapsed = 0;
-    progress_format_bar(buf, sizeof buf, &s, 100);
+    progress_format_bar(buf, sizeof buf, &s, 100, NULL);
     assert_non_null(strstr(buf, " 0/50  best -  "));
     assert_non_null(strstr(buf, "       0 eval/s"));
     assert_true(progress_evals_per_s(&s) == 0);
@@ -410,6 +410,17 @@ static void test_svg_series(void **state)
     assert_non_null(p);
     p = strstr(p, "points=\"");
     assert_int_equal(count(p, ",") - count(strstr(p, "\"/>"), ","), 3);
+    assert_non_null(strstr(buf, "exact match"));
+    free(buf);
+
+    /* A multiple-choice search: its second number is the answer's margin, named so. */
+    d.choice = 1;
+    f = open_memstream(&buf, &len);
+    assert_int_equal(plot_svg_write(f, &d), 0);
+    fclose(f);
+    assert_non_null(strstr(buf, "multiple choice"));
+    assert_non_null(strstr(buf, "data-series=\"margin:best\""));
+    assert_null(strstr(buf, "loglik:best"));
     free(buf);
 }
 

@@ -31,19 +31,6 @@
 #error "ZMIX_CLI_PATH must name the zmix binary"
 #endif
 
-/* Runs a shell command, captures stdout+stderr, returns the exit code. */
-static int run_capture(const char *cmd, char *out, size_t cap)
-{
-    char full[4200];
-    snprintf(full, sizeof full, "%s 2>&1", cmd);
-    FILE *p = popen(full, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static cJSON *read_json(const char *path)
 {
     size_t len;
@@ -163,7 +150,7 @@ static void test_same_seed_same_bytes(void **state)
     assert_non_null(mkdtemp(dir));
     char cmd[512], out[4096], a[256], b[256];
     snprintf(cmd, sizeof cmd, "%s demo-init %s --seed 1", ZMIX_CLI_PATH, dir);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 0);
     assert_non_null(strstr(out, "experts/gold.safetensors"));
     assert_null(strstr(out, "0.")); /* α* stays secret */
     for (int i = 0; i < N_DEMO_FILES; i++) {
@@ -172,11 +159,11 @@ static void test_same_seed_same_bytes(void **state)
         if (!files_equal(a, b)) fail_msg("%s differs between two runs with seed 1", demo_files[i]);
     }
     /* A complete demo is not overwritten by accident... */
-    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "already there"));
     /* ...and --force with another seed gives another model and task. */
     snprintf(cmd, sizeof cmd, "%s demo-init %s --seed 2 --force", ZMIX_CLI_PATH, dir);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 0);
     const char *differ[] = {"model/model.safetensors", "task.json", "experts/red.safetensors",
                             "secret/alpha_star.json"};
     for (int i = 0; i < 4; i++) {
@@ -185,7 +172,7 @@ static void test_same_seed_same_bytes(void **state)
         if (files_equal(a, b)) fail_msg("%s is the same for seeds 1 and 2", differ[i]);
     }
     snprintf(cmd, sizeof cmd, "%s demo-init %s --seed x", ZMIX_CLI_PATH, dir);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 2);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 2);
     testutil_rmrf(dir);
 }
 
@@ -262,7 +249,7 @@ static void test_offline_adaptation_beats_base_and_experts(void **state)
 
     /* The mix generalises to prompts the search never saw. */
     zmix_compose_opts co = zmix_adapt_compose_opts(&o);
-    zmix_score_ctl ctl = {2, NULL};
+    zmix_score_ctl ctl = {2, NULL, ZMIX_CHOICE_PER_TOKEN};
     zmix_score adapted_held, base_held;
     if (zmix_score_alpha(rt, &co, &held, 1, res.alpha, &ctl, &adapted_held, NULL, &err))
         fail_msg("%s", err.msg);
@@ -304,7 +291,7 @@ static void test_cli_scores_text_task(void **state)
     if (zmix_session_create(rt, &ex, &o, &s, &err)) fail_msg("%s", err.msg);
     assert_int_equal(zmix_session_begin_step(s, &err), 1 + ZMIX_DEMO_N_EXPERTS);
     zmix_work w = {0, 1 + ZMIX_DEMO_N_EXPERTS, 0, {0}};
-    zmix_score_ctl ctl = {1, NULL};
+    zmix_score_ctl ctl = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
     if (zmix_session_score(s, &w, &ctl)) fail_msg("%s", w.err.msg);
     assert_int_equal(zmix_session_end_step(s, 0.0, &err), 0);
     assert_int_equal(zmix_session_baselines(s, &base, NULL), 0);
@@ -313,7 +300,7 @@ static void test_cli_scores_text_task(void **state)
     char cmd[1024], out[8192];
     snprintf(cmd, sizeof cmd, "%s score --model %s/model --examples %s/task.json", ZMIX_CLI_PATH,
              f->dir, f->dir);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 0);
     cJSON *j = cJSON_Parse(out);
     if (!j) fail_msg("zmix score printed: %s", out);
     assert_float_equal(cJSON_GetObjectItem(j, "accuracy")->valuedouble, base.accuracy, 1e-12);
@@ -333,7 +320,7 @@ static void test_cli_scores_text_task(void **state)
     }
     snprintf(cmd, sizeof cmd, "%s score --model %s --examples %s/task.json", ZMIX_CLI_PATH, bare,
              f->dir);
-    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    assert_int_equal(testutil_run_capture(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "examples[0].prompt is text"));
     testutil_rmrf(bare);
     zmix_examples_free(&ex);

@@ -1,7 +1,7 @@
 /*
  * The job-store record loader (<id>.job), raw and with the frame's length and CRC fixed as
- * in fuzz_task_record.c. A record that parses has examples whose items point into its
- * token array and a state the daemon knows.
+ * in fuzz_task_record.c. A record that parses has examples whose items (and choices) point
+ * into its token array and a state the daemon knows.
  */
 #include <string.h>
 
@@ -24,7 +24,22 @@ static void parse_one(const uint8_t *buf, size_t len)
         const zmix_example *e = &ex->items[i];
         FUZZ_CHECK(e->n_prompt >= 0 && e->n_target >= 0);
         FUZZ_CHECK(e->prompt >= ex->tokens && e->prompt + e->n_prompt <= ex->tokens + ex->n_tokens);
-        FUZZ_CHECK(e->target >= ex->tokens && e->target + e->n_target <= ex->tokens + ex->n_tokens);
+        if (!e->n_choices) {
+            FUZZ_CHECK(e->target >= ex->tokens &&
+                       e->target + e->n_target <= ex->tokens + ex->n_tokens);
+            continue;
+        }
+        /* Multiple choice: the lengths and the choices inside the block (their shape, the
+         * answer among them, is checked when the job's examples are rebuilt). */
+        FUZZ_CHECK(!e->target && e->n_target == 0 && e->n_choices <= ZMIX_MAX_CHOICES);
+        FUZZ_CHECK(e->choice_len >= ex->tokens &&
+                   e->choice_len + e->n_choices <= ex->tokens + ex->n_tokens);
+        size_t n = 0;
+        for (int c = 0; c < e->n_choices; c++) {
+            FUZZ_CHECK(e->choice_len[c] >= 0);
+            n += (size_t)e->choice_len[c];
+        }
+        FUZZ_CHECK(e->choices >= ex->tokens && e->choices + n <= ex->tokens + ex->n_tokens);
     }
     volatile uint8_t sink = 0;
     for (size_t i = 0; i < r.settings_len; i++) sink ^= r.settings[i];

@@ -50,9 +50,20 @@ static void fuzz_submit(const rpc_request *req)
         return;
     }
     FUZZ_CHECK(spec.examples.n >= 1 && spec.examples.n <= lim.max_examples);
-    FUZZ_CHECK((long)spec.examples.n_tokens <= lim.max_tokens);
-    for (size_t t = 0; t < spec.examples.n_tokens; t++)
-        FUZZ_CHECK(spec.examples.tokens[t] >= 0 && spec.examples.tokens[t] < lim.vocab_size);
+    /* Every token (prompts, targets, choices; the block also holds the choices' lengths) is
+     * in the vocabulary, and the tokens together within the limit. */
+    long n_tok = 0;
+    for (int i = 0; i < spec.examples.n; i++) {
+        const zmix_example *e = &spec.examples.items[i];
+        const int32_t *parts[3] = {e->prompt, e->target, e->choices};
+        size_t lens[3] = {(size_t)e->n_prompt, (size_t)e->n_target, 0};
+        for (int c = 0; c < e->n_choices; c++) lens[2] += (size_t)e->choice_len[c];
+        for (int p = 0; p < 3; p++)
+            for (size_t t = 0; t < lens[p]; t++)
+                FUZZ_CHECK(parts[p][t] >= 0 && parts[p][t] < lim.vocab_size);
+        n_tok += (long)(lens[0] + lens[1] + lens[2]);
+    }
+    FUZZ_CHECK(n_tok <= lim.max_tokens);
     FUZZ_CHECK(task_name_check(spec.task, &err) == 0);
     (void)job_spec_memory(&spec);
     char key[65], key2[65];

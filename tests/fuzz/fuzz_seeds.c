@@ -238,7 +238,8 @@ static void seeds_records(const char *tmp)
     if (job_store_open(&jc, &store, &rec, &n_rec, NULL, &err)) die("job_store_open", &err);
     job_recovered_free(rec, n_rec);
     int32_t toks[5] = {1, 2, 3, 4, 5};
-    zmix_example items[2] = {{toks, 2, toks + 2, 1}, {toks + 3, 1, toks + 4, 1}};
+    zmix_example items[2] = {{toks, 2, toks + 2, 1, 0, NULL, NULL, 0},
+                             {toks + 3, 1, toks + 4, 1, 0, NULL, NULL, 0}};
     job_record jr = {.task = "seed-task", .key = "0123", .priority = 2};
     jr.examples.items = items;
     jr.examples.n = 2;
@@ -247,9 +248,17 @@ static void seeds_records(const char *tmp)
     if (job_store_create(store, &jr, &err)) die("job_store_create", &err);
     if (job_store_set_state(store, jr.id, JOB_FAILED, "a reason", 1700000001000, &err))
         die("job_store_set_state", &err);
-    job_store_free(store);
     snprintf(path, sizeof path, "%s/jobs/%020llu.job", tmp, (unsigned long long)jr.id);
     seed_file_copy("job_record", "job", path);
+    /* A multiple-choice job: the record's choices section. */
+    int32_t lens[2] = {1, 2};
+    zmix_example mc = {toks, 2, NULL, 0, 2, toks + 2, lens, 1};
+    jr.examples.items = &mc;
+    jr.examples.n = 1;
+    if (job_store_create(store, &jr, &err)) die("job_store_create", &err);
+    job_store_free(store);
+    snprintf(path, sizeof path, "%s/jobs/%020llu.job", tmp, (unsigned long long)jr.id);
+    seed_file_copy("job_record", "job-choices", path);
 }
 
 static void seeds_cem(void)
@@ -315,6 +324,9 @@ int main(int argc, char **argv)
               "{\"examples\":[{\"prompt\":[1,2,3],\"target\":[4]},"
               "{\"prompt\":[5],\"target\":[6,7]}]}");
     seed_text("examples", "one", "{\"examples\":[{\"prompt\":[1],\"target\":[0]}]}");
+    seed_text("examples", "choices",
+              "{\"examples\":[{\"prompt\":[1,2],\"choices\":[[3],[4,5]],\"answer\":1},"
+              "{\"prompt\":[6],\"choices\":[[7],[8],[9,10]],\"answer\":0}]}");
     seed_text("tokenizer", "prose", "It's 2024: the quick brown fox, don't you think?\n\n  ");
     seed_text("tokenizer", "scripts",
               "Gr\xC3\xB6\xC3\x9F"

@@ -98,7 +98,8 @@ int main(int argc, char **argv)
     zmix_example items[MAX_SEQS];
     s = tok;
     for (int i = 0; i < n_seq; s += len[i], i++) {
-        items[i] = (zmix_example){s, len[i] - n_target, s + len[i] - n_target, n_target};
+        items[i] =
+            (zmix_example){s, len[i] - n_target, s + len[i] - n_target, n_target, 0, NULL, NULL, 0};
         if (items[i].n_prompt < 1) {
             rc = fail("a sequence is not longer than T", NULL);
             goto done;

@@ -202,7 +202,7 @@ static void test_stacked_batch_matches_single(void **state)
     assert_int_equal(zmix_model_create_random(&cfg, 5, &m, &err), 0);
     int32_t tok[5 + 9 + 3] = {1, 2, 3, 4, 5, 9, 8, 7, 6, 5, 4, 3, 2, 1, 11, 12, 13};
     int len[3] = {5, 9, 3}, n_out[3] = {2, 9, 1};
-    zmix_batch batch = {3, tok, len, n_out};
+    zmix_batch batch = {3, tok, len, n_out, NULL, NULL};
     zmix_rope rope;
     assert_int_equal(zmix_rope_init(&rope, &cfg, 9, &err), 0);
     float *scratch = malloc(zmix_forward_scratch_floats(&cfg, 17, 9) * sizeof(float));

@@ -69,6 +69,7 @@ static void make_examples(zmix_examples *ex, int n, uint64_t seed, int vocab)
     zmix_example items[16];
     int32_t tok[16][40];
     for (int e = 0; e < n; e++) {
+        memset(&items[e], 0, sizeof items[e]);
         items[e].n_prompt = 2 + (int)pcg32_bounded(&rng, 12);
         items[e].n_target = 1 + (int)pcg32_bounded(&rng, 4);
         for (int j = 0; j < items[e].n_prompt + items[e].n_target; j++)
@@ -337,6 +338,219 @@ static void test_scores_from_reference_logits(void **state)
     fixture_free(f);
 }
 
+/* Multiple choice: a set of 5 examples with 2 to 4 choices of 1 to 4 tokens (a random set;
+ * the last has 12 choices of 5 tokens, whose sum far exceeds the span its attention reads),
+ * and the same examples as one exact-match example per (prompt, choice). */
+typedef struct choice_sets {
+    zmix_examples mc, sep;
+} choice_sets;
+
+static void make_choice_sets(choice_sets *cs, int vocab, uint64_t seed)
+{
+    pcg32 rng;
+    pcg32_seed(&rng, seed, 9);
+    enum { N = 5 };
+    zmix_example items[N], sep[N * 12];
+    int32_t tok[N][128], lens[N][12];
+    int n_sep = 0;
+    for (int e = 0; e < N; e++) {
+        zmix_example *x = &items[e];
+        memset(x, 0, sizeof *x);
+        x->n_prompt = 1 + (int)pcg32_bounded(&rng, 10);
+        x->n_choices = e == N - 1 ? 12 : 2 + (int)pcg32_bounded(&rng, 3);
+        x->answer = (int)pcg32_bounded(&rng, (uint32_t)x->n_choices);
+        int at = x->n_prompt;
+        for (int c = 0; c < x->n_choices; c++) {
+            lens[e][c] = e == N - 1 ? 5 : c == 0 ? 1 : 1 + (int)pcg32_bounded(&rng, 4);
+            at += lens[e][c];
+        }
+        for (int j = 0; j < at; j++) tok[e][j] = (int32_t)pcg32_bounded(&rng, (uint32_t)vocab);
+        x->prompt = tok[e];
+        x->choices = tok[e] + x->n_prompt;
+        x->choice_len = lens[e];
+        const int32_t *ch = x->choices;
+        for (int c = 0; c < x->n_choices; ch += lens[e][c], c++)
+            sep[n_sep++] = (zmix_example){x->prompt, x->n_prompt, ch, lens[e][c], 0, NULL, NULL, 0};
+    }
+    zmix_error err;
+    if (zmix_examples_copy(items, N, &cs->mc, &err) ||
+        zmix_examples_copy(sep, n_sep, &cs->sep, &err))
+        fail_msg("%s", err.msg);
+}
+
+/* The choices of an example share the prompt's pass (the prompt once, each choice a branch
+ * attending to it), and that gives what scoring prompt + choice as separate sequences gives:
+ * the same logits to float rounding, checked against the plain full-position forward of each
+ * prompt + choice on W' materialised, and the same scores computed from those logits by the
+ * definition (per-token and summed log-likelihoods, margin, strict win). */
+static void test_choices_share_the_prompt_pass(void **state)
+{
+    fixture *f = fixture_make_variant(ZMIX_ADAPT_ALL, 0, *state);
+    int V = f->model->cfg.vocab_size;
+    choice_sets cs;
+    make_choice_sets(&cs, V, 17);
+    size_t zt = zmix_runtime_z_total(f->rt), rows = n_target_rows(&cs.sep);
+    float alpha[K] = {0.7f, 0.5f, -0.2f};
+    zmix_compose_opts o;
+    zmix_compose_opts_default(&o);
+    float *z = malloc(zt * sizeof(float));
+    float *ref = malloc(rows * V * sizeof(float)), *got = malloc(rows * V * sizeof(float));
+    zmix_error err = {0, ""};
+    assert_int_equal(zmix_compose_z(f->rt, &o, alpha, z, &err), 0);
+    zmix_model *wm;
+    assert_int_equal(zmix_model_with_wprime(f->rt, 1, z, &wm, &err), 0);
+    zmix_examples keep = f->ex;
+    f->ex = cs.sep;
+    reference_target_logits(f, wm, ref);
+    f->ex = keep;
+    zmix_model_free(wm);
+
+    zmix_wprime_mode modes[3] = {ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_COMPOSE, ZMIX_WPRIME_FACTORED};
+    for (int i = 0; i < 3; i++) {
+        if (zmix_candidate_logits(f->rt, &o, 1, &cs.mc, alpha, NULL, modes[i], got, &err))
+            fail_msg("%s", err.msg);
+        /* got: per example, the prompt's last row, then each choice's rows after its first
+         * token; ref: per (example, choice), the rows predicting each choice token. */
+        const float *g = got, *r = ref;
+        for (int e = 0; e < cs.mc.n; e++) {
+            const zmix_example *x = &cs.mc.items[e];
+            const float *first = g;
+            g += V;
+            for (int c = 0; c < x->n_choices; c++) {
+                int n = x->choice_len[c];
+                double e0 = max_rel_err(first, r, (size_t)V);
+                double e1 = n > 1 ? max_rel_err(g, r + V, (size_t)(n - 1) * V) : 0.0;
+                if (e0 > 1e-5 || e1 > 1e-5)
+                    fail_msg("mode %s, examples[%d].choices[%d]: relative logit error %g / %g",
+                             zmix_wprime_mode_name(modes[i]), e, c, e0, e1);
+                g += (size_t)(n - 1) * V;
+                r += (size_t)n * V;
+            }
+        }
+    }
+
+    for (int norm = 0; norm <= 1; norm++) {
+        zmix_score_ctl ctl = {1, NULL, norm ? ZMIX_CHOICE_SUM : ZMIX_CHOICE_PER_TOKEN};
+        zmix_score s;
+        zmix_example_score d[5];
+        assert_int_equal(zmix_score_alpha(f->rt, &o, &cs.mc, 1, alpha, &ctl, &s, d, &err), 0);
+        const float *r = ref;
+        int right = 0;
+        double margins = 0.0;
+        for (int e = 0; e < cs.mc.n; e++) {
+            const zmix_example *x = &cs.mc.items[e];
+            double ll[12], other = -INFINITY;
+            int best = 0;
+            const int32_t *ch = x->choices;
+            for (int c = 0; c < x->n_choices; c++) {
+                zmix_example_score one;
+                zmix_example_score_logits(r, ch, x->choice_len[c], V, &one);
+                ll[c] = norm ? one.loglik * x->choice_len[c] : one.loglik;
+                r += (size_t)x->choice_len[c] * V;
+                ch += x->choice_len[c];
+                if (ll[c] > ll[best]) best = c;
+            }
+            for (int c = 0; c < x->n_choices; c++)
+                if (c != x->answer && ll[c] > other) other = ll[c];
+            assert_float_equal(d[e].loglik, ll[x->answer] - other, 1e-4);
+            assert_int_equal(d[e].exact, ll[x->answer] > other);
+            assert_int_equal(d[e].chosen, best);
+            right += d[e].exact;
+            margins += d[e].loglik;
+        }
+        assert_float_equal(s.accuracy, (double)right / cs.mc.n, 1e-12);
+        assert_float_equal(s.loglik, margins / cs.mc.n, 1e-12);
+    }
+    zmix_examples_free(&cs.mc);
+    zmix_examples_free(&cs.sep);
+    free(z), free(ref), free(got);
+    fixture_free(f);
+}
+
+/* Two identical choices tie whatever the model: the tie is wrong (margin 0), and the
+ * preferred choice is the first of them. A longer choice made of the same first token is
+ * compared per token by default and summed with ZMIX_CHOICE_SUM. */
+static void test_choice_ties_and_norms(void **state)
+{
+    (void)state;
+    fixture *f = fixture_make(ZMIX_ADAPT_MLP, 0);
+    int32_t prompt[3] = {4, 9, 2}, choices[2] = {7, 7}, lens[2] = {1, 1};
+    zmix_example x = {prompt, 3, NULL, 0, 2, choices, lens, 1};
+    zmix_examples ex;
+    zmix_error err;
+    assert_int_equal(zmix_examples_copy(&x, 1, &ex, &err), 0);
+    float alpha[K] = {0.3f, 0.3f, 0.4f};
+    zmix_score s;
+    zmix_example_score d;
+    assert_int_equal(zmix_score_alpha(f->rt, NULL, &ex, 1, alpha, NULL, &s, &d, &err), 0);
+    assert_int_equal(d.exact, 0);
+    assert_int_equal(d.chosen, 0);
+    assert_true(d.loglik == 0.0);
+    assert_true(s.accuracy == 0.0);
+    zmix_examples_free(&ex);
+    fixture_free(f);
+}
+
+/* Dynamic (NTK) RoPE scaling gives a sequence longer than original_max_pos frequencies of its
+ * own, which a prompt shared by choices of different lengths cannot have: a prompt + choice
+ * within original_max_pos is scored (and equals its separate sequence), a longer one is
+ * refused by name rather than scored with the wrong frequencies. */
+static void test_choices_with_dynamic_rope(void **state)
+{
+    (void)state;
+    zmix_model_config cfg = config();
+    cfg.rope_scaling.type = ZMIX_ROPE_DYNAMIC;
+    cfg.rope_scaling.factor = 2.0;
+    cfg.rope_scaling.original_max_pos = 8;
+    zmix_model *model;
+    zmix_error err = {0, ""};
+    assert_int_equal(zmix_model_create_random(&cfg, 3, &model, &err), 0);
+    zmix_runtime_opts opts;
+    zmix_runtime_opts_default(&opts);
+    zmix_runtime *rt;
+    if (zmix_runtime_create_from_z(model, &opts, NULL, NULL, 0, &rt, &err)) fail_msg("%s", err.msg);
+    int32_t prompt[6] = {1, 2, 3, 4, 5, 6}, choices[5] = {7, 8, 9, 10, 11}, lens[2] = {2, 3};
+    zmix_example mc = {prompt, 5, NULL, 0, 2, choices, lens, 1}; /* 5 + 3 - 1 = 7 positions */
+    zmix_example sep = {prompt, 5, choices + 2, 3, 0, NULL, NULL, 0};
+    zmix_examples one, alone;
+    assert_int_equal(zmix_examples_copy(&mc, 1, &one, &err), 0);
+    assert_int_equal(zmix_examples_copy(&sep, 1, &alone, &err), 0);
+    size_t zt = zmix_runtime_z_total(rt);
+    float *ones = malloc(zt * sizeof *ones);
+    for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
+    int V = cfg.vocab_size;
+    float got[1 + 1 + 2][29], ref[3][29];
+    zmix_compose_opts co;
+    zmix_compose_opts_default(&co);
+    assert_int_equal(
+        zmix_candidate_logits(rt, &co, 1, &one, NULL, ones, ZMIX_WPRIME_AUTO, &got[0][0], &err), 0);
+    assert_int_equal(
+        zmix_candidate_logits(rt, &co, 1, &alone, NULL, ones, ZMIX_WPRIME_AUTO, &ref[0][0], &err),
+        0);
+    /* got: the prompt's last row, choice 0's row, choice 1's two rows */
+    assert_true(max_rel_err(got[0], ref[0], (size_t)V) < 1e-5);
+    assert_true(max_rel_err(got[2], ref[1], 2 * (size_t)V) < 1e-5);
+    zmix_examples_free(&one);
+    /* 6 + 3 - 1 = 8 positions: still within; 7 + 3 - 1 = 9: refused. */
+    mc.n_prompt = 6;
+    assert_int_equal(zmix_examples_copy(&mc, 1, &one, &err), 0);
+    zmix_score sc;
+    assert_int_equal(zmix_score_z(rt, 1, &one, 1, ones, NULL, &sc, NULL, &err), 0);
+    zmix_examples_free(&one);
+    int32_t longer[7] = {1, 2, 3, 4, 5, 6, 7};
+    mc.prompt = longer;
+    mc.n_prompt = 7;
+    assert_int_equal(zmix_examples_copy(&mc, 1, &one, &err), 0);
+    assert_int_equal(zmix_score_z(rt, 1, &one, 1, ones, NULL, &sc, NULL, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "dynamic RoPE scaling"));
+    assert_non_null(strstr(err.msg, "examples[0]: the prompt and its longest choice read 9"));
+    zmix_examples_free(&one);
+    zmix_examples_free(&alone);
+    free(ones);
+    zmix_runtime_free(rt);
+    zmix_model_free(model);
+}
+
 static void test_all_ones_experts_reproduce_base(void **state)
 {
     fixture *f = fixture_make_variant(ZMIX_ADAPT_ALL, 1, *state);
@@ -413,7 +627,7 @@ static void test_batch_and_thread_independence(void **state)
     for (int mi = 0; mi < 4; mi++) {
         zmix_score one[P], two[P], alone;
         zmix_example_score d1[P * 6], d2[P * 6], dalone[6];
-        zmix_score_ctl c1 = {1, NULL}, c2 = {2, NULL};
+        zmix_score_ctl c1 = {1, NULL, ZMIX_CHOICE_PER_TOKEN}, c2 = {2, NULL, ZMIX_CHOICE_PER_TOKEN};
         assert_int_equal(
             zmix_score_mode(f->rt, &o, 1, &f->ex, P, alpha, NULL, &c1, modes[mi], one, d1, &err),
             0);
@@ -444,7 +658,7 @@ static void test_memory_budget_chunks_examples(void **state)
     float alpha[2 * K] = {0.5f, 0.3f, 0.2f, 0.1f, 0.1f, 0.9f};
     zmix_score whole[2], chunked[2];
     zmix_error err;
-    zmix_score_ctl c2 = {2, NULL};
+    zmix_score_ctl c2 = {2, NULL, ZMIX_CHOICE_PER_TOKEN};
     assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, &c2, whole, NULL, &err), 0);
     /* A budget that holds the activations of the largest example, far from all six. */
     size_t one = 0;
@@ -491,7 +705,8 @@ static void test_example_at_the_context_limit(void **state)
     int V = f->model->cfg.vocab_size, ctx = f->model->cfg.max_seq_len;
     int32_t tok[66];
     for (int j = 0; j < 66; j++) tok[j] = (int32_t)((j * 7 + 3) % V);
-    zmix_example item = {tok, ctx - 4, tok + ctx - 4, 5}; /* 60 + 5 - 1 = 64 = ctx */
+    zmix_example item = {tok, ctx - 4, tok + ctx - 4, 5,
+                         0,   NULL,    NULL,          0}; /* 60 + 5 - 1 = 64 = ctx */
     zmix_examples_free(&f->ex);
     zmix_error err;
     assert_int_equal(zmix_examples_copy(&item, 1, &f->ex, &err), 0);
@@ -586,13 +801,13 @@ static void test_degenerate_candidates_and_errors(void **state)
 
     /* Cancelled before the first candidate. */
     atomic_int stop = 1;
-    zmix_score_ctl ctl = {2, &stop};
+    zmix_score_ctl ctl = {2, &stop, ZMIX_CHOICE_PER_TOKEN};
     assert_int_equal(zmix_score_alpha(f->rt, &o, &f->ex, 2, alpha, &ctl, s, NULL, &err),
                      ZMIX_ECANCELED);
 
     /* A token outside the vocabulary is named by example and position. */
     int32_t bad_prompt[2] = {1, 29}, target[1] = {3};
-    zmix_example item = {bad_prompt, 2, target, 1};
+    zmix_example item = {bad_prompt, 2, target, 1, 0, NULL, NULL, 0};
     zmix_examples bad = {&item, 1, NULL, 0};
     assert_int_equal(zmix_score_alpha(f->rt, &o, &bad, 1, alpha + K, NULL, s, NULL, &err),
                      ZMIX_ERANGE);
@@ -798,6 +1013,9 @@ int main(void)
         cmocka_unit_test(test_compose_z_by_hand),
         VARIANTS(test_modes_match_materialised_reference),
         cmocka_unit_test(test_scores_from_reference_logits),
+        VARIANTS(test_choices_share_the_prompt_pass),
+        cmocka_unit_test(test_choice_ties_and_norms),
+        cmocka_unit_test(test_choices_with_dynamic_rope),
         VARIANTS(test_all_ones_experts_reproduce_base),
         VARIANTS(test_batch_and_thread_independence),
         cmocka_unit_test(test_memory_budget_chunks_examples),

@@ -116,6 +116,106 @@ static void test_load_errors(void **state)
     expect_error(zmix_examples_load_json(missing, &ex, &err), &err, ZMIX_ENOTFOUND, missing, NULL);
 }
 
+/* Multiple-choice examples: choices as ids or text, the answer an index; every malformed one
+ * and a set mixing kinds are refused naming the file, the example and the field. */
+static void test_load_choices(void **state)
+{
+    ctx *c = *state;
+    testutil_write_text(c->path,
+                        "{\"examples\": [\n"
+                        "  {\"prompt\": [1, 5], \"choices\": [[7], [8, 9], [10]], "
+                        "\"answer\": 1},\n"
+                        "  {\"answer\": 0, \"prompt\": [2], \"choices\": [[3, 4], [6]]}\n]}");
+    zmix_examples ex;
+    zmix_error err = {0};
+    assert_int_equal(zmix_examples_load_json(c->path, &ex, &err), 0);
+    assert_true(zmix_examples_are_choice(&ex));
+    assert_int_equal(ex.items[0].n_choices, 3);
+    assert_int_equal(ex.items[0].answer, 1);
+    assert_int_equal(ex.items[0].n_target, 0);
+    assert_null(ex.items[0].target);
+    assert_int_equal(ex.items[0].choice_len[1], 2);
+    assert_int_equal(ex.items[0].choices[2], 9);
+    assert_int_equal(ex.items[0].choices[3], 10);
+    assert_int_equal(ex.items[1].answer, 0);
+    assert_int_equal(ex.items[1].choice_len[0], 2);
+    assert_int_equal(ex.items[1].choices[2], 6);
+    assert_int_equal(zmix_example_tokens(&ex.items[0]), 6);
+
+    zmix_model model;
+    memset(&model, 0, sizeof model);
+    model.cfg.vocab_size = 10;
+    model.cfg.max_seq_len = 3;
+    /* The longest choice decides the context: prompt 2 + choice 2 - 1 = 3 positions. */
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ERANGE,
+                 "examples[0].choices[2][0]: token id 10", NULL);
+    model.cfg.vocab_size = 11;
+    assert_int_equal(zmix_examples_check(&model, &ex, &err), 0);
+    model.cfg.max_seq_len = 2;
+    expect_error(zmix_examples_check(&model, &ex, &err), &err, ZMIX_ELIMIT, "longest choice 2",
+                 NULL);
+
+    zmix_examples copy;
+    assert_int_equal(zmix_examples_copy(ex.items, ex.n, &copy, &err), 0);
+    assert_int_equal(copy.items[1].choices[1], 4);
+    assert_int_equal(copy.items[0].choice_len[2], 1);
+    assert_int_equal(copy.items[0].answer, 1);
+    zmix_examples_free(&ex);
+    zmix_examples_free(&copy);
+
+    load_fails(c,
+               "{\"examples\": [{\"prompt\": [1], \"choices\": [[2], [3]], \"answer\": 0}, "
+               "{\"prompt\": [1], \"target\": [2]}]}",
+               ZMIX_EFORMAT, "examples[1].target: examples[0] is multiple-choice", NULL);
+    load_fails(c,
+               "{\"examples\": [{\"prompt\": [1], \"target\": [2]}, "
+               "{\"prompt\": [1], \"choices\": [[2], [3]], \"answer\": 0}]}",
+               ZMIX_EFORMAT, "examples[1].choices: examples[0] is exact-match", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"choices\": [[2], [3]], \"answer\": 2}]}",
+               ZMIX_EFORMAT, "examples[0].answer must be the index of a choice", "[0, 2)");
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"choices\": [[2], [3]], \"answer\": 0.5}]}",
+               ZMIX_EFORMAT, "examples[0].answer", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"choices\": [[2]], \"answer\": 0}]}",
+               ZMIX_EFORMAT, "examples[0].choices: 1 choices, expected 2 to 64", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"choices\": [[2], []], \"answer\": 0}]}",
+               ZMIX_EFORMAT, "examples[0].choices[1] is empty", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"choices\": [[2], \"\"], \"answer\": 0}]}",
+               ZMIX_EFORMAT, "examples[0].choices[1] is empty", NULL);
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"choices\": [[2], [3]]}]}", ZMIX_EFORMAT,
+               "examples[0].answer is missing", NULL);
+    load_fails(c,
+               "{\"examples\": [{\"prompt\": [1], \"target\": [4], \"choices\": [[2], [3]], "
+               "\"answer\": 1}]}",
+               ZMIX_EFORMAT, "examples[0] has both target and choices", NULL);
+    /* Text needs a tokenizer: without one the choice is named. */
+    load_fails(c, "{\"examples\": [{\"prompt\": [1], \"choices\": [[2], \"b\"], \"answer\": 0}]}",
+               ZMIX_EFORMAT, "examples[0].choices is text", NULL);
+
+    /* The parser keeps the file as written: text choices stay text. */
+    const char text[] = "{\"examples\": [{\"prompt\": \"Q\", \"choices\": [\" yes\", [4, 5]], "
+                        "\"answer\": 1}]}";
+    zmix_examples_json js;
+    assert_int_equal(zmix_examples_json_parse(text, sizeof text - 1, "mem.json", &js, &err), 0);
+    assert_int_equal(js.items[0].n_choices, 2);
+    assert_string_equal(js.items[0].choices[0].text, " yes");
+    assert_int_equal(js.items[0].choices[1].n_ids, 2);
+    assert_int_equal(js.items[0].answer, 1);
+    zmix_examples_json_free(&js);
+
+    /* With a tokenizer, text choices are encoded as targets are: without BOS. */
+    zmix_tokenizer *tok;
+    assert_int_equal(zmix_tokenizer_create_bytes(256, 257, 300, &tok, &err), 0);
+    testutil_write_text(c->path, text);
+    assert_int_equal(zmix_examples_load_json_tok(c->path, tok, &ex, &err), 0);
+    assert_int_equal(ex.items[0].n_prompt, 2); /* BOS, 'Q' */
+    assert_int_equal(ex.items[0].choice_len[0], 4);
+    assert_int_equal(ex.items[0].choice_len[1], 2);
+    assert_memory_equal(ex.items[0].choices, ((int32_t[]){' ', 'y', 'e', 's', 4, 5}),
+                        6 * sizeof(int32_t));
+    zmix_examples_free(&ex);
+    zmix_tokenizer_free(tok);
+}
+
 /* The file as written (what `zmix submit` sends): ids stay ids, text stays text, an empty
  * prompt text is allowed (BOS alone once encoded), and every part points into owned memory. */
 static void test_parse_as_written(void **unused)
@@ -157,7 +257,7 @@ static void test_check_against_model(void **unused)
     model.cfg.vocab_size = 512;
     model.cfg.max_seq_len = 6;
     int32_t p0[] = {1, 2, 3}, t0[] = {4, 5}, p1[] = {1, 511}, t1[] = {0, 512};
-    zmix_example items[2] = {{p0, 3, t0, 2}, {p1, 2, t1, 2}};
+    zmix_example items[2] = {{p0, 3, t0, 2, 0, NULL, NULL, 0}, {p1, 2, t1, 2, 0, NULL, NULL, 0}};
     zmix_examples ex;
     zmix_error err = {0};
     assert_int_equal(zmix_examples_copy(items, 2, &ex, &err), 0);
@@ -189,7 +289,7 @@ static void test_check_against_model(void **unused)
     zmix_examples empty = {0};
     expect_error(zmix_examples_check(&model, &empty, &err), &err, ZMIX_EINVAL, "empty", NULL);
 
-    zmix_example bad = {p0, 0, t0, 2};
+    zmix_example bad = {p0, 0, t0, 2, 0, NULL, NULL, 0};
     expect_error(zmix_examples_copy(&bad, 1, &ex, &err), &err, ZMIX_EINVAL,
                  "examples[0].prompt is empty", NULL);
 }
@@ -199,6 +299,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_load_good, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_choices, setup, teardown),
         cmocka_unit_test(test_parse_as_written),
         cmocka_unit_test(test_check_against_model),
     };

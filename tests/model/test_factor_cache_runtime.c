@@ -63,7 +63,7 @@ static int setup(void **state)
     free(list);
 
     int32_t p0[] = {1, 5, 9, 3}, t0[] = {7, 8}, p1[] = {1, 30}, t1[] = {4, 4, 2};
-    zmix_example items[2] = {{p0, 4, t0, 2}, {p1, 2, t1, 3}};
+    zmix_example items[2] = {{p0, 4, t0, 2, 0, NULL, NULL, 0}, {p1, 2, t1, 3, 0, NULL, NULL, 0}};
     assert_int_equal(zmix_examples_copy(items, 2, &c->ex, &err), 0);
     *state = c;
     return 0;

@@ -525,6 +525,118 @@ static void test_limits_lower_defaults_and_jobs_keep_their_settings(void **unuse
     done(&b);
 }
 
+/* Packs a submit's params map {"task": "mc", "examples": [...]} from a JSON-like spec of its
+ * examples: each "P|C1;C2;...|A" (ids comma-separated) is {prompt, choices, answer}, and
+ * "P|T" is {prompt, target}. Returns the unpacked map (b owns it). */
+static msgpack_object build_choices(built *b, const char *const *spec, int n)
+{
+    msgpack_sbuffer_init(&b->sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b->sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    rpc_pack_cstr(&pk, "task");
+    rpc_pack_cstr(&pk, "mc");
+    rpc_pack_cstr(&pk, "examples");
+    msgpack_pack_array(&pk, (size_t)n);
+    for (int i = 0; i < n; i++) {
+        char text[128], *parts[3] = {NULL, NULL, NULL}, *save;
+        snprintf(text, sizeof text, "%s", spec[i]);
+        int n_parts = 0;
+        for (char *t = strtok_r(text, "|", &save); t && n_parts < 3; t = strtok_r(NULL, "|", &save))
+            parts[n_parts++] = t;
+        msgpack_pack_map(&pk, (size_t)n_parts);
+        for (int k = 0; k < 2; k++) {
+            rpc_pack_cstr(&pk, k == 0 ? "prompt" : n_parts == 3 ? "choices" : "target");
+            char *lists[8], *s2;
+            int n_lists = 0;
+            for (char *l = strtok_r(parts[k], ";", &s2); l && n_lists < 8;
+                 l = strtok_r(NULL, ";", &s2))
+                lists[n_lists++] = l;
+            if (k == 1 && n_parts == 3) msgpack_pack_array(&pk, (size_t)n_lists);
+            for (int l = 0; l < n_lists; l++) {
+                int ids[16], m = 0;
+                char *s3;
+                for (char *id = strtok_r(lists[l], ",", &s3); id && m < 16;
+                     id = strtok_r(NULL, ",", &s3))
+                    ids[m++] = atoi(id);
+                msgpack_pack_array(&pk, (size_t)m);
+                for (int j = 0; j < m; j++) msgpack_pack_int(&pk, ids[j]);
+            }
+        }
+        if (n_parts == 3) {
+            rpc_pack_cstr(&pk, "answer");
+            msgpack_pack_int(&pk, atoi(parts[2]));
+        }
+    }
+    size_t off = 0;
+    msgpack_unpacked_init(&b->u);
+    assert_int_equal(msgpack_unpack_next(&b->u, b->sb.data, b->sb.size, &off),
+                     MSGPACK_UNPACK_SUCCESS);
+    return b->u.data;
+}
+
+/* Multiple-choice examples over the wire: parsed into choices and answer, kept by a restore,
+ * part of the inputs key; a malformed one or a set mixing kinds is refused by name. */
+static void test_choice_examples(void **unused)
+{
+    built b;
+    job_spec spec, back;
+    zmix_error err = {0};
+    const char *good[] = {"1,2|3;4,5|1", "7|8,9;10;11|2"};
+    assert_int_equal(parse(build_choices(&b, good, 2), &spec, &err), 0);
+    const zmix_example *x = &spec.examples.items[0];
+    assert_int_equal(x->n_choices, 2);
+    assert_int_equal(x->answer, 1);
+    assert_int_equal(x->choice_len[1], 2);
+    assert_memory_equal(x->choices, ((int32_t[]){3, 4, 5}), 3 * sizeof(int32_t));
+    assert_null(x->target);
+    assert_int_equal(spec.examples.items[1].n_choices, 3);
+    assert_int_equal(spec.examples.items[1].choices[3], 11);
+    done(&b);
+    /* A recovered job gets its examples back, choices and all. */
+    zmix_cem_settings d = defaults();
+    assert_int_equal(job_spec_restore((const uint8_t *)"\x80", 1, &spec.examples, "mc", 0, 3, 15,
+                                      &d, &back, &err),
+                     0);
+    assert_int_equal(back.examples.items[1].answer, 2);
+    assert_memory_equal(back.examples.items[1].choices, spec.examples.items[1].choices,
+                        4 * sizeof(int32_t));
+    /* The answer is part of the task: another answer is another key. */
+    char k1[65], k2[65];
+    job_spec_key(&spec, "m", "e", k1);
+    back.examples.items[0].answer = 0;
+    job_spec_key(&back, "m", "e", k2);
+    assert_string_not_equal(k1, k2);
+    job_spec_free(&back);
+    job_spec_free(&spec);
+
+    struct {
+        const char *ex[2];
+        int n;
+        const char *msg;
+    } bad[] = {
+        {{"1|2;3|0", "1|2"},
+         2,
+         "examples[1].target: examples[0] is multiple-choice, and a set is all exact-match "
+         "(target) or all multiple-choice (choices, answer)"},
+        {{"1|2", "1|2;3|0"}, 2, "examples[1].choices: examples[0] is exact-match"},
+        {{"1|2;3|2", NULL},
+         1,
+         "examples[0].answer must be the index of a choice, an integer in [0, 2)"},
+        {{"1|2|0", NULL}, 1, "examples[0].choices: 1 choices, expected 2 to 64"},
+        {{"1|2;600|0", NULL},
+         1,
+         "examples[0].choices[1][0]: token id 600 outside the vocabulary [0, 512)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err.msg[0] = 0;
+        int rc = parse(build_choices(&b, bad[i].ex, bad[i].n), &spec, &err);
+        if (rc == 0 || !strstr(err.msg, bad[i].msg))
+            fail_msg("case %zu: rc %d, message '%s'; expected '%s'", i, rc, err.msg, bad[i].msg);
+        done(&b);
+    }
+}
+
 static void test_text_examples(void **unused)
 {
     msgpack_sbuffer sb;
@@ -598,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_wire_keys_and_flags_agree),
         cmocka_unit_test(test_limits_lower_defaults_and_jobs_keep_their_settings),
         cmocka_unit_test(test_text_examples),
+        cmocka_unit_test(test_choice_examples),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

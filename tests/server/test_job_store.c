@@ -38,11 +38,13 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A job whose examples and settings derive from seed. */
+/* A job whose examples and settings derive from seed: two exact-match examples and a
+ * multiple-choice one (the store keeps either kind). */
 typedef struct test_job {
     job_record rec;
     zmix_example items[3];
     int32_t tokens[3][2][4];
+    int32_t choice_len[2];
     uint8_t settings[24];
 } test_job;
 
@@ -58,8 +60,13 @@ static void make_job(test_job *t, const char *task, int seed)
             t->tokens[i][0][j] = seed * 100 + i * 10 + j;
             t->tokens[i][1][j] = -(seed * 100 + i * 10 + j); /* the store keeps any int32 */
         }
-        t->items[i] = (zmix_example){t->tokens[i][0], 1 + i, t->tokens[i][1], 4 - i};
+        t->items[i] =
+            (zmix_example){t->tokens[i][0], 1 + i, t->tokens[i][1], 4 - i, 0, NULL, NULL, 0};
     }
+    t->choice_len[0] = 1;
+    t->choice_len[1] = 3;
+    t->items[2] =
+        (zmix_example){t->tokens[2][0], 3, NULL, 0, 2, t->tokens[2][1], t->choice_len, seed % 2};
     t->rec.examples.items = t->items;
     t->rec.examples.n = 3;
     for (int i = 0; i < 24; i++) t->settings[i] = (uint8_t)(seed + i);
@@ -84,6 +91,13 @@ static void assert_job(const job_record *got, const char *task, int seed)
         assert_memory_equal(x->prompt, want.items[i].prompt, 4 * (size_t)x->n_prompt);
         assert_memory_equal(x->target, want.items[i].target, 4 * (size_t)x->n_target);
         total += (size_t)(x->n_prompt + x->n_target);
+        assert_int_equal(x->n_choices, want.items[i].n_choices);
+        if (!x->n_choices) continue;
+        assert_null(x->target);
+        assert_int_equal(x->answer, want.items[i].answer);
+        assert_memory_equal(x->choice_len, want.choice_len, sizeof want.choice_len);
+        assert_memory_equal(x->choices, want.items[i].choices, 4 * 4);
+        total += 2 + 4; /* the lengths and the choices' tokens */
     }
     assert_int_equal(got->examples.n_tokens, total);
     assert_int_equal(got->settings_len, sizeof want.settings);

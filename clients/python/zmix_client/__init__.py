@@ -213,6 +213,8 @@ class Client:
         return self.call("stats")
 
     def submit(self, task, examples, cem=None, priority=0, recompute=False):
+        """examples: [{"prompt": ids or text, "target": ids or text}, ...], or for multiple
+        choice [{"prompt": ..., "choices": [ids or text, ...], "answer": index}, ...]."""
         params = {"task": task, "examples": examples, "priority": priority,
                   "recompute": recompute}
         if cem:
