@@ -68,8 +68,8 @@ int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmi
 
 /* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
  * with the tables cos_t/sin_t ([pos][half]) of its sequence. */
-static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,
-                      const float *sin_t, int interleaved)
+void zmix_rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,
+                    const float *sin_t, int interleaved)
 {
     int half = head_dim / 2;
     for (int i = 0; i < n; i++) {
@@ -95,8 +95,8 @@ static void add_bias(float *y, const float *bias, int n, int width)
 }
 
 /* Causal attention of one sequence: nq query rows at positions pos0.., len key rows. */
-static void attend(const zmix_model_config *c, const float *q, const float *k, const float *v,
-                   int nq, int pos0, int len, float *scores, float *att)
+void zmix_attend(const zmix_model_config *c, const float *q, const float *k, const float *v, int nq,
+                 int pos0, int len, float *scores, float *att)
 {
     int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     int group = c->n_heads / c->n_kv_heads;
@@ -198,9 +198,11 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
                 cos_t = b.rope + (size_t)start * 2 * half;
                 sin_t = cos_t + (size_t)len * half;
             }
-            rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t, c->rope_interleaved);
-            rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, c->rope_interleaved);
-            attend(c, qs, ks, vs, nq, pos0, len, b.scores, b.att + (size_t)qrow * q_dim);
+            zmix_rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t,
+                           c->rope_interleaved);
+            zmix_rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t,
+                           c->rope_interleaved);
+            zmix_attend(c, qs, ks, vs, nq, pos0, len, b.scores, b.att + (size_t)qrow * q_dim);
             qrow += nq;
         }
         zmix_linear_apply(&lin[ZMIX_MAT_O], b.att, nq_total, b.xb, b.tmp, tile);
