@@ -91,6 +91,12 @@ int zmix_generator_step(zmix_generator *g, int32_t *token, zmix_gen_finish *fini
 /* The stop token that ended the generation, or -1. */
 int32_t zmix_generator_stop_token(const zmix_generator *g);
 
+/* The text of n generated ids (malloc'ed, NUL-terminated): the model's tokenizer's decoding
+ * (special tokens left out), with any invalid UTF-8 (a byte tokenizer's, or a character cut
+ * at the end) replaced by U+FFFD so that it can go into JSON and msgpack strings. NULL when
+ * the model has no tokenizer or memory ran out. */
+char *zmix_generation_text(const zmix_model *model, const int32_t *ids, int n);
+
 /* The whole loop: at most opts->max_tokens tokens into out, *n_out of them. */
 int zmix_generate_tokens(zmix_generator *g, const int32_t *prompt, int n_prompt,
                          const zmix_gen_opts *opts, int32_t *out, int *n_out,

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "compute.h"
+#include "tok_unicode.h"
 #include "util/pcg.h"
 #include "zmix/generate.h"
 
@@ -413,4 +414,18 @@ int zmix_generate_tokens(zmix_generator *g, const int32_t *prompt, int n_prompt,
         if (!rc && id >= 0) out[(*n_out)++] = id;
     }
     return rc;
+}
+
+char *zmix_generation_text(const zmix_model *model, const int32_t *ids, int n)
+{
+    const zmix_tokenizer *tok = zmix_model_tokenizer(model);
+    if (!tok) return NULL;
+    size_t need = zmix_tokenizer_decode(tok, ids, n, 0, NULL, 0);
+    char *raw = malloc(need + 1);
+    if (!raw) return NULL;
+    zmix_tokenizer_decode(tok, ids, n, 0, raw, need + 1);
+    size_t len;
+    char *text = tok_lossy_utf8((const unsigned char *)raw, need, &len);
+    free(raw);
+    return text;
 }

@@ -41,3 +41,10 @@ if(ZMIX_PYTHON AND TARGET zmixd AND TARGET zmix)
   zmix_model_pytest(test_memory_preflight 120 "model;server"
     "ZMIXD=$<TARGET_FILE:zmixd>;ZMIX_BIN=$<TARGET_FILE:zmix>")
 endif()
+
+# zmix generate end to end: the demo's adaptation reproduces its targets, the KV cache gives
+# the cache-free path's ids, sampling, stop ids and the refusals.
+if(ZMIX_PYTHON AND TARGET zmix)
+  zmix_model_pytest(test_generate_cli 600 "model;cli"
+    "ZMIX_BIN=$<TARGET_FILE:zmix>;ZMIX_SHARED_DIR=${ZMIX_SHARED_DIR};OPENBLAS_NUM_THREADS=1")
+endif()
