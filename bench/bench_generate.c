@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_median.h"
 #include "util/clock.h"
 #include "util/pcg.h"
 #include "zmix/generate.h"
@@ -37,18 +38,6 @@ static int usage(const char *msg)
             "[--prompt-len P] [--runs R] [--adapt mlp|attn|all] [--quick]\n",
             msg);
     return 2;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Generates opts->tokens greedy tokens; returns tokens per second, or -1 (printed). */
@@ -170,9 +159,9 @@ int main(int argc, char **argv)
            b.model, c->n_layers, c->dim, c->vocab_size, b.prompt_len, b.tokens,
            zmix_adapt_set_name(b.adapt), zt, b.runs);
     for (int k = 0; k < 4; k++)
-        printf("  %-20s %10.1f tokens/s\n", names[k], median(tps[k], b.runs));
-    printf("  KV cache / no cache (base)  %6.2fx\n", median(cache_vs_none, b.runs));
-    printf("  adapted / base (KV cache)   %6.3fx\n", median(adapted_vs_base, b.runs));
+        printf("  %-20s %10.1f tokens/s\n", names[k], bench_median(tps[k], b.runs));
+    printf("  KV cache / no cache (base)  %6.2fx\n", bench_median(cache_vs_none, b.runs));
+    printf("  adapted / base (KV cache)   %6.3fx\n", bench_median(adapted_vs_base, b.runs));
     printf("  composing W' once          %8.1f ms\n", create_ms);
     zmix_generator_free(base);
     zmix_generator_free(adapted);
