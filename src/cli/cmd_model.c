@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "daemon_conn.h"
 #include "util/file.h"
 #include "zmix/export.h"
 #include "zmix/generate.h"
@@ -43,6 +44,8 @@ typedef struct model_args {
     double temperature, top_p;
     uint64_t seed;
     int no_cache, ignore_eos, json;
+    const char *task;          /* --task: generate through the daemon */
+    daemon_opts conn;          /* --socket, --connect, --token-file (with --task) */
     const char *generate_only; /* the first generate-only option given (score refuses it) */
 } model_args;
 
@@ -151,6 +154,8 @@ static int parse_generate_option(model_args *a, const char *o, const char *v, in
     *bad = 0;
     if (!strcmp(o, "--z"))
         a->result = v;
+    else if (!strcmp(o, "--task"))
+        a->task = v;
     else if (!strcmp(o, "--text"))
         a->text = v;
     else if (!strcmp(o, "--stop"))
@@ -182,6 +187,11 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
     int bad;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
+        if (a->conn.cmd && strcmp(o, "--json")) { /* generate: the daemon's options too */
+            int r = daemon_opts_parse(&a->conn, argc, argv, &i);
+            if (r < 0) return 2;
+            if (r > 0) continue;
+        }
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             help();
             return -1;
@@ -204,9 +214,10 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
             continue;
         }
         static const char *const with_value[] = {
-            "--model",  "--experts",  "--alpha", "--alpha-file",  "--adapt",   "--factor-cache",
-            "--prompt", "--examples", "-n",      "--new-tokens",  "--threads", "--max-tokens",
-            "--z",      "--text",     "--stop",  "--temperature", "--top-p",   "--seed"};
+            "--model",        "--experts",    "--alpha",    "--alpha-file", "--adapt",
+            "--factor-cache", "--prompt",     "--examples", "-n",           "--new-tokens",
+            "--threads",      "--max-tokens", "--z",        "--text",       "--stop",
+            "--temperature",  "--top-p",      "--seed",     "--task"};
         int known = 0;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++)
             known |= !strcmp(o, with_value[j]);
@@ -241,7 +252,14 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
             return usage_error(a->cmd, "unknown option '%s'", o);
         }
     }
-    if (!a->model) return usage_error(a->cmd, "%s", "--model PATH is required");
+    if (a->task) {
+        if (a->model || a->result || a->experts || a->no_cache)
+            return usage_error(a->cmd, "%s",
+                               "--task generates on the daemon's model: no --model, --z, "
+                               "--experts or --no-cache");
+        return 0;
+    }
+    if (!a->model) return usage_error(a->cmd, "%s", "--model PATH (or --task TASK) is required");
     if (a->alpha && a->alpha_file)
         return usage_error(a->cmd, "%s", "give --alpha or --alpha-file, not both");
     if ((a->alpha || a->alpha_file) && !a->experts)
@@ -457,6 +475,8 @@ static void generate_help(void)
            "  --ignore-eos        do not stop at the model's EOS\n"
            "  --json              print {\"tokens\", \"text\", \"finish_reason\", \"stop_token\"}\n"
            "  --no-cache          rerun the whole sequence each step (the reference path)\n"
+           "  --task TASK         generate on the daemon, under the task's cached adaptation\n"
+           "  --socket/--connect/--token-file   the daemon, for --task\n"
            "  --experts A,B,...   SVF expert files (safetensors); z' = sum_k alpha_k z_k\n"
            "  --alpha X,Y,...     one coefficient per expert, shared by every matrix\n"
            "  --alpha-file F      per-matrix coefficients, JSON (see 'zmix score --help')\n"
@@ -492,12 +512,11 @@ static int read_prompt(const model_args *a, const zmix_model *model, int32_t **o
     return n;
 }
 
-/* Prints the generated ids (or text), or the JSON document of --json. */
-static int print_generation(const model_args *a, const zmix_model *model, const int32_t *ids, int n,
-                            zmix_gen_finish finish, int32_t stop_token)
+/* Prints the generated ids (or text: given with --text when the model has a tokenizer), or the
+ * JSON document of --json. */
+static void print_generation(const model_args *a, const int32_t *ids, int n, const char *text,
+                             const char *finish, int32_t stop_token)
 {
-    char *text = zmix_generation_text(model, ids, n);
-    if (zmix_model_tokenizer(model) && !text) return fail(a->cmd, "out of memory");
     if (a->json) {
         cJSON *root = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(root, "tokens");
         for (int i = 0; i < n; i++) cJSON_AddItemToArray(list, cJSON_CreateNumber(ids[i]));
@@ -505,7 +524,7 @@ static int print_generation(const model_args *a, const zmix_model *model, const 
             cJSON_AddStringToObject(root, "text", text);
         else
             cJSON_AddNullToObject(root, "text");
-        cJSON_AddStringToObject(root, "finish_reason", zmix_gen_finish_name(finish));
+        cJSON_AddStringToObject(root, "finish_reason", finish);
         cJSON_AddNumberToObject(root, "stop_token", stop_token);
         char *out = cJSON_PrintUnformatted(root);
         if (out) printf("%s\n", out);
@@ -517,13 +536,47 @@ static int print_generation(const model_args *a, const zmix_model *model, const 
         for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)ids[i]);
         printf("\n");
     }
-    free(text);
-    return 0;
+}
+
+/* zmix generate --task: the daemon generates under the task's cached adaptation. */
+static int generate_on_daemon(const model_args *a, const int32_t *stop, int n_stop)
+{
+    int32_t *prompt = NULL;
+    int n_prompt = 0;
+    if (a->prompt && (n_prompt = parse_ids(a->prompt, &prompt)) < 1)
+        return usage_error(a->cmd, "--prompt '%s' is not a list of token ids", a->prompt);
+    zmix_client_gen_req req = {.task = a->task,
+                               .prompt = prompt,
+                               .n_prompt = n_prompt,
+                               .text = a->prompt ? NULL : a->text,
+                               .max_tokens = a->n_new,
+                               .temperature = a->temperature,
+                               .top_p = a->top_p,
+                               .seed = a->seed,
+                               .stop = stop,
+                               .n_stop = n_stop};
+    zmix_client *c;
+    int rc = daemon_connect(&a->conn, &c);
+    if (rc) {
+        free(prompt);
+        return rc;
+    }
+    zmix_error err = {0, ""};
+    zmix_client_generation g;
+    if (zmix_client_generate(c, &req, &g, &err))
+        rc = daemon_fail(&a->conn, c, &err);
+    else
+        print_generation(a, g.tokens, g.n_tokens, g.text, g.finish_reason, g.stop_token);
+    zmix_client_generation_free(&g);
+    zmix_client_close(c);
+    free(prompt);
+    return rc;
 }
 
 int cmd_generate(int argc, char **argv)
 {
     model_args a = {.cmd = "generate", .n_new = 16, .threads = 1, .rescale = 1, .top_p = 1.0};
+    a.conn.cmd = "generate";
     int rc = parse_args(argc, argv, &a, generate_help);
     if (rc) return rc < 0 ? 0 : rc;
     if (!a.prompt == !a.text) return usage_error(a.cmd, "%s", "give --prompt IDS or --text TEXT");
@@ -534,6 +587,11 @@ int cmd_generate(int argc, char **argv)
     if (n_stop > ZMIX_GEN_MAX_STOP) {
         free(stop);
         return usage_error(a.cmd, "--stop: at most %d ids", ZMIX_GEN_MAX_STOP);
+    }
+    if (a.task) {
+        rc = generate_on_daemon(&a, stop, n_stop);
+        free(stop);
+        return rc;
     }
     session s;
     int rescale = a.rescale;
@@ -560,7 +618,12 @@ int cmd_generate(int argc, char **argv)
     if (!rc && (zmix_generator_create(s.model, s.rt, rescale, s.z, &g, &err) ||
                 zmix_generate_tokens(g, prompt, n_prompt, &opts, out, &n_out, &finish, &err)))
         rc = fail(a.cmd, err.msg);
-    if (!rc) rc = print_generation(&a, s.model, out, n_out, finish, zmix_generator_stop_token(g));
+    char *text = rc ? NULL : zmix_generation_text(s.model, out, n_out);
+    if (!rc && zmix_model_tokenizer(s.model) && !text) rc = fail(a.cmd, "out of memory");
+    if (!rc)
+        print_generation(&a, out, n_out, text, zmix_gen_finish_name(finish),
+                         zmix_generator_stop_token(g));
+    free(text);
     zmix_generator_free(g);
     free(out);
     free(prompt);

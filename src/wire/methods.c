@@ -435,10 +435,21 @@ static const struct {
     const char *name;
     method_fn fn;
 } methods[] = {
-    {"auth", m_auth},           {"ping", m_ping},       {"info", m_info},   {"stats", m_stats},
-    {"submit", m_submit},       {"status", m_status},   {"wait", m_wait},   {"cancel", m_cancel},
-    {"jobs", m_jobs},           {"get", m_get},         {"tasks", m_tasks}, {"evict", m_evict},
-    {"subscribe", m_subscribe}, {"history", m_history},
+    {"auth", m_auth},
+    {"ping", m_ping},
+    {"info", m_info},
+    {"stats", m_stats},
+    {"submit", m_submit},
+    {"status", m_status},
+    {"wait", m_wait},
+    {"cancel", m_cancel},
+    {"jobs", m_jobs},
+    {"get", m_get},
+    {"tasks", m_tasks},
+    {"evict", m_evict},
+    {"subscribe", m_subscribe},
+    {"history", m_history},
+    {"generate", generate_request},
 };
 
 void methods_dispatch(server *srv, conn *c, const rpc_request *req)
