@@ -209,6 +209,18 @@ void generate_step_done(server *srv, pool_item *it)
 
 void generate_request(server *srv, conn *c, const rpc_request *req)
 {
+    /* Each generation holds a copy of the adapted matrices (W') and a KV cache, and uses one
+     * worker at a time: more at once than there are workers would only add memory. */
+    int most = pool_workers(srv->pool);
+    if (srv->n_generating >= most) {
+        char msg[128];
+        snprintf(msg, sizeof msg,
+                 "generate: %d generations already running (at most %d, one per worker); try "
+                 "again when one ends",
+                 srv->n_generating, most);
+        conn_reply_error(c, req->msgid, ZMIX_ELIMIT, msg);
+        return;
+    }
     gen_op *op = calloc(1, sizeof *op);
     parked *p = op ? calloc(1, sizeof *p) : NULL;
     if (!p) {

@@ -168,3 +168,22 @@ def test_client_gone_mid_generation_leaves_a_job_undisturbed(tmp_path, experts):
     finally:
         assert d.stop() == 0, d.log_text()
 
+
+
+def test_at_most_one_generation_per_worker(daemon):
+    # Three requests in one write reach the daemon together: the fixture's 2 workers take two,
+    # the third is refused at once; the two others then finish normally.
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(daemon.socket)
+    s.settimeout(30)
+    req = {"prompt": [1], "max_tokens": 200}
+    s.sendall(b"".join(msgpack.packb([0, i, "generate", req]) for i in (1, 2, 3)))
+    unpacker, replies = msgpack.Unpacker(raw=False), {}
+    while len(replies) < 3:
+        unpacker.feed(s.recv(1 << 16))
+        for msg in unpacker:
+            replies[msg[1]] = msg
+    s.close()
+    assert replies[3][2]["code"] == "ELIMIT" and "at most 2" in replies[3][2]["message"]
+    for i in (1, 2):
+        assert replies[i][2] is None and len(replies[i][3]["tokens"]) == 200
