@@ -162,7 +162,7 @@ int zmix_generator_start(zmix_generator *g, const int32_t *prompt, int n_prompt,
                               "%d prompt + %d new tokens exceed the context length %d", n_prompt,
                               opts->max_tokens, c->max_seq_len);
     g->opts = *opts;
-    memcpy(g->stop_ids, opts->stop, (size_t)opts->n_stop * sizeof *g->stop_ids);
+    if (opts->n_stop) memcpy(g->stop_ids, opts->stop, (size_t)opts->n_stop * sizeof *g->stop_ids);
     g->opts.stop = g->stop_ids;
     g->n_prompt = n_prompt;
     g->len = n_prompt;
