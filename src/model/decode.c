@@ -3,8 +3,10 @@
  * the cache-free reference through zmix_forward_hidden, and the sampler.
  *
  * The cached pass is the stacked forward of forward.c for one sequence whose earlier keys and
- * values are kept per layer: the same kernels in the same order, so it gives the reference's
- * ids. Keys are cached after RoPE. Under dynamic (NTK) scaling θ depends on the length of the
+ * values are kept per layer: the same kernels in the same order. Its logits equal the
+ * reference's to float rounding, not bit for bit (OpenBLAS rounds a row differently depending
+ * on how many rows its GEMM has), so greedy ids agree and sampled ones do unless a draw lands
+ * within rounding of the boundary between two ids. Keys are cached after RoPE. Under dynamic (NTK) scaling θ depends on the length of the
  * whole sequence: past original_max_position_embeddings every step changes the rotation of
  * every position, hence every layer's attention output and the keys and values of the layers
  * above it, so a cache cannot hold them. There each step runs the whole sequence again (as the
