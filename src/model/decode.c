@@ -6,12 +6,12 @@
  * values are kept per layer: the same kernels in the same order. Its logits equal the
  * reference's to float rounding, not bit for bit (OpenBLAS rounds a row differently depending
  * on how many rows its GEMM has), so greedy ids agree and sampled ones do unless a draw lands
- * within rounding of the boundary between two ids. Keys are cached after RoPE. Under dynamic (NTK) scaling θ depends on the length of the
- * whole sequence: past original_max_position_embeddings every step changes the rotation of
- * every position, hence every layer's attention output and the keys and values of the layers
- * above it, so a cache cannot hold them. There each step runs the whole sequence again (as the
- * reference does); up to that length the cache is used as for any other model. (transformers
- * keeps the stale cache instead, which is not the model's causal pass.)
+ * within rounding of the boundary between two ids. Keys are cached after RoPE. Under dynamic (NTK)
+ * scaling θ depends on the length of the whole sequence: past original_max_position_embeddings
+ * every step changes the rotation of every position, hence every layer's attention output and the
+ * keys and values of the layers above it, so a cache cannot hold them. There each step runs the
+ * whole sequence again (as the reference does); up to that length the cache is used as for any
+ * other model. (transformers keeps the stale cache instead, which is not the model's causal pass.)
  */
 #include <math.h>
 #include <stdlib.h>
