@@ -8,17 +8,20 @@
  * Decoding, exactly (proto/PROTOCOL.md, method generate, repeats it):
  *   - temperature 0: the argmax of the logits (the first index on ties); top_p and seed
  *     are unused.
- *   - temperature T > 0: p_i = softmax(logits / T) computed in double; the ids sorted by
- *     p_i descending (ties: lower id first); the nucleus is the shortest prefix whose
- *     cumulative probability reaches top_p (at least one id); u = pcg32_uniform(rng) · (the
- *     nucleus' total); the chosen id is the first in sorted order whose cumulative probability
- *     exceeds u. rng is PCG32 seeded with pcg32_seed(rng, seed, ZMIX_GEN_PCG_STREAM), one
- *     draw per sampled token.
+ *   - temperature T > 0: p_i = softmax(logits / T) computed in double. With top_p < 1, the
+ *     ids sorted by p_i descending (ties: lower id first) and the nucleus is the shortest
+ *     prefix whose cumulative probability reaches top_p (at least one id); else every id.
+ *     u = pcg32_uniform(rng) · (the nucleus' total); the chosen id is the first of the
+ *     nucleus, in increasing id order, whose running sum of p exceeds u (id order, so that
+ *     ids of nearly equal p, whose sorted order rounding could swap, do not change the
+ *     pick). rng is PCG32 seeded with pcg32_seed(rng, seed, ZMIX_GEN_PCG_STREAM), one draw
+ *     per sampled token.
  *   - generation ends after max_tokens tokens, or at a stop token (the model's EOS unless
  *     ignore_eos, or one of the given stop ids), which is not part of the output.
  *
  * The cache-free path (no_cache) reruns the causal pass over the whole sequence at every
- * step: the reference the KV cache is checked against (same ids).
+ * step: the reference the KV cache is checked against (the same ids; logits equal to float
+ * rounding, see decode.c).
  */
 #ifndef ZMIX_GENERATE_H
 #define ZMIX_GENERATE_H
@@ -32,8 +35,8 @@
 extern "C" {
 #endif
 
-/* The PCG stream of the sampler (any odd-or-even 64-bit value; fixed so seeds mean the same
- * everywhere). */
+/* The PCG stream id of the sampler: fixed, so that a seed gives the same tokens everywhere
+ * (the CLI, the daemon, another implementation of PROTOCOL.md's generate). */
 #define ZMIX_GEN_PCG_STREAM 0x67656e65u /* "gene" */
 
 /* The most stop ids a request may give. */
