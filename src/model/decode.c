@@ -382,6 +382,11 @@ int zmix_generator_step(zmix_generator *g, int32_t *token, zmix_gen_finish *fini
     }
     if (rc) return rc;
     zmix_lm_head(model, g->hidden, 1, g->logits, g->tile);
+    /* A degenerate W' (or model) gives NaN or Inf: say so rather than pick an arbitrary id. */
+    for (int j = 0; j < model->cfg.vocab_size; j++)
+        if (!isfinite(g->logits[j]))
+            return zmix_error_set(err, ZMIX_ENUMERIC, "logit %d is %s at generated token %d", j,
+                                  isnan(g->logits[j]) ? "NaN" : "infinite", g->n_generated);
     int32_t id = pick_token(g);
     if (is_stop(g, id)) {
         g->stop_token = id;

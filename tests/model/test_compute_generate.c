@@ -330,6 +330,36 @@ static void test_bad_options_refused(void **state)
     zmix_model_free(m);
 }
 
+/* A degenerate z' (no rescale, every σ times 1e30) overflows the activations: the generation
+ * fails naming the logit, rather than picking an arbitrary id. */
+static void test_non_finite_logits_refused(void **state)
+{
+    (void)state;
+    zmix_model *m;
+    zmix_generator *g = base_generator(&m);
+    zmix_generator_free(g);
+    zmix_runtime *rt;
+    zmix_error err = {0, ""};
+    if (zmix_runtime_create(m, NULL, NULL, 0, &rt, &err)) fail_msg("%s", err.msg);
+    size_t zt = zmix_runtime_z_total(rt);
+    float *z = malloc(zt * sizeof *z);
+    assert_non_null(z);
+    for (size_t i = 0; i < zt; i++) z[i] = 1e30f;
+    assert_int_equal(zmix_generator_create(m, rt, 0, z, &g, &err), 0);
+    static const int32_t prompt[] = {1, 2};
+    zmix_gen_opts o;
+    zmix_gen_opts_default(&o);
+    int32_t out[16];
+    int n;
+    zmix_gen_finish f;
+    assert_int_equal(zmix_generate_tokens(g, prompt, 2, &o, out, &n, &f, &err), ZMIX_ENUMERIC);
+    if (!strstr(err.msg, "logit")) fail_msg("'%s' does not name the logit", err.msg);
+    zmix_generator_free(g);
+    free(z);
+    zmix_runtime_free(rt);
+    zmix_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +369,7 @@ int main(void)
         cmocka_unit_test(test_stories260k_hf),
         cmocka_unit_test(test_sampling_seeded),
         cmocka_unit_test(test_bad_options_refused),
+        cmocka_unit_test(test_non_finite_logits_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
