@@ -12,6 +12,7 @@ client and the zmix CLI:
 """
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -32,6 +33,14 @@ def wait_done(c, job, timeout=120):
     r = c.wait(job, timeout=timeout)
     assert not r["timed_out"], r
     return r["status"]
+
+
+def wait_running(c, job, timeout=30):
+    """Until the job is being scored (so that it holds the workers)."""
+    deadline = time.time() + timeout
+    while c.status(job)["state"] != "running":
+        assert time.time() < deadline, c.status(job)
+        time.sleep(0.01)
 
 
 def zmix(*args):
@@ -145,6 +154,7 @@ def test_client_gone_mid_generation_leaves_a_job_undisturbed(tmp_path, experts):
     try:
         with d.client() as c:
             job = c.submit("steady", ex, cem=cem)["job"]
+            wait_running(c, job)
             # A long generation whose client leaves at once, while the job runs.
             s = socket.socket(socket.AF_UNIX)
             s.connect(d.socket)
@@ -187,3 +197,28 @@ def test_at_most_one_generation_per_worker(daemon):
     assert replies[3][2]["code"] == "ELIMIT" and "at most 2" in replies[3][2]["message"]
     for i in (1, 2):
         assert replies[i][2] is None and len(replies[i][3]["tokens"]) == 200
+
+
+def test_shutdown_ends_a_generation_with_ecanceled(tmp_path, experts):
+    d = Daemon(str(tmp_path / "d"), experts).start()
+    with d.client() as c:
+        # A job keeps the workers busy, so the generation is still running at SIGTERM.
+        job = c.submit("busy", make_examples(n=12, prompt_len=40, target_len=4, seed=5),
+                       cem={"pop": 24, "iters": 30})["job"]
+        wait_running(c, job)
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.socket)
+    s.settimeout(30)
+    s.sendall(msgpack.packb([0, 1, "generate", {"prompt": [1], "max_tokens": 500}]))
+    time.sleep(0.1)
+    d.proc.send_signal(signal.SIGTERM)
+    unpacker, replies = msgpack.Unpacker(raw=False), []
+    while not replies:
+        data = s.recv(1 << 16)
+        if not data:
+            break
+        unpacker.feed(data)
+        replies += [m for m in unpacker if m[0] == 1]
+    s.close()
+    assert d.stop() == 0, d.log_text()
+    assert replies and replies[0][2]["code"] == "ECANCELED", replies
