@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "compute.h"
+#include "bench_median.h"
 #include "util/clock.h"
 #include "util/pcg.h"
 
@@ -94,18 +95,6 @@ static double cpu_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* SGEMM yardstick, C = A·Bᵀ (M×K times N×K, as the forward pass calls it). */
@@ -360,20 +349,21 @@ static int bench_shape(const char *name, const bench_opts *bo)
         printf("fast[%s]: %.2f candidates/s, %.1f GFLOP/s useful; sgemm 1536^3 %.1f GFLOP/s, "
                "sgemm %dx%dx%d %.1f GFLOP/s;\n    ratio to sgemm 1536^3 %.2f (by CPU time %.2f), "
                "to the workload-shaped sgemm %.2f  [medians of %d runs]\n",
-               zmix_wprime_mode_name(modes[mi]), median(cps, R), median(gf, R), median(peak, R),
-               rows, cfg.hidden_dim, cfg.dim, median(shaped, R), median(ratio, R),
-               median(ratio_cpu, R), median(ratio_shaped, R), R);
+               zmix_wprime_mode_name(modes[mi]), bench_median(cps, R), bench_median(gf, R),
+               bench_median(peak, R), rows, cfg.hidden_dim, cfg.dim, bench_median(shaped, R),
+               bench_median(ratio, R), bench_median(ratio_cpu, R), bench_median(ratio_shaped, R),
+               R);
         if (rt16)
             printf("%s[%s] (factors %s): %.2f candidates/s; %s / f32 = %.3f (median of per-run "
                    "ratios)\n",
                    bo->dtype, zmix_wprime_mode_name(modes[mi]), zmix_factor_dtype_name(bo->factors),
-                   median(cps16, R), bo->dtype, median(ratio16, R));
+                   bench_median(cps16, R), bo->dtype, bench_median(ratio16, R));
         if (mi != 0) continue;
         printf("naive: %.3f candidates/s (%d candidates per run; BLAS at %d thread(s))\n",
-               median(naive_cps, R), n_naive, bo->threads);
+               bench_median(naive_cps, R), n_naive, bo->threads);
         printf("fast / naive: %.2fx (median of per-run ratios)   scores: max relative loglik "
                "difference %.2e, accuracy mismatches %d\n",
-               median(speedup, R), max_diff, acc_mismatch);
+               bench_median(speedup, R), max_diff, acc_mismatch);
     }
     if (rt16)
         printf("%s: fast vs its naive path: relative loglik difference %.2e, accuracy "

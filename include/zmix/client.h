@@ -344,6 +344,33 @@ int zmix_client_evict(zmix_client *c, const char *task, zmix_error *err);
  * every job; they reach the callback below during later calls. */
 int zmix_client_subscribe(zmix_client *c, int on, zmix_error *err);
 
+/* generate: a continuation of a prompt under a cached task's adaptation (task NULL: the
+ * base model). Unset numbers (0) take the daemon's defaults: 16 tokens, greedy, top_p 1. */
+typedef struct zmix_client_gen_req {
+    const char *task;      /* NULL: the base model */
+    const int32_t *prompt; /* n_prompt token ids, or NULL and text */
+    int n_prompt;
+    const char *text;          /* the prompt as text (the model needs a tokenizer) */
+    int max_tokens;            /* 0: the daemon's default */
+    double temperature, top_p; /* 0: greedy / 1 */
+    uint64_t seed;
+    const int32_t *stop; /* n_stop ids that end the generation */
+    int n_stop;
+} zmix_client_gen_req;
+
+typedef struct zmix_client_generation {
+    int32_t *tokens; /* n_tokens, malloc'ed */
+    int n_tokens;
+    char *text;             /* the tokens' text, or NULL when the model has no tokenizer */
+    char finish_reason[16]; /* "length" or "stop" */
+    int32_t stop_token;     /* the stop id that ended it, -1 when none */
+    int prompt_tokens;
+} zmix_client_generation;
+
+void zmix_client_generation_free(zmix_client_generation *g);
+int zmix_client_generate(zmix_client *c, const zmix_client_gen_req *req,
+                         zmix_client_generation *out, zmix_error *err);
+
 typedef void (*zmix_client_progress_fn)(void *user, const zmix_client_status *status);
 void zmix_client_on_progress(zmix_client *c, zmix_client_progress_fn fn, void *user);
 

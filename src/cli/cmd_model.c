@@ -1,6 +1,7 @@
 /*
- * Offline model commands: `zmix generate` (greedy continuation, token ids in and out) and
- * `zmix score` (accuracy and log-likelihood of an expert mix on a few-shot set, as JSON).
+ * Offline model commands: `zmix generate` (a continuation under the base model, an expert
+ * mix or a result file's z', greedy or sampled, token ids or text) and `zmix score` (accuracy
+ * and log-likelihood of an expert mix on a few-shot set, as JSON).
  * Both load the model and experts in-process; every bad argument or file ends the command
  * with exit code 2 (usage) or 1 (failure) and one line on stderr saying what was wrong.
  */
@@ -13,7 +14,10 @@
 #include <string.h>
 
 #include "commands.h"
+#include "daemon_conn.h"
 #include "util/file.h"
+#include "zmix/export.h"
+#include "zmix/generate.h"
 #include "zmix/model.h"
 
 #define MAX_EXPERTS 64
@@ -34,6 +38,16 @@ typedef struct model_args {
     int threads;
     int rescale, normalize;
     zmix_choice_norm choice_norm;
+    /* generate only */
+    const char *result; /* --z: a result file (z' safetensors or result document) */
+    const char *text;   /* --text: the prompt as text, through the model's tokenizer */
+    const char *stop;   /* --stop: comma-separated ids */
+    double temperature, top_p;
+    uint64_t seed;
+    int no_cache, ignore_eos, json;
+    const char *task;          /* --task: generate through the daemon */
+    daemon_opts conn;          /* --socket, --connect, --token-file (with --task) */
+    const char *generate_only; /* the first generate-only option given (score refuses it) */
 } model_args;
 
 static int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -124,12 +138,61 @@ static int split_paths(char *s, const char **paths)
     return n;
 }
 
+static int parse_number(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) return -1;
+    *out = v;
+    return 0;
+}
+
+/* The options of generate alone: 1 when o is one (*bad: 0, or the exit code of a usage
+ * error, printed), 0 when it is not. */
+static int parse_generate_option(model_args *a, const char *o, const char *v, int *bad)
+{
+    *bad = 0;
+    if (!strcmp(o, "--z"))
+        a->result = v;
+    else if (!strcmp(o, "--task"))
+        a->task = v;
+    else if (!strcmp(o, "--text"))
+        a->text = v;
+    else if (!strcmp(o, "--stop"))
+        a->stop = v;
+    else if (!strcmp(o, "--temperature")) {
+        if (parse_number(v, 0.0, 100.0, &a->temperature))
+            *bad = usage_error(a->cmd, "--temperature '%s' is not a number in [0, 100]", v);
+    } else if (!strcmp(o, "--top-p")) {
+        if (parse_number(v, 0.0, 1.0, &a->top_p) || a->top_p == 0.0)
+            *bad = usage_error(a->cmd, "--top-p '%s' is not a number in (0, 1]", v);
+    } else if (!strcmp(o, "--seed")) {
+        char *end;
+        errno = 0;
+        unsigned long long seed = strtoull(v, &end, 10);
+        if (errno || end == v || *end || *v == '-')
+            *bad = usage_error(a->cmd, "--seed '%s' is not an integer in [0, 2^64)", v);
+        a->seed = seed;
+    } else {
+        return 0;
+    }
+    if (!a->generate_only) a->generate_only = o;
+    return 1;
+}
+
 /* Parses the options shared by generate and score. Returns 0, 2 (usage error, reported) or
  * -1 when --help was printed. */
 static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
 {
+    int bad;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
+        if (a->conn.cmd && strcmp(o, "--json")) { /* generate: the daemon's options too */
+            int r = daemon_opts_parse(&a->conn, argc, argv, &i);
+            if (r < 0) return 2;
+            if (r > 0) continue;
+        }
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
             help();
             return -1;
@@ -142,9 +205,20 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
             a->normalize = 1;
             continue;
         }
+        int *flag = !strcmp(o, "--no-cache")     ? &a->no_cache
+                    : !strcmp(o, "--ignore-eos") ? &a->ignore_eos
+                    : !strcmp(o, "--json")       ? &a->json
+                                                 : NULL;
+        if (flag) {
+            *flag = 1;
+            if (!a->generate_only) a->generate_only = o;
+            continue;
+        }
         static const char *const with_value[] = {
-            "--model",  "--experts",  "--alpha", "--alpha-file", "--adapt",   "--factor-cache",
-            "--prompt", "--examples", "-n",      "--new-tokens", "--threads", "--choice-norm"};
+            "--model",        "--experts",    "--alpha",    "--alpha-file", "--adapt",
+            "--factor-cache", "--prompt",     "--examples", "-n",           "--new-tokens",
+            "--threads",      "--max-tokens", "--z",        "--text",       "--stop",
+            "--temperature",  "--top-p",      "--seed",     "--task",       "--choice-norm"};
         int known = 0;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++)
             known |= !strcmp(o, with_value[j]);
@@ -167,9 +241,11 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
             a->prompt = v;
         else if (!strcmp(o, "--examples"))
             a->examples = v;
-        else if (!strcmp(o, "-n") || !strcmp(o, "--new-tokens")) {
-            if (parse_int(v, 0, 1 << 24, &a->n_new))
-                return usage_error(a->cmd, "-n '%s' is not a token count", v);
+        else if (!strcmp(o, "-n") || !strcmp(o, "--new-tokens") || !strcmp(o, "--max-tokens")) {
+            if (parse_int(v, 1, 1 << 24, &a->n_new))
+                return usage_error(a->cmd, "%s '%s' is not a token count (>= 1)", o, v);
+        } else if (parse_generate_option(a, o, v, &bad)) {
+            if (bad) return bad;
         } else if (!strcmp(o, "--choice-norm")) {
             if (strcmp(v, "token") && strcmp(v, "none"))
                 return usage_error(a->cmd, "--choice-norm '%s' is not token or none", v);
@@ -181,13 +257,22 @@ static int parse_args(int argc, char **argv, model_args *a, void (*help)(void))
             return usage_error(a->cmd, "unknown option '%s'", o);
         }
     }
-    if (!a->model) return usage_error(a->cmd, "%s", "--model PATH is required");
+    if (a->task) {
+        if (a->model || a->result || a->experts || a->no_cache)
+            return usage_error(a->cmd, "%s",
+                               "--task generates on the daemon's model: no --model, --z, "
+                               "--experts or --no-cache");
+        return 0;
+    }
+    if (!a->model) return usage_error(a->cmd, "%s", "--model PATH (or --task TASK) is required");
     if (a->alpha && a->alpha_file)
         return usage_error(a->cmd, "%s", "give --alpha or --alpha-file, not both");
     if ((a->alpha || a->alpha_file) && !a->experts)
         return usage_error(a->cmd, "%s", "--alpha needs --experts");
-    if (a->experts && !a->alpha && !a->alpha_file)
-        return usage_error(a->cmd, "%s", "--experts needs --alpha or --alpha-file");
+    if (a->result && (a->alpha || a->alpha_file))
+        return usage_error(a->cmd, "%s", "give --z or --alpha/--alpha-file, not both");
+    if (a->experts && !a->alpha && !a->alpha_file && !a->result)
+        return usage_error(a->cmd, "%s", "--experts needs --alpha, --alpha-file or --z");
     return 0;
 }
 
@@ -340,17 +425,63 @@ static int session_open(const model_args *a, session *s)
     return 0;
 }
 
+/* Loads the model, the result file and its z' (composed from the result's α with the given
+ * experts when the file holds no z'), refusing a result made for another base model before
+ * the model is factored. Returns the exit code (0 on success). */
+static int session_open_result(const model_args *a, session *s, int *rescale)
+{
+    zmix_error err = {0, ""};
+    memset(s, 0, sizeof *s);
+    const char *paths[MAX_EXPERTS];
+    char *experts = a->experts ? strdup(a->experts) : NULL;
+    int n_experts = experts ? split_paths(experts, paths) : 0;
+    if (n_experts < 0) {
+        free(experts);
+        return usage_error(a->cmd, "--experts: at most %d files", MAX_EXPERTS);
+    }
+    zmix_adapt_result res;
+    int rc = zmix_adapt_result_load(a->result, &res, &err);
+    if (!rc) {
+        zmix_runtime_opts ro;
+        zmix_runtime_opts_default(&ro);
+        ro.adapt = res.adapt;
+        ro.factor_cache_dir = a->factor_cache;
+        if (!(rc = zmix_model_load(a->model, &s->model, &err)) &&
+            !(rc = zmix_export_check_model(s->model, &res, &err)) &&
+            !(rc = zmix_runtime_create(s->model, &ro, paths, n_experts, &s->rt, &err)))
+            rc = zmix_export_result_z(s->rt, &res, &s->z, &err);
+        *rescale = res.rescale;
+        zmix_adapt_result_free(&res);
+    }
+    free(experts);
+    return rc ? fail(a->cmd, err.msg) : 0;
+}
+
 static void generate_help(void)
 {
-    printf("usage: zmix generate --model PATH --prompt IDS [-n N] [--experts A,B,... "
-           "(--alpha X,Y,... | --alpha-file F)]\n"
-           "                     [--adapt mlp|attn|all] [--no-rescale] [--normalize] "
-           "[--factor-cache DIR]\n\n"
-           "Greedy continuation (argmax, first index on ties) of a prompt given as token ids.\n"
-           "Prints the N new ids, comma-separated, on one line.\n\n"
+    printf("usage: zmix generate --model PATH (--prompt IDS | --text TEXT) [options]\n"
+           "       zmix generate --task TASK (--prompt IDS | --text TEXT) [options]\n\n"
+           "Continues a prompt with the base model, an adaptation (--z, a result file), or an\n"
+           "expert mix, with a KV cache. Greedy by default (argmax, first id on ties); with\n"
+           "--temperature > 0, seeded sampling from the top-p nucleus. Stops at the model's\n"
+           "EOS (unless --ignore-eos), at a --stop id, or after --max-tokens tokens. Prints the\n"
+           "new ids, comma-separated, on one line; with --text, the new text.\n"
+           "With --task, the daemon generates under the task's cached adaptation.\n\n"
            "  --model PATH        Hugging Face directory or llama2.c .bin checkpoint\n"
+           "  --z FILE            a result file (zmix adapt --out / --z-out, zmix get --out);\n"
+           "                      refused when made for another base model\n"
            "  --prompt IDS        comma-separated token ids, e.g. 1,403,407\n"
-           "  -n N                number of new tokens (default 16)\n"
+           "  --text TEXT         the prompt as text (the model's tokenizer; BOS prepended)\n"
+           "  -n, --max-tokens N  new tokens at most (default 16)\n"
+           "  --temperature T     0 (default): greedy; else sample from softmax(logits / T)\n"
+           "  --top-p P           sample from the smallest set of ids holding P (default 1)\n"
+           "  --seed S            the sampler's seed (default 0)\n"
+           "  --stop IDS          comma-separated ids that end the generation (not printed)\n"
+           "  --ignore-eos        do not stop at the model's EOS\n"
+           "  --json              print {\"tokens\", \"text\", \"finish_reason\", \"stop_token\"}\n"
+           "  --no-cache          rerun the whole sequence each step (the reference path)\n"
+           "  --task TASK         generate on the daemon, under the task's cached adaptation\n"
+           "  --socket/--connect/--token-file   the daemon, for --task\n"
            "  --experts A,B,...   SVF expert files (safetensors); z' = sum_k alpha_k z_k\n"
            "  --alpha X,Y,...     one coefficient per expert, shared by every matrix\n"
            "  --alpha-file F      per-matrix coefficients, JSON (see 'zmix score --help')\n"
@@ -360,30 +491,148 @@ static void generate_help(void)
            "  --factor-cache DIR  cache the SVD factors in DIR\n");
 }
 
-int cmd_generate(int argc, char **argv)
+/* The prompt from --prompt or --text; returns the count or an exit code's negation. */
+static int read_prompt(const model_args *a, const zmix_model *model, int32_t **out)
 {
-    model_args a = {.cmd = "generate", .n_new = 16, .threads = 1, .rescale = 1};
-    int rc = parse_args(argc, argv, &a, generate_help);
-    if (rc) return rc < 0 ? 0 : rc;
-    if (!a.prompt) return usage_error(a.cmd, "%s", "--prompt IDS is required");
-    if (a.examples) return usage_error(a.cmd, "%s", "--examples belongs to 'zmix score'");
-    int32_t *prompt;
-    int n_prompt = parse_ids(a.prompt, &prompt);
-    if (n_prompt < 1)
-        return usage_error(a.cmd, "--prompt '%s' is not a list of token ids", a.prompt);
-    session s;
-    rc = session_open(&a, &s);
-    int32_t *out = malloc((size_t)(a.n_new ? a.n_new : 1) * sizeof *out);
+    if (a->prompt) {
+        int n = parse_ids(a->prompt, out);
+        if (n < 1)
+            return -usage_error(a->cmd, "--prompt '%s' is not a list of token ids", a->prompt);
+        return n;
+    }
+    const zmix_tokenizer *tok = zmix_model_tokenizer(model);
+    if (!tok)
+        return -fail(a->cmd, "--text needs a model with a tokenizer (tokenizer.json); give "
+                             "--prompt with token ids");
+    size_t len = strlen(a->text);
+    int32_t *ids = malloc((zmix_tokenizer_max_tokens(tok, len, ZMIX_TOK_BOS) + 1) * sizeof *ids);
     zmix_error err = {0, ""};
-    if (!rc && !out) rc = fail(a.cmd, "out of memory");
-    if (!rc && zmix_generate(s.rt, a.rescale, s.z, prompt, n_prompt, a.n_new, out, &err))
-        rc = fail(a.cmd, err.msg);
-    if (!rc) {
-        for (int i = 0; i < a.n_new; i++) printf(i ? ",%d" : "%d", (int)out[i]);
+    int n = ids ? zmix_tokenizer_encode(tok, a->text, len, ZMIX_TOK_BOS, ids, &err)
+                : zmix_error_set(&err, ZMIX_ENOMEM, "out of memory");
+    if (n < 1) {
+        free(ids);
+        return -fail(a->cmd, n < 0 ? err.msg : "--text encodes to no tokens");
+    }
+    *out = ids;
+    return n;
+}
+
+/* Prints the generated ids (or text: given with --text when the model has a tokenizer), or the
+ * JSON document of --json. */
+static void print_generation(const model_args *a, const int32_t *ids, int n, const char *text,
+                             const char *finish, int32_t stop_token)
+{
+    if (a->json) {
+        cJSON *root = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(root, "tokens");
+        for (int i = 0; i < n; i++) cJSON_AddItemToArray(list, cJSON_CreateNumber(ids[i]));
+        if (text)
+            cJSON_AddStringToObject(root, "text", text);
+        else
+            cJSON_AddNullToObject(root, "text");
+        cJSON_AddStringToObject(root, "finish_reason", finish);
+        cJSON_AddNumberToObject(root, "stop_token", stop_token);
+        char *out = cJSON_PrintUnformatted(root);
+        if (out) printf("%s\n", out);
+        free(out);
+        cJSON_Delete(root);
+    } else if (a->text && text) {
+        printf("%s\n", text);
+    } else {
+        for (int i = 0; i < n; i++) printf(i ? ",%d" : "%d", (int)ids[i]);
         printf("\n");
     }
+}
+
+/* zmix generate --task: the daemon generates under the task's cached adaptation. */
+static int generate_on_daemon(const model_args *a, const int32_t *stop, int n_stop)
+{
+    int32_t *prompt = NULL;
+    int n_prompt = 0;
+    if (a->prompt && (n_prompt = parse_ids(a->prompt, &prompt)) < 1)
+        return usage_error(a->cmd, "--prompt '%s' is not a list of token ids", a->prompt);
+    zmix_client_gen_req req = {.task = a->task,
+                               .prompt = prompt,
+                               .n_prompt = n_prompt,
+                               .text = a->prompt ? NULL : a->text,
+                               .max_tokens = a->n_new,
+                               .temperature = a->temperature,
+                               .top_p = a->top_p,
+                               .seed = a->seed,
+                               .stop = stop,
+                               .n_stop = n_stop};
+    zmix_client *c;
+    int rc = daemon_connect(&a->conn, &c);
+    if (rc) {
+        free(prompt);
+        return rc;
+    }
+    zmix_error err = {0, ""};
+    zmix_client_generation g;
+    if (zmix_client_generate(c, &req, &g, &err))
+        rc = daemon_fail(&a->conn, c, &err);
+    else
+        print_generation(a, g.tokens, g.n_tokens, g.text, g.finish_reason, g.stop_token);
+    zmix_client_generation_free(&g);
+    zmix_client_close(c);
+    free(prompt);
+    return rc;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    model_args a = {.cmd = "generate", .n_new = 16, .threads = 1, .rescale = 1, .top_p = 1.0};
+    a.conn.cmd = "generate";
+    int rc = parse_args(argc, argv, &a, generate_help);
+    if (rc) return rc < 0 ? 0 : rc;
+    if (!a.prompt == !a.text) return usage_error(a.cmd, "%s", "give --prompt IDS or --text TEXT");
+    if (a.examples) return usage_error(a.cmd, "%s", "--examples belongs to 'zmix score'");
+    int32_t *stop = NULL;
+    int n_stop = a.stop ? parse_ids(a.stop, &stop) : 0;
+    if (n_stop < 0) return usage_error(a.cmd, "--stop '%s' is not a list of token ids", a.stop);
+    if (n_stop > ZMIX_GEN_MAX_STOP) {
+        free(stop);
+        return usage_error(a.cmd, "--stop: at most %d ids", ZMIX_GEN_MAX_STOP);
+    }
+    if (a.task) {
+        rc = generate_on_daemon(&a, stop, n_stop);
+        free(stop);
+        return rc;
+    }
+    session s;
+    int rescale = a.rescale;
+    rc = a.result ? session_open_result(&a, &s, &rescale) : session_open(&a, &s);
+    int32_t *prompt = NULL, *out = malloc((size_t)a.n_new * sizeof *out);
+    int n_prompt = 0;
+    if (!rc && !out) rc = fail(a.cmd, "out of memory");
+    if (!rc && (n_prompt = read_prompt(&a, s.model, &prompt)) < 0) rc = -n_prompt;
+
+    zmix_error err = {0, ""};
+    zmix_generator *g = NULL;
+    zmix_gen_opts opts;
+    zmix_gen_opts_default(&opts);
+    opts.max_tokens = a.n_new;
+    opts.temperature = a.temperature;
+    opts.top_p = a.top_p;
+    opts.seed = a.seed;
+    opts.stop = stop;
+    opts.n_stop = n_stop;
+    opts.ignore_eos = a.ignore_eos;
+    opts.no_cache = a.no_cache;
+    int n_out = 0;
+    zmix_gen_finish finish = ZMIX_GEN_RUNNING;
+    if (!rc && (zmix_generator_create(s.model, s.rt, rescale, s.z, &g, &err) ||
+                zmix_generate_tokens(g, prompt, n_prompt, &opts, out, &n_out, &finish, &err)))
+        rc = fail(a.cmd, err.msg);
+    char *text = rc ? NULL : zmix_generation_text(s.model, out, n_out);
+    if (!rc && zmix_model_tokenizer(s.model) && !text) rc = fail(a.cmd, "out of memory");
+    if (!rc)
+        print_generation(&a, out, n_out, text, zmix_gen_finish_name(finish),
+                         zmix_generator_stop_token(g));
+    free(text);
+    zmix_generator_free(g);
     free(out);
     free(prompt);
+    free(stop);
     session_free(&s);
     return rc;
 }
@@ -429,7 +678,9 @@ int cmd_score(int argc, char **argv)
     int rc = parse_args(argc, argv, &a, score_help);
     if (rc) return rc < 0 ? 0 : rc;
     if (!a.examples) return usage_error(a.cmd, "%s", "--examples FILE is required");
-    if (a.prompt) return usage_error(a.cmd, "%s", "--prompt belongs to 'zmix generate'");
+    if (a.prompt || a.generate_only)
+        return usage_error(a.cmd, "%s belongs to 'zmix generate'",
+                           a.prompt ? "--prompt" : a.generate_only);
     zmix_error err = {0, ""};
     zmix_examples ex;
     memset(&ex, 0, sizeof ex);

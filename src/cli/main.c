@@ -5,7 +5,7 @@
 #include "zmix/version.h"
 
 static const zmix_cli_command commands[] = {
-    {"generate", "greedy continuation of a prompt (token ids), optionally under an expert mix",
+    {"generate", "continue a prompt (ids or text) with the base model or an adaptation",
      cmd_generate},
     {"score", "accuracy and log-likelihood of an expert mix on a few-shot example set", cmd_score},
     {"adapt", "run the CEM adaptation search in-process and print the result as JSON", cmd_adapt},

@@ -98,7 +98,7 @@ void jobs_free_all(server *srv)
 
 int jobs_idle(const server *srv)
 {
-    if (srv->io_inflight > 0) return 0;
+    if (srv->io_inflight > 0 || srv->n_generating > 0) return 0;
     for (const job *j = srv->jobs; j; j = j->next)
         if (j->items_out > 0) return 0;
     return 1;
@@ -269,6 +269,10 @@ void jobs_on_pool_async(uv_async_t *h)
     while (items) {
         pool_item *it = items;
         items = it->next;
+        if (it->kind == POOL_KIND_GENERATE) {
+            generate_step_done(srv, it);
+            continue;
+        }
         job *j = it->owner;
         j->items_out--;
         SERVER_CHECK(j->items_out >= 0 && j->phase == JOB_PH_SCORING);

@@ -149,6 +149,26 @@ int conn_sees_task(const conn *c, const char *task)
     return !strncmp(task, c->tenant->name, n) && task[n] == TASK_SCOPE_SEP;
 }
 
+/* A task name from a client, as stored: a tenant's names live under TENANT@ (a tenant
+ * cannot name another's tasks); the administrator names anyone's as TENANT@TASK. */
+int conn_scope_task(const conn *c, char task[TASK_NAME_MAX + 1], zmix_error *err)
+{
+    if (!c->tenant) return 0;
+    if (strchr(task, TASK_SCOPE_SEP))
+        return zmix_error_set(err, ZMIX_EINVAL, "task name: '@' is not allowed (%s)",
+                              TASK_NAME_RULE);
+    size_t room = TASK_NAME_MAX - strlen(c->tenant->name) - 1;
+    if (strlen(task) > room)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "task name of %zu bytes is too long: tenant %s's task names are at "
+                              "most %zu bytes",
+                              strlen(task), c->tenant->name, room);
+    char scoped[TENANT_NAME_MAX + 1 + TASK_NAME_MAX + 1]; /* fits TASK_NAME_MAX, checked above */
+    snprintf(scoped, sizeof scoped, "%s%c%s", c->tenant->name, TASK_SCOPE_SEP, task);
+    memcpy(task, scoped, TASK_NAME_MAX + 1);
+    return 0;
+}
+
 static int check_security(server *srv, zmix_error *err)
 {
     if (srv->cfg->token_file[0]) {

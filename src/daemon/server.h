@@ -211,6 +211,7 @@ struct server {
     uint64_t mark_ns;
     double evals_per_s;
     uint64_t jobs_done, jobs_failed, jobs_cancelled, submits_cached, submits_coalesced;
+    int n_generating; /* generate requests in progress (generate.c) */
 };
 
 uint64_t server_now_ms(void); /* monotonic */
@@ -262,6 +263,9 @@ job *jobs_find(server *srv, uint64_t id);
 int server_tokens_required(const server *srv);
 /* Whether connection c may see a job or task stored under the scoped name `task`. */
 int conn_sees_task(const conn *c, const char *task);
+/* A task name from a client, as stored: a tenant's names live under TENANT@ (a tenant cannot
+ * name another's tasks); the administrator names anyone's as TENANT@TASK. */
+int conn_scope_task(const conn *c, char task[TASK_NAME_MAX + 1], zmix_error *err);
 
 /* Cancels j, or, for a tenant's connection and a job other submits still want, withdraws
  * one interest: then 1 (nothing more to do), else 0 and the cancel proceeds. */
@@ -290,6 +294,12 @@ void jobs_reply_submitted(parked *p, const job *j);
 void jobs_reply_cached(parked *p, server *srv, const task_result *r);
 void jobs_answer_waiters(job *j); /* every waiter: submit acks and waits */
 void jobs_notify_progress(server *srv, const job *j);
+
+/* generate.c: the generate method. Its pool items carry kind POOL_KIND_GENERATE (jobs' 0);
+ * jobs_on_pool_async hands them back to generate_step_done. */
+#define POOL_KIND_GENERATE 1
+void generate_request(server *srv, conn *c, const rpc_request *req);
+void generate_step_done(server *srv, pool_item *it);
 
 /* job_work.c (pool workers) */
 void job_work_run(pool_item *it);

@@ -125,6 +125,17 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
                         zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
                         const atomic_int *stop, zmix_error *err);
 
+/* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
+ * with the tables cos_t/sin_t ([pos][half]) of its sequence. */
+void zmix_rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,
+                    const float *sin_t, int interleaved);
+
+/* Causal attention of one sequence: nq query rows (n_heads·head_dim wide) at positions
+ * pos0.., over len key and value rows (n_kv_heads·head_dim wide); scores: nq × len floats;
+ * att: nq rows of n_heads·head_dim. */
+void zmix_attend(const zmix_model_config *c, const float *q, const float *k, const float *v, int nq,
+                 int pos0, int len, float *scores, float *att);
+
 /* logits (n × vocab) = hidden (n × dim) · lm_headᵀ. tile as for zmix_linear_apply. */
 void zmix_lm_head(const zmix_model *model, const float *hidden, int n, float *logits, float *tile);
 

@@ -68,8 +68,8 @@ int zmix_layer_base(void *model, int layer, zmix_linear lin[ZMIX_MAT_COUNT], zmi
 
 /* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
  * with the tables cos_t/sin_t ([pos][half]) of its sequence. */
-static void rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,
-                      const float *sin_t, int interleaved)
+void zmix_rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,
+                    const float *sin_t, int interleaved)
 {
     int half = head_dim / 2;
     for (int i = 0; i < n; i++) {
@@ -129,6 +129,12 @@ static void attend(const zmix_model_config *c, const float *q, const float *k1, 
     }
 }
 
+void zmix_attend(const zmix_model_config *c, const float *q, const float *k, const float *v, int nq,
+                 int pos0, int len, float *scores, float *att)
+{
+    attend(c, q, k, v, len, NULL, NULL, 0, nq, pos0, scores, att);
+}
+
 /* RoPE and attention of sequence s, whose rows start at row start and whose queries at qrow
  * (nq of them: all its rows, or its wanted tail at the last layer). Returns the queries done. */
 static int attend_sequence(const zmix_model_config *c, const zmix_batch *batch, int s,
@@ -142,8 +148,8 @@ static int attend_sequence(const zmix_model_config *c, const zmix_batch *batch, 
     float *ks = b->k + (size_t)start * kv_dim, *vs = b->v + (size_t)start * kv_dim;
     if (nb == 0) {
         int pos0 = len - nq;
-        rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t, il);
-        rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, il);
+        zmix_rope_rows(qs, nq, c->n_heads, c->head_dim, pos0, cos_t, sin_t, il);
+        zmix_rope_rows(ks, len, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, il);
         attend(c, qs, ks, vs, len, NULL, NULL, 0, nq, pos0, b->scores, att);
         return nq;
     }
@@ -152,16 +158,16 @@ static int attend_sequence(const zmix_model_config *c, const zmix_batch *batch, 
     p -= n_branch_rows;
     /* The prefix: its queries are the tail of it that is wanted (all but the branch rows). */
     int nqp = nq - n_branch_rows;
-    rope_rows(qs, nqp, c->n_heads, c->head_dim, p - nqp, cos_t, sin_t, il);
-    rope_rows(ks, p, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, il);
+    zmix_rope_rows(qs, nqp, c->n_heads, c->head_dim, p - nqp, cos_t, sin_t, il);
+    zmix_rope_rows(ks, p, c->n_kv_heads, c->head_dim, 0, cos_t, sin_t, il);
     if (nqp > 0) attend(c, qs, ks, vs, p, NULL, NULL, 0, nqp, p - nqp, b->scores, att);
     int done = nqp, row = p;
     for (int j = 0; j < nb; row += branch_len[j], done += branch_len[j], j++) {
         int n = branch_len[j];
         if (n == 0) continue;
         float *qb = qs + (size_t)done * q_dim, *kb = ks + (size_t)row * kv_dim;
-        rope_rows(qb, n, c->n_heads, c->head_dim, p, cos_t, sin_t, il);
-        rope_rows(kb, n, c->n_kv_heads, c->head_dim, p, cos_t, sin_t, il);
+        zmix_rope_rows(qb, n, c->n_heads, c->head_dim, p, cos_t, sin_t, il);
+        zmix_rope_rows(kb, n, c->n_kv_heads, c->head_dim, p, cos_t, sin_t, il);
         attend(c, qb, ks, vs, p, kb, vs + (size_t)row * kv_dim, n, n, p, b->scores,
                att + (size_t)done * q_dim);
     }

@@ -59,9 +59,7 @@ static char *dup_bytes(const char *p, size_t len)
     return s;
 }
 
-/* Valid UTF-8 of len bytes: invalid sequences each become U+FFFD (the maximal-subpart rule of
- * the standard, which String::from_utf8_lossy follows). */
-static char *lossy_utf8(const unsigned char *p, size_t len, size_t *out_len)
+char *tok_lossy_utf8(const unsigned char *p, size_t len, size_t *out_len)
 {
     char *o = malloc(len * 3 + 1);
     if (!o) return NULL;
@@ -128,7 +126,7 @@ static void dec_bytelevel(strv *v)
         }
     }
     size_t len = 0;
-    char *text = lossy_utf8(bytes, at, &len);
+    char *text = tok_lossy_utf8(bytes, at, &len);
     free(bytes);
     strv_free(v);
     strv_push(v, text, len);

@@ -66,6 +66,10 @@ uint32_t utf8_next(const unsigned char *s, size_t *i);
 size_t utf8_invalid_at(const unsigned char *s, size_t len);
 /* Writes cp as UTF-8 into out (4 bytes of room); returns the byte count. */
 int utf8_put(uint32_t cp, unsigned char *out);
+/* Valid UTF-8 of len bytes (malloc'ed, NUL-terminated, *out_len bytes): invalid sequences each
+ * become U+FFFD (the maximal-subpart rule of the standard, which String::from_utf8_lossy
+ * follows). NULL when out of memory. */
+char *tok_lossy_utf8(const unsigned char *p, size_t len, size_t *out_len);
 static inline int utf8_len_of_lead(unsigned char c)
 {
     return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;

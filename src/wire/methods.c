@@ -215,26 +215,6 @@ static void m_stats(server *srv, conn *c, const rpc_request *req)
     reply_map(c, req, &m);
 }
 
-/* A task name from a client, as stored: a tenant's names live under TENANT@ (a tenant
- * cannot name another's tasks); the administrator names anyone's as TENANT@TASK. */
-static int scope_task(const conn *c, char task[TASK_NAME_MAX + 1], zmix_error *err)
-{
-    if (!c->tenant) return 0;
-    if (strchr(task, TASK_SCOPE_SEP))
-        return zmix_error_set(err, ZMIX_EINVAL, "task name: '@' is not allowed (%s)",
-                              TASK_NAME_RULE);
-    size_t room = TASK_NAME_MAX - strlen(c->tenant->name) - 1;
-    if (strlen(task) > room)
-        return zmix_error_set(err, ZMIX_EINVAL,
-                              "task name of %zu bytes is too long: tenant %s's task names are at "
-                              "most %zu bytes",
-                              strlen(task), c->tenant->name, room);
-    char scoped[TASK_NAME_MAX + 1];
-    snprintf(scoped, sizeof scoped, "%s%c%s", c->tenant->name, TASK_SCOPE_SEP, task);
-    memcpy(task, scoped, sizeof scoped);
-    return 0;
-}
-
 static void m_submit(server *srv, conn *c, const rpc_request *req)
 {
     job_spec spec;
@@ -243,7 +223,7 @@ static void m_submit(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    if (scope_task(c, spec.task, &err) != 0) {
+    if (conn_scope_task(c, spec.task, &err) != 0) {
         job_spec_free(&spec);
         reply_err(c, req, &err);
         return;
@@ -379,7 +359,7 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
 static int task_param(conn *c, const rpc_request *req, char *task)
 {
     zmix_error err = {0};
-    if (job_task_param(&req->params, task, &err) != 0 || scope_task(c, task, &err) != 0) {
+    if (job_task_param(&req->params, task, &err) != 0 || conn_scope_task(c, task, &err) != 0) {
         reply_err(c, req, &err);
         return -1;
     }
@@ -499,10 +479,21 @@ static const struct {
     const char *name;
     method_fn fn;
 } methods[] = {
-    {"auth", m_auth},           {"ping", m_ping},       {"info", m_info},   {"stats", m_stats},
-    {"submit", m_submit},       {"status", m_status},   {"wait", m_wait},   {"cancel", m_cancel},
-    {"jobs", m_jobs},           {"get", m_get},         {"tasks", m_tasks}, {"evict", m_evict},
-    {"subscribe", m_subscribe}, {"history", m_history},
+    {"auth", m_auth},
+    {"ping", m_ping},
+    {"info", m_info},
+    {"stats", m_stats},
+    {"submit", m_submit},
+    {"status", m_status},
+    {"wait", m_wait},
+    {"cancel", m_cancel},
+    {"jobs", m_jobs},
+    {"get", m_get},
+    {"tasks", m_tasks},
+    {"evict", m_evict},
+    {"subscribe", m_subscribe},
+    {"history", m_history},
+    {"generate", generate_request},
 };
 
 void methods_dispatch(server *srv, conn *c, const rpc_request *req)

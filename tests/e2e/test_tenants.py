@@ -181,3 +181,18 @@ def test_tenant_work_stays_separate_after_a_restart(tenant_daemon):
         assert e.value.code == "ENOTFOUND"
 
 
+
+
+def test_a_tenant_generates_only_with_its_own_adaptations(tenant_daemon):
+    d = tenant_daemon
+    with as_tenant(d, "acme") as a, as_tenant(d, "bolt") as b:
+        job = a.submit("gen-a", make_examples(n=2, seed=60), cem=SMALL)["job"]
+        assert a.wait(job, timeout=60)["status"]["state"] == "done"
+        r = a.call("generate", {"task": "gen-a", "prompt": [1, 5, 6], "max_tokens": 3})
+        assert r["task"] == "gen-a" and r["tenant"] == "acme" and len(r["tokens"]) == 3, r
+        with pytest.raises(RpcError) as e:
+            b.call("generate", {"task": "gen-a", "prompt": [1, 5, 6], "max_tokens": 3})
+        assert e.value.code == "ENOTFOUND", e.value
+        with pytest.raises(RpcError) as e:
+            b.call("generate", {"task": "acme@gen-a", "prompt": [1, 5, 6], "max_tokens": 3})
+        assert e.value.code == "EINVAL" and "'@'" in e.value.message, e.value

@@ -1,6 +1,6 @@
 # Compute half of the model tests: forward pass, SVD/composition, scoring. They include the
 # internal compute header to reach the checked alternatives (forced W' modes, logits).
-foreach(t forward score)
+foreach(t forward score generate)
   zmix_add_unit_test(test_compute_${t} SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_compute_${t}.c
                      LIBS zmix_model TIMEOUT 120 LABELS model)
   target_include_directories(test_compute_${t} PRIVATE ${PROJECT_SOURCE_DIR}/src/model)
@@ -40,4 +40,11 @@ endif()
 if(ZMIX_PYTHON AND TARGET zmixd AND TARGET zmix)
   zmix_model_pytest(test_memory_preflight 120 "model;server"
     "ZMIXD=$<TARGET_FILE:zmixd>;ZMIX_BIN=$<TARGET_FILE:zmix>")
+endif()
+
+# zmix generate end to end: the demo's adaptation reproduces its targets, the KV cache gives
+# the cache-free path's ids, sampling, stop ids and the refusals.
+if(ZMIX_PYTHON AND TARGET zmix)
+  zmix_model_pytest(test_generate_cli 600 "model;cli"
+    "ZMIX_BIN=$<TARGET_FILE:zmix>;ZMIX_SHARED_DIR=${ZMIX_SHARED_DIR};OPENBLAS_NUM_THREADS=1")
 endif()

@@ -258,6 +258,20 @@ class Client:
     def evict(self, task):
         return self.call("evict", {"task": task})
 
+    def generate(self, prompt, task=None, max_tokens=None, temperature=None, top_p=None,
+                 seed=None, stop=None, timeout=None):
+        """A continuation of prompt (token ids, or text when the model has a tokenizer) under a
+        cached task's adaptation, or the base model without task. Returns {"tokens", "text",
+        "finish_reason", "stop_token", "prompt_tokens", "task"}; unset options take the
+        daemon's defaults (PROTOCOL.md, generate)."""
+        params = {"prompt": prompt}
+        for key, value in (("task", task), ("max_tokens", max_tokens),
+                           ("temperature", temperature), ("top_p", top_p), ("seed", seed),
+                           ("stop", stop)):
+            if value is not None:
+                params[key] = value
+        return self.call("generate", params, timeout=timeout)
+
     def subscribe(self, on=True, job=None):
         """Progress notifications (collected in self.notifications, or read with
         read_message) for every job, or for one job."""
