@@ -44,7 +44,7 @@ def job_timing(log_text, job):
     return float(m.group(1)) if m else float("nan")
 
 
-def run_shape(build, name, workers, n_ex, prompt, target, root):
+def run_shape(build, name, workers, n_ex, prompt, target, root, pop, kinds):
     mp.SCALES[name] = SHAPES[name]
     c = mp.config_for("llama31", name)
     work = os.path.join(root, name)
@@ -75,8 +75,10 @@ def run_shape(build, name, workers, n_ex, prompt, target, root):
     hwm_ready = mp.status(p.pid, "VmHWM")
     rows = []
     for kind, extra in (("shared", []), ("per-layer", ["--per-layer"])):
+        if kind not in kinds:
+            continue
         r = subprocess.run([os.path.join(build, "zmix"), "submit", f"size-{kind}", "--examples",
-                            examples, "--pop", "32", "--iters", "2", "--recompute", "--json",
+                            examples, "--pop", str(pop), "--iters", "2", "--recompute", "--json",
                             "--socket", sock, *extra], capture_output=True, text=True, env=env)
         if r.returncode != 0:
             sys.exit(f"zmix submit: {r.stdout}{r.stderr}")
@@ -102,19 +104,26 @@ def main():
     ap.add_argument("--examples", type=int, default=10)
     ap.add_argument("--prompt", type=int, default=96)
     ap.add_argument("--target", type=int, default=8)
+    ap.add_argument("--pop", type=int, default=32,
+                    help="population of the measured jobs (time per generation grows with it)")
+    ap.add_argument("--kinds", default="shared,per-layer")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="zmix-sizing-")
     try:
         print(f"workload: {a.examples} examples x ({a.prompt} prompt + {a.target} target) tokens,"
-              f" pop 32, K = 3 experts, {a.workers} workers, BF16 weights")
+              f" pop {a.pop}, K = 3 experts, {a.workers} workers, BF16 weights; load average "
+              f"{os.getloadavg()[0]:.1f} at the start")
         for name in a.shapes.split(","):
-            m = run_shape(a.build, name, a.workers, a.examples, a.prompt, a.target, root)
+            m = run_shape(a.build, name, a.workers, a.examples, a.prompt, a.target, root, a.pop,
+                          a.kinds.split(","))
             print(f"== {name}: model {m['size'] / 2**20:.0f} MiB, ready (factoring included) in "
                   f"{m['ready_s']:.1f} s, VmHWM at ready {m['hwm_ready'] / 2**20:.0f} MiB")
             print(f"   {m['plan']}")
             for kind, s, hwm in m["rows"]:
-                print(f"   {kind:9s} α: {s:.3f} s per generation ({32 / s:.1f} candidates/s), "
-                      f"50 generations ~ {50 * s / 60:.1f} min; VmHWM {hwm / 2**20:.0f} MiB")
+                print(f"   {kind:9s} α: {s:.3f} s per generation of {a.pop} ({a.pop / s:.2f} "
+                      f"candidates/s; pop 32: {32 * s / a.pop:.2f} s, 50 generations "
+                      f"~ {50 * 32 * s / a.pop / 60:.1f} min); VmHWM {hwm / 2**20:.0f} MiB")
+            print(f"   load average {os.getloadavg()[0]:.1f} at the end")
             sys.stdout.flush()
     finally:
         shutil.rmtree(root, ignore_errors=True)

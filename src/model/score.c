@@ -25,6 +25,11 @@
  * do, and fewer workers run when several would not fit together. Besides, every worker holds
  * one layer's composed W', the composition temporary and, for 16-bit weights or factors, the
  * 1 MB tile (zmix_memory_plan counts them).
+ *
+ * Buffers kept. The calling thread's worker (the only one when the daemon's pool scores with
+ * one thread per call) keeps its buffers between calls, grown to the largest call so far and
+ * freed when the thread ends: allocating tens of MB afresh per call cost a page fault per
+ * 4 KiB touched, every generation (issue "Speed, round 2").
  */
 #include <cblas.h>
 #include <math.h>
@@ -143,10 +148,61 @@ typedef struct worker {
     char *base;          /* [M]: z' = 1 exactly, so W' is W itself (c = 1 by definition) */
     zmix_example_score *ex_scores;
     pthread_t thread;
+    int kept; /* the large buffers are the calling thread's kept ones */
 } worker;
+
+/* The calling thread's buffers, kept across calls (see the top of the file). */
+enum { KEPT_SCRATCH, KEPT_HIDDEN, KEPT_LOGITS, KEPT_WBUF, KEPT_CTMP, KEPT_TILE, KEPT_COUNT };
+typedef struct kept_buffers {
+    void *p[KEPT_COUNT];
+    size_t cap[KEPT_COUNT];
+} kept_buffers;
+
+static pthread_key_t kept_key;
+static pthread_once_t kept_once = PTHREAD_ONCE_INIT;
+
+static void kept_release(void *v)
+{
+    kept_buffers *k = v;
+    for (int i = 0; k && i < KEPT_COUNT; i++) free(k->p[i]);
+    free(k);
+}
+
+static void kept_key_create(void)
+{
+    if (pthread_key_create(&kept_key, kept_release) != 0) kept_key = (pthread_key_t)-1;
+}
+
+/* This thread's kept buffers, or NULL (no key, or no memory: the call then allocates its
+ * own, as before). */
+static kept_buffers *kept_for_thread(void)
+{
+    pthread_once(&kept_once, kept_key_create);
+    if (kept_key == (pthread_key_t)-1) return NULL;
+    kept_buffers *k = pthread_getspecific(kept_key);
+    if (!k && (k = calloc(1, sizeof *k)) && pthread_setspecific(kept_key, k) != 0) {
+        free(k);
+        k = NULL;
+    }
+    return k;
+}
+
+/* Buffer i of at least bytes, grown when smaller (contents not kept). */
+static void *kept_get(kept_buffers *k, int i, size_t bytes)
+{
+    if (k->cap[i] < bytes) {
+        free(k->p[i]);
+        k->p[i] = malloc(bytes);
+        k->cap[i] = k->p[i] ? bytes : 0;
+    }
+    return k->p[i];
+}
 
 static void worker_free(worker *w)
 {
+    if (w->kept) { /* the thread keeps them */
+        w->scratch = w->hidden = w->logits = w->wbuf = w->ctmp = w->tile = NULL;
+    }
     free(w->scratch);
     free(w->hidden);
     free(w->logits);
@@ -161,7 +217,7 @@ static void worker_free(worker *w)
     free(w->ex_scores);
 }
 
-static int worker_alloc(worker *w, score_call *call)
+static int worker_alloc(worker *w, score_call *call, int keep)
 {
     const zmix_runtime *rt = call->rt;
     const zmix_model_config *c = &rt->model->cfg;
@@ -169,12 +225,27 @@ static int worker_alloc(worker *w, score_call *call)
     size_t K = rt->n_experts ? (size_t)rt->n_experts : 1;
     memset(w, 0, sizeof *w);
     w->call = call;
-    w->scratch = malloc(call->scratch_floats * sizeof(float));
-    w->hidden = malloc(call->out_rows_max * c->dim * sizeof(float));
-    w->logits = malloc(call->out_rows_max * c->vocab_size * sizeof(float));
-    w->wbuf = malloc((call->wbuf_floats ? call->wbuf_floats : 1) * sizeof(float));
-    w->ctmp = malloc((call->ctmp_floats ? call->ctmp_floats : 1) * sizeof(float));
-    if (call->tile_floats) w->tile = malloc(call->tile_floats * sizeof(float));
+    size_t bytes[KEPT_COUNT] = {
+        [KEPT_SCRATCH] = call->scratch_floats * sizeof(float),
+        [KEPT_HIDDEN] = call->out_rows_max * c->dim * sizeof(float),
+        [KEPT_LOGITS] = call->out_rows_max * c->vocab_size * sizeof(float),
+        [KEPT_WBUF] = (call->wbuf_floats ? call->wbuf_floats : 1) * sizeof(float),
+        [KEPT_CTMP] = (call->ctmp_floats ? call->ctmp_floats : 1) * sizeof(float),
+        [KEPT_TILE] = call->tile_floats * sizeof(float)};
+    kept_buffers *k = keep ? kept_for_thread() : NULL;
+    void *p[KEPT_COUNT] = {0};
+    for (int i = 0; i < KEPT_COUNT; i++) {
+        if (i == KEPT_TILE && !bytes[i]) continue; /* no 16-bit matrices: no tile */
+        size_t n = bytes[i] ? bytes[i] : 1;
+        p[i] = k ? kept_get(k, i, n) : malloc(n);
+    }
+    w->kept = k != NULL;
+    w->scratch = p[KEPT_SCRATCH];
+    w->hidden = p[KEPT_HIDDEN];
+    w->logits = p[KEPT_LOGITS];
+    w->wbuf = p[KEPT_WBUF];
+    w->ctmp = p[KEPT_CTMP];
+    w->tile = p[KEPT_TILE];
     w->zbuf = malloc(zt * sizeof(float));
     w->scale = malloc(zt * sizeof(float));
     w->alpha_m = malloc(M * K * sizeof(float));
@@ -610,7 +681,7 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
     }
     int n_ready = 0;
     for (; n_ready < n_threads; n_ready++)
-        if (worker_alloc(&workers[n_ready], &call)) break;
+        if (worker_alloc(&workers[n_ready], &call, n_ready == 0)) break;
     if (n_ready == 0) {
         free(workers);
         call_free(&call);
