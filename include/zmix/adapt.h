@@ -56,6 +56,12 @@ typedef struct zmix_adapt_opts {
      * examples it never saw: < 0 automatic (a quarter when there are 4 or more, else none),
      * 0 none, else in (0, 0.5]. The split is a fixed function of the examples. */
     double validation;
+    /* A warm start (docs/cem.md, "Warm start"): cem.init_mean holds the α the search starts
+     * from (zmix_alpha_dim values) and warm_from names where it came from (a task, a file),
+     * for the result to say; "" when the search starts cold. A warm start's spread is a
+     * quarter of the bounds' width unless cem.init_std is given, and per-layer searches start
+     * per layer at once (no shared stage). */
+    char warm_from[160];
 } zmix_adapt_opts;
 
 void zmix_adapt_opts_default(zmix_adapt_opts *opts);
@@ -65,6 +71,15 @@ zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts);
 
 /* The search dimension for these options: K, or M·K with per-layer α. */
 int zmix_adapt_alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts);
+
+/* The α a warm-started search begins from (opts->cem.init_mean), from an earlier result's
+ * alpha (n_alpha values) and provenance: refused (ZMIX_EINVAL, saying why) when it was made
+ * for another base model or expert set, or has the wrong size; a shared α is tiled over the
+ * matrices of a per-layer search; values are clamped into the bounds. *out (dim doubles,
+ * malloc'ed) is the caller's. */
+int zmix_adapt_warm_mean(const zmix_runtime *rt, const zmix_adapt_opts *opts, const float *alpha,
+                         int n_alpha, const char *model_fingerprint, const char *experts_digest,
+                         double **out, zmix_error *err);
 
 /* ---- Provenance: what a result was made from ------------------------------------------ */
 
@@ -146,6 +161,11 @@ typedef struct zmix_adapt_result {
      * base model and experts the result applies to. */
     zmix_model_config model;         /* the base model's architecture; model_type "" unknown */
     char (*expert_fingerprints)[65]; /* K: zmix_adapt_expert_fingerprint; "" when unknown */
+
+    /* The warm start the search began from (zmix_adapt_opts.warm_from and cem.init_mean):
+     * warm_alpha (dim) NULL for a cold start. */
+    char warm_from[160];
+    float *warm_alpha;
 } zmix_adapt_result;
 
 void zmix_adapt_result_free(zmix_adapt_result *res);

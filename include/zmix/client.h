@@ -295,6 +295,7 @@ typedef struct zmix_client_submit_req {
     const zmix_client_cem *cem; /* NULL: daemon defaults */
     int priority;               /* -10..10, higher first; default 0 */
     int recompute;              /* 1: ignore a cached result */
+    const char *warm_start;     /* NULL, or a cached task whose α the search begins from */
 } zmix_client_submit_req;
 
 typedef struct zmix_client_submitted {

@@ -62,6 +62,7 @@ void zmix_adapt_result_free(zmix_adapt_result *r)
     free(r->history_std);
     free(r->val_experts);
     free(r->expert_fingerprints);
+    free(r->warm_alpha);
     memset(r, 0, sizeof *r);
 }
 

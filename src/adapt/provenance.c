@@ -144,6 +144,12 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
     hash_i64(&h, (int64_t)c->seed);
     hash_f64(&h, opts->validation);
     hash_i64(&h, opts->per_layer && opts->per_layer_direct);
+    /* A warm start changes where the search begins: its α is part of the inputs (only when
+     * given, so that keys without one are what they were). */
+    if (c->init_mean) {
+        hash_str(&h, "warm-start");
+        for (int i = 0; i < dim; i++) hash_f64(&h, c->init_mean[i]);
+    }
     finish_hex(&h, hex);
 }
 

@@ -222,6 +222,15 @@ cJSON *zmix_adapt_result_to_json(const zmix_adapt_result *r, int include_z)
     cJSON_AddNumberToObject(o, "n_validation", r->n_validation);
     cJSON_AddItemToObject(o, "validation", validation_json(r));
     cJSON_AddItemToObject(o, "base_weight", number(r->base_weight));
+    if (r->warm_alpha) {
+        cJSON *w = cJSON_AddObjectToObject(o, "warm_start");
+        if (w) {
+            cJSON_AddStringToObject(w, "from", r->warm_from);
+            cJSON_AddItemToObject(w, "alpha", floats_json(r->warm_alpha, (size_t)r->dim));
+        }
+    } else {
+        cJSON_AddNullToObject(o, "warm_start");
+    }
     cJSON *warnings = cJSON_AddArrayToObject(o, "warnings");
     for (int i = 0; warnings && i < r->n_warnings; i++)
         cJSON_AddItemToArray(warnings, cJSON_CreateString(r->warnings[i]));
@@ -485,6 +494,19 @@ int zmix_adapt_result_from_json(const cJSON *o, zmix_adapt_result *out, zmix_err
     }
     doubles_from(alpha, a, r.dim);
     for (int i = 0; i < r.dim; i++) r.alpha[i] = (float)a[i];
+    const cJSON *warm = cJSON_GetObjectItemCaseSensitive(o, "warm_start");
+    const cJSON *warm_alpha = cJSON_GetObjectItemCaseSensitive(warm, "alpha");
+    if (cJSON_IsArray(warm_alpha) && cJSON_GetArraySize(warm_alpha) == r.dim) {
+        r.warm_alpha = malloc((size_t)r.dim * sizeof *r.warm_alpha);
+        if (!r.warm_alpha) {
+            rc = zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
+            goto out;
+        }
+        doubles_from(warm_alpha, a, r.dim);
+        for (int i = 0; i < r.dim; i++) r.warm_alpha[i] = (float)a[i];
+        copy_str(r.warm_from, sizeof r.warm_from, cJSON_GetObjectItemCaseSensitive(warm, "from"));
+        doubles_from(alpha, a, r.dim); /* a is alpha's again below */
+    }
     int k = 0;
     for (const cJSON *e = names->child; e; e = e->next, k++)
         if (!(r.expert_names[k] = dup_json_str(e))) rc = ZMIX_ENOMEM;

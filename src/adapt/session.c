@@ -32,7 +32,8 @@ struct zmix_session {
     /* The search examples and the held-out ones: views of ex (their items point into its
      * tokens), split by a fixed function of the examples (validation_split). */
     zmix_examples train, val;
-    zmix_adapt_opts opts;      /* cem.init_mean is not kept: the engine copied it */
+    zmix_adapt_opts opts;      /* cem.init_mean points at warm below, or is NULL */
+    double *warm;              /* the warm start's α (dim), owned; NULL: a cold start */
     zmix_compose_opts compose; /* for α of dim (per-layer when the options ask for it) */
     /* Per-layer α is searched in two stages: one α per expert first (the shared engine,
      * dim K, half the generations), then one per expert per matrix starting from it. */
@@ -169,12 +170,32 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
     if (zmix_examples_are_choice(ex) && opts->cem.metric == ZMIX_METRIC_ACCURACY)
         s->opts.cem.metric = ZMIX_METRIC_CHOICE;
     s->compose = zmix_adapt_compose_opts(opts);
-    s->staged = opts->per_layer && !opts->per_layer_direct && zmix_runtime_n_matrices(rt) > 1;
+    /* A warm start already knows roughly where the answer is: per layer at once. */
+    s->staged = opts->per_layer && !opts->per_layer_direct && !opts->cem.init_mean &&
+                zmix_runtime_n_matrices(rt) > 1;
     s->shared_compose = s->compose;
     s->shared_compose.per_layer = 0;
     s->n_experts = zmix_runtime_n_experts(rt);
     s->dim = zmix_adapt_alpha_dim(rt, opts);
     s->pop_size = opts->cem.pop_size;
+    if (opts->cem.init_mean) {
+        for (int i = 0; i < s->dim; i++)
+            if (!isfinite(opts->cem.init_mean[i]) || opts->cem.init_mean[i] < opts->cem.lo ||
+                opts->cem.init_mean[i] > opts->cem.hi) {
+                free(s);
+                return zmix_error_set(err, ZMIX_ERANGE,
+                                      "warm start: alpha[%d] = %g is outside the bounds [%g, %g]",
+                                      i, opts->cem.init_mean[i], opts->cem.lo, opts->cem.hi);
+            }
+        s->warm = malloc((size_t)s->dim * sizeof *s->warm);
+        if (!s->warm) {
+            free(s);
+            return zmix_error_set(err, ZMIX_ENOMEM, "session: out of memory");
+        }
+        memcpy(s->warm, opts->cem.init_mean, (size_t)s->dim * sizeof *s->warm);
+        s->opts.cem.init_mean = s->warm;
+        if (s->opts.cem.init_std < 0) s->opts.cem.init_std = 0.25 * (opts->cem.hi - opts->cem.lo);
+    }
     zmix_adapt_key(rt, ex, opts, s->key);
     size_t rows = (size_t)rows_max(s);
     s->cand = malloc(rows * (size_t)s->dim * sizeof *s->cand);
@@ -281,6 +302,7 @@ void zmix_session_free(zmix_session *s)
     if (!s) return;
     zmix_cem_free(s->cem);
     zmix_cem_free(s->shared);
+    free(s->warm);
     free(s->cand);
     free(s->scores);
     free(s->experts);
@@ -859,6 +881,15 @@ int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_erro
     if (rc) return rc;
     snprintf(out->key, sizeof out->key, "%s", s->key);
     zmix_adapt_examples_digest(s->ex, out->examples_digest);
+    if (s->warm) {
+        out->warm_alpha = malloc((size_t)s->dim * sizeof *out->warm_alpha);
+        if (!out->warm_alpha) {
+            zmix_adapt_result_free(out);
+            return zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
+        }
+        for (int i = 0; i < s->dim; i++) out->warm_alpha[i] = (float)s->warm[i];
+        snprintf(out->warm_from, sizeof out->warm_from, "%s", s->opts.warm_from);
+    }
     out->n_train = s->train.n;
     out->n_validation = s->val.n;
     select_base_if_better(s, out);

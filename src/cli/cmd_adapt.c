@@ -44,7 +44,11 @@ static void usage(FILE *out)
                  "  --out FILE           write the result to FILE instead of stdout (-: stdout)\n"
                  "  --z-out FILE         also write z' as a safetensors file that describes\n"
                  "                       itself (docs/results.md); zmix export reads either\n"
-                 "                       (-: stdout, with --out FILE for the result)\n");
+                 "                       (-: stdout, with --out FILE for the result)\n"
+                 "  --warm-start FILE    begin the search at the alpha of an earlier result\n"
+                 "                       (--out or --z-out of zmix adapt, zmix get --out) made\n"
+                 "                       for this model and these experts; spread a quarter\n"
+                 "                       of the bounds unless --init-std (docs/cem.md)\n");
 }
 
 static int parse_u64(const char *opt, const char *s, uint64_t *out)
@@ -149,7 +153,8 @@ static int write_text(const char *path, const char *text)
 int cmd_adapt(int argc, char **argv)
 {
     const char *model_path = NULL, *examples_path = NULL, *out_path = NULL, *cache_dir = NULL;
-    const char *z_out_path = NULL;
+    const char *z_out_path = NULL, *warm_path = NULL;
+    double *warm_mean = NULL;
     char *experts_arg = NULL;
     zmix_adapt_opts opts;
     zmix_adapt_opts_default(&opts);
@@ -210,6 +215,8 @@ int cmd_adapt(int argc, char **argv)
             out_path = val;
         else if (!strcmp(a, "--z-out"))
             z_out_path = val;
+        else if (!strcmp(a, "--warm-start"))
+            warm_path = val;
         else if (!strcmp(a, "--factor-cache"))
             cache_dir = val;
         else if (!strcmp(a, "--memory-limit"))
@@ -305,6 +312,20 @@ int cmd_adapt(int argc, char **argv)
     ropts.factor_dtype = factor_dtype;
     if (zmix_runtime_create(model, &ropts, (const char *const *)expert_paths, n_experts, &rt, &err))
         goto fail;
+    if (warm_path) {
+        /* Begin where an earlier result ended (docs/cem.md, "Warm start"). */
+        zmix_adapt_result from;
+        if (zmix_adapt_result_load(warm_path, &from, &err)) goto fail;
+        int wrc = zmix_adapt_warm_mean(rt, &opts, from.alpha, from.dim, from.model_fingerprint,
+                                       from.experts_digest, &warm_mean, &err);
+        zmix_adapt_result_free(&from);
+        if (wrc) {
+            zmix_error_prefix(&err, "--warm-start %s", warm_path);
+            goto fail;
+        }
+        opts.cem.init_mean = warm_mean;
+        snprintf(opts.warm_from, sizeof opts.warm_from, "%s", warm_path);
+    }
     pctx.max_generations = opts.cem.max_generations;
     pctx.choice = zmix_examples_are_choice(&ex);
     if (zmix_adapt_run(rt, &ex, &opts, print_progress, &pctx, &res, &err)) goto fail;
@@ -349,5 +370,6 @@ done:
     if (model) zmix_model_free(model);
     if (have_ex) zmix_examples_free(&ex);
     free(experts_copy);
+    free(warm_mean);
     return rc;
 }

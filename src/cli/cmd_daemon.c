@@ -421,6 +421,7 @@ typedef struct submit_ctx {
     int given[CEM_OPT_COUNT]; /* which of them were given (the rest: the daemon's default) */
     int priority, recompute, wait;
     double timeout;
+    const char *warm_start; /* --warm-start TASK */
 } submit_ctx;
 
 static int submit_extra(void *vctx, int argc, char **argv, int *i)
@@ -442,6 +443,7 @@ static int submit_extra(void *vctx, int argc, char **argv, int *i)
     }
     if (!strcmp(a, "--recompute")) return s->recompute = 1;
     if (!strcmp(a, "--wait")) return s->wait = 1;
+    if (!strcmp(a, "--warm-start")) return opt_value(cmd, argc, argv, i, &s->warm_start) ? -1 : 1;
     static const char *const valued[] = {"--examples", "--priority", "--timeout", NULL};
     int known = 0;
     for (int k = 0; valued[k]; k++) known |= !strcmp(a, valued[k]);
@@ -499,6 +501,7 @@ static char *submit_usage(void)
     FILE *f = open_memstream(&text, &len);
     if (!f) return NULL;
     fputs("usage: zmix submit TASK --examples EX.json [CEM options] [--priority N] [--recompute]\n"
+          "                   [--warm-start TASK]\n"
           "                   [--wait [--timeout S]] [--json]\n"
           "\n"
           "Sends an adaptation job to the daemon. EX.json: {\"examples\":[{\"prompt\":[ids],"
@@ -513,6 +516,7 @@ static char *submit_usage(void)
     cem_options_print_help(f);
     fputs("  --priority N         -10..10, higher runs first (default: 0)\n"
           "  --recompute          run even if the task's result is cached\n"
+          "  --warm-start TASK    begin the search at the cached TASK's alpha (docs/cem.md)\n"
           "  --wait               follow the job to its end (exit codes as zmix wait)\n"
           "  --timeout S          with --wait: give up waiting after S seconds",
           f);
@@ -560,7 +564,8 @@ int cmd_submit(int argc, char **argv)
                                   .n_examples = (size_t)ex.n,
                                   .cem = &cem,
                                   .priority = s.priority,
-                                  .recompute = s.recompute};
+                                  .recompute = s.recompute,
+                                  .warm_start = s.warm_start};
     zmix_client *c = NULL;
     int rc = daemon_connect(&o, &c);
     zmix_client_submitted sub;

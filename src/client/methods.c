@@ -267,9 +267,13 @@ int zmix_client_submit(zmix_client *c, const zmix_client_submit_req *req,
     if (req->n_examples && !req->examples)
         return zmix_error_set(err, ZMIX_EINVAL, "submit: examples is NULL");
     params p;
-    params_begin(&p, 4 + (req->cem != NULL));
+    params_begin(&p, 4 + (req->cem != NULL) + (req->warm_start != NULL));
     zcli_pack_str(&p.pk, "task");
     zcli_pack_str(&p.pk, req->task);
+    if (req->warm_start) {
+        zcli_pack_str(&p.pk, "warm_start");
+        zcli_pack_str(&p.pk, req->warm_start);
+    }
     zcli_pack_str(&p.pk, "priority");
     msgpack_pack_int(&p.pk, req->priority);
     zcli_pack_str(&p.pk, "recompute");

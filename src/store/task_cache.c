@@ -36,7 +36,9 @@ typedef struct tc_entry {
     task_cache_info info; /* summary, kept whether or not the result is resident */
     task_result *data;    /* the full result, or NULL when not resident */
     uint64_t version;     /* bumped by each put of this task */
-    uint64_t last_use;    /* LRU clock value of the last put or lookup */
+    float *alpha;         /* the result's α, kept whether or not it is resident (warm starts) */
+    int n_alpha;
+    uint64_t last_use; /* LRU clock value of the last put or lookup */
 } tc_entry;
 
 struct task_cache {
@@ -98,6 +100,7 @@ static void entry_remove(task_cache *c, tc_entry *e)
             c->entries[i] = c->entries[--c->n];
             break;
         }
+    free(e->alpha);
     free(e);
 }
 
@@ -111,6 +114,13 @@ static void entry_set_data(task_cache *c, tc_entry *e, task_result *data)
     e->info.created_ms = data->created_ms;
     e->info.score = data->score;
     e->info.bytes = result_bytes(data);
+    float *alpha = malloc((size_t)(data->n_alpha ? data->n_alpha : 1) * sizeof *alpha);
+    if (alpha) { /* without memory, only warm starts from it are refused */
+        memcpy(alpha, data->alpha, (size_t)data->n_alpha * sizeof *alpha);
+        free(e->alpha);
+        e->alpha = alpha;
+        e->n_alpha = data->n_alpha;
+    }
     task_provenance prov;
     task_result_provenance(data, &prov);
     memcpy(e->info.model_fingerprint, prov.model_fingerprint, sizeof prov.model_fingerprint);
@@ -640,4 +650,27 @@ int task_cache_safetensors_path(const task_cache *c, const char *task, char *out
     char name[TASK_NAME_MAX + 16];
     file_name(name, sizeof name, task, ST_EXT);
     return fs_join(out, size, c->dir, name, err);
+}
+
+int task_cache_alpha(task_cache *c, const char *task, float **alpha, int *n_alpha,
+                     task_cache_info *info, zmix_error *err)
+{
+    *alpha = NULL;
+    *n_alpha = 0;
+    pthread_mutex_lock(&c->mu);
+    tc_entry *e = entry_find(c, task);
+    int rc = 0;
+    if (!e)
+        rc = zmix_error_set(err, ZMIX_ENOTFOUND, "task %s: not cached", task);
+    else if (!e->alpha)
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "task %s: its alpha is not in memory", task);
+    else if (!(*alpha = malloc((size_t)(e->n_alpha ? e->n_alpha : 1) * sizeof **alpha)))
+        rc = zmix_error_set(err, ZMIX_ENOMEM, "task %s: out of memory", task);
+    if (!rc) {
+        memcpy(*alpha, e->alpha, (size_t)e->n_alpha * sizeof **alpha);
+        *n_alpha = e->n_alpha;
+        if (info) *info = e->info;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
 }

@@ -147,6 +147,11 @@ typedef struct task_cache_info {
     int persisted; /* the record on disk is this result */
 } task_cache_info;
 
+/* A cached task's α and summary, from memory only (never the disk: the daemon's loop calls
+ * it, for warm starts). *alpha is malloc'd. ZMIX_ENOTFOUND when the task is not cached. */
+int task_cache_alpha(task_cache *cache, const char *task, float **alpha, int *n_alpha,
+                     task_cache_info *info, zmix_error *err);
+
 /* All tasks, most recently used first: *out is malloc'd (free with free()). */
 int task_cache_list(task_cache *cache, task_cache_info **out, size_t *n, zmix_error *err);
 

@@ -318,9 +318,12 @@ static int parse_cem_option(const msgpack_object *m, const cem_option *o, const 
 static int parse_cem(const msgpack_object *m, const job_limits *lim, int n_experts, int n_matrices,
                      const zmix_cem_settings *cem_defaults, job_spec *s, zmix_error *err)
 {
-    const char *keys[CEM_OPT_COUNT + 1];
+    /* A stored job's settings (lim NULL) may also hold its warm start (job_spec_pack_settings). */
+    const char *keys[CEM_OPT_COUNT + 3];
     for (int i = 0; i < CEM_OPT_COUNT; i++) keys[i] = cem_options[i].key;
-    keys[CEM_OPT_COUNT] = NULL;
+    keys[CEM_OPT_COUNT] = lim ? NULL : "warm_start";
+    keys[CEM_OPT_COUNT + 1] = "warm_alpha";
+    keys[CEM_OPT_COUNT + 2] = NULL;
     static const msgpack_object empty = {.type = MSGPACK_OBJECT_MAP};
     if (!m) m = &empty;
     int rc = rpc_map_check_keys(m, keys, "cem", err);
@@ -349,7 +352,8 @@ static int parse_cem(const msgpack_object *m, const job_limits *lim, int n_exper
 int job_spec_parse(const msgpack_object *params, const job_limits *lim,
                    const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)
 {
-    static const char *const keys[] = {"task", "examples", "cem", "priority", "recompute", NULL};
+    static const char *const keys[] = {"task",      "examples",   "cem", "priority",
+                                       "recompute", "warm_start", NULL};
     memset(out, 0, sizeof *out);
     if (params->type != MSGPACK_OBJECT_MAP)
         return zmix_error_set(err, ZMIX_EINVAL, "params must be a map");
@@ -360,6 +364,16 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
     if ((rc = rpc_get_int(params, "priority", 0, -10, 10, 0, &prio, err))) return rc;
     out->priority = (int)prio;
     if ((rc = rpc_get_bool(params, "recompute", 0, &out->recompute, err))) return rc;
+    const msgpack_object *warm = rpc_map_get(params, "warm_start");
+    if (warm && warm->type != MSGPACK_OBJECT_NIL) {
+        /* The task-name rule, worded for this field; the α is looked up by the daemon. */
+        msgpack_object_kv kv = {
+            .key = {.type = MSGPACK_OBJECT_STR, .via.str = {.size = 4, .ptr = "task"}},
+            .val = *warm};
+        msgpack_object one = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = 1, .ptr = &kv}};
+        if ((rc = job_task_param(&one, out->warm_start, err)))
+            return zmix_error_prefix(err, "field 'warm_start'");
+    }
     const msgpack_object *cem;
     if ((rc = rpc_get_map(params, "cem", &cem, err))) return rc;
     if ((rc = parse_cem(cem, lim, lim->n_experts, lim->n_matrices, cem_defaults, out, err)))
@@ -404,6 +418,9 @@ size_t job_spec_memory(const job_spec *spec)
 void job_spec_free(job_spec *spec)
 {
     zmix_examples_free(&spec->examples);
+    free(spec->warm_mean);
+    spec->warm_mean = NULL;
+    spec->cem.init_mean = NULL;
 }
 
 void job_spec_adapt_opts(const job_spec *spec, zmix_adapt_opts *out)
@@ -415,6 +432,10 @@ void job_spec_adapt_opts(const job_spec *spec, zmix_adapt_opts *out)
     out->rescale = spec->compose.rescale;
     out->validation = spec->validation;
     out->n_threads = 1;
+    out->cem.init_mean = spec->warm_mean;
+    if (spec->warm_mean)
+        snprintf(out->warm_from, sizeof out->warm_from, "task %s",
+                 task_name_local(spec->warm_start));
 }
 
 void job_spec_key(const job_spec *spec, const char *model_fingerprint, const char *experts_digest,
@@ -441,7 +462,14 @@ static zmix_adapt_opts spec_settings(const job_spec *spec)
 void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk)
 {
     zmix_adapt_opts v = spec_settings(spec);
-    msgpack_pack_map(pk, CEM_OPT_COUNT);
+    msgpack_pack_map(pk, CEM_OPT_COUNT + (spec->warm_mean ? 2 : 0));
+    if (spec->warm_mean) { /* what the job was accepted with, kept for a restart */
+        rpc_pack_cstr(pk, "warm_start");
+        rpc_pack_cstr(pk, spec->warm_start);
+        rpc_pack_cstr(pk, "warm_alpha");
+        msgpack_pack_array(pk, (size_t)spec->cem.dim);
+        for (int i = 0; i < spec->cem.dim; i++) msgpack_pack_double(pk, spec->warm_mean[i]);
+    }
     for (int i = 0; i < CEM_OPT_COUNT; i++) {
         const cem_option *o = &cem_options[i];
         const void *field = cem_option_field_const(o, &v);
@@ -476,6 +504,30 @@ void job_spec_settings_bytes(const job_spec *spec, uint8_t **data, size_t *len)
     *len = sb.size;
 }
 
+/* The warm start a stored job was accepted with (job_spec_pack_settings), if any. */
+static int restore_warm_start(const msgpack_object *m, job_spec *out, zmix_error *err)
+{
+    const msgpack_object *a = rpc_map_get(m, "warm_alpha");
+    if (!a) return 0;
+    int rc = rpc_get_str(m, "warm_start", 1, NULL, out->warm_start, sizeof out->warm_start, err);
+    if (rc) return rc;
+    if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size != (uint32_t)out->cem.dim)
+        return zmix_error_set(err, ZMIX_EFORMAT, "warm_alpha: not %d numbers", out->cem.dim);
+    out->warm_mean = malloc((size_t)(out->cem.dim ? out->cem.dim : 1) * sizeof *out->warm_mean);
+    if (!out->warm_mean) return zmix_error_set(err, ZMIX_ENOMEM, "warm_alpha: out of memory");
+    for (int i = 0; i < out->cem.dim; i++) {
+        const msgpack_object *x = &a->via.array.ptr[i];
+        if (x->type != MSGPACK_OBJECT_FLOAT64 && x->type != MSGPACK_OBJECT_FLOAT32) {
+            free(out->warm_mean);
+            out->warm_mean = NULL;
+            return zmix_error_set(err, ZMIX_EFORMAT, "warm_alpha[%d]: not a number", i);
+        }
+        out->warm_mean[i] = x->via.f64;
+    }
+    out->cem.init_mean = out->warm_mean;
+    return 0;
+}
+
 int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_examples *ex,
                      const char *task, int priority, int n_experts, int n_matrices,
                      const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err)
@@ -495,11 +547,15 @@ int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_ex
         /* The settings the job was accepted with, not today's limits (PROTOCOL.md §5): only
          * the engine's own check applies. */
         rc = parse_cem(&msg.data, NULL, n_experts, n_matrices, cem_defaults, out, err);
+        if (rc == 0) rc = restore_warm_start(&msg.data, out, err);
         if (rc == 0) rc = zmix_cem_settings_check(&out->cem, err);
         if (rc) zmix_error_prefix(err, "job settings");
     }
     msgpack_unpacked_destroy(&msg);
-    if (rc) return rc;
+    if (rc) {
+        job_spec_free(out);
+        return rc;
+    }
     rc = zmix_examples_copy(ex->items, ex->n, &out->examples, err);
     if (rc) {
         job_spec_free(out);

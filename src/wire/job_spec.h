@@ -30,6 +30,11 @@ typedef struct job_spec {
     int priority;              /* -10 (lowest) .. 10, default 0 */
     int recompute;             /* ignore a cached result */
     int seed_given;            /* the client chose the seed */
+    /* A warm start (submit's warm_start): the cached task named (as stored, tenant-scoped)
+     * and the α the search begins from (cem.dim values, owned; cem.init_mean points at it).
+     * warm_start "" and warm_mean NULL for a cold start. */
+    char warm_start[TASK_NAME_MAX + 1];
+    double *warm_mean;
 } job_spec;
 
 /* Parses the params of a submit request. cem_defaults holds the defaults for every CEM field

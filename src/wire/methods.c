@@ -215,6 +215,36 @@ static void m_stats(server *srv, conn *c, const rpc_request *req)
     reply_map(c, req, &m);
 }
 
+/* submit's warm_start: the named task's α (the caller's own task: tenant-scoped), from the
+ * task cache's memory, checked against this daemon's model and experts and shaped to the
+ * job's dimension (zmix_adapt_warm_mean). */
+static int warm_start(server *srv, const conn *c, job_spec *spec, zmix_error *err)
+{
+    if (!spec->warm_start[0]) return 0;
+    char shown[TASK_NAME_MAX + 1];
+    snprintf(shown, sizeof shown, "%s", spec->warm_start);
+    int rc = conn_scope_task(c, spec->warm_start, err);
+    float *alpha = NULL;
+    int n_alpha = 0;
+    task_cache_info info;
+    if (!rc) rc = task_cache_alpha(srv->cache, spec->warm_start, &alpha, &n_alpha, &info, err);
+    if (rc == ZMIX_ENOTFOUND)
+        zmix_error_set(err, ZMIX_ENOTFOUND,
+                       "field 'warm_start': task %s is not cached (zmix tasks lists the cached "
+                       "tasks)",
+                       shown);
+    if (!rc) {
+        zmix_adapt_opts opts;
+        job_spec_adapt_opts(spec, &opts);
+        rc = zmix_adapt_warm_mean(srv->rt, &opts, alpha, n_alpha, info.model_fingerprint,
+                                  info.experts_digest, &spec->warm_mean, err);
+        if (rc) zmix_error_prefix(err, "field 'warm_start': task %s", shown);
+        spec->cem.init_mean = spec->warm_mean;
+    }
+    free(alpha);
+    return rc;
+}
+
 static void m_submit(server *srv, conn *c, const rpc_request *req)
 {
     job_spec spec;
@@ -223,7 +253,7 @@ static void m_submit(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    if (conn_scope_task(c, spec.task, &err) != 0) {
+    if (conn_scope_task(c, spec.task, &err) != 0 || warm_start(srv, c, &spec, &err) != 0) {
         job_spec_free(&spec);
         reply_err(c, req, &err);
         return;

@@ -148,6 +148,13 @@ class Daemon:
         self.logf.close()
         return rc
 
+    def kill9(self):
+        """kill -9 the daemon (nothing flushed, nothing cleaned up); start() brings it back."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        self.logf.close()
+
     def log_text(self):
         try:
             with open(self.log, errors="replace") as f:

@@ -6,7 +6,6 @@ file corrupted at rest is EIO, an acknowledged cancel survives kill -9, and prio
 
 import glob
 import os
-import signal
 import socket
 import struct
 import time
@@ -193,10 +192,7 @@ def test_acknowledged_cancel_survives_kill_9(tmp_path, experts):
         r = c.cancel(job)
         # the reply comes once the cancelled state is on disk
         assert r == {"job": job, "state": "cancelled"}, r
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait()
-    d.proc = None
-    d.logf.close()
+    d.kill9()
     d.start()
     try:
         with d.client() as c:

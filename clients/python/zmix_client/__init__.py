@@ -212,13 +212,16 @@ class Client:
     def stats(self):
         return self.call("stats")
 
-    def submit(self, task, examples, cem=None, priority=0, recompute=False):
+    def submit(self, task, examples, cem=None, priority=0, recompute=False, warm_start=None):
         """examples: [{"prompt": ids or text, "target": ids or text}, ...], or for multiple
-        choice [{"prompt": ..., "choices": [ids or text, ...], "answer": index}, ...]."""
+        choice [{"prompt": ..., "choices": [ids or text, ...], "answer": index}, ...].
+        warm_start: the name of a cached task whose α the search begins from."""
         params = {"task": task, "examples": examples, "priority": priority,
                   "recompute": recompute}
         if cem:
             params["cem"] = cem
+        if warm_start is not None:
+            params["warm_start"] = warm_start
         return self.call("submit", params)
 
     def status(self, job):
