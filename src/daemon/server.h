@@ -32,6 +32,7 @@
 
 #include "daemon/config.h"
 #include "daemon/job_phase.h"
+#include "daemon/metrics.h"
 #include "wire/job_spec.h"
 #include "daemon/pool.h"
 #include "daemon/tenants.h"
@@ -47,6 +48,7 @@ typedef struct server server;
 typedef struct conn conn;
 typedef struct job job;
 typedef struct parked parked;
+typedef struct http_server http_server;
 
 /* A request answered later: a wait (job end or timeout), a submit being persisted, a get
  * reading a file. Owned by whatever will answer it (the job's waiter list or a work request);
@@ -86,6 +88,10 @@ struct conn {
     int subscribed;          /* wants progress notifications */
     uint64_t subscribed_job; /* ... of this job only; 0: of every job */
     parked *parked;          /* requests of this connection answered later */
+    /* Set on the HTTP listener's administrator connection (http.c), which has no stream:
+     * what would be written to the socket goes to sink. */
+    void (*sink)(conn *c, const char *data, size_t len);
+    void *sink_arg;
     conn *prev, *next;
 };
 
@@ -211,6 +217,9 @@ struct server {
     uint64_t mark_ns;
     double evals_per_s;
     uint64_t jobs_done, jobs_failed, jobs_cancelled, submits_cached, submits_coalesced;
+    uint64_t generations_total, scoring_ns_total; /* /metrics */
+    metrics_state metrics;                        /* request latencies, errors (metrics.c) */
+    http_server *http;                            /* --http (http.c); NULL without */
 };
 
 uint64_t server_now_ms(void); /* monotonic */
@@ -336,6 +345,18 @@ void server_check_failed(const char *what, const char *file, int line);
 #define SERVER_CHECK(cond)  ((void)sizeof(cond)) /* compiled, never evaluated */
 #define SERVER_ON_LOOP(srv) ((void)0)
 #endif
+
+/* metrics.c: the /metrics page; the resident memory of the process */
+void metrics_render(server *srv, metrics_buf *b);
+long metrics_rss_bytes(void);
+
+/* http.c: the --http listener (nothing without the option) */
+int http_start(server *srv, zmix_error *err);
+void http_stop(server *srv);
+int http_connections(const server *srv);
+
+/* wire/methods.c: whether the protocol has this method */
+int methods_known(const char *name);
 
 /* server.c */
 void server_begin_shutdown(server *srv, const char *why);

@@ -1,0 +1,578 @@
+/*
+ * The HTTP listener (--http HOST:PORT): /metrics, the dashboard's static files and its JSON
+ * API, served by libmicrohttpd on a thread of its own.
+ *
+ * Threads: the HTTP thread parses requests, checks the token and serves the static files,
+ * which are constants. It never reads the loop's state: a request for data (/metrics,
+ * /api/...) is suspended and queued under `lock`, the loop is woken (uv_async), renders the
+ * answer (a snapshot of that moment) into the request and resumes it; from then on only
+ * the HTTP thread touches the request again. The JSON API runs the protocol's own methods
+ * on a connection of the administrator's that lives inside this file (conn.sink), so it
+ * shows exactly what `zmix jobs`, `status`, `history`, `tasks` and `get` show.
+ */
+#include <arpa/inet.h>
+#include <cJSON.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "daemon/server.h"
+#include "daemon/web_assets.h"
+
+#define HTTP_MAX_CONNECTIONS 32
+#define HTTP_TIMEOUT_S       30
+#define HTTP_MAX_JOBS_LISTED 500
+
+typedef struct http_req http_req;
+struct http_req {
+    struct MHD_Connection *mc;
+    char path[256];
+    /* Written by the loop before it resumes the request, then read by the HTTP thread. */
+    int status;
+    const char *type;
+    char *body;
+    size_t len;
+    int answered;
+    /* Loop only: */
+    uint32_t msgid; /* the request made for it on the administrator's connection */
+    http_req *next;
+};
+
+struct http_server {
+    server *srv;
+    struct MHD_Daemon *d;
+    int fd;
+    uv_async_t async;
+    pthread_mutex_t lock;
+    http_req *queue; /* lock: suspended requests for the loop */
+    int stopping;    /* lock: no more requests are queued */
+    atomic_int n_conns;
+    /* Read-only once started: */
+    int need_token;
+    char bearer[sizeof((server *)0)->token + 8]; /* "Bearer TOKEN" */
+    size_t bearer_len;
+    /* Loop only: */
+    http_req *pending; /* waiting for their answer on vc */
+    conn *vc;
+    uint32_t next_msgid;
+};
+
+/* ---- HTTP thread ----------------------------------------------------------------------- */
+
+static const web_asset *web_asset_find(const char *path)
+{
+    for (size_t i = 0; i < web_assets_count; i++)
+        if (!strcmp(web_assets[i].path, path)) return &web_assets[i];
+    return NULL;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *mc, unsigned status, const char *type,
+                               const void *body, size_t len, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, mode);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    /* The page loads nothing from elsewhere and may not be framed. */
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"zmixd\"");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    enum MHD_Result rc = MHD_queue_response(mc, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+__attribute__((format(printf, 3, 4))) static enum MHD_Result
+respond_text(struct MHD_Connection *mc, unsigned status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[512];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof msg - 1) n = (int)sizeof msg - 2;
+    msg[n++] = '\n';
+    return respond(mc, status, "text/plain; charset=utf-8", msg, (size_t)n, MHD_RESPMEM_MUST_COPY);
+}
+
+/* Constant-time comparison: how much of a token matched must not show in the timing. */
+static int same_secret(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = alen != blen;
+    size_t n = alen < blen ? alen : blen;
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+static int is_job_path(const char *p, const char *tail)
+{
+    if (strncmp(p, "/api/jobs/", 10)) return 0;
+    p += 10;
+    size_t digits = strspn(p, "0123456789");
+    return digits > 0 && digits <= 19 && !strcmp(p + digits, tail);
+}
+
+static int is_data_path(const char *p)
+{
+    return !strcmp(p, "/metrics") || !strcmp(p, "/api/jobs") || !strcmp(p, "/api/tasks") ||
+           !strcmp(p, "/api/stats") || !strcmp(p, "/api/info") || is_job_path(p, "") ||
+           is_job_path(p, "/history") ||
+           (!strncmp(p, "/api/tasks/", 11) && p[11] && !strchr(p + 11, '/'));
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
+{
+    http_server *h = cls;
+    (void)version;
+    (void)upload_data;
+    http_req *r = *con_cls;
+    if (r) /* resumed: the loop has answered */
+        return respond(mc, (unsigned)r->status, r->type, r->body, r->len, MHD_RESPMEM_MUST_COPY);
+    if (*upload_size) *upload_size = 0; /* a body is never wanted */
+    if (strcmp(method, "GET") && strcmp(method, "HEAD"))
+        return respond_text(mc, MHD_HTTP_METHOD_NOT_ALLOWED,
+                            "method %s not allowed: the HTTP listener is read-only (GET, HEAD)",
+                            method);
+    /* The static files hold no data: the page asks for the token itself (docs/metrics.md). */
+    const web_asset *a = web_asset_find(!strcmp(url, "/") ? "/index.html" : url);
+    if (a) return respond(mc, MHD_HTTP_OK, a->type, a->data, a->len, MHD_RESPMEM_PERSISTENT);
+    if (!is_data_path(url))
+        return respond_text(mc, MHD_HTTP_NOT_FOUND,
+                            "no page %s here: the dashboard is /, data is at /metrics, "
+                            "/api/jobs, /api/jobs/ID, /api/jobs/ID/history, /api/tasks, "
+                            "/api/tasks/NAME, /api/stats and /api/info",
+                            url);
+    if (h->need_token) {
+        const char *auth = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Authorization");
+        if (!auth)
+            return respond_text(mc, MHD_HTTP_UNAUTHORIZED,
+                                "%s needs an 'Authorization: Bearer TOKEN' header with the "
+                                "daemon's --token-file token",
+                                url);
+        if (!same_secret(auth, strlen(auth), h->bearer, h->bearer_len))
+            return respond_text(mc, MHD_HTTP_UNAUTHORIZED,
+                                "%s: wrong token in the Authorization header (expected "
+                                "'Bearer' and the daemon's --token-file token; tenants' tokens "
+                                "do not open the HTTP listener)",
+                                url);
+    }
+    r = calloc(1, sizeof *r);
+    if (!r) return MHD_NO;
+    r->mc = mc;
+    snprintf(r->path, sizeof r->path, "%s", url);
+    *con_cls = r;
+    /* Suspended before the loop can see it, so the loop's resume always follows. */
+    MHD_suspend_connection(mc);
+    pthread_mutex_lock(&h->lock);
+    int stopping = h->stopping;
+    if (!stopping) {
+        r->next = h->queue;
+        h->queue = r;
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (stopping) {
+        static const char msg[] = "zmixd is shutting down\n";
+        r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        r->type = "text/plain; charset=utf-8";
+        r->body = malloc(sizeof msg);
+        if (r->body) memcpy(r->body, msg, sizeof msg);
+        r->len = r->body ? sizeof msg - 1 : 0;
+        MHD_resume_connection(mc);
+        return MHD_YES;
+    }
+    uv_async_send(&h->async);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)mc;
+    (void)toe;
+    http_req *r = *con_cls;
+    if (!r) return;
+    free(r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    http_server *h = cls;
+    (void)mc;
+    (void)socket_context;
+    atomic_fetch_add(&h->n_conns, code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
+/* ---- Loop ------------------------------------------------------------------------------ */
+
+/* Hands the answer to the HTTP thread; r belongs to it from here on. */
+static void answer(http_req *r, int status, const char *type, char *body, size_t len)
+{
+    r->status = status;
+    r->type = type;
+    r->body = body;
+    r->len = body ? len : 0;
+    r->answered = 1;
+    MHD_resume_connection(r->mc);
+}
+
+static void answer_text(http_req *r, int status, const char *msg)
+{
+    size_t n = strlen(msg);
+    char *b = malloc(n + 2);
+    if (b) {
+        memcpy(b, msg, n);
+        b[n] = '\n';
+        b[n + 1] = '\0';
+    }
+    answer(r, status, "text/plain; charset=utf-8", b, n + 1);
+}
+
+static cJSON *to_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return cJSON_CreateNull();
+    case MSGPACK_OBJECT_BOOLEAN: return cJSON_CreateBool(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return cJSON_CreateNumber((double)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return cJSON_CreateNumber((double)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return cJSON_CreateNumber(o->via.f64); /* NaN and Inf print as null */
+    case MSGPACK_OBJECT_STR: {
+        char *s = malloc(o->via.str.size + 1);
+        if (!s) return NULL;
+        memcpy(s, o->via.str.ptr, o->via.str.size);
+        s[o->via.str.size] = '\0';
+        cJSON *j = cJSON_CreateString(s);
+        free(s);
+        return j;
+    }
+    case MSGPACK_OBJECT_ARRAY: {
+        cJSON *a = cJSON_CreateArray();
+        for (uint32_t i = 0; a && i < o->via.array.size; i++) {
+            cJSON *e = to_json(&o->via.array.ptr[i]);
+            if (!e || !cJSON_AddItemToArray(a, e)) {
+                cJSON_Delete(e);
+                cJSON_Delete(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        cJSON *m = cJSON_CreateObject();
+        for (uint32_t i = 0; m && i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            if (kv->key.type != MSGPACK_OBJECT_STR) continue;
+            char key[64];
+            snprintf(key, sizeof key, "%.*s", (int)kv->key.via.str.size, kv->key.via.str.ptr);
+            cJSON *e = to_json(&kv->val);
+            if (!e || !cJSON_AddItemToObject(m, key, e)) {
+                cJSON_Delete(e);
+                cJSON_Delete(m);
+                return NULL;
+            }
+        }
+        return m;
+    }
+    default: /* bin and ext: the API never asks for vectors */ return cJSON_CreateNull();
+    }
+}
+
+static void answer_json(http_req *r, int status, const msgpack_object *o)
+{
+    cJSON *j = to_json(o);
+    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!s) {
+        answer_text(r, 500, "out of memory");
+        return;
+    }
+    answer(r, status, "application/json", s, strlen(s));
+}
+
+static int status_of_error(const char *code)
+{
+    if (!strcmp(code, "ENOTFOUND")) return 404;
+    if (!strcmp(code, "EINVAL") || !strcmp(code, "ERANGE")) return 400;
+    if (!strcmp(code, "ESTATE")) return 409;
+    if (!strcmp(code, "ELIMIT")) return 429;
+    return 500;
+}
+
+/* What the administrator's connection is sent: one response [1, msgid, error, result]. */
+static void on_vc_send(conn *c, const char *data, size_t len)
+{
+    http_server *h = c->sink_arg;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 4) {
+        msgpack_unpacked_destroy(&u);
+        return;
+    }
+    const msgpack_object *a = u.data.via.array.ptr;
+    uint32_t msgid = (uint32_t)a[1].via.u64;
+    http_req **pp = &h->pending;
+    while (*pp && (*pp)->msgid != msgid) pp = &(*pp)->next;
+    http_req *r = *pp;
+    if (r) {
+        *pp = r->next;
+        if (a[2].type == MSGPACK_OBJECT_NIL) {
+            answer_json(r, 200, &a[3]);
+        } else {
+            const msgpack_object *code = rpc_map_get(&a[2], "code");
+            char name[32] = "EINTERNAL";
+            if (code && code->type == MSGPACK_OBJECT_STR)
+                snprintf(name, sizeof name, "%.*s", (int)code->via.str.size, code->via.str.ptr);
+            answer_json(r, status_of_error(name), &a[2]);
+        }
+    }
+    msgpack_unpacked_destroy(&u);
+}
+
+/* Runs method {key: value} for r on the administrator's connection. */
+static void call_method(http_server *h, http_req *r, const char *method, const char *key,
+                        const char *str, uint64_t num)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, key ? 1 : 0);
+    if (key) {
+        rpc_pack_cstr(&pk, key);
+        if (str)
+            rpc_pack_cstr(&pk, str);
+        else
+            msgpack_pack_uint64(&pk, num);
+    }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, sb.data, sb.size, &off) != MSGPACK_UNPACK_SUCCESS) {
+        answer_text(r, 500, "out of memory");
+    } else {
+        rpc_request req = {.type = RPC_REQUEST, .params = u.data};
+        snprintf(req.method, sizeof req.method, "%s", method);
+        req.msgid = r->msgid = ++h->next_msgid;
+        r->next = h->pending;
+        h->pending = r;
+        methods_dispatch(h->srv, h->vc, &req); /* answers now or, after I/O, later */
+    }
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void answer_jobs(http_server *h, http_req *r)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    size_t n = 0;
+    for (job *j = h->srv->jobs; j && n < HTTP_MAX_JOBS_LISTED; j = j->next) n += j->id != 0;
+    msgpack_pack_array(&pk, n);
+    size_t i = 0;
+    for (job *j = h->srv->jobs; j && i < n; j = j->next)
+        if (j->id) {
+            jobs_pack_status(h->srv, j, &pk);
+            i++;
+        }
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, sb.data, sb.size, &off) == MSGPACK_UNPACK_SUCCESS)
+        answer_json(r, 200, &u.data);
+    else
+        answer_text(r, 500, "out of memory");
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void handle(http_server *h, http_req *r)
+{
+    const char *p = r->path;
+    if (!strcmp(p, "/metrics")) {
+        metrics_buf b = {0};
+        metrics_render(h->srv, &b);
+        if (b.failed) {
+            free(b.data);
+            answer_text(r, 500, "out of memory");
+            return;
+        }
+        answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    } else if (!strcmp(p, "/api/jobs")) {
+        answer_jobs(h, r);
+    } else if (!strcmp(p, "/api/tasks")) {
+        call_method(h, r, "tasks", NULL, NULL, 0);
+    } else if (!strcmp(p, "/api/stats")) {
+        call_method(h, r, "stats", NULL, NULL, 0);
+    } else if (!strcmp(p, "/api/info")) {
+        call_method(h, r, "info", NULL, NULL, 0);
+    } else if (!strncmp(p, "/api/tasks/", 11)) {
+        call_method(h, r, "get", "task", p + 11, 0);
+    } else { /* /api/jobs/ID[/history], checked by the HTTP thread */
+        uint64_t id = strtoull(p + 10, NULL, 10);
+        call_method(h, r, strstr(p + 10, "/history") ? "history" : "status", "job", NULL, id);
+    }
+}
+
+static void on_async(uv_async_t *a)
+{
+    http_server *h = a->data;
+    pthread_mutex_lock(&h->lock);
+    http_req *q = h->queue;
+    h->queue = NULL;
+    pthread_mutex_unlock(&h->lock);
+    while (q) {
+        http_req *next = q->next;
+        q->next = NULL;
+        handle(h, q);
+        q = next;
+    }
+}
+
+/* ---- Start and stop -------------------------------------------------------------------- */
+
+static int open_socket(const char *spec, const listen_addr *a, zmix_error *err)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    char port[16];
+    snprintf(port, sizeof port, "%d", a->port);
+    int g = getaddrinfo(a->host, port, &hints, &res);
+    if (g) return zmix_error_set(err, ZMIX_EINVAL, "--http %s: %s", spec, gai_strerror(g));
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        freeaddrinfo(res);
+        return zmix_error_set(err, ZMIX_EIO, "--http %s: cannot listen: %s", spec, strerror(e));
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+static void on_async_closed(uv_handle_t *a)
+{
+    free(a->data);
+}
+
+int http_start(server *srv, zmix_error *err)
+{
+    const char *spec = srv->cfg->http;
+    if (!spec[0]) return 0;
+    listen_addr a;
+    int rc = config_parse_http(spec, &a, err);
+    if (rc) return rc;
+    if (!a.loopback && srv->token_len == 0)
+        return zmix_error_set(err, ZMIX_EAUTH,
+                              "--http %s is not loopback: a --token-file is required (HTTP "
+                              "requests then carry 'Authorization: Bearer TOKEN')",
+                              spec);
+    if (srv->tenants.n > 0 && srv->token_len == 0)
+        return zmix_error_set(err, ZMIX_EAUTH,
+                              "--http with --tenants: the dashboard shows every tenant's jobs, "
+                              "so the administrator's --token-file is required");
+    http_server *h = calloc(1, sizeof *h);
+    conn *vc = calloc(1, sizeof *vc);
+    if (!h || !vc) {
+        free(h);
+        free(vc);
+        return zmix_error_set(err, ZMIX_ENOMEM, "--http: out of memory");
+    }
+    h->srv = srv;
+    h->vc = vc;
+    vc->srv = srv;
+    vc->authed = 1; /* the administrator: the token was checked per HTTP request */
+    vc->sink = on_vc_send;
+    vc->sink_arg = h;
+    h->need_token = srv->token_len > 0;
+    h->bearer_len = (size_t)snprintf(h->bearer, sizeof h->bearer, "Bearer %.*s",
+                                     (int)srv->token_len, srv->token);
+    h->fd = open_socket(spec, &a, err);
+    if (h->fd < 0) {
+        free(vc);
+        free(h);
+        return err->code;
+    }
+    pthread_mutex_init(&h->lock, NULL);
+    uv_async_init(srv->loop, &h->async, on_async);
+    h->async.data = h;
+    h->d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC, 0,
+        NULL, NULL, on_request, h, MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)HTTP_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        h, MHD_OPTION_END);
+    if (!h->d) {
+        close(h->fd);
+        pthread_mutex_destroy(&h->lock);
+        free(vc);
+        /* h is freed once the async handle is closed: the loop still runs. */
+        uv_close((uv_handle_t *)&h->async, on_async_closed);
+        return zmix_error_set(err, ZMIX_EIO, "--http %s: the HTTP server did not start", spec);
+    }
+    srv->http = h;
+    ZLOG_INFO(srv->log, "http: listening on %s (%s)", spec,
+              h->need_token ? "requests need the --token-file token" : "no token");
+    return 0;
+}
+
+void http_stop(server *srv)
+{
+    http_server *h = srv->http;
+    if (!h) return;
+    srv->http = NULL;
+    pthread_mutex_lock(&h->lock);
+    h->stopping = 1;
+    http_req *q = h->queue;
+    h->queue = NULL;
+    pthread_mutex_unlock(&h->lock);
+    while (q) {
+        http_req *next = q->next;
+        answer_text(q, 503, "zmixd is shutting down");
+        q = next;
+    }
+    while (h->pending) {
+        http_req *r = h->pending;
+        h->pending = r->next;
+        answer_text(r, 503, "zmixd is shutting down");
+    }
+    MHD_stop_daemon(h->d);
+    close(h->fd);
+    for (parked *p = h->vc->parked; p; p = p->conn_next) p->conn = NULL;
+    free(h->vc);
+    pthread_mutex_destroy(&h->lock);
+    uv_close((uv_handle_t *)&h->async, on_async_closed);
+}
+
+int http_connections(const server *srv)
+{
+    return srv->http ? atomic_load(&srv->http->n_conns) : 0;
+}
