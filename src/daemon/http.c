@@ -32,6 +32,8 @@
 #define HTTP_TIMEOUT_S       30
 #define HTTP_MAX_JOBS_LISTED 500
 
+enum { MP_NONE = 0, MP_RPC, MP_OBJECT };
+
 typedef struct http_req http_req;
 struct http_req {
     struct MHD_Connection *mc;
@@ -41,7 +43,7 @@ struct http_req {
     const char *type;
     char *body;
     size_t len;
-    int answered;
+    int msgpack; /* body is msgpack for the HTTP thread to turn into JSON: MP_RPC, MP_OBJECT */
     /* Loop only: */
     uint32_t msgid; /* the request made for it on the administrator's connection */
     http_req *next;
@@ -134,6 +136,98 @@ static int is_data_path(const char *p)
            (!strncmp(p, "/api/tasks/", 11) && p[11] && !strchr(p + 11, '/'));
 }
 
+static cJSON *to_json(const msgpack_object *o)
+{
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: return cJSON_CreateNull();
+    case MSGPACK_OBJECT_BOOLEAN: return cJSON_CreateBool(o->via.boolean);
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: return cJSON_CreateNumber((double)o->via.u64);
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return cJSON_CreateNumber((double)o->via.i64);
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64:
+        return cJSON_CreateNumber(o->via.f64); /* NaN and Inf print as null */
+    case MSGPACK_OBJECT_STR: {
+        char *s = malloc(o->via.str.size + 1);
+        if (!s) return NULL;
+        memcpy(s, o->via.str.ptr, o->via.str.size);
+        s[o->via.str.size] = '\0';
+        cJSON *j = cJSON_CreateString(s);
+        free(s);
+        return j;
+    }
+    case MSGPACK_OBJECT_ARRAY: {
+        cJSON *a = cJSON_CreateArray();
+        for (uint32_t i = 0; a && i < o->via.array.size; i++) {
+            cJSON *e = to_json(&o->via.array.ptr[i]);
+            if (!e || !cJSON_AddItemToArray(a, e)) {
+                cJSON_Delete(e);
+                cJSON_Delete(a);
+                return NULL;
+            }
+        }
+        return a;
+    }
+    case MSGPACK_OBJECT_MAP: {
+        cJSON *m = cJSON_CreateObject();
+        for (uint32_t i = 0; m && i < o->via.map.size; i++) {
+            const msgpack_object_kv *kv = &o->via.map.ptr[i];
+            if (kv->key.type != MSGPACK_OBJECT_STR) continue;
+            char key[64];
+            snprintf(key, sizeof key, "%.*s", (int)kv->key.via.str.size, kv->key.via.str.ptr);
+            cJSON *e = to_json(&kv->val);
+            if (!e || !cJSON_AddItemToObject(m, key, e)) {
+                cJSON_Delete(e);
+                cJSON_Delete(m);
+                return NULL;
+            }
+        }
+        return m;
+    }
+    default: /* bin and ext: the API never asks for vectors */ return cJSON_CreateNull();
+    }
+}
+
+static int status_of_error(const char *code)
+{
+    if (!strcmp(code, "ENOTFOUND")) return 404;
+    if (!strcmp(code, "EINVAL") || !strcmp(code, "ERANGE")) return 400;
+    if (!strcmp(code, "ESTATE")) return 409;
+    if (!strcmp(code, "ELIMIT")) return 429;
+    return 500;
+}
+
+/* The loop's msgpack answer as JSON: a response [1, msgid, error, result] (MP_RPC) answers
+ * 200 with the result or the error's status with the error map; MP_OBJECT is the result. */
+static enum MHD_Result respond_json(struct MHD_Connection *mc, http_req *r)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    cJSON *j = NULL;
+    unsigned status = 200;
+    if (msgpack_unpack_next(&u, r->body, r->len, &off) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *o = &u.data;
+        if (r->msgpack == MP_RPC && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 4) {
+            const msgpack_object *a = o->via.array.ptr;
+            o = &a[3];
+            if (a[2].type != MSGPACK_OBJECT_NIL) {
+                const msgpack_object *code = rpc_map_get(&a[2], "code");
+                char name[32] = "EINTERNAL";
+                if (code && code->type == MSGPACK_OBJECT_STR)
+                    snprintf(name, sizeof name, "%.*s", (int)code->via.str.size, code->via.str.ptr);
+                status = (unsigned)status_of_error(name);
+                o = &a[2];
+            }
+        }
+        j = to_json(o);
+    }
+    msgpack_unpacked_destroy(&u);
+    char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!text) return respond_text(mc, 500, "out of memory");
+    return respond(mc, status, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
@@ -142,8 +236,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     (void)version;
     (void)upload_data;
     http_req *r = *con_cls;
-    if (r) /* resumed: the loop has answered */
+    if (r) { /* resumed: the loop has answered */
+        if (r->msgpack) return respond_json(mc, r);
         return respond(mc, (unsigned)r->status, r->type, r->body, r->len, MHD_RESPMEM_MUST_COPY);
+    }
     if (*upload_size) *upload_size = 0; /* a body is never wanted */
     if (strcmp(method, "GET") && strcmp(method, "HEAD"))
         return respond_text(mc, MHD_HTTP_METHOD_NOT_ALLOWED,
@@ -231,7 +327,6 @@ static void answer(http_req *r, int status, const char *type, char *body, size_t
     r->type = type;
     r->body = body;
     r->len = body ? len : 0;
-    r->answered = 1;
     MHD_resume_connection(r->mc);
 }
 
@@ -247,78 +342,6 @@ static void answer_text(http_req *r, int status, const char *msg)
     answer(r, status, "text/plain; charset=utf-8", b, n + 1);
 }
 
-static cJSON *to_json(const msgpack_object *o)
-{
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL: return cJSON_CreateNull();
-    case MSGPACK_OBJECT_BOOLEAN: return cJSON_CreateBool(o->via.boolean);
-    case MSGPACK_OBJECT_POSITIVE_INTEGER: return cJSON_CreateNumber((double)o->via.u64);
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER: return cJSON_CreateNumber((double)o->via.i64);
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return cJSON_CreateNumber(o->via.f64); /* NaN and Inf print as null */
-    case MSGPACK_OBJECT_STR: {
-        char *s = malloc(o->via.str.size + 1);
-        if (!s) return NULL;
-        memcpy(s, o->via.str.ptr, o->via.str.size);
-        s[o->via.str.size] = '\0';
-        cJSON *j = cJSON_CreateString(s);
-        free(s);
-        return j;
-    }
-    case MSGPACK_OBJECT_ARRAY: {
-        cJSON *a = cJSON_CreateArray();
-        for (uint32_t i = 0; a && i < o->via.array.size; i++) {
-            cJSON *e = to_json(&o->via.array.ptr[i]);
-            if (!e || !cJSON_AddItemToArray(a, e)) {
-                cJSON_Delete(e);
-                cJSON_Delete(a);
-                return NULL;
-            }
-        }
-        return a;
-    }
-    case MSGPACK_OBJECT_MAP: {
-        cJSON *m = cJSON_CreateObject();
-        for (uint32_t i = 0; m && i < o->via.map.size; i++) {
-            const msgpack_object_kv *kv = &o->via.map.ptr[i];
-            if (kv->key.type != MSGPACK_OBJECT_STR) continue;
-            char key[64];
-            snprintf(key, sizeof key, "%.*s", (int)kv->key.via.str.size, kv->key.via.str.ptr);
-            cJSON *e = to_json(&kv->val);
-            if (!e || !cJSON_AddItemToObject(m, key, e)) {
-                cJSON_Delete(e);
-                cJSON_Delete(m);
-                return NULL;
-            }
-        }
-        return m;
-    }
-    default: /* bin and ext: the API never asks for vectors */ return cJSON_CreateNull();
-    }
-}
-
-static void answer_json(http_req *r, int status, const msgpack_object *o)
-{
-    cJSON *j = to_json(o);
-    char *s = j ? cJSON_PrintUnformatted(j) : NULL;
-    cJSON_Delete(j);
-    if (!s) {
-        answer_text(r, 500, "out of memory");
-        return;
-    }
-    answer(r, status, "application/json", s, strlen(s));
-}
-
-static int status_of_error(const char *code)
-{
-    if (!strcmp(code, "ENOTFOUND")) return 404;
-    if (!strcmp(code, "EINVAL") || !strcmp(code, "ERANGE")) return 400;
-    if (!strcmp(code, "ESTATE")) return 409;
-    if (!strcmp(code, "ELIMIT")) return 429;
-    return 500;
-}
-
 /* What the administrator's connection is sent: one response [1, msgid, error, result]. */
 static void on_vc_send(conn *c, const char *data, size_t len)
 {
@@ -331,24 +354,21 @@ static void on_vc_send(conn *c, const char *data, size_t len)
         msgpack_unpacked_destroy(&u);
         return;
     }
-    const msgpack_object *a = u.data.via.array.ptr;
-    uint32_t msgid = (uint32_t)a[1].via.u64;
+    uint32_t msgid = (uint32_t)u.data.via.array.ptr[1].via.u64;
+    msgpack_unpacked_destroy(&u);
     http_req **pp = &h->pending;
     while (*pp && (*pp)->msgid != msgid) pp = &(*pp)->next;
     http_req *r = *pp;
-    if (r) {
-        *pp = r->next;
-        if (a[2].type == MSGPACK_OBJECT_NIL) {
-            answer_json(r, 200, &a[3]);
-        } else {
-            const msgpack_object *code = rpc_map_get(&a[2], "code");
-            char name[32] = "EINTERNAL";
-            if (code && code->type == MSGPACK_OBJECT_STR)
-                snprintf(name, sizeof name, "%.*s", (int)code->via.str.size, code->via.str.ptr);
-            answer_json(r, status_of_error(name), &a[2]);
-        }
+    if (!r) return;
+    *pp = r->next;
+    char *copy = malloc(len);
+    if (!copy) {
+        answer_text(r, 500, "out of memory");
+        return;
     }
-    msgpack_unpacked_destroy(&u);
+    memcpy(copy, data, len);
+    r->msgpack = MP_RPC;
+    answer(r, 200, "application/json", copy, len);
 }
 
 /* Runs method {key: value} for r on the administrator's connection. */
@@ -399,15 +419,9 @@ static void answer_jobs(http_server *h, http_req *r)
             jobs_pack_status(h->srv, j, &pk);
             i++;
         }
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, sb.data, sb.size, &off) == MSGPACK_UNPACK_SUCCESS)
-        answer_json(r, 200, &u.data);
-    else
-        answer_text(r, 500, "out of memory");
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&sb);
+    size_t len = sb.size;
+    r->msgpack = MP_OBJECT;
+    answer(r, 200, "application/json", msgpack_sbuffer_release(&sb), len);
 }
 
 static void handle(http_server *h, http_req *r)
