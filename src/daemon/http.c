@@ -27,16 +27,21 @@
 
 #include "daemon/server.h"
 #include "daemon/web_assets.h"
+#include "util/clock.h"
 
 #define HTTP_MAX_CONNECTIONS 32
 #define HTTP_TIMEOUT_S       30
 #define HTTP_MAX_JOBS_LISTED 500
+#define HTTP_HISTORY_CACHED  8
+#define HTTP_NICE_DELTA      5  /* as the workers: the loop runs first (pool.c) */
+#define HTTP_JOBS_PER_SLICE  16 /* /api/jobs packs this many jobs per loop turn */
 
 enum { MP_NONE = 0, MP_RPC, MP_OBJECT };
 
 typedef struct http_req http_req;
 struct http_req {
     struct MHD_Connection *mc;
+    http_server *h;
     char path[256];
     /* Written by the loop before it resumes the request, then read by the HTTP thread. */
     int status;
@@ -44,8 +49,14 @@ struct http_req {
     char *body;
     size_t len;
     int msgpack; /* body is msgpack for the HTTP thread to turn into JSON: MP_RPC, MP_OBJECT */
+    int metrics; /* body is /metrics: the HTTP thread adds the process's memory */
     /* Loop only: */
-    uint32_t msgid; /* the request made for it on the administrator's connection */
+    uint32_t msgid;    /* the request made for it on the administrator's connection */
+    uint64_t hist_job; /* a history request: its job, and what the answer will be valid for */
+    int hist_gen, hist_phase;
+    uint64_t *ids; /* /api/jobs: the jobs to list, packed a slice per loop turn into sb */
+    size_t n_ids, next_id, packed;
+    msgpack_sbuffer sb;
     http_req *next;
 };
 
@@ -56,7 +67,16 @@ struct http_server {
     uv_async_t async;
     pthread_mutex_t lock;
     http_req *queue; /* lock: suspended requests for the loop */
-    int stopping;    /* lock: no more requests are queued */
+    int niced;       /* HTTP thread: its priority was lowered */
+    /* Answered requests go to the resumer thread, which calls MHD_resume_connection: that
+     * takes libmicrohttpd's own locks, which its (lower-priority) thread may hold for a
+     * while, and the loop must never wait for them. */
+    pthread_t resumer;
+    pthread_mutex_t rlock;
+    pthread_cond_t rwake;
+    http_req *resume; /* rlock */
+    int resumer_stop; /* rlock */
+    int stopping;     /* lock: no more requests are queued */
     atomic_int n_conns;
     /* Read-only once started: */
     int need_token;
@@ -66,6 +86,16 @@ struct http_server {
     http_req *pending; /* waiting for their answer on vc */
     conn *vc;
     uint32_t next_msgid;
+    /* The last history answers (the dashboard asks for the same one every second, and it
+     * changes once a generation): valid while the job's generation and phase are. */
+    struct {
+        uint64_t job;
+        int gen, phase;
+        char *data; /* the response [1, msgid, nil, result] */
+        size_t len;
+        uint64_t used;
+    } hist[HTTP_HISTORY_CACHED];
+    uint64_t hist_clock;
 };
 
 /* ---- HTTP thread ----------------------------------------------------------------------- */
@@ -77,9 +107,16 @@ static const web_asset *web_asset_find(const char *path)
     return NULL;
 }
 
+/* Answers sent, by HTTP status (zmix_http_responses_total). HTTP thread only. */
+static const unsigned http_statuses[] = {200, 400, 401, 404, 405, 409, 414, 429, 500, 503};
+#define HTTP_N_STATUSES (sizeof http_statuses / sizeof *http_statuses)
+static uint64_t http_status_counts[HTTP_N_STATUSES];
+
 static enum MHD_Result respond(struct MHD_Connection *mc, unsigned status, const char *type,
                                const void *body, size_t len, enum MHD_ResponseMemoryMode mode)
 {
+    for (size_t i = 0; i < HTTP_N_STATUSES; i++)
+        if (http_statuses[i] == status) http_status_counts[i]++;
     struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)body, mode);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
@@ -228,6 +265,25 @@ static enum MHD_Result respond_json(struct MHD_Connection *mc, http_req *r)
     return respond(mc, status, "application/json", text, strlen(text), MHD_RESPMEM_MUST_FREE);
 }
 
+/* Read here rather than on the loop: /proc costs system calls, and it is the process's. */
+static void add_process_metrics(http_req *r)
+{
+    metrics_buf b = {.data = r->body, .len = r->len, .cap = r->len};
+    metrics_printf(&b,
+                   "# HELP zmix_process_resident_memory_bytes Resident memory of the zmixd "
+                   "process.\n# TYPE zmix_process_resident_memory_bytes gauge\n"
+                   "zmix_process_resident_memory_bytes %ld\n",
+                   metrics_rss_bytes());
+    metrics_printf(&b, "# HELP zmix_http_responses_total Answers of the HTTP listener, by "
+                       "status (this scrape not counted yet).\n"
+                       "# TYPE zmix_http_responses_total counter\n");
+    for (size_t i = 0; i < HTTP_N_STATUSES; i++)
+        metrics_printf(&b, "zmix_http_responses_total{status=\"%u\"} %llu\n", http_statuses[i],
+                       (unsigned long long)http_status_counts[i]);
+    r->body = b.data;
+    r->len = b.len;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_size, void **con_cls)
@@ -236,8 +292,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     (void)version;
     (void)upload_data;
     http_req *r = *con_cls;
+    if (!h->niced) {
+        h->niced = 1;
+        pool_lower_thread_priority(HTTP_NICE_DELTA);
+    }
     if (r) { /* resumed: the loop has answered */
         if (r->msgpack) return respond_json(mc, r);
+        if (r->metrics) add_process_metrics(r);
         return respond(mc, (unsigned)r->status, r->type, r->body, r->len, MHD_RESPMEM_MUST_COPY);
     }
     if (*upload_size) *upload_size = 0; /* a body is never wanted */
@@ -245,6 +306,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
         return respond_text(mc, MHD_HTTP_METHOD_NOT_ALLOWED,
                             "method %s not allowed: the HTTP listener is read-only (GET, HEAD)",
                             method);
+    if (strlen(url) >= sizeof r->path)
+        return respond_text(mc, MHD_HTTP_URI_TOO_LONG, "path of %zu bytes: at most %zu",
+                            strlen(url), sizeof r->path - 1);
     /* The static files hold no data: the page asks for the token itself (docs/metrics.md). */
     const web_asset *a = web_asset_find(!strcmp(url, "/") ? "/index.html" : url);
     if (a) return respond(mc, MHD_HTTP_OK, a->type, a->data, a->len, MHD_RESPMEM_PERSISTENT);
@@ -271,6 +335,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
     r = calloc(1, sizeof *r);
     if (!r) return MHD_NO;
     r->mc = mc;
+    r->h = h;
     snprintf(r->path, sizeof r->path, "%s", url);
     *con_cls = r;
     /* Suspended before the loop can see it, so the loop's resume always follows. */
@@ -323,11 +388,38 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
 /* Hands the answer to the HTTP thread; r belongs to it from here on. */
 static void answer(http_req *r, int status, const char *type, char *body, size_t len)
 {
+    http_server *h = r->h;
     r->status = status;
     r->type = type;
     r->body = body;
     r->len = body ? len : 0;
-    MHD_resume_connection(r->mc);
+    pthread_mutex_lock(&h->rlock);
+    r->next = h->resume;
+    h->resume = r;
+    pthread_cond_signal(&h->rwake);
+    pthread_mutex_unlock(&h->rlock);
+}
+
+static void *resumer_main(void *arg)
+{
+    http_server *h = arg;
+    pool_lower_thread_priority(HTTP_NICE_DELTA);
+    pthread_mutex_lock(&h->rlock);
+    for (;;) {
+        while (!h->resume && !h->resumer_stop) pthread_cond_wait(&h->rwake, &h->rlock);
+        http_req *list = h->resume;
+        h->resume = NULL;
+        if (!list) break; /* stopping, and nothing left to resume */
+        pthread_mutex_unlock(&h->rlock);
+        while (list) {
+            http_req *next = list->next; /* list belongs to the HTTP thread once resumed */
+            MHD_resume_connection(list->mc);
+            list = next;
+        }
+        pthread_mutex_lock(&h->rlock);
+    }
+    pthread_mutex_unlock(&h->rlock);
+    return NULL;
 }
 
 static void answer_text(http_req *r, int status, const char *msg)
@@ -342,20 +434,62 @@ static void answer_text(http_req *r, int status, const char *msg)
     answer(r, status, "text/plain; charset=utf-8", b, n + 1);
 }
 
+/* Keeps a successful history answer for the next request of the same job and generation. */
+static void history_keep(http_server *h, const http_req *r, const char *data, size_t len, int ok)
+{
+    if (!r->hist_job || !ok) return;
+    int slot = 0;
+    for (int i = 0; i < HTTP_HISTORY_CACHED; i++) {
+        if (h->hist[i].job == r->hist_job) {
+            slot = i;
+            break;
+        }
+        if (h->hist[i].used < h->hist[slot].used) slot = i;
+    }
+    char *copy = malloc(len);
+    if (!copy) return;
+    memcpy(copy, data, len);
+    free(h->hist[slot].data);
+    h->hist[slot].job = r->hist_job;
+    h->hist[slot].gen = r->hist_gen;
+    h->hist[slot].phase = r->hist_phase;
+    h->hist[slot].data = copy;
+    h->hist[slot].len = len;
+    h->hist[slot].used = ++h->hist_clock;
+}
+
+/* The msgid and whether the error is nil, read from the head of a response
+ * [1, msgid, error, result] as rpc_pack_result/rpc_pack_error write it, without unpacking
+ * the (possibly large) result on the loop: -1 if it is not such a head. */
+static int response_head(const char *data, size_t len, uint32_t *msgid, int *ok)
+{
+    const unsigned char *d = (const unsigned char *)data;
+    size_t i = 2, n;
+    if (len < 4 || d[0] != 0x94 || d[1] != 0x01) return -1;
+    if (d[i] < 0x80)
+        n = 0;
+    else if (d[i] == 0xcc)
+        n = 1;
+    else if (d[i] == 0xcd)
+        n = 2;
+    else if (d[i] == 0xce)
+        n = 4;
+    else
+        return -1;
+    if (len < i + n + 2) return -1;
+    *msgid = n ? 0 : d[i];
+    for (size_t k = 1; k <= n; k++) *msgid = (*msgid << 8) | d[i + k];
+    *ok = d[i + n + 1] == 0xc0;
+    return 0;
+}
+
 /* What the administrator's connection is sent: one response [1, msgid, error, result]. */
 static void on_vc_send(conn *c, const char *data, size_t len)
 {
     http_server *h = c->sink_arg;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    if (msgpack_unpack_next(&u, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
-        u.data.type != MSGPACK_OBJECT_ARRAY || u.data.via.array.size != 4) {
-        msgpack_unpacked_destroy(&u);
-        return;
-    }
-    uint32_t msgid = (uint32_t)u.data.via.array.ptr[1].via.u64;
-    msgpack_unpacked_destroy(&u);
+    uint32_t msgid;
+    int ok;
+    if (response_head(data, len, &msgid, &ok) != 0) return;
     http_req **pp = &h->pending;
     while (*pp && (*pp)->msgid != msgid) pp = &(*pp)->next;
     http_req *r = *pp;
@@ -367,6 +501,7 @@ static void on_vc_send(conn *c, const char *data, size_t len)
         return;
     }
     memcpy(copy, data, len);
+    history_keep(h, r, data, len, ok);
     r->msgpack = MP_RPC;
     answer(r, 200, "application/json", copy, len);
 }
@@ -404,24 +539,83 @@ static void call_method(http_server *h, http_req *r, const char *method, const c
     msgpack_sbuffer_destroy(&sb);
 }
 
+static void requeue(http_server *h, http_req *r)
+{
+    pthread_mutex_lock(&h->lock);
+    r->next = h->queue;
+    h->queue = r;
+    pthread_mutex_unlock(&h->lock);
+    uv_async_send(&h->async);
+}
+
+static void jobs_state_free(http_req *r)
+{
+    free(r->ids);
+    r->ids = NULL;
+    msgpack_sbuffer_destroy(&r->sb);
+}
+
+/* Every job's status, newest first: HTTP_JOBS_PER_SLICE of them per loop turn, so that a
+ * daemon with hundreds of jobs does not hold the loop for milliseconds. A job that went
+ * away between turns is left out. */
 static void answer_jobs(http_server *h, http_req *r)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    size_t n = 0;
-    for (job *j = h->srv->jobs; j && n < HTTP_MAX_JOBS_LISTED; j = j->next) n += j->id != 0;
-    msgpack_pack_array(&pk, n);
-    size_t i = 0;
-    for (job *j = h->srv->jobs; j && i < n; j = j->next)
-        if (j->id) {
-            jobs_pack_status(h->srv, j, &pk);
-            i++;
+    if (!r->ids) {
+        size_t n = 0;
+        for (job *j = h->srv->jobs; j && n < HTTP_MAX_JOBS_LISTED; j = j->next) n += j->id != 0;
+        r->ids = malloc((n ? n : 1) * sizeof *r->ids);
+        if (!r->ids) {
+            answer_text(r, 500, "out of memory");
+            return;
         }
-    size_t len = sb.size;
+        for (job *j = h->srv->jobs; j && r->n_ids < n; j = j->next)
+            if (j->id) r->ids[r->n_ids++] = j->id;
+        msgpack_sbuffer_init(&r->sb);
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &r->sb, msgpack_sbuffer_write);
+    for (int k = 0; k < HTTP_JOBS_PER_SLICE && r->next_id < r->n_ids; k++) {
+        job *j = jobs_find(h->srv, r->ids[r->next_id++]);
+        if (!j) continue;
+        jobs_pack_status(h->srv, j, &pk);
+        r->packed++;
+    }
+    if (r->next_id < r->n_ids) {
+        requeue(h, r);
+        return;
+    }
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, r->packed);
+    if (r->sb.size) msgpack_sbuffer_write(&out, r->sb.data, r->sb.size);
+    jobs_state_free(r);
+    size_t len = out.size;
     r->msgpack = MP_OBJECT;
-    answer(r, 200, "application/json", msgpack_sbuffer_release(&sb), len);
+    answer(r, 200, "application/json", msgpack_sbuffer_release(&out), len);
+}
+
+static void history(http_server *h, http_req *r, uint64_t id)
+{
+    job *j = jobs_find(h->srv, id);
+    if (j && (j->session || j->phase == JOB_PH_FINISHED)) {
+        r->hist_job = id;
+        r->hist_gen = j->session ? zmix_session_generation(j->session) : -1;
+        r->hist_phase = (int)j->phase == JOB_PH_FINISHED;
+        for (int i = 0; i < HTTP_HISTORY_CACHED; i++) {
+            if (h->hist[i].job != id || !h->hist[i].data || h->hist[i].gen != r->hist_gen ||
+                h->hist[i].phase != r->hist_phase)
+                continue;
+            char *copy = malloc(h->hist[i].len);
+            if (!copy) break;
+            memcpy(copy, h->hist[i].data, h->hist[i].len);
+            h->hist[i].used = ++h->hist_clock;
+            r->msgpack = MP_RPC;
+            answer(r, 200, "application/json", copy, h->hist[i].len);
+            return;
+        }
+    }
+    call_method(h, r, "history", "job", NULL, id);
 }
 
 static void handle(http_server *h, http_req *r)
@@ -435,6 +629,7 @@ static void handle(http_server *h, http_req *r)
             answer_text(r, 500, "out of memory");
             return;
         }
+        r->metrics = 1;
         answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
     } else if (!strcmp(p, "/api/jobs")) {
         answer_jobs(h, r);
@@ -446,9 +641,10 @@ static void handle(http_server *h, http_req *r)
         call_method(h, r, "info", NULL, NULL, 0);
     } else if (!strncmp(p, "/api/tasks/", 11)) {
         call_method(h, r, "get", "task", p + 11, 0);
-    } else { /* /api/jobs/ID[/history], checked by the HTTP thread */
-        uint64_t id = strtoull(p + 10, NULL, 10);
-        call_method(h, r, strstr(p + 10, "/history") ? "history" : "status", "job", NULL, id);
+    } else if (strstr(p + 10, "/history")) {
+        history(h, r, strtoull(p + 10, NULL, 10));
+    } else { /* /api/jobs/ID, checked by the HTTP thread */
+        call_method(h, r, "status", "job", NULL, strtoull(p + 10, NULL, 10));
     }
 }
 
@@ -459,10 +655,17 @@ static void on_async(uv_async_t *a)
     http_req *q = h->queue;
     h->queue = NULL;
     pthread_mutex_unlock(&h->lock);
+    int debug = zmix_log_enabled(h->srv->log, ZMIX_LOG_DEBUG);
     while (q) {
         http_req *next = q->next;
         q->next = NULL;
-        handle(h, q);
+        char path[sizeof q->path];
+        if (debug) memcpy(path, q->path, sizeof path);
+        uint64_t t0 = debug ? zmix_now_ns() : 0;
+        handle(h, q); /* q may belong to the HTTP thread from here on */
+        if (debug)
+            ZLOG_DEBUG(h->srv->log, "http %s handed over in %.1f us", path,
+                       (double)(zmix_now_ns() - t0) * 1e-3);
         q = next;
     }
 }
@@ -552,6 +755,18 @@ int http_start(server *srv, zmix_error *err)
         uv_close((uv_handle_t *)&h->async, on_async_closed);
         return zmix_error_set(err, ZMIX_EIO, "--http %s: the HTTP server did not start", spec);
     }
+    pthread_mutex_init(&h->rlock, NULL);
+    pthread_cond_init(&h->rwake, NULL);
+    if (pthread_create(&h->resumer, NULL, resumer_main, h) != 0) {
+        MHD_stop_daemon(h->d);
+        close(h->fd);
+        pthread_mutex_destroy(&h->lock);
+        pthread_mutex_destroy(&h->rlock);
+        pthread_cond_destroy(&h->rwake);
+        free(vc);
+        uv_close((uv_handle_t *)&h->async, on_async_closed);
+        return zmix_error_set(err, ZMIX_EIO, "--http %s: cannot start a thread", spec);
+    }
     srv->http = h;
     ZLOG_INFO(srv->log, "http: listening on %s (%s)", spec,
               h->need_token ? "requests need the --token-file token" : "no token");
@@ -570,6 +785,7 @@ void http_stop(server *srv)
     pthread_mutex_unlock(&h->lock);
     while (q) {
         http_req *next = q->next;
+        if (q->ids) jobs_state_free(q);
         answer_text(q, 503, "zmixd is shutting down");
         q = next;
     }
@@ -578,9 +794,17 @@ void http_stop(server *srv)
         h->pending = r->next;
         answer_text(r, 503, "zmixd is shutting down");
     }
+    pthread_mutex_lock(&h->rlock);
+    h->resumer_stop = 1;
+    pthread_cond_signal(&h->rwake);
+    pthread_mutex_unlock(&h->rlock);
+    pthread_join(h->resumer, NULL); /* every request is resumed */
     MHD_stop_daemon(h->d);
+    pthread_mutex_destroy(&h->rlock);
+    pthread_cond_destroy(&h->rwake);
     close(h->fd);
     for (parked *p = h->vc->parked; p; p = p->conn_next) p->conn = NULL;
+    for (int i = 0; i < HTTP_HISTORY_CACHED; i++) free(h->hist[i].data);
     free(h->vc);
     pthread_mutex_destroy(&h->lock);
     uv_close((uv_handle_t *)&h->async, on_async_closed);

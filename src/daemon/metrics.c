@@ -209,6 +209,5 @@ void metrics_render(server *srv, metrics_buf *b)
     counter(b, "zmix_requests_total", "Protocol requests received (every transport but HTTP).",
             srv->requests);
     metrics_render_requests(&srv->metrics, b);
-    gauge(b, "zmix_process_resident_memory_bytes", "Resident memory of the zmixd process.",
-          (double)metrics_rss_bytes());
+    /* zmix_process_resident_memory_bytes is added by the HTTP thread (http.c). */
 }

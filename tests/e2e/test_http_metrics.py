@@ -278,6 +278,7 @@ def test_json_api_shows_jobs_history_and_tasks(http_daemon):
 
 def test_bad_http_requests_get_clear_answers_and_the_daemon_goes_on(http_daemon):
     d = http_daemon
+    before = scrape(d)
     status, _, body = get(d.http + "/no/such/page")
     assert status == 404 and "/no/such/page" in body and "/metrics" in body
     status, headers, body = get(d.http + "/metrics", method="POST")
@@ -288,9 +289,17 @@ def test_bad_http_requests_get_clear_answers_and_the_daemon_goes_on(http_daemon)
     assert status == 200 and "<title>zmixd dashboard</title>" in body
     assert "default-src 'self'" in headers["Content-Security-Policy"]
     assert get(d.http + "/app.js")[0] == 200 and get(d.http + "/style.css")[0] == 200
+    status, _, body = get(d.http + "/api/tasks/" + "x" * 300)
+    assert status == 414 and "at most 255" in body
     with d.client() as c:
         assert c.ping()["pong"]
-    assert get(d.http + "/metrics")[0] == 200
+    after = scrape(d)
+    check_monotone(before, after)
+    counts = {s: value(after, "zmix_http_responses_total", status=s) -
+              value(before, "zmix_http_responses_total", status=s)
+              for s in (200, 401, 404, 405, 414)}
+    # 200: /, /app.js, /style.css and the first scrape (each scrape counts the ones before)
+    assert counts == {200: 4, 401: 0, 404: 2, 405: 1, 414: 1}, counts
 
 
 def run_zmixd(experts, tmp_path, *extra):

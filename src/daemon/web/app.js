@@ -4,6 +4,7 @@
 'use strict';
 
 const POLL_MS = 1000;
+const TASKS_EVERY_MS = 10000;
 const SVG = 'http://www.w3.org/2000/svg';
 const SERIES = [['best', 'best so far', '#d62728'], ['elite_mean', 'elite mean', '#1f77b4'],
                 ['pop_mean', 'population mean', '#7f7f7f']];
@@ -14,7 +15,7 @@ const NAMED_COLORS = {red: '#d62728', green: '#2ca02c', blue: '#1f77b4', gold: '
                       gray: '#7f7f7f', grey: '#7f7f7f', olive: '#bcbd22', cyan: '#17becf'};
 
 const st = {token: sessionStorage.getItem('zmix-token'), selected: null, info: null,
-            alphas: new Map(), busy: false};
+            alphas: new Map(), busy: false, tasksKey: null, tasksAt: 0};
 
 // #token=T (read once, then removed from the address bar) and #job=ID.
 (function readHash() {
@@ -227,7 +228,14 @@ async function refresh() {
         if (e instanceof AuthError) throw e; // a job not started yet has no history
       }
     }
-    await drawTasks(await api('/api/tasks'));
+    // The task list costs the daemon's loop about a microsecond per task: fetched when a
+    // job ended or the number of tasks changed, else every TASKS_EVERY_MS.
+    const tasksKey = `${stats.cache.tasks}/${stats.jobs.done}/${stats.jobs.failed}`;
+    if (tasksKey !== st.tasksKey || Date.now() - st.tasksAt > TASKS_EVERY_MS) {
+      await drawTasks(await api('/api/tasks'));
+      st.tasksKey = tasksKey;
+      st.tasksAt = Date.now();
+    }
     err.hidden = true;
     document.getElementById('login').hidden = true;
   } catch (e) {
