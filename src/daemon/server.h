@@ -18,10 +18,12 @@
  *   job_io.c       the blocking persistence steps, on libuv's threadpool, and their completions
  *   results.c      reads for clients: get, evict, and the history of a finished job
  *   pool.c         the scoring worker pool
+ *   metrics.c      /metrics: request histograms, errors by code, the page
+ *   http.c         --http: libmicrohttpd's thread, the dashboard and the JSON API
  *
- * Threads: the event loop runs everything except pool items (job_work.c) and the work
- * half of I/O operations (job_io.c, results.c), which only touch what their op or piece was
- * handed and report back through the loop. Each struct field below says who writes it.
+ * Threads: the event loop runs everything except pool items (job_work.c), the work half of
+ * I/O operations (job_io.c, results.c) and the HTTP thread (http.c), which only touch what
+ * their op, piece or request was handed and report back through the loop. Each struct field below says who writes it.
  */
 #ifndef ZMIX_DAEMON_SERVER_H
 #define ZMIX_DAEMON_SERVER_H
