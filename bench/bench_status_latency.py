@@ -65,7 +65,7 @@ print(json.dumps({"requests": len(lat), "median_ms": statistics.median(lat) * 1e
 """
 
 
-DASHBOARD_PATHS = "/api/stats,/api/jobs,/api/jobs/ID/history,/api/tasks,/metrics"
+DASHBOARD_PATHS = "/api/stats,/api/jobs?limit=50,/api/jobs/ID/history,/api/tasks,/metrics"
 SLICES = 5  # per phase, alternating without and with the dashboard
 
 

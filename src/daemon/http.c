@@ -56,6 +56,7 @@ struct http_req {
     int hist_gen, hist_phase;
     uint64_t *ids; /* /api/jobs: the jobs to list, packed a slice per loop turn into sb */
     size_t n_ids, next_id, packed;
+    int limit; /* ?limit=N: finished jobs listed at most */
     msgpack_sbuffer sb;
     http_req *next;
 };
@@ -332,10 +333,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *mc, const ch
                                 "do not open the HTTP listener)",
                                 url);
     }
+    int limit = HTTP_MAX_JOBS_LISTED;
+    const char *lim = MHD_lookup_connection_value(mc, MHD_GET_ARGUMENT_KIND, "limit");
+    if (lim && !strcmp(url, "/api/jobs")) {
+        char *end;
+        long v = strtol(lim, &end, 10);
+        if (!*lim || *end || v < 1 || v > HTTP_MAX_JOBS_LISTED)
+            return respond_text(mc, MHD_HTTP_BAD_REQUEST, "/api/jobs?limit=%s: expected 1..%d", lim,
+                                HTTP_MAX_JOBS_LISTED);
+        limit = (int)v;
+    }
     r = calloc(1, sizeof *r);
     if (!r) return MHD_NO;
     r->mc = mc;
     r->h = h;
+    r->limit = limit;
     snprintf(r->path, sizeof r->path, "%s", url);
     *con_cls = r;
     /* Suspended before the loop can see it, so the loop's resume always follows. */
@@ -560,16 +572,17 @@ static void jobs_state_free(http_req *r)
  * away between turns is left out. */
 static void answer_jobs(http_server *h, http_req *r)
 {
-    if (!r->ids) {
+    if (!r->ids) { /* every unfinished job, and finished ones while fewer than limit */
         size_t n = 0;
-        for (job *j = h->srv->jobs; j && n < HTTP_MAX_JOBS_LISTED; j = j->next) n += j->id != 0;
+        for (job *j = h->srv->jobs; j; j = j->next) n += j->id != 0;
         r->ids = malloc((n ? n : 1) * sizeof *r->ids);
         if (!r->ids) {
             answer_text(r, 500, "out of memory");
             return;
         }
-        for (job *j = h->srv->jobs; j && r->n_ids < n; j = j->next)
-            if (j->id) r->ids[r->n_ids++] = j->id;
+        for (job *j = h->srv->jobs; j; j = j->next)
+            if (j->id && (!job_state_finished(j->state) || r->n_ids < (size_t)r->limit))
+                r->ids[r->n_ids++] = j->id;
         msgpack_sbuffer_init(&r->sb);
     }
     msgpack_packer pk;

@@ -264,8 +264,16 @@ def test_json_api_shows_jobs_history_and_tasks(http_daemon):
         assert len(hist["history"]) == st["generation"]
         assert len(hist["history"][0]["mean"]) == len(hist["history"][0]["std"]) == 3
         assert json.loads(get(f"{d.http}/api/jobs/{job}")[2])["job"] == job
+        # ?limit=N bounds the finished jobs listed (unfinished ones are always listed)
+        job2 = c.submit("api-task-2", make_examples(n=2, seed=14), cem=SMALL)["job"]
+        c.wait(job2, timeout=120)
+        assert [j["job"] for j in json.loads(get(f"{d.http}/api/jobs?limit=1")[2])] == [job2]
+        assert len(json.loads(get(f"{d.http}/api/jobs?limit=2")[2])) == 2
+        for bad in ["0", "501", "x", ""]:
+            status, _, body = get(f"{d.http}/api/jobs?limit={bad}")
+            assert status == 400 and "expected 1..500" in body, (bad, body)
         tasks = json.loads(get(f"{d.http}/api/tasks")[2])["tasks"]
-        assert [t["task"] for t in tasks] == ["api-task"]
+        assert sorted(t["task"] for t in tasks) == ["api-task", "api-task-2"]
         got = json.loads(get(f"{d.http}/api/tasks/api-task")[2])
         assert len(got["alpha"]) == 3
         assert json.loads(get(f"{d.http}/api/info")[2])["version"] == c.ping()["version"]

@@ -5,6 +5,7 @@
 
 const POLL_MS = 1000;
 const TASKS_EVERY_MS = 10000;
+const JOBS_SHOWN = 50; // finished jobs listed, newest first; unfinished ones always are
 const SVG = 'http://www.w3.org/2000/svg';
 const SERIES = [['best', 'best so far', '#d62728'], ['elite_mean', 'elite mean', '#1f77b4'],
                 ['pop_mean', 'population mean', '#7f7f7f']];
@@ -210,7 +211,7 @@ async function refresh() {
   const err = document.getElementById('error');
   try {
     if (!st.info) st.info = await api('/api/info');
-    const [stats, jobs] = await Promise.all([api('/api/stats'), api('/api/jobs')]);
+    const [stats, jobs] = await Promise.all([api('/api/stats'), api('/api/jobs?limit=' + JOBS_SHOWN)]);
     document.getElementById('summary').textContent =
       `zmixd ${st.info.version} · up ${stats.uptime.toFixed(0)} s · workers busy ` +
       `${stats.workers.busy}/${stats.workers.total} · ${stats.evals_per_s.toFixed(0)} ` +
