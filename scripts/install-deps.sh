@@ -10,6 +10,8 @@ packages=(
   # the Python client as a package (clients/python), installed offline into a venv by the
   # tests: pip, venv, and setuptools + wheel as its build backend
   python3-pip python3-venv python3-setuptools python3-wheel
+  # zmixd --http (the metrics and the dashboard), and the browser its dashboard test drives
+  libmicrohttpd-dev chromium
 )
 # node + npm: the tokenizer parity test's reference implementations (test only, see below).
 # A node that is already on the machine (not Debian's) is used as it is.

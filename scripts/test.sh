@@ -37,8 +37,8 @@ if [ $quick = 0 ]; then
   echo "== Fuzz: every libFuzzer harness, 20 s each (docs/reliability.md) =="
   scripts/fuzz.sh -t 20 -j "$jobs"
 
-  # The worker pool, the job registry (through zmixd under load, cancels and kill -9) and the
-  # persistence layer's threads. Not the whole suite: the model tests only repeat the
+  # The worker pool, the job registry (through zmixd under load, cancels and kill -9), the
+  # persistence layer's threads and the HTTP listener's (--http: its thread and the loop). Not the whole suite: the model tests only repeat the
   # single-threaded scoring paths ten times slower (docs/reliability.md).
   echo "== ThreadSanitizer build =="
   cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZMIX_TSAN=ON -DZMIX_WERROR=ON \
@@ -48,6 +48,6 @@ if [ $quick = 0 ]; then
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" OPENBLAS_NUM_THREADS=1 \
     ZMIX_CRASH_ITERS=6 ZMIX_LOAD_CONNECTIONS=100 ZMIX_LOAD_REQUESTS=2000 \
     ctest --test-dir build-tsan --output-on-failure \
-    -R '^(test_pool|test_task_cache|test_job_store|test_rpc|stress_limits|stress_load|stress_crash_loop)$'
+    -R '^(test_pool|test_task_cache|test_job_store|test_rpc|stress_limits|stress_load|stress_crash_loop|e2e_http_metrics|e2e_http_dashboard)$'
 fi
 echo "zmix: all tests passed"

@@ -136,6 +136,12 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
     if (!strcmp(name, "cache-bytes")) return set_size(&cfg->cache_bytes, name, value, 0, err);
     if (!strcmp(name, "max-jobs")) return set_int(&cfg->max_jobs, name, value, 1, 100000, err);
     if (!strcmp(name, "max-running")) return set_int(&cfg->max_running, name, value, 1, 1024, err);
+    if (!strcmp(name, "http")) {
+        listen_addr a;
+        int rc = config_parse_http(value, &a, err);
+        if (rc) return rc;
+        return set_str(cfg->http, sizeof cfg->http, name, value, err);
+    }
     if (!strcmp(name, "token-file"))
         return set_str(cfg->token_file, sizeof cfg->token_file, name, value, err);
     if (!strcmp(name, "tenants"))
@@ -337,5 +343,18 @@ int config_parse_listen(const char *spec, listen_addr *out, zmix_error *err)
         return 0;
     }
     return zmix_error_set(err, ZMIX_EINVAL, "--listen %s: expected unix:PATH or tcp:HOST:PORT",
+                          spec);
+}
+
+int config_parse_http(const char *spec, listen_addr *out, zmix_error *err)
+{
+    char tcp[CONFIG_PATH_MAX + 8];
+    snprintf(tcp, sizeof tcp, "tcp:%s", spec);
+    if (strncmp(spec, "unix:", 5) && strncmp(spec, "tcp:", 4) && strlen(spec) < CONFIG_PATH_MAX &&
+        config_parse_listen(tcp, out, err) == 0)
+        return 0;
+    return zmix_error_set(err, ZMIX_EINVAL,
+                          "--http %s: expected HOST:PORT with a port 1..65535, e.g. "
+                          "127.0.0.1:9464 or [::1]:9464",
                           spec);
 }

@@ -30,6 +30,7 @@ typedef struct server_config {
     int max_jobs;       /* unfinished jobs (queued + running) */
     int max_running;    /* jobs scored at the same time */
     char token_file[CONFIG_PATH_MAX];
+    char http[CONFIG_PATH_MAX];         /* --http HOST:PORT; "" none */
     char tenants_file[CONFIG_PATH_MAX]; /* tokens file of tenants (tenants.h); "" none */
     int tenant_max_running;             /* per tenant, unless its line says; 0: no own limit */
     int tenant_max_queued;
@@ -75,5 +76,7 @@ typedef struct listen_addr {
 } listen_addr;
 
 int config_parse_listen(const char *spec, listen_addr *out, zmix_error *err);
+/* --http HOST:PORT (the HTTP listener: metrics and dashboard). */
+int config_parse_http(const char *spec, listen_addr *out, zmix_error *err);
 
 #endif

@@ -128,6 +128,10 @@ static void on_written(uv_write_t *req, int status)
 void conn_send(conn *c, const char *data, size_t len)
 {
     if (c->closing) return;
+    if (c->sink) {
+        c->sink(c, data, len);
+        return;
+    }
     server *srv = c->srv;
     if (c->write_queued + len > srv->cfg->write_queue_limit) {
         ZLOG_WARN(srv->log,
@@ -175,6 +179,7 @@ void conn_reply_result(conn *c, uint32_t msgid, const msgpack_sbuffer *result)
 void conn_reply_error(conn *c, uint32_t msgid, int code, const char *message)
 {
     if (!c || c->closing) return;
+    metrics_count_error(&c->srv->metrics, code);
     msgpack_sbuffer out;
     msgpack_sbuffer_init(&out);
     rpc_pack_error(&out, msgid, zmix_strerror(code), message);
@@ -184,6 +189,7 @@ void conn_reply_error(conn *c, uint32_t msgid, int code, const char *message)
 
 void conn_send_error_notify(conn *c, int code, const char *message)
 {
+    metrics_count_error(&c->srv->metrics, code);
     msgpack_sbuffer out;
     msgpack_sbuffer_init(&out);
     rpc_pack_error_notify(&out, zmix_strerror(code), message);
@@ -247,14 +253,12 @@ static void handle_message(conn *c, const msgpack_object *obj)
                                "[0, msgid, method, params]");
         return;
     }
-    if (!zmix_log_enabled(srv->log, ZMIX_LOG_DEBUG)) {
-        srv->on_request(srv, c, &req);
-        return;
-    }
     uint64_t t0 = zmix_now_ns();
     srv->on_request(srv, c, &req);
+    uint64_t ns = zmix_now_ns() - t0;
+    metrics_observe(&srv->metrics, req.method, methods_known(req.method), ns);
     ZLOG_DEBUG(srv->log, "conn %llu: %s #%u handled in %.1f us", (unsigned long long)c->id,
-               req.method, req.msgid, (double)(zmix_now_ns() - t0) * 1e-3);
+               req.method, req.msgid, (double)ns * 1e-3);
 }
 
 static void process_input(conn *c)

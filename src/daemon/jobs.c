@@ -244,6 +244,8 @@ static void step_scored(job *j)
         return;
     }
     srv->evals_total += (uint64_t)(scored > 0 ? scored : 0);
+    srv->scoring_ns_total += ns;
+    srv->generations_total += (uint64_t)generation;
     if (generation && zmix_session_generation(j->session) == 1) {
         /* The first measured generation tells the operator what the job will cost
          * (docs/sizing.md): other jobs share the workers, so this is an upper bound

@@ -60,17 +60,22 @@ static void unlist(pool *p, pool_queue *q)
  * millisecond on a saturated machine. Best effort: failure leaves the default priority. */
 #define WORKER_NICE_DELTA 5
 
+void pool_lower_thread_priority(int delta)
+{
+#ifdef SYS_gettid
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, (id_t)tid);
+    if (errno == 0) (void)setpriority(PRIO_PROCESS, (id_t)tid, cur + delta);
+#else
+    (void)delta;
+#endif
+}
+
 static void *worker_main(void *arg)
 {
     pool *p = arg;
-#ifdef SYS_gettid
-    {
-        pid_t tid = (pid_t)syscall(SYS_gettid);
-        errno = 0;
-        int cur = getpriority(PRIO_PROCESS, (id_t)tid);
-        if (errno == 0) (void)setpriority(PRIO_PROCESS, (id_t)tid, cur + WORKER_NICE_DELTA);
-    }
-#endif
+    pool_lower_thread_priority(WORKER_NICE_DELTA);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->stop && !p->queues) pthread_cond_wait(&p->wake, &p->lock);

@@ -62,4 +62,8 @@ int pool_workers(const pool *p);
 int pool_busy(pool *p);     /* workers running an item now */
 long pool_pending(pool *p); /* items waiting */
 
+/* Lowers the calling thread's CPU priority by delta (nice), so that the event loop runs
+ * first on a saturated machine. Best effort. */
+void pool_lower_thread_priority(int delta);
+
 #endif

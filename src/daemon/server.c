@@ -38,6 +38,7 @@ static void finish_shutdown(server *srv)
     zmix_error err = {0};
     if (task_cache_flush(srv->cache, &err) != 0)
         ZLOG_ERROR(srv->log, "flushing the task cache: %s", err.msg);
+    http_stop(srv);
     conn_close_all(srv);
     /* Workers are idle (nothing is on the pool): join them before the async handle they
      * signal goes away. */
@@ -333,7 +334,8 @@ int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
     uv_signal_init(&loop, &srv->sig_int);
     uv_signal_init(&loop, &srv->sig_hup);
     srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
-    if ((rc = open_persistence(srv, err)) || (rc = conn_listen_all(srv, err))) {
+    if ((rc = open_persistence(srv, err)) || (rc = conn_listen_all(srv, err)) ||
+        (rc = http_start(srv, err))) {
         conn_close_listeners(srv);
         srv->shutting_down = 2;
         jobs_begin_shutdown(srv);

@@ -18,10 +18,12 @@
  *   job_io.c       the blocking persistence steps, on libuv's threadpool, and their completions
  *   results.c      reads for clients: get, evict, and the history of a finished job
  *   pool.c         the scoring worker pool
+ *   metrics.c      /metrics: request histograms, errors by code, the page
+ *   http.c         --http: libmicrohttpd's thread, the dashboard and the JSON API
  *
- * Threads: the event loop runs everything except pool items (job_work.c) and the work
- * half of I/O operations (job_io.c, results.c), which only touch what their op or piece was
- * handed and report back through the loop. Each struct field below says who writes it.
+ * Threads: the event loop runs everything except pool items (job_work.c), the work half of
+ * I/O operations (job_io.c, results.c) and the HTTP thread (http.c), which only touch what
+ * their op, piece or request was handed and report back through the loop. Each struct field below says who writes it.
  */
 #ifndef ZMIX_DAEMON_SERVER_H
 #define ZMIX_DAEMON_SERVER_H
@@ -32,6 +34,7 @@
 
 #include "daemon/config.h"
 #include "daemon/job_phase.h"
+#include "daemon/metrics.h"
 #include "wire/job_spec.h"
 #include "daemon/pool.h"
 #include "daemon/tenants.h"
@@ -47,6 +50,7 @@ typedef struct server server;
 typedef struct conn conn;
 typedef struct job job;
 typedef struct parked parked;
+typedef struct http_server http_server;
 
 /* A request answered later: a wait (job end or timeout), a submit being persisted, a get
  * reading a file. Owned by whatever will answer it (the job's waiter list or a work request);
@@ -86,6 +90,10 @@ struct conn {
     int subscribed;          /* wants progress notifications */
     uint64_t subscribed_job; /* ... of this job only; 0: of every job */
     parked *parked;          /* requests of this connection answered later */
+    /* Set on the HTTP listener's administrator connection (http.c), which has no stream:
+     * what would be written to the socket goes to sink. */
+    void (*sink)(conn *c, const char *data, size_t len);
+    void *sink_arg;
     conn *prev, *next;
 };
 
@@ -212,6 +220,9 @@ struct server {
     double evals_per_s;
     uint64_t jobs_done, jobs_failed, jobs_cancelled, submits_cached, submits_coalesced;
     int n_generating; /* generate requests in progress (generate.c) */
+    uint64_t generations_total, scoring_ns_total; /* /metrics */
+    metrics_state metrics;                        /* request latencies, errors (metrics.c) */
+    http_server *http;                            /* --http (http.c); NULL without */
 };
 
 uint64_t server_now_ms(void); /* monotonic */
@@ -346,6 +357,18 @@ void server_check_failed(const char *what, const char *file, int line);
 #define SERVER_CHECK(cond)  ((void)sizeof(cond)) /* compiled, never evaluated */
 #define SERVER_ON_LOOP(srv) ((void)0)
 #endif
+
+/* metrics.c: the /metrics page; the resident memory of the process */
+void metrics_render(server *srv, metrics_buf *b);
+long metrics_rss_bytes(void);
+
+/* http.c: the --http listener (nothing without the option) */
+int http_start(server *srv, zmix_error *err);
+void http_stop(server *srv);
+int http_connections(const server *srv);
+
+/* wire/methods.c: whether the protocol has this method */
+int methods_known(const char *name);
 
 /* server.c */
 void server_begin_shutdown(server *srv, const char *why);

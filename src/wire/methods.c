@@ -154,17 +154,6 @@ static void m_info(server *srv, conn *c, const rpc_request *req)
     reply_map(c, req, &m);
 }
 
-static long rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    long pages = 0, rss = 0;
-    if (f) {
-        if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
-        fclose(f);
-    }
-    return rss * sysconf(_SC_PAGESIZE);
-}
-
 static void m_stats(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {NULL};
@@ -210,7 +199,7 @@ static void m_stats(server *srv, conn *c, const rpc_request *req)
     rpc_map_int(&cache, "write_errors", (int64_t)cs.write_errors);
     rpc_map_int(&cache, "unpersisted", (int64_t)cs.unpersisted);
     rpc_map_end(&cache, rpc_map_key(&m, "cache"));
-    rpc_map_int(&m, "rss_bytes", rss_bytes());
+    rpc_map_int(&m, "rss_bytes", metrics_rss_bytes());
     rpc_map_bool(&m, "shutting_down", srv->shutting_down);
     reply_map(c, req, &m);
 }
@@ -525,6 +514,13 @@ static const struct {
     {"history", m_history},
     {"generate", generate_request},
 };
+
+int methods_known(const char *name)
+{
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++)
+        if (!strcmp(methods[i].name, name)) return 1;
+    return 0;
+}
 
 void methods_dispatch(server *srv, conn *c, const rpc_request *req)
 {
