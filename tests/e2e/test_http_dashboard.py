@@ -5,6 +5,7 @@ generations than the first, then keeps a screenshot in $ZMIX_ARTIFACTS/dashboard
 Run by ctest as e2e_http_dashboard; skipped, saying so, where chromium is not installed."""
 
 import html.parser
+import json
 import os
 import shutil
 import subprocess
@@ -12,11 +13,15 @@ import tempfile
 
 import pytest
 
-from conftest import Daemon, free_port, make_examples, wait_for
+from conftest import MODEL_DIR, ZMIXD, Daemon, free_port, make_examples, wait_for
 
 ADMIN_TOKEN = "dashboard-admin-token-0123456789"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-LONG = {"pop": 16, "iters": 200, "std_tol": 0, "seed": 5}
+LONG = {"pop": 16, "iters": 200, "std_tol": 0, "seed": 5, "target_accuracy": 2}
+# A planted task (tests/adapt/plant_task: hidden α*, targets the model's own continuations
+# under it), so that the screenshot shows a search converging: accuracy rising to 1.
+PLANT = os.environ.get("ZMIX_PLANT") or (
+    os.path.join(os.path.dirname(ZMIXD), "tests", "adapt", "plant_task") if ZMIXD else "")
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (scripts/install-deps.sh installs it)")
@@ -65,6 +70,14 @@ def chromium(url, profile, *extra, budget_ms=3000):
 
 @pytest.fixture
 def dashboard_daemon(tmp_path, experts):
+    planted = None
+    if PLANT and os.access(PLANT, os.X_OK):
+        task_dir = tmp_path / "planted"
+        task_dir.mkdir()
+        planted = json.loads(subprocess.run([PLANT, MODEL_DIR, str(task_dir), "0", "7"],
+                                            check=True, capture_output=True, text=True).stdout)
+        experts = planted["experts"]
+        planted["examples"] = json.load(open(task_dir / "ex.json"))["examples"]
     token = tmp_path / "token"
     token.write_text(ADMIN_TOKEN + "\n")
     token.chmod(0o600)
@@ -73,6 +86,7 @@ def dashboard_daemon(tmp_path, experts):
                extra=["--http", f"127.0.0.1:{port}", "--token-file", str(token),
                       "--log-level", "info"]).start()
     d.http = f"http://127.0.0.1:{port}"
+    d.planted = planted
     yield d
     assert d.stop() == 0, d.log_text()
 
@@ -86,8 +100,9 @@ def test_dashboard_shows_the_running_job_converging(dashboard_daemon, tmp_path):
         done = c.submit("finished-task", make_examples(n=2, seed=21),
                         cem={"pop": 8, "iters": 2, "std_tol": 0})["job"]
         assert c.wait(done, timeout=120)["status"]["state"] == "done"
-        job = c.submit("dashboard-task", make_examples(n=8, prompt_len=32, seed=22),
-                       cem=LONG)["job"]
+        examples = d.planted["examples"] if d.planted else make_examples(n=8, prompt_len=32,
+                                                                         seed=22)
+        job = c.submit("dashboard-task", examples, cem=LONG)["job"]
         try:
             wait_for(lambda: c.status(job)["generation"] >= 2, timeout=120, interval=0.05)
             first = Dom(chromium(url, profile, "--dump-dom"))
@@ -99,7 +114,8 @@ def test_dashboard_shows_the_running_job_converging(dashboard_daemon, tmp_path):
             assert first.charts["accuracy"] >= 2 and first.charts["alpha"] >= 2
             assert [n for n, _ in first.series["accuracy"]] == \
                 ["best so far", "elite mean", "population mean"]
-            assert len(first.series["alpha"]) == 3  # one per expert
+            n_experts = len(d.planted["experts"]) if d.planted else 3
+            assert len(first.series["alpha"]) == n_experts  # one per expert
             assert all(pts == first.charts["accuracy"] for _, pts in first.series["accuracy"])
             assert done in first.jobs and first.jobs[done][0] == "done"
             assert "finished-task" in first.tasks
