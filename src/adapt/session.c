@@ -432,8 +432,31 @@ void zmix_session_abort_step(zmix_session *s)
     s->step_open = 0;
 }
 
+/* The base model already reaches the target accuracy on the search examples: no mixture
+ * can rank above it (accuracy first, and the result falls back to the base model when it
+ * scores better), so the search is not run at all. */
+static int base_reaches_target(const zmix_session *s)
+{
+    zmix_metric m = s->opts.cem.metric;
+    return s->have_baselines && m != ZMIX_METRIC_LOGLIK && s->opts.cem.target_accuracy <= 1.0 &&
+           s->base.accuracy >= s->opts.cem.target_accuracy;
+}
+
+/* A session past its search with no generation run: only base_reaches_target ends one so
+ * (derived, not stored, so that a restored checkpoint says the same). */
+static int base_solved(const zmix_session *s)
+{
+    return s->have_baselines && zmix_session_generation(s) == 0 &&
+           (s->phase == ZMIX_SESSION_VALIDATION || s->phase == ZMIX_SESSION_DONE);
+}
+
 static int update_phase(zmix_session *s, zmix_error *err)
 {
+    if (s->phase == ZMIX_SESSION_SEARCH && zmix_session_generation(s) == 0 &&
+        base_reaches_target(s)) {
+        s->phase = s->val.n > 0 ? ZMIX_SESSION_VALIDATION : ZMIX_SESSION_DONE;
+        return 0;
+    }
     if (s->phase != ZMIX_SESSION_SEARCH || zmix_cem_done(s->cem) == ZMIX_CEM_RUNNING) return 0;
     if (s->staged && s->stage == 0) {
         int rc = begin_per_layer_stage(s, err);
@@ -539,7 +562,7 @@ zmix_session_phase zmix_session_phase_get(const zmix_session *s)
 
 zmix_cem_stop zmix_session_stop(const zmix_session *s)
 {
-    return zmix_cem_done(s->cem);
+    return base_solved(s) ? ZMIX_CEM_STOP_TARGET : zmix_cem_done(s->cem);
 }
 
 const char *zmix_session_error(const zmix_session *s)
@@ -892,6 +915,24 @@ int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_erro
     }
     out->n_train = s->train.n;
     out->n_validation = s->val.n;
+    if (base_solved(s)) {
+        /* The unchanged model, as select_base_if_better makes it, without a search. */
+        if (!out->z) out->z = malloc((out->z_total ? out->z_total : 1) * sizeof *out->z);
+        if (!out->z) {
+            zmix_adapt_result_free(out);
+            return zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
+        }
+        for (size_t i = 0; i < out->z_total; i++) out->z[i] = 1.0f;
+        for (int i = 0; i < out->dim; i++) out->alpha[i] = 0.0f;
+        out->best = s->base;
+        out->base_weight = 1.0f;
+        out->stop = ZMIX_CEM_STOP_TARGET;
+        warn(out,
+             "the base model already reaches the target accuracy on the search examples "
+             "(accuracy %.3f, target %.3f): no search was run; the result is the unchanged "
+             "model (z' = 1)",
+             s->base.accuracy, s->opts.cem.target_accuracy);
+    }
     select_base_if_better(s, out);
     if (s->have_validation) {
         out->val_experts = malloc((size_t)s->n_experts * sizeof *out->val_experts);

@@ -461,6 +461,11 @@ static void test_base_model_in_reach(void **state)
     for (int i = 0; i < r.dim; i++) assert_true(r.alpha[i] == 0.0f);
     for (size_t i = 0; i < r.z_total; i++) assert_true(r.z[i] == 1.0f);
     assert_true(has_warning(&r, "unchanged model"));
+    /* and, since it reaches the target, no search was run for nothing */
+    assert_true(has_warning(&r, "no search was run"));
+    assert_int_equal(r.generations, 0);
+    assert_int_equal(r.evaluations, 0);
+    assert_int_equal(r.stop, ZMIX_CEM_STOP_TARGET);
     zmix_adapt_result_free(&r);
     small_task_free(&t);
 }
