@@ -142,9 +142,11 @@ def parse_size(text):
     return float(v) * {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
 
 
-def run_daemon(build, model, experts, work, workers, examples, label):
+def start_daemon(build, model, experts, work, workers, log):
+    """zmixd on the model with a cache directory in work, up to "zmixd ready" (exits the
+    program, with zmixd's log, if it stops first). Returns the process, its socket, the
+    environment to run zmix with, and the seconds it took to be ready."""
     sock = os.path.join(work, "zmixd.sock")
-    log = os.path.join(work, f"zmixd-{label}.log")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     with open(log, "w") as lf:
         p = subprocess.Popen([os.path.join(build, "zmixd"), "--model", model, "--experts",
@@ -156,7 +158,12 @@ def run_daemon(build, model, experts, work, workers, examples, label):
         if p.poll() is not None:
             sys.exit(f"zmixd exited:\n{open(log).read()}")
         time.sleep(0.2)
-    ready_s = time.time() - t0
+    return p, sock, env, time.time() - t0
+
+
+def run_daemon(build, model, experts, work, workers, examples, label):
+    log = os.path.join(work, f"zmixd-{label}.log")
+    p, sock, env, ready_s = start_daemon(build, model, experts, work, workers, log)
     hwm_ready = status(p.pid, "VmHWM")
     r = subprocess.run([os.path.join(build, "zmix"), "submit", f"rss-{label}", "--examples",
                         examples, "--pop", "16", "--iters", "3", "--per-layer", "--recompute",

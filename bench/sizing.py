@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -58,20 +57,8 @@ def run_shape(build, name, workers, n_ex, prompt, target, root, pop, kinds):
           for _ in range(n_ex)]
     examples = os.path.join(work, "ex.json")
     json.dump({"examples": ex}, open(examples, "w"))
-    sock = os.path.join(work, "zmixd.sock")
     log = os.path.join(work, "zmixd.log")
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    with open(log, "w") as lf:
-        p = subprocess.Popen([os.path.join(build, "zmixd"), "--model", model, "--experts",
-                              ",".join(experts), "--cache-dir", os.path.join(work, "cache"),
-                              "--listen", "unix:" + sock, "--workers", str(workers)],
-                             stdout=lf, stderr=subprocess.STDOUT, env=env)
-    t0 = time.time()
-    while "zmixd ready" not in open(log).read():
-        if p.poll() is not None:
-            sys.exit(f"zmixd exited:\n{open(log).read()}")
-        time.sleep(0.2)
-    ready_s = time.time() - t0
+    p, sock, env, ready_s = mp.start_daemon(build, model, experts, work, workers, log)
     hwm_ready = mp.status(p.pid, "VmHWM")
     rows = []
     for kind, extra in (("shared", []), ("per-layer", ["--per-layer"])):

@@ -75,13 +75,24 @@ int zmix_adapt_alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts);
 /* The α a warm-started search begins from (opts->cem.init_mean), from an earlier result's
  * alpha (n_alpha values) and provenance: refused (ZMIX_EINVAL, saying why) when it was made
  * for another base model or expert set, or has the wrong size; a shared α is tiled over the
- * matrices of a per-layer search; values are clamped into the bounds. *out (dim doubles,
- * malloc'ed) is the caller's. */
-int zmix_adapt_warm_mean(const zmix_runtime *rt, const zmix_adapt_opts *opts, const float *alpha,
-                         int n_alpha, const char *model_fingerprint, const char *experts_digest,
-                         double **out, zmix_error *err);
+ * matrices of a per-layer search; values are clamped into the bounds. experts_now is the
+ * runtime's zmix_adapt_experts_digest (the caller's copy: hashing every expert vector per call
+ * is not needed). *out (dim doubles, malloc'ed) is the caller's. */
+int zmix_adapt_warm_mean(const zmix_runtime *rt, const char *experts_now,
+                         const zmix_adapt_opts *opts, const float *alpha, int n_alpha,
+                         const char *model_fingerprint, const char *experts_digest, double **out,
+                         zmix_error *err);
 
 /* ---- Provenance: what a result was made from ------------------------------------------ */
+
+/* Whether a result made with (model_fingerprint, experts_digest) does not apply to the model
+ * and experts at hand (model_now, experts_now: zmix_adapt_experts_digest): 1 with the reason
+ * in words in why (another model, another expert set — the same experts in another order
+ * included —, or no record of either), else 0 with why "". The one rule behind the daemon's
+ * `current` and the warm start's refusal. */
+int zmix_adapt_provenance_mismatch(const char *model_now, const char *experts_now,
+                                   const char *model_fingerprint, const char *experts_digest,
+                                   char *why, size_t size);
 
 /* SHA-256 (hex) of the experts a runtime holds: names, vectors and the adapted set. Changes
  * when any of them does. */

@@ -8,6 +8,7 @@
  * in a fixed order with explicit lengths, so no two different requests encode to the same
  * bytes. The byte sequence is versioned by its first string: change it only with that.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "util/sha256.h"
@@ -151,6 +152,25 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
         for (int i = 0; i < dim; i++) hash_f64(&h, c->init_mean[i]);
     }
     finish_hex(&h, hex);
+}
+
+int zmix_adapt_provenance_mismatch(const char *model_now, const char *experts_now,
+                                   const char *model_fingerprint, const char *experts_digest,
+                                   char *why, size_t size)
+{
+    if (!model_fingerprint || !model_fingerprint[0] || !experts_digest || !experts_digest[0])
+        snprintf(why, size, "made by an older zmix that did not record its model and experts");
+    else if (strcmp(model_fingerprint, model_now))
+        snprintf(why, size, "made for another model (fingerprint %.16s…; this one is %.16s…)",
+                 model_fingerprint, model_now);
+    else if (strcmp(experts_digest, experts_now))
+        snprintf(why, size,
+                 "made with another expert set (digest %.16s…; this one is %.16s…): its α "
+                 "weights other experts",
+                 experts_digest, experts_now);
+    else
+        why[0] = '\0';
+    return why[0] != '\0';
 }
 
 uint64_t zmix_adapt_key_stream(const char key[65])

@@ -5,29 +5,20 @@
  */
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "adapt_internal.h"
 #include "zmix/adapt.h"
 
-int zmix_adapt_warm_mean(const zmix_runtime *rt, const zmix_adapt_opts *opts, const float *alpha,
-                         int n_alpha, const char *model_fingerprint, const char *experts_digest,
-                         double **out, zmix_error *err)
+int zmix_adapt_warm_mean(const zmix_runtime *rt, const char *experts_now,
+                         const zmix_adapt_opts *opts, const float *alpha, int n_alpha,
+                         const char *model_fingerprint, const char *experts_digest, double **out,
+                         zmix_error *err)
 {
     *out = NULL;
-    const char *model_now = zmix_model_fingerprint(zmix_runtime_model(rt));
-    char experts_now[65];
-    zmix_adapt_experts_digest(rt, experts_now);
-    if (!model_fingerprint || strcmp(model_fingerprint, model_now))
-        return zmix_error_set(err, ZMIX_EINVAL,
-                              "warm start: made for another base model (fingerprint %.16s…; this "
-                              "one is %.16s…)",
-                              model_fingerprint ? model_fingerprint : "unknown", model_now);
-    if (!experts_digest || strcmp(experts_digest, experts_now))
-        return zmix_error_set(err, ZMIX_EINVAL,
-                              "warm start: made with another expert set (digest %.16s…; these "
-                              "experts' is %.16s…): its α weights other experts",
-                              experts_digest ? experts_digest : "unknown", experts_now);
+    char why[200];
+    if (zmix_adapt_provenance_mismatch(zmix_model_fingerprint(zmix_runtime_model(rt)), experts_now,
+                                       model_fingerprint, experts_digest, why, sizeof why))
+        return zmix_error_set(err, ZMIX_EINVAL, "warm start: %s", why);
     int K = zmix_runtime_n_experts(rt), dim = zmix_adapt_alpha_dim(rt, opts);
     /* A shared α starts a per-layer search on every matrix; the reverse would have to
      * average what the per-layer search found, which is not a result of its own. */

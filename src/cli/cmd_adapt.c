@@ -316,8 +316,11 @@ int cmd_adapt(int argc, char **argv)
         /* Begin where an earlier result ended (docs/cem.md, "Warm start"). */
         zmix_adapt_result from;
         if (zmix_adapt_result_load(warm_path, &from, &err)) goto fail;
-        int wrc = zmix_adapt_warm_mean(rt, &opts, from.alpha, from.dim, from.model_fingerprint,
-                                       from.experts_digest, &warm_mean, &err);
+        char experts_now[65];
+        zmix_adapt_experts_digest(rt, experts_now);
+        int wrc =
+            zmix_adapt_warm_mean(rt, experts_now, &opts, from.alpha, from.dim,
+                                 from.model_fingerprint, from.experts_digest, &warm_mean, &err);
         zmix_adapt_result_free(&from);
         if (wrc) {
             zmix_error_prefix(&err, "--warm-start %s", warm_path);

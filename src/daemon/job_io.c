@@ -73,7 +73,7 @@ static void accept_work(io_op *o)
         op->cache_hit = 1;
         return;
     }
-    if (j->cache_only) {
+    if (j->refusal[0]) {
         op->jo.rc = zmix_error_set(&op->jo.err, ZMIX_ELIMIT,
                                    "%s, and the task has no cached result for these inputs",
                                    j->refusal);

@@ -2,6 +2,7 @@
  * What jobs answer: submit acknowledgements, wait and status replies, progress notifications,
  * and the waiters parked on a job until it ends. Thread: the event loop, every function.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "daemon/server.h"
@@ -99,17 +100,28 @@ void jobs_notify_progress(server *srv, const job *j)
 
 /* ---- Waiters --------------------------------------------------------------------------- */
 
-void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t timeout_ms)
+/* A request parked on its connection until a job answers it; NULL (ENOMEM answered) when out
+ * of memory. */
+static parked *park(conn *c, uint32_t msgid, int kind, const char *method)
 {
     parked *p = calloc(1, sizeof *p);
     if (!p) {
-        conn_reply_error(c, msgid, ZMIX_ENOMEM, "wait: out of memory");
-        return;
+        char msg[64];
+        snprintf(msg, sizeof msg, "%s: out of memory", method);
+        conn_reply_error(c, msgid, ZMIX_ENOMEM, msg);
+        return NULL;
     }
     p->msgid = msgid;
-    p->kind = PARK_WAIT;
-    p->deadline_ms = server_now_ms() + timeout_ms;
+    p->kind = kind;
     conn_park(c, p);
+    return p;
+}
+
+void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t timeout_ms)
+{
+    parked *p = park(c, msgid, PARK_WAIT, "wait");
+    if (!p) return;
+    p->deadline_ms = server_now_ms() + timeout_ms;
     if (j->phase == JOB_PH_FINISHED || timeout_ms == 0) {
         reply_status(p, j, j->phase != JOB_PH_FINISHED);
         free(p);
@@ -122,23 +134,12 @@ void jobs_add_waiter(server *srv, job *j, conn *c, uint32_t msgid, uint64_t time
 
 void jobs_park_cancel(server *srv, job *j, conn *c, uint32_t msgid)
 {
-    parked *p = calloc(1, sizeof *p);
-    if (!p) {
-        /* The cancel is requested all the same; only its acknowledgement is lost. */
-        conn_reply_error(c, msgid, ZMIX_ENOMEM, "cancel: out of memory");
-        return;
-    }
-    p->msgid = msgid;
-    p->kind = PARK_CANCEL;
-    conn_park(c, p);
-    if (j->phase == JOB_PH_FINISHED) { /* ended already (its end op could not be queued) */
-        p->job_next = j->waiters;
-        j->waiters = p;
-        jobs_answer_waiters(j);
-        return;
-    }
+    /* Out of memory: the cancel is requested all the same; only its acknowledgement is lost. */
+    parked *p = park(c, msgid, PARK_CANCEL, "cancel");
+    if (!p) return;
     p->job_next = j->waiters;
     j->waiters = p;
+    if (j->phase == JOB_PH_FINISHED) jobs_answer_waiters(j); /* its end op could not be queued */
     (void)srv;
 }
 

@@ -307,7 +307,7 @@ void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_resu
         return;
     }
     if (rc != 0) {
-        if (!j->cache_only)
+        if (!j->refusal[0])
             ZLOG_ERROR(srv->log, "submit %s: job store: %s", j->spec.task, err->msg);
         while (j->waiters) {
             parked *p = j->waiters;
@@ -529,7 +529,6 @@ void jobs_submit(server *srv, conn *c, uint32_t msgid, job_spec *spec)
     j->opts = opts;
     memcpy(j->key, key, sizeof key);
     j->state = JOB_QUEUED;
-    j->cache_only = refusal[0] != '\0';
     snprintf(j->refusal, sizeof j->refusal, "%s", refusal);
     j->submit_ms = server_wall_ms();
     job_set_phase(j, JOB_PH_ACCEPTING);

@@ -23,7 +23,8 @@
  *
  * Threads: the event loop runs everything except pool items (job_work.c), the work half of
  * I/O operations (job_io.c, results.c) and the HTTP thread (http.c), which only touch what
- * their op, piece or request was handed and report back through the loop. Each struct field below says who writes it.
+ * their op, piece or request was handed and report back through the loop. Each struct field below
+ * says who writes it.
  */
 #ifndef ZMIX_DAEMON_SERVER_H
 #define ZMIX_DAEMON_SERVER_H
@@ -132,12 +133,13 @@ struct job {
     job_phase phase;
     int started; /* the store knows it as running */
     int cancel_requested;
-    int cache_only;    /* the queue was full at submit: answer from the task cache or not at all */
-    int end_unsaved;   /* the end state could not be written to the job store */
-    int interest;      /* submits answered with this job (one, plus one per coalesced submit):
-                        * a tenant's cancel withdraws one, and cancels at the last */
-    char refusal[192]; /* with cache_only: the ELIMIT message for a miss */
-    int fail_pending;  /* a piece failed: fail once the others are back */
+    int end_unsaved; /* the end state could not be written to the job store */
+    int interest;    /* submits answered with this job (one, plus one per coalesced submit):
+                      * a tenant's cancel withdraws one, and cancels at the last */
+    /* Non-empty when the queue (or the tenant's) was full at submit: the job is answered from
+     * the task cache or refused with this ELIMIT message. */
+    char refusal[192];
+    int fail_pending; /* a piece failed: fail once the others are back */
     char reason[JOB_REASON_MAX];
     char warning[JOB_REASON_MAX]; /* e.g. the result could not be written to disk */
     pool_queue queue;
@@ -219,7 +221,7 @@ struct server {
     uint64_t mark_ns;
     double evals_per_s;
     uint64_t jobs_done, jobs_failed, jobs_cancelled, submits_cached, submits_coalesced;
-    int n_generating; /* generate requests in progress (generate.c) */
+    int n_generating;                             /* generate requests in progress (generate.c) */
     uint64_t generations_total, scoring_ns_total; /* /metrics */
     metrics_state metrics;                        /* request latencies, errors (metrics.c) */
     http_server *http;                            /* --http (http.c); NULL without */

@@ -13,15 +13,28 @@
 #include "adapt/cem_options.h"
 #include "wire/rpc.h"
 
-int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err)
+int job_task_field(const msgpack_object *params, const char *key, int required,
+                   char task[TASK_NAME_MAX + 1], zmix_error *err)
 {
+    const msgpack_object *v = rpc_map_get(params, key);
+    task[0] = '\0';
+    if (!required && (!v || v->type == MSGPACK_OBJECT_NIL)) return 0;
     /* A name too long for the buffer is refused by the rule, like every other bad name, not by
      * the string getter's size check. */
-    const msgpack_object *v = rpc_map_get(params, "task");
+    int rc;
     if (v && v->type == MSGPACK_OBJECT_STR && v->via.str.size > TASK_NAME_MAX)
-        return task_name_check_bytes(v->via.str.ptr, v->via.str.size, err);
-    int rc = rpc_get_str(params, "task", 1, NULL, task, TASK_NAME_MAX + 1, err);
-    return rc ? rc : task_name_check(task, err);
+        rc = task_name_check_bytes(v->via.str.ptr, v->via.str.size, err);
+    else if ((rc = rpc_get_str(params, key, 1, NULL, task, TASK_NAME_MAX + 1, err)))
+        return rc; /* names the field already */
+    else
+        rc = task_name_check(task, err);
+    if (rc && strcmp(key, "task")) zmix_error_prefix(err, "field '%s'", key);
+    return rc;
+}
+
+int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err)
+{
+    return job_task_field(params, "task", 1, task, err);
 }
 
 /* Checks the form of a prompt or target (token ids, or text for a model with a tokenizer) and
@@ -364,16 +377,8 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
     if ((rc = rpc_get_int(params, "priority", 0, -10, 10, 0, &prio, err))) return rc;
     out->priority = (int)prio;
     if ((rc = rpc_get_bool(params, "recompute", 0, &out->recompute, err))) return rc;
-    const msgpack_object *warm = rpc_map_get(params, "warm_start");
-    if (warm && warm->type != MSGPACK_OBJECT_NIL) {
-        /* The task-name rule, worded for this field; the α is looked up by the daemon. */
-        msgpack_object_kv kv = {
-            .key = {.type = MSGPACK_OBJECT_STR, .via.str = {.size = 4, .ptr = "task"}},
-            .val = *warm};
-        msgpack_object one = {.type = MSGPACK_OBJECT_MAP, .via.map = {.size = 1, .ptr = &kv}};
-        if ((rc = job_task_param(&one, out->warm_start, err)))
-            return zmix_error_prefix(err, "field 'warm_start'");
-    }
+    /* The task named; its α is looked up by the daemon. */
+    if ((rc = job_task_field(params, "warm_start", 0, out->warm_start, err))) return rc;
     const msgpack_object *cem;
     if ((rc = rpc_get_map(params, "cem", &cem, err))) return rc;
     if ((rc = parse_cem(cem, lim, lim->n_experts, lim->n_matrices, cem_defaults, out, err)))

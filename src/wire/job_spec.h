@@ -52,8 +52,12 @@ void job_spec_free(job_spec *spec);
  * separately (the runtime's memory budget). */
 size_t job_spec_memory(const job_spec *spec);
 
-/* Reads the required string field 'task' of params into task and checks it against the
- * task-name rule (task_name.h): what submit, get and evict do with the name they are given. */
+/* Reads the string field key of params into task and checks it against the task-name rule
+ * (task_name.h), naming the field when it is not 'task'. Not required and absent (or nil):
+ * task "" and 0. */
+int job_task_field(const msgpack_object *params, const char *key, int required,
+                   char task[TASK_NAME_MAX + 1], zmix_error *err);
+/* The required field 'task': what submit, get and evict do with the name they are given. */
 int job_task_param(const msgpack_object *params, char task[TASK_NAME_MAX + 1], zmix_error *err);
 
 /* The options the job's adaptation session runs with. */

@@ -241,20 +241,8 @@ void jobs_pack_task_name(rpc_map *m, const char *scoped)
 int jobs_result_mismatch(const server *srv, const char *model_fingerprint,
                          const char *experts_digest, char *why, size_t size)
 {
-    const char *model_now = zmix_model_fingerprint(srv->model);
-    if (!model_fingerprint[0] || !experts_digest[0])
-        snprintf(why, size, "made by an older zmixd that did not record its model and experts");
-    else if (strcmp(model_fingerprint, model_now))
-        snprintf(why, size, "made for another model (fingerprint %.16s…; this daemon's is %.16s…)",
-                 model_fingerprint, model_now);
-    else if (strcmp(experts_digest, srv->experts_digest))
-        snprintf(why, size,
-                 "made with another expert set (digest %.16s…; this daemon's is %.16s…): "
-                 "its α weights other experts",
-                 experts_digest, srv->experts_digest);
-    else
-        why[0] = '\0';
-    return why[0] != '\0';
+    return zmix_adapt_provenance_mismatch(zmix_model_fingerprint(srv->model), srv->experts_digest,
+                                          model_fingerprint, experts_digest, why, size);
 }
 
 /* The expert names stored with the result (its document's "experts"), or NULL. */

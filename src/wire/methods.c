@@ -225,8 +225,9 @@ static int warm_start(server *srv, const conn *c, job_spec *spec, zmix_error *er
     if (!rc) {
         zmix_adapt_opts opts;
         job_spec_adapt_opts(spec, &opts);
-        rc = zmix_adapt_warm_mean(srv->rt, &opts, alpha, n_alpha, info.model_fingerprint,
-                                  info.experts_digest, &spec->warm_mean, err);
+        rc = zmix_adapt_warm_mean(srv->rt, srv->experts_digest, &opts, alpha, n_alpha,
+                                  info.model_fingerprint, info.experts_digest, &spec->warm_mean,
+                                  err);
         if (rc) zmix_error_prefix(err, "field 'warm_start': task %s", shown);
         spec->cem.init_mean = spec->warm_mean;
     }

@@ -6,11 +6,10 @@ import errno
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
-from zmix_e2e_fixtures import Daemon, make_examples
+from zmix_e2e_fixtures import Daemon, make_examples, wait_for
 from zmix_client import RpcError
 
 SMALL = {"pop": 12, "iters": 3, "std_tol": 0}
@@ -20,16 +19,6 @@ def plain_z(result):
     """z' as lists of floats: the client gives NumPy arrays when NumPy is installed, and
     comparing dicts of arrays with == is an error."""
     return {name: [float(v) for v in values] for name, values in result["z"].items()}
-
-
-def wait_for(pred, timeout=60, interval=0.01):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError("condition not reached in %.0f s" % timeout)
 
 
 def fill_disk(directory):
@@ -76,7 +65,7 @@ def test_full_disk_during_a_cache_write(tmp_path, experts, small_fs):
             # A job long enough to fill the disk under it while it runs.
             job = c.submit("full", make_examples(n=16, prompt_len=48, target_len=4, seed=2),
                            cem={"pop": 16, "iters": 6, "std_tol": 0})["job"]
-            wait_for(lambda: c.status(job)["generation"] >= 1, interval=0.002)
+            wait_for(lambda: c.status(job)["generation"] >= 1, timeout=60, interval=0.002)
             filler = fill_disk(small_fs)
             w = c.wait(job, timeout=120)
             st = w["status"]
