@@ -13,7 +13,9 @@
  *   k8       K = 8
  *   corner   K = 4, α* = [0.7, 0, 0, 0.3]
  *   base     K = 4, targets are the base model's own continuations (no mix needed)
- *   perlayer K = 4, α* drawn per expert per adapted matrix (60 coordinates), per-layer search
+ *   perlayer K = 4, α* drawn per expert per adapted matrix (60 coordinates), per-layer search;
+ *            every target token leads the runner-up by ≥ 0.1 in logit under α* (well posed)
+ *   perlayer-ties  the same without that requirement: some targets are decided by near ties
  *   mc-k4    K = 4, multiple choice: 4 choices of 4 tokens per prompt (continuations under α*,
  *            the base model, each expert), the answer the one α* prefers by 0.1 per token,
  *            never the base model's preference; accuracy is choice accuracy
@@ -42,15 +44,20 @@ typedef struct task_def {
     int base_targets;        /* the targets are the base model's continuations */
     int per_layer;           /* α* per expert per matrix, searched per layer */
     int n_choices;           /* multiple choice with this many choices; 0: exact match */
+    double target_margin;    /* planted: each target token's least lead under α* */
 } task_def;
 
 static const float corner_alpha[4] = {0.7f, 0.0f, 0.0f, 0.3f};
 
 static const task_def tasks[] = {
-    {"k4", 4, 0.5, NULL, 0, 0, 0},    {"k4-easy", 4, 0.2, NULL, 0, 0, 0},
-    {"k8", 8, 0.5, NULL, 0, 0, 0},    {"corner", 4, 0.5, corner_alpha, 0, 0, 0},
-    {"base", 4, 0.5, NULL, 1, 0, 0},  {"perlayer", 4, 0.5, NULL, 0, 1, 0},
-    {"mc-k4", 4, 0.5, NULL, 0, 0, 4},
+    {"k4", 4, 0.5, NULL, 0, 0, 0, 0.0},
+    {"k4-easy", 4, 0.2, NULL, 0, 0, 0, 0.0},
+    {"k8", 8, 0.5, NULL, 0, 0, 0, 0.0},
+    {"corner", 4, 0.5, corner_alpha, 0, 0, 0, 0.0},
+    {"base", 4, 0.5, NULL, 1, 0, 0, 0.0},
+    {"perlayer", 4, 0.5, NULL, 0, 1, 0, 0.1},
+    {"perlayer-ties", 4, 0.5, NULL, 0, 1, 0, 0.0},
+    {"mc-k4", 4, 0.5, NULL, 0, 0, 4, 0.0},
 };
 #define N_TASKS ((int)(sizeof tasks / sizeof *tasks))
 
@@ -109,6 +116,7 @@ static int run_one(const zmix_model *model, const char *dir, const task_def *t, 
     po.seed = 1000 + seed;
     po.per_layer = t->per_layer;
     po.n_choices = t->n_choices;
+    po.target_margin = t->target_margin;
     zmix_planted p;
     int rc = zmix_planted_create(model, dir, &po, &p, err);
     if (rc) return rc;

@@ -320,6 +320,11 @@ typedef struct zmix_planted_opts {
      * choice_margin in per-token log-likelihood (default 0.1); others are drawn again. */
     int n_choices;
     double choice_margin;
+    /* Exact-match targets: keep only prompts whose every target token leads the best other
+     * token by at least this much in logit under z'(α*) (default 0: any greedy target). A
+     * target decided by a near tie is a needle no search can be expected to hit: float noise
+     * in the experts' z decides it. */
+    double target_margin;
     const char *factor_cache_dir; /* for the runtime used to generate; NULL: none */
     uint64_t seed;
 } zmix_planted_opts;

@@ -41,6 +41,22 @@ typedef enum zmix_cem_stop {
 
 const char *zmix_cem_stop_name(zmix_cem_stop reason); /* "max_generations", ... */
 
+/* How the distribution is updated after each generation (docs/cem.md, "Methods"). */
+typedef enum zmix_cem_method {
+    ZMIX_CEM_METHOD_CEM = 0, /* refit mean and std to the elites (the reference's method) */
+    /* Separable CMA-ES: weighted recombination of the better half, a diagonal covariance
+     * and a global step size adapted along the evolution path; ranked by the candidates'
+     * margin (zmix_score.margin) with the metric's order breaking ties. elite_ratio and ema
+     * do not apply. Made for many coordinates (per-layer α). */
+    ZMIX_CEM_METHOD_SEP_CMA = 1
+} zmix_cem_method;
+
+const char *zmix_cem_method_name(zmix_cem_method method); /* "cem", "sep-cma" */
+/* The population separable CMA-ES uses by default for dim coordinates: 4 + ⌊3 ln dim⌋. */
+int zmix_cem_sep_cma_pop_size(int dim);
+
+#define ZMIX_CEM_MAX_GENERATIONS 1000000
+
 typedef struct zmix_cem_settings {
     int dim;                  /* search dimension: K, or M·K with per-layer α */
     int n_experts;            /* K: sets the default initial mean 1/K and the normalise groups */
@@ -61,7 +77,8 @@ typedef struct zmix_cem_settings {
                                  generation ...; > 1 disables (default 1) */
     double target_loglik_tol; /* ... and best loglik rose by < this in this generation (1e-3) */
     uint64_t seed;
-    uint64_t stream; /* PCG stream id: one per job */
+    uint64_t stream;        /* PCG stream id: one per job */
+    zmix_cem_method method; /* default ZMIX_CEM_METHOD_CEM */
 } zmix_cem_settings;
 
 void zmix_cem_settings_default(zmix_cem_settings *s);

@@ -63,7 +63,15 @@ const char *zmix_strerror(int code);
 typedef struct zmix_score {
     double accuracy; /* fraction of examples whose every target token is the argmax */
     double loglik;   /* mean over examples of the mean log-probability of the target tokens */
+    /* How far the candidate is from a clear win on every target, a smooth stand-in for the
+     * accuracy (0 when every target token leads the best other token by ZMIX_MARGIN_GOAL in
+     * logit, negative otherwise): the mean over examples of the mean over target tokens of
+     * min(0, lead − ZMIX_MARGIN_GOAL); multiple choice: min(0, answer margin − goal). Steers
+     * the per-layer search (docs/cem.md); not part of any ranking users choose. */
+    double margin;
 } zmix_score;
+
+#define ZMIX_MARGIN_GOAL 0.25
 
 typedef enum zmix_metric {
     ZMIX_METRIC_ACCURACY = 0,  /* accuracy first, mean log-likelihood breaks ties */

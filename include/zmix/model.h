@@ -281,6 +281,7 @@ typedef struct zmix_example_score {
     double loglik; /* mean log-probability of the target tokens (multiple choice: the
                       answer's log-likelihood margin over the best other choice) */
     int chosen;    /* multiple choice: the preferred choice (first on ties); else -1 */
+    double margin; /* this example's part of zmix_score.margin */
 } zmix_example_score;
 
 /* How the log-likelihoods of the choices of a multiple-choice example are compared. */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/compute.h"
 #include "model/model_internal.h"
 #include "util/pcg.h"
 #include "zmix/adapt.h"
@@ -202,6 +203,34 @@ static int plant_choices(const zmix_runtime *rt, const zmix_planted_opts *o, con
     return 0;
 }
 
+/* The smallest lead, over the target tokens of the sequence t (n_prompt + n_target tokens),
+ * of the target token's logit over the best other token's under z. */
+static int min_target_lead(const zmix_runtime *rt, int rescale, const float *z, const int32_t *t,
+                           int n_prompt, int n_target, double *lead, zmix_error *err)
+{
+    int vocab = zmix_model_get_config(zmix_runtime_model(rt))->vocab_size;
+    float *logits = malloc((size_t)n_target * (size_t)vocab * sizeof *logits);
+    if (!logits) return zmix_error_set(err, ZMIX_ENOMEM, "planted: out of memory");
+    zmix_example e = {t, n_prompt, t + n_prompt, n_target, 0, NULL, NULL, 0};
+    zmix_examples one = {&e, 1, NULL, 0};
+    zmix_compose_opts copts;
+    zmix_compose_opts_default(&copts);
+    copts.rescale = rescale;
+    int rc =
+        zmix_candidate_logits(rt, &copts, rescale, &one, NULL, z, ZMIX_WPRIME_AUTO, logits, err);
+    *lead = INFINITY;
+    for (int j = 0; !rc && j < n_target; j++) {
+        const float *row = logits + (size_t)j * vocab;
+        float other = -INFINITY;
+        for (int v = 0; v < vocab; v++)
+            if (v != t[n_prompt + j] && row[v] > other) other = row[v];
+        double d = (double)row[t[n_prompt + j]] - (double)other;
+        if (d < *lead) *lead = d;
+    }
+    free(logits);
+    return rc;
+}
+
 int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_planted_opts *o,
                         zmix_planted *out, zmix_error *err)
 {
@@ -279,6 +308,12 @@ int zmix_planted_create(const zmix_model *model, const char *dir, const zmix_pla
         }
         rc = zmix_generate(rt, o->rescale, z_star, t, n_prompt, o->target_len, t + n_prompt, err);
         if (rc) goto done;
+        if (o->target_margin > 0.0) {
+            double lead;
+            rc = min_target_lead(rt, o->rescale, z_star, t, n_prompt, o->target_len, &lead, err);
+            if (rc) goto done;
+            if (lead < o->target_margin) continue;
+        }
         if (o->distinct_from_base) {
             rc = zmix_generate(rt, o->rescale, NULL, t, n_prompt, o->target_len, base_out, err);
             if (rc) goto done;

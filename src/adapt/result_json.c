@@ -61,6 +61,7 @@ static cJSON *settings_json(const zmix_adapt_result *r)
     const zmix_cem_settings *s = &r->settings;
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
+    cJSON_AddStringToObject(o, "method", zmix_cem_method_name(s->method));
     cJSON_AddNumberToObject(o, "pop_size", s->pop_size);
     cJSON_AddItemToObject(o, "elite_ratio", number(s->elite_ratio));
     cJSON_AddNumberToObject(o, "n_elites", r->n_elites);
@@ -293,7 +294,7 @@ static double num_or_nan(const cJSON *o)
 static zmix_score score_from(const cJSON *o)
 {
     zmix_score s = {num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "accuracy")),
-                    num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "loglik"))};
+                    num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "loglik")), 0.0};
     return s;
 }
 
@@ -333,6 +334,9 @@ static int settings_from(const cJSON *o, zmix_adapt_result *r)
     zmix_cem_settings *s = &r->settings;
     zmix_cem_settings_default(s);
     if (!cJSON_IsObject(o)) return 0;
+    const cJSON *method = cJSON_GetObjectItemCaseSensitive(o, "method");
+    if (cJSON_IsString(method) && !strcmp(method->valuestring, "sep-cma"))
+        s->method = ZMIX_CEM_METHOD_SEP_CMA; /* else (or absent, before it was reported) CEM */
     s->pop_size = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "pop_size"));
     s->elite_ratio = num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "elite_ratio"));
     r->n_elites = (int)num_or_nan(cJSON_GetObjectItemCaseSensitive(o, "n_elites"));

@@ -23,8 +23,10 @@
 #include "adapt/cem_options.h"
 #include "adapt_internal.h"
 
-#define SESSION_MAGIC   "ZMSESS01"
-#define SESSION_VERSION 3u /* v2: the held-out scores; v3: the per-layer stage */
+#define SESSION_MAGIC "ZMSESS01"
+/* v2: the held-out scores; v3: the per-layer stage; v4: per-layer α by separable CMA-ES,
+ * one engine again (a per-layer checkpoint before v4 is refused, and its job restarts). */
+#define SESSION_VERSION 4u
 
 struct zmix_session {
     const zmix_runtime *rt;
@@ -35,12 +37,9 @@ struct zmix_session {
     zmix_adapt_opts opts;      /* cem.init_mean points at warm below, or is NULL */
     double *warm;              /* the warm start's α (dim), owned; NULL: a cold start */
     zmix_compose_opts compose; /* for α of dim (per-layer when the options ask for it) */
-    /* Per-layer α is searched in two stages: one α per expert first (the shared engine,
-     * dim K, half the generations), then one per expert per matrix starting from it. */
-    int staged;                       /* per-layer options: two stages */
-    int stage;                        /* 0: shared, 1: per-layer (staged only) */
-    zmix_cem *shared;                 /* the finished shared engine, once in stage 1 */
-    zmix_compose_opts shared_compose; /* for the shared stage's α of dim K */
+    /* Per-layer α is searched by separable CMA-ES steered by the margin (docs/cem.md,
+     * "Per-layer α"), unless the reference's direct search is asked for. */
+    int sep_cma;
     int n_experts, dim, pop_size;
     char key[65];
     zmix_cem *cem;
@@ -171,13 +170,10 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
         s->opts.cem.metric = ZMIX_METRIC_CHOICE;
     s->compose = zmix_adapt_compose_opts(opts);
     /* A warm start already knows roughly where the answer is: per layer at once. */
-    s->staged = opts->per_layer && !opts->per_layer_direct && !opts->cem.init_mean &&
-                zmix_runtime_n_matrices(rt) > 1;
-    s->shared_compose = s->compose;
-    s->shared_compose.per_layer = 0;
+    s->sep_cma = opts->per_layer && !opts->per_layer_direct && zmix_runtime_n_matrices(rt) > 1;
     s->n_experts = zmix_runtime_n_experts(rt);
     s->dim = zmix_adapt_alpha_dim(rt, opts);
-    s->pop_size = opts->cem.pop_size;
+    s->pop_size = s->sep_cma ? zmix_cem_sep_cma_pop_size(s->dim) : opts->cem.pop_size;
     if (opts->cem.init_mean) {
         for (int i = 0; i < s->dim; i++)
             if (!isfinite(opts->cem.init_mean[i]) || opts->cem.init_mean[i] < opts->cem.lo ||
@@ -215,69 +211,26 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
     return 0;
 }
 
-/* The engine settings of a stage. Unstaged: the options as given. Staged: the shared stage
- * searches K coefficients for half the generations; the per-layer stage searches M·K for the
- * rest, starting from the shared stage's best (tiled over the matrices, in init_mean, which
- * must hold M·K values) with a narrower spread, a quarter of the bounds' width, so that it
- * refines what the shared stage found instead of starting over. */
-static zmix_cem_settings stage_settings(const zmix_session *s, int stage, const double *init_mean)
+/* The engine's settings: the options as given, or for the per-layer search separable
+ * CMA-ES with its own population, spending the same number of evaluations as pop_size ×
+ * max_generations would (the budget the options set), without elitism (the best is kept by
+ * the engine all the same; a carried member would bias the recombination), from a spread of
+ * a fifth of the bounds' width (measured: docs/cem.md). */
+static zmix_cem_settings engine_settings(const zmix_session *s)
 {
     zmix_cem_settings c = s->opts.cem;
     c.n_experts = s->n_experts;
     c.dim = s->dim;
     if (c.stream == 0) c.stream = zmix_adapt_key_stream(s->key);
-    if (!s->staged) return c;
-    int half = (c.max_generations + 1) / 2;
-    if (stage == 0) {
-        c.dim = s->n_experts;
-        c.max_generations = half;
-        c.init_mean = NULL;
-        return c;
-    }
-    c.max_generations = c.max_generations - half > 0 ? c.max_generations - half : 1;
-    c.init_mean = init_mean;
-    c.init_std = 0.25 * (c.hi - c.lo);
-    c.stream += 1; /* its own draws */
+    if (!s->sep_cma) return c;
+    long budget = (long)c.pop_size * c.max_generations;
+    c.method = ZMIX_CEM_METHOD_SEP_CMA;
+    c.pop_size = s->pop_size;
+    long gens = (budget + c.pop_size - 1) / c.pop_size;
+    c.max_generations = gens > ZMIX_CEM_MAX_GENERATIONS ? ZMIX_CEM_MAX_GENERATIONS : (int)gens;
+    c.elitism = 0;
+    if (c.init_std < 0) c.init_std = 0.2 * (c.hi - c.lo);
     return c;
-}
-
-/* From the shared stage to the per-layer one: the shared engine is kept for its history. */
-static int begin_per_layer_stage(zmix_session *s, zmix_error *err)
-{
-    int k_n = s->n_experts;
-    float *best = malloc((size_t)k_n * sizeof *best);
-    double *mean = malloc((size_t)s->dim * sizeof *mean);
-    zmix_score sc;
-    int rc = 0;
-    if (!best || !mean)
-        rc = zmix_error_set(err, ZMIX_ENOMEM, "session: out of memory for the per-layer stage");
-    else if (zmix_cem_best(s->cem, best, &sc) != 0)
-        for (int k = 0; k < k_n; k++) best[k] = 1.0f / (float)k_n;
-    if (!rc) {
-        for (int i = 0; i < s->dim; i++) mean[i] = best[i % k_n];
-        zmix_cem_settings c = stage_settings(s, 1, mean);
-        zmix_cem *next = NULL;
-        rc = zmix_cem_create(&c, &next, err);
-        if (!rc) {
-            s->shared = s->cem;
-            s->cem = next;
-            s->stage = 1;
-        }
-    }
-    free(best);
-    free(mean);
-    return rc;
-}
-
-/* The α dimension the current engine searches (K in the shared stage). */
-static int stage_dim(const zmix_session *s)
-{
-    return zmix_cem_dim(s->cem);
-}
-
-static const zmix_compose_opts *stage_compose(const zmix_session *s)
-{
-    return s->staged && s->stage == 0 ? &s->shared_compose : &s->compose;
 }
 
 int zmix_session_create(const zmix_runtime *rt, const zmix_examples *ex,
@@ -286,7 +239,7 @@ int zmix_session_create(const zmix_runtime *rt, const zmix_examples *ex,
     zmix_session *s = NULL;
     int rc = session_alloc(rt, ex, opts, &s, err);
     if (rc) return rc;
-    zmix_cem_settings c = stage_settings(s, 0, NULL);
+    zmix_cem_settings c = engine_settings(s);
     rc = zmix_cem_create(&c, &s->cem, err);
     if (rc) {
         zmix_session_free(s);
@@ -301,7 +254,6 @@ void zmix_session_free(zmix_session *s)
 {
     if (!s) return;
     zmix_cem_free(s->cem);
-    zmix_cem_free(s->shared);
     free(s->warm);
     free(s->cand);
     free(s->scores);
@@ -401,9 +353,8 @@ int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *call
     }
     if (begin >= w->end) return w->rc = 0;
     w->rc =
-        zmix_score_alpha(s->rt, baseline_rows ? &s->compose : stage_compose(s), ex, w->end - begin,
-                         s->cand + (size_t)begin * (baseline_rows ? s->dim : stage_dim(s)), ctl,
-                         s->scores + begin, NULL, &w->err);
+        zmix_score_alpha(s->rt, &s->compose, ex, w->end - begin, s->cand + (size_t)begin * s->dim,
+                         ctl, s->scores + begin, NULL, &w->err);
     if (w->rc && w->rc != ZMIX_ECANCELED) {
         if (s->phase == ZMIX_SESSION_BASELINES)
             zmix_error_prefix(&w->err, "scoring the single experts");
@@ -458,11 +409,6 @@ static int update_phase(zmix_session *s, zmix_error *err)
         return 0;
     }
     if (s->phase != ZMIX_SESSION_SEARCH || zmix_cem_done(s->cem) == ZMIX_CEM_RUNNING) return 0;
-    if (s->staged && s->stage == 0) {
-        int rc = begin_per_layer_stage(s, err);
-        if (rc) fail_with(s, err->msg);
-        return rc;
-    }
     s->phase = s->val.n > 0 ? ZMIX_SESSION_VALIDATION : ZMIX_SESSION_DONE;
     return 0;
 }
@@ -512,44 +458,24 @@ int zmix_session_end_step(zmix_session *s, double seconds, zmix_error *err)
 
 int zmix_session_generation(const zmix_session *s)
 {
-    return (s->shared ? zmix_cem_generation(s->shared) : 0) + zmix_cem_generation(s->cem);
+    return zmix_cem_generation(s->cem);
 }
 
 void zmix_session_counts(const zmix_session *s, long *evaluations, long *skipped)
 {
-    *evaluations = zmix_cem_evaluations(s->cem) + (s->shared ? zmix_cem_evaluations(s->shared) : 0);
-    *skipped = zmix_cem_skipped(s->cem) + (s->shared ? zmix_cem_skipped(s->shared) : 0);
+    *evaluations = zmix_cem_evaluations(s->cem);
+    *skipped = zmix_cem_skipped(s->cem);
 }
 
 int zmix_session_best(const zmix_session *s, float *alpha, zmix_score *score)
 {
-    int d = stage_dim(s);
-    int rc = zmix_cem_best(s->cem, alpha, score);
-    zmix_score shared_score;
-    if (s->shared && (rc || zmix_cem_best(s->shared, NULL, &shared_score) == 0)) {
-        /* The per-layer stage does not carry the shared stage's best over: until it finds
-         * something better, that is still the best so far. */
-        float *shared = malloc((size_t)s->n_experts * sizeof *shared);
-        if (shared && zmix_cem_best(s->shared, shared, &shared_score) == 0 &&
-            (rc || zmix_score_cmp(&shared_score, score, s->opts.cem.metric) > 0)) {
-            for (int i = 0; i < s->dim; i++) alpha[i] = shared[i % s->n_experts];
-            *score = shared_score;
-            rc = 0;
-        }
-        free(shared);
-        return rc;
-    }
-    if (rc || d == s->dim) return rc;
-    /* The shared stage's α, the same for every matrix: α[m·K + k] = α_k. Back to front, so
-     * the K values at the start are read before they are overwritten. */
-    for (int i = s->dim - 1; i >= 0; i--) alpha[i] = alpha[i % d];
-    return 0;
+    return zmix_cem_best(s->cem, alpha, score);
 }
 
 double zmix_session_mean_std(const zmix_session *s)
 {
     const double *sd = zmix_cem_std(s->cem);
-    int d = stage_dim(s);
+    int d = zmix_cem_dim(s->cem);
     double m = 0;
     for (int i = 0; i < d; i++) m += sd[i];
     return d > 0 ? m / d : 0;
@@ -634,15 +560,6 @@ int zmix_session_save(const zmix_session *s, uint8_t **buf, size_t *len, zmix_er
     recw_blob32(&w, s->error, strlen(s->error));
     recw_blob32(&w, cem_bytes, cem_len);
     free(cem_bytes);
-    uint8_t *shared_bytes = NULL;
-    size_t shared_len = 0;
-    if (s->shared && (rc = zmix_cem_save(s->shared, &shared_bytes, &shared_len, err))) {
-        recw_free(&w);
-        return rc;
-    }
-    recw_u32(&w, (uint32_t)s->stage);
-    recw_blob32(&w, shared_bytes, shared_len);
-    free(shared_bytes);
     rc = recw_finish(&w, NULL, err);
     if (rc) {
         recw_free(&w);
@@ -696,10 +613,9 @@ int zmix_session_restore(const zmix_runtime *rt, const zmix_examples *ex,
     const uint8_t *c = recr_blob32(&r, &clen);
     uint32_t stage = 0;
     size_t slen = 0;
-    const uint8_t *sh = NULL;
-    if (version >= 3) {
+    if (version == 3) { /* the two-stage per-layer search's stage and shared engine */
         stage = recr_u32(&r);
-        sh = recr_blob32(&r, &slen);
+        recr_blob32(&r, &slen);
     }
     rc = recr_end(&r, "session checkpoint", err);
     if (!rc && (phase > ZMIX_SESSION_FAILED || elen >= sizeof s->error))
@@ -707,15 +623,13 @@ int zmix_session_restore(const zmix_runtime *rt, const zmix_examples *ex,
                             "session checkpoint: phase %u or error length %zu "
                             "out of range",
                             (unsigned)phase, elen);
-    if (!rc && (stage > 1 || (stage == 1 && (!s->staged || slen == 0))))
+    if (!rc && (stage != 0 || slen != 0 || (version < 4 && s->opts.per_layer)))
         rc = zmix_error_set(err, ZMIX_EFORMAT,
-                            "session checkpoint: stage %u does not fit the "
-                            "options",
-                            (unsigned)stage);
+                            "session checkpoint: version %u of a per-layer search, whose method "
+                            "has changed since (it restarts)",
+                            (unsigned)version);
     if (!rc) rc = zmix_cem_restore(c, clen, &s->cem, err);
-    if (!rc && slen) rc = zmix_cem_restore(sh, slen, &s->shared, err);
-    s->stage = (int)stage;
-    int want = s->staged && stage == 0 ? s->n_experts : s->dim;
+    int want = s->dim;
     if (!rc && (zmix_cem_dim(s->cem) != want || zmix_cem_pop_size(s->cem) != s->pop_size))
         rc = zmix_error_set(err, ZMIX_ESTATE,
                             "session checkpoint: searches dim %d with pop %d, the settings ask "
@@ -808,79 +722,18 @@ static void judge(const zmix_session *s, zmix_adapt_result *r)
              r->val_best.accuracy, r->val_base.accuracy);
 }
 
-/* Tiles n rows of k values into n rows of m·k (the shared α on every matrix), into a new
- * array. */
-static void *tile_rows(const void *src, size_t elem, int n, int k, int mk)
+/* A result holds what its document says: the margin only steers a search (it is not
+ * reported, nor kept by the session's checkpoint for the baselines), so it is cleared. */
+static void public_scores(zmix_adapt_result *r)
 {
-    char *dst = malloc((size_t)(n ? n : 1) * (size_t)mk * elem);
-    if (!dst) return NULL;
-    for (int r = 0; r < n; r++)
-        for (int i = 0; i < mk; i++)
-            memcpy(dst + ((size_t)r * mk + i) * elem,
-                   (const char *)src + ((size_t)r * k + i % k) * elem, elem);
-    return dst;
-}
-
-/* A result of the shared stage, reported in the per-layer shape the options ask for. */
-static int widen_to_per_layer(const zmix_session *s, zmix_adapt_result *r, zmix_error *err)
-{
-    int k = r->dim, mk = s->dim;
-    float *alpha = tile_rows(r->alpha, sizeof *r->alpha, 1, k, mk);
-    double *mean = tile_rows(r->history_mean, sizeof(double), r->n_history, k, mk);
-    double *std = tile_rows(r->history_std, sizeof(double), r->n_history, k, mk);
-    if (!alpha || !mean || !std) {
-        free(alpha), free(mean), free(std);
-        zmix_adapt_result_free(r);
-        return zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
+    r->best.margin = r->base.margin = r->val_best.margin = r->val_base.margin = 0.0;
+    for (int k = 0; k < r->n_experts; k++) {
+        if (r->experts) r->experts[k].margin = 0.0;
+        if (r->val_experts) r->val_experts[k].margin = 0.0;
     }
-    free(r->alpha), free(r->history_mean), free(r->history_std);
-    r->alpha = alpha, r->history_mean = mean, r->history_std = std;
-    r->dim = mk;
-    r->per_layer = 1;
-    return 0;
-}
-
-/* The per-layer stage's result, with the shared stage's generations before its own. */
-static int prepend_shared_stage(const zmix_session *s, zmix_adapt_result *r, zmix_error *err)
-{
-    int k = zmix_cem_dim(s->shared), mk = s->dim, g1 = zmix_cem_history_len(s->shared);
-    int n = g1 + r->n_history;
-    zmix_cem_gen_stats *hist = malloc((size_t)(n ? n : 1) * sizeof *hist);
-    double *mean = malloc((size_t)(n ? n : 1) * (size_t)mk * sizeof *mean);
-    double *std = malloc((size_t)(n ? n : 1) * (size_t)mk * sizeof *std);
-    if (!hist || !mean || !std) {
-        free(hist), free(mean), free(std);
-        zmix_adapt_result_free(r);
-        return zmix_error_set(err, ZMIX_ENOMEM, "result: out of memory");
-    }
-    if (g1) memcpy(hist, zmix_cem_history(s->shared), (size_t)g1 * sizeof *hist);
-    for (int g = 0; g < g1; g++)
-        for (int i = 0; i < mk; i++) {
-            mean[(size_t)g * mk + i] = zmix_cem_history_mean(s->shared, g)[i % k];
-            std[(size_t)g * mk + i] = zmix_cem_history_std(s->shared, g)[i % k];
-        }
-    memcpy(hist + g1, r->history, (size_t)r->n_history * sizeof *hist);
-    memcpy(mean + (size_t)g1 * mk, r->history_mean, (size_t)r->n_history * mk * sizeof *mean);
-    memcpy(std + (size_t)g1 * mk, r->history_std, (size_t)r->n_history * mk * sizeof *std);
-    free(r->history), free(r->history_mean), free(r->history_std);
-    r->history = hist, r->history_mean = mean, r->history_std = std;
-    r->n_history = n;
-    r->generations += zmix_cem_generation(s->shared);
-    r->evaluations += zmix_cem_evaluations(s->shared);
-    r->skipped += zmix_cem_skipped(s->shared);
-    /* When the per-layer stage found nothing better than the shared stage's best (it starts
-     * from it, but does not carry it over), the shared best is the result. */
-    zmix_score shared_best;
-    float *alpha = malloc((size_t)k * sizeof *alpha);
-    if (alpha && zmix_cem_best(s->shared, alpha, &shared_best) == 0 &&
-        (isnan(r->best.accuracy) ||
-         zmix_score_cmp(&shared_best, &r->best, s->opts.cem.metric) > 0)) {
-        for (int i = 0; i < mk; i++) r->alpha[i] = alpha[i % k];
-        r->best = shared_best;
-        if (r->z) zmix_compose_z(s->rt, &s->compose, r->alpha, r->z, err);
-    }
-    free(alpha);
-    return 0;
+    for (int g = 0; g < r->n_history; g++)
+        r->history[g].best.margin = r->history[g].elite_mean.margin =
+            r->history[g].pop_mean.margin = 0.0;
 }
 
 int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_error *err)
@@ -893,14 +746,9 @@ int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_erro
         experts[k] = s->experts[k];
         if (!s->have_baselines) experts[k].accuracy = experts[k].loglik = NAN;
     }
-    zmix_adapt_opts shared_opts = s->opts;
-    shared_opts.per_layer = 0;
-    int in_shared_stage = s->staged && s->stage == 0;
-    int rc = zmix_adapt_result_build(s->rt, in_shared_stage ? &shared_opts : &s->opts, s->cem,
-                                     &base, experts, s->ex->n, s->elapsed_s, out, err);
+    int rc = zmix_adapt_result_build(s->rt, &s->opts, s->cem, &base, experts, s->ex->n,
+                                     s->elapsed_s, out, err);
     free(experts);
-    if (!rc && in_shared_stage) rc = widen_to_per_layer(s, out, err);
-    if (!rc && s->shared) rc = prepend_shared_stage(s, out, err);
     if (rc) return rc;
     snprintf(out->key, sizeof out->key, "%s", s->key);
     zmix_adapt_examples_digest(s->ex, out->examples_digest);
@@ -947,5 +795,6 @@ int zmix_session_result(const zmix_session *s, zmix_adapt_result *out, zmix_erro
         wilson(out->val_best.accuracy, s->val.n, &out->val_acc_lo, &out->val_acc_hi);
     }
     judge(s, out);
+    public_scores(out);
     return 0;
 }

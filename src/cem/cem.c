@@ -23,7 +23,7 @@
 #define CEM_MAX_DIM         (1 << 20)
 #define CEM_MAX_POP         (1 << 16)
 #define CEM_MAX_POP_DIM     (1L << 24) /* pop × dim: the population and its noise, 192 MB */
-#define CEM_MAX_GENERATIONS 1000000
+#define CEM_MAX_GENERATIONS ZMIX_CEM_MAX_GENERATIONS
 
 const char *zmix_cem_stop_name(zmix_cem_stop reason)
 {
@@ -36,6 +36,20 @@ const char *zmix_cem_stop_name(zmix_cem_stop reason)
     case ZMIX_CEM_STOP_FLAT: return "flat";
     }
     return "unknown";
+}
+
+const char *zmix_cem_method_name(zmix_cem_method method)
+{
+    switch (method) {
+    case ZMIX_CEM_METHOD_CEM: return "cem";
+    case ZMIX_CEM_METHOD_SEP_CMA: return "sep-cma";
+    }
+    return "unknown";
+}
+
+int zmix_cem_sep_cma_pop_size(int dim)
+{
+    return 4 + (int)floor(3.0 * log(dim > 1 ? (double)dim : 1.0));
 }
 
 void zmix_cem_settings_default(zmix_cem_settings *s)
@@ -61,6 +75,7 @@ void zmix_cem_settings_default(zmix_cem_settings *s)
     s->target_loglik_tol = 1e-3;
     s->seed = 0;
     s->stream = 0;
+    s->method = ZMIX_CEM_METHOD_CEM;
 }
 
 int zmix_cem_settings_check(const zmix_cem_settings *s, zmix_error *err)
@@ -139,6 +154,9 @@ int zmix_cem_settings_check(const zmix_cem_settings *s, zmix_error *err)
                               s->patience);
     if (isnan(s->target_accuracy))
         return zmix_error_set(err, ZMIX_EINVAL, "cem settings: target_accuracy is NaN");
+    if (s->method != ZMIX_CEM_METHOD_CEM && s->method != ZMIX_CEM_METHOD_SEP_CMA)
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "cem settings: method = %d is not a zmix_cem_method", (int)s->method);
     if (!isfinite(s->target_loglik_tol) || s->target_loglik_tol < 0.0)
         return zmix_error_set(err, ZMIX_EINVAL,
                               "cem settings: target_loglik_tol = %g, must be >= 0",
@@ -149,17 +167,21 @@ int zmix_cem_settings_check(const zmix_cem_settings *s, zmix_error *err)
 /* Every member scored in this generation has the same accuracy and a log-likelihood within
  * float noise of the others: the candidates cannot be told apart (one expert whose scale the
  * rescale undoes, identical experts), so further generations would only sample noise. */
-static int generation_is_flat(const zmix_score *sc, int first, int n)
+static int generation_is_flat(const zmix_score *sc, int first, int n, int by_margin)
 {
     if (n - first < 2) return 0;
-    double lo = INFINITY, hi = -INFINITY;
+    double lo = INFINITY, hi = -INFINITY, mlo = INFINITY, mhi = -INFINITY;
     for (int i = first; i < n; i++) {
         if (isnan(sc[i].accuracy) || isnan(sc[i].loglik)) return 0;
         if (sc[i].accuracy != sc[first].accuracy) return 0;
         if (sc[i].loglik < lo) lo = sc[i].loglik;
         if (sc[i].loglik > hi) hi = sc[i].loglik;
+        if (by_margin && isnan(sc[i].margin)) return 0;
+        if (sc[i].margin < mlo) mlo = sc[i].margin;
+        if (sc[i].margin > mhi) mhi = sc[i].margin;
     }
-    return hi - lo <= 1e-6 * fmax(1.0, fabs(hi));
+    int margin_flat = !by_margin || mhi - mlo <= 1e-6 * fmax(1.0, fabs(mhi));
+    return margin_flat && hi - lo <= 1e-6 * fmax(1.0, fabs(hi));
 }
 
 int cem_n_elites(int pop_size, double elite_ratio)
@@ -191,6 +213,9 @@ void cem_free_storage(zmix_cem *c)
     free(c->hist);
     free(c->hist_mean);
     free(c->hist_std);
+    free(c->cov);
+    free(c->path_sigma);
+    free(c->path_cov);
 }
 
 int cem_alloc(const zmix_cem_settings *s, zmix_cem **out, zmix_error *err)
@@ -208,7 +233,11 @@ int cem_alloc(const zmix_cem_settings *s, zmix_cem **out, zmix_error *err)
     c->best_alpha = xcalloc(dim, sizeof *c->best_alpha);
     c->order = xcalloc(pop, sizeof *c->order);
     c->scores = xcalloc(pop, sizeof *c->scores);
-    if (!c->mean || !c->std || !c->pop || !c->noise || !c->best_alpha || !c->order || !c->scores) {
+    c->cov = xcalloc(dim, sizeof *c->cov);
+    c->path_sigma = xcalloc(dim, sizeof *c->path_sigma);
+    c->path_cov = xcalloc(dim, sizeof *c->path_cov);
+    if (!c->mean || !c->std || !c->pop || !c->noise || !c->best_alpha || !c->order || !c->scores ||
+        !c->cov || !c->path_sigma || !c->path_cov) {
         cem_free_storage(c);
         free(c);
         return zmix_error_set(err, ZMIX_ENOMEM, "cem: out of memory for pop %d × dim %d",
@@ -248,9 +277,11 @@ int zmix_cem_create(const zmix_cem_settings *s, zmix_cem **out, zmix_error *err)
     if (rc) return rc;
     double std0 = s->init_std < 0.0 ? (s->hi - s->lo) / 2.0 : s->init_std;
     if (std0 < s->std_floor) std0 = s->std_floor;
+    c->sigma = std0;
     for (int d = 0; d < s->dim; d++) {
         c->mean[d] = s->init_mean ? s->init_mean[d] : 1.0 / (double)s->n_experts;
         c->std[d] = std0;
+        c->cov[d] = 1.0;
     }
     pcg32_seed(&c->rng, s->seed, s->stream);
     *out = c;
@@ -308,7 +339,24 @@ int zmix_cem_ask(zmix_cem *c, float *pop)
  * a tie against a new member and the order never depends on the sort algorithm. A stable
  * merge sort: O(n log n) for the largest populations the engine accepts (an insertion sort
  * took seconds at 65,536 members, found by the checkpoint fuzzer). tmp holds n ints. */
-static void rank_members(const zmix_score *sc, int n, zmix_metric metric, int *order, int *tmp)
+/* The order a method ranks members in: the metric's, or for separable CMA-ES the margin
+ * first (a smooth stand-in for the accuracy, which takes few values on a few examples and
+ * leaves a many-coordinate search blind), then the metric's. */
+static int steer_cmp(const zmix_score *a, const zmix_score *b, const zmix_cem_settings *s)
+{
+    if (s->method == ZMIX_CEM_METHOD_SEP_CMA && s->metric != ZMIX_METRIC_LOGLIK) {
+        int an = isnan(a->margin), bn = isnan(b->margin);
+        if (an || bn) {
+            if (an != bn) return bn - an;
+        } else if (a->margin != b->margin) {
+            return a->margin > b->margin ? 1 : -1;
+        }
+    }
+    return zmix_score_cmp(a, b, s->metric);
+}
+
+static void rank_members(const zmix_score *sc, int n, const zmix_cem_settings *s, int *order,
+                         int *tmp)
 {
     for (int i = 0; i < n; i++) order[i] = i;
     for (int width = 1; width < n; width *= 2) {
@@ -318,8 +366,7 @@ static void rank_members(const zmix_score *sc, int n, zmix_metric metric, int *o
             int a = lo, b = mid, k = lo;
             /* Take from the right only when strictly better: equal members keep their order. */
             while (a < mid && b < hi)
-                tmp[k++] = zmix_score_cmp(&sc[order[b]], &sc[order[a]], metric) > 0 ? order[b++]
-                                                                                    : order[a++];
+                tmp[k++] = steer_cmp(&sc[order[b]], &sc[order[a]], s) > 0 ? order[b++] : order[a++];
             while (a < mid) tmp[k++] = order[a++];
             while (b < hi) tmp[k++] = order[b++];
         }
@@ -331,7 +378,7 @@ static void rank_members(const zmix_score *sc, int n, zmix_metric metric, int *o
  * is not NaN: one broken candidate should not blank the statistics of a generation. */
 static zmix_score mean_score(const zmix_score *sc, const int *idx, int n)
 {
-    zmix_score m = {0.0, 0.0};
+    zmix_score m = {0.0, 0.0, 0.0};
     int na = 0, nl = 0;
     for (int j = 0; j < n; j++) {
         const zmix_score *s = &sc[idx ? idx[j] : j];
@@ -341,6 +388,73 @@ static zmix_score mean_score(const zmix_score *sc, const int *idx, int n)
     m.accuracy = na ? m.accuracy / na : NAN;
     m.loglik = nl ? m.loglik / nl : NAN;
     return m;
+}
+
+/* Separable CMA-ES (Ros & Hansen 2008; the constants of Hansen's tutorial, with the
+ * separable variant's learning rates scaled by (n + 2) / 3). Parents: the better half. */
+int sep_cma_parents(int pop_size)
+{
+    int mu = pop_size / 2;
+    return mu < 1 ? 1 : mu;
+}
+
+static void sep_cma_update(zmix_cem *c, int mu)
+{
+    int dim = c->s.dim;
+    double n = dim, wsum = 0.0, w2 = 0.0;
+    for (int i = 0; i < mu; i++) wsum += log(mu + 0.5) - log(i + 1.0);
+#define SEP_CMA_WEIGHT(i) ((log(mu + 0.5) - log((i) + 1.0)) / wsum)
+    for (int i = 0; i < mu; i++) w2 += SEP_CMA_WEIGHT(i) * SEP_CMA_WEIGHT(i);
+    double mueff = 1.0 / w2;
+    double cs = (mueff + 2.0) / (n + mueff + 5.0);
+    double ds = 1.0 + 2.0 * fmax(0.0, sqrt((mueff - 1.0) / (n + 1.0)) - 1.0) + cs;
+    double cc = (4.0 + mueff / n) / (n + 4.0 + 2.0 * mueff / n);
+    double c1 = 2.0 / ((n + 1.3) * (n + 1.3) + mueff);
+    double cmu =
+        fmin(1.0 - c1, 2.0 * (mueff - 2.0 + 1.0 / mueff) / ((n + 2.0) * (n + 2.0) + mueff));
+    c1 *= (n + 2.0) / 3.0;
+    cmu *= (n + 2.0) / 3.0;
+    if (c1 + cmu > 1.0) cmu = 1.0 - c1;
+    double chi_n = sqrt(n) * (1.0 - 1.0 / (4.0 * n) + 1.0 / (21.0 * n * n));
+    double sigma = c->sigma, ps_norm2 = 0.0;
+    /* The steps of the members as scored (clamped, normalised), so the mean stays inside the
+     * bounds, as with the CEM refit. */
+    for (int d = 0; d < dim; d++) {
+        double old = c->mean[d], m = 0.0;
+        for (int i = 0; i < mu; i++) m += SEP_CMA_WEIGHT(i) * c->pop[(size_t)c->order[i] * dim + d];
+        c->mean[d] = m;
+        double y = (m - old) / sigma;
+        c->path_sigma[d] =
+            (1.0 - cs) * c->path_sigma[d] + sqrt(cs * (2.0 - cs) * mueff) * y / sqrt(c->cov[d]);
+        ps_norm2 += c->path_sigma[d] * c->path_sigma[d];
+        c->noise[d] = old; /* the old mean, for the covariance update below */
+    }
+    double ps_norm = sqrt(ps_norm2);
+    double decay = 1.0 - pow(1.0 - cs, 2.0 * (c->generation + 1));
+    int h_sigma = ps_norm / sqrt(decay > 0.0 ? decay : 1.0) / chi_n < 1.4 + 2.0 / (n + 1.0);
+    for (int d = 0; d < dim; d++) {
+        double old = c->noise[d];
+        double y = (c->mean[d] - old) / sigma;
+        c->path_cov[d] =
+            (1.0 - cc) * c->path_cov[d] + (h_sigma ? sqrt(cc * (2.0 - cc) * mueff) * y : 0.0);
+        double rank_mu = 0.0;
+        for (int i = 0; i < mu; i++) {
+            double yi = (c->pop[(size_t)c->order[i] * dim + d] - old) / sigma;
+            rank_mu += SEP_CMA_WEIGHT(i) * yi * yi;
+        }
+        c->cov[d] =
+            (1.0 - c1 - cmu) * c->cov[d] + c1 * c->path_cov[d] * c->path_cov[d] + cmu * rank_mu;
+    }
+#undef SEP_CMA_WEIGHT
+    c->sigma = sigma * exp((cs / ds) * (ps_norm / chi_n - 1.0));
+    /* A spread wider than the bounds only clamps more samples onto them. */
+    double width = c->s.hi - c->s.lo;
+    for (int d = 0; d < dim; d++) {
+        double sd = c->sigma * sqrt(c->cov[d]);
+        if (!(sd <= width)) sd = width;
+        if (sd < c->s.std_floor) sd = c->s.std_floor;
+        c->std[d] = sd;
+    }
 }
 
 int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
@@ -373,9 +487,10 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
     c->evaluations += n - first;
     c->skipped += first;
 
-    rank_members(sc, n, c->s.metric, c->order, rank_tmp);
+    rank_members(sc, n, &c->s, c->order, rank_tmp);
     free(rank_tmp);
-    int ne = c->n_elites;
+    int sep_cma = c->s.method == ZMIX_CEM_METHOD_SEP_CMA;
+    int ne = sep_cma ? sep_cma_parents(n) : c->n_elites;
 
     zmix_cem_gen_stats st;
     memset(&st, 0, sizeof st);
@@ -387,7 +502,12 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
     double ema = c->s.ema;
     double std_sum = 0.0;
     int all_below_tol = 1;
-    for (int d = 0; d < dim; d++) {
+    if (sep_cma) sep_cma_update(c, ne);
+    for (int d = 0; d < dim && sep_cma; d++) {
+        std_sum += c->std[d];
+        if (!(c->std[d] < c->s.std_tol)) all_below_tol = 0;
+    }
+    for (int d = 0; d < dim && !sep_cma; d++) {
         double m = 0.0;
         for (int e = 0; e < ne; e++) m += c->pop[(size_t)c->order[e] * dim + d];
         m /= ne;
@@ -408,17 +528,24 @@ int zmix_cem_tell(zmix_cem *c, const zmix_score *scores, zmix_error *err)
 
     int had_best = c->have_best;
     zmix_score prev = c->best_score;
-    const zmix_score *top = &sc[c->order[0]];
+    /* The best is by the metric, whatever order steered the update: the first member that
+     * no other beats (with the metric's own ranking, the first in rank order). */
+    int top_i = c->order[0];
+    for (int i = 0; sep_cma && i < n; i++)
+        if (zmix_score_cmp(&sc[i], &sc[top_i], c->s.metric) > 0 ||
+            (i < top_i && zmix_score_cmp(&sc[i], &sc[top_i], c->s.metric) == 0))
+            top_i = i;
+    const zmix_score *top = &sc[top_i];
     int improved = 0;
     if (!had_best || zmix_score_cmp(top, &c->best_score, c->s.metric) > 0) {
         c->best_score = *top;
-        memcpy(c->best_alpha, c->pop + (size_t)c->order[0] * dim, (size_t)dim * sizeof(float));
+        memcpy(c->best_alpha, c->pop + (size_t)top_i * dim, (size_t)dim * sizeof(float));
         c->have_best = 1;
         improved = 1;
     }
     c->since_improve = improved ? 0 : c->since_improve + 1;
     st.best = c->best_score;
-    int flat = generation_is_flat(sc, first, n);
+    int flat = generation_is_flat(sc, first, n, sep_cma && c->s.metric != ZMIX_METRIC_LOGLIK);
 
     int g = c->hist_len;
     c->hist[g] = st;

@@ -3,20 +3,23 @@
  * daemon can persist a running job and resume it to the bit-identical result.
  *
  * The container is the record frame every zmix file uses (util/record.h): magic "ZMIXCEMS",
- * version 1, payload length, payload, CRC-32C. The payload is settings, distribution, rng,
+ * version 2, payload length, payload, CRC-32C. The payload is settings, distribution, rng,
  * pending population, best, counters and history, in the order of put_state, integers
  * little-endian. Doubles and floats are stored as their IEEE-754 bit patterns, so nothing is
  * rounded. The pending population (asked but not yet told) is saved too: a checkpoint taken
  * between ask and tell resumes with the very population the workers were scoring.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cem_internal.h"
 #include "util/record.h"
 
-#define CEM_MAGIC   "ZMIXCEMS"
-#define CEM_VERSION 1u
+#define CEM_MAGIC "ZMIXCEMS"
+/* v2 adds the scores' margin and appends the update method and the separable CMA-ES state
+ * after the history; a v1 checkpoint restores as the CEM method it was. */
+#define CEM_VERSION 2u
 /* The magic of the format before the record frame (its own FNV-1a-64 trailer), recognised
  * only to say why such a checkpoint is refused. */
 #define CEM_FNV_MAGIC "ZMIXCEM"
@@ -25,12 +28,15 @@ static void put_score(rec_writer *w, const zmix_score *s)
 {
     recw_f64(w, s->accuracy);
     recw_f64(w, s->loglik);
+    recw_f64(w, s->margin);
 }
 
-static void get_score(rec_reader *r, zmix_score *s)
+/* v1 scores have no margin. */
+static void get_score(rec_reader *r, uint32_t version, zmix_score *s)
 {
     s->accuracy = recr_f64(r);
     s->loglik = recr_f64(r);
+    s->margin = version >= 2 ? recr_f64(r) : 0.0;
 }
 
 static void put_f64s(rec_writer *w, const double *v, size_t n)
@@ -118,6 +124,11 @@ static void put_state(rec_writer *w, const zmix_cem *c)
         put_f64s(w, c->hist_mean + (size_t)g * dim, dim);
         put_f64s(w, c->hist_std + (size_t)g * dim, dim);
     }
+    recw_i32(w, (int32_t)c->s.method);
+    recw_f64(w, c->sigma);
+    put_f64s(w, c->cov, dim);
+    put_f64s(w, c->path_sigma, dim);
+    put_f64s(w, c->path_cov, dim);
 }
 
 int zmix_cem_save(const zmix_cem *c, uint8_t **buf, size_t *len, zmix_error *err)
@@ -162,7 +173,8 @@ int zmix_cem_restore(const uint8_t *buf, size_t len, zmix_cem **out, zmix_error 
         return bad(err, "written in the earlier FNV-1a format (magic \"ZMIXCEM\\0\"), which this "
                         "version does not read");
     rec_reader r;
-    int rc = rec_open(buf, len, CEM_MAGIC, CEM_VERSION, NULL, &r, err);
+    uint32_t version = 0;
+    int rc = rec_open(buf, len, CEM_MAGIC, CEM_VERSION, &version, &r, err);
     if (rc) return zmix_error_prefix(err, "cem checkpoint");
 
     zmix_cem_settings s;
@@ -184,7 +196,7 @@ int zmix_cem_restore(const uint8_t *buf, size_t len, zmix_cem **out, zmix_error 
     if (c->pop_ready) recr_f32s(&r, c->pop, pop * dim);
     c->have_best = recr_i32(&r);
     recr_f32s(&r, c->best_alpha, dim);
-    get_score(&r, &c->best_score);
+    get_score(&r, version, &c->best_score);
     c->generation = recr_i32(&r);
     c->evaluations = (long)recr_u64(&r);
     c->skipped = (long)recr_u64(&r);
@@ -203,14 +215,36 @@ int zmix_cem_restore(const uint8_t *buf, size_t len, zmix_cem **out, zmix_error 
         return rc;
     }
     for (int g = 0; g < hist_len; g++) {
-        get_score(&r, &c->hist[g].best);
-        get_score(&r, &c->hist[g].elite_mean);
-        get_score(&r, &c->hist[g].pop_mean);
+        get_score(&r, version, &c->hist[g].best);
+        get_score(&r, version, &c->hist[g].elite_mean);
+        get_score(&r, version, &c->hist[g].pop_mean);
         c->hist[g].mean_std = recr_f64(&r);
         get_f64s(&r, c->hist_mean + (size_t)g * dim, dim);
         get_f64s(&r, c->hist_std + (size_t)g * dim, dim);
     }
     c->hist_len = hist_len;
+    c->sigma = c->std[0];
+    for (size_t d = 0; d < dim; d++) c->cov[d] = 1.0;
+    if (version >= 2) {
+        int method = recr_i32(&r);
+        c->sigma = recr_f64(&r);
+        get_f64s(&r, c->cov, dim);
+        get_f64s(&r, c->path_sigma, dim);
+        get_f64s(&r, c->path_cov, dim);
+        if (!r.failed && method != ZMIX_CEM_METHOD_CEM && method != ZMIX_CEM_METHOD_SEP_CMA) {
+            zmix_cem_free(c);
+            return bad(err, "bad update method");
+        }
+        c->s.method = (zmix_cem_method)method;
+        int sane = isfinite(c->sigma) && c->sigma > 0.0;
+        for (size_t d = 0; d < dim; d++)
+            sane &= isfinite(c->cov[d]) && c->cov[d] > 0.0 && isfinite(c->path_sigma[d]) &&
+                    isfinite(c->path_cov[d]);
+        if (!r.failed && !sane) {
+            zmix_cem_free(c);
+            return bad(err, "bad step size or covariance");
+        }
+    }
     if (r.failed || r.pos != r.len) {
         zmix_cem_free(c);
         return bad(err, r.failed ? "truncated history" : "trailing bytes after the state");

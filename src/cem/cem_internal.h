@@ -34,6 +34,10 @@ struct zmix_cem {
     zmix_cem_gen_stats *hist;
     double *hist_mean, *hist_std;
 
+    /* Separable CMA-ES (method SEP_CMA): the sampling std is sigma·sqrt(cov), floored. */
+    double sigma;
+    double *cov, *path_sigma, *path_cov; /* dim each */
+
     /* Scratch, not part of the state. */
     double *noise;      /* pop_size × dim normal draws */
     int *order;         /* pop_size member indices, best first */
@@ -45,5 +49,6 @@ int cem_alloc(const zmix_cem_settings *s, zmix_cem **out, zmix_error *err);
 void cem_free_storage(zmix_cem *c);
 int cem_history_reserve(zmix_cem *c, int n, zmix_error *err);
 int cem_n_elites(int pop_size, double elite_ratio);
+int sep_cma_parents(int pop_size);
 
 #endif

@@ -47,7 +47,7 @@ void zmix_example_score_logits(const float *logits, const int32_t *target, int n
                                zmix_example_score *out)
 {
     int exact = 1;
-    double sum_logp = 0.0;
+    double sum_logp = 0.0, short_of_goal = 0.0;
     for (int t = 0; t < n_target; t++) {
         const float *row = logits + (size_t)t * vocab;
         float mx = zmix_vec_max(row, (size_t)vocab);
@@ -56,10 +56,22 @@ void zmix_example_score_logits(const float *logits, const int32_t *target, int n
         double sum = zmix_vec_sum_exp_shift(row, mx, (size_t)vocab);
         sum_logp += (double)(row[target[t]] - mx) - log(sum);
         exact &= best == target[t];
+        /* The target's lead over the best other token: the runner-up when it is the
+         * maximum, else the maximum. */
+        float other = -INFINITY;
+        if (best == target[t]) {
+            for (int v = 0; v < vocab; v++)
+                if (v != best && row[v] > other) other = row[v];
+        } else {
+            other = mx;
+        }
+        double lead = (double)row[target[t]] - (double)other;
+        if (lead < ZMIX_MARGIN_GOAL) short_of_goal += lead - ZMIX_MARGIN_GOAL;
     }
     out->exact = exact;
     out->loglik = sum_logp / n_target;
     out->chosen = -1;
+    out->margin = short_of_goal / n_target;
 }
 
 void zmix_choice_score_logits(const float *logits, const zmix_example *e, int vocab,
@@ -94,6 +106,7 @@ void zmix_choice_score_logits(const float *logits, const zmix_example *e, int vo
     out->chosen = best;
     out->loglik = ll[e->answer] - other;
     out->exact = out->loglik > 0.0; /* a tie is wrong */
+    out->margin = out->loglik < ZMIX_MARGIN_GOAL ? out->loglik - ZMIX_MARGIN_GOAL : 0.0;
 }
 
 /* ---- One scoring call ----------------------------------------------------------------- */
@@ -371,7 +384,8 @@ static int score_candidate(worker *w, int i, zmix_error *err)
         /* Degenerate candidates rank below every real score rather than failing the call. */
         out->accuracy = NAN;
         out->loglik = NAN;
-        for (int e = 0; e < ex->n; e++) w->ex_scores[e] = (zmix_example_score){0, NAN, -1};
+        out->margin = NAN;
+        for (int e = 0; e < ex->n; e++) w->ex_scores[e] = (zmix_example_score){0, NAN, -1, NAN};
     } else {
         for (int g = 0; g < call->n_groups; g++) {
             const ex_group *grp = &call->groups[g];
@@ -404,13 +418,15 @@ static int score_candidate(worker *w, int i, zmix_error *err)
             }
         }
         int n_exact = 0;
-        double sum = 0.0;
+        double sum = 0.0, margin = 0.0;
         for (int e = 0; e < ex->n; e++) {
             n_exact += w->ex_scores[e].exact;
             sum += w->ex_scores[e].loglik;
+            margin += w->ex_scores[e].margin;
         }
         out->accuracy = (double)n_exact / ex->n;
         out->loglik = sum / ex->n;
+        out->margin = margin / ex->n;
     }
     if (call->detail)
         memcpy(call->detail + (size_t)i * ex->n, w->ex_scores,

@@ -210,7 +210,7 @@ int record_decode(const uint8_t *buf, size_t len, task_result *out, uint32_t *cr
     uint32_t n_experts = recr_u32(&rd);
     if (rd.failed || n_experts > (rd.len - rd.pos) / 16) goto bad;
     out->n_experts = (int)n_experts;
-    out->expert_scores = malloc(n_experts ? n_experts * sizeof(zmix_score) : 1);
+    out->expert_scores = calloc(n_experts ? n_experts : 1, sizeof(zmix_score)); /* margin 0 */
     if (!out->expert_scores) goto nomem;
     for (uint32_t k = 0; k < n_experts; k++) {
         out->expert_scores[k].accuracy = recr_f64(&rd);

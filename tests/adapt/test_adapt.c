@@ -191,6 +191,7 @@ static void test_baselines_and_result(void **state)
     for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
     zmix_score s;
     assert_int_equal(zmix_score_z(t.rt, 1, &t.ex, 1, ones, &ctl, &s, NULL, &err), 0);
+    s.margin = 0.0; /* a result does not report the margin */
     assert_memory_equal(&s, &base, sizeof s);
     for (int k = 0; k < 3; k++) {
         assert_int_equal(
@@ -213,6 +214,7 @@ static void test_baselines_and_result(void **state)
     /* the reported score is the score of the reported α */
     zmix_compose_opts co = zmix_adapt_compose_opts(&o);
     assert_int_equal(zmix_score_alpha(t.rt, &co, &t.ex, 1, r.alpha, &ctl, &s, NULL, &err), 0);
+    s.margin = 0.0;
     assert_memory_equal(&s, &r.best, sizeof s);
     /* and z' is Σ α_k z_k */
     for (size_t i = 0; i < zt; i += 17) {
@@ -407,6 +409,7 @@ static void test_validation_is_held_out(void **state)
         zmix_examples one = {t.ex.items + i, 1, NULL, 0};
         zmix_score sc;
         assert_int_equal(zmix_score_z(t.rt, 1, &one, 1, ones, &ctl, &sc, NULL, &err), 0);
+        sc.margin = 0.0; /* a result does not report the margin */
         matches += !memcmp(&sc, &a.val_base, sizeof sc);
     }
     free(ones);
@@ -470,10 +473,10 @@ static void test_base_model_in_reach(void **state)
     small_task_free(&t);
 }
 
-/* Per-layer α in two stages: a shared α for half the generations, then all M·K coordinates
- * from it. The session reports M·K throughout, counts generations across both stages, and a
- * checkpoint taken at every step (across the change of stage) resumes bit for bit. */
-static void test_per_layer_in_two_stages(void **state)
+/* Per-layer α by separable CMA-ES: its own population (4 + ⌊3 ln M·K⌋) spends the budget
+ * pop × generations; the result is M·K wide, its history differs between matrices, and a
+ * checkpoint taken at every step resumes bit for bit. */
+static void test_per_layer_by_sep_cma(void **state)
 {
     small_task t;
     small_task_make(&t, 3);
@@ -486,19 +489,29 @@ static void test_per_layer_in_two_stages(void **state)
     o.cem.target_accuracy = 2;
     o.validation = 0;
     int mk = 3 * zmix_runtime_n_matrices(t.rt);
+    int lambda = zmix_cem_sep_cma_pop_size(mk);
+    int gens = (8 * 6 + lambda - 1) / lambda;
     zmix_adapt_result ref;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &ref, &err), 0);
     assert_int_equal(ref.dim, mk);
-    assert_int_equal(ref.generations, 6);
-    assert_int_equal(ref.n_history, 6);
-    /* the shared stage's history: the same α on every matrix */
-    for (int m = 1; m < mk / 3; m++)
-        assert_memory_equal(ref.history_mean + 3 * m, ref.history_mean, 3 * sizeof(double));
-    /* the per-layer stage's last distribution differs between matrices */
-    const double *last = ref.history_mean + (size_t)5 * mk;
+    assert_int_equal(ref.settings.method, ZMIX_CEM_METHOD_SEP_CMA);
+    assert_int_equal(ref.settings.pop_size, lambda);
+    assert_int_equal(ref.generations, gens);
+    assert_int_equal(ref.n_history, gens);
+    assert_int_equal(ref.evaluations, (long)gens * lambda);
+    const double *last = ref.history_mean + (size_t)(gens - 1) * mk;
     int differs = 0;
     for (int i = 3; i < mk; i++) differs |= last[i] != last[i % 3];
     assert_true(differs);
+    /* the reference's direct search is the CEM method with the options' population */
+    o.per_layer_direct = 1;
+    zmix_adapt_result direct;
+    assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &direct, &err), 0);
+    assert_int_equal(direct.settings.method, ZMIX_CEM_METHOD_CEM);
+    assert_int_equal(direct.settings.pop_size, 8);
+    assert_int_equal(direct.generations, 6);
+    zmix_adapt_result_free(&direct);
+    o.per_layer_direct = 0;
 
     zmix_session *s;
     assert_int_equal(zmix_session_create(t.rt, &t.ex, &o, &s, &err), 0);
@@ -517,11 +530,11 @@ static void test_per_layer_in_two_stages(void **state)
         assert_int_equal(zmix_session_restore(t.rt, &t.ex, &o, buf, len, &s, &err), 0);
         free(buf);
     }
-    assert_int_equal(zmix_session_generation(s), 6);
+    assert_int_equal(zmix_session_generation(s), gens);
     zmix_adapt_result r;
     assert_int_equal(zmix_session_result(s, &r, &err), 0);
     assert_memory_equal(r.alpha, ref.alpha, (size_t)mk * sizeof(float));
-    assert_memory_equal(r.history_std, ref.history_std, (size_t)6 * mk * sizeof(double));
+    assert_memory_equal(r.history_std, ref.history_std, (size_t)gens * mk * sizeof(double));
     assert_int_equal(r.evaluations, ref.evaluations);
     zmix_adapt_result_free(&r);
     zmix_adapt_result_free(&ref);
@@ -730,7 +743,7 @@ int main(void)
         cmocka_unit_test_teardown(test_validation_is_held_out, remove_made_dirs),
         cmocka_unit_test_teardown(test_base_model_in_reach, remove_made_dirs),
         cmocka_unit_test_teardown(test_piecewise_matches_run, remove_made_dirs),
-        cmocka_unit_test_teardown(test_per_layer_in_two_stages, remove_made_dirs),
+        cmocka_unit_test_teardown(test_per_layer_by_sep_cma, remove_made_dirs),
         cmocka_unit_test_teardown(test_single_expert_and_cancel, remove_made_dirs),
         cmocka_unit_test_teardown(test_cli_usage_errors, remove_made_dirs),
         cmocka_unit_test_teardown(test_planted_recovery, remove_made_dirs),

@@ -53,7 +53,7 @@ static double nonseparable(const float *x, int dim)
 
 static zmix_score score_loglik(objective_fn fn, const float *x, int dim)
 {
-    zmix_score s = {0.0, -fn(x, dim)};
+    zmix_score s = {0.0, -fn(x, dim), 0.0};
     return s;
 }
 
@@ -65,7 +65,7 @@ static zmix_score score_buckets(objective_fn fn, const float *x, int dim)
     int right = 0;
     for (int j = 0; j < 8; j++) right += f < 0.02 * (j + 1);
     double acc = right / 8.0;
-    zmix_score s = {acc, -f};
+    zmix_score s = {acc, -f, 0.0};
     return s;
 }
 
@@ -135,6 +135,65 @@ static void test_nonseparable_quadratic(void **state)
     zmix_cem *c = run(&s, nonseparable, 0);
     assert_near_centre(c, 6, 0.03);
     zmix_cem_free(c);
+}
+
+static void test_sep_cma_quadratic(void **state)
+{
+    zmix_cem_settings s = base_settings(8, 4);
+    s.method = ZMIX_CEM_METHOD_SEP_CMA;
+    s.metric = ZMIX_METRIC_LOGLIK;
+    s.pop_size = zmix_cem_sep_cma_pop_size(8);
+    assert_int_equal(s.pop_size, 10);
+    s.elitism = 0;
+    s.init_std = 0.2;
+    s.max_generations = 150;
+    zmix_cem *c = run(&s, separable, 0);
+    assert_near_centre(c, 8, 0.01);
+    zmix_cem_free(c);
+}
+
+/* Accuracy that says nothing until the answer is hit (as exact match on a few examples far
+ * from the answer) and a margin that measures the distance: the margin steers separable
+ * CMA-ES to the answer, and the best is chosen by accuracy. The CEM method, which ranks by
+ * accuracy and loglik only, sees a flat landscape and stops. */
+static zmix_score score_needle(const float *x, int dim)
+{
+    double f = separable(x, dim);
+    zmix_score sc = {f < 1e-3 ? 1.0 : 0.0, -1.0, f < 1e-3 ? 0.0 : -f};
+    return sc;
+}
+
+static void test_sep_cma_steers_by_margin(void **state)
+{
+    for (int method = 0; method < 2; method++) {
+        zmix_cem_settings s = base_settings(8, 4);
+        s.method = method ? ZMIX_CEM_METHOD_SEP_CMA : ZMIX_CEM_METHOD_CEM;
+        s.pop_size = method ? zmix_cem_sep_cma_pop_size(8) : 32;
+        s.elitism = !method;
+        s.init_std = 0.2;
+        s.max_generations = 200;
+        s.target_accuracy = 1.0;
+        zmix_cem *c = NULL;
+        zmix_error err;
+        assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
+        float pop[MAXP * MAXD];
+        zmix_score sc[MAXP];
+        while (!zmix_cem_done(c)) {
+            int first = zmix_cem_ask(c, pop);
+            for (int i = first; i < s.pop_size; i++) sc[i] = score_needle(pop + i * s.dim, s.dim);
+            assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
+        }
+        zmix_score best;
+        assert_int_equal(zmix_cem_best(c, NULL, &best), 0);
+        if (method) {
+            assert_true(best.accuracy == 1.0);
+            assert_int_equal(zmix_cem_done(c), ZMIX_CEM_STOP_TARGET);
+        } else {
+            assert_true(best.accuracy == 0.0);
+            assert_int_equal(zmix_cem_done(c), ZMIX_CEM_STOP_FLAT);
+        }
+        zmix_cem_free(c);
+    }
 }
 
 static void test_accuracy_buckets_with_loglik_ties(void **state)
@@ -225,7 +284,8 @@ static void test_hand_computed_generation(void **state)
     assert_memory_equal(pop, expect, sizeof pop);
 
     /* Member 3 best (accuracy), members 1 and 4 tie on accuracy: loglik picks 4. */
-    zmix_score sc[5] = {{0.25, -1.0}, {0.5, -2.0}, {0.0, -0.1}, {0.75, -3.0}, {0.5, -1.5}};
+    zmix_score sc[5] = {
+        {0.25, -1.0, 0.0}, {0.5, -2.0, 0.0}, {0.0, -0.1, 0.0}, {0.75, -3.0, 0.0}, {0.5, -1.5, 0.0}};
     assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
     const double *mean = zmix_cem_mean(c), *sd = zmix_cem_std(c);
     for (int d = 0; d < 2; d++) {
@@ -281,7 +341,7 @@ static void test_elitism_never_loses_best(void **state)
     pcg32_seed(&noise, 99, 1);
     float pop[MAXP * MAXD];
     zmix_score sc[MAXP];
-    zmix_score prev = {-1.0, -INFINITY};
+    zmix_score prev = {-1.0, -INFINITY, 0.0};
     float prev_alpha[MAXD];
     int gen = 0;
     while (!zmix_cem_done(c)) {
@@ -381,7 +441,7 @@ static void test_stop_flat(void **state)
     assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
     float pop[MAXP * MAXD];
     zmix_score sc[MAXP];
-    for (int i = 0; i < MAXP; i++) sc[i] = (zmix_score){0.25, -2.0 + 1e-9 * (i % 3)};
+    for (int i = 0; i < MAXP; i++) sc[i] = (zmix_score){0.25, -2.0 + 1e-9 * (i % 3), 0.0};
     zmix_cem_ask(c, pop);
     assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
     assert_int_equal(zmix_cem_done(c), ZMIX_CEM_STOP_FLAT);
@@ -404,7 +464,7 @@ static void test_stop_patience(void **state)
     zmix_cem_settings s = base_settings(3, 3);
     s.patience = 4;
     s.std_tol = 0.0;
-    zmix_score v = {0.5, -1.0};
+    zmix_score v = {0.5, -1.0, 0.0};
     zmix_cem *c = run_constant(&s, v);
     assert_int_equal(zmix_cem_done(c), ZMIX_CEM_STOP_PATIENCE);
     assert_int_equal(zmix_cem_generation(c), 5);
@@ -419,7 +479,7 @@ static void test_stop_target(void **state)
     s.target_accuracy = 1.0;
     s.target_loglik_tol = 1e-3;
     s.std_tol = 0.0;
-    zmix_score v = {1.0, -0.5};
+    zmix_score v = {1.0, -0.5, 0.0};
     zmix_cem *c = run_constant(&s, v);
     assert_int_equal(zmix_cem_done(c), ZMIX_CEM_STOP_TARGET);
     assert_int_equal(zmix_cem_generation(c), 2);
@@ -447,7 +507,7 @@ static void test_stop_target(void **state)
 
     /* Accuracy below the target: never stops on the target. */
     s.max_generations = 4;
-    zmix_score low = {0.9, -0.5};
+    zmix_score low = {0.9, -0.5, 0.0};
     zmix_cem *c3 = run_constant(&s, low);
     assert_int_equal(zmix_cem_done(c3), ZMIX_CEM_STOP_MAX_GENERATIONS);
     zmix_cem_free(c3);
@@ -527,6 +587,38 @@ static void assert_same_engine(const zmix_cem *a, const zmix_cem *b)
     assert_memory_equal(ba, bb, la);
     free(ba);
     free(bb);
+}
+
+static void test_sep_cma_save_restore_continues_identically(void **state)
+{
+    zmix_cem_settings s = base_settings(8, 4);
+    s.method = ZMIX_CEM_METHOD_SEP_CMA;
+    s.pop_size = zmix_cem_sep_cma_pop_size(8);
+    s.elitism = 0;
+    s.max_generations = 30;
+    zmix_cem *straight = run(&s, separable, 1);
+    zmix_cem *c = NULL;
+    zmix_error err;
+    assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
+    for (int g = 0; g < 30; g++) {
+        step(c, &s);
+        if (g % 4 != 1) continue;
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(zmix_cem_save(c, &buf, &len, &err), 0);
+        zmix_cem_free(c);
+        assert_int_equal(zmix_cem_restore(buf, len, &c, &err), 0);
+        free(buf);
+    }
+    assert_same_engine(c, straight);
+    zmix_cem_settings back;
+    zmix_cem_get_settings(c, &back);
+    assert_int_equal(back.method, ZMIX_CEM_METHOD_SEP_CMA);
+    /* the step size moved: the state saved is not just the CEM's */
+    const double *sd = zmix_cem_std(c);
+    assert_true(sd[0] != 0.5);
+    zmix_cem_free(c);
+    zmix_cem_free(straight);
 }
 
 static void test_save_restore_continues_identically(void **state)
@@ -610,9 +702,9 @@ static void test_checkpoint_is_a_record(void **state)
     size_t len;
     assert_int_equal(zmix_cem_save(c, &buf, &len, &err), 0);
     zmix_cem_free(c);
-    /* The util record frame: magic, version 1, reserved 0, payload length, CRC-32C. */
+    /* The util record frame: magic, version 2, reserved 0, payload length, CRC-32C. */
     assert_memory_equal(buf, "ZMIXCEMS", 8);
-    assert_int_equal(buf[8], 1);
+    assert_int_equal(buf[8], 2);
     uint64_t payload = 0;
     for (int i = 0; i < 8; i++) payload |= (uint64_t)buf[16 + i] << (8 * i);
     assert_true(payload == len - 28);
@@ -699,7 +791,7 @@ static void test_nan_scores_rank_last(void **state)
     assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
     float pop[8];
     zmix_cem_ask(c, pop);
-    zmix_score sc[4] = {{NAN, NAN}, {0.5, -1.0}, {0.25, NAN}, {0.5, -2.0}};
+    zmix_score sc[4] = {{NAN, NAN, NAN}, {0.5, -1.0, 0.0}, {0.25, NAN, 0.0}, {0.5, -2.0, 0.0}};
     assert_int_equal(zmix_cem_tell(c, sc, &err), 0);
     float best[2];
     zmix_score bs;
@@ -765,7 +857,7 @@ static void test_protocol_errors(void **state)
     zmix_error err;
     assert_int_equal(zmix_cem_create(&s, &c, &err), 0);
     zmix_score sc[MAXP];
-    for (int i = 0; i < MAXP; i++) sc[i] = (zmix_score){0.5, -1.0};
+    for (int i = 0; i < MAXP; i++) sc[i] = (zmix_score){0.5, -1.0, 0.0};
     assert_int_equal(zmix_cem_best(c, NULL, NULL), ZMIX_ESTATE);
     assert_int_equal(zmix_cem_tell(c, sc, &err), ZMIX_ESTATE);
     float a[MAXP * 2], b[MAXP * 2];
@@ -802,6 +894,9 @@ int main(void)
         cmocka_unit_test(test_stop_target),
         cmocka_unit_test(test_reproducible_across_splits),
         cmocka_unit_test(test_save_restore_continues_identically),
+        cmocka_unit_test(test_sep_cma_quadratic),
+        cmocka_unit_test(test_sep_cma_steers_by_margin),
+        cmocka_unit_test(test_sep_cma_save_restore_continues_identically),
         cmocka_unit_test(test_checkpoint_is_a_record),
         cmocka_unit_test(test_normalize_groups_sum_to_one),
         cmocka_unit_test(test_single_expert),

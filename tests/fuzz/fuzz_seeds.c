@@ -202,7 +202,7 @@ static void seeds_records(const char *tmp)
     float alpha[3] = {0.2f, 0.5f, 0.3f}, z[5] = {1, 1.5f, 0.5f, 2, 0.25f};
     char *names[2] = {"model.layers.0.mlp.gate_proj.weight", "model.layers.0.mlp.up_proj.weight"};
     uint32_t ranks[2] = {2, 3};
-    zmix_score es[3] = {{0.5, -1}, {0.25, -2}, {0, -3}};
+    zmix_score es[3] = {{0.5, -1, 0}, {0.25, -2, 0}, {0, -3, 0}};
     uint8_t settings[4] = {0x81, 0xa1, 'k', 0x01}, examples[3] = {1, 2, 3};
     task_result r = {.task = "seed-task",
                      .key = "0123456789abcdef",
@@ -281,7 +281,7 @@ static void seeds_cem(void)
         zmix_score sc[6];
         for (int g = 0; g < 2 + variant; g++) {
             zmix_cem_ask(cem, pop);
-            for (int i = 0; i < 6; i++) sc[i] = (zmix_score){pop[i * s.dim] > 0.3f, -pop[i]};
+            for (int i = 0; i < 6; i++) sc[i] = (zmix_score){pop[i * s.dim] > 0.3f, -pop[i], 0.0};
             if (zmix_cem_tell(cem, sc, &err)) die("zmix_cem_tell", &err);
         }
         if (variant) zmix_cem_ask(cem, pop); /* pending population saved too */

@@ -55,9 +55,9 @@ static void make_result(test_result *t, const char *task, int version)
     snprintf(t->r.key, sizeof t->r.key, "key-%s-%d", task, version);
     t->r.job_id = 1000 + (uint64_t)version;
     t->r.created_ms = 1700000000000LL + version;
-    t->r.score = (zmix_score){0.5 + 0.01 * version, -1.25 - version};
-    t->r.base_score = (zmix_score){0.25, -2.5};
-    for (int k = 0; k < 3; k++) t->experts[k] = (zmix_score){0.1 * k, -3.0 + k};
+    t->r.score = (zmix_score){0.5 + 0.01 * version, -1.25 - version, 0.0};
+    t->r.base_score = (zmix_score){0.25, -2.5, 0.0};
+    for (int k = 0; k < 3; k++) t->experts[k] = (zmix_score){0.1 * k, -3.0 + k, 0.0};
     t->r.n_experts = 3;
     t->r.expert_scores = t->experts;
     for (int i = 0; i < 6; i++) t->alpha[i] = (float)version + 0.125f * (float)i;

@@ -23,8 +23,8 @@ static void test_error_set_and_prefix(void **unused)
 
 static void test_score_order(void **unused)
 {
-    zmix_score hi_acc = {0.75, -3.0}, lo_acc = {0.5, -0.1}, tie = {0.75, -2.0};
-    zmix_score nan_ll = {0.75, NAN};
+    zmix_score hi_acc = {0.75, -3.0, 0.0}, lo_acc = {0.5, -0.1, 0.0}, tie = {0.75, -2.0, 0.0};
+    zmix_score nan_ll = {0.75, NAN, 0.0};
     assert_true(zmix_score_cmp(&hi_acc, &lo_acc, ZMIX_METRIC_ACCURACY) > 0);
     assert_true(zmix_score_cmp(&hi_acc, &lo_acc, ZMIX_METRIC_LOGLIK) < 0);
     assert_true(zmix_score_cmp(&tie, &hi_acc, ZMIX_METRIC_ACCURACY) > 0);
