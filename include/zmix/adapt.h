@@ -71,6 +71,12 @@ zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts);
 
 /* The search dimension for these options: K, or M·K with per-layer α. */
 int zmix_adapt_alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts);
+/* What a search with these options runs (docs/cem.md, "Per-layer α"): a per-layer search of
+ * more than one matrix (dim > K) uses separable CMA-ES with its own population, spending the
+ * options' budget pop_size × max_generations; any other the CEM with the options as given.
+ * The engine settings are the options' cem settings with these three replaced. */
+void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, int n_experts,
+                             zmix_cem_method *method, int *pop_size, int *max_generations);
 
 /* The α a warm-started search begins from (opts->cem.init_mean), from an earlier result's
  * alpha (n_alpha values) and provenance: refused (ZMIX_EINVAL, saying why) when it was made

@@ -37,9 +37,6 @@ struct zmix_session {
     zmix_adapt_opts opts;      /* cem.init_mean points at warm below, or is NULL */
     double *warm;              /* the warm start's α (dim), owned; NULL: a cold start */
     zmix_compose_opts compose; /* for α of dim (per-layer when the options ask for it) */
-    /* Per-layer α is searched by separable CMA-ES steered by the margin (docs/cem.md,
-     * "Per-layer α"), unless the reference's direct search is asked for. */
-    int sep_cma;
     int n_experts, dim, pop_size;
     char key[65];
     zmix_cem *cem;
@@ -170,10 +167,12 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
         s->opts.cem.metric = ZMIX_METRIC_CHOICE;
     s->compose = zmix_adapt_compose_opts(opts);
     /* A warm start already knows roughly where the answer is: per layer at once. */
-    s->sep_cma = opts->per_layer && !opts->per_layer_direct && zmix_runtime_n_matrices(rt) > 1;
+
     s->n_experts = zmix_runtime_n_experts(rt);
     s->dim = zmix_adapt_alpha_dim(rt, opts);
-    s->pop_size = s->sep_cma ? zmix_cem_sep_cma_pop_size(s->dim) : opts->cem.pop_size;
+    zmix_cem_method method;
+    int max_generations;
+    zmix_adapt_search_shape(opts, s->dim, s->n_experts, &method, &s->pop_size, &max_generations);
     if (opts->cem.init_mean) {
         for (int i = 0; i < s->dim; i++)
             if (!isfinite(opts->cem.init_mean[i]) || opts->cem.init_mean[i] < opts->cem.lo ||
@@ -216,18 +215,29 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
  * max_generations would (the budget the options set), without elitism (the best is kept by
  * the engine all the same; a carried member would bias the recombination), from a spread of
  * a fifth of the bounds' width (measured: docs/cem.md). */
+void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, int n_experts,
+                             zmix_cem_method *method, int *pop_size, int *max_generations)
+{
+    *method = ZMIX_CEM_METHOD_CEM;
+    *pop_size = opts->cem.pop_size;
+    *max_generations = opts->cem.max_generations;
+    if (!opts->per_layer || opts->per_layer_direct || dim <= n_experts) return;
+    long budget = (long)opts->cem.pop_size * opts->cem.max_generations;
+    *method = ZMIX_CEM_METHOD_SEP_CMA;
+    *pop_size = zmix_cem_sep_cma_pop_size(dim);
+    long gens = (budget + *pop_size - 1) / *pop_size;
+    *max_generations = gens > ZMIX_CEM_MAX_GENERATIONS ? ZMIX_CEM_MAX_GENERATIONS : (int)gens;
+}
+
 static zmix_cem_settings engine_settings(const zmix_session *s)
 {
     zmix_cem_settings c = s->opts.cem;
     c.n_experts = s->n_experts;
     c.dim = s->dim;
     if (c.stream == 0) c.stream = zmix_adapt_key_stream(s->key);
-    if (!s->sep_cma) return c;
-    long budget = (long)c.pop_size * c.max_generations;
-    c.method = ZMIX_CEM_METHOD_SEP_CMA;
-    c.pop_size = s->pop_size;
-    long gens = (budget + c.pop_size - 1) / c.pop_size;
-    c.max_generations = gens > ZMIX_CEM_MAX_GENERATIONS ? ZMIX_CEM_MAX_GENERATIONS : (int)gens;
+    zmix_adapt_search_shape(&s->opts, s->dim, s->n_experts, &c.method, &c.pop_size,
+                            &c.max_generations);
+    if (c.method != ZMIX_CEM_METHOD_SEP_CMA) return c;
     c.elitism = 0;
     if (c.init_std < 0) c.init_std = 0.2 * (c.hi - c.lo);
     return c;

@@ -161,8 +161,13 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
     rpc_map_str(&m, "phase", phase_name(j));
     rpc_map_int(&m, "priority", j->spec.priority);
     rpc_map_int(&m, "generation", s->generation);
-    rpc_map_int(&m, "max_generations", j->spec.cem.max_generations);
-    rpc_map_int(&m, "pop", j->spec.cem.pop_size);
+    /* What the search runs: a per-layer search's own population and generations. */
+    zmix_cem_method method;
+    int pop, max_generations;
+    zmix_adapt_search_shape(&j->opts, dim, j->spec.cem.n_experts, &method, &pop, &max_generations);
+    rpc_map_int(&m, "max_generations", max_generations);
+    rpc_map_int(&m, "pop", pop);
+    rpc_map_str(&m, "method", zmix_cem_method_name(method));
     rpc_map_int(&m, "dim", dim);
     job_spec_pack_settings(&j->spec, rpc_map_key(&m, "settings"));
     rpc_map_int(&m, "evaluations", s->evaluations);

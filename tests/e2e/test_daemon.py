@@ -97,6 +97,10 @@ def test_normalize_and_per_layer(shared_daemon):
                        cem=dict(SMALL, normalize=True, per_layer=True))["job"]
         st = wait_done(c, job)
         assert st["dim"] == 45 and len(st["best_alpha"]) == 45
+        # Per-layer α runs separable CMA-ES with its own population, 4 + floor(3 ln 45) = 15,
+        # for the budget pop x iters = 48 evaluations: 4 generations.
+        assert (st["method"], st["pop"], st["max_generations"]) == ("sep-cma", 15, 4)
+        assert st["evaluations"] == 60
         # The engine normalises each matrix's K coefficients; the reported α is what was scored.
         for m in range(15):
             assert sum(st["best_alpha"][3 * m:3 * m + 3]) == pytest.approx(1.0, abs=1e-5)
