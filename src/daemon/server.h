@@ -39,6 +39,7 @@
 #include "wire/job_spec.h"
 #include "daemon/pool.h"
 #include "daemon/tenants.h"
+#include "fleet/fleet.h"
 #include "wire/rpc.h"
 #include "store/job_store.h"
 #include "store/task_cache.h"
@@ -189,6 +190,7 @@ struct server {
     job_store *store;
     pool *pool;
     uv_async_t pool_async;
+    fleet *fleet; /* --store redis://...: the fleet this daemon belongs to; NULL: none */
 
     uv_stream_t *listeners[CONFIG_MAX_LISTEN];
     int n_listeners;
