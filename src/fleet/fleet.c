@@ -32,11 +32,14 @@
 #define K_RESULTS  "zmix:results:"  /* + member id:step */
 #define K_EXAMPLES "zmix:examples:" /* + SHA-256 of the example set's bytes */
 
-#define MEMBER_TTL_S     10    /* a member key outlives this many seconds without heartbeat */
-#define HEARTBEAT_MS     2000  /* ... renewed this often */
-#define KEY_TTL_S        86400 /* step, result and example keys: a driver that died leaves them */
-#define POLL_MS          1000  /* results are also read without a notification this often */
-#define BLOCK_MS         500   /* a scorer's wait for a chunk (the stop flag is seen after it) */
+#define MEMBER_TTL_S 10    /* a member key outlives this many seconds without heartbeat */
+#define HEARTBEAT_MS 2000  /* ... renewed this often */
+#define KEY_TTL_S    86400 /* result and example keys: a driver that died leaves them */
+#define STEP_TTL_S                                                                                 \
+    30                        /* a step key outlives its driver's heartbeats by this much, so      \
+                               * that the steps of a driver that died are dropped */
+#define POLL_MS          1000 /* results are also read without a notification this often */
+#define BLOCK_MS         500  /* a scorer's wait for a chunk (the stop flag is seen after it) */
 #define CONNECT_RETRY_MS 1000
 
 typedef struct fleet_piece {
@@ -55,6 +58,7 @@ struct fleet_step {
     int n_pieces;
     seam_ctx ctx; /* the captured calls, with their results as they arrive */
     int n_results;
+    int published; /* every chunk without a result is on the stream */
     char step_key[FLEET_NAME_MAX], results[FLEET_NAME_MAX];
 };
 
@@ -282,19 +286,14 @@ static int put_examples(redisContext *c, const zmix_examples *ex, char key[FLEET
     redisReply *r = redisCommand(c, "SET %s %b EX %d", key, sb.data, sb.size, KEY_TTL_S);
     msgpack_sbuffer_destroy(&sb);
     if (command_ok(c, r) != 0)
-        return zmix_error_set(err, ZMIX_EIO, "fleet: storing the examples: %s",
+        return zmix_error_set(err, ZMIX_EIO, "storing the examples: %s",
                               c->err ? c->errstr : "refused");
     return 0;
 }
 
-/* Captures the step's scorer calls and publishes one chunk per call. */
-static int publish(fleet *f, redisContext *c, fleet_step *st, zmix_error *err)
+/* Records the step's scorer calls (one chunk each); nothing is sent yet. */
+static int capture(fleet *f, fleet_step *st, zmix_error *err)
 {
-    st->seq = ++f->next_seq;
-    snprintf(st->step_key, sizeof st->step_key, K_STEP "%s:%llu", f->member,
-             (unsigned long long)st->seq);
-    snprintf(st->results, sizeof st->results, K_RESULTS "%s:%llu", f->member,
-             (unsigned long long)st->seq);
     st->ctx.mode = SEAM_CAPTURE;
     st->ctx.rt = f->rt;
     zmix_score_ctl ctl = {.n_threads = 1, .stop = st->stop};
@@ -311,15 +310,24 @@ static int publish(fleet *f, redisContext *c, fleet_step *st, zmix_error *err)
         }
         p->n = st->ctx.n_calls - p->first;
     }
+    return 0;
+}
+
+/* Opens the step in Redis and publishes every chunk that has no result yet: at first, and
+ * again when the step's keys vanished (Redis restarted without its data, or this daemon
+ * stalled past STEP_TTL_S). */
+static int publish(fleet *f, redisContext *c, fleet_step *st, zmix_error *err)
+{
     redisReply *r =
-        redisCommand(c, "SET %s %llu EX %d", st->step_key, (unsigned long long)st->job, KEY_TTL_S);
+        redisCommand(c, "SET %s %llu EX %d", st->step_key, (unsigned long long)st->job, STEP_TTL_S);
     if (command_ok(c, r) != 0)
-        return zmix_error_set(err, ZMIX_EIO, "fleet: opening step: %s",
-                              c->err ? c->errstr : "refused");
+        return zmix_error_set(err, ZMIX_EIO, "opening step: %s", c->err ? c->errstr : "refused");
     const zmix_examples *stored = NULL;
     char ex_key[FLEET_NAME_MAX] = "";
+    int sent = 0;
     for (int i = 0; i < st->ctx.n_calls; i++) {
         seam_call *call = &st->ctx.calls[i];
+        if (call->have_result) continue;
         if (call->ex != stored) {
             int rc = put_examples(c, call->ex, ex_key, err);
             if (rc) return rc;
@@ -346,11 +354,13 @@ static int publish(fleet *f, redisContext *c, fleet_step *st, zmix_error *err)
         r = redisCommand(c, "XADD " K_STREAM " * chunk %b", sb.data, sb.size);
         msgpack_sbuffer_destroy(&sb);
         if (command_ok(c, r) != 0)
-            return zmix_error_set(err, ZMIX_EIO, "fleet: publishing a chunk: %s",
+            return zmix_error_set(err, ZMIX_EIO, "publishing a chunk: %s",
                                   c->err ? c->errstr : "refused");
+        sent++;
     }
+    st->published = 1;
     ZLOG_DEBUG(f->log, "fleet: job %llu step %llu: %d chunks published",
-               (unsigned long long)st->job, (unsigned long long)st->seq, st->ctx.n_calls);
+               (unsigned long long)st->job, (unsigned long long)st->seq, sent);
     return 0;
 }
 
@@ -438,29 +448,50 @@ static void heartbeat(fleet *f, redisContext *c)
     command_ok(c, r);
     r = redisCommand(c, "EXPIRE " K_MEMBER "%s:info %d", f->member, MEMBER_TTL_S);
     command_ok(c, r);
+    /* A Redis that lost its data has lost the fleet's identity too: the members that are
+     * still running record it again (they were checked when they joined). */
+    char identity[160];
+    snprintf(identity, sizeof identity, "%s %s", f->model_fingerprint, f->experts_digest);
+    r = redisCommand(c, "SET " K_IDENTITY " %s NX", identity);
+    command_ok(c, r);
+}
+
+static void read_results(fleet *f, redisContext *c, fleet_step *st);
+
+/* Keeps the steps in flight alive in Redis, and publishes again those whose keys are
+ * gone. */
+static void refresh_steps(fleet *f, redisContext *c)
+{
+    for (fleet_step *st = f->outstanding; st && !c->err; st = st->next) {
+        if (st->published) {
+            redisReply *r = redisCommand(c, "EXPIRE %s %d", st->step_key, STEP_TTL_S);
+            int alive = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+            if (r) freeReplyObject(r);
+            if (alive || c->err) continue;
+            ZLOG_WARN(f->log,
+                      "fleet: job %llu: step %llu is gone from Redis (restarted without its "
+                      "data?): publishing it again",
+                      (unsigned long long)st->job, (unsigned long long)st->seq);
+            read_results(f, c, st);
+        }
+        zmix_error err = {0};
+        if (publish(f, c, st, &err) != 0)
+            ZLOG_WARN(f->log, "fleet: job %llu: %s (retrying)", (unsigned long long)st->job,
+                      err.msg);
+    }
 }
 
 static void *driver_main(void *arg)
 {
     fleet *f = arg;
     redisContext *c = NULL;
-    uint64_t last_beat = 0, last_poll = 0;
+    uint64_t last_beat = 0, last_poll = 0, last_try = 0;
+    int down_logged = 0;
     char done_key[FLEET_NAME_MAX];
     snprintf(done_key, sizeof done_key, K_DONE "%s", f->member);
     while (!atomic_load(&f->stopping)) {
-        if (!c || c->err) {
-            if (c) {
-                ZLOG_WARN(f->log, "fleet driver: Redis connection lost: %s", c->errstr);
-                redisFree(c);
-            }
-            c = thread_connect(f, "driver");
-            if (!c) break;
-            last_beat = 0;
-        }
         pthread_mutex_lock(&f->lock);
-        fleet_step *in = f->incoming;
-        f->incoming = NULL;
-        if (!in && !f->outstanding && !atomic_load(&f->stopping)) {
+        if (!f->incoming && !f->outstanding && !atomic_load(&f->stopping)) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += 200 * 1000000L;
@@ -469,41 +500,71 @@ static void *driver_main(void *arg)
                 ts.tv_nsec -= 1000000000L;
             }
             pthread_cond_timedwait(&f->wake, &f->lock, &ts);
-            in = f->incoming;
-            f->incoming = NULL;
         }
+        fleet_step *in = f->incoming;
+        f->incoming = NULL;
         pthread_mutex_unlock(&f->lock);
+
+        /* The connection, tried again once a second while Redis is away. Meanwhile steps are
+         * still captured, and cancels and shutdowns still end the steps in flight. */
+        if (c && c->err) {
+            ZLOG_WARN(f->log, "fleet driver: Redis connection lost: %s", c->errstr);
+            redisFree(c);
+            c = NULL;
+        }
+        uint64_t now = now_ms();
+        if (!c && now - last_try >= CONNECT_RETRY_MS) {
+            last_try = now;
+            zmix_error err = {0};
+            c = connect_redis(f, &err);
+            if (c && down_logged) ZLOG_INFO(f->log, "fleet driver: reconnected to Redis");
+            if (!c && !down_logged)
+                ZLOG_WARN(f->log, "fleet driver: %s (retrying every second)", err.msg);
+            down_logged = !c;
+            last_beat = 0;
+        }
+
         while (in) {
             fleet_step *st = in;
             in = st->next;
             st->next = NULL;
+            st->seq = ++f->next_seq;
+            snprintf(st->step_key, sizeof st->step_key, K_STEP "%s:%llu", f->member,
+                     (unsigned long long)st->seq);
+            snprintf(st->results, sizeof st->results, K_RESULTS "%s:%llu", f->member,
+                     (unsigned long long)st->seq);
             zmix_error err = {0};
-            if (publish(f, c, st, &err) != 0) {
-                ZLOG_WARN(f->log, "fleet: job %llu: %s", (unsigned long long)st->job, err.msg);
-                forget_step_keys(c, st);
-                hand_back(f, st, err.code ? err.code : ZMIX_EIO, err.msg);
+            if (capture(f, st, &err) != 0) { /* the session refused the step: the job fails */
+                hand_back(f, st, err.code ? err.code : ZMIX_EINTERNAL, err.msg);
                 continue;
             }
             st->next = f->outstanding;
             f->outstanding = st;
+            /* Redis trouble is not the job's: the step is published again on the next
+             * heartbeat, once the connection is back. */
+            if (c && publish(f, c, st, &err) != 0)
+                ZLOG_WARN(f->log, "fleet: job %llu: %s (retrying)", (unsigned long long)st->job,
+                          err.msg);
         }
-        uint64_t now = now_ms();
-        if (now - last_beat >= HEARTBEAT_MS) {
+        if (c && !c->err && now - last_beat >= HEARTBEAT_MS) {
             heartbeat(f, c);
+            refresh_steps(f, c);
             last_beat = now;
         }
-        if (!f->outstanding) continue;
-        redisReply *r = redisCommand(c, "BLPOP %s 0.05", done_key);
-        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
-            on_done(f, c, r->element[1]->str);
-        if (r) freeReplyObject(r);
-        if (c->err) continue;
-        /* A notification can be lost with a connection; the results hash is the truth. */
-        if (now - last_poll >= POLL_MS) {
-            for (fleet_step *st = f->outstanding; st; st = st->next) read_results(f, c, st);
-            last_poll = now;
+        if (f->outstanding && c && !c->err) {
+            redisReply *r = redisCommand(c, "BLPOP %s 0.05", done_key);
+            if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
+                on_done(f, c, r->element[1]->str);
+            if (r) freeReplyObject(r);
+            /* A notification can be lost with a connection; the results hash is the truth. */
+            if (!c->err && now - last_poll >= POLL_MS) {
+                for (fleet_step *st = f->outstanding; st; st = st->next) read_results(f, c, st);
+                last_poll = now;
+            }
+        } else if (f->outstanding) {
+            sleep_ms(50);
         }
-        settle(f, c);
+        settle(f, c && !c->err ? c : NULL);
     }
     /* Stopping: whatever is in flight goes back cancelled (the jobs resume from their
      * checkpoints at the next start). */
@@ -724,6 +785,14 @@ static void *scorer_main(void *arg)
         if (entries)
             for (size_t i = 0; i < entries->elements && !atomic_load(&f->stopping); i++)
                 process_entry(s, c, entries->element[i]);
+        if (r && r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOGROUP", 7)) {
+            /* Redis lost its data (restarted without persistence): the group again. */
+            redisReply *g = redisCommand(c, "XGROUP CREATE " K_STREAM " " K_GROUP " 0 MKSTREAM");
+            if (g) freeReplyObject(g);
+        } else if (r && r->type == REDIS_REPLY_ERROR) {
+            ZLOG_WARN(f->log, "fleet %s: %s", s->consumer, r->str);
+            sleep_ms(CONNECT_RETRY_MS);
+        }
         if (r) freeReplyObject(r);
     }
     if (c) redisFree(c);

@@ -37,15 +37,25 @@ class Redis:
         self.port = free_port()
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir, exist_ok=True)
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", self.dir, "--save", "", "--appendonly", "no"]
+        # No persistence: a restart is a Redis that lost everything (the worst case).
+        self.args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--dir", self.dir, "--save", "", "--appendonly", "no"]
         if password:
-            args += ["--requirepass", password]
+            self.args += ["--requirepass", password]
         self.password = password
-        self.log = open(os.path.join(self.dir, "redis.log"), "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=self.log)
-        wait_for(self._answers, timeout=20, interval=0.05)
         self.url = f"redis://127.0.0.1:{self.port}"
+        self._start()
+
+    def _start(self):
+        self.log = open(os.path.join(self.dir, "redis.log"), "ab")
+        self.proc = subprocess.Popen(self.args, stdout=self.log, stderr=self.log)
+        wait_for(self._answers, timeout=20, interval=0.05)
+
+    def restart(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        self._start()
 
     def _answers(self):
         try:
@@ -292,4 +302,54 @@ def test_killed_member_chunks_are_taken_over(tmp_path, experts, redis, slow_refe
     finally:
         if b.proc is not None:
             b.stop()
+        assert a.stop() == 0, a.log_text()
+
+
+def test_redis_restart_without_its_data_mid_job(tmp_path, experts, redis, slow_reference):
+    """Redis loses everything mid-job: the members reconnect, the driver publishes its step
+    again, and the job ends with the single daemon's α."""
+    a = fleet_daemon(tmp_path, "a", experts, redis).start()
+    b = fleet_daemon(tmp_path, "b", experts, redis).start()
+    try:
+        with a.client(timeout=300) as c:
+            job = c.submit("slow", make_examples(seed=32, **SLOW_EXAMPLES), cem=CEM)["job"]
+            wait_for(lambda: c.status(job).get("generation", 0) >= 1, timeout=120)
+            # While a step is out on the stream.
+            wait_for(lambda: redis.command("KEYS", "zmix:step:*"), timeout=60, interval=0.002)
+            redis.restart()
+            r = c.wait(job, timeout=240)
+            assert not r["timed_out"], r
+            st = r["status"]
+            assert st["state"] == "done", st
+            outcome = st, c.get("slow")
+        same_outcome(outcome, slow_reference)
+        with open(a.log, errors="replace") as f:
+            log = f.read()
+        assert "reconnected to Redis" in log
+        # Both members are back in the list.
+        wait_for(lambda: len([k for k in redis.command("KEYS", "zmix:member:*")
+                              if b":info" not in k]) == 2, timeout=10)
+    finally:
+        assert b.stop() == 0, b.log_text()
+        assert a.stop() == 0, a.log_text()
+
+
+def test_cancel_a_fleet_job(tmp_path, experts, redis):
+    a = fleet_daemon(tmp_path, "a", experts, redis).start()
+    b = fleet_daemon(tmp_path, "b", experts, redis).start()
+    try:
+        with a.client(timeout=60) as c:
+            job = c.submit("long", make_examples(seed=33, **SLOW_EXAMPLES),
+                           cem={"pop": 32, "iters": 500, "std_tol": 0})["job"]
+            wait_for(lambda: c.status(job).get("generation", 0) >= 1, timeout=120)
+            t0 = time.time()
+            c.cancel(job)
+            r = c.wait(job, timeout=30)
+            assert r["status"]["state"] == "cancelled", r
+            assert time.time() - t0 < 5
+        # The step's keys are gone: the scorers drop what is left of it.
+        wait_for(lambda: not redis.command("KEYS", "zmix:step:*"), timeout=10)
+        wait_for(lambda: redis.command("XLEN", "zmix:chunks") == 0, timeout=30)
+    finally:
+        assert b.stop() == 0, b.log_text()
         assert a.stop() == 0, a.log_text()
