@@ -759,7 +759,10 @@ static void *scorer_main(void *arg)
     int claim_every = f->claim_ms / 4 > 100 ? f->claim_ms / 4 : 100;
     while (!atomic_load(&f->stopping)) {
         if (!c || c->err) {
-            if (c) redisFree(c);
+            if (c) {
+                ZLOG_WARN(f->log, "fleet %s: Redis connection lost: %s", s->consumer, c->errstr);
+                redisFree(c);
+            }
             c = thread_connect(f, s->consumer);
             if (!c) break;
         }

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -325,7 +326,7 @@ def test_redis_restart_without_its_data_mid_job(tmp_path, experts, redis, slow_r
         same_outcome(outcome, slow_reference)
         with open(a.log, errors="replace") as f:
             log = f.read()
-        assert "reconnected to Redis" in log
+        assert "Redis connection lost" in log
         # Both members are back in the list.
         wait_for(lambda: len([k for k in redis.command("KEYS", "zmix:member:*")
                               if b":info" not in k]) == 2, timeout=10)
@@ -352,4 +353,50 @@ def test_cancel_a_fleet_job(tmp_path, experts, redis):
         wait_for(lambda: redis.command("XLEN", "zmix:chunks") == 0, timeout=30)
     finally:
         assert b.stop() == 0, b.log_text()
+        assert a.stop() == 0, a.log_text()
+
+
+def test_an_evaluator_written_from_the_spec_joins_the_group(tmp_path, experts, redis):
+    """A scorer in another language, from proto/FLEET.md alone: it reads a chunk through the
+    consumer group, finds everything the spec promises, and reports that it cannot score
+    it; the job fails with its words, naming it."""
+    a = fleet_daemon(tmp_path, "a", experts, redis, "--workers", "1").start()
+    try:
+        with a.client(timeout=120) as c:
+            info = c.info()
+            job = c.submit("ext", make_examples(seed=34, **EXAMPLES),
+                           cem={"pop": 16, "iters": 500, "std_tol": 0})["job"]
+            reply = wait_for(lambda: redis.command(
+                "XREADGROUP", "GROUP", "zmix:scorers", "py-eval/0", "COUNT", 1, "BLOCK", 200,
+                "STREAMS", "zmix:chunks", ">"), timeout=60)
+            entry_id, fields = reply[0][1][0]
+            chunk = msgpack.unpackb(fields[fields.index(b"chunk") + 1], raw=False)
+            assert chunk["v"] == 1
+            assert set(chunk) == {"v", "id", "job", "step_key", "results", "field", "done",
+                                  "model_fingerprint", "experts_digest", "examples", "kind",
+                                  "n", "dim", "rows", "per_layer", "normalize", "rescale",
+                                  "choice_norm", "detail"}
+            assert chunk["job"] == job and redis.command("EXISTS", chunk["step_key"]) == 1
+            assert chunk["model_fingerprint"] == info["model"]["fingerprint"]
+            assert chunk["experts_digest"] == info["experts_digest"]
+            assert len(chunk["rows"]) == 4 * chunk["n"] * chunk["dim"]
+            if chunk["kind"] == "alpha":
+                assert chunk["dim"] == 3  # K experts, shared α
+            else:  # the base model's row: z' = 1 over every adapted rank
+                assert struct.unpack("<%df" % chunk["dim"], chunk["rows"]) == \
+                    (1.0,) * chunk["dim"]
+            examples = msgpack.unpackb(redis.command("GET", chunk["examples"]), raw=False)
+            assert examples["v"] == 1 and all(
+                len(e["prompt"]) == 48 and len(e["target"]) == 4 for e in examples["examples"])
+            result = msgpack.packb({"v": 1, "id": chunk["id"], "member": "py-eval",
+                                    "ok": False, "error": "no GPU left"})
+            assert redis.command("HSETNX", chunk["results"], chunk["field"], result) == 1
+            redis.command("RPUSH", chunk["done"], chunk["id"])
+            redis.command("XACK", "zmix:chunks", "zmix:scorers", entry_id)
+            redis.command("XDEL", "zmix:chunks", entry_id)
+            r = c.wait(job, timeout=60)
+            st = r["status"]
+            assert st["state"] == "failed", st
+            assert "scored by fleet member py-eval: no GPU left" in st["reason"], st
+    finally:
         assert a.stop() == 0, a.log_text()
