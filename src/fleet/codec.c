@@ -197,12 +197,14 @@ int fleet_chunk_decode(const char *data, size_t len, fleet_chunk *c, zmix_error 
     const msgpack_object *m = &u.data;
     char kind[16];
     int64_t n, dim, job, per_layer, normalize, rescale;
-    if ((rc = check_version(m, err)) || (rc = get_str(m, "id", c->id, sizeof c->id, err)) ||
-        (rc = get_int(m, "job", 0, INT64_MAX, &job, err)) ||
-        (rc = get_str(m, "step_key", c->step_key, sizeof c->step_key, err)) ||
+    /* Where the answer goes first: a chunk that cannot be read can still be answered with a
+     * failure, instead of leaving its driver waiting. */
+    if ((rc = get_str(m, "id", c->id, sizeof c->id, err)) ||
         (rc = get_str(m, "results", c->results, sizeof c->results, err)) ||
         (rc = get_str(m, "field", c->field, sizeof c->field, err)) ||
-        (rc = get_str(m, "done", c->done, sizeof c->done, err)) ||
+        (rc = get_str(m, "done", c->done, sizeof c->done, err)) || (rc = check_version(m, err)) ||
+        (rc = get_int(m, "job", 0, INT64_MAX, &job, err)) ||
+        (rc = get_str(m, "step_key", c->step_key, sizeof c->step_key, err)) ||
         (rc = get_str(m, "model_fingerprint", c->model_fingerprint, sizeof c->model_fingerprint,
                       err)) ||
         (rc = get_str(m, "experts_digest", c->experts_digest, sizeof c->experts_digest, err)) ||

@@ -32,7 +32,9 @@ typedef struct fleet_chunk {
 
 /* A chunk's bytes into sb. */
 int fleet_chunk_encode(const fleet_chunk *c, msgpack_sbuffer *sb);
-/* Reads a chunk; rows malloc'ed into c->call.rows (seam_call_free). Errors name the field. */
+/* Reads a chunk; rows malloc'ed into c->call.rows (seam_call_free). Errors name the field.
+ * On failure, id, results, field and done are kept when they could be read (non-empty), so
+ * that the failure can be reported to the chunk's driver. */
 int fleet_chunk_decode(const char *data, size_t len, fleet_chunk *c, zmix_error *err);
 
 /* A result: the scores of every candidate of chunk `id` (rc 0), or the failure (rc != 0,

@@ -365,8 +365,7 @@ static int publish(fleet *f, redisContext *c, fleet_step *st, zmix_error *err)
 }
 
 /* Takes result `field` of step st from Redis when it has one. */
-static void absorb(fleet *f, redisContext *c, fleet_step *st, int index, const char *data,
-                   size_t len)
+static void absorb(fleet_step *st, int index, const char *data, size_t len)
 {
     if (index < 0 || index >= st->ctx.n_calls || st->ctx.calls[index].have_result) return;
     seam_call *call = &st->ctx.calls[index];
@@ -384,8 +383,6 @@ static void absorb(fleet *f, redisContext *c, fleet_step *st, int index, const c
         memcpy(call->result_error, msg, sizeof msg);
     }
     st->n_results++;
-    (void)f;
-    (void)c;
 }
 
 static void read_results(fleet *f, redisContext *c, fleet_step *st)
@@ -393,8 +390,7 @@ static void read_results(fleet *f, redisContext *c, fleet_step *st)
     redisReply *r = redisCommand(c, "HGETALL %s", st->results);
     if (r && r->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i + 1 < r->elements; i += 2)
-            absorb(f, c, st, atoi(r->element[i]->str), r->element[i + 1]->str,
-                   r->element[i + 1]->len);
+            absorb(st, atoi(r->element[i]->str), r->element[i + 1]->str, r->element[i + 1]->len);
     if (r) freeReplyObject(r);
 }
 
@@ -412,7 +408,7 @@ static void on_done(fleet *f, redisContext *c, const char *id)
         int index = atoi(idx + 1);
         if (index < 0 || index >= st->ctx.n_calls || st->ctx.calls[index].have_result) return;
         redisReply *r = redisCommand(c, "HGET %s %d", st->results, index);
-        if (r && r->type == REDIS_REPLY_STRING) absorb(f, c, st, index, r->str, r->len);
+        if (r && r->type == REDIS_REPLY_STRING) absorb(st, index, r->str, r->len);
         if (r) freeReplyObject(r);
         return;
     }
@@ -666,6 +662,40 @@ static void ack(redisContext *c, const char *entry)
     command_ok(c, r);
 }
 
+/* Writes a chunk's result (first wins), tells its driver when this one won, and
+ * acknowledges the entry. Returns whether this result won. */
+static int answer(scorer *s, redisContext *c, const fleet_chunk *ch, const char *entry_id, int rc,
+                  const char *error, const zmix_score *scores, double seconds)
+{
+    fleet *f = s->f;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    fleet_result_encode(ch->id, f->member, rc, error, ch->call.n, scores, seconds, &sb);
+    redisReply *r = redisCommand(c, "HSETNX %s %s %b", ch->results, ch->field, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+    int won = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    if (r) freeReplyObject(r);
+    if (c->err) return 0; /* not acknowledged: taken over later */
+    /* One round trip for the rest. */
+    int n = 2;
+    if (won) {
+        redisAppendCommand(c, "EXPIRE %s %d", ch->results, KEY_TTL_S);
+        redisAppendCommand(c, "RPUSH %s %s", ch->done, ch->id);
+        redisAppendCommand(c, "EXPIRE %s %d", ch->done, KEY_TTL_S);
+        redisAppendCommand(c, "HINCRBY " K_SCORED " %s 1", f->member);
+        n += 4;
+        atomic_fetch_add(&f->chunks_scored, 1);
+    }
+    redisAppendCommand(c, "XACK " K_STREAM " " K_GROUP " %s", entry_id);
+    redisAppendCommand(c, "XDEL " K_STREAM " %s", entry_id);
+    for (int i = 0; i < n; i++) {
+        void *reply = NULL;
+        if (redisGetReply(c, &reply) != REDIS_OK) break;
+        freeReplyObject(reply);
+    }
+    return won;
+}
+
 static void process_entry(scorer *s, redisContext *c, const redisReply *entry)
 {
     fleet *f = s->f;
@@ -679,11 +709,18 @@ static void process_entry(scorer *s, redisContext *c, const redisReply *entry)
         for (size_t i = 0; i + 1 < fields->elements; i += 2)
             if (!strcmp(fields->element[i]->str, "chunk")) data = fields->element[i + 1];
     fleet_chunk ch;
+    memset(&ch, 0, sizeof ch);
     zmix_error err = {0};
     if (!data || fleet_chunk_decode(data->str, data->len, &ch, &err) != 0) {
-        ZLOG_WARN(f->log, "fleet: stream entry %s dropped: %s", entry_id,
+        ZLOG_WARN(f->log, "fleet: stream entry %s: %s", entry_id,
                   data ? err.msg : "no 'chunk' field");
-        ack(c, entry_id);
+        if (ch.id[0] && ch.results[0] && ch.field[0] && ch.done[0]) {
+            char why[sizeof err.msg + 32];
+            snprintf(why, sizeof why, "unreadable chunk: %s", err.msg);
+            answer(s, c, &ch, entry_id, ZMIX_EFORMAT, why, NULL, 0.0);
+        } else {
+            ack(c, entry_id);
+        }
         return;
     }
     /* A step its driver no longer waits for, or a chunk somebody already answered. */
@@ -712,23 +749,7 @@ static void process_entry(scorer *s, redisContext *c, const redisReply *entry)
         seam_call_free(&ch.call);
         return;
     }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    fleet_result_encode(ch.id, f->member, rc, err.msg, ch.call.n, scores, seconds, &sb);
-    r = redisCommand(c, "HSETNX %s %s %b", ch.results, ch.field, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
-    int won = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    if (r) freeReplyObject(r);
-    if (won) {
-        r = redisCommand(c, "EXPIRE %s %d", ch.results, KEY_TTL_S);
-        command_ok(c, r);
-        r = redisCommand(c, "RPUSH %s %s", ch.done, ch.id);
-        command_ok(c, r);
-        r = redisCommand(c, "HINCRBY " K_SCORED " %s 1", f->member);
-        command_ok(c, r);
-        atomic_fetch_add(&f->chunks_scored, 1);
-    }
-    if (!c->err) ack(c, entry_id);
+    int won = answer(s, c, &ch, entry_id, rc, err.msg, scores, seconds);
     if (rc)
         ZLOG_WARN(f->log, "fleet: chunk %s (job %llu) failed: %s", ch.id,
                   (unsigned long long)ch.job, err.msg);
@@ -774,9 +795,11 @@ static void *scorer_main(void *arg)
             r = redisCommand(c, "XAUTOCLAIM " K_STREAM " " K_GROUP " %s %d 0-0 COUNT 1",
                              s->consumer, f->claim_ms);
             entries = entries_of(r, 1);
-            if (entries && entries->elements > 0)
+            if (entries && entries->elements > 0) {
                 ZLOG_INFO(f->log, "fleet: %s took over a chunk pending for more than %d ms",
                           s->consumer, f->claim_ms);
+                last_claim = 0; /* a member that died may have left more */
+            }
         }
         if (!entries || entries->elements == 0) {
             if (r) freeReplyObject(r);

@@ -400,3 +400,21 @@ def test_an_evaluator_written_from_the_spec_joins_the_group(tmp_path, experts, r
             assert "scored by fleet member py-eval: no GPU left" in st["reason"], st
     finally:
         assert a.stop() == 0, a.log_text()
+
+
+def test_an_unreadable_chunk_is_answered_with_a_failure(tmp_path, experts, redis):
+    """A chunk of a format this build does not read is not dropped silently: its driver
+    gets a failure saying why, instead of waiting for ever."""
+    a = fleet_daemon(tmp_path, "a", experts, redis).start()
+    try:
+        chunk = {"v": 2, "id": "elsewhere-1-0:7:0", "results": "zmix:results:elsewhere-1-0:7",
+                 "field": "0", "done": "zmix:done:elsewhere-1-0"}
+        redis.command("XADD", "zmix:chunks", "*", "chunk", msgpack.packb(chunk))
+        raw = wait_for(lambda: redis.command("HGET", chunk["results"], "0"), timeout=30)
+        result = msgpack.unpackb(raw, raw=False)
+        assert result["ok"] is False and result["id"] == chunk["id"]
+        assert "format 2, this build reads 1" in result["error"]
+        assert redis.command("LRANGE", chunk["done"], 0, -1) == [chunk["id"].encode()]
+        assert redis.command("XLEN", "zmix:chunks") == 0
+    finally:
+        assert a.stop() == 0, a.log_text()
