@@ -22,8 +22,10 @@
  *   http.c         --http: libmicrohttpd's thread, the dashboard and the JSON API
  *
  * Threads: the event loop runs everything except pool items (job_work.c), the work half of
- * I/O operations (job_io.c, results.c) and the HTTP thread (http.c), which only touch what
- * their op, piece or request was handed and report back through the loop. Each struct field below
+ * I/O operations (job_io.c, results.c), the HTTP thread (http.c) and, with --store redis://,
+ * the fleet's threads (src/fleet: a step's pieces scored through Redis, handed back through
+ * the pool's done list), which only touch what their op, piece, step or request was handed
+ * and report back through the loop. Each struct field below
  * says who writes it.
  */
 #ifndef ZMIX_DAEMON_SERVER_H
