@@ -20,6 +20,7 @@ zmix_require_pkg(LIBUV libuv libuv1-dev)
 zmix_require_pkg(MSGPACK msgpack libmsgpack-dev)
 zmix_require_pkg(CJSON libcjson libcjson-dev)
 zmix_require_pkg(MHD libmicrohttpd libmicrohttpd-dev) # zmixd --http
+zmix_require_pkg(HIREDIS hiredis libhiredis-dev)      # zmixd --store redis://
 if(ZMIX_BUILD_TESTS)
   zmix_require_pkg(CMOCKA cmocka libcmocka-dev)
 endif()

@@ -12,6 +12,9 @@ packages=(
   python3-pip python3-venv python3-setuptools python3-wheel
   # zmixd --http (the metrics and the dashboard), and the browser its dashboard test drives
   libmicrohttpd-dev chromium
+  # zmixd --store redis://... (a fleet of daemons, docs/fleet.md): the client library, and
+  # the server its tests start on a loopback port
+  libhiredis-dev redis-server
 )
 # node + npm: the tokenizer parity test's reference implementations (test only, see below).
 # A node that is already on the machine (not Debian's) is used as it is.

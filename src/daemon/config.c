@@ -14,6 +14,8 @@ void config_default(server_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     snprintf(cfg->adapt, sizeof cfg->adapt, "mlp");
+    snprintf(cfg->store, sizeof cfg->store, "local");
+    cfg->fleet_claim_ms = 30000;
     const char *xdg = getenv("XDG_CACHE_HOME");
     const char *home = getenv("HOME");
     if (xdg && xdg[0])
@@ -142,6 +144,16 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
         if (rc) return rc;
         return set_str(cfg->http, sizeof cfg->http, name, value, err);
     }
+    if (!strcmp(name, "store")) {
+        store_addr a;
+        int rc = config_parse_store(value, &a, err);
+        if (rc) return rc;
+        return set_str(cfg->store, sizeof cfg->store, name, value, err);
+    }
+    if (!strcmp(name, "store-password-file"))
+        return set_str(cfg->store_password_file, sizeof cfg->store_password_file, name, value, err);
+    if (!strcmp(name, "fleet-claim-ms"))
+        return set_int(&cfg->fleet_claim_ms, name, value, 100, 86400000L, err);
     if (!strcmp(name, "token-file"))
         return set_str(cfg->token_file, sizeof cfg->token_file, name, value, err);
     if (!strcmp(name, "tenants"))
@@ -282,6 +294,10 @@ int config_finish(server_config *cfg, zmix_error *err)
     if (cfg->n_experts == 0)
         return zmix_error_set(err, ZMIX_EINVAL, "--experts is required (comma-separated files)");
     if (!cfg->cache_dir[0]) return zmix_error_set(err, ZMIX_EINVAL, "--cache-dir is empty");
+    if (cfg->store_password_file[0] && !strcmp(cfg->store, "local"))
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "--store-password-file is for a Redis store: give --store "
+                              "redis://HOST:PORT[/DB] too");
     if (cfg->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
@@ -357,4 +373,62 @@ int config_parse_http(const char *spec, listen_addr *out, zmix_error *err)
                           "--http %s: expected HOST:PORT with a port 1..65535, e.g. "
                           "127.0.0.1:9464 or [::1]:9464",
                           spec);
+}
+
+int config_parse_store(const char *spec, store_addr *out, zmix_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!strcmp(spec, "local")) return 0;
+    static const char scheme[] = "redis://";
+    if (strncmp(spec, scheme, sizeof scheme - 1))
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "--store %s: expected 'local' or redis://HOST:PORT[/DB]", spec);
+    const char *p = spec + sizeof scheme - 1;
+    if (strchr(p, '@'))
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "--store: no credentials in the URL (they would show in the "
+                              "process list; the URL is not repeated here for that reason): put "
+                              "the password in --store-password-file");
+    const char *host_end;
+    const char *host = p;
+    if (*p == '[') {
+        host = p + 1;
+        host_end = strchr(host, ']');
+        if (!host_end)
+            return zmix_error_set(err, ZMIX_EINVAL, "--store %s: IPv6 host without its ']'", spec);
+        p = host_end + 1;
+    } else {
+        host_end = p + strcspn(p, ":/");
+        p = host_end;
+    }
+    size_t host_len = (size_t)(host_end - host);
+    if (host_len == 0 || host_len >= sizeof out->host)
+        return zmix_error_set(err, ZMIX_EINVAL, "--store %s: expected redis://HOST:PORT[/DB]",
+                              spec);
+    memcpy(out->host, host, host_len);
+    out->host[host_len] = '\0';
+    out->port = 6379;
+    if (*p == ':') {
+        char *end;
+        errno = 0;
+        long port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || errno || port < 1 || port > 65535 || (*end && *end != '/'))
+            return zmix_error_set(err, ZMIX_EINVAL, "--store %s: port must be 1..65535", spec);
+        out->port = (int)port;
+        p = end;
+    }
+    if (*p == '/' && p[1]) {
+        char *end;
+        errno = 0;
+        long db = strtol(p + 1, &end, 10);
+        if (end == p + 1 || errno || db < 0 || db > 65535 || *end)
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "--store %s: database must be a number 0..65535", spec);
+        out->db = (int)db;
+    } else if (*p && strcmp(p, "/")) {
+        return zmix_error_set(err, ZMIX_EINVAL, "--store %s: expected redis://HOST:PORT[/DB]",
+                              spec);
+    }
+    out->redis = 1;
+    return 0;
 }

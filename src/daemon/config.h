@@ -45,6 +45,9 @@ typedef struct server_config {
     int group_readable;         /* cache directories 0750 and files 0640 instead of 0700 and 0600 */
     size_t memory_limit;        /* the memory plan must fit this; 0: MemAvailable */
     zmix_factor_dtype factor_dtype; /* U and Vt of the SVD factors (default auto) */
+    char store[CONFIG_PATH_MAX];    /* --store: "local" (default) or redis://HOST:PORT[/DB] */
+    char store_password_file[CONFIG_PATH_MAX]; /* Redis's password; "" none */
+    int fleet_claim_ms; /* a fleet chunk pending this long on one member is taken over */
     /* Per-job limits: the configurable fields of job_limits (job_limit_options); the model's
      * fields are filled when the model is loaded. */
     job_limits limits;
@@ -76,6 +79,18 @@ typedef struct listen_addr {
 } listen_addr;
 
 int config_parse_listen(const char *spec, listen_addr *out, zmix_error *err);
+/* --store: where shared state lives. */
+typedef struct store_addr {
+    int redis; /* 0: the embedded local store */
+    char host[256];
+    int port;
+    int db;
+} store_addr;
+
+/* "local", or redis://HOST[:PORT][/DB] (port 6379 and database 0 by default; an IPv6 host
+ * in brackets). A password in the URL is refused: it belongs in --store-password-file. */
+int config_parse_store(const char *spec, store_addr *out, zmix_error *err);
+
 /* --http HOST:PORT (the HTTP listener: metrics and dashboard). */
 int config_parse_http(const char *spec, listen_addr *out, zmix_error *err);
 

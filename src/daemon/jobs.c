@@ -211,7 +211,10 @@ static void begin_step(job *j)
     j->items_out = n_items;
     j->step_started_ns = zmix_now_ns();
     job_set_phase(j, JOB_PH_SCORING);
-    pool_submit(srv->pool, &j->queue, j->items);
+    /* A fleet member scores its steps through the fleet's stream (src/fleet/fleet.h); the
+     * pieces come back through the pool's done list either way. */
+    if (!srv->fleet || fleet_submit_step(srv->fleet, j->session, j->items, &j->stop, j->id) != 0)
+        pool_submit(srv->pool, &j->queue, j->items);
 }
 
 /* Every piece of the step is back (scored, failed or withdrawn). */

@@ -51,7 +51,13 @@ static void print_usage(FILE *out)
             "  --memory-limit N        refuse a model whose memory plan exceeds N bytes\n"
             "                          (default: MemAvailable)\n"
             "  --factor-dtype T        U and Vt of the SVD factors: auto (F16 for a 16-bit\n"
-            "                          model, else F32), f32, f16 or bf16\n");
+            "                          model, else F32), f32, f16 or bf16\n"
+            "  --store URL             local (default: everything on this machine) or\n"
+            "                          redis://HOST:PORT[/DB]: join the fleet of daemons on\n"
+            "                          that Redis and share the scoring (docs/fleet.md)\n"
+            "  --store-password-file F Redis's password (never on the command line)\n"
+            "  --fleet-claim-ms N      a chunk pending this long on one fleet member is taken\n"
+            "                          over by another (default 30000)\n");
     job_limits_print_help(out);
     fprintf(out, "  --config FILE           apply a config file at this point of the command line\n"
                  "  --log-level L           error, warn, info (default), debug\n"

@@ -206,6 +206,21 @@ pool_item *pool_withdraw(pool *p, pool_queue *q)
     return items;
 }
 
+void pool_complete(pool *p, pool_item *items)
+{
+    if (!items) return;
+    pool_item *last = items;
+    while (last->next) last = last->next;
+    pthread_mutex_lock(&p->done_lock);
+    if (p->done_tail)
+        p->done_tail->next = items;
+    else
+        p->done_head = items;
+    p->done_tail = last;
+    pthread_mutex_unlock(&p->done_lock);
+    p->notify(p->notify_arg);
+}
+
 pool_item *pool_take_done(pool *p)
 {
     pthread_mutex_lock(&p->done_lock);

@@ -55,6 +55,9 @@ void pool_submit(pool *p, pool_queue *q, pool_item *items);
 /* Removes q's pending items from the scheduler; returns them (linked by next) for the caller
  * to dispose of. Items already running are not affected. */
 pool_item *pool_withdraw(pool *p, pool_queue *q);
+/* Hands items (linked by next) to the loop as finished, as if workers had run them: for
+ * work scored elsewhere (the fleet's stream) whose rc and err are already set. Any thread. */
+void pool_complete(pool *p, pool_item *items);
 /* Takes every finished item (linked by next, in completion order). */
 pool_item *pool_take_done(pool *p);
 

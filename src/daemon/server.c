@@ -40,6 +40,10 @@ static void finish_shutdown(server *srv)
         ZLOG_ERROR(srv->log, "flushing the task cache: %s", err.msg);
     http_stop(srv);
     conn_close_all(srv);
+    /* Nothing of ours is in flight on the fleet (jobs are idle): leave it before the pool
+     * it hands pieces back through goes away. */
+    fleet_free(srv->fleet);
+    srv->fleet = NULL;
     /* Workers are idle (nothing is on the pool): join them before the async handle they
      * signal goes away. */
     pool_free(srv->pool);
@@ -288,8 +292,48 @@ static int open_persistence(server *srv, zmix_error *err)
     return rc;
 }
 
+/* --store redis://...: joins the fleet before recovered jobs start, so that their steps are
+ * shared too. */
+static int join_fleet(server *srv, zmix_error *err)
+{
+    server_config *cfg = srv->cfg;
+    store_addr sa;
+    int rc = config_parse_store(cfg->store, &sa, err);
+    if (rc || !sa.redis) return rc;
+    char password[512] = "";
+    size_t n = 0;
+    if (cfg->store_password_file[0]) {
+        rc = fs_read_token_file(cfg->store_password_file, password, sizeof password, &n, err);
+        if (rc) return zmix_error_prefix(err, "--store-password-file");
+        struct stat st;
+        if (stat(cfg->store_password_file, &st) == 0 && (st.st_mode & 077))
+            ZLOG_WARN(srv->log,
+                      "--store-password-file %s is readable by other users (mode %03o): chmod "
+                      "600 it",
+                      cfg->store_password_file, (unsigned)(st.st_mode & 0777));
+    }
+    fleet_config fc = {.url = cfg->store,
+                       .host = sa.host,
+                       .port = sa.port,
+                       .db = sa.db,
+                       .password = n ? password : NULL,
+                       .scorers = cfg->workers,
+                       .claim_ms = cfg->fleet_claim_ms,
+                       .model = srv->model,
+                       .rt = srv->rt,
+                       .model_fingerprint = zmix_model_fingerprint(srv->model),
+                       .experts_digest = srv->experts_digest,
+                       .log = srv->log,
+                       .pool = srv->pool};
+    rc = fleet_open(&fc, &srv->fleet, err);
+    memset(password, 0, sizeof password);
+    return rc;
+}
+
 static void teardown(server *srv)
 {
+    fleet_free(srv->fleet);
+    srv->fleet = NULL;
     pool_free(srv->pool);
     jobs_free_all(srv);
     if (srv->cache) task_cache_free(srv->cache);
@@ -334,13 +378,15 @@ int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
     uv_signal_init(&loop, &srv->sig_int);
     uv_signal_init(&loop, &srv->sig_hup);
     srv->sig_term.data = srv->sig_int.data = srv->sig_hup.data = srv;
-    if ((rc = open_persistence(srv, err)) || (rc = conn_listen_all(srv, err)) ||
-        (rc = http_start(srv, err))) {
+    if ((rc = join_fleet(srv, err)) || (rc = open_persistence(srv, err)) ||
+        (rc = conn_listen_all(srv, err)) || (rc = http_start(srv, err))) {
         conn_close_listeners(srv);
         srv->shutting_down = 2;
         jobs_begin_shutdown(srv);
         /* Let scoring started by recovery stop, then close everything. */
         while (!jobs_idle(srv)) uv_run(&loop, UV_RUN_ONCE);
+        fleet_free(srv->fleet);
+        srv->fleet = NULL;
         pool_free(srv->pool);
         srv->pool = NULL;
         uv_close((uv_handle_t *)&srv->pool_async, NULL);

@@ -22,8 +22,10 @@
  *   http.c         --http: libmicrohttpd's thread, the dashboard and the JSON API
  *
  * Threads: the event loop runs everything except pool items (job_work.c), the work half of
- * I/O operations (job_io.c, results.c) and the HTTP thread (http.c), which only touch what
- * their op, piece or request was handed and report back through the loop. Each struct field below
+ * I/O operations (job_io.c, results.c), the HTTP thread (http.c) and, with --store redis://,
+ * the fleet's threads (src/fleet: a step's pieces scored through Redis, handed back through
+ * the pool's done list), which only touch what their op, piece, step or request was handed
+ * and report back through the loop. Each struct field below
  * says who writes it.
  */
 #ifndef ZMIX_DAEMON_SERVER_H
@@ -39,6 +41,7 @@
 #include "wire/job_spec.h"
 #include "daemon/pool.h"
 #include "daemon/tenants.h"
+#include "fleet/fleet.h"
 #include "wire/rpc.h"
 #include "store/job_store.h"
 #include "store/task_cache.h"
@@ -189,6 +192,7 @@ struct server {
     job_store *store;
     pool *pool;
     uv_async_t pool_async;
+    fleet *fleet; /* --store redis://...: the fleet this daemon belongs to; NULL: none */
 
     uv_stream_t *listeners[CONFIG_MAX_LISTEN];
     int n_listeners;

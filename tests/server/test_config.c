@@ -242,6 +242,47 @@ static void test_listen_addresses(void **unused)
     assert_int_equal(config_parse_listen(longpath, &a, &err), ZMIX_ERANGE);
 }
 
+static void test_store_urls(void **unused)
+{
+    store_addr a;
+    zmix_error err = {0};
+    assert_int_equal(config_parse_store("local", &a, &err), 0);
+    assert_false(a.redis);
+    assert_int_equal(config_parse_store("redis://10.0.0.5:6390/3", &a, &err), 0);
+    assert_true(a.redis && a.port == 6390 && a.db == 3);
+    assert_string_equal(a.host, "10.0.0.5");
+    assert_int_equal(config_parse_store("redis://cache.internal", &a, &err), 0);
+    assert_true(a.port == 6379 && a.db == 0);
+    assert_string_equal(a.host, "cache.internal");
+    assert_int_equal(config_parse_store("redis://[::1]:7000/", &a, &err), 0);
+    assert_true(a.port == 7000 && a.db == 0);
+    assert_string_equal(a.host, "::1");
+    const char *bad[] = {"redis://",      "redis://h:0",  "redis://h:99999", "redis://h:12x",
+                         "redis://h/abc", "redis://h/-1", "redis://[::1",    "memcached://h",
+                         "redis://h:1/2/3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err.msg[0] = '\0';
+        assert_int_equal(config_parse_store(bad[i], &a, &err), ZMIX_EINVAL);
+        assert_non_null(strstr(err.msg, bad[i])); /* the message names what was given */
+    }
+    /* Credentials are refused and never echoed. */
+    assert_int_equal(config_parse_store("redis://u:hunter2@h:1", &a, &err), ZMIX_EINVAL);
+    assert_null(strstr(err.msg, "hunter2"));
+    assert_non_null(strstr(err.msg, "--store-password-file"));
+    /* A password file without a Redis store is a mistake worth saying. */
+    server_config cfg;
+    config_default(&cfg);
+    assert_string_equal(cfg.store, "local");
+    assert_int_equal(config_set(&cfg, "model", "m", &err), 0);
+    assert_int_equal(config_set(&cfg, "experts", "a.st", &err), 0);
+    assert_int_equal(config_set(&cfg, "store-password-file", "/p", &err), 0);
+    assert_int_equal(config_finish(&cfg, &err), ZMIX_EINVAL);
+    assert_non_null(strstr(err.msg, "--store redis://"));
+    assert_int_equal(config_set(&cfg, "store", "redis://127.0.0.1:6379", &err), 0);
+    assert_int_equal(config_finish(&cfg, &err), 0);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -250,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_job_limits_table),
         cmocka_unit_test(test_listen_addresses),
         cmocka_unit_test(test_auth_and_mode_options),
+        cmocka_unit_test(test_store_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
