@@ -255,6 +255,31 @@ int zmix_session_split(const zmix_session *s, int n_workers, zmix_work *work, in
  * concurrently with the read-only accessors below); returns work->rc. ZMIX_ECANCELED when
  * ctl->stop was raised. */
 int zmix_session_score(zmix_session *s, zmix_work *work, const zmix_score_ctl *ctl);
+
+/* One scorer call of a piece, as zmix_session_score makes it: everything that changes the
+ * scores. rows are α (dim of the search, composed with compose) or, for the base model's row,
+ * z' (z_total floats, rescale applies). */
+typedef struct zmix_score_request {
+    enum { ZMIX_SCORE_ALPHA = 1, ZMIX_SCORE_Z = 2 } kind;
+    const zmix_runtime *rt;
+    const zmix_compose_opts *compose; /* ZMIX_SCORE_ALPHA */
+    int rescale;
+    const zmix_examples *ex; /* the session's search or held-out view */
+    int n, dim;              /* rows, floats per row */
+    const float *rows;
+    const zmix_score_ctl *ctl;
+} zmix_score_request;
+
+/* Scores a request into out (n scores), or fails with err. */
+typedef int (*zmix_score_route)(void *user, const zmix_score_request *req, zmix_score *out,
+                                zmix_error *err);
+
+/* zmix_session_score with the scorer calls sent to route instead of the model's scorer in
+ * this process (zmixd's fleet publishes them to other daemons). A piece scored twice with
+ * the same step open makes the same calls in the same order, so a route may first collect
+ * them and answer them on a second pass. */
+int zmix_session_score_routed(zmix_session *s, zmix_work *work, const zmix_score_ctl *ctl,
+                              zmix_score_route route, void *user);
 /* Closes the step once every piece was scored successfully: records the baselines, or tells
  * the engine the generation's scores. A generation whose every candidate scored NaN fails
  * the session (a single NaN candidate only ranks last). seconds: the step's scoring time,

@@ -333,8 +333,24 @@ int zmix_session_split(const zmix_session *s, int n_workers, zmix_work *work, in
     return count;
 }
 
+/* The model's scorer in this process: the route when none is given. */
+static int score_here(void *user, const zmix_score_request *q, zmix_score *out, zmix_error *err)
+{
+    (void)user;
+    if (q->kind == ZMIX_SCORE_Z)
+        return zmix_score_z(q->rt, q->rescale, q->ex, q->n, q->rows, q->ctl, out, NULL, err);
+    return zmix_score_alpha(q->rt, q->compose, q->ex, q->n, q->rows, q->ctl, out, NULL, err);
+}
+
 int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *caller_ctl)
 {
+    return zmix_session_score_routed(s, w, caller_ctl, NULL, NULL);
+}
+
+int zmix_session_score_routed(zmix_session *s, zmix_work *w, const zmix_score_ctl *caller_ctl,
+                              zmix_score_route route, void *user)
+{
+    if (!route) route = score_here;
     zmix_error_clear(&w->err);
     zmix_score_ctl c = {1, NULL, ZMIX_CHOICE_PER_TOKEN}, *ctl = &c;
     if (caller_ctl) c = *caller_ctl;
@@ -352,8 +368,9 @@ int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *call
         float *ones = malloc((zt ? zt : 1) * sizeof *ones);
         if (!ones) return w->rc = zmix_error_set(&w->err, ZMIX_ENOMEM, "baselines: out of memory");
         for (size_t i = 0; i < zt; i++) ones[i] = 1.0f;
-        w->rc =
-            zmix_score_z(s->rt, s->opts.rescale, ex, 1, ones, ctl, &s->scores[0], NULL, &w->err);
+        zmix_score_request q = {ZMIX_SCORE_Z, s->rt, NULL, s->opts.rescale, ex, 1,
+                                (int)zt,      ones,  ctl};
+        w->rc = route(user, &q, &s->scores[0], &w->err);
         free(ones);
         if (w->rc) {
             if (w->rc != ZMIX_ECANCELED) zmix_error_prefix(&w->err, "scoring the base model");
@@ -362,9 +379,16 @@ int zmix_session_score(zmix_session *s, zmix_work *w, const zmix_score_ctl *call
         begin = 1;
     }
     if (begin >= w->end) return w->rc = 0;
-    w->rc =
-        zmix_score_alpha(s->rt, &s->compose, ex, w->end - begin, s->cand + (size_t)begin * s->dim,
-                         ctl, s->scores + begin, NULL, &w->err);
+    zmix_score_request q = {ZMIX_SCORE_ALPHA,
+                            s->rt,
+                            &s->compose,
+                            s->compose.rescale,
+                            ex,
+                            w->end - begin,
+                            s->dim,
+                            s->cand + (size_t)begin * s->dim,
+                            ctl};
+    w->rc = route(user, &q, s->scores + begin, &w->err);
     if (w->rc && w->rc != ZMIX_ECANCELED) {
         if (s->phase == ZMIX_SESSION_BASELINES)
             zmix_error_prefix(&w->err, "scoring the single experts");

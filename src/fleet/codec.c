@@ -97,11 +97,13 @@ int fleet_result_encode(const char *id, const char *member, int rc, const char *
         pack_str(&pk, "scores");
         msgpack_pack_array(&pk, (size_t)n);
         for (int i = 0; i < n; i++) {
-            msgpack_pack_map(&pk, 2);
+            msgpack_pack_map(&pk, 3);
             pack_str(&pk, "accuracy");
             msgpack_pack_double(&pk, scores[i].accuracy);
             pack_str(&pk, "loglik");
             msgpack_pack_double(&pk, scores[i].loglik);
+            pack_str(&pk, "margin");
+            msgpack_pack_double(&pk, scores[i].margin);
         }
     } else {
         msgpack_pack_false(&pk);
@@ -326,8 +328,12 @@ int fleet_result_decode(const char *data, size_t len, seam_call *call, char *by,
                      "scores[%d] lacks accuracy or loglik", i);
             goto out;
         }
+        const msgpack_object *mg = map_get(&s->via.array.ptr[i], "margin");
         call->scores[i].accuracy = get_double(a);
         call->scores[i].loglik = get_double(l);
+        /* Only a per-layer search ranks by the margin; an evaluator that leaves it out
+         * scores every other search the same. */
+        call->scores[i].margin = mg ? get_double(mg) : 0.0;
     }
     call->result_rc = 0;
 out:

@@ -234,9 +234,7 @@ static void hand_back_scored(fleet *f, fleet_step *st)
                         .stop = st->stop};
         zmix_score_ctl ctl = {.n_threads = 1, .stop = st->stop};
         zmix_work w = {.begin = p->item->begin, .end = p->item->end};
-        seam_set(&inj);
-        p->item->rc = zmix_session_score(st->session, &w, &ctl);
-        seam_set(NULL);
+        p->item->rc = zmix_session_score_routed(st->session, &w, &ctl, seam_route, &inj);
         p->item->err = w.err;
     }
     pool_complete(f->pool, st->items);
@@ -301,9 +299,7 @@ static int capture(fleet *f, fleet_step *st, zmix_error *err)
         fleet_piece *p = &st->pieces[i];
         zmix_work w = {.begin = p->item->begin, .end = p->item->end};
         p->first = st->ctx.n_calls;
-        seam_set(&st->ctx);
-        int rc = zmix_session_score(st->session, &w, &ctl);
-        seam_set(NULL);
+        int rc = zmix_session_score_routed(st->session, &w, &ctl, seam_route, &st->ctx);
         if (rc != 0) {
             *err = w.err;
             return rc;
@@ -648,10 +644,10 @@ static int score_chunk(scorer *s, redisContext *c, fleet_chunk *ch, zmix_score *
     zmix_score_ctl ctl = {
         .n_threads = 1, .stop = &f->stopping, .choice_norm = (zmix_choice_norm)k->choice_norm};
     if (k->kind == SEAM_Z)
-        return seam_score_z(f->rt, k->rescale, &s->ex, k->n, k->rows, &ctl, scores, err);
+        return zmix_score_z(f->rt, k->rescale, &s->ex, k->n, k->rows, &ctl, scores, NULL, err);
     zmix_compose_opts co = {
         .per_layer = k->per_layer, .normalize = k->normalize, .rescale = k->rescale};
-    return seam_score_alpha(f->rt, &co, &s->ex, k->n, k->rows, &ctl, scores, err);
+    return zmix_score_alpha(f->rt, &co, &s->ex, k->n, k->rows, &ctl, scores, NULL, err);
 }
 
 static void ack(redisContext *c, const char *entry)

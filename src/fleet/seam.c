@@ -1,17 +1,11 @@
 /*
- * The scorer wrappers (see seam.h). Thread: any; the context is the calling thread's own.
+ * The fleet's route for a session's scorer calls (see seam.h). Thread: any; a context is used
+ * by one thread at a time.
  */
 #include "fleet/seam.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static _Thread_local seam_ctx *current;
-
-void seam_set(seam_ctx *ctx)
-{
-    current = ctx;
-}
 
 void seam_call_free(seam_call *c)
 {
@@ -62,58 +56,22 @@ static int inject(seam_ctx *ctx, int kind, int n, zmix_score *out, zmix_error *e
     return 0;
 }
 
-int __wrap_zmix_score_alpha(const zmix_runtime *rt, const zmix_compose_opts *opts,
-                            const zmix_examples *ex, int n_cand, const float *alpha,
-                            const zmix_score_ctl *ctl, zmix_score *out, zmix_example_score *detail,
-                            zmix_error *err)
+int seam_route(void *user, const zmix_score_request *q, zmix_score *out, zmix_error *err)
 {
-    seam_ctx *ctx = current;
-    if (!ctx || detail) /* per-example detail is never asked by a session step */
-        return __real_zmix_score_alpha(rt, opts, ex, n_cand, alpha, ctl, out, detail, err);
-    if (ctx->mode == SEAM_INJECT) return inject(ctx, SEAM_ALPHA, n_cand, out, err);
-    int k = zmix_runtime_n_experts(rt);
-    int dim = opts->per_layer ? k * zmix_runtime_n_matrices(rt) : k;
-    seam_call *c = capture(ctx, SEAM_ALPHA, n_cand, dim, alpha);
+    seam_ctx *ctx = user;
+    int kind = q->kind == ZMIX_SCORE_Z ? SEAM_Z : SEAM_ALPHA;
+    if (ctx->mode == SEAM_INJECT) return inject(ctx, kind, q->n, out, err);
+    seam_call *c = capture(ctx, kind, q->n, q->dim, q->rows);
     if (!c) {
         ctx->capture_failed = 1;
         return zmix_error_set(err, ZMIX_ENOMEM, "fleet: out of memory for a chunk");
     }
-    c->per_layer = opts->per_layer;
-    c->normalize = opts->normalize;
-    c->rescale = opts->rescale;
-    c->choice_norm = ctl ? (int)ctl->choice_norm : ZMIX_CHOICE_PER_TOKEN;
-    c->ex = ex;
-    return 0;
-}
-
-int __wrap_zmix_score_z(const zmix_runtime *rt, int rescale, const zmix_examples *ex, int n_cand,
-                        const float *z, const zmix_score_ctl *ctl, zmix_score *out,
-                        zmix_example_score *detail, zmix_error *err)
-{
-    seam_ctx *ctx = current;
-    if (!ctx || detail)
-        return __real_zmix_score_z(rt, rescale, ex, n_cand, z, ctl, out, detail, err);
-    if (ctx->mode == SEAM_INJECT) return inject(ctx, SEAM_Z, n_cand, out, err);
-    seam_call *c = capture(ctx, SEAM_Z, n_cand, (int)zmix_runtime_z_total(rt), z);
-    if (!c) {
-        ctx->capture_failed = 1;
-        return zmix_error_set(err, ZMIX_ENOMEM, "fleet: out of memory for a chunk");
+    if (kind == SEAM_ALPHA) {
+        c->per_layer = q->compose->per_layer;
+        c->normalize = q->compose->normalize;
     }
-    c->rescale = rescale;
-    c->choice_norm = ctl ? (int)ctl->choice_norm : ZMIX_CHOICE_PER_TOKEN;
-    c->ex = ex;
+    c->rescale = q->rescale;
+    c->choice_norm = q->ctl ? (int)q->ctl->choice_norm : ZMIX_CHOICE_PER_TOKEN;
+    c->ex = q->ex;
     return 0;
-}
-
-int seam_score_alpha(const zmix_runtime *rt, const zmix_compose_opts *opts, const zmix_examples *ex,
-                     int n_cand, const float *alpha, const zmix_score_ctl *ctl, zmix_score *out,
-                     zmix_error *err)
-{
-    return __real_zmix_score_alpha(rt, opts, ex, n_cand, alpha, ctl, out, NULL, err);
-}
-
-int seam_score_z(const zmix_runtime *rt, int rescale, const zmix_examples *ex, int n_cand,
-                 const float *z, const zmix_score_ctl *ctl, zmix_score *out, zmix_error *err)
-{
-    return __real_zmix_score_z(rt, rescale, ex, n_cand, z, ctl, out, NULL, err);
 }
