@@ -120,8 +120,10 @@ task=$demo/task.json
 "$zmix" submit --help 2>/dev/null | grep -q "may be text" || task=$demo/task.tokens.json
 n_examples=$("$py" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["examples"]))' "$task")
 say "submitting the task ($(basename "$task")): $n_examples few-shot examples, population $pop, up to $iters generations"
+# --validation 0: the demo holds out its own prompts (heldout.json), so the search uses every
+# task example and the report's adapted accuracy is on all of them.
 "$zmix" submit demo --examples "$task" --pop "$pop" --iters "$iters" \
-  --normalize --recompute --wait --socket "$sock"
+  --normalize --validation 0 --recompute --wait --socket "$sock"
 
 "$zmix" get demo --json --out "$out/demo.safetensors" --socket "$sock" >"$state/result.json"
 job=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["job"])' "$state/result.json")

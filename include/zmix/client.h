@@ -284,6 +284,7 @@ typedef struct zmix_client_cem {
     uint64_t seed;
     const char *metric; /* "accuracy", "loglik"; NULL unset */
     double validation;  /* held-out fraction (docs/cem.md); NaN unset */
+    const char *method; /* "sep-cma", "cem"; NULL unset */
 } zmix_client_cem;
 
 void zmix_client_cem_init(zmix_client_cem *cem);

@@ -17,6 +17,14 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                            .offset = FIELD(per_layer),
                            .flag_value = 1,
                            .help = "one α per expert per adapted matrix (default: one per expert)"},
+    [CEM_OPT_METHOD] = {.key = "method",
+                        .flag = "--method",
+                        .metavar = "M",
+                        .type = CEM_TYPE_METHOD,
+                        .offset = FIELD(cem.method),
+                        .help = "sep-cma (separable CMA-ES steered by the token margin, with its "
+                                "own population, spending pop × iters evaluations) or cem (the "
+                                "reference's cross-entropy method; --elite and --ema apply)"},
     [CEM_OPT_POP] = {.key = "pop",
                      .flag = "--pop",
                      .metavar = "N",
@@ -188,6 +196,16 @@ int cem_metric_parse(const char *name, zmix_metric *out)
     return -1;
 }
 
+int cem_method_parse(const char *name, zmix_cem_method *out)
+{
+    for (int m = ZMIX_CEM_METHOD_CEM; m <= ZMIX_CEM_METHOD_SEP_CMA; m++)
+        if (!strcmp(name, zmix_cem_method_name((zmix_cem_method)m))) {
+            *out = (zmix_cem_method)m;
+            return 0;
+        }
+    return -1;
+}
+
 static int parse_double(const cem_option *opt, const char *text, double *out, zmix_error *err)
 {
     char *end;
@@ -242,6 +260,11 @@ int cem_option_apply_arg(const cem_option *opt, const char *value, zmix_adapt_op
                                   "%s: '%s' is not accuracy, loglik, choice or choice-sum",
                                   opt->flag, value);
         return 0;
+    case CEM_TYPE_METHOD:
+        if (cem_method_parse(value, field))
+            return zmix_error_set(err, ZMIX_EINVAL, "%s: '%s' is not sep-cma or cem", opt->flag,
+                                  value);
+        return 0;
     }
     return zmix_error_set(err, ZMIX_EINVAL, "%s: unknown option type %d", opt->flag,
                           (int)opt->type);
@@ -265,7 +288,12 @@ static void format_default(const cem_option *opt, const zmix_adapt_opts *default
         snprintf(out, cap, "%g,%g", *(const double *)field,
                  *(const double *)((const char *)defaults + opt->offset_hi));
         break;
-    case CEM_TYPE_METRIC: snprintf(out, cap, "%s", cem_metric_name(*(const zmix_metric *)field));
+    case CEM_TYPE_METRIC:
+        snprintf(out, cap, "%s", cem_metric_name(*(const zmix_metric *)field));
+        break;
+    case CEM_TYPE_METHOD:
+        snprintf(out, cap, "%s", zmix_cem_method_name(*(const zmix_cem_method *)field));
+        break;
     }
 }
 

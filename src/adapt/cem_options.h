@@ -18,6 +18,7 @@
 
 typedef enum cem_option_id {
     CEM_OPT_PER_LAYER,
+    CEM_OPT_METHOD,
     CEM_OPT_POP,
     CEM_OPT_ELITE,
     CEM_OPT_ITERS,
@@ -43,7 +44,8 @@ typedef enum cem_option_type {
     CEM_TYPE_UINT64, /* uint64_t */
     CEM_TYPE_DOUBLE, /* double */
     CEM_TYPE_BOUNDS, /* two doubles, [lo, hi] on the wire and LO,HI on the command line */
-    CEM_TYPE_METRIC  /* zmix_metric: "accuracy", "loglik", "choice", "choice-sum" */
+    CEM_TYPE_METRIC, /* zmix_metric: "accuracy", "loglik", "choice", "choice-sum" */
+    CEM_TYPE_METHOD  /* zmix_cem_method: "cem", "sep-cma" */
 } cem_option_type;
 
 /* The highest population and generation count any search is given (the upper bounds of pop,
@@ -97,5 +99,7 @@ void cem_options_print_help(FILE *out);
 const char *cem_metric_name(zmix_metric metric);
 /* 0 and *out set for one of those names, else -1. */
 int cem_metric_parse(const char *name, zmix_metric *out);
+/* "cem" or "sep-cma" (zmix_cem_method_name): 0, else -1. */
+int cem_method_parse(const char *name, zmix_cem_method *out);
 
 #endif

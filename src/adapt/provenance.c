@@ -147,6 +147,9 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
     hash_i64(&h, opts->per_layer && opts->per_layer_direct);
     /* A warm start changes where the search begins: its α is part of the inputs (only when
      * given, so that keys without one are what they were). */
+    /* The update method (only when it is not the CEM, so that keys made before there was a
+     * choice are what they were). */
+    if (c->method != ZMIX_CEM_METHOD_CEM) hash_i64(&h, 1000 + (int64_t)c->method);
     if (c->init_mean) {
         hash_str(&h, "warm-start");
         for (int i = 0; i < dim; i++) hash_f64(&h, c->init_mean[i]);

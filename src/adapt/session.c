@@ -221,7 +221,9 @@ void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, int n_experts
     *method = ZMIX_CEM_METHOD_CEM;
     *pop_size = opts->cem.pop_size;
     *max_generations = opts->cem.max_generations;
-    if (!opts->per_layer || opts->per_layer_direct || dim <= n_experts) return;
+    (void)n_experts;
+    if (opts->cem.method != ZMIX_CEM_METHOD_SEP_CMA || (opts->per_layer && opts->per_layer_direct))
+        return;
     long budget = (long)opts->cem.pop_size * opts->cem.max_generations;
     *method = ZMIX_CEM_METHOD_SEP_CMA;
     *pop_size = zmix_cem_sep_cma_pop_size(dim);

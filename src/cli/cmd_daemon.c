@@ -463,7 +463,7 @@ static int submit_extra(void *vctx, int argc, char **argv, int *i)
  * unset, so the daemon applies its defaults (and its limits) to them. */
 static void client_cem_from_settings(const submit_ctx *s, zmix_client_cem *c)
 {
-    _Static_assert(CEM_OPT_COUNT == 17, "every search setting must reach zmix_client_cem");
+    _Static_assert(CEM_OPT_COUNT == 18, "every search setting must reach zmix_client_cem");
     const zmix_adapt_opts *v = &s->settings;
     const int *given = s->given;
     zmix_client_cem_init(c);
@@ -490,6 +490,7 @@ static void client_cem_from_settings(const submit_ctx *s, zmix_client_cem *c)
         c->seed = v->cem.seed;
     }
     if (given[CEM_OPT_METRIC]) c->metric = cem_metric_name(v->cem.metric);
+    if (given[CEM_OPT_METHOD]) c->method = zmix_cem_method_name(v->cem.method);
 }
 
 /* The usage text: its CEM option lines come from the table, with the defaults the daemon also

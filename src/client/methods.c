@@ -213,7 +213,7 @@ static void pack_cem(msgpack_packer *pk, const zmix_client_cem *c)
     for (size_t i = 0; i < 4; i++) n += flags[i].v >= 0;
     for (size_t i = 0; i < 3; i++) n += ints[i].v >= 0;
     for (size_t i = 0; i < n_nums; i++) n += !isnan(nums[i].v);
-    n += c->seed_set + (c->metric != NULL) + (!isnan(c->lo) && !isnan(c->hi));
+    n += c->seed_set + (c->metric != NULL) + (c->method != NULL) + (!isnan(c->lo) && !isnan(c->hi));
     msgpack_pack_map(pk, n);
     for (size_t i = 0; i < 4; i++)
         if (flags[i].v >= 0) {
@@ -237,6 +237,10 @@ static void pack_cem(msgpack_packer *pk, const zmix_client_cem *c)
     if (c->metric) {
         zcli_pack_str(pk, "metric");
         zcli_pack_str(pk, c->metric);
+    }
+    if (c->method) {
+        zcli_pack_str(pk, "method");
+        zcli_pack_str(pk, c->method);
     }
     if (!isnan(c->lo) && !isnan(c->hi)) {
         zcli_pack_str(pk, "bounds");

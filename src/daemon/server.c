@@ -263,7 +263,10 @@ static int load_model(server *srv, zmix_error *err)
     srv->limits.n_experts = zmix_runtime_n_experts(srv->rt);
     srv->limits.n_matrices = zmix_runtime_n_matrices(srv->rt);
     srv->limits.tokenizer = zmix_model_tokenizer(srv->model);
-    zmix_cem_settings_default(&srv->cem_defaults);
+    /* The search defaults of zmix adapt, so that the same request gives the same result. */
+    zmix_adapt_opts defaults;
+    zmix_adapt_opts_default(&defaults);
+    srv->cem_defaults = defaults.cem;
     return 0;
 }
 

@@ -319,6 +319,15 @@ static int parse_cem_option(const msgpack_object *m, const cem_option *o, const 
                                 o->key, name);
         return rc;
     }
+    case CEM_TYPE_METHOD: {
+        char name[16];
+        int rc = rpc_get_str(m, o->key, 0, zmix_cem_method_name(*(zmix_cem_method *)field), name,
+                             sizeof name, err);
+        if (rc == 0 && cem_method_parse(name, field) != 0)
+            rc = zmix_error_set(err, ZMIX_EINVAL, "field '%s': '%s', expected sep-cma or cem",
+                                o->key, name);
+        return rc;
+    }
     }
     return zmix_error_set(err, ZMIX_EINVAL, "field '%s': unknown setting type %d", o->key,
                           (int)o->type);
@@ -493,6 +502,9 @@ void job_spec_pack_settings(const job_spec *spec, msgpack_packer *pk)
             break;
         case CEM_TYPE_METRIC:
             rpc_pack_cstr(pk, cem_metric_name(*(const zmix_metric *)field));
+            break;
+        case CEM_TYPE_METHOD:
+            rpc_pack_cstr(pk, zmix_cem_method_name(*(const zmix_cem_method *)field));
             break;
         }
     }

@@ -174,6 +174,7 @@ static void test_baselines_and_result(void **state)
     zmix_error err;
     zmix_adapt_opts o;
     zmix_adapt_opts_default(&o);
+    o.cem.method = ZMIX_CEM_METHOD_CEM; /* the engine's CEM mechanics: elitism, elites */
     o.cem.pop_size = 8;
     o.cem.elite_ratio = 0.5; /* one elite would have std 0 and stop on std_tolerance at once */
     o.cem.max_generations = 4;

@@ -52,7 +52,7 @@ def test_c_example_builds_against_installed_library(shared_daemon, tmp_path):
     assert r.rc == 0, r
     assert "model llama: 3 experts, 15 adapted matrices" in r.out, r
     assert re.search(r"job \d+ (queued|running)", r.out), r
-    assert re.search(r"generation 4/4, state done", r.out), r
+    assert re.search(r"generation (\d+)/\1, state done", r.out), r
     tensors, meta = read_safetensors(out)
     assert len(tensors) == 15 and meta["task"] == "c-task"
     assert all(len(v) == 64 for v in tensors.values())

@@ -20,7 +20,9 @@ from conftest import MODEL_DIR, make_examples
 pytestmark = requires_cli
 
 # Bounds away from 0: with every α at 0 the composed z' is 0 and the candidate's score NaN.
-SMALL = ["--pop", "12", "--iters", "4", "--elite", "0.25", "--std-tol", "0", "--bounds", "0.05,1"]
+# The CEM method: these tests count its generations (pop 12, 4 generations).
+SMALL = ["--method", "cem", "--pop", "12", "--iters", "4", "--elite", "0.25", "--std-tol", "0",
+         "--bounds", "0.05,1"]
 SLOW = ["--pop", "32", "--iters", "400", "--std-tol", "0", "--bounds", "0.05,1"]
 SLOW_EXAMPLES = dict(n=16, prompt_len=48, target_len=4)
 
@@ -266,9 +268,10 @@ def test_plot_result_json(tmp_path, experts):
         assert r.rc == 0, r
         doc = json.load(open(res))
         n_gen = len(doc["history"])
-        # per-layer α is searched by separable CMA-ES with its own population, spending the
-        # same budget of 12 x 5 evaluations
-        assert n_gen == (5 if not per_layer else -(-60 // doc["settings"]["pop_size"]))
+        # the default method, separable CMA-ES, has its own population and spends the
+        # budget of 12 x 5 evaluations
+        assert doc["settings"]["method"] == "sep-cma"
+        assert n_gen == -(-60 // doc["settings"]["pop_size"])
         svg = tmp_path / f"conv{int(per_layer)}.svg"
         r = run([ZMIX, "plot", str(res), "--out", str(svg)])
         assert r.rc == 0 and f"wrote {svg} ({n_gen} generations, 3 experts" in r.out, r
@@ -314,7 +317,7 @@ def test_python_examples(shared_daemon, tmp_path):
     assert r.rc == 0, r
     final = json.loads(r.out)
     assert final["state"] == "done" and final["generation"] >= 1
-    assert re.search(r"job \d+: generation \d+/4: best acc", r.err), r
+    assert re.search(r"job \d+: generation \d+/\d+: best acc", r.err), r
     out = tmp_path / "py.safetensors"
     r = run([py, os.path.join(script, "fetch_z.py"), "py-task", str(out), "--addr",
              shared_daemon.address])

@@ -13,7 +13,7 @@ from conftest import MODEL_DIR, ZMIXD, free_port, make_examples
 
 pytestmark = requires_cli
 
-SMALL = ["--pop", "8", "--iters", "2", "--std-tol", "0", "--bounds", "0.05,1"]
+SMALL = ["--method", "cem", "--pop", "8", "--iters", "2", "--std-tol", "0", "--bounds", "0.05,1"]
 
 
 def run_stdin(args, data, cwd=None):

@@ -16,7 +16,8 @@ import pytest
 from conftest import MODEL_DIR, ZMIXD, Daemon, free_port, make_examples, wait_for
 from zmix_client import Client, RpcError
 
-SMALL = {"pop": 12, "iters": 4, "elite": 0.25, "std_tol": 0}
+# The CEM method: these tests count its generations and evaluations.
+SMALL = {"method": "cem", "pop": 12, "iters": 4, "elite": 0.25, "std_tol": 0}
 # Slow enough to observe while it runs (about 0.15 s per generation on 2 cores).
 SLOW_EXAMPLES = dict(n=16, prompt_len=48, target_len=4)
 
@@ -94,7 +95,7 @@ def test_submit_poll_wait_get(shared_daemon):
 def test_normalize_and_per_layer(shared_daemon):
     with shared_daemon.client() as c:
         job = c.submit("norm", make_examples(n=2, seed=18),
-                       cem=dict(SMALL, normalize=True, per_layer=True))["job"]
+                       cem=dict(SMALL, normalize=True, per_layer=True, method="sep-cma"))["job"]
         st = wait_done(c, job)
         assert st["dim"] == 45 and len(st["best_alpha"]) == 45
         # Per-layer α runs separable CMA-ES with its own population, 4 + floor(3 ln 45) = 15,
@@ -144,7 +145,7 @@ def test_cache_hit_recompute_and_coalescing(shared_daemon):
 def test_cancel_jobs_tasks_evict(shared_daemon):
     ex = make_examples(**SLOW_EXAMPLES, seed=14)
     with shared_daemon.client() as c:
-        sub = c.submit("tocancel", ex, cem={"pop": 32, "iters": 500, "std_tol": 0})
+        sub = c.submit("tocancel", ex, cem={"method": "cem", "pop": 32, "iters": 500, "std_tol": 0})
         wait_for(lambda: c.status(sub["job"])["generation"] >= 1)
         r = c.cancel(sub["job"])
         assert r["state"] == "cancelled"
@@ -198,7 +199,7 @@ def test_one_task_name_rule_for_submit_get_and_evict(shared_daemon):
 def test_two_jobs_progress_together_and_status_stays_fast(shared_daemon):
     ex_a = make_examples(n=10, prompt_len=40, target_len=4, seed=16)
     ex_b = make_examples(n=10, prompt_len=40, target_len=4, seed=17)
-    cem = {"pop": 24, "iters": 6, "std_tol": 0}
+    cem = {"method": "cem", "pop": 24, "iters": 6, "std_tol": 0}
     with shared_daemon.client() as c:
         a = c.submit("fair-a", ex_a, cem=cem)["job"]
         b = c.submit("fair-b", ex_b, cem=cem)["job"]
@@ -454,7 +455,10 @@ def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=31)
     cem = {"pop": 24, "iters": 10, "std_tol": 0, "seed": 5}
     reference = uninterrupted_run(str(tmp_path / "ref"), experts, "crash", ex, cem)
-    assert reference["state"] == "done" and reference["generation"] == 10
+    # the default method: separable CMA-ES spends 24 x 10 evaluations in its own generations
+    assert reference["state"] == "done" and reference["method"] == "sep-cma"
+    n_gen = reference["max_generations"]
+    assert reference["generation"] == n_gen > 10
 
     d = Daemon(str(tmp_path / "crash"), experts).start()
     with d.client() as c:
@@ -462,7 +466,7 @@ def test_kill9_resumes_to_the_same_alpha(tmp_path, experts):
         wait_done(c, done_before)
         job = c.submit("crash", ex, cem=cem)["job"]
         st = kill9_once_running(d, c, job, 3)
-    assert st["state"] == "running" and st["generation"] < 10, st
+    assert st["state"] == "running" and st["generation"] < n_gen, st
     d.start()
     try:
         with d.client() as c:
@@ -490,11 +494,14 @@ def test_unset_settings_are_lowered_to_the_daemon_limits(tmp_path, experts):
         with d.client() as c:
             job = c.submit("lowered", make_examples(n=2, seed=51))["job"]
             st = c.status(job)
-            assert st["pop"] == 8 and st["max_generations"] == 3, st
+            # The default method, separable CMA-ES, spends the lowered budget pop x iters =
+            # 24 evaluations with its own population for 3 coordinates (4 + floor(3 ln 3) = 7):
+            # 4 generations.
+            assert (st["method"], st["pop"], st["max_generations"]) == ("sep-cma", 7, 4), st
             final = wait_done(c, job)
             assert final["state"] == "done", final
-            assert final["pop"] == 8 and final["max_generations"] == 3
-            assert 1 <= final["generation"] <= 3
+            assert final["pop"] == 7 and final["max_generations"] == 4
+            assert 1 <= final["generation"] <= 4
             settings = c.get("lowered", vectors=False)["settings"]
             assert settings["pop"] == 8 and settings["iters"] == 3, settings
             for key, value, limit in (("pop", 9, "8 is this daemon's --max-pop"),
@@ -512,7 +519,7 @@ def test_kill9_then_lower_limits_resumes_with_the_accepted_settings(tmp_path, ex
     """An acknowledged job keeps the settings it was accepted with: killed mid-search and
     restarted under limits below them, it finishes with the α of an uninterrupted run."""
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=53)
-    cem = {"pop": 16, "iters": 12, "std_tol": 0, "seed": 7}
+    cem = {"method": "cem", "pop": 16, "iters": 12, "std_tol": 0, "seed": 7}
     reference = uninterrupted_run(str(tmp_path / "ref"), experts, "kept", ex, cem)
     assert reference["state"] == "done" and reference["generation"] == 12
 
@@ -540,7 +547,7 @@ def test_kill9_then_lower_limits_resumes_with_the_accepted_settings(tmp_path, ex
 
 def test_sigterm_checkpoints_and_resumes(tmp_path, experts):
     ex = make_examples(n=10, prompt_len=40, target_len=4, seed=41)
-    cem = {"pop": 24, "iters": 8, "std_tol": 0, "seed": 9}
+    cem = {"method": "cem", "pop": 24, "iters": 8, "std_tol": 0, "seed": 9}
     d = Daemon(str(tmp_path), experts).start()
     with d.client() as c:
         job = c.submit("term", ex, cem=cem)["job"]
@@ -573,8 +580,8 @@ def test_failing_job_fails_alone(tmp_path, experts):
     try:
         with d.client() as c:
             ex = make_examples(n=2, seed=51)
-            bad = c.submit("nan", ex, cem={"pop": 8, "iters": 3})["job"]
-            good = c.submit("fine", ex, cem={"pop": 8, "iters": 3, "rescale": False})["job"]
+            bad = c.submit("nan", ex, cem={"method": "cem", "pop": 8, "iters": 3})["job"]
+            good = c.submit("fine", ex, cem={"method": "cem", "pop": 8, "iters": 3, "rescale": False})["job"]
             st = wait_done(c, bad)
             assert st["state"] == "failed"
             assert st["reason"] == "degenerate: no finite score: every candidate of generation 1 scored NaN"
@@ -584,7 +591,7 @@ def test_failing_job_fails_alone(tmp_path, experts):
             assert e.value.code == "ENOTFOUND"
             assert c.stats()["jobs"]["failed"] == 1
             # The queue limit: three unfinished jobs at most.
-            slow = {"pop": 32, "iters": 1000, "std_tol": 0, "rescale": False}
+            slow = {"method": "cem", "pop": 32, "iters": 1000, "std_tol": 0, "rescale": False}
             ids = [c.submit(f"q{i}", make_examples(**SLOW_EXAMPLES, seed=60 + i), cem=slow)["job"]
                    for i in range(3)]
             with pytest.raises(RpcError) as e:
@@ -615,7 +622,7 @@ def test_progress_notifications(shared_daemon):
     # One job only: notifications of another job running at the same time are not sent.
     with shared_daemon.client() as c, shared_daemon.client() as other:
         mine = c.submit("watched", make_examples(n=10, prompt_len=40, seed=54),
-                        cem={"pop": 24, "iters": 6, "std_tol": 0})["job"]
+                        cem={"method": "cem", "pop": 24, "iters": 6, "std_tol": 0})["job"]
         assert c.subscribe(job=mine) == {"subscribed": True, "job": mine}
         theirs = other.submit("unwatched", make_examples(n=2, seed=55), cem=SMALL)["job"]
         seen = set()
@@ -649,7 +656,7 @@ def test_idle_timeout_and_sighup(tmp_path, experts):
         # A pending wait is not idleness: the long poll outlives the idle timeout.
         with d.client() as c:
             job = c.submit("w", make_examples(**SLOW_EXAMPLES, seed=53),
-                           cem={"pop": 32, "iters": 1000, "std_tol": 0})["job"]
+                           cem={"method": "cem", "pop": 32, "iters": 1000, "std_tol": 0})["job"]
             t = time.time()
             r = c.wait(job, timeout=1.5)
             assert r["timed_out"] is True and r["status"]["state"] == "running"
@@ -691,7 +698,7 @@ def test_text_examples_with_a_tokenizer(tmp_path, experts):
     try:
         text = json.loads((demo / "task.json").read_text())["examples"][:4]
         ids = json.loads((demo / "task.tokens.json").read_text())["examples"][:4]
-        cem = {"pop": 8, "iters": 2, "std_tol": 0}
+        cem = {"method": "cem", "pop": 8, "iters": 2, "std_tol": 0}
         with d.client() as c:
             job = c.submit("text", text, cem=cem)
             assert wait_done(c, job["job"])["state"] == "done"
@@ -711,7 +718,7 @@ def test_job_not_resumed_on_other_experts(tmp_path, experts):
     with d.client() as c:
         wait_done(c, c.submit("early", make_examples(n=2, seed=72), cem=SMALL)["job"])
         assert c.get("early")["current"] is True
-        job = c.submit("moved", ex, cem={"pop": 24, "iters": 1000, "std_tol": 0})["job"]
+        job = c.submit("moved", ex, cem={"method": "cem", "pop": 24, "iters": 1000, "std_tol": 0})["job"]
         wait_for(lambda: c.status(job)["generation"] >= 1, interval=0.002)
     assert d.stop() == 0
     other = make_experts(str(tmp_path), k=3, seed=99)
@@ -732,7 +739,7 @@ def test_priority_orders_the_queue(tmp_path, experts):
     try:
         with d.client() as c:
             blocker = c.submit("blocker", make_examples(n=10, prompt_len=40, seed=81),
-                               cem={"pop": 24, "iters": 1000, "std_tol": 0})["job"]
+                               cem={"method": "cem", "pop": 24, "iters": 1000, "std_tol": 0})["job"]
             wait_for(lambda: c.status(blocker)["state"] == "running")
             low = c.submit("low", make_examples(n=2, seed=82), cem=SMALL, priority=-5)["job"]
             high = c.submit("high", make_examples(n=2, seed=83), cem=SMALL, priority=5)["job"]

@@ -199,7 +199,8 @@ def test_two_daemons_share_a_job_and_match_a_single_daemon(tmp_path, experts, re
         # B took part in a job it was never sent; A's own scorers too.
         assert by_b > 0 and by_a > 0, scored
         same_outcome(outcome, reference)
-        assert "fleet: joined" in a.log_text() and "2 members alive" in b.log_text()
+        full_log = lambda d: open(d.log, errors="replace").read()  # log_text is the tail
+        assert "fleet: joined" in full_log(a) and "2 members alive" in full_log(b)
         # Nothing left behind on the stream or pending once the job is over (a scorer
         # acknowledges just after its result, which may end the job first).
         wait_for(lambda: redis.command("XLEN", "zmix:chunks") == 0 and

@@ -164,7 +164,7 @@ def test_c_example_runs_against_the_installed_library(prefix, installed_daemon, 
     r = run([exe, installed_daemon.address, "installed-task", str(out)])
     assert r.returncode == 0, r.stdout + r.stderr
     assert re.search(r"model llama: 4 experts, \d+ adapted matrices", r.stdout), r.stdout
-    assert re.search(r"generation 4/4, state done", r.stdout), r.stdout
+    assert re.search(r"generation (\d+)/\1, state done", r.stdout), r.stdout
     assert out.stat().st_size > 8
     # without an address: $ZMIX_ADDR, as every client
     r = run([exe, "installed-task", str(out)], env={"ZMIX_ADDR": installed_daemon.address})

@@ -327,12 +327,12 @@ static void test_wire_keys_and_flags_agree(void **unused)
 {
     static const struct {
         const char *flag, *arg;
-    } flags[] = {{"--per-layer", NULL},   {"--pop", "7"},         {"--elite", "0.5"},
-                 {"--iters", "9"},        {"--seed", "12345"},    {"--init-std", "0.25"},
-                 {"--bounds", "0.1,2.5"}, {"--normalize", NULL},  {"--metric", "loglik"},
-                 {"--patience", "4"},     {"--std-tol", "0.01"},  {"--std-floor", "0.02"},
-                 {"--ema", "0.3"},        {"--no-elitism", NULL}, {"--no-rescale", NULL},
-                 {"--target-acc", "0.9"}, {"--validation", "0.4"}};
+    } flags[] = {{"--per-layer", NULL},   {"--pop", "7"},          {"--elite", "0.5"},
+                 {"--iters", "9"},        {"--seed", "12345"},     {"--init-std", "0.25"},
+                 {"--bounds", "0.1,2.5"}, {"--normalize", NULL},   {"--metric", "loglik"},
+                 {"--patience", "4"},     {"--std-tol", "0.01"},   {"--std-floor", "0.02"},
+                 {"--ema", "0.3"},        {"--no-elitism", NULL},  {"--no-rescale", NULL},
+                 {"--target-acc", "0.9"}, {"--validation", "0.4"}, {"--method", "cem"}};
     assert_int_equal(sizeof flags / sizeof *flags, CEM_OPT_COUNT);
     zmix_adapt_opts cli;
     zmix_adapt_opts_default(&cli);
@@ -350,7 +350,9 @@ static void test_wire_keys_and_flags_agree(void **unused)
     rpc_pack_cstr(&pk, "t");
     pack_one_example(&pk);
     rpc_pack_cstr(&pk, "cem");
-    msgpack_pack_map(&pk, 16);
+    msgpack_pack_map(&pk, 17);
+    rpc_pack_cstr(&pk, "method");
+    rpc_pack_cstr(&pk, "cem");
     rpc_pack_cstr(&pk, "per_layer");
     msgpack_pack_true(&pk);
     rpc_pack_cstr(&pk, "pop");
@@ -405,6 +407,8 @@ static void test_wire_keys_and_flags_agree(void **unused)
     assert_true(w->lo == c->lo && w->hi == c->hi);
     assert_int_equal(w->normalize, c->normalize);
     assert_int_equal(w->metric, c->metric);
+    assert_int_equal(w->method, c->method);
+    assert_int_equal(w->method, ZMIX_CEM_METHOD_CEM);
     assert_int_equal(w->patience, c->patience);
     assert_true(w->std_tol == c->std_tol);
     assert_true(w->std_floor == c->std_floor);
