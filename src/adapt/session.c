@@ -228,6 +228,10 @@ void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, int n_experts
     *method = ZMIX_CEM_METHOD_SEP_CMA;
     *pop_size = zmix_cem_sep_cma_pop_size(dim);
     long gens = (budget + *pop_size - 1) / *pop_size;
+    /* At most 8 × the generations asked for: the history keeps a mean and a spread per
+     * coordinate per generation, which a large pop with a small population would multiply. */
+    long cap = 8L * opts->cem.max_generations;
+    if (gens > cap) gens = cap;
     *max_generations = gens > ZMIX_CEM_MAX_GENERATIONS ? ZMIX_CEM_MAX_GENERATIONS : (int)gens;
 }
 
