@@ -125,6 +125,98 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
                         zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
                         const atomic_int *stop, zmix_error *err);
 
+/* ---- Population forward pass (forward.c) ----------------------------------------------
+ *
+ * The same examples for C candidates ("copies") at once: the activation matrix holds C
+ * copies of one batch's rows, copy c at rows [c·R, (c+1)·R). A map that is the same for
+ * every copy (an unadapted matrix, the LM head) is one GEMM over all C·R rows; an adapted
+ * matrix in the factored form is one GEMM by Vt over all rows, the per-copy scaling, and one
+ * GEMM by U; a dense per-copy W' is one GEMM per copy over its R rows.
+ *
+ * Determinism across populations: OpenBLAS computes the rows of x·Wᵀ in register blocks
+ * (12 rows with the Haswell/Zen SGEMM kernel); the rows of a final partial block go through
+ * edge kernels whose summation order differs, so a row's value depends on where the GEMM's
+ * M ends. Every GEMM over stacked copies is therefore issued with M padded to a multiple of
+ * ZMIX_POP_ROW_BLOCK (a multiple of 4, 8, 12, 16 and 24): every real row lies in a full
+ * block and gets the value a full block gives it, whatever C is and wherever the copy sits.
+ * GEMMs over one copy's rows (a per-copy W', the attention) have M fixed by the examples.
+ * test_pop_gemm_rows_do_not_depend_on_m checks the BLAS property this rests on.
+ *
+ * Shared prefix: while every map so far is the same for all copies (embeddings, and with
+ * MLP-only adaptation the first layer's attention block), the pass runs on one copy's R rows
+ * and replicates the result; the first per-copy map then reads the shared input once where
+ * it can (the factored Vt·x). */
+#define ZMIX_POP_ROW_BLOCK 48
+
+static inline size_t zmix_pop_pad(size_t rows)
+{
+    return (rows + ZMIX_POP_ROW_BLOCK - 1) / ZMIX_POP_ROW_BLOCK * ZMIX_POP_ROW_BLOCK;
+}
+
+typedef enum zmix_pop_kind {
+    ZMIX_POP_SHARED = 0, /* lin applies to every copy */
+    ZMIX_POP_FACTORED,   /* lin's U, Vt; copy c's scale at scale + c·scale_stride */
+    ZMIX_POP_DENSE       /* copy c's map from zmix_pop_ops.copy */
+} zmix_pop_kind;
+
+typedef struct zmix_pop_map {
+    zmix_pop_kind kind;
+    const float *scale;
+    size_t scale_stride;
+    const char *dense; /* FACTORED: copies (C flags, or NULL) whose map comes from ops.copy */
+} zmix_pop_map;
+
+typedef struct zmix_pop_ops {
+    int (*layer)(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT],
+                 zmix_pop_map map[ZMIX_MAT_COUNT], zmix_error *err);
+    /* The dense map of one copy; a W' it composes must stay valid until the next call. */
+    int (*copy)(void *user, int layer, int kind, int copy, zmix_linear *lin, zmix_error *err);
+    void *user;
+    int shared_prefix; /* 0: replicate from the embeddings on (for the on/off test) */
+} zmix_pop_ops;
+
+/* Floats of scratch for n_copies copies of a batch of n_rows rows (max_len as above). */
+size_t zmix_forward_pop_scratch_floats(const zmix_model_config *cfg, int n_rows, int n_copies,
+                                       int max_len);
+
+/* The final-normed hidden states of the wanted rows of every copy (copy after copy, each
+ * Σ n_out rows × dim) into out, which holds zmix_pop_pad(C·Σ n_out) rows. */
+int zmix_forward_pop(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
+                     int n_copies, const zmix_pop_ops *ops, float *scratch, float *tile, float *out,
+                     const atomic_int *stop, zmix_error *err);
+
+/* y (+)= x·Wᵀ with β = 0 or 1 (the residual add fused into the GEMM). */
+void zmix_gemm_xwt_beta(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float beta,
+                        float *y, int ldy, float *tile);
+
+/* ---- Where the time goes (bench_score) ------------------------------------------------ */
+
+typedef enum zmix_stage {
+    ZMIX_STAGE_PREFIX, /* embeddings and the shared prefix */
+    ZMIX_STAGE_COMPOSE,
+    ZMIX_STAGE_GEMM, /* weight GEMMs (and the factored scaling) */
+    ZMIX_STAGE_ATTN,
+    ZMIX_STAGE_ELEM, /* RMSNorm, SwiGLU, biases, residual adds, replication */
+    ZMIX_STAGE_LM_HEAD,
+    ZMIX_STAGE_LOSS,
+    ZMIX_STAGE_COUNT
+} zmix_stage;
+
+/* Off unless a benchmark turns it on; then every stage adds its wall nanoseconds. */
+extern atomic_int zmix_stage_timing;
+extern _Atomic unsigned long long zmix_stage_ns[ZMIX_STAGE_COUNT];
+const char *zmix_stage_name(zmix_stage s);
+unsigned long long zmix_stage_clock(void); /* 0 when timing is off */
+void zmix_stage_add(zmix_stage s, unsigned long long t0);
+/* Until called with -1, this thread's stages all count as stage s (the shared prefix). */
+void zmix_stage_redirect(int s);
+
+/* Scorer switches for the tests and the benchmark (defaults: both 1). batch 0 scores one
+ * candidate at a time (the per-candidate path); shared_prefix 0 replicates every copy from
+ * the embeddings. Set them only while no scoring call runs. */
+extern int zmix_score_batched;
+extern int zmix_score_shared_prefix;
+
 /* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
  * with the tables cos_t/sin_t ([pos][half]) of its sequence. */
 void zmix_rope_rows(float *x, int n, int n_heads, int head_dim, int pos0, const float *cos_t,

@@ -94,6 +94,45 @@ static void add_bias(float *y, const float *bias, int n, int width)
     for (int i = 0; i < n; i++) zmix_vec_add(y + (size_t)i * width, bias, (size_t)width);
 }
 
+/* Sequences this short are attended with plain loops: four BLAS calls per head on 8 × 8
+ * blocks cost more in call overhead than in arithmetic (the planted tasks' examples are 8
+ * tokens). The loops' order is fixed, so results depend on the sequence alone. */
+#define SHORT_ATTN 32
+
+static void attend_short(const zmix_model_config *c, const float *q, const float *k1,
+                         const float *v1, int n1, const float *k2, const float *v2, int nq,
+                         int pos0, float *scores, float *att)
+{
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int i = 0; i < nq; i++) {
+        int n_vis = pos0 + i + 1;
+        for (int h = 0; h < c->n_heads; h++) {
+            size_t off = (size_t)(h / group) * hd;
+            const float *qh = q + (size_t)i * q_dim + (size_t)h * hd;
+            float mx = -INFINITY;
+            for (int j = 0; j < n_vis; j++) {
+                const float *kj =
+                    j < n1 ? k1 + (size_t)j * kv_dim + off : k2 + (size_t)(j - n1) * kv_dim + off;
+                float d = 0.0f;
+                for (int t = 0; t < hd; t++) d += qh[t] * kj[t];
+                scores[j] = d * scale;
+                mx = scores[j] > mx ? scores[j] : mx;
+            }
+            float inv = 1.0f / zmix_vec_exp_shift(scores, mx, (size_t)n_vis);
+            float *o = att + (size_t)i * q_dim + (size_t)h * hd;
+            for (int t = 0; t < hd; t++) o[t] = 0.0f;
+            for (int j = 0; j < n_vis; j++) {
+                const float *vj =
+                    j < n1 ? v1 + (size_t)j * kv_dim + off : v2 + (size_t)(j - n1) * kv_dim + off;
+                float pj = scores[j] * inv;
+                for (int t = 0; t < hd; t++) o[t] += pj * vj[t];
+            }
+        }
+    }
+}
+
 /* Causal attention of nq query rows at positions pos0.. over two runs of keys: n1 rows
  * (k1, v1) at positions 0..n1-1, then n2 rows (k2, v2) following them (a plain sequence has
  * n2 = 0; a branch reads its prefix as the first run and itself as the second). Query row i
@@ -105,6 +144,10 @@ static void attend(const zmix_model_config *c, const float *q, const float *k1, 
     int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     int group = c->n_heads / c->n_kv_heads, len = n1 + n2;
     float scale = 1.0f / sqrtf((float)hd);
+    if (len <= SHORT_ATTN) {
+        attend_short(c, q, k1, v1, n1, k2, v2, nq, pos0, scores, att);
+        return;
+    }
     for (int h = 0; h < c->n_heads; h++) {
         size_t off = (size_t)(h / group) * hd;
         const float *qh = q + (size_t)h * hd;
@@ -297,6 +340,303 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
         }
     }
     zmix_rmsnorm_rows(out, b.x, model->final_norm, n_out_rows, dim, c->norm_eps);
+    return 0;
+}
+
+/* ---- Population forward pass ------------------------------------------------------------ */
+
+size_t zmix_forward_pop_scratch_floats(const zmix_model_config *cfg, int n_rows, int n_copies,
+                                       int max_len)
+{
+    fwd_buffers b;
+    return carve(cfg, (int)zmix_pop_pad((size_t)n_rows * n_copies), max_len, NULL, &b);
+}
+
+typedef struct pop_ctx {
+    const zmix_pop_ops *ops;
+    float *tmp, *tile;
+    int layer;
+    zmix_error *err;
+} pop_ctx;
+
+/* Rows [n, zmix_pop_pad(n)) of a block of width cols: zeroed, so that the padding rows a GEMM
+ * reads are finite (their results are never used). */
+static void zero_pad(float *x, size_t n, int cols)
+{
+    size_t p = zmix_pop_pad(n);
+    if (p > n) memset(x + n * cols, 0, (p - n) * cols * sizeof *x);
+}
+
+/* y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1) for one copy's n rows with a single map. */
+static void apply_one(const zmix_linear *lin, const float *x, int n, float beta, float *y,
+                      float *tmp, float *tile)
+{
+    if (lin->W.data) {
+        zmix_gemm_xwt_beta(x, lin->cols, n, lin->W, lin->rows, lin->cols, beta, y, lin->rows, tile);
+        return;
+    }
+    int r = lin->rank;
+    zmix_gemm_xwt(x, lin->cols, n, lin->Vt, r, lin->cols, tmp, r, tile);
+    for (int i = 0; i < n; i++) zmix_vec_mul(tmp + (size_t)i * r, lin->scale, (size_t)r);
+    zmix_gemm_xwt_beta(tmp, r, n, lin->U, lin->rows, r, beta, y, lin->rows, tile);
+}
+
+/* The map of one kind over C copies of n rows each. x holds C copies of n rows, or, when
+ * x_shared, one copy read by all. y: C copies (padded); beta 1 adds into y. */
+static int pop_apply(pop_ctx *p, int kind, const zmix_linear *lin, const zmix_pop_map *map, int C,
+                     const float *x, int x_shared, int n, float beta, float *y)
+{
+    size_t tot = (size_t)C * n, pad = zmix_pop_pad(tot);
+    int cols = lin->cols, rows = lin->rows;
+    unsigned long long t0 = zmix_stage_clock();
+    if (map->kind == ZMIX_POP_SHARED) {
+        if (x_shared) { /* one product, copied (only the first maps of a block read x shared) */
+            zero_pad((float *)x, (size_t)n, cols);
+            apply_one(lin, x, (int)zmix_pop_pad((size_t)n), 0.0f, y, p->tmp, p->tile);
+            for (int c = 1; c < C; c++)
+                memcpy(y + (size_t)c * n * rows, y, (size_t)n * rows * sizeof *y);
+        } else {
+            zero_pad((float *)x, tot, cols);
+            if (beta != 0.0f) zero_pad(y, tot, rows);
+            if (lin->W.data) {
+                zmix_gemm_xwt_beta(x, cols, (int)pad, lin->W, rows, cols, beta, y, rows, p->tile);
+            } else { /* a factored base map (not used by the scorer, kept for completeness) */
+                int r = lin->rank;
+                zmix_gemm_xwt(x, cols, (int)pad, lin->Vt, r, cols, p->tmp, r, p->tile);
+                for (size_t i = 0; i < pad; i++)
+                    zmix_vec_mul(p->tmp + i * r, lin->scale, (size_t)r);
+                zmix_gemm_xwt_beta(p->tmp, r, (int)pad, lin->U, rows, r, beta, y, rows, p->tile);
+            }
+        }
+        zmix_stage_add(ZMIX_STAGE_GEMM, t0);
+        return 0;
+    }
+    if (map->kind == ZMIX_POP_FACTORED) {
+        int r = lin->rank;
+        float *t = p->tmp;
+        if (x_shared) { /* Vt·x once for all copies, M padded as for the stacked copies */
+            zero_pad((float *)x, (size_t)n, cols);
+            zmix_gemm_xwt(x, cols, (int)zmix_pop_pad((size_t)n), lin->Vt, r, cols, t, r, p->tile);
+            for (int c = 1; c < C; c++) memcpy(t + (size_t)c * n * r, t, (size_t)n * r * sizeof *t);
+        } else {
+            zero_pad((float *)x, tot, cols);
+            zmix_gemm_xwt(x, cols, (int)pad, lin->Vt, r, cols, t, r, p->tile);
+        }
+        for (int c = 0; c < C; c++) {
+            float *tc = t + (size_t)c * n * r;
+            if (map->dense && map->dense[c]) { /* its product comes from its own map below */
+                memset(tc, 0, (size_t)n * r * sizeof *tc);
+                continue;
+            }
+            const float *sc = map->scale + (size_t)c * map->scale_stride;
+            for (int i = 0; i < n; i++) zmix_vec_mul(tc + (size_t)i * r, sc, (size_t)r);
+        }
+        zero_pad(t, tot, r);
+        if (beta != 0.0f) zero_pad(y, tot, rows);
+        zmix_gemm_xwt_beta(t, r, (int)pad, lin->U, rows, r, beta, y, rows, p->tile);
+        zmix_stage_add(ZMIX_STAGE_GEMM, t0);
+        if (!map->dense) return 0;
+    }
+    for (int c = 0; c < C; c++) {
+        if (map->kind == ZMIX_POP_FACTORED && !map->dense[c]) continue;
+        zmix_linear one;
+        t0 = zmix_stage_clock();
+        int rc = p->ops->copy(p->ops->user, p->layer, kind, c, &one, p->err);
+        zmix_stage_add(ZMIX_STAGE_COMPOSE, t0);
+        if (rc) return rc;
+        t0 = zmix_stage_clock();
+        /* A factored copy's U product above added exactly 0 to its rows. */
+        apply_one(&one, x_shared ? x : x + (size_t)c * n * cols, n, beta, y + (size_t)c * n * rows,
+                  p->tmp, p->tile);
+        zmix_stage_add(ZMIX_STAGE_GEMM, t0);
+    }
+    return 0;
+}
+
+/* Copies 1..C-1 of a block of n rows × width become copy 0. */
+static void replicate(float *x, int C, int n, int width)
+{
+    for (int c = 1; c < C; c++) memcpy(x + (size_t)c * n * width, x, (size_t)n * width * sizeof *x);
+}
+
+static int block_shared(const zmix_pop_map *map, int k0, int k1)
+{
+    for (int k = k0; k < k1; k++)
+        if (map[k].kind != ZMIX_POP_SHARED) return 0;
+    return 1;
+}
+
+int zmix_forward_pop(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
+                     int n_copies, const zmix_pop_ops *ops, float *scratch, float *tile, float *out,
+                     const atomic_int *stop, zmix_error *err)
+{
+    const zmix_model_config *c = &model->cfg;
+    const int C = n_copies;
+    int R = 0, O = 0, max_len = 0;
+    const int *bl = batch->branch_len;
+    for (int s = 0; s < batch->n_seq; s++) {
+        R += batch->len[s];
+        O += batch->n_out[s];
+        int nb = batch->n_branch ? batch->n_branch[s] : 0, span = batch->len[s], longest = 0;
+        for (int j = 0; j < nb; j++) {
+            span -= bl[j];
+            longest = max_int(longest, bl[j]);
+        }
+        max_len = max_int(max_len, span + longest);
+        bl += nb;
+    }
+    if (max_len > rope->max_pos)
+        return zmix_error_set(err, ZMIX_EINTERNAL, "sequence of %d tokens past the RoPE table (%d)",
+                              max_len, rope->max_pos);
+    fwd_buffers b;
+    carve(c, (int)zmix_pop_pad((size_t)R * C), max_len, scratch, &b);
+    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    pop_ctx pc = {ops, b.tmp, tile, 0, err};
+    zmix_stage_redirect(-1); /* an earlier call may have returned inside a shared block */
+
+    unsigned long long t0 = zmix_stage_clock();
+    zmix_wref embed = zmix_model_embed_ref(model);
+    for (int r = 0; r < R; r++) {
+        size_t at = (size_t)batch->tokens[r] * dim;
+        if (embed.dtype == ZMIX_DT_F32)
+            memcpy(b.x + (size_t)r * dim, (const float *)embed.data + at,
+                   (size_t)dim * sizeof(float));
+        else
+            zmix_half_to_float(b.x + (size_t)r * dim, (const uint16_t *)embed.data + at,
+                               (size_t)dim, embed.dtype);
+    }
+    int shared = ops->shared_prefix;
+    if (!shared) replicate(b.x, C, R, dim);
+    size_t half = (size_t)c->head_dim / 2;
+    for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++)
+        if (batch->len[s] > rope->shared_len && !(batch->n_branch && batch->n_branch[s])) {
+            float *t = b.rope + (size_t)start * 2 * half;
+            zmix_rope_fill(c, batch->len[s], batch->len[s], t, t + (size_t)batch->len[s] * half);
+        }
+    zmix_stage_add(ZMIX_STAGE_PREFIX, t0);
+
+    zmix_linear lin[ZMIX_MAT_COUNT];
+    zmix_pop_map map[ZMIX_MAT_COUNT];
+    int rows = R; /* rows per copy still alive */
+    for (int l = 0; l < c->n_layers; l++) {
+        if (stop && atomic_load_explicit(stop, memory_order_relaxed))
+            return zmix_error_set(err, ZMIX_ECANCELED, "forward pass cancelled");
+        int rc = ops->layer(ops->user, l, lin, map, err);
+        if (rc) return rc;
+        pc.layer = l;
+        const zmix_layer *L = &model->layers[l];
+        int last = l == c->n_layers - 1;
+
+        /* Attention block: on one copy while everything so far is shared. */
+        int blk_shared = shared && !last && block_shared(map, ZMIX_MAT_Q, ZMIX_MAT_O + 1);
+        int Cb = blk_shared ? 1 : C, in_shared = shared && !blk_shared;
+        zmix_stage_redirect(blk_shared ? ZMIX_STAGE_PREFIX : -1);
+        t0 = zmix_stage_clock();
+        zmix_rmsnorm_rows(b.xb, b.x, L->attn_norm, (in_shared ? 1 : Cb) * rows, dim, c->norm_eps);
+        if (in_shared) replicate(b.x, C, rows, dim), shared = 0;
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_K, &lin[ZMIX_MAT_K], &map[ZMIX_MAT_K], Cb, b.xb, in_shared,
+                       rows, 0.0f, b.k);
+        if (!rc)
+            rc = pop_apply(&pc, ZMIX_MAT_V, &lin[ZMIX_MAT_V], &map[ZMIX_MAT_V], Cb, b.xb, in_shared,
+                           rows, 0.0f, b.v);
+        if (rc) return rc;
+        t0 = zmix_stage_clock();
+        add_bias(b.k, L->bk, Cb * rows, kv_dim);
+        add_bias(b.v, L->bv, Cb * rows, kv_dim);
+        /* The last layer: queries only for the wanted rows of each copy. */
+        const float *q_in = b.xb;
+        int nq = rows;
+        if (last) {
+            nq = O;
+            for (int cp = 0; cp < (in_shared ? 1 : Cb); cp++)
+                for (int s = 0, start = 0, qr = 0; s < batch->n_seq; start += batch->len[s], s++) {
+                    int skip = batch->len[s] - batch->n_out[s];
+                    memcpy(b.xq + ((size_t)cp * O + qr) * dim,
+                           b.xb + ((size_t)cp * rows + start + skip) * dim,
+                           (size_t)batch->n_out[s] * dim * sizeof(float));
+                    qr += batch->n_out[s];
+                }
+            q_in = b.xq;
+        }
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_Q, &lin[ZMIX_MAT_Q], &map[ZMIX_MAT_Q], Cb, q_in, in_shared, nq,
+                       0.0f, b.q);
+        if (rc) return rc;
+        t0 = zmix_stage_clock();
+        add_bias(b.q, L->bq, Cb * nq, q_dim);
+        for (int cp = 0; cp < Cb; cp++) {
+            fwd_buffers bc = b;
+            bc.q = b.q + (size_t)cp * nq * q_dim;
+            bc.att = b.att + (size_t)cp * nq * q_dim;
+            bc.k = b.k + (size_t)cp * rows * kv_dim;
+            bc.v = b.v + (size_t)cp * rows * kv_dim;
+            const int *branch_len = batch->branch_len;
+            for (int s = 0, start = 0, qrow = 0; s < batch->n_seq; start += batch->len[s], s++) {
+                int len = batch->len[s];
+                const float *cos_t = rope->cos, *sin_t = rope->sin;
+                if (len > rope->shared_len && !(batch->n_branch && batch->n_branch[s])) {
+                    cos_t = b.rope + (size_t)start * 2 * half;
+                    sin_t = cos_t + (size_t)len * half;
+                }
+                qrow += attend_sequence(c, batch, s, branch_len, start,
+                                        last ? batch->n_out[s] : len, cos_t, sin_t, &bc, qrow);
+                if (batch->n_branch) branch_len += batch->n_branch[s];
+            }
+        }
+        zmix_stage_add(ZMIX_STAGE_ATTN, t0);
+        if (last) { /* compact every copy's residual stream to its wanted rows */
+            t0 = zmix_stage_clock();
+            for (int cp = 0, dst = 0; cp < Cb; cp++)
+                for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++) {
+                    int skip = batch->len[s] - batch->n_out[s];
+                    memmove(b.x + (size_t)dst * dim, b.x + ((size_t)cp * rows + start + skip) * dim,
+                            (size_t)batch->n_out[s] * dim * sizeof(float));
+                    dst += batch->n_out[s];
+                }
+            rows = O;
+            zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        }
+        /* x += att·Woᵀ, the add fused into the GEMM (β = 1). */
+        rc = pop_apply(&pc, ZMIX_MAT_O, &lin[ZMIX_MAT_O], &map[ZMIX_MAT_O], Cb, b.att, 0, rows,
+                       1.0f, b.x);
+        if (rc) return rc;
+
+        /* MLP block. */
+        blk_shared = shared && !last && block_shared(map, ZMIX_MAT_GATE, ZMIX_MAT_DOWN + 1);
+        Cb = blk_shared ? 1 : C, in_shared = shared && !blk_shared;
+        zmix_stage_redirect(blk_shared ? ZMIX_STAGE_PREFIX : -1);
+        t0 = zmix_stage_clock();
+        zmix_rmsnorm_rows(b.xb, b.x, L->ffn_norm, (in_shared ? 1 : Cb) * rows, dim, c->norm_eps);
+        if (in_shared) replicate(b.x, C, rows, dim), shared = 0;
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_GATE, &lin[ZMIX_MAT_GATE], &map[ZMIX_MAT_GATE], Cb, b.xb,
+                       in_shared, rows, 0.0f, b.h1);
+        if (!rc)
+            rc = pop_apply(&pc, ZMIX_MAT_UP, &lin[ZMIX_MAT_UP], &map[ZMIX_MAT_UP], Cb, b.xb,
+                           in_shared, rows, 0.0f, b.h3);
+        if (rc) return rc;
+        t0 = zmix_stage_clock();
+        zmix_vec_swiglu(b.h1, b.h3, (size_t)Cb * rows * c->hidden_dim);
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_DOWN, &lin[ZMIX_MAT_DOWN], &map[ZMIX_MAT_DOWN], Cb, b.h1, 0,
+                       rows, 1.0f, b.x);
+        zmix_stage_redirect(-1);
+        if (rc) return rc;
+    }
+    t0 = zmix_stage_clock();
+    if (shared) replicate(b.x, C, rows, dim); /* no layers: every copy is the embeddings */
+    if (c->n_layers == 0) {
+        for (int cp = 0, dst = 0; cp < C; cp++)
+            for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++) {
+                int skip = batch->len[s] - batch->n_out[s];
+                memmove(b.x + (size_t)dst * dim, b.x + ((size_t)cp * R + start + skip) * dim,
+                        (size_t)batch->n_out[s] * dim * sizeof(float));
+                dst += batch->n_out[s];
+            }
+    }
+    zmix_rmsnorm_rows(out, b.x, model->final_norm, C * O, dim, c->norm_eps);
+    zmix_stage_add(ZMIX_STAGE_ELEM, t0);
     return 0;
 }
 
