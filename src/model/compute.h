@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "model_internal.h"
 
@@ -69,6 +70,30 @@ void zmix_gemm_xw(const float *x, int ldx, int n, zmix_wref w, int rows, int col
                   int ldy, float *tile);
 
 /* Element-wise kernels (vec.c); restrict arguments must not overlap. */
+/* exp(x) for x in [-87, 88] (clamped outside): 2^n · p(r), x = n·ln2 + r, |r| <= ln2/2.
+ * Inline for loops too short for a vector call (the attention of short sequences). */
+static inline float zmix_exp_poly(float x)
+{
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    const float magic = 12582912.0f; /* 1.5·2^23: adding it rounds to an integer */
+    float t = x * 1.44269504088896341f + magic;
+    float n = t - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    int32_t ni = (int32_t)n;
+    uint32_t bits = (uint32_t)(ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 float zmix_exp(float x); /* polynomial exp, relative error < 1e-7, clamped to [-87, 88] */
 void zmix_vec_add(float *restrict y, const float *restrict x, size_t n);            /* y += x */
 void zmix_vec_mul(float *restrict y, const float *restrict x, size_t n);            /* y ⊙= x */
@@ -216,6 +241,8 @@ void zmix_stage_redirect(int s);
  * the embeddings. Set them only while no scoring call runs. */
 extern int zmix_score_batched;
 extern int zmix_score_shared_prefix;
+/* Candidates per population pass at most (0: as many as the memory budget allows). */
+extern int zmix_score_chunk;
 
 /* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
  * with the tables cos_t/sin_t ([pos][half]) of its sequence. */

@@ -45,12 +45,13 @@
 /* Cost of one GEMM or axpy call in multiply-adds when candidates are batched: what a call
  * costs in set-up and packing, which the tiny models' per-candidate calls are made of. */
 #define CALL_COST 30000.0
-/* Logits of at most this many floats per LM head GEMM (candidates are taken a few at a time
- * when one candidate's rows already fill it). */
-#define LOGITS_CHUNK_FLOATS ((size_t)4 << 20)
+/* Logits of at most this many floats (256 KiB) per LM head GEMM, so that the loss reads them
+ * from cache; one candidate's rows at least. */
+#define LOGITS_CHUNK_FLOATS ((size_t)64 << 10)
 
 int zmix_score_batched = 1;
 int zmix_score_shared_prefix = 1;
+int zmix_score_chunk = 0;
 
 void zmix_example_score_logits(const float *logits, const int32_t *target, int n_target, int vocab,
                                zmix_example_score *out)
@@ -247,11 +248,12 @@ static int worker_alloc(worker *w, score_call *call, int keep)
     size_t bytes[KEPT_COUNT] = {
         [KEPT_SCRATCH] = call->scratch_floats * sizeof(float),
         [KEPT_HIDDEN] =
-            (call->batched ? S * call->out_per_cand + ZMIX_POP_ROW_BLOCK : call->out_rows_max) *
+            (call->batched ? S * zmix_pop_pad((size_t)call->out_per_cand) : call->out_rows_max) *
             c->dim * sizeof(float),
-        [KEPT_LOGITS] = (call->batched ? zmix_pop_pad((size_t)call->lm_chunk * call->out_per_cand)
-                                       : call->out_rows_max) *
-                        c->vocab_size * sizeof(float),
+        [KEPT_LOGITS] =
+            (call->batched ? (size_t)call->lm_chunk * zmix_pop_pad((size_t)call->out_per_cand)
+                           : call->out_rows_max) *
+            c->vocab_size * sizeof(float),
         [KEPT_WBUF] = (call->wbuf_floats ? call->wbuf_floats : 1) * sizeof(float),
         [KEPT_CTMP] = (call->ctmp_floats ? call->ctmp_floats : 1) * sizeof(float),
         [KEPT_TILE] = call->tile_floats * sizeof(float)};
@@ -395,7 +397,10 @@ static int score_candidate(worker *w, int i, zmix_error *err)
     const zmix_model *model = call->rt->model;
     const zmix_examples *ex = call->ex;
     zmix_score *out = &call->out[i];
-    if (candidate_prepare(w, i, 0)) {
+    unsigned long long t0 = zmix_stage_clock();
+    int degenerate = candidate_prepare(w, i, 0);
+    zmix_stage_add(ZMIX_STAGE_COMPOSE, t0);
+    if (degenerate) {
         /* Degenerate candidates rank below every real score rather than failing the call. */
         out->accuracy = NAN;
         out->loglik = NAN;
@@ -412,7 +417,10 @@ static int score_candidate(worker *w, int i, zmix_error *err)
             int rc = zmix_forward_hidden(model, &call->rope, &batch, candidate_layer, w, w->scratch,
                                          w->tile, w->hidden, call->stop, err);
             if (rc) return rc;
+            t0 = zmix_stage_clock();
             zmix_lm_head(model, w->hidden, grp->n_out_rows, w->logits, w->tile);
+            zmix_stage_add(ZMIX_STAGE_LM_HEAD, t0);
+            t0 = zmix_stage_clock();
             if (call->logits_out && i == 0) {
                 size_t before = 0;
                 for (int e = 0; e < grp->first; e++) before += (size_t)call->n_out[e];
@@ -430,6 +438,7 @@ static int score_candidate(worker *w, int i, zmix_error *err)
                                               &w->ex_scores[e]);
                 lg += (size_t)call->n_out[e] * model->cfg.vocab_size;
             }
+            zmix_stage_add(ZMIX_STAGE_LOSS, t0);
         }
         int n_exact = 0;
         double sum = 0.0;
@@ -551,19 +560,19 @@ static int score_chunk(worker *w, int first, int n, zmix_error *err)
     int rc = zmix_forward_pop(model, &call->rope, &batch, nv, &ops, w->scratch, w->tile, w->hidden,
                               call->stop, err);
     if (rc) return rc;
-    /* The rows past the last copy's are read by the padded LM head GEMM: keep them finite. */
-    memset(w->hidden + (size_t)nv * O * model->cfg.dim, 0,
-           (size_t)ZMIX_POP_ROW_BLOCK * model->cfg.dim * sizeof(float));
+    /* Copy c's wanted rows start at c·Os: the LM head's M is a whole number of 48-row blocks
+     * per candidate, like every stacked GEMM (compute.h). */
+    size_t Os = zmix_pop_pad((size_t)O);
     for (int c0 = 0; c0 < nv; c0 += call->lm_chunk) {
         int nc = nv - c0 < call->lm_chunk ? nv - c0 : call->lm_chunk;
         t0 = zmix_stage_clock();
-        zmix_lm_head(model, w->hidden + (size_t)c0 * O * model->cfg.dim,
-                     (int)zmix_pop_pad((size_t)nc * O), w->logits, w->tile);
+        zmix_lm_head(model, w->hidden + (size_t)c0 * Os * model->cfg.dim, (int)(nc * Os), w->logits,
+                     w->tile);
         zmix_stage_add(ZMIX_STAGE_LM_HEAD, t0);
         t0 = zmix_stage_clock();
         for (int c = 0; c < nc; c++) {
             int i = w->copy_cand[c0 + c];
-            const float *lg = w->logits + (size_t)c * O * vocab;
+            const float *lg = w->logits + (size_t)c * Os * vocab;
             if (call->logits_out && i == 0)
                 memcpy(call->logits_out, lg, (size_t)O * vocab * sizeof(float));
             score_examples(w, lg, &call->out[i]);
@@ -627,14 +636,19 @@ static size_t worker_bytes(const score_call *call, int n_rows, int n_out_rows, i
 /* Cost (in multiply-adds) of applying matrix m in a mode over n_rows rows, plus composing it
  * once per group. */
 static double mode_cost(const zmix_runtime *rt, int m, zmix_wprime_mode mode, double n_rows,
-                        int n_groups)
+                        int n_groups, int batched)
 {
     const zmix_adapted *a = &rt->list[m];
     double rc = (double)a->rows * a->cols, r = a->rank;
+    /* Batched, the factored form is two GEMMs for the whole chunk while the dense modes still
+     * make calls per candidate: their call overhead is what decides on tiny models. */
+    double calls = batched ? CALL_COST : 0.0;
     switch (mode) {
-    case ZMIX_WPRIME_LINEAR: return n_groups * AXPY_COST * rt->n_experts * rc + n_rows * rc;
-    case ZMIX_WPRIME_COMPOSE: return n_groups * rc * r + n_rows * rc;
-    default: return n_rows * r * (a->rows + a->cols);
+    case ZMIX_WPRIME_LINEAR:
+        return n_groups * AXPY_COST * rt->n_experts * rc + n_rows * rc +
+               (rt->n_experts + 1) * calls;
+    case ZMIX_WPRIME_COMPOSE: return n_groups * rc * r + n_rows * rc + 2 * calls;
+    default: return n_rows * r * (a->rows + a->cols) + (batched ? n_rows * r : 0.0);
     }
 }
 
@@ -758,6 +772,9 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
     call->out_rows_max = (size_t)max_out;
     call->bytes_per_worker = worker_bytes(call, max_rows, max_out, max_gl);
 
+    call->batched = zmix_score_batched && call->n_groups == 1;
+    call->rows_per_cand = total_rows;
+    call->out_per_cand = call->groups[0].n_out_rows;
     int can_linear = call->alpha && rt->expert_w;
     for (int m = 0; m < M; m++) {
         zmix_wprime_mode mode = forced;
@@ -766,11 +783,12 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
                                   "score: linear W' needs α candidates and expert matrices");
         if (mode == ZMIX_WPRIME_AUTO) {
             mode = ZMIX_WPRIME_FACTORED;
-            double best = mode_cost(rt, m, mode, total_rows, call->n_groups);
+            double best = mode_cost(rt, m, mode, total_rows, call->n_groups, call->batched);
             zmix_wprime_mode others[2] = {ZMIX_WPRIME_COMPOSE, ZMIX_WPRIME_LINEAR};
             for (int o = 0; o < 2; o++) {
                 if (others[o] == ZMIX_WPRIME_LINEAR && !can_linear) continue;
-                double cost = mode_cost(rt, m, others[o], total_rows, call->n_groups);
+                double cost =
+                    mode_cost(rt, m, others[o], total_rows, call->n_groups, call->batched);
                 if (cost < best) best = cost, mode = others[o];
             }
         }
@@ -835,6 +853,34 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
     int n_threads = ctl && ctl->n_threads > 1 ? ctl->n_threads : 1;
     if (n_threads > n_cand) n_threads = n_cand;
     while (n_threads > 1 && (size_t)n_threads * call.bytes_per_worker > budget) n_threads--;
+    if (call.batched) {
+        /* Chunks: as many candidates as the budget allows, at most an even share per thread. */
+        const zmix_model_config *mc = &rt->model->cfg;
+        int share = (n_cand + n_threads - 1) / n_threads, O = call.out_per_cand;
+        size_t lm = LOGITS_CHUNK_FLOATS / ((size_t)O * mc->vocab_size);
+        int max_len = call.groups[0].max_len, C = share;
+        if (zmix_score_chunk > 0 && zmix_score_chunk < C) C = zmix_score_chunk;
+        size_t bytes = 0;
+        for (;; C--) {
+            int l = (int)(lm < 1 ? 1 : lm < (size_t)C ? lm : (size_t)C);
+            size_t Os = zmix_pop_pad((size_t)O);
+            bytes = (zmix_forward_pop_scratch_floats(mc, call.rows_per_cand, C, max_len) +
+                     (size_t)C * Os * mc->dim + (size_t)l * Os * mc->vocab_size) *
+                    sizeof(float);
+            if ((size_t)n_threads * bytes <= budget || (C == 1 && n_threads == 1)) {
+                call.cmax = C, call.lm_chunk = l;
+                break;
+            }
+            if (C == 1) C = share + 1, n_threads--;
+        }
+        if (bytes > budget) {
+            call.batched = 0; /* one candidate at a time, as the groups were planned */
+        } else {
+            call.bytes_per_worker = bytes;
+            call.scratch_floats =
+                zmix_forward_pop_scratch_floats(mc, call.rows_per_cand, call.cmax, max_len);
+        }
+    }
 
     worker *workers = calloc((size_t)n_threads, sizeof *workers);
     if (!workers) {
