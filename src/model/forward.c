@@ -143,9 +143,15 @@ static inline void axpy_short(float *o, float p, const float *v, int n)
     for (int t = 0; t < n; t++) o[t] += p * v[t];
 }
 
-static void attend_short(const zmix_model_config *c, const float *q, const float *k1,
-                         const float *v1, int n1, const float *k2, const float *v2, int nq,
-                         int pos0, float *scores, float *att)
+/* Compiled for AVX2 and the baseline, picked at load time, as vec.c's kernels (not under
+ * the sanitizers, for the same reason). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void
+attend_short(const zmix_model_config *c, const float *q, const float *k1, const float *v1, int n1,
+             const float *k2, const float *v2, int nq, int pos0, float *scores, float *att)
 {
     int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     int group = c->n_heads / c->n_kv_heads;

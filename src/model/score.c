@@ -136,9 +136,10 @@ typedef struct score_call {
     zmix_rope rope;
     size_t wbuf_floats, ctmp_floats, scratch_floats, out_rows_max, tile_floats;
     size_t bytes_per_worker;
-    int batched;  /* the population path: all examples in one group, candidates in chunks */
-    int cmax;     /* batched: candidates per chunk */
-    int lm_chunk; /* batched: candidates per LM head GEMM */
+    int batched;   /* the population path: all examples in one group, candidates in chunks */
+    int cmax;      /* batched: candidates per chunk */
+    int lm_chunk;  /* batched: candidates per LM head GEMM */
+    int lm_single; /* batched: the LM head runs per candidate, unpadded */
     int rows_per_cand, out_per_cand;
     const atomic_int *stop;
     zmix_score *out;
@@ -566,8 +567,11 @@ static int score_chunk(worker *w, int first, int n, zmix_error *err)
     for (int c0 = 0; c0 < nv; c0 += call->lm_chunk) {
         int nc = nv - c0 < call->lm_chunk ? nv - c0 : call->lm_chunk;
         t0 = zmix_stage_clock();
-        zmix_lm_head(model, w->hidden + (size_t)c0 * Os * model->cfg.dim, (int)(nc * Os), w->logits,
-                     w->tile);
+        /* One candidate at a time (a vocabulary too large for two): M = its own rows, fixed
+         * by the examples, so no padding rows are multiplied. Decided by the shape alone, never
+         * by the chunk, or a candidate's logits would depend on its neighbours. */
+        int m = call->lm_single ? O : (int)(nc * Os);
+        zmix_lm_head(model, w->hidden + (size_t)c0 * Os * model->cfg.dim, m, w->logits, w->tile);
         zmix_stage_add(ZMIX_STAGE_LM_HEAD, t0);
         t0 = zmix_stage_clock();
         for (int c = 0; c < nc; c++) {
@@ -858,6 +862,7 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
         const zmix_model_config *mc = &rt->model->cfg;
         int share = (n_cand + n_threads - 1) / n_threads, O = call.out_per_cand;
         size_t lm = LOGITS_CHUNK_FLOATS / ((size_t)O * mc->vocab_size);
+        call.lm_single = lm <= 1;
         int max_len = call.groups[0].max_len, C = share;
         if (zmix_score_chunk > 0 && zmix_score_chunk < C) C = zmix_score_chunk;
         size_t bytes = 0;

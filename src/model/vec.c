@@ -35,52 +35,50 @@ static inline float exp_poly(float x)
     return zmix_exp_poly(x);
 }
 
-/* The same polynomial on VL lanes with GCC vector extensions (the clamps are selects, not
+/* The same polynomial on 8 lanes with GCC vector extensions (the clamps are selects, not
  * branches, so the loop stays SIMD); lane for lane bit-identical to exp_poly. */
 /* The helpers are static and always inlined, so the AVX-vs-SSE argument-passing ABI note
  * GCC prints for them in the baseline clone concerns no real call. */
 #pragma GCC diagnostic ignored "-Wpsabi"
-/* 16 lanes: one AVX-512 register, two AVX2 ones (which also gives the exp chains twice the
- * independent work per iteration), four SSE ones; the code is the same for every clone. */
-#define VL 16
-typedef float vf __attribute__((vector_size(4 * VL)));
-typedef int32_t vi __attribute__((vector_size(4 * VL)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
-/* Vectors are passed by pointer: by value, a 64-byte vector changes the calling convention
- * between the clones, which GCC reports even for functions that are always inlined. */
-static inline void loadv(vf *v, const float *p)
+static inline v8f load8(const float *p)
 {
-    memcpy(v, p, sizeof *v);
+    v8f v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
 
-static inline void storev(float *p, const vf *v)
+static inline void store8(float *p, v8f v)
 {
-    memcpy(p, v, sizeof *v);
+    memcpy(p, &v, sizeof v);
 }
 
-#define SELECTV(mask, a, b) ((vf)(((vi)(a) & (mask)) | ((vi)(b) & ~(mask))))
-
-/* *x = e^(*x), lane by lane bit-identical to exp_poly. */
-static inline void expv(vf *xp)
+static inline v8f select8(v8i mask, v8f a, v8f b)
 {
-    const vf lo = (vf){0} - 87.0f;
-    const vf hi = (vf){0} + 88.0f;
-    vf x = *xp;
-    x = SELECTV(x < lo, lo, x);
-    x = SELECTV(x > hi, hi, x);
+    return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask));
+}
+
+static inline v8f exp8(v8f x)
+{
+    const v8f lo = {-87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f, -87.0f};
+    const v8f hi = {88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f, 88.0f};
+    x = select8(x < lo, lo, x);
+    x = select8(x > hi, hi, x);
     const float magic = 12582912.0f;
-    vf t = x * 1.44269504088896341f + magic;
-    vf n = t - magic;
-    vf r = x - n * 0.693359375f;
+    v8f t = x * 1.44269504088896341f + magic;
+    v8f n = t - magic;
+    v8f r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    vf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    v8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
     p = p * r + 8.3334519073e-3f;
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * (r * r) + r + 1.0f;
-    vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
-    *xp = p * (vf)bits;
+    v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+    return p * (v8f)bits;
 }
 
 float zmix_exp(float x)
@@ -131,14 +129,9 @@ VEC_CLONES void zmix_vec_axpy(float *restrict y, float a, const float *restrict 
 VEC_CLONES void zmix_vec_swiglu(float *restrict g, const float *restrict u, size_t n)
 {
     size_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        vf gv, uv;
-        loadv(&gv, g + i);
-        loadv(&uv, u + i);
-        vf e = -gv;
-        expv(&e);
-        gv = gv / (1.0f + e) * uv;
-        storev(g + i, &gv);
+    for (; i + 8 <= n; i += 8) {
+        v8f gv = load8(g + i);
+        store8(g + i, gv / (1.0f + exp8(-gv)) * load8(u + i));
     }
     for (; i < n; i++) g[i] = g[i] / (1.0f + exp_poly(-g[i])) * u[i];
 }
@@ -156,26 +149,23 @@ VEC_CLONES float zmix_vec_max(const float *restrict x, size_t n)
     return mx;
 }
 
-static inline float sumv(const vf *v)
+static float sum8(v8f v)
 {
     float s = 0.0f;
-    for (int j = 0; j < VL; j++) s += (*v)[j];
+    for (int j = 0; j < 8; j++) s += v[j];
     return s;
 }
 
 VEC_CLONES float zmix_vec_exp_shift(float *restrict x, float shift, size_t n)
 {
-    vf acc = {0};
+    v8f acc = {0};
     size_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        vf e;
-        loadv(&e, x + i);
-        e -= shift;
-        expv(&e);
-        storev(x + i, &e);
+    for (; i + 8 <= n; i += 8) {
+        v8f e = exp8(load8(x + i) - shift);
+        store8(x + i, e);
         acc += e;
     }
-    float sum = sumv(&acc);
+    float sum = sum8(acc);
     for (; i < n; i++) {
         x[i] = exp_poly(x[i] - shift);
         sum += x[i];
@@ -185,16 +175,10 @@ VEC_CLONES float zmix_vec_exp_shift(float *restrict x, float shift, size_t n)
 
 VEC_CLONES float zmix_vec_sum_exp_shift(const float *restrict x, float shift, size_t n)
 {
-    vf acc = {0};
+    v8f acc = {0};
     size_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        vf e;
-        loadv(&e, x + i);
-        e -= shift;
-        expv(&e);
-        acc += e;
-    }
-    float sum = sumv(&acc);
+    for (; i + 8 <= n; i += 8) acc += exp8(load8(x + i) - shift);
+    float sum = sum8(acc);
     for (; i < n; i++) sum += exp_poly(x[i] - shift);
     return sum;
 }
