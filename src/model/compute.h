@@ -153,18 +153,20 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
 /* ---- Population forward pass (forward.c) ----------------------------------------------
  *
  * The same examples for C candidates ("copies") at once: the activation matrix holds C
- * copies of one batch's rows, copy c at rows [c·R, (c+1)·R). A map that is the same for
- * every copy (an unadapted matrix, the LM head) is one GEMM over all C·R rows; an adapted
+ * copies of one batch's R rows, copy c at rows [c·R', c·R' + R) with R' = zmix_pop_pad(R).
+ * A map that is the same for every copy (an unadapted matrix) is one GEMM over all C·R'
+ * rows; an adapted
  * matrix in the factored form is one GEMM by Vt over all rows, the per-copy scaling, and one
  * GEMM by U; a dense per-copy W' is one GEMM per copy over its R rows.
  *
  * Determinism across populations: OpenBLAS computes the rows of x·Wᵀ in register blocks
- * (12 rows with the Haswell/Zen SGEMM kernel); the rows of a final partial block go through
- * edge kernels whose summation order differs, so a row's value depends on where the GEMM's
- * M ends. Every GEMM over stacked copies is therefore issued with M padded to a multiple of
- * ZMIX_POP_ROW_BLOCK (a multiple of 4, 8, 12, 16 and 24): every real row lies in a full
- * block and gets the value a full block gives it, whatever C is and wherever the copy sits.
- * GEMMs over one copy's rows (a per-copy W', the attention) have M fixed by the examples.
+ * (12 rows with its Zen/Haswell SGEMM kernel), and the rows of a block do not share one
+ * summation order: a row's bits depend on its position within the block and on whether the
+ * block is full. So every copy starts at a multiple of ZMIX_POP_ROW_BLOCK rows (a multiple of
+ * the 4, 8, 12, 16 and 24-row blocks of the x86 kernels; the copy's own rows are padded up to
+ * it with zero rows), and every stacked GEMM covers whole copies: a candidate's rows then sit
+ * at the same positions in full blocks whatever C is and wherever its copy is. GEMMs over one
+ * copy's rows (a per-copy W', the shared prefix) have M fixed by the examples.
  * test_pop_gemm_rows_do_not_depend_on_m checks the BLAS property this rests on.
  *
  * Shared prefix: while every map so far is the same for all copies (embeddings, and with
@@ -204,8 +206,8 @@ typedef struct zmix_pop_ops {
 size_t zmix_forward_pop_scratch_floats(const zmix_model_config *cfg, int n_rows, int n_copies,
                                        int max_len);
 
-/* The final-normed hidden states of the wanted rows of every copy (copy after copy, each
- * Σ n_out rows × dim) into out, which holds zmix_pop_pad(C·Σ n_out) rows. */
+/* The final-normed hidden states of the wanted rows of every copy into out: copy c's Σ n_out
+ * rows × dim at row c·zmix_pop_pad(Σ n_out) (out holds C times that many rows). */
 int zmix_forward_pop(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
                      int n_copies, const zmix_pop_ops *ops, float *scratch, float *tile, float *out,
                      const atomic_int *stop, zmix_error *err);

@@ -6,13 +6,18 @@
  * the target) is "every target token is the argmax at its row", and the log-likelihood comes
  * from the same logits. The LM head runs on those rows only.
  *
- * Work split and determinism. The unit of work is one candidate: its examples are stacked
- * into one activation matrix (so every linear map is one GEMM with all the candidate's rows,
- * which is what keeps BLAS efficient), and workers take candidates one at a time. Nothing a
- * candidate computes depends on which other candidates share the call, how many there are,
- * or which thread runs it: the example grouping and the way each W' is applied (the mode)
- * are fixed by the runtime, the examples and the memory budget alone. So a candidate's score
- * is bit-identical alone or in a batch of 64, with 1 thread or 2.
+ * Work split and determinism. By default candidates are scored a chunk at a time through
+ * one population pass (zmix_forward_pop, compute.h): each candidate's rows are one copy of
+ * the stacked examples, maps shared by all candidates are one GEMM over every copy, and the
+ * copies start at 48-row boundaries so that the BLAS kernel gives a candidate's rows the same
+ * bits whatever else is in its chunk. Without batching (zmix_score_batched = 0, or when one
+ * candidate's examples must be split into groups to fit the budget) the unit of work is one
+ * candidate, its examples stacked into one activation matrix. Either way nothing a candidate
+ * computes depends on which other candidates share the call, how many there are, or which
+ * thread runs it: the example grouping, the way each W' is applied (the mode) and the LM
+ * head's chunking are fixed by the runtime, the examples and the memory budget alone. So a
+ * candidate's score is bit-identical alone or in a batch of 64, in any split, with 1 thread
+ * or 2 (docs/scoring.md, "Determinism").
  *
  * How W' is applied (per adapted matrix, chosen by a cost model unless forced):
  *   linear   W' = c·Σ_k α_k W_k from the precomputed expert matrices: K axpys per matrix;

@@ -461,6 +461,22 @@ static void test_choices_share_the_prompt_pass(void **state)
         assert_float_equal(s.accuracy, (double)right / cs.mc.n, 1e-12);
         assert_float_equal(s.loglik, margins / cs.mc.n, 1e-12);
     }
+
+    /* Branched examples on the population path: 7 candidates in one call or one at a time,
+     * the same bits (the branches' rows are padded like any copy's). */
+    size_t adim = zmix_alpha_dim(f->rt, &o);
+    enum { P = 7 };
+    float *pa = malloc(P * adim * sizeof(float));
+    for (size_t i = 0; i < P * adim; i++) pa[i] = 0.2f + 0.1f * (float)(i % 7);
+    zmix_score all[P], one;
+    zmix_score_ctl c1 = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &cs.mc, P, pa, &c1, all, NULL, &err), 0);
+    for (int i = 0; i < P; i++) {
+        assert_int_equal(
+            zmix_score_alpha(f->rt, &o, &cs.mc, 1, pa + i * adim, &c1, &one, NULL, &err), 0);
+        assert_memory_equal(&one, &all[i], sizeof one);
+    }
+    free(pa);
     zmix_examples_free(&cs.mc);
     zmix_examples_free(&cs.sep);
     free(z), free(ref), free(got);
