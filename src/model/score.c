@@ -54,6 +54,12 @@
  * from cache; one candidate's rows at least. */
 #define LOGITS_CHUNK_FLOATS ((size_t)64 << 10)
 
+/* Activations of one population chunk at most (one candidate's when larger). Past a few
+ * candidates of a 15M-sized model, stacking more only made every GEMM stream its output from
+ * memory (measured: chunks of 3 and 26 within noise of each other on stories15M), and filling
+ * the whole budget would cost a daemon worker hundreds of MB for nothing. */
+#define ZMIX_POP_CHUNK_BYTES ((size_t)64 << 20)
+
 int zmix_score_batched = 1;
 int zmix_score_shared_prefix = 1;
 int zmix_score_chunk = 0;
@@ -863,7 +869,8 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
     if (n_threads > n_cand) n_threads = n_cand;
     while (n_threads > 1 && (size_t)n_threads * call.bytes_per_worker > budget) n_threads--;
     if (call.batched) {
-        /* Chunks: as many candidates as the budget allows, at most an even share per thread. */
+        /* Chunks: as many candidates as the budget allows, at most an even share per thread,
+         * and at most ZMIX_POP_CHUNK_BYTES of activations unless one candidate needs more. */
         const zmix_model_config *mc = &rt->model->cfg;
         int share = (n_cand + n_threads - 1) / n_threads, O = call.out_per_cand;
         size_t lm = LOGITS_CHUNK_FLOATS / ((size_t)O * mc->vocab_size);
@@ -877,7 +884,9 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
             bytes = (zmix_forward_pop_scratch_floats(mc, call.rows_per_cand, C, max_len) +
                      (size_t)C * Os * mc->dim + (size_t)l * Os * mc->vocab_size) *
                     sizeof(float);
-            if ((size_t)n_threads * bytes <= budget || (C == 1 && n_threads == 1)) {
+            if (((size_t)n_threads * bytes <= budget &&
+                 (bytes <= ZMIX_POP_CHUNK_BYTES || C == 1)) ||
+                (C == 1 && n_threads == 1)) {
                 call.cmax = C, call.lm_chunk = l;
                 break;
             }
