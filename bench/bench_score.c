@@ -42,6 +42,10 @@ typedef struct bench_opts {
     int threads, runs, n_naive, candidates, n_examples, prompt_len, target_len, modes, quick;
     const char *dtype;         /* also score a 16-bit copy of the model: "bf16", "f16", or NULL */
     zmix_factor_dtype factors; /* the 16-bit copy's factors */
+    int shared_alpha;          /* one α for every matrix instead of per layer */
+    int compare;               /* also the per-candidate path and the pure-GEMM bound */
+    int stages;                /* time per stage */
+    int profile;               /* the fast path only, for a profiler: no SGEMM, no naive path */
 } bench_opts;
 
 static zmix_model_config shape_config(const char *name)
@@ -61,6 +65,10 @@ static zmix_model_config shape_config(const char *name)
         snprintf(c.model_type, sizeof c.model_type, "llama");
         c.dim = 576, c.hidden_dim = 1536, c.n_layers = 30, c.n_heads = 9, c.n_kv_heads = 3;
         c.vocab_size = 49152, c.max_seq_len = 2048, c.rope_theta = 100000.0f;
+    } else if (!strcmp(name, "260k")) { /* stories260K (HF) */
+        snprintf(c.model_type, sizeof c.model_type, "llama");
+        c.dim = 64, c.hidden_dim = 172, c.n_layers = 5, c.n_heads = 8, c.n_kv_heads = 4;
+        c.vocab_size = 512, c.max_seq_len = 512;
     } else { /* "tiny": the --quick smoke shape, stories260K-sized */
         snprintf(c.model_type, sizeof c.model_type, "llama");
         c.dim = 64, c.hidden_dim = 172, c.n_layers = 2, c.n_heads = 8, c.n_kv_heads = 4;
@@ -138,6 +146,59 @@ static void sgemm_measure(const sgemm_bench *g, int threads, double *wall_gf, do
     openblas_set_num_threads(1);
     *wall_gf = flop * reps / (double)(t1 - t0);
     *cpu_gf = flop * reps / (cpu / threads) * 1e-9;
+}
+
+/* The GEMMs the forward pass of P candidates must do, as plain SGEMM calls with the rows of
+ * `chunk` candidates stacked (as the population path stacks them): per layer Q, K, V, O,
+ * gate, up, down over every row (at the last layer K and V over every row, the rest over the
+ * target rows), and the LM head over the target rows. Returns seconds. */
+static double gemm_bound(const zmix_model_config *c, int P, int R, int O)
+{
+    int chunk = P < 8 ? P : 8, D = c->dim, H = c->hidden_dim, V = c->vocab_size;
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    size_t rows = (size_t)chunk * R, wide = (size_t)(H > qd ? (H > D ? H : D) : qd);
+    size_t wmax = (size_t)V * D > wide * D ? (size_t)V * D : wide * D;
+    float *X = calloc(rows * wide, sizeof(float)),
+          *Y = calloc(rows * ((size_t)V > wide ? (size_t)V : wide), sizeof(float));
+    float *W = malloc(wmax * sizeof(float));
+    for (size_t i = 0; i < wmax; i++) W[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+    for (size_t i = 0; i < rows * wide; i++) X[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
+    uint64_t t0 = zmix_now_ns();
+    for (int p0 = 0; p0 < P; p0 += chunk) {
+        int nc = P - p0 < chunk ? P - p0 : chunk, r_all = nc * R, r_out = nc * O;
+        for (int l = 0; l < c->n_layers; l++) {
+            int last = l == c->n_layers - 1, r = last ? r_out : r_all;
+            int shapes[7][3] = {{r, qd, D}, {r_all, kvd, D}, {r_all, kvd, D}, {r, D, qd},
+                                {r, H, D},  {r, H, D},       {r, D, H}};
+            for (int k = 0; k < 7; k++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, shapes[k][0], shapes[k][1],
+                            shapes[k][2], 1.0f, X, shapes[k][2], W, shapes[k][2], 0.0f, Y,
+                            shapes[k][1]);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r_out, V, D, 1.0f, X, D, W, D, 0.0f, Y,
+                    V);
+    }
+    double sec = (double)(zmix_now_ns() - t0) * 1e-9;
+    free(X), free(Y), free(W);
+    return sec;
+}
+
+static void stages_reset(void)
+{
+    for (int s = 0; s < ZMIX_STAGE_COUNT; s++) atomic_store(&zmix_stage_ns[s], 0);
+}
+
+static void stages_print(const char *label, int P, int runs)
+{
+    unsigned long long total = 0;
+    for (int s = 0; s < ZMIX_STAGE_COUNT; s++) total += atomic_load(&zmix_stage_ns[s]);
+    printf("stages [%s] (ms per candidate, share; summed over %d runs):", label, runs);
+    for (int s = 0; s < ZMIX_STAGE_COUNT; s++) {
+        unsigned long long ns = atomic_load(&zmix_stage_ns[s]);
+        printf("%s %s %.3f (%.0f%%)", s ? "," : "", zmix_stage_name((zmix_stage)s),
+               (double)ns * 1e-6 / ((double)P * runs), total ? 100.0 * ns / total : 0.0);
+    }
+    printf("\n");
 }
 
 /* The naive path for candidate alpha: returns the score, fills detail (ex->n entries). */
@@ -244,7 +305,7 @@ static int bench_shape(const char *name, const bench_opts *bo)
 
     zmix_compose_opts o;
     zmix_compose_opts_default(&o);
-    o.per_layer = 1;
+    o.per_layer = !bo->shared_alpha;
     int P = bo->candidates;
     size_t adim = zmix_alpha_dim(rt, &o);
     float *alpha = malloc((size_t)P * adim * sizeof(float));
@@ -271,7 +332,13 @@ static int bench_shape(const char *name, const bench_opts *bo)
                                  ZMIX_WPRIME_FACTORED};
     int n_modes = bo->modes ? 4 : 1, rc = 0, R = bo->runs;
     int n_naive = bo->n_naive < P ? bo->n_naive : P;
-    double *v = malloc((size_t)R * 12 * sizeof *v);
+    double *v = malloc((size_t)R * 17 * sizeof *v);
+    double *pc_ratio = v + 12 * R, *bound_ratio = v + 13 * R, *bound_cps = v + 14 * R;
+    double *pc_ratio_cpu = v + 15 * R, *bound_ratio_cpu = v + 16 * R;
+    zmix_score *scores_pc = malloc((size_t)P * sizeof *scores_pc);
+    int pc_mismatch_acc = 0;
+    double pc_max_diff = 0.0;
+    unsigned long long pc_stage[ZMIX_STAGE_COUNT] = {0};
     double *cps = v, *gf = v + R, *peak = v + 2 * R, *shaped = v + 3 * R, *ratio = v + 4 * R,
            *ratio_shaped = v + 5 * R, *ratio_cpu = v + 6 * R, *peak_cpu = v + 7 * R,
            *naive_cps = v + 8 * R, *speedup = v + 9 * R, *cps16 = v + 10 * R, *ratio16 = v + 11 * R;
@@ -284,9 +351,14 @@ static int bench_shape(const char *name, const bench_opts *bo)
     for (int mi = 0; mi < n_modes; mi++) {
         for (int r = 0; r < R; r++) {
             double shaped_cpu;
-            sgemm_measure(&peak_g, bo->threads, &peak[r], &peak_cpu[r]);
-            sgemm_measure(&shaped_g, bo->threads, &shaped[r], &shaped_cpu);
+            if (bo->profile) {
+                peak[r] = peak_cpu[r] = shaped[r] = NAN;
+            } else {
+                sgemm_measure(&peak_g, bo->threads, &peak[r], &peak_cpu[r]);
+                sgemm_measure(&shaped_g, bo->threads, &shaped[r], &shaped_cpu);
+            }
             double c0 = cpu_seconds();
+            atomic_store(&zmix_stage_timing, bo->stages && mi == 0);
             uint64_t s0 = zmix_now_ns();
             if (zmix_score_mode(rt, &o, 1, &ex, P, alpha, NULL, &ctl, modes[mi], scores, NULL,
                                 &err)) {
@@ -295,6 +367,44 @@ static int bench_shape(const char *name, const bench_opts *bo)
             }
             double sec = (double)(zmix_now_ns() - s0) * 1e-9;
             double cpu = (cpu_seconds() - c0) / bo->threads;
+            if (bo->compare && mi == 0) {
+                /* The per-candidate path of this build and the pure-GEMM bound, same run. */
+                unsigned long long before[ZMIX_STAGE_COUNT];
+                for (int st = 0; st < ZMIX_STAGE_COUNT; st++) before[st] = zmix_stage_ns[st];
+                zmix_score_batched = 0;
+                double pc0 = cpu_seconds();
+                uint64_t p0 = zmix_now_ns();
+                int prc = zmix_score_mode(rt, &o, 1, &ex, P, alpha, NULL, &ctl, modes[mi],
+                                          scores_pc, NULL, &err);
+                double psec = (double)(zmix_now_ns() - p0) * 1e-9;
+                double pcpu = (cpu_seconds() - pc0) / bo->threads;
+                zmix_score_batched = 1;
+                for (int st = 0; st < ZMIX_STAGE_COUNT; st++) {
+                    pc_stage[st] += zmix_stage_ns[st] - before[st];
+                    zmix_stage_ns[st] = before[st];
+                }
+                if (prc) {
+                    fprintf(stderr, "bench_score: per-candidate: %s\n", err.msg);
+                    return 1;
+                }
+                pc_ratio[r] = psec / sec;
+                pc_ratio_cpu[r] = pcpu / cpu;
+                for (int i = 0; i < P; i++) {
+                    pc_mismatch_acc += scores_pc[i].accuracy != scores[i].accuracy;
+                    double d = fabs(scores_pc[i].loglik - scores[i].loglik) /
+                               fmax(1.0, fabs(scores_pc[i].loglik));
+                    pc_max_diff = d > pc_max_diff ? d : pc_max_diff;
+                }
+                openblas_set_num_threads(bo->threads);
+                double bc0 = cpu_seconds();
+                double bsec = gemm_bound(&cfg, P, n_ex * (per - 1), n_ex * bo->target_len);
+                double bcpu = (cpu_seconds() - bc0) / bo->threads;
+                openblas_set_num_threads(1);
+                bound_ratio[r] = sec / bsec;
+                bound_ratio_cpu[r] = cpu / bcpu;
+                bound_cps[r] = P / bsec;
+            }
+            atomic_store(&zmix_stage_timing, 0);
             cps[r] = P / sec;
             gf[r] = flops * P / sec * 1e-9;
             ratio[r] = gf[r] / peak[r];
@@ -313,7 +423,7 @@ static int bench_shape(const char *name, const bench_opts *bo)
                 for (int i = 0; i < P; i++)
                     max_shift16 = fmax(max_shift16, fabs(scores16[i].loglik - scores[i].loglik));
             }
-            if (mi != 0) continue;
+            if (mi != 0 || bo->profile) continue;
             /* The naive path on the first candidates; it parallelises the way the reference
              * does, inside BLAS. */
             openblas_set_num_threads(bo->threads);
@@ -359,6 +469,25 @@ static int bench_shape(const char *name, const bench_opts *bo)
                    bo->dtype, zmix_wprime_mode_name(modes[mi]), zmix_factor_dtype_name(bo->factors),
                    bench_median(cps16, R), bo->dtype, bench_median(ratio16, R));
         if (mi != 0) continue;
+        if (bo->compare) {
+            printf("time of the per-candidate path (zmix_score_batched = 0) / the population "
+                   "path: %.2fx (by CPU time %.2fx); scores: max relative loglik difference "
+                   "%.2e, accuracy mismatches %d\n",
+                   bench_median(pc_ratio, R), bench_median(pc_ratio_cpu, R), pc_max_diff,
+                   pc_mismatch_acc);
+            printf("pure-GEMM bound: %.2f candidates/s; population path time / GEMM-bound time "
+                   "%.2f (by CPU time %.2f)  [medians of %d runs]\n",
+                   bench_median(bound_cps, R), bench_median(bound_ratio, R),
+                   bench_median(bound_ratio_cpu, R), R);
+        }
+        if (bo->stages) {
+            stages_print("population", P, R);
+            if (bo->compare) {
+                for (int st = 0; st < ZMIX_STAGE_COUNT; st++) zmix_stage_ns[st] = pc_stage[st];
+                stages_print("per-candidate", P, R);
+            }
+            stages_reset();
+        }
         printf("naive: %.3f candidates/s (%d candidates per run; BLAS at %d thread(s))\n",
                bench_median(naive_cps, R), n_naive, bo->threads);
         printf("fast / naive: %.2fx (median of per-run ratios)   scores: max relative loglik "
@@ -369,11 +498,12 @@ static int bench_shape(const char *name, const bench_opts *bo)
         printf("%s: fast vs its naive path: relative loglik difference %.2e, accuracy "
                "mismatches %d; max |loglik %s - loglik f32| %.2e (the rounding of the weights)\n",
                bo->dtype, max_diff16, acc_mismatch16, bo->dtype, max_shift16);
-    if (max_diff > 1e-4 || acc_mismatch || max_diff16 > 1e-4 || acc_mismatch16) {
+    if (max_diff > 1e-4 || acc_mismatch || max_diff16 > 1e-4 || acc_mismatch16 ||
+        pc_max_diff > 1e-4 || pc_mismatch_acc) {
         fprintf(stderr, "bench_score: fast and naive scores disagree\n");
         rc = 1;
     }
-    free(detail), free(v), free(scores), free(scores16), free(alpha);
+    free(detail), free(v), free(scores), free(scores16), free(scores_pc), free(alpha);
     zmix_runtime_free(rt16);
     zmix_model_free(model16);
     sgemm_free(&peak_g);
@@ -387,13 +517,29 @@ static int bench_shape(const char *name, const bench_opts *bo)
 
 int main(int argc, char **argv)
 {
-    bench_opts bo = {"all", 1, 5, 4, 32, 10, 96, 8, 0, 0, NULL, ZMIX_FACTORS_AUTO};
+    bench_opts bo = {"all", 1, 5, 4, 32, 10, 96, 8, 0, 0, NULL, ZMIX_FACTORS_AUTO, 0, 0, 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quick"))
             bo.quick = 1;
         else if (!strcmp(a, "--modes"))
             bo.modes = 1;
+        else if (!strcmp(a, "--shared-alpha"))
+            bo.shared_alpha = 1;
+        else if (!strcmp(a, "--compare"))
+            bo.compare = 1;
+        else if (!strcmp(a, "--stages"))
+            bo.stages = 1;
+        else if (!strcmp(a, "--profile"))
+            bo.profile = 1;
+        else if (!strcmp(a, "--chunk") && v)
+            zmix_score_chunk = atoi(v), i++;
+        else if (!strcmp(a, "--examples") && v)
+            bo.n_examples = atoi(v), i++;
+        else if (!strcmp(a, "--prompt") && v)
+            bo.prompt_len = atoi(v), i++;
+        else if (!strcmp(a, "--target") && v)
+            bo.target_len = atoi(v), i++;
         else if (!strcmp(a, "--shape") && v)
             bo.shape = v, i++;
         else if (!strcmp(a, "--threads") && v)
@@ -409,9 +555,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--factors") && v && !zmix_factor_dtype_parse(v, &bo.factors, NULL))
             i++;
         else {
-            fprintf(stderr, "usage: bench_score [--shape 15m|135m|all] [--threads N] [--runs R] "
-                            "[--naive N] [--candidates P] [--modes] [--dtype bf16|f16] "
-                            "[--factors auto|f32|f16|bf16] [--quick]\n");
+            fprintf(stderr,
+                    "usage: bench_score [--shape 15m|135m|260k|all] [--threads N] [--runs R] "
+                    "[--naive N] [--candidates P] [--modes] [--dtype bf16|f16] "
+                    "[--factors auto|f32|f16|bf16] [--examples N] [--prompt L] "
+                    "[--target T] [--shared-alpha] [--compare] [--stages] [--chunk C] [--profile] "
+                    "[--quick]\n");
             return 2;
         }
     }
@@ -420,11 +569,12 @@ int main(int argc, char **argv)
         return 2;
     }
     if (bo.quick) {
-        bench_opts q = {"tiny", 2, 1, 4, 4, 2, 16, 4, 1, 1, "bf16", ZMIX_FACTORS_AUTO};
+        bench_opts q = {"tiny", 2, 1, 4, 4, 2, 16, 4, 1, 1, "bf16", ZMIX_FACTORS_AUTO, 0, 1, 1, 0};
         return bench_shape("tiny", &q);
     }
     int rc = 0;
     if (!strcmp(bo.shape, "15m") || !strcmp(bo.shape, "all")) rc |= bench_shape("15m", &bo);
     if (!strcmp(bo.shape, "135m") || !strcmp(bo.shape, "all")) rc |= bench_shape("135m", &bo);
+    if (!strcmp(bo.shape, "260k")) rc |= bench_shape("260k", &bo);
     return rc;
 }

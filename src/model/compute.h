@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "model_internal.h"
 
@@ -69,6 +70,30 @@ void zmix_gemm_xw(const float *x, int ldx, int n, zmix_wref w, int rows, int col
                   int ldy, float *tile);
 
 /* Element-wise kernels (vec.c); restrict arguments must not overlap. */
+/* exp(x) for x in [-87, 88] (clamped outside): 2^n · p(r), x = n·ln2 + r, |r| <= ln2/2.
+ * Inline for loops too short for a vector call (the attention of short sequences). */
+static inline float zmix_exp_poly(float x)
+{
+    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    const float magic = 12582912.0f; /* 1.5·2^23: adding it rounds to an integer */
+    float t = x * 1.44269504088896341f + magic;
+    float n = t - magic;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    int32_t ni = (int32_t)n;
+    uint32_t bits = (uint32_t)(ni + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 float zmix_exp(float x); /* polynomial exp, relative error < 1e-7, clamped to [-87, 88] */
 void zmix_vec_add(float *restrict y, const float *restrict x, size_t n);            /* y += x */
 void zmix_vec_mul(float *restrict y, const float *restrict x, size_t n);            /* y ⊙= x */
@@ -124,6 +149,102 @@ size_t zmix_forward_scratch_floats(const zmix_model_config *cfg, int n_rows, int
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
                         zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
                         const atomic_int *stop, zmix_error *err);
+
+/* ---- Population forward pass (forward.c) ----------------------------------------------
+ *
+ * The same examples for C candidates ("copies") at once: the activation matrix holds C
+ * copies of one batch's R rows, copy c at rows [c·R', c·R' + R) with R' = zmix_pop_pad(R).
+ * A map that is the same for every copy (an unadapted matrix) is one GEMM over all C·R'
+ * rows; an adapted
+ * matrix in the factored form is one GEMM by Vt over all rows, the per-copy scaling, and one
+ * GEMM by U; a dense per-copy W' is one GEMM per copy over its R rows.
+ *
+ * Determinism across populations: OpenBLAS computes the rows of x·Wᵀ in register blocks
+ * (12 rows with its Zen/Haswell SGEMM kernel), and the rows of a block do not share one
+ * summation order: a row's bits depend on its position within the block and on whether the
+ * block is full. So every copy starts at a multiple of ZMIX_POP_ROW_BLOCK rows (a multiple of
+ * the 4, 8, 12, 16 and 24-row blocks of the x86 kernels; the copy's own rows are padded up to
+ * it with zero rows), and every stacked GEMM covers whole copies: a candidate's rows then sit
+ * at the same positions in full blocks whatever C is and wherever its copy is. GEMMs over one
+ * copy's rows (a per-copy W', the shared prefix) have M fixed by the examples.
+ * test_pop_gemm_rows_do_not_depend_on_m checks the BLAS property this rests on.
+ *
+ * Shared prefix: while every map so far is the same for all copies (embeddings, and with
+ * MLP-only adaptation the first layer's attention block), the pass runs on one copy's R rows
+ * and replicates the result; the first per-copy map then reads the shared input once where
+ * it can (the factored Vt·x). */
+#define ZMIX_POP_ROW_BLOCK 48
+
+static inline size_t zmix_pop_pad(size_t rows)
+{
+    return (rows + ZMIX_POP_ROW_BLOCK - 1) / ZMIX_POP_ROW_BLOCK * ZMIX_POP_ROW_BLOCK;
+}
+
+typedef enum zmix_pop_kind {
+    ZMIX_POP_SHARED = 0, /* lin applies to every copy */
+    ZMIX_POP_FACTORED,   /* lin's U, Vt; copy c's scale at scale + c·scale_stride */
+    ZMIX_POP_DENSE       /* copy c's map from zmix_pop_ops.copy */
+} zmix_pop_kind;
+
+typedef struct zmix_pop_map {
+    zmix_pop_kind kind;
+    const float *scale;
+    size_t scale_stride;
+    const char *dense; /* FACTORED: copies (C flags, or NULL) whose map comes from ops.copy */
+} zmix_pop_map;
+
+typedef struct zmix_pop_ops {
+    int (*layer)(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT],
+                 zmix_pop_map map[ZMIX_MAT_COUNT], zmix_error *err);
+    /* The dense map of one copy; a W' it composes must stay valid until the next call. */
+    int (*copy)(void *user, int layer, int kind, int copy, zmix_linear *lin, zmix_error *err);
+    void *user;
+    int shared_prefix; /* 0: replicate from the embeddings on (for the on/off test) */
+} zmix_pop_ops;
+
+/* Floats of scratch for n_copies copies of a batch of n_rows rows (max_len as above). */
+size_t zmix_forward_pop_scratch_floats(const zmix_model_config *cfg, int n_rows, int n_copies,
+                                       int max_len);
+
+/* The final-normed hidden states of the wanted rows of every copy into out: copy c's Σ n_out
+ * rows × dim at row c·zmix_pop_pad(Σ n_out) (out holds C times that many rows). */
+int zmix_forward_pop(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
+                     int n_copies, const zmix_pop_ops *ops, float *scratch, float *tile, float *out,
+                     const atomic_int *stop, zmix_error *err);
+
+/* y (+)= x·Wᵀ with β = 0 or 1 (the residual add fused into the GEMM). */
+void zmix_gemm_xwt_beta(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float beta,
+                        float *y, int ldy, float *tile);
+
+/* ---- Where the time goes (bench_score) ------------------------------------------------ */
+
+typedef enum zmix_stage {
+    ZMIX_STAGE_PREFIX, /* embeddings and the shared prefix */
+    ZMIX_STAGE_COMPOSE,
+    ZMIX_STAGE_GEMM, /* weight GEMMs (and the factored scaling) */
+    ZMIX_STAGE_ATTN,
+    ZMIX_STAGE_ELEM, /* RMSNorm, SwiGLU, biases, residual adds, replication */
+    ZMIX_STAGE_LM_HEAD,
+    ZMIX_STAGE_LOSS,
+    ZMIX_STAGE_COUNT
+} zmix_stage;
+
+/* Off unless a benchmark turns it on; then every stage adds its wall nanoseconds. */
+extern atomic_int zmix_stage_timing;
+extern _Atomic unsigned long long zmix_stage_ns[ZMIX_STAGE_COUNT];
+const char *zmix_stage_name(zmix_stage s);
+unsigned long long zmix_stage_clock(void); /* 0 when timing is off */
+void zmix_stage_add(zmix_stage s, unsigned long long t0);
+/* Until called with -1, this thread's stages all count as stage s (the shared prefix). */
+void zmix_stage_redirect(int s);
+
+/* Scorer switches for the tests and the benchmark (defaults: both 1). batch 0 scores one
+ * candidate at a time (the per-candidate path); shared_prefix 0 replicates every copy from
+ * the embeddings. Set them only while no scoring call runs. */
+extern int zmix_score_batched;
+extern int zmix_score_shared_prefix;
+/* Candidates per population pass at most (0: as many as the memory budget allows). */
+extern int zmix_score_chunk;
 
 /* Rotates rows [0, n) of a (n × n_heads·head_dim) block whose row i sits at position pos0+i,
  * with the tables cos_t/sin_t ([pos][half]) of its sequence. */

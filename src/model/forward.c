@@ -94,6 +94,101 @@ static void add_bias(float *y, const float *bias, int n, int width)
     for (int i = 0; i < n; i++) zmix_vec_add(y + (size_t)i * width, bias, (size_t)width);
 }
 
+/* Models with heads this narrow are attended with plain loops: on stories260K-sized models
+ * (head_dim 8) the four BLAS calls per head and sequence cost more in call overhead than in
+ * arithmetic. Per head, the visible scores of every query are packed row after row, shifted
+ * by their row's maximum, and exponentiated in one vector call. The choice depends on the
+ * model alone, never on the sequence: a row's attention is then the same bits whatever the
+ * number of queries and keys around it, which the KV-cached generation relies on (it attends
+ * one query where the cache-free pass attends all). */
+#define LOOP_HEAD_DIM 16
+
+/* 8 lanes (two SSE registers in the baseline build): a head's dot products and its p·v rows
+ * are too short for a vector call, and GCC does not vectorise a float reduction itself. */
+/* The helpers are static and inlined: the AVX-vs-SSE argument-passing ABI note GCC prints
+ * for them in the baseline build concerns no real call. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float f8 __attribute__((vector_size(32)));
+
+static inline f8 load_f8(const float *p)
+{
+    f8 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* a·b with 8 partial sums combined in a fixed order (n % 8 == 0), else in sequence. */
+static inline float dot(const float *a, const float *b, int n)
+{
+    if (n % 8 == 0) {
+        f8 acc = load_f8(a) * load_f8(b);
+        for (int t = 8; t < n; t += 8) acc += load_f8(a + t) * load_f8(b + t);
+        return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    }
+    float d = 0.0f;
+    for (int t = 0; t < n; t++) d += a[t] * b[t];
+    return d;
+}
+
+/* o += p·v over n floats. */
+static inline void axpy_short(float *o, float p, const float *v, int n)
+{
+    if (n % 8 == 0) {
+        for (int t = 0; t < n; t += 8) {
+            f8 x = load_f8(o + t) + p * load_f8(v + t);
+            memcpy(o + t, &x, sizeof x);
+        }
+        return;
+    }
+    for (int t = 0; t < n; t++) o[t] += p * v[t];
+}
+
+/* Compiled for AVX2 and the baseline, picked at load time, as vec.c's kernels (not under
+ * the sanitizers, for the same reason). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void
+attend_short(const zmix_model_config *c, const float *q, const float *k1, const float *v1, int n1,
+             const float *k2, const float *v2, int nq, int pos0, float *scores, float *att)
+{
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    int group = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < c->n_heads; h++) {
+        size_t off = (size_t)(h / group) * hd;
+        float *row = scores;
+        for (int i = 0; i < nq; i++) {
+            const float *qh = q + (size_t)i * q_dim + (size_t)h * hd;
+            int n_vis = pos0 + i + 1, na = n_vis < n1 ? n_vis : n1;
+            for (int j = 0; j < na; j++)
+                row[j] = dot(qh, k1 + (size_t)j * kv_dim + off, hd) * scale;
+            for (int j = na; j < n_vis; j++)
+                row[j] = dot(qh, k2 + (size_t)(j - n1) * kv_dim + off, hd) * scale;
+            float mx = row[0];
+            for (int j = 1; j < n_vis; j++) mx = row[j] > mx ? row[j] : mx;
+            for (int j = 0; j < n_vis; j++) row[j] -= mx;
+            row += n_vis;
+        }
+        zmix_vec_exp_shift(scores, 0.0f, (size_t)(row - scores));
+        row = scores;
+        for (int i = 0; i < nq; i++) {
+            int n_vis = pos0 + i + 1, na = n_vis < n1 ? n_vis : n1;
+            float sum = 0.0f;
+            for (int j = 0; j < n_vis; j++) sum += row[j];
+            float inv = 1.0f / sum, *o = att + (size_t)i * q_dim + (size_t)h * hd;
+            for (int t = 0; t < hd; t++) o[t] = 0.0f;
+            for (int j = 0; j < n_vis; j++) {
+                const float *vj =
+                    j < na ? v1 + (size_t)j * kv_dim + off : v2 + (size_t)(j - n1) * kv_dim + off;
+                axpy_short(o, row[j] * inv, vj, hd);
+            }
+            row += n_vis;
+        }
+    }
+}
+
 /* Causal attention of nq query rows at positions pos0.. over two runs of keys: n1 rows
  * (k1, v1) at positions 0..n1-1, then n2 rows (k2, v2) following them (a plain sequence has
  * n2 = 0; a branch reads its prefix as the first run and itself as the second). Query row i
@@ -105,6 +200,10 @@ static void attend(const zmix_model_config *c, const float *q, const float *k1, 
     int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
     int group = c->n_heads / c->n_kv_heads, len = n1 + n2;
     float scale = 1.0f / sqrtf((float)hd);
+    if (hd <= LOOP_HEAD_DIM) {
+        attend_short(c, q, k1, v1, n1, k2, v2, nq, pos0, scores, att);
+        return;
+    }
     for (int h = 0; h < c->n_heads; h++) {
         size_t off = (size_t)(h / group) * hd;
         const float *qh = q + (size_t)h * hd;
@@ -174,6 +273,23 @@ static int attend_sequence(const zmix_model_config *c, const zmix_batch *batch, 
     return done;
 }
 
+/* Stage timing of the per-candidate pass: adds the time since t0 to stage s and returns it. */
+static unsigned long long stage_lap(zmix_stage s, unsigned long long t0)
+{
+    if (!t0) return 0;
+    unsigned long long d = zmix_stage_clock() - t0;
+    atomic_fetch_add(&zmix_stage_ns[s], d);
+    return d;
+}
+
+static void timed_apply(unsigned long long *parts, const zmix_linear *lin, const float *x, int n,
+                        float *y, float *tmp, float *tile)
+{
+    unsigned long long t0 = zmix_stage_clock();
+    zmix_linear_apply(lin, x, n, y, tmp, tile);
+    *parts += stage_lap(ZMIX_STAGE_GEMM, t0);
+}
+
 int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
                         zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
                         const atomic_int *stop, zmix_error *err)
@@ -202,6 +318,7 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     carve(c, n_rows, max_len, scratch, &b);
     int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
 
+    unsigned long long t_all = zmix_stage_clock(), t0 = t_all, parts = 0;
     zmix_wref embed = zmix_model_embed_ref(model);
     for (int r = 0; r < n_rows; r++) {
         size_t at = (size_t)batch->tokens[r] * dim;
@@ -220,20 +337,23 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
             zmix_rope_fill(c, batch->len[s], batch->len[s], t, t + (size_t)batch->len[s] * half);
         }
 
+    parts += stage_lap(ZMIX_STAGE_PREFIX, t0);
     zmix_linear lin[ZMIX_MAT_COUNT];
     int rows = n_rows; /* rows of x still alive: all of them until the last layer */
     for (int l = 0; l < c->n_layers; l++) {
         /* An atomic read: the event loop sets the flag while this worker runs. */
         if (stop && atomic_load_explicit(stop, memory_order_relaxed))
             return zmix_error_set(err, ZMIX_ECANCELED, "forward pass cancelled");
+        t0 = zmix_stage_clock();
         int rc = layer_fn(user, l, lin, err);
+        parts += stage_lap(ZMIX_STAGE_COMPOSE, t0);
         if (rc) return rc;
         const zmix_layer *L = &model->layers[l];
         int last = l == c->n_layers - 1;
 
         zmix_rmsnorm_rows(b.xb, b.x, L->attn_norm, rows, dim, c->norm_eps);
-        zmix_linear_apply(&lin[ZMIX_MAT_K], b.xb, rows, b.k, b.tmp, tile);
-        zmix_linear_apply(&lin[ZMIX_MAT_V], b.xb, rows, b.v, b.tmp, tile);
+        timed_apply(&parts, &lin[ZMIX_MAT_K], b.xb, rows, b.k, b.tmp, tile);
+        timed_apply(&parts, &lin[ZMIX_MAT_V], b.xb, rows, b.v, b.tmp, tile);
         add_bias(b.k, L->bk, rows, kv_dim);
         add_bias(b.v, L->bv, rows, kv_dim);
 
@@ -251,10 +371,11 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
             }
             q_in = b.xq;
         }
-        zmix_linear_apply(&lin[ZMIX_MAT_Q], q_in, nq_total, b.q, b.tmp, tile);
+        timed_apply(&parts, &lin[ZMIX_MAT_Q], q_in, nq_total, b.q, b.tmp, tile);
         add_bias(b.q, L->bq, nq_total, q_dim);
 
         const int *branch_len = batch->branch_len;
+        t0 = zmix_stage_clock();
         for (int s = 0, start = 0, qrow = 0; s < batch->n_seq; start += batch->len[s], s++) {
             int len = batch->len[s];
             const float *cos_t = rope->cos, *sin_t = rope->sin;
@@ -268,7 +389,8 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
                                     cos_t, sin_t, &b, qrow);
             if (batch->n_branch) branch_len += batch->n_branch[s];
         }
-        zmix_linear_apply(&lin[ZMIX_MAT_O], b.att, nq_total, b.xb, b.tmp, tile);
+        parts += stage_lap(ZMIX_STAGE_ATTN, t0);
+        timed_apply(&parts, &lin[ZMIX_MAT_O], b.att, nq_total, b.xb, b.tmp, tile);
 
         if (last) { /* compact the residual stream to the wanted rows (moving rows forward) */
             for (int s = 0, start = 0, dst = 0; s < batch->n_seq; start += batch->len[s], s++) {
@@ -282,10 +404,10 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
         zmix_vec_add(b.x, b.xb, (size_t)rows * dim);
 
         zmix_rmsnorm_rows(b.xb, b.x, L->ffn_norm, rows, dim, c->norm_eps);
-        zmix_linear_apply(&lin[ZMIX_MAT_GATE], b.xb, rows, b.h1, b.tmp, tile);
-        zmix_linear_apply(&lin[ZMIX_MAT_UP], b.xb, rows, b.h3, b.tmp, tile);
+        timed_apply(&parts, &lin[ZMIX_MAT_GATE], b.xb, rows, b.h1, b.tmp, tile);
+        timed_apply(&parts, &lin[ZMIX_MAT_UP], b.xb, rows, b.h3, b.tmp, tile);
         zmix_vec_swiglu(b.h1, b.h3, (size_t)rows * c->hidden_dim);
-        zmix_linear_apply(&lin[ZMIX_MAT_DOWN], b.h1, rows, b.xb, b.tmp, tile);
+        timed_apply(&parts, &lin[ZMIX_MAT_DOWN], b.h1, rows, b.xb, b.tmp, tile);
         zmix_vec_add(b.x, b.xb, (size_t)rows * dim);
     }
     if (c->n_layers == 0) { /* degenerate but well-defined: keep only the wanted rows */
@@ -297,6 +419,307 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
         }
     }
     zmix_rmsnorm_rows(out, b.x, model->final_norm, n_out_rows, dim, c->norm_eps);
+    /* What the parts timed above leave is element-wise work. */
+    if (t_all) {
+        unsigned long long all = zmix_stage_clock() - t_all;
+        atomic_fetch_add(&zmix_stage_ns[ZMIX_STAGE_ELEM], all > parts ? all - parts : 0);
+    }
+    return 0;
+}
+
+/* ---- Population forward pass ------------------------------------------------------------ */
+
+size_t zmix_forward_pop_scratch_floats(const zmix_model_config *cfg, int n_rows, int n_copies,
+                                       int max_len)
+{
+    fwd_buffers b;
+    return carve(cfg, (int)(zmix_pop_pad((size_t)n_rows) * n_copies), max_len, NULL, &b);
+}
+
+typedef struct pop_ctx {
+    const zmix_pop_ops *ops;
+    float *tmp, *tile;
+    int layer;
+    zmix_error *err;
+} pop_ctx;
+
+/* Rows [n, stride) of each of C copies of a block of width cols: zeroed, so that the padding
+ * rows a stacked GEMM reads hold no stale values (their results are never used; each output
+ * row of a GEMM reads only its own input row). */
+static void zero_pad(float *x, int C, int n, int stride, int cols)
+{
+    if (stride == n) return;
+    for (int c = 0; c < C; c++)
+        memset(x + ((size_t)c * stride + n) * cols, 0, (size_t)(stride - n) * cols * sizeof *x);
+}
+
+/* y = x·Wᵀ (beta 0) or y += x·Wᵀ (beta 1) over M rows with a single map. */
+static void apply_one(const zmix_linear *lin, const float *x, int M, float beta, float *y,
+                      float *tmp, float *tile)
+{
+    if (lin->W.data) {
+        zmix_gemm_xwt_beta(x, lin->cols, M, lin->W, lin->rows, lin->cols, beta, y, lin->rows, tile);
+        return;
+    }
+    int r = lin->rank;
+    zmix_gemm_xwt(x, lin->cols, M, lin->Vt, r, lin->cols, tmp, r, tile);
+    for (int i = 0; i < M; i++) zmix_vec_mul(tmp + (size_t)i * r, lin->scale, (size_t)r);
+    zmix_gemm_xwt_beta(tmp, r, M, lin->U, lin->rows, r, beta, y, lin->rows, tile);
+}
+
+/* The map of one kind over C copies of n real rows each, copy c at rows [c·stride, c·stride
+ * + n) (stride a multiple of ZMIX_POP_ROW_BLOCK; rows up to the stride are padding). x holds
+ * C copies, or, when x_shared, one copy that every copy reads. beta 1 adds into y. */
+static int pop_apply(pop_ctx *p, int kind, const zmix_linear *lin, const zmix_pop_map *map, int C,
+                     const float *x, int x_shared, int n, int stride, float beta, float *y)
+{
+    int cols = lin->cols, rows = lin->rows;
+    size_t span = (size_t)C * stride;
+    unsigned long long t0 = zmix_stage_clock();
+    if (map->kind == ZMIX_POP_SHARED) {
+        if (x_shared) { /* one product, copied (only the first maps of a block read x shared) */
+            apply_one(lin, x, stride, 0.0f, y, p->tmp, p->tile);
+            for (int c = 1; c < C; c++)
+                memcpy(y + (size_t)c * stride * rows, y, (size_t)stride * rows * sizeof *y);
+        } else {
+            apply_one(lin, x, (int)span, beta, y, p->tmp, p->tile);
+        }
+        zmix_stage_add(ZMIX_STAGE_GEMM, t0);
+        return 0;
+    }
+    if (map->kind == ZMIX_POP_FACTORED) {
+        int r = lin->rank;
+        float *t = p->tmp;
+        if (x_shared) { /* Vt·x once for all copies */
+            zmix_gemm_xwt(x, cols, stride, lin->Vt, r, cols, t, r, p->tile);
+            for (int c = 1; c < C; c++)
+                memcpy(t + (size_t)c * stride * r, t, (size_t)stride * r * sizeof *t);
+        } else {
+            zmix_gemm_xwt(x, cols, (int)span, lin->Vt, r, cols, t, r, p->tile);
+        }
+        for (int c = 0; c < C; c++) {
+            float *tc = t + (size_t)c * stride * r;
+            if (map->dense && map->dense[c]) { /* its product comes from its own map below */
+                memset(tc, 0, (size_t)stride * r * sizeof *tc);
+                continue;
+            }
+            const float *sc = map->scale + (size_t)c * map->scale_stride;
+            for (int i = 0; i < n; i++) zmix_vec_mul(tc + (size_t)i * r, sc, (size_t)r);
+        }
+        zmix_gemm_xwt_beta(t, r, (int)span, lin->U, rows, r, beta, y, rows, p->tile);
+        zmix_stage_add(ZMIX_STAGE_GEMM, t0);
+        if (!map->dense) return 0;
+    }
+    for (int c = 0; c < C; c++) {
+        if (map->kind == ZMIX_POP_FACTORED && !map->dense[c]) continue;
+        zmix_linear one;
+        t0 = zmix_stage_clock();
+        int rc = p->ops->copy(p->ops->user, p->layer, kind, c, &one, p->err);
+        zmix_stage_add(ZMIX_STAGE_COMPOSE, t0);
+        if (rc) return rc;
+        t0 = zmix_stage_clock();
+        /* One copy's rows: M = n, fixed by the examples. (A factored copy's U product above
+         * added exactly 0 to its rows.) */
+        float *yc = y + (size_t)c * stride * rows;
+        apply_one(&one, x_shared ? x : x + (size_t)c * stride * cols, n, beta, yc, p->tmp, p->tile);
+        if (beta == 0.0f) zero_pad(yc, 1, n, stride, rows);
+        zmix_stage_add(ZMIX_STAGE_GEMM, t0);
+    }
+    return 0;
+}
+
+/* Copies 1..C-1 of a block (stride rows per copy) become copy 0. */
+static void replicate(float *x, int C, int stride, int width)
+{
+    for (int c = 1; c < C; c++)
+        memcpy(x + (size_t)c * stride * width, x, (size_t)stride * width * sizeof *x);
+}
+
+static int block_shared(const zmix_pop_map *map, int k0, int k1)
+{
+    for (int k = k0; k <= k1; k++)
+        if (map[k].kind != ZMIX_POP_SHARED) return 0;
+    return 1;
+}
+
+/* The wanted rows of each copy (the tail of each sequence) from src (copy stride sstride) to
+ * dst (copy stride dstride); dst may be src (rows only move forward). */
+static void gather_wanted(const zmix_batch *batch, int C, const float *src, int sstride, float *dst,
+                          int dstride, int width)
+{
+    for (int c = 0; c < C; c++)
+        for (int s = 0, start = 0, d = 0; s < batch->n_seq; start += batch->len[s], s++) {
+            int skip = batch->len[s] - batch->n_out[s];
+            memmove(dst + ((size_t)c * dstride + d) * width,
+                    src + ((size_t)c * sstride + start + skip) * width,
+                    (size_t)batch->n_out[s] * width * sizeof *dst);
+            d += batch->n_out[s];
+        }
+}
+
+int zmix_forward_pop(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
+                     int n_copies, const zmix_pop_ops *ops, float *scratch, float *tile, float *out,
+                     const atomic_int *stop, zmix_error *err)
+{
+    const zmix_model_config *c = &model->cfg;
+    const int C = n_copies;
+    int R = 0, O = 0, max_len = 0;
+    const int *bl = batch->branch_len;
+    for (int s = 0; s < batch->n_seq; s++) {
+        R += batch->len[s];
+        O += batch->n_out[s];
+        int nb = batch->n_branch ? batch->n_branch[s] : 0, span = batch->len[s], longest = 0;
+        for (int j = 0; j < nb; j++) {
+            span -= bl[j];
+            longest = max_int(longest, bl[j]);
+        }
+        max_len = max_int(max_len, span + longest);
+        bl += nb;
+    }
+    if (max_len > rope->max_pos)
+        return zmix_error_set(err, ZMIX_EINTERNAL, "sequence of %d tokens past the RoPE table (%d)",
+                              max_len, rope->max_pos);
+    const int Rs = (int)zmix_pop_pad((size_t)R), Os = (int)zmix_pop_pad((size_t)O);
+    fwd_buffers b;
+    carve(c, Rs * C, max_len, scratch, &b);
+    int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
+    pop_ctx pc = {ops, b.tmp, tile, 0, err};
+    zmix_stage_redirect(-1); /* an earlier call may have returned inside a shared block */
+
+    unsigned long long t0 = zmix_stage_clock();
+    zmix_wref embed = zmix_model_embed_ref(model);
+    for (int r = 0; r < R; r++) {
+        size_t at = (size_t)batch->tokens[r] * dim;
+        if (embed.dtype == ZMIX_DT_F32)
+            memcpy(b.x + (size_t)r * dim, (const float *)embed.data + at,
+                   (size_t)dim * sizeof(float));
+        else
+            zmix_half_to_float(b.x + (size_t)r * dim, (const uint16_t *)embed.data + at,
+                               (size_t)dim, embed.dtype);
+    }
+    zero_pad(b.x, 1, R, Rs, dim);
+    int shared = ops->shared_prefix;
+    if (!shared) replicate(b.x, C, Rs, dim);
+    size_t half = (size_t)c->head_dim / 2;
+    for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++)
+        if (batch->len[s] > rope->shared_len && !(batch->n_branch && batch->n_branch[s])) {
+            float *t = b.rope + (size_t)start * 2 * half;
+            zmix_rope_fill(c, batch->len[s], batch->len[s], t, t + (size_t)batch->len[s] * half);
+        }
+    zmix_stage_add(ZMIX_STAGE_PREFIX, t0);
+
+    zmix_linear lin[ZMIX_MAT_COUNT];
+    zmix_pop_map map[ZMIX_MAT_COUNT];
+    int rows = R, stride = Rs; /* real rows per copy still alive, and their stride */
+    int rc = 0;
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        if (stop && atomic_load_explicit(stop, memory_order_relaxed))
+            return zmix_error_set(err, ZMIX_ECANCELED, "forward pass cancelled");
+        rc = ops->layer(ops->user, l, lin, map, err);
+        if (rc) return rc;
+        pc.layer = l;
+        const zmix_layer *L = &model->layers[l];
+        int last = l == c->n_layers - 1;
+
+        /* Attention block: on one copy while every map so far is the same for all. */
+        int blk = shared && !last && block_shared(map, ZMIX_MAT_Q, ZMIX_MAT_O);
+        int Cb = blk ? 1 : C, in_shared = shared && !blk;
+        zmix_stage_redirect(blk ? ZMIX_STAGE_PREFIX : -1);
+        t0 = zmix_stage_clock();
+        zmix_rmsnorm_rows(b.xb, b.x, L->attn_norm, (in_shared ? 1 : Cb) * stride, dim, c->norm_eps);
+        if (in_shared) replicate(b.x, C, stride, dim), shared = 0;
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_K, &lin[ZMIX_MAT_K], &map[ZMIX_MAT_K], Cb, b.xb, in_shared,
+                       rows, stride, 0.0f, b.k);
+        if (!rc)
+            rc = pop_apply(&pc, ZMIX_MAT_V, &lin[ZMIX_MAT_V], &map[ZMIX_MAT_V], Cb, b.xb, in_shared,
+                           rows, stride, 0.0f, b.v);
+        if (rc) break;
+        t0 = zmix_stage_clock();
+        add_bias(b.k, L->bk, Cb * stride, kv_dim);
+        add_bias(b.v, L->bv, Cb * stride, kv_dim);
+        /* The last layer: queries only for the wanted rows of each copy. */
+        const float *q_in = b.xb;
+        int nq = rows, qstride = stride;
+        if (last) {
+            nq = O, qstride = Os;
+            int Cq = in_shared ? 1 : Cb;
+            gather_wanted(batch, Cq, b.xb, stride, b.xq, Os, dim);
+            zero_pad(b.xq, Cq, O, Os, dim);
+            q_in = b.xq;
+        }
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_Q, &lin[ZMIX_MAT_Q], &map[ZMIX_MAT_Q], Cb, q_in, in_shared, nq,
+                       qstride, 0.0f, b.q);
+        if (rc) break;
+        t0 = zmix_stage_clock();
+        add_bias(b.q, L->bq, Cb * qstride, q_dim);
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        t0 = zmix_stage_clock();
+        for (int cp = 0; cp < Cb; cp++) {
+            fwd_buffers bc = b;
+            bc.q = b.q + (size_t)cp * qstride * q_dim;
+            bc.att = b.att + (size_t)cp * qstride * q_dim;
+            bc.k = b.k + (size_t)cp * stride * kv_dim;
+            bc.v = b.v + (size_t)cp * stride * kv_dim;
+            const int *branch_len = batch->branch_len;
+            for (int s = 0, start = 0, qrow = 0; s < batch->n_seq; start += batch->len[s], s++) {
+                int len = batch->len[s];
+                const float *cos_t = rope->cos, *sin_t = rope->sin;
+                if (len > rope->shared_len && !(batch->n_branch && batch->n_branch[s])) {
+                    cos_t = b.rope + (size_t)start * 2 * half;
+                    sin_t = cos_t + (size_t)len * half;
+                }
+                qrow += attend_sequence(c, batch, s, branch_len, start,
+                                        last ? batch->n_out[s] : len, cos_t, sin_t, &bc, qrow);
+                if (batch->n_branch) branch_len += batch->n_branch[s];
+            }
+        }
+        zero_pad(b.att, Cb, nq, qstride, q_dim);
+        zmix_stage_add(ZMIX_STAGE_ATTN, t0);
+        if (last) { /* compact every copy's residual stream to its wanted rows */
+            t0 = zmix_stage_clock();
+            gather_wanted(batch, Cb, b.x, stride, b.x, Os, dim);
+            zero_pad(b.x, Cb, O, Os, dim);
+            rows = O, stride = Os;
+            zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        }
+        /* x += att·Woᵀ, the residual add fused into the GEMM (β = 1). */
+        rc = pop_apply(&pc, ZMIX_MAT_O, &lin[ZMIX_MAT_O], &map[ZMIX_MAT_O], Cb, b.att, 0, rows,
+                       stride, 1.0f, b.x);
+        if (rc) break;
+
+        /* MLP block. */
+        blk = shared && !last && block_shared(map, ZMIX_MAT_GATE, ZMIX_MAT_DOWN);
+        Cb = blk ? 1 : C, in_shared = shared && !blk;
+        zmix_stage_redirect(blk ? ZMIX_STAGE_PREFIX : -1);
+        t0 = zmix_stage_clock();
+        zmix_rmsnorm_rows(b.xb, b.x, L->ffn_norm, (in_shared ? 1 : Cb) * stride, dim, c->norm_eps);
+        if (in_shared) replicate(b.x, C, stride, dim), shared = 0;
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_GATE, &lin[ZMIX_MAT_GATE], &map[ZMIX_MAT_GATE], Cb, b.xb,
+                       in_shared, rows, stride, 0.0f, b.h1);
+        if (!rc)
+            rc = pop_apply(&pc, ZMIX_MAT_UP, &lin[ZMIX_MAT_UP], &map[ZMIX_MAT_UP], Cb, b.xb,
+                           in_shared, rows, stride, 0.0f, b.h3);
+        if (rc) break;
+        t0 = zmix_stage_clock();
+        zmix_vec_swiglu(b.h1, b.h3, (size_t)Cb * stride * c->hidden_dim);
+        zmix_stage_add(ZMIX_STAGE_ELEM, t0);
+        rc = pop_apply(&pc, ZMIX_MAT_DOWN, &lin[ZMIX_MAT_DOWN], &map[ZMIX_MAT_DOWN], Cb, b.h1, 0,
+                       rows, stride, 1.0f, b.x);
+        zmix_stage_redirect(-1);
+    }
+    zmix_stage_redirect(-1);
+    if (rc) return rc;
+    t0 = zmix_stage_clock();
+    if (c->n_layers == 0) { /* every copy is the embeddings' wanted rows */
+        if (shared) replicate(b.x, C, Rs, dim);
+        gather_wanted(batch, C, b.x, Rs, b.x, Os, dim);
+        zero_pad(b.x, C, O, Os, dim);
+    }
+    zmix_rmsnorm_rows(out, b.x, model->final_norm, C * Os, dim, c->norm_eps);
+    zmix_stage_add(ZMIX_STAGE_ELEM, t0);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* Numeric building blocks of the forward pass: RoPE frequencies and tables (with the scalings
  * of rope_scaling), RMSNorm, linear maps over float32 or 16-bit matrices. */
 #include <cblas.h>
+#include <time.h>
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -147,13 +148,13 @@ static void widen_block(const uint16_t *w, size_t ld, int r0, int c0, int r, int
  * within each, along the reduction dimension K, each block widened into tile and its product
  * accumulated into y (β = 1 after the first K block). */
 static void gemm_w(int trans, const float *x, int ldx, int n, zmix_wref w, int rows, int cols,
-                   float *y, int ldy, float *tile)
+                   float beta, float *y, int ldy, float *tile)
 {
     enum CBLAS_TRANSPOSE tw = trans ? CblasTrans : CblasNoTrans;
     int n_dim = trans ? rows : cols, k_dim = trans ? cols : rows;
     if (w.dtype == ZMIX_DT_F32) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, n_dim, k_dim, 1.0f, x, ldx, w.data, cols,
-                    0.0f, y, ldy);
+                    beta, y, ldy);
         return;
     }
     int kb, nb;
@@ -167,7 +168,7 @@ static void gemm_w(int trans, const float *x, int ldx, int n, zmix_wref w, int r
                 c = trans ? kk : nn;
             widen_block(w.data, (size_t)cols, r0, c0, r, c, w.dtype, tile);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, tw, n, nn, kk, 1.0f, x + k0, ldx, tile, c,
-                        k0 ? 1.0f : 0.0f, y + n0, ldy);
+                        k0 ? 1.0f : beta, y + n0, ldy);
         }
     }
 }
@@ -175,13 +176,19 @@ static void gemm_w(int trans, const float *x, int ldx, int n, zmix_wref w, int r
 void zmix_gemm_xwt(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
                    int ldy, float *tile)
 {
-    gemm_w(1, x, ldx, n, w, rows, cols, y, ldy, tile);
+    gemm_w(1, x, ldx, n, w, rows, cols, 0.0f, y, ldy, tile);
+}
+
+void zmix_gemm_xwt_beta(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float beta,
+                        float *y, int ldy, float *tile)
+{
+    gemm_w(1, x, ldx, n, w, rows, cols, beta, y, ldy, tile);
 }
 
 void zmix_gemm_xw(const float *x, int ldx, int n, zmix_wref w, int rows, int cols, float *y,
                   int ldy, float *tile)
 {
-    gemm_w(0, x, ldx, n, w, rows, cols, y, ldy, tile);
+    gemm_w(0, x, ldx, n, w, rows, cols, 0.0f, y, ldy, tile);
 }
 
 void zmix_linear_apply(const zmix_linear *lin, const float *x, int n, float *y, float *tmp,
@@ -205,4 +212,44 @@ void zmix_rmsnorm_rows(float *out, const float *x, const float *w, int n_rows, i
         float inv = 1.0f / sqrtf(ss / (float)dim + eps);
         zmix_vec_scale_weight(out + (size_t)i * dim, w, inv, xi, (size_t)dim);
     }
+}
+
+/* ---- Stage timing ----------------------------------------------------------------------- */
+
+atomic_int zmix_stage_timing;
+_Atomic unsigned long long zmix_stage_ns[ZMIX_STAGE_COUNT];
+
+const char *zmix_stage_name(zmix_stage s)
+{
+    static const char *names[ZMIX_STAGE_COUNT] = {"embedding+shared prefix",
+                                                  "compose",
+                                                  "weight GEMMs",
+                                                  "attention",
+                                                  "element-wise",
+                                                  "LM head",
+                                                  "loss"};
+    return (unsigned)s < ZMIX_STAGE_COUNT ? names[s] : "?";
+}
+
+unsigned long long zmix_stage_clock(void)
+{
+    if (!atomic_load_explicit(&zmix_stage_timing, memory_order_relaxed)) return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000000ull + (unsigned long long)ts.tv_nsec;
+}
+
+static _Thread_local int stage_redirect = -1;
+
+void zmix_stage_redirect(int s)
+{
+    stage_redirect = s;
+}
+
+void zmix_stage_add(zmix_stage s, unsigned long long t0)
+{
+    if (!t0) return;
+    if (stage_redirect >= 0) s = (zmix_stage)stage_redirect;
+    unsigned long long t1 = zmix_stage_clock();
+    if (t1) atomic_fetch_add_explicit(&zmix_stage_ns[s], t1 - t0, memory_order_relaxed);
 }

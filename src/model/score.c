@@ -6,13 +6,18 @@
  * the target) is "every target token is the argmax at its row", and the log-likelihood comes
  * from the same logits. The LM head runs on those rows only.
  *
- * Work split and determinism. The unit of work is one candidate: its examples are stacked
- * into one activation matrix (so every linear map is one GEMM with all the candidate's rows,
- * which is what keeps BLAS efficient), and workers take candidates one at a time. Nothing a
- * candidate computes depends on which other candidates share the call, how many there are,
- * or which thread runs it: the example grouping and the way each W' is applied (the mode)
- * are fixed by the runtime, the examples and the memory budget alone. So a candidate's score
- * is bit-identical alone or in a batch of 64, with 1 thread or 2.
+ * Work split and determinism. By default candidates are scored a chunk at a time through
+ * one population pass (zmix_forward_pop, compute.h): each candidate's rows are one copy of
+ * the stacked examples, maps shared by all candidates are one GEMM over every copy, and the
+ * copies start at 48-row boundaries so that the BLAS kernel gives a candidate's rows the same
+ * bits whatever else is in its chunk. Without batching (zmix_score_batched = 0, or when one
+ * candidate's examples must be split into groups to fit the budget) the unit of work is one
+ * candidate, its examples stacked into one activation matrix. Either way nothing a candidate
+ * computes depends on which other candidates share the call, how many there are, or which
+ * thread runs it: the example grouping, the way each W' is applied (the mode) and the LM
+ * head's chunking are fixed by the runtime, the examples and the memory budget alone. So a
+ * candidate's score is bit-identical alone or in a batch of 64, in any split, with 1 thread
+ * or 2 (docs/scoring.md, "Determinism").
  *
  * How W' is applied (per adapted matrix, chosen by a cost model unless forced):
  *   linear   W' = c·Σ_k α_k W_k from the precomputed expert matrices: K axpys per matrix;
@@ -42,6 +47,22 @@
 /* Cost of one float of an axpy relative to one GEMM multiply-add: the axpy streams from
  * memory while the GEMM runs from cache at full SIMD width. */
 #define AXPY_COST 8.0
+/* Cost of one GEMM or axpy call in multiply-adds when candidates are batched: what a call
+ * costs in set-up and packing, which the tiny models' per-candidate calls are made of. */
+#define CALL_COST 30000.0
+/* Logits of at most this many floats (256 KiB) per LM head GEMM, so that the loss reads them
+ * from cache; one candidate's rows at least. */
+#define LOGITS_CHUNK_FLOATS ((size_t)64 << 10)
+
+/* Activations of one population chunk at most (one candidate's when larger). Past a few
+ * candidates of a 15M-sized model, stacking more only made every GEMM stream its output from
+ * memory (measured: chunks of 3 and 26 within noise of each other on stories15M), and filling
+ * the whole budget would cost a daemon worker hundreds of MB for nothing. */
+#define ZMIX_POP_CHUNK_BYTES ((size_t)64 << 20)
+
+int zmix_score_batched = 1;
+int zmix_score_shared_prefix = 1;
+int zmix_score_chunk = 0;
 
 void zmix_example_score_logits(const float *logits, const int32_t *target, int n_target, int vocab,
                                zmix_example_score *out)
@@ -139,6 +160,11 @@ typedef struct score_call {
     zmix_rope rope;
     size_t wbuf_floats, ctmp_floats, scratch_floats, out_rows_max, tile_floats;
     size_t bytes_per_worker;
+    int batched;   /* the population path: all examples in one group, candidates in chunks */
+    int cmax;      /* batched: candidates per chunk */
+    int lm_chunk;  /* batched: candidates per LM head GEMM */
+    int lm_single; /* batched: the LM head runs per candidate, unpadded */
+    int rows_per_cand, out_per_cand;
     const atomic_int *stop;
     zmix_score *out;
     zmix_example_score *detail;
@@ -158,7 +184,10 @@ typedef struct worker {
     float *zbuf, *scale; /* z' and c·σ⊙z' of every matrix (z_total each) */
     float *alpha_m;      /* [M][K] effective α */
     float *c;            /* [M] rescale factors */
-    char *base;          /* [M]: z' = 1 exactly, so W' is W itself (c = 1 by definition) */
+    char *base;          /* [M][cmax]: z' = 1 exactly, so W' is W itself (c = 1 by definition) */
+    int cmax;            /* candidate slots: the per-candidate arrays above hold cmax each */
+    int *copy_cand;      /* batched: the candidate of each copy */
+    int n_copies;
     zmix_example_score *ex_scores;
     pthread_t thread;
     int kept; /* the large buffers are the calling thread's kept ones */
@@ -228,6 +257,7 @@ static void worker_free(worker *w)
     free(w->c);
     free(w->base);
     free(w->ex_scores);
+    free(w->copy_cand);
 }
 
 static int worker_alloc(worker *w, score_call *call, int keep)
@@ -238,10 +268,17 @@ static int worker_alloc(worker *w, score_call *call, int keep)
     size_t K = rt->n_experts ? (size_t)rt->n_experts : 1;
     memset(w, 0, sizeof *w);
     w->call = call;
+    size_t S = call->batched ? (size_t)call->cmax : 1;
+    w->cmax = (int)S;
     size_t bytes[KEPT_COUNT] = {
         [KEPT_SCRATCH] = call->scratch_floats * sizeof(float),
-        [KEPT_HIDDEN] = call->out_rows_max * c->dim * sizeof(float),
-        [KEPT_LOGITS] = call->out_rows_max * c->vocab_size * sizeof(float),
+        [KEPT_HIDDEN] =
+            (call->batched ? S * zmix_pop_pad((size_t)call->out_per_cand) : call->out_rows_max) *
+            c->dim * sizeof(float),
+        [KEPT_LOGITS] =
+            (call->batched ? (size_t)call->lm_chunk * zmix_pop_pad((size_t)call->out_per_cand)
+                           : call->out_rows_max) *
+            c->vocab_size * sizeof(float),
         [KEPT_WBUF] = (call->wbuf_floats ? call->wbuf_floats : 1) * sizeof(float),
         [KEPT_CTMP] = (call->ctmp_floats ? call->ctmp_floats : 1) * sizeof(float),
         [KEPT_TILE] = call->tile_floats * sizeof(float)};
@@ -259,15 +296,16 @@ static int worker_alloc(worker *w, score_call *call, int keep)
     w->wbuf = p[KEPT_WBUF];
     w->ctmp = p[KEPT_CTMP];
     w->tile = p[KEPT_TILE];
-    w->zbuf = malloc(zt * sizeof(float));
-    w->scale = malloc(zt * sizeof(float));
-    w->alpha_m = malloc(M * K * sizeof(float));
-    w->c = malloc(M * sizeof(float));
-    w->base = malloc(M);
+    w->zbuf = malloc(S * zt * sizeof(float));
+    w->scale = malloc(S * zt * sizeof(float));
+    w->alpha_m = malloc(S * M * K * sizeof(float));
+    w->c = malloc(S * M * sizeof(float));
+    w->base = malloc(S * M);
+    w->copy_cand = malloc(S * sizeof(int));
     w->ex_scores = malloc((size_t)call->ex->n * sizeof *w->ex_scores);
     if (!w->scratch || !w->hidden || !w->logits || !w->wbuf || !w->ctmp ||
         (call->tile_floats && !w->tile) || !w->zbuf || !w->scale || !w->alpha_m || !w->c ||
-        !w->base || !w->ex_scores) {
+        !w->base || !w->ex_scores || !w->copy_cand) {
         worker_free(w);
         return ZMIX_ENOMEM;
     }
@@ -277,18 +315,20 @@ static int worker_alloc(worker *w, score_call *call, int keep)
 /* Fills the per-matrix α, z', c and scales of candidate i. Returns 0, or 1 when the
  * candidate is degenerate (α or z' not finite, α not normalisable, or a rescale dividing
  * by zero). */
-static int candidate_prepare(worker *w, int i)
+static int candidate_prepare(worker *w, int i, int slot)
 {
     score_call *call = w->call;
     const zmix_runtime *rt = call->rt;
-    int K = rt->n_experts;
-    for (int m = 0; m < rt->n_mat; m++) {
+    int K = rt->n_experts, M = rt->n_mat;
+    for (int m = 0; m < M; m++) {
         const zmix_adapted *a = &rt->list[m];
         const zmix_factors *f = &rt->factors[m];
-        float *zm = w->zbuf + a->z_offset;
+        float *zm = w->zbuf + (size_t)slot * rt->z_total + a->z_offset;
+        float *cm = &w->c[(size_t)slot * M + m];
+        char *bm = &w->base[(size_t)m * w->cmax + slot];
         float c;
         if (call->alpha) {
-            float *am = w->alpha_m + (size_t)m * K;
+            float *am = w->alpha_m + ((size_t)slot * M + m) * K;
             if (zmix_alpha_for_matrix(rt, call->copts, call->alpha + (size_t)i * call->cand_stride,
                                       m, am))
                 return 1;
@@ -298,7 +338,8 @@ static int candidate_prepare(worker *w, int i)
                 for (int k = 0; k < K; k++) denom += am[k] * rt->expert_sigma_z[(size_t)m * K + k];
                 double cd = (double)rt->sigma_sum[m] / denom;
                 c = !call->rescale ? 1.0f : (denom == 0.0 || !isfinite(cd)) ? 0.0f : (float)cd;
-                w->c[m] = c;
+                *cm = c;
+                *bm = 0;
                 if (c == 0.0f) return 1;
                 continue;
             }
@@ -316,16 +357,16 @@ static int candidate_prepare(worker *w, int i)
             if (!isfinite(zm[j])) return 1;
             ones &= zm[j] == 1.0f;
         }
-        w->base[m] = (char)ones;
+        *bm = (char)ones;
         if (ones) { /* the unadapted matrix, exactly: no composition, no rounding */
-            w->c[m] = 1.0f;
+            *cm = 1.0f;
             continue;
         }
         c = zmix_rescale_factor(rt, m, zm, call->rescale);
-        w->c[m] = c;
+        *cm = c;
         if (c == 0.0f) return 1;
         if (call->mode[m] == ZMIX_WPRIME_FACTORED) {
-            float *s = w->scale + a->z_offset;
+            float *s = w->scale + (size_t)slot * rt->z_total + a->z_offset;
             for (int j = 0; j < a->rank; j++) s[j] = c * f->S[j] * zm[j];
         }
     }
@@ -343,7 +384,8 @@ static int candidate_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT
     float *wnext = w->wbuf;
     for (int kind = 0; kind < ZMIX_MAT_COUNT; kind++) {
         int m = rt->adapted_index[layer * ZMIX_MAT_COUNT + kind];
-        if (m < 0 || (call->mode[m] != ZMIX_WPRIME_LINEAR && w->base[m])) continue;
+        if (m < 0 || (call->mode[m] != ZMIX_WPRIME_LINEAR && w->base[(size_t)m * w->cmax]))
+            continue;
         const zmix_adapted *a = &rt->list[m];
         const zmix_factors *f = &rt->factors[m];
         size_t n = (size_t)a->rows * a->cols;
@@ -380,7 +422,10 @@ static int score_candidate(worker *w, int i, zmix_error *err)
     const zmix_model *model = call->rt->model;
     const zmix_examples *ex = call->ex;
     zmix_score *out = &call->out[i];
-    if (candidate_prepare(w, i)) {
+    unsigned long long t0 = zmix_stage_clock();
+    int degenerate = candidate_prepare(w, i, 0);
+    zmix_stage_add(ZMIX_STAGE_COMPOSE, t0);
+    if (degenerate) {
         /* Degenerate candidates rank below every real score rather than failing the call. */
         out->accuracy = NAN;
         out->loglik = NAN;
@@ -398,7 +443,10 @@ static int score_candidate(worker *w, int i, zmix_error *err)
             int rc = zmix_forward_hidden(model, &call->rope, &batch, candidate_layer, w, w->scratch,
                                          w->tile, w->hidden, call->stop, err);
             if (rc) return rc;
+            t0 = zmix_stage_clock();
             zmix_lm_head(model, w->hidden, grp->n_out_rows, w->logits, w->tile);
+            zmix_stage_add(ZMIX_STAGE_LM_HEAD, t0);
+            t0 = zmix_stage_clock();
             if (call->logits_out && i == 0) {
                 size_t before = 0;
                 for (int e = 0; e < grp->first; e++) before += (size_t)call->n_out[e];
@@ -416,6 +464,7 @@ static int score_candidate(worker *w, int i, zmix_error *err)
                                               &w->ex_scores[e]);
                 lg += (size_t)call->n_out[e] * model->cfg.vocab_size;
             }
+            zmix_stage_add(ZMIX_STAGE_LOSS, t0);
         }
         int n_exact = 0;
         double sum = 0.0, margin = 0.0;
@@ -434,6 +483,139 @@ static int score_candidate(worker *w, int i, zmix_error *err)
     return 0;
 }
 
+/* ---- The population path ---------------------------------------------------------------- */
+
+/* zmix_pop_ops.layer: how each matrix of a layer is applied to the chunk's copies. */
+static int pop_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT],
+                     zmix_pop_map map[ZMIX_MAT_COUNT], zmix_error *err)
+{
+    worker *w = user;
+    const zmix_runtime *rt = w->call->rt;
+    zmix_layer_base((void *)rt->model, layer, lin, err);
+    for (int kind = 0; kind < ZMIX_MAT_COUNT; kind++) {
+        map[kind] = (zmix_pop_map){ZMIX_POP_SHARED, NULL, 0, NULL};
+        int m = rt->adapted_index[layer * ZMIX_MAT_COUNT + kind];
+        if (m < 0) continue;
+        if (w->call->mode[m] != ZMIX_WPRIME_FACTORED) {
+            map[kind].kind = ZMIX_POP_DENSE;
+            continue;
+        }
+        const zmix_factors *f = &rt->factors[m];
+        const char *base = w->base + (size_t)m * w->cmax;
+        int any_base = 0;
+        for (int c = 0; c < w->n_copies; c++) any_base |= base[c];
+        lin[kind].U = zmix_factors_U(f);
+        lin[kind].Vt = zmix_factors_Vt(f);
+        lin[kind].rank = f->rank;
+        map[kind] = (zmix_pop_map){ZMIX_POP_FACTORED, w->scale + rt->list[m].z_offset, rt->z_total,
+                                   any_base ? base : NULL};
+    }
+    return 0;
+}
+
+/* zmix_pop_ops.copy: copy c's W' of one matrix (linear or compose), or its base matrix. */
+static int pop_copy(void *user, int layer, int kind, int c, zmix_linear *lin, zmix_error *err)
+{
+    (void)err;
+    worker *w = user;
+    const zmix_runtime *rt = w->call->rt;
+    int m = rt->adapted_index[layer * ZMIX_MAT_COUNT + kind], M = rt->n_mat, K = rt->n_experts;
+    memset(lin, 0, sizeof *lin);
+    lin->W =
+        zmix_model_matrix_ref(rt->model, layer, (zmix_matrix_kind)kind, &lin->rows, &lin->cols);
+    zmix_wprime_mode mode = w->call->mode[m];
+    if (mode != ZMIX_WPRIME_LINEAR && w->base[(size_t)m * w->cmax + c]) return 0;
+    size_t n = (size_t)lin->rows * lin->cols;
+    float cm = w->c[(size_t)c * M + m];
+    if (mode == ZMIX_WPRIME_LINEAR) {
+        const float *am = w->alpha_m + ((size_t)c * M + m) * K;
+        float *const *wk = rt->expert_w + (size_t)m * K;
+        zmix_vec_scale(w->wbuf, cm * am[0], wk[0], n);
+        for (int k = 1; k < K; k++) zmix_vec_axpy(w->wbuf, cm * am[k], wk[k], n);
+    } else {
+        zmix_wprime_compose(rt, m, w->zbuf + (size_t)c * rt->z_total + rt->list[m].z_offset, cm,
+                            w->wbuf, w->ctmp, w->tile);
+    }
+    lin->W = (zmix_wref){w->wbuf, ZMIX_DT_F32};
+    return 0;
+}
+
+static void score_examples(worker *w, const float *lg, zmix_score *out)
+{
+    score_call *call = w->call;
+    const zmix_examples *ex = call->ex;
+    int vocab = call->rt->model->cfg.vocab_size, n_exact = 0;
+    double sum = 0.0;
+    for (int e = 0; e < ex->n; e++) {
+        const zmix_example *x = &ex->items[e];
+        if (x->n_choices)
+            zmix_choice_score_logits(lg, x, vocab, call->choice_norm, &w->ex_scores[e]);
+        else
+            zmix_example_score_logits(lg, x->target, x->n_target, vocab, &w->ex_scores[e]);
+        lg += (size_t)call->n_out[e] * vocab;
+        n_exact += w->ex_scores[e].exact;
+        sum += w->ex_scores[e].loglik;
+    }
+    out->accuracy = (double)n_exact / ex->n;
+    out->loglik = sum / ex->n;
+}
+
+/* Candidates [first, first + n) through one population pass. */
+static int score_chunk(worker *w, int first, int n, zmix_error *err)
+{
+    score_call *call = w->call;
+    const zmix_model *model = call->rt->model;
+    const zmix_examples *ex = call->ex;
+    int nv = 0, vocab = model->cfg.vocab_size, O = call->out_per_cand;
+    unsigned long long t0 = zmix_stage_clock();
+    for (int i = first; i < first + n; i++) {
+        if (candidate_prepare(w, i, nv)) {
+            call->out[i] = (zmix_score){NAN, NAN};
+            if (call->detail)
+                for (int e = 0; e < ex->n; e++)
+                    call->detail[(size_t)i * ex->n + e] = (zmix_example_score){0, NAN, -1};
+            continue;
+        }
+        w->copy_cand[nv++] = i;
+    }
+    zmix_stage_add(ZMIX_STAGE_COMPOSE, t0);
+    if (nv == 0) return 0;
+    w->n_copies = nv;
+    /* The flags of the slots past nv are stale; pop_layer reads only the first nv. */
+    zmix_batch batch = {ex->n,       call->tokens,   call->len,
+                        call->n_out, call->n_branch, call->branch_len};
+    zmix_pop_ops ops = {pop_layer, pop_copy, w, zmix_score_shared_prefix};
+    int rc = zmix_forward_pop(model, &call->rope, &batch, nv, &ops, w->scratch, w->tile, w->hidden,
+                              call->stop, err);
+    if (rc) return rc;
+    /* Copy c's wanted rows start at c·Os: the LM head's M is a whole number of 48-row blocks
+     * per candidate, like every stacked GEMM (compute.h). */
+    size_t Os = zmix_pop_pad((size_t)O);
+    for (int c0 = 0; c0 < nv; c0 += call->lm_chunk) {
+        int nc = nv - c0 < call->lm_chunk ? nv - c0 : call->lm_chunk;
+        t0 = zmix_stage_clock();
+        /* One candidate at a time (a vocabulary too large for two): M = its own rows, fixed
+         * by the examples, so no padding rows are multiplied. Decided by the shape alone, never
+         * by the chunk, or a candidate's logits would depend on its neighbours. */
+        int m = call->lm_single ? O : (int)(nc * Os);
+        zmix_lm_head(model, w->hidden + (size_t)c0 * Os * model->cfg.dim, m, w->logits, w->tile);
+        zmix_stage_add(ZMIX_STAGE_LM_HEAD, t0);
+        t0 = zmix_stage_clock();
+        for (int c = 0; c < nc; c++) {
+            int i = w->copy_cand[c0 + c];
+            const float *lg = w->logits + (size_t)c * Os * vocab;
+            if (call->logits_out && i == 0)
+                memcpy(call->logits_out, lg, (size_t)O * vocab * sizeof(float));
+            score_examples(w, lg, &call->out[i]);
+            if (call->detail)
+                memcpy(call->detail + (size_t)i * ex->n, w->ex_scores,
+                       (size_t)ex->n * sizeof *w->ex_scores);
+        }
+        zmix_stage_add(ZMIX_STAGE_LOSS, t0);
+    }
+    return 0;
+}
+
 static void *worker_run(void *arg)
 {
     worker *w = arg;
@@ -441,12 +623,16 @@ static void *worker_run(void *arg)
     zmix_error err = {0, ""};
     for (;;) {
         pthread_mutex_lock(&call->lock);
-        int i = call->rc ? call->n_cand : call->next_cand++;
+        int step = call->batched ? call->cmax : 1;
+        int i = call->rc ? call->n_cand : call->next_cand;
+        if (i < call->n_cand) call->next_cand += step;
         pthread_mutex_unlock(&call->lock);
         if (i >= call->n_cand) break;
+        int n = call->n_cand - i < step ? call->n_cand - i : step;
         int rc = call->stop && atomic_load_explicit(call->stop, memory_order_relaxed)
                      ? zmix_error_set(&err, ZMIX_ECANCELED, "scoring cancelled")
-                     : score_candidate(w, i, &err);
+                 : call->batched ? score_chunk(w, i, n, &err)
+                                 : score_candidate(w, i, &err);
         if (rc) {
             pthread_mutex_lock(&call->lock);
             if (!call->rc) {
@@ -481,14 +667,19 @@ static size_t worker_bytes(const score_call *call, int n_rows, int n_out_rows, i
 /* Cost (in multiply-adds) of applying matrix m in a mode over n_rows rows, plus composing it
  * once per group. */
 static double mode_cost(const zmix_runtime *rt, int m, zmix_wprime_mode mode, double n_rows,
-                        int n_groups)
+                        int n_groups, int batched)
 {
     const zmix_adapted *a = &rt->list[m];
     double rc = (double)a->rows * a->cols, r = a->rank;
+    /* Batched, the factored form is two GEMMs for the whole chunk while the dense modes still
+     * make calls per candidate: their call overhead is what decides on tiny models. */
+    double calls = batched ? CALL_COST : 0.0;
     switch (mode) {
-    case ZMIX_WPRIME_LINEAR: return n_groups * AXPY_COST * rt->n_experts * rc + n_rows * rc;
-    case ZMIX_WPRIME_COMPOSE: return n_groups * rc * r + n_rows * rc;
-    default: return n_rows * r * (a->rows + a->cols);
+    case ZMIX_WPRIME_LINEAR:
+        return n_groups * AXPY_COST * rt->n_experts * rc + n_rows * rc +
+               (rt->n_experts + 1) * calls;
+    case ZMIX_WPRIME_COMPOSE: return n_groups * rc * r + n_rows * rc + 2 * calls;
+    default: return n_rows * r * (a->rows + a->cols) + (batched ? n_rows * r : 0.0);
     }
 }
 
@@ -612,6 +803,9 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
     call->out_rows_max = (size_t)max_out;
     call->bytes_per_worker = worker_bytes(call, max_rows, max_out, max_gl);
 
+    call->batched = zmix_score_batched && call->n_groups == 1;
+    call->rows_per_cand = total_rows;
+    call->out_per_cand = call->groups[0].n_out_rows;
     int can_linear = call->alpha && rt->expert_w;
     for (int m = 0; m < M; m++) {
         zmix_wprime_mode mode = forced;
@@ -620,11 +814,12 @@ static int call_setup(score_call *call, zmix_wprime_mode forced, size_t budget, 
                                   "score: linear W' needs α candidates and expert matrices");
         if (mode == ZMIX_WPRIME_AUTO) {
             mode = ZMIX_WPRIME_FACTORED;
-            double best = mode_cost(rt, m, mode, total_rows, call->n_groups);
+            double best = mode_cost(rt, m, mode, total_rows, call->n_groups, call->batched);
             zmix_wprime_mode others[2] = {ZMIX_WPRIME_COMPOSE, ZMIX_WPRIME_LINEAR};
             for (int o = 0; o < 2; o++) {
                 if (others[o] == ZMIX_WPRIME_LINEAR && !can_linear) continue;
-                double cost = mode_cost(rt, m, others[o], total_rows, call->n_groups);
+                double cost =
+                    mode_cost(rt, m, others[o], total_rows, call->n_groups, call->batched);
                 if (cost < best) best = cost, mode = others[o];
             }
         }
@@ -689,6 +884,38 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
     int n_threads = ctl && ctl->n_threads > 1 ? ctl->n_threads : 1;
     if (n_threads > n_cand) n_threads = n_cand;
     while (n_threads > 1 && (size_t)n_threads * call.bytes_per_worker > budget) n_threads--;
+    if (call.batched) {
+        /* Chunks: as many candidates as the budget allows, at most an even share per thread,
+         * and at most ZMIX_POP_CHUNK_BYTES of activations unless one candidate needs more. */
+        const zmix_model_config *mc = &rt->model->cfg;
+        int share = (n_cand + n_threads - 1) / n_threads, O = call.out_per_cand;
+        size_t lm = LOGITS_CHUNK_FLOATS / ((size_t)O * mc->vocab_size);
+        call.lm_single = lm <= 1;
+        int max_len = call.groups[0].max_len, C = share;
+        if (zmix_score_chunk > 0 && zmix_score_chunk < C) C = zmix_score_chunk;
+        size_t bytes = 0;
+        for (;; C--) {
+            int l = (int)(lm < 1 ? 1 : lm < (size_t)C ? lm : (size_t)C);
+            size_t Os = zmix_pop_pad((size_t)O);
+            bytes = (zmix_forward_pop_scratch_floats(mc, call.rows_per_cand, C, max_len) +
+                     (size_t)C * Os * mc->dim + (size_t)l * Os * mc->vocab_size) *
+                    sizeof(float);
+            if (((size_t)n_threads * bytes <= budget &&
+                 (bytes <= ZMIX_POP_CHUNK_BYTES || C == 1)) ||
+                (C == 1 && n_threads == 1)) {
+                call.cmax = C, call.lm_chunk = l;
+                break;
+            }
+            if (C == 1) C = share + 1, n_threads--;
+        }
+        if (bytes > budget) {
+            call.batched = 0; /* one candidate at a time, as the groups were planned */
+        } else {
+            call.bytes_per_worker = bytes;
+            call.scratch_floats =
+                zmix_forward_pop_scratch_floats(mc, call.rows_per_cand, call.cmax, max_len);
+        }
+    }
 
     worker *workers = calloc((size_t)n_threads, sizeof *workers);
     if (!workers) {

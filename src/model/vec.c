@@ -29,27 +29,10 @@
 #define VEC_CLONES
 #endif
 
-/* exp(x) for x in [-87, 88] (clamped outside): 2^n · p(r), x = n·ln2 + r, |r| <= ln2/2. */
+/* The scalar exp (compute.h) under the name the vector code below mirrors. */
 static inline float exp_poly(float x)
 {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
-    const float magic = 12582912.0f; /* 1.5·2^23: adding it rounds to an integer */
-    float t = x * 1.44269504088896341f + magic;
-    float n = t - magic;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    int32_t ni = (int32_t)n;
-    uint32_t bits = (uint32_t)(ni + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return zmix_exp_poly(x);
 }
 
 /* The same polynomial on 8 lanes with GCC vector extensions (the clamps are selects, not

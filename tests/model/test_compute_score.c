@@ -461,6 +461,22 @@ static void test_choices_share_the_prompt_pass(void **state)
         assert_float_equal(s.accuracy, (double)right / cs.mc.n, 1e-12);
         assert_float_equal(s.loglik, margins / cs.mc.n, 1e-12);
     }
+
+    /* Branched examples on the population path: 7 candidates in one call or one at a time,
+     * the same bits (the branches' rows are padded like any copy's). */
+    size_t adim = zmix_alpha_dim(f->rt, &o);
+    enum { P = 7 };
+    float *pa = malloc(P * adim * sizeof(float));
+    for (size_t i = 0; i < P * adim; i++) pa[i] = 0.2f + 0.1f * (float)(i % 7);
+    zmix_score all[P], one;
+    zmix_score_ctl c1 = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
+    assert_int_equal(zmix_score_alpha(f->rt, &o, &cs.mc, P, pa, &c1, all, NULL, &err), 0);
+    for (int i = 0; i < P; i++) {
+        assert_int_equal(
+            zmix_score_alpha(f->rt, &o, &cs.mc, 1, pa + i * adim, &c1, &one, NULL, &err), 0);
+        assert_memory_equal(&one, &all[i], sizeof one);
+    }
+    free(pa);
     zmix_examples_free(&cs.mc);
     zmix_examples_free(&cs.sep);
     free(z), free(ref), free(got);
@@ -648,6 +664,139 @@ static void test_batch_and_thread_independence(void **state)
     }
     free(alpha);
     fixture_free(f);
+}
+
+/* The BLAS property the population path rests on (compute.h): in a GEMM whose M is a multiple
+ * of ZMIX_POP_ROW_BLOCK, a row's result depends on the row, W and the row's position within
+ * its 48-row block alone, not on M nor on which block it is in. Checked on the shapes the
+ * scorer multiplies. (Shifting rows by a non-multiple of the kernel's register block does
+ * change bits with OpenBLAS 0.3.21 on Zen: each of its 12 rows has its own FMA order.) */
+static void test_pop_gemm_rows_do_not_depend_on_m(void **state)
+{
+    (void)state;
+    int shapes[][2] = {{32, 32}, {64, 64}, {172, 64}, {64, 172}, {512, 64}, {768, 288}, {8, 32}};
+    enum { MAXM = 6 * ZMIX_POP_ROW_BLOCK };
+    pcg32 rng;
+    pcg32_seed(&rng, 3, 3);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int N = shapes[s][0], Kd = shapes[s][1];
+        float *x = malloc((size_t)MAXM * Kd * sizeof(float));
+        float *w = malloc((size_t)N * Kd * sizeof(float));
+        float *ref = malloc((size_t)MAXM * N * sizeof(float));
+        float *y = malloc((size_t)MAXM * N * sizeof(float));
+        for (size_t i = 0; i < (size_t)MAXM * Kd; i++) x[i] = (float)pcg32_normal(&rng);
+        for (size_t i = 0; i < (size_t)N * Kd; i++) w[i] = (float)pcg32_normal(&rng);
+        zmix_wref wr = {w, ZMIX_DT_F32};
+        zmix_gemm_xwt(x, Kd, MAXM, wr, N, Kd, ref, N, NULL);
+        for (int M = ZMIX_POP_ROW_BLOCK; M < MAXM; M += ZMIX_POP_ROW_BLOCK)
+            for (int off = 0; off + M <= MAXM; off += ZMIX_POP_ROW_BLOCK) {
+                zmix_gemm_xwt(x + (size_t)off * Kd, Kd, M, wr, N, Kd, y, N, NULL);
+                assert_memory_equal(y, ref + (size_t)off * N, (size_t)M * N * sizeof(float));
+            }
+        free(x), free(w), free(ref), free(y);
+    }
+}
+
+/* The population path against the per-candidate path: the same accuracy and log-likelihoods
+ * within 1e-5 (relative), in every W' mode, with a degenerate candidate in the middle. */
+static void test_population_matches_per_candidate(void **state)
+{
+    static const zmix_adapt_set sets[2] = {ZMIX_ADAPT_MLP, ZMIX_ADAPT_ALL};
+    for (int si = 0; si < 2; si++) {
+        fixture *f = fixture_make_variant(sets[si], 0, *state);
+        zmix_compose_opts o;
+        zmix_compose_opts_default(&o);
+        o.per_layer = 1;
+        size_t dim = zmix_alpha_dim(f->rt, &o);
+        enum { P = 13 };
+        float *alpha = malloc(P * dim * sizeof(float));
+        pcg32 rng;
+        pcg32_seed(&rng, 21, 4);
+        for (size_t i = 0; i < P * dim; i++) alpha[i] = (float)pcg32_uniform(&rng);
+        alpha[5 * dim] = NAN;
+        zmix_wprime_mode modes[4] = {ZMIX_WPRIME_AUTO, ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_COMPOSE,
+                                     ZMIX_WPRIME_FACTORED};
+        zmix_error err;
+        for (int mi = 0; mi < 4; mi++) {
+            zmix_score pop[P], per[P];
+            zmix_score_ctl c1 = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
+            assert_int_equal(zmix_score_mode(f->rt, &o, 1, &f->ex, P, alpha, NULL, &c1, modes[mi],
+                                             pop, NULL, &err),
+                             0);
+            zmix_score_batched = 0;
+            int rc = zmix_score_mode(f->rt, &o, 1, &f->ex, P, alpha, NULL, &c1, modes[mi], per,
+                                     NULL, &err);
+            zmix_score_batched = 1;
+            assert_int_equal(rc, 0);
+            for (int i = 0; i < P; i++) {
+                if (i == 5) {
+                    assert_true(isnan(pop[i].loglik) && isnan(per[i].loglik));
+                    continue;
+                }
+                assert_true(pop[i].accuracy == per[i].accuracy);
+                assert_true(fabs(pop[i].loglik - per[i].loglik) <=
+                            1e-5 * fmax(1.0, fabs(per[i].loglik)));
+            }
+        }
+        free(alpha);
+        fixture_free(f);
+    }
+}
+
+/* A candidate's score is the same bits whatever population it is scored in: every split of
+ * 37 candidates into pieces (as the daemon's pool makes), 1 or 2 threads, with the shared
+ * prefix on or off, and under a small memory budget (smaller chunks). */
+static void test_population_split_independence(void **state)
+{
+    static const zmix_adapt_set sets[2] = {ZMIX_ADAPT_MLP, ZMIX_ADAPT_ATTN};
+    for (int si = 0; si < 2; si++) {
+        fixture *f = fixture_make_variant(sets[si], 0, *state);
+        zmix_compose_opts o;
+        zmix_compose_opts_default(&o);
+        o.per_layer = 1;
+        size_t dim = zmix_alpha_dim(f->rt, &o);
+        enum { P = 37 };
+        float *alpha = malloc(P * dim * sizeof(float));
+        pcg32 rng;
+        pcg32_seed(&rng, 5, 6);
+        for (size_t i = 0; i < P * dim; i++) alpha[i] = (float)pcg32_uniform(&rng);
+        zmix_wprime_mode modes[3] = {ZMIX_WPRIME_AUTO, ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_FACTORED};
+        zmix_error err;
+        for (int mi = 0; mi < 3; mi++) {
+            zmix_score all[P], piece[P];
+            zmix_example_score dall[P * 6], dpiece[P * 6];
+            zmix_score_ctl c1 = {1, NULL, ZMIX_CHOICE_PER_TOKEN};
+            zmix_score_ctl c2 = {2, NULL, ZMIX_CHOICE_PER_TOKEN};
+            assert_int_equal(zmix_score_mode(f->rt, &o, 1, &f->ex, P, alpha, NULL, &c1, modes[mi],
+                                             all, dall, &err),
+                             0);
+            static const int cuts[][5] = {{1, 5, 13, 18, 0}, {36, 1, 0}, {2, 3, 32, 0}};
+            for (size_t ci = 0; ci < sizeof cuts / sizeof *cuts; ci++) {
+                int at = 0;
+                for (int j = 0; cuts[ci][j]; j++) {
+                    int n = cuts[ci][j];
+                    assert_int_equal(zmix_score_mode(f->rt, &o, 1, &f->ex, n,
+                                                     alpha + (size_t)at * dim, NULL,
+                                                     ci == 1 ? &c2 : &c1, modes[mi], piece + at,
+                                                     dpiece + at * 6, &err),
+                                     0);
+                    at += n;
+                }
+                assert_int_equal(at, P);
+                assert_memory_equal(all, piece, sizeof all);
+                assert_same_details(dall, dpiece, P * 6);
+            }
+            zmix_score_shared_prefix = 0;
+            int rc = zmix_score_mode(f->rt, &o, 1, &f->ex, P, alpha, NULL, &c2, modes[mi], piece,
+                                     dpiece, &err);
+            zmix_score_shared_prefix = 1;
+            assert_int_equal(rc, 0);
+            assert_memory_equal(all, piece, sizeof all);
+            assert_same_details(dall, dpiece, P * 6);
+        }
+        free(alpha);
+        fixture_free(f);
+    }
 }
 
 static void test_memory_budget_chunks_examples(void **state)
@@ -1018,6 +1167,9 @@ int main(void)
         cmocka_unit_test(test_choices_with_dynamic_rope),
         VARIANTS(test_all_ones_experts_reproduce_base),
         VARIANTS(test_batch_and_thread_independence),
+        cmocka_unit_test(test_pop_gemm_rows_do_not_depend_on_m),
+        VARIANTS(test_population_matches_per_candidate),
+        VARIANTS(test_population_split_independence),
         cmocka_unit_test(test_memory_budget_chunks_examples),
         cmocka_unit_test(test_example_at_the_context_limit),
         cmocka_unit_test(test_hand_checked_scores),
