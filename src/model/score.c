@@ -545,7 +545,7 @@ static void score_examples(worker *w, const float *lg, zmix_score *out)
     score_call *call = w->call;
     const zmix_examples *ex = call->ex;
     int vocab = call->rt->model->cfg.vocab_size, n_exact = 0;
-    double sum = 0.0;
+    double sum = 0.0, margin = 0.0;
     for (int e = 0; e < ex->n; e++) {
         const zmix_example *x = &ex->items[e];
         if (x->n_choices)
@@ -555,9 +555,11 @@ static void score_examples(worker *w, const float *lg, zmix_score *out)
         lg += (size_t)call->n_out[e] * vocab;
         n_exact += w->ex_scores[e].exact;
         sum += w->ex_scores[e].loglik;
+        margin += w->ex_scores[e].margin;
     }
     out->accuracy = (double)n_exact / ex->n;
     out->loglik = sum / ex->n;
+    out->margin = margin / ex->n;
 }
 
 /* Candidates [first, first + n) through one population pass. */
@@ -570,10 +572,10 @@ static int score_chunk(worker *w, int first, int n, zmix_error *err)
     unsigned long long t0 = zmix_stage_clock();
     for (int i = first; i < first + n; i++) {
         if (candidate_prepare(w, i, nv)) {
-            call->out[i] = (zmix_score){NAN, NAN};
+            call->out[i] = (zmix_score){NAN, NAN, NAN};
             if (call->detail)
                 for (int e = 0; e < ex->n; e++)
-                    call->detail[(size_t)i * ex->n + e] = (zmix_example_score){0, NAN, -1};
+                    call->detail[(size_t)i * ex->n + e] = (zmix_example_score){0, NAN, -1, NAN};
             continue;
         }
         w->copy_cand[nv++] = i;

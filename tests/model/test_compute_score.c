@@ -731,11 +731,15 @@ static void test_population_matches_per_candidate(void **state)
             for (int i = 0; i < P; i++) {
                 if (i == 5) {
                     assert_true(isnan(pop[i].loglik) && isnan(per[i].loglik));
+                    assert_true(isnan(pop[i].margin) && isnan(per[i].margin));
                     continue;
                 }
                 assert_true(pop[i].accuracy == per[i].accuracy);
                 assert_true(fabs(pop[i].loglik - per[i].loglik) <=
                             1e-5 * fmax(1.0, fabs(per[i].loglik)));
+                /* the margin steers the search: both paths report it */
+                assert_true(pop[i].margin <= 0.0);
+                assert_true(fabs(pop[i].margin - per[i].margin) <= 1e-4);
             }
         }
         free(alpha);
