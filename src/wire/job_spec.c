@@ -562,8 +562,12 @@ int job_spec_restore(const uint8_t *settings, size_t settings_len, const zmix_ex
         rc = zmix_error_set(err, ZMIX_EFORMAT, "job settings: not a msgpack map");
     } else {
         /* The settings the job was accepted with, not today's limits (PROTOCOL.md §5): only
-         * the engine's own check applies. */
-        rc = parse_cem(&msg.data, NULL, n_experts, n_matrices, cem_defaults, out, err);
+         * the engine's own check applies. A map without a method was stored before there was
+         * a choice, when every search was the CEM: its job resumes as one, under the key it
+         * was accepted with. */
+        zmix_cem_settings stored_defaults = *cem_defaults;
+        stored_defaults.method = ZMIX_CEM_METHOD_CEM;
+        rc = parse_cem(&msg.data, NULL, n_experts, n_matrices, &stored_defaults, out, err);
         if (rc == 0) rc = restore_warm_start(&msg.data, out, err);
         if (rc == 0) rc = zmix_cem_settings_check(&out->cem, err);
         if (rc) zmix_error_prefix(err, "job settings");

@@ -293,6 +293,7 @@ static void test_settings_round_trip(void **unused)
     s.compose.per_layer = 1;
     s.cem.dim = 45;
     s.cem.elite_ratio = 0.25;
+    s.cem.method = ZMIX_CEM_METHOD_SEP_CMA;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -300,6 +301,7 @@ static void test_settings_round_trip(void **unused)
     job_spec_pack_settings(&s, &pk);
     job_limits lim = limits();
     zmix_cem_settings d = defaults();
+    d.method = ZMIX_CEM_METHOD_SEP_CMA; /* the daemon's default today */
     assert_int_equal(job_spec_restore((const uint8_t *)sb.data, sb.size, &s.examples, s.task,
                                       s.priority, lim.n_experts, lim.n_matrices, &d, &r, &err),
                      0);
@@ -309,9 +311,27 @@ static void test_settings_round_trip(void **unused)
     assert_string_equal(k1, k2);
     assert_int_equal(r.cem.patience, 4);
     assert_int_equal(r.cem.dim, 45);
+    assert_int_equal(r.cem.method, ZMIX_CEM_METHOD_SEP_CMA);
     assert_int_equal(r.examples.items[2].prompt[4], s.examples.items[2].prompt[4]);
     assert_ptr_not_equal(r.examples.tokens, s.examples.tokens);
     job_spec_free(&r);
+    /* Settings stored before the method was a setting (no "method") were a CEM search: the
+     * job resumes as one whatever today's default is, so its key still says what ran. */
+    msgpack_sbuffer old_sb;
+    msgpack_sbuffer_init(&old_sb);
+    msgpack_packer old_pk;
+    msgpack_packer_init(&old_pk, &old_sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&old_pk, 1);
+    rpc_pack_cstr(&old_pk, "pop");
+    msgpack_pack_int(&old_pk, 8);
+    assert_int_equal(job_spec_restore((const uint8_t *)old_sb.data, old_sb.size, &s.examples,
+                                      s.task, s.priority, lim.n_experts, lim.n_matrices, &d, &r,
+                                      &err),
+                     0);
+    assert_int_equal(r.cem.method, ZMIX_CEM_METHOD_CEM);
+    assert_int_equal(r.cem.pop_size, 8);
+    job_spec_free(&r);
+    msgpack_sbuffer_destroy(&old_sb);
     /* A corrupt settings blob is an error, not a crash. */
     assert_int_equal(job_spec_restore((const uint8_t *)"\xc1", 1, &s.examples, s.task, 0,
                                       lim.n_experts, lim.n_matrices, &d, &r, &err),
