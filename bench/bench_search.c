@@ -179,8 +179,7 @@ static void reference_settings(zmix_adapt_opts *o)
     o->cem.std_tol = 0.0;
     o->cem.target_accuracy = 2.0;
     o->cem.patience = 0;
-    o->cem.method = ZMIX_CEM_METHOD_CEM;
-    o->per_layer_direct = 1; /* every coordinate from the start */
+    o->cem.method = ZMIX_CEM_METHOD_CEM; /* every coordinate from the start, per-layer too */
 }
 
 static int wanted(const char *list, const char *name)

@@ -47,9 +47,6 @@ typedef struct zmix_adapt_opts {
      * cem.init_mean, when set, must hold zmix_alpha_dim entries (K, or M·K per-layer). */
     zmix_cem_settings cem;
     int per_layer; /* one α per expert per adapted matrix (M·K) instead of K; default 0 */
-    /* per_layer only: search the M·K coordinates from the start, as the reference does,
-     * instead of a shared stage first (zmix_session, docs/cem.md); default 0 */
-    int per_layer_direct;
     int rescale;   /* keep each matrix's singular-value mass (the reference's rescale); 1 */
     int n_threads; /* scoring threads in zmix_adapt_run (<= 1: caller's thread); default 1 */
     /* Fraction of the examples held out of the search to estimate how the result does on
@@ -71,12 +68,12 @@ zmix_compose_opts zmix_adapt_compose_opts(const zmix_adapt_opts *opts);
 
 /* The search dimension for these options: K, or M·K with per-layer α. */
 int zmix_adapt_alpha_dim(const zmix_runtime *rt, const zmix_adapt_opts *opts);
-/* What a search with these options runs (docs/cem.md, "Per-layer α"): a per-layer search of
- * more than one matrix (dim > K) uses separable CMA-ES with its own population, spending the
- * options' budget pop_size × max_generations; any other the CEM with the options as given.
- * The engine settings are the options' cem settings with these three replaced. */
-void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, int n_experts,
-                             zmix_cem_method *method, int *pop_size, int *max_generations);
+/* What a search with these options and dim coordinates runs (docs/cem.md, "Methods"): with
+ * the sep-cma method its own population, spending the options' budget pop_size ×
+ * max_generations; with the CEM the options as given. The engine settings are the options'
+ * cem settings with these three replaced. */
+void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, zmix_cem_method *method,
+                             int *pop_size, int *max_generations);
 
 /* The α a warm-started search begins from (opts->cem.init_mean), from an earlier result's
  * alpha (n_alpha values) and provenance: refused (ZMIX_EINVAL, saying why) when it was made

@@ -144,7 +144,7 @@ void zmix_adapt_key_from(const char *model_fingerprint, const char *experts_dige
     hash_f64(&h, c->target_loglik_tol);
     hash_i64(&h, (int64_t)c->seed);
     hash_f64(&h, opts->validation);
-    hash_i64(&h, opts->per_layer && opts->per_layer_direct);
+    hash_i64(&h, 0); /* was a per-layer search without a shared stage; now method cem */
     /* A warm start changes where the search begins: its α is part of the inputs (only when
      * given, so that keys without one are what they were). */
     /* The update method (only when it is not the CEM, so that keys made before there was a

@@ -172,7 +172,7 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
     s->dim = zmix_adapt_alpha_dim(rt, opts);
     zmix_cem_method method;
     int max_generations;
-    zmix_adapt_search_shape(opts, s->dim, s->n_experts, &method, &s->pop_size, &max_generations);
+    zmix_adapt_search_shape(opts, s->dim, &method, &s->pop_size, &max_generations);
     if (opts->cem.init_mean) {
         for (int i = 0; i < s->dim; i++)
             if (!isfinite(opts->cem.init_mean[i]) || opts->cem.init_mean[i] < opts->cem.lo ||
@@ -210,20 +210,18 @@ static int session_alloc(const zmix_runtime *rt, const zmix_examples *ex,
     return 0;
 }
 
-/* The engine's settings: the options as given, or for the per-layer search separable
- * CMA-ES with its own population, spending the same number of evaluations as pop_size ×
- * max_generations would (the budget the options set), without elitism (the best is kept by
+/* The engine's settings: the options, with the shape zmix_adapt_search_shape gives; with the
+ * sep-cma method (its own population, spending the budget pop_size × max_generations) also
+ * without elitism (the best is kept by
  * the engine all the same; a carried member would bias the recombination), from a spread of
  * a fifth of the bounds' width (measured: docs/cem.md). */
-void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, int n_experts,
-                             zmix_cem_method *method, int *pop_size, int *max_generations)
+void zmix_adapt_search_shape(const zmix_adapt_opts *opts, int dim, zmix_cem_method *method,
+                             int *pop_size, int *max_generations)
 {
     *method = ZMIX_CEM_METHOD_CEM;
     *pop_size = opts->cem.pop_size;
     *max_generations = opts->cem.max_generations;
-    (void)n_experts;
-    if (opts->cem.method != ZMIX_CEM_METHOD_SEP_CMA || (opts->per_layer && opts->per_layer_direct))
-        return;
+    if (opts->cem.method != ZMIX_CEM_METHOD_SEP_CMA) return;
     long budget = (long)opts->cem.pop_size * opts->cem.max_generations;
     *method = ZMIX_CEM_METHOD_SEP_CMA;
     *pop_size = zmix_cem_sep_cma_pop_size(dim);
@@ -241,8 +239,7 @@ static zmix_cem_settings engine_settings(const zmix_session *s)
     c.n_experts = s->n_experts;
     c.dim = s->dim;
     if (c.stream == 0) c.stream = zmix_adapt_key_stream(s->key);
-    zmix_adapt_search_shape(&s->opts, s->dim, s->n_experts, &c.method, &c.pop_size,
-                            &c.max_generations);
+    zmix_adapt_search_shape(&s->opts, s->dim, &c.method, &c.pop_size, &c.max_generations);
     if (c.method != ZMIX_CEM_METHOD_SEP_CMA) return c;
     c.elitism = 0;
     if (c.init_std < 0) c.init_std = 0.2 * (c.hi - c.lo);

@@ -290,30 +290,40 @@ static void timed_apply(unsigned long long *parts, const zmix_linear *lin, const
     *parts += stage_lap(ZMIX_STAGE_GEMM, t0);
 }
 
-int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
-                        zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
-                        const atomic_int *stop, zmix_error *err)
+/* A batch's rows, output rows and max_len: the longest span of positions a sequence reads,
+ * which is what the RoPE table and the attention scores need: its length, or for a branched
+ * one its prefix and its longest branch (the branches sit side by side, not one after the
+ * other). Fails when the RoPE table is too short. */
+static int batch_shape(const zmix_batch *batch, const zmix_rope *rope, int *n_rows, int *n_out_rows,
+                       int *max_len, zmix_error *err)
 {
-    const zmix_model_config *c = &model->cfg;
-    /* max_len: the longest span of positions a sequence reads, which is what the RoPE table
-     * and the attention scores need: its length, or for a branched one its prefix and its
-     * longest branch (the branches sit side by side, not one after the other). */
-    int n_rows = 0, n_out_rows = 0, max_len = 0;
+    *n_rows = *n_out_rows = *max_len = 0;
     const int *bl = batch->branch_len;
     for (int s = 0; s < batch->n_seq; s++) {
-        n_rows += batch->len[s];
-        n_out_rows += batch->n_out[s];
+        *n_rows += batch->len[s];
+        *n_out_rows += batch->n_out[s];
         int nb = batch->n_branch ? batch->n_branch[s] : 0, span = batch->len[s], longest = 0;
         for (int j = 0; j < nb; j++) {
             span -= bl[j];
             longest = max_int(longest, bl[j]);
         }
-        max_len = max_int(max_len, span + longest);
+        *max_len = max_int(*max_len, span + longest);
         bl += nb;
     }
-    if (max_len > rope->max_pos)
+    if (*max_len > rope->max_pos)
         return zmix_error_set(err, ZMIX_EINTERNAL, "sequence of %d tokens past the RoPE table (%d)",
-                              max_len, rope->max_pos);
+                              *max_len, rope->max_pos);
+    return 0;
+}
+
+int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zmix_batch *batch,
+                        zmix_layer_fn layer_fn, void *user, float *scratch, float *tile, float *out,
+                        const atomic_int *stop, zmix_error *err)
+{
+    const zmix_model_config *c = &model->cfg;
+    int n_rows, n_out_rows, max_len;
+    int shape_rc = batch_shape(batch, rope, &n_rows, &n_out_rows, &max_len, err);
+    if (shape_rc) return shape_rc;
     fwd_buffers b;
     carve(c, n_rows, max_len, scratch, &b);
     int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
@@ -563,22 +573,9 @@ int zmix_forward_pop(const zmix_model *model, const zmix_rope *rope, const zmix_
 {
     const zmix_model_config *c = &model->cfg;
     const int C = n_copies;
-    int R = 0, O = 0, max_len = 0;
-    const int *bl = batch->branch_len;
-    for (int s = 0; s < batch->n_seq; s++) {
-        R += batch->len[s];
-        O += batch->n_out[s];
-        int nb = batch->n_branch ? batch->n_branch[s] : 0, span = batch->len[s], longest = 0;
-        for (int j = 0; j < nb; j++) {
-            span -= bl[j];
-            longest = max_int(longest, bl[j]);
-        }
-        max_len = max_int(max_len, span + longest);
-        bl += nb;
-    }
-    if (max_len > rope->max_pos)
-        return zmix_error_set(err, ZMIX_EINTERNAL, "sequence of %d tokens past the RoPE table (%d)",
-                              max_len, rope->max_pos);
+    int R, O, max_len;
+    int shape_rc = batch_shape(batch, rope, &R, &O, &max_len, err);
+    if (shape_rc) return shape_rc;
     const int Rs = (int)zmix_pop_pad((size_t)R), Os = (int)zmix_pop_pad((size_t)O);
     fwd_buffers b;
     carve(c, Rs * C, max_len, scratch, &b);

@@ -164,7 +164,7 @@ void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk)
     /* What the search runs: a per-layer search's own population and generations. */
     zmix_cem_method method;
     int pop, max_generations;
-    zmix_adapt_search_shape(&j->opts, dim, j->spec.cem.n_experts, &method, &pop, &max_generations);
+    zmix_adapt_search_shape(&j->opts, dim, &method, &pop, &max_generations);
     rpc_map_int(&m, "max_generations", max_generations);
     rpc_map_int(&m, "pop", pop);
     rpc_map_str(&m, "method", zmix_cem_method_name(method));

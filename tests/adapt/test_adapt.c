@@ -505,14 +505,14 @@ static void test_per_layer_by_sep_cma(void **state)
     for (int i = 3; i < mk; i++) differs |= last[i] != last[i % 3];
     assert_true(differs);
     /* the reference's direct search is the CEM method with the options' population */
-    o.per_layer_direct = 1;
+    o.cem.method = ZMIX_CEM_METHOD_CEM;
     zmix_adapt_result direct;
     assert_int_equal(zmix_adapt_run(t.rt, &t.ex, &o, NULL, NULL, &direct, &err), 0);
     assert_int_equal(direct.settings.method, ZMIX_CEM_METHOD_CEM);
     assert_int_equal(direct.settings.pop_size, 8);
     assert_int_equal(direct.generations, 6);
     zmix_adapt_result_free(&direct);
-    o.per_layer_direct = 0;
+    o.cem.method = ZMIX_CEM_METHOD_SEP_CMA;
 
     zmix_session *s;
     assert_int_equal(zmix_session_create(t.rt, &t.ex, &o, &s, &err), 0);
