@@ -48,6 +48,6 @@ if [ $quick = 0 ]; then
   TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" OPENBLAS_NUM_THREADS=1 \
     ZMIX_CRASH_ITERS=6 ZMIX_LOAD_CONNECTIONS=100 ZMIX_LOAD_REQUESTS=2000 \
     ctest --test-dir build-tsan --output-on-failure \
-    -R '^(test_pool|test_task_cache|test_job_store|test_rpc|stress_limits|stress_load|stress_crash_loop|e2e_http_metrics|e2e_http_dashboard)$'
+    -R '^(test_pool|test_task_cache|test_job_store|test_fleet_jobs|test_rpc|stress_limits|stress_load|stress_crash_loop|e2e_http_metrics|e2e_http_dashboard)$'
 fi
 echo "zmix: all tests passed"

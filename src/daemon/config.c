@@ -16,6 +16,7 @@ void config_default(server_config *cfg)
     snprintf(cfg->adapt, sizeof cfg->adapt, "mlp");
     snprintf(cfg->store, sizeof cfg->store, "local");
     cfg->fleet_claim_ms = 30000;
+    cfg->fleet_lease_ms = 10000;
     const char *xdg = getenv("XDG_CACHE_HOME");
     const char *home = getenv("HOME");
     if (xdg && xdg[0])
@@ -154,6 +155,8 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
         return set_str(cfg->store_password_file, sizeof cfg->store_password_file, name, value, err);
     if (!strcmp(name, "fleet-claim-ms"))
         return set_int(&cfg->fleet_claim_ms, name, value, 100, 86400000L, err);
+    if (!strcmp(name, "fleet-lease-ms"))
+        return set_int(&cfg->fleet_lease_ms, name, value, 250, 3600000L, err);
     if (!strcmp(name, "token-file"))
         return set_str(cfg->token_file, sizeof cfg->token_file, name, value, err);
     if (!strcmp(name, "tenants"))

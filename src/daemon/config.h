@@ -48,6 +48,7 @@ typedef struct server_config {
     char store[CONFIG_PATH_MAX];    /* --store: "local" (default) or redis://HOST:PORT[/DB] */
     char store_password_file[CONFIG_PATH_MAX]; /* Redis's password; "" none */
     int fleet_claim_ms; /* a fleet chunk pending this long on one member is taken over */
+    int fleet_lease_ms; /* a job whose driver has not renewed its lease this long moves */
     /* Per-job limits: the configurable fields of job_limits (job_limit_options); the model's
      * fields are filled when the model is loaded. */
     job_limits limits;

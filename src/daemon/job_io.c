@@ -50,14 +50,24 @@ typedef struct job_op {
     job *j;
     int rc;
     zmix_error err;
+    uint8_t *status; /* checkpoint, in a fleet: the status published with it (owned) */
+    size_t status_len;
 } job_op;
+
+/* In a fleet, where the job store is Redis (fleet_jobs.h), a write refused because another
+ * member drives the job now. */
+static int fenced(const server *srv, int rc)
+{
+    return srv->fleet_jobs && rc == ZMIX_ESTATE;
+}
 
 /* ---- accept ---------------------------------------------------------------------------- */
 
 typedef struct accept_op {
     job_op jo;
     int cache_hit;
-    uint64_t id;
+    uint64_t id, epoch;
+    fleet_job_joined joined; /* in a fleet: another member's job for the same inputs */
     task_result cached;
 } accept_op;
 
@@ -74,9 +84,9 @@ static void accept_work(io_op *o)
         return;
     }
     if (j->refusal[0]) {
-        op->jo.rc = zmix_error_set(&op->jo.err, ZMIX_ELIMIT,
-                                   "%s, and the task has no cached result for these inputs",
-                                   j->refusal);
+        op->jo.rc =
+            zmix_error_set(&op->jo.err, ZMIX_ELIMIT,
+                           "%s, and the task has no cached result for these inputs", j->refusal);
         return;
     }
     job_record rec;
@@ -87,7 +97,10 @@ static void accept_work(io_op *o)
     rec.submit_ms = j->submit_ms;
     rec.examples = j->spec.examples;
     job_spec_settings_bytes(&j->spec, &rec.settings, &rec.settings_len);
-    op->jo.rc = job_store_create(srv->store, &rec, &op->jo.err);
+    if (srv->fleet_jobs)
+        op->jo.rc = fleet_jobs_create(srv->fleet_jobs, &rec, &op->epoch, &op->joined, &op->jo.err);
+    else
+        op->jo.rc = job_store_create(srv->store, &rec, &op->jo.err);
     op->id = rec.id; /* j->id is set on the loop, which reads it at any time */
     free(rec.settings);
 }
@@ -96,6 +109,12 @@ static void accept_work(io_op *o)
 static void accept_after(io_op *o)
 {
     accept_op *op = (accept_op *)o;
+    op->jo.j->epoch = op->epoch;
+    if (op->jo.rc == 0 && op->joined.id) {
+        jobs_joined(op->jo.j, op->joined.id, op->joined.state);
+        free(op);
+        return;
+    }
     jobs_accepted(op->jo.j, op->jo.rc, &op->jo.err, op->id, op->cache_hit ? &op->cached : NULL);
     if (op->cache_hit) task_result_free(&op->cached);
     free(op);
@@ -107,8 +126,12 @@ static void accept_after(io_op *o)
 static void start_work(io_op *o)
 {
     job_op *op = (job_op *)o;
-    op->rc =
-        job_store_set_state(o->srv->store, op->j->id, JOB_RUNNING, NULL, op->j->start_ms, &op->err);
+    if (o->srv->fleet_jobs)
+        op->rc = fleet_jobs_set_state(o->srv->fleet_jobs, op->j->id, op->j->epoch, JOB_RUNNING,
+                                      NULL, op->j->start_ms, &op->err);
+    else
+        op->rc = job_store_set_state(o->srv->store, op->j->id, JOB_RUNNING, NULL, op->j->start_ms,
+                                     &op->err);
 }
 
 /* Loop. */
@@ -117,6 +140,7 @@ static void start_after(io_op *o)
     job_op *op = (job_op *)o;
     if (op->rc != 0)
         ZLOG_WARN(o->srv->log, "job %llu: %s", (unsigned long long)op->j->id, op->err.msg);
+    if (fenced(o->srv, op->rc)) op->j->abandoned = 1;
     jobs_started(op->j);
     free(op);
 }
@@ -134,7 +158,10 @@ static void checkpoint_work(io_op *o)
     op->rc = zmix_session_save(j->session, &data, &len, &op->err);
     int steps =
         zmix_session_generation(j->session) + (zmix_session_baselines(j->session, NULL, NULL) == 0);
-    if (op->rc == 0)
+    if (op->rc == 0 && o->srv->fleet_jobs)
+        op->rc = fleet_jobs_checkpoint(o->srv->fleet_jobs, j->id, j->epoch, steps, data, len,
+                                       op->status, op->status_len, &op->err);
+    else if (op->rc == 0)
         op->rc = job_store_checkpoint(o->srv->store, j->id, steps, data, len, &op->err);
     free(data);
 }
@@ -146,7 +173,9 @@ static void checkpoint_after(io_op *o)
     if (op->rc != 0)
         ZLOG_WARN(o->srv->log, "job %llu: checkpoint not saved: %s", (unsigned long long)op->j->id,
                   op->err.msg);
+    if (fenced(o->srv, op->rc)) op->j->abandoned = 1;
     jobs_saved(op->j);
+    free(op->status);
     free(op);
 }
 
@@ -226,8 +255,13 @@ static void finish_work(io_op *o)
     if (have) zmix_adapt_result_free(&r);
     if (op->put_rc == 0) {
         zmix_error err;
-        op->store_rc = job_store_finish(srv->store, j->id, op->state, op->reason, j->end_ms,
-                                        (const uint8_t *)doc, doc ? strlen(doc) : 0, &err);
+        if (srv->fleet_jobs)
+            op->store_rc =
+                fleet_jobs_finish(srv->fleet_jobs, j->id, j->epoch, op->state, op->reason,
+                                  j->end_ms, (const uint8_t *)doc, doc ? strlen(doc) : 0, &err);
+        else
+            op->store_rc = job_store_finish(srv->store, j->id, op->state, op->reason, j->end_ms,
+                                            (const uint8_t *)doc, doc ? strlen(doc) : 0, &err);
         if (op->store_rc != 0)
             ZLOG_WARN(srv->log, "job %llu: job store: %s", (unsigned long long)j->id, err.msg);
     } else {
@@ -241,6 +275,14 @@ static void finish_after(io_op *o)
 {
     finish_op *op = (finish_op *)o;
     op->jo.j->end_unsaved = op->store_rc != 0;
+    if (fenced(o->srv, op->store_rc)) {
+        /* Another member drives the job now and writes its end: this run's is not the
+         * job's. */
+        job_summary_free(&op->summary);
+        jobs_drop(op->jo.j);
+        free(op);
+        return;
+    }
     jobs_finished(op->jo.j, op->state, op->reason, &op->summary, op->put_rc, &op->put_err);
     job_summary_free(&op->summary);
     free(op);
@@ -278,7 +320,11 @@ int job_io_start(job *j)
 
 int job_io_checkpoint(job *j)
 {
-    return submit(j, new_job_op(j, sizeof(job_op), checkpoint_work, checkpoint_after));
+    job_op *op = new_job_op(j, sizeof(job_op), checkpoint_work, checkpoint_after);
+    /* Status is packed here, on the loop, which owns what it reads. */
+    if (op && j->srv->fleet_jobs && jobs_status_bytes(j->srv, j, &op->status, &op->status_len))
+        op->status = NULL;
+    return submit(j, op);
 }
 
 int job_io_finish(job *j, job_state state, const char *reason)
@@ -289,4 +335,53 @@ int job_io_finish(job *j, job_state state, const char *reason)
         snprintf(op->reason, sizeof op->reason, "%s", reason ? reason : "");
     }
     return submit(j, op);
+}
+
+/* ---- The final status, in a fleet ------------------------------------------------------- */
+
+typedef struct status_op {
+    io_op base;
+    uint64_t id, epoch;
+    uint8_t *status;
+    size_t len;
+    int final;
+    int rc;
+    zmix_error err;
+} status_op;
+
+/* Threadpool. */
+static void status_work(io_op *o)
+{
+    status_op *op = (status_op *)o;
+    op->rc = fleet_jobs_publish_status(o->srv->fleet_jobs, op->id, op->epoch, op->status, op->len,
+                                       op->final, &op->err);
+}
+
+/* Loop. */
+static void status_after(io_op *o)
+{
+    status_op *op = (status_op *)o;
+    if (op->rc != 0)
+        ZLOG_WARN(o->srv->log, "job %llu: final status not published: %s",
+                  (unsigned long long)op->id, op->err.msg);
+    free(op->status);
+    free(op);
+}
+
+/* Loop: the op copies what it needs, so the job may go away before it runs. */
+int job_io_publish_status(job *j)
+{
+    status_op *op = calloc(1, sizeof *op);
+    if (!op) return ZMIX_ENOMEM;
+    op->id = j->id;
+    op->epoch = j->epoch;
+    op->final = j->phase == JOB_PH_FINISHED;
+    if (jobs_status_bytes(j->srv, j, &op->status, &op->len) != 0) {
+        free(op);
+        return ZMIX_ENOMEM;
+    }
+    op->base.work = status_work;
+    op->base.after = status_after;
+    io_submit(j->srv, &op->base);
+    return 0;
 }

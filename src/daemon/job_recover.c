@@ -36,9 +36,16 @@ static void restore_final(job *j, const job_record *r)
 static void cannot_resume(server *srv, job *j, const char *why)
 {
     ZLOG_ERROR(srv->log, "job %llu: cannot resume: %s", (unsigned long long)j->id, why);
-    j->state = JOB_FAILED;
     snprintf(j->reason, sizeof j->reason, "cannot resume after restart: %.180s", why);
     utf8_trim_cstr(j->reason);
+    if (srv->fleet_jobs) {
+        /* The end state is written like any other, off the loop, under the lease. */
+        j->resume_failed = 1;
+        j->state = JOB_QUEUED;
+        job_set_phase(j, JOB_PH_QUEUED);
+        return;
+    }
+    j->state = JOB_FAILED;
     job_set_phase(j, JOB_PH_FINISHED);
     job_store_set_state(srv->store, j->id, JOB_FAILED, j->reason, server_wall_ms(), NULL);
 }
@@ -97,6 +104,17 @@ int jobs_recover(server *srv, job_recovered *rec, size_t n, zmix_error *err)
         if (!j) return zmix_error_set(err, ZMIX_ENOMEM, "out of memory recovering jobs");
         recover_one(srv, j, &rec[i]);
     }
+    jobs_schedule(srv);
+    return 0;
+}
+
+int jobs_resume_claimed(server *srv, job_recovered *rec, uint64_t epoch, int cancel_requested)
+{
+    job *j = jobs_new(srv);
+    if (!j) return ZMIX_ENOMEM;
+    j->epoch = epoch;
+    recover_one(srv, j, rec);
+    j->cancel_requested = cancel_requested;
     jobs_schedule(srv);
     return 0;
 }

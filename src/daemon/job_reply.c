@@ -98,6 +98,18 @@ void jobs_notify_progress(server *srv, const job *j)
     msgpack_sbuffer_destroy(&params);
 }
 
+int jobs_status_bytes(server *srv, const job *j, uint8_t **out, size_t *len)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    jobs_pack_status(srv, j, &pk);
+    *len = sb.size;
+    *out = (uint8_t *)msgpack_sbuffer_release(&sb);
+    return *out ? 0 : ZMIX_ENOMEM;
+}
+
 /* ---- Waiters --------------------------------------------------------------------------- */
 
 /* A request parked on its connection until a job answers it; NULL (ENOMEM answered) when out

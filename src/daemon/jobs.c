@@ -167,6 +167,14 @@ static void begin_step(job *j)
 {
     server *srv = j->srv;
     zmix_error err = {0};
+    if (j->abandoned) {
+        jobs_drop(j);
+        return;
+    }
+    if (j->resume_failed) {
+        fail(j, j->reason);
+        return;
+    }
     if (j->cancel_requested) { /* before shutdown: an acknowledged cancel is kept */
         finish(j, JOB_CANCELLED, "cancelled by a client");
         return;
@@ -224,6 +232,11 @@ static void step_scored(job *j)
     zmix_error err = {0};
     uint64_t ns = zmix_now_ns() - j->step_started_ns;
     j->run_ns += ns;
+    if (j->abandoned) {
+        zmix_session_abort_step(j->session);
+        jobs_drop(j);
+        return;
+    }
     if (j->fail_pending) {
         j->fail_pending = 0;
         zmix_session_abort_step(j->session);
@@ -328,10 +341,25 @@ void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_resu
               (unsigned long long)j->id, j->spec.task, j->spec.examples.n, j->spec.cem.pop_size,
               j->spec.cem.max_generations);
     jobs_answer_waiters(j);
+    if (srv->fleet_jobs) job_io_publish_status(j);
     if (j->cancel_requested)
         finish(j, JOB_CANCELLED, "cancelled by a client");
     else
         jobs_schedule(srv);
+}
+
+void jobs_joined(job *j, uint64_t id, job_state state)
+{
+    server *srv = j->srv;
+    srv->submits_coalesced++;
+    j->id = id;
+    j->state = state;
+    for (parked *p = j->waiters; p; p = p->job_next) p->coalesced = 1;
+    ZLOG_INFO(srv->log, "submit %s: joins job %llu (same inputs, run by the fleet)", j->spec.task,
+              (unsigned long long)id);
+    jobs_answer_waiters(j);
+    j->id = 0; /* the job is the fleet's, not this registry's */
+    job_destroy(j);
 }
 
 void jobs_started(job *j)
@@ -380,6 +408,8 @@ void jobs_finished(job *j, job_state state, const char *reason, job_summary *sum
     ZLOG_INFO(srv->log, "job %llu: %s (%s)", (unsigned long long)j->id, job_state_name(state),
               reason);
     job_spec_free(&j->spec); /* the examples; status needs only the settings */
+    /* The other members answer for the job from what it published last. */
+    if (srv->fleet_jobs && !j->end_unsaved) job_io_publish_status(j);
     jobs_answer_waiters(j);
     jobs_notify_progress(srv, j);
     prune_finished(srv);
@@ -572,6 +602,86 @@ int jobs_cancel(server *srv, job *j, int withdraw_only, zmix_error *err)
     }
     /* accepting, starting or saving: the step's completion looks at cancel_requested */
     return 0;
+}
+
+/* ---- In a fleet: leases claimed and lost ------------------------------------------------ */
+
+void jobs_drop(job *j)
+{
+    server *srv = j->srv;
+    ZLOG_INFO(srv->log, "job %llu: dropped here (another member drives it)",
+              (unsigned long long)j->id);
+    if (srv->fleet_jobs) fleet_jobs_release(srv->fleet_jobs, j->id);
+    while (j->waiters) {
+        parked *p = j->waiters;
+        j->waiters = p->job_next;
+        p->job_next = NULL;
+        if (p->conn && (p->kind == PARK_WAIT || p->kind == PARK_CANCEL)) {
+            remote_park(srv, p, j->id);
+        } else {
+            conn_unpark(p);
+            free(p);
+        }
+    }
+    job_destroy(j);
+    jobs_schedule(srv);
+}
+
+void jobs_abandon(job *j)
+{
+    server *srv = j->srv;
+    if (j->phase == JOB_PH_FINISHED || j->abandoned) return;
+    j->abandoned = 1;
+    if (srv->fleet_jobs) fleet_jobs_release(srv->fleet_jobs, j->id);
+    switch (j->phase) {
+    case JOB_PH_SCORING:
+        atomic_store_explicit(&j->stop, 1, memory_order_relaxed);
+        for (pool_item *w = pool_withdraw(srv->pool, &j->queue); w; w = w->next) j->items_out--;
+        if (j->items_out == 0) step_scored(j);
+        return;
+    case JOB_PH_ACCEPTING:
+    case JOB_PH_STARTING:
+    case JOB_PH_SAVING:
+    case JOB_PH_FINISHING: return; /* the op's completion drops it (or, finishing, ends it) */
+    default: jobs_drop(j); return;
+    }
+}
+
+void jobs_on_fleet_async(uv_async_t *h)
+{
+    server *srv = h->data;
+    if (!srv->fleet_jobs) return;
+    fleet_job_event *events = fleet_jobs_take_events(srv->fleet_jobs);
+    for (fleet_job_event *e = events; e; e = e->next) {
+        job *j = jobs_find(srv, e->id);
+        zmix_error err = {0};
+        switch (e->kind) {
+        case FLEET_JOB_CLAIMED:
+            if (srv->shutting_down) {
+                fleet_jobs_release(srv->fleet_jobs, e->id);
+            } else if (j && j->phase != JOB_PH_FINISHED) {
+                /* Lost and claimed back before its step returned: the run here goes on (it is
+                 * the one the checkpoint would resume, deterministically), under the new
+                 * epoch. */
+                j->epoch = e->epoch;
+                j->abandoned = 0;
+            } else {
+                if (j) job_destroy(j);
+                if (jobs_resume_claimed(srv, &e->rec, e->epoch, e->cancel_requested) != 0)
+                    fleet_jobs_release(srv->fleet_jobs, e->id);
+            }
+            break;
+        case FLEET_JOB_LOST:
+            if (j) jobs_abandon(j);
+            break;
+        case FLEET_JOB_CANCEL:
+            if (j && jobs_cancel(srv, j, 0, &err) < 0)
+                ZLOG_INFO(srv->log, "job %llu: cancel from another member: %s",
+                          (unsigned long long)e->id, err.msg);
+            break;
+        }
+    }
+    fleet_job_events_free(events);
 }
 
 void jobs_begin_shutdown(server *srv)

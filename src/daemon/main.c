@@ -57,7 +57,9 @@ static void print_usage(FILE *out)
             "                          that Redis and share the scoring (docs/fleet.md)\n"
             "  --store-password-file F Redis's password (never on the command line)\n"
             "  --fleet-claim-ms N      a chunk pending this long on one fleet member is taken\n"
-            "                          over by another (default 30000)\n");
+            "                          over by another (default 30000)\n"
+            "  --fleet-lease-ms N      a job whose driver has not renewed its lease this long\n"
+            "                          is resumed by another fleet member (default 10000)\n");
     job_limits_print_help(out);
     fprintf(out, "  --config FILE           apply a config file at this point of the command line\n"
                  "  --log-level L           error, warn, info (default), debug\n"

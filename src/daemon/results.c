@@ -130,7 +130,10 @@ static void history_work(io_op *o)
 {
     read_op *op = (read_op *)o;
     job_record rec;
-    op->rc = job_store_get(o->srv->store, op->job_id, &rec, &op->err);
+    if (o->srv->fleet_jobs)
+        op->rc = fleet_jobs_get(o->srv->fleet_jobs, op->job_id, &rec, &op->err);
+    else
+        op->rc = job_store_get(o->srv->store, op->job_id, &rec, &op->err);
     if (op->rc) return;
     cJSON *doc =
         rec.result_len ? cJSON_ParseWithLength((const char *)rec.result, rec.result_len) : NULL;

@@ -42,6 +42,10 @@ static void finish_shutdown(server *srv)
     conn_close_all(srv);
     /* Nothing of ours is in flight on the fleet (jobs are idle): leave it before the pool
      * it hands pieces back through goes away. */
+    /* Our last checkpoints are written (jobs are idle): give the leases up, so that other
+     * members resume our jobs now. */
+    fleet_jobs_free(srv->fleet_jobs);
+    srv->fleet_jobs = NULL;
     fleet_free(srv->fleet);
     srv->fleet = NULL;
     /* Workers are idle (nothing is on the pool): join them before the async handle they
@@ -49,6 +53,7 @@ static void finish_shutdown(server *srv)
     pool_free(srv->pool);
     srv->pool = NULL;
     uv_close((uv_handle_t *)&srv->pool_async, on_handle_closed);
+    uv_close((uv_handle_t *)&srv->fleet_async, on_handle_closed);
     uv_close((uv_handle_t *)&srv->tick, on_handle_closed);
     uv_close((uv_handle_t *)&srv->sig_term, on_handle_closed);
     uv_close((uv_handle_t *)&srv->sig_int, on_handle_closed);
@@ -62,6 +67,7 @@ static void on_tick(uv_timer_t *t)
     uint64_t now_ms = server_now_ms();
     uint64_t now_ns = zmix_now_ns();
     jobs_sweep_waiters(srv, now_ms);
+    remote_poll(srv, now_ms);
     conn_sweep(srv, now_ms);
     if (now_ns - srv->mark_ns >= 1000000000ull) {
         double dt = (double)(now_ns - srv->mark_ns) * 1e-9;
@@ -281,6 +287,13 @@ static int open_persistence(server *srv, zmix_error *err)
     int rc = task_cache_open(&tc, &srv->cache, &pp, err);
     log_problems(srv, &pp, "task cache");
     if (rc) return rc;
+    if (srv->fleet_jobs) {
+        /* The fleet's job store is Redis; jobs of this member's past lives are claimed back
+         * from it by whichever member sees their leases expire first. */
+        ZLOG_INFO(srv->log, "jobs are kept in the fleet's Redis (%s), not in %s/jobs",
+                  fleet_url(srv->fleet), srv->cfg->cache_dir);
+        return 0;
+    }
     job_store_config jc;
     job_store_config_default(&jc);
     jc.dir = srv->cfg->cache_dir;
@@ -293,6 +306,11 @@ static int open_persistence(server *srv, zmix_error *err)
     rc = jobs_recover(srv, rec, n_rec, err);
     job_recovered_free(rec, n_rec);
     return rc;
+}
+
+static struct redisContext *connect_fleet(void *f, zmix_error *err)
+{
+    return fleet_connect(f, err);
 }
 
 /* --store redis://...: joins the fleet before recovered jobs start, so that their steps are
@@ -330,11 +348,28 @@ static int join_fleet(server *srv, zmix_error *err)
                        .pool = srv->pool};
     rc = fleet_open(&fc, &srv->fleet, err);
     memset(password, 0, sizeof password);
-    return rc;
+    if (rc) return rc;
+    fleet_jobs_config jc = {.member = fleet_member(srv->fleet),
+                            .url = fleet_url(srv->fleet),
+                            .connect = connect_fleet,
+                            .connect_arg = srv->fleet,
+                            .lease_ms = cfg->fleet_lease_ms,
+                            .log = srv->log,
+                            .notify = on_pool_notify,
+                            .notify_arg = &srv->fleet_async};
+    return fleet_jobs_open(&jc, &srv->fleet_jobs, err);
 }
 
 static void teardown(server *srv)
 {
+    fleet_jobs_free(srv->fleet_jobs);
+    srv->fleet_jobs = NULL;
+    while (srv->remote_waits) {
+        parked *p = srv->remote_waits;
+        srv->remote_waits = p->job_next;
+        if (p->conn) conn_unpark(p);
+        free(p);
+    }
     fleet_free(srv->fleet);
     srv->fleet = NULL;
     pool_free(srv->pool);
@@ -371,8 +406,11 @@ int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
               (double)(zmix_now_ns() - t0) * 1e-9);
     uv_async_init(&loop, &srv->pool_async, jobs_on_pool_async);
     srv->pool_async.data = srv;
+    uv_async_init(&loop, &srv->fleet_async, jobs_on_fleet_async);
+    srv->fleet_async.data = srv;
     if ((rc = pool_create(cfg->workers, on_pool_notify, &srv->pool_async, &srv->pool, err))) {
         uv_close((uv_handle_t *)&srv->pool_async, NULL);
+        uv_close((uv_handle_t *)&srv->fleet_async, NULL);
         goto fail;
     }
     uv_timer_init(&loop, &srv->tick);
@@ -388,11 +426,14 @@ int server_run(server_config *cfg, zmix_log *log, zmix_error *err)
         jobs_begin_shutdown(srv);
         /* Let scoring started by recovery stop, then close everything. */
         while (!jobs_idle(srv)) uv_run(&loop, UV_RUN_ONCE);
+        fleet_jobs_free(srv->fleet_jobs);
+        srv->fleet_jobs = NULL;
         fleet_free(srv->fleet);
         srv->fleet = NULL;
         pool_free(srv->pool);
         srv->pool = NULL;
         uv_close((uv_handle_t *)&srv->pool_async, NULL);
+        uv_close((uv_handle_t *)&srv->fleet_async, NULL);
         uv_close((uv_handle_t *)&srv->tick, NULL);
         uv_close((uv_handle_t *)&srv->sig_term, NULL);
         uv_close((uv_handle_t *)&srv->sig_int, NULL);

@@ -42,6 +42,7 @@
 #include "daemon/pool.h"
 #include "daemon/tenants.h"
 #include "fleet/fleet.h"
+#include "fleet/fleet_jobs.h"
 #include "wire/rpc.h"
 #include "store/job_store.h"
 #include "store/task_cache.h"
@@ -66,6 +67,7 @@ struct parked {
     int kind;
     int coalesced;        /* PARK_SUBMIT: joined a job somebody else submitted */
     uint64_t deadline_ms; /* PARK_WAIT: monotonic ms */
+    uint64_t job_id;      /* on srv->remote_waits: the job driven by another member */
     parked *conn_prev, *conn_next;
     parked *job_next;
 };
@@ -154,6 +156,9 @@ struct job {
     int have_final;
     uint8_t *resume; /* a recovered checkpoint, until the job starts */
     size_t resume_len;
+    uint64_t epoch;    /* in a fleet: the epoch of this member's lease on the job (fleet_jobs.h) */
+    int abandoned;     /* in a fleet: the lease was lost; dropped once its step is back */
+    int resume_failed; /* in a fleet: cannot resume (reason says why): fails when started */
 
     /* Owned by the step in flight while the phase is SCORING, SAVING or FINISHING (pool
      * workers score pieces of it; the I/O thread saves it or builds its result), else by
@@ -192,7 +197,12 @@ struct server {
     job_store *store;
     pool *pool;
     uv_async_t pool_async;
-    fleet *fleet; /* --store redis://...: the fleet this daemon belongs to; NULL: none */
+    fleet *fleet;           /* --store redis://...: the fleet this daemon belongs to; NULL: none */
+    fleet_jobs *fleet_jobs; /* ... and its job store; then store is NULL */
+    uv_async_t fleet_async; /* the fleet's job events are waiting */
+    parked *remote_waits;   /* waits and cancels on jobs another member drives */
+    int remote_poll_inflight;
+    uint64_t remote_polled_ms;
 
     uv_stream_t *listeners[CONFIG_MAX_LISTEN];
     int n_listeners;
@@ -301,10 +311,28 @@ job *jobs_new(server *srv);      /* a job in phase NEW, linked into the registry
 void jobs_schedule(server *srv); /* starts queued jobs while running slots are free */
 /* Called by job_io.c when a step's I/O completes. */
 void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_result *cached);
+/* In a fleet: the submit joined job id, which another member runs for the same inputs. */
+void jobs_joined(job *j, uint64_t id, job_state state);
 void jobs_started(job *j);
 void jobs_saved(job *j);
 void jobs_finished(job *j, job_state state, const char *reason, job_summary *summary, int put_rc,
                    const zmix_error *put_err);
+
+/* In a fleet (loop thread): the job events of fleet_jobs.h (claimed, lost, cancel). */
+void jobs_on_fleet_async(uv_async_t *h);
+/* The lease on j is lost: it is dropped here once no step of it is in flight. */
+void jobs_abandon(job *j);
+/* Drops an abandoned job now (nothing of it in flight); its waiters wait on the fleet. */
+void jobs_drop(job *j);
+/* A job whose lease this member just claimed: resumed from rec (job_recover.c). */
+int jobs_resume_claimed(server *srv, job_recovered *rec, uint64_t epoch, int cancel_requested);
+
+/* remote_jobs.c: status, wait and cancel of jobs another fleet member drives (loop thread) */
+void remote_status(server *srv, conn *c, uint32_t msgid, uint64_t id);
+void remote_wait(server *srv, conn *c, uint32_t msgid, uint64_t id, uint64_t timeout_ms);
+void remote_cancel(server *srv, conn *c, uint32_t msgid, uint64_t id);
+void remote_poll(server *srv, uint64_t now_ms);        /* the tick: answers remote waits */
+void remote_park(server *srv, parked *p, uint64_t id); /* a local waiter of an abandoned job */
 
 /* job_reply.c (loop thread) */
 void jobs_reply_submitted(parked *p, const job *j);
@@ -334,6 +362,10 @@ int job_io_accept(job *j);
 int job_io_start(job *j);
 int job_io_checkpoint(job *j);
 int job_io_finish(job *j, job_state state, const char *reason);
+/* In a fleet: publishes the job's status for the other members (at submit, at the end). */
+int job_io_publish_status(job *j);
+/* The job's status map as clients see it, packed (malloc'd), for the fleet. */
+int jobs_status_bytes(server *srv, const job *j, uint8_t **out, size_t *len);
 
 /* results.c: client reads answered from the loop after a threadpool step */
 void results_get(server *srv, conn *c, uint32_t msgid, const char *task, int with_vectors,

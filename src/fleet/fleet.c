@@ -1018,6 +1018,16 @@ const char *fleet_member(const fleet *f)
     return f->member;
 }
 
+const char *fleet_url(const fleet *f)
+{
+    return f->url;
+}
+
+redisContext *fleet_connect(const fleet *f, zmix_error *err)
+{
+    return connect_redis(f, err);
+}
+
 long fleet_chunks_scored(const fleet *f)
 {
     return atomic_load(&((fleet *)f)->chunks_scored);

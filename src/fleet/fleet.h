@@ -64,6 +64,12 @@ void fleet_stop(fleet *f);
 void fleet_free(fleet *f);
 
 const char *fleet_member(const fleet *f);
+const char *fleet_url(const fleet *f);
+
+/* A new synchronous connection to the fleet's Redis (authenticated, on its database), for the
+ * fleet's other parts (fleet_jobs.c); NULL with err set. Any thread. */
+struct redisContext;
+struct redisContext *fleet_connect(const fleet *f, zmix_error *err);
 long fleet_chunks_scored(const fleet *f); /* by this member, for any driver */
 
 #endif

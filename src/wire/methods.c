@@ -252,15 +252,22 @@ static void m_submit(server *srv, conn *c, const rpc_request *req)
     jobs_submit(srv, c, req->msgid, &spec);
 }
 
-static job *job_param(server *srv, conn *c, const rpc_request *req)
+/* The job a request names. NULL when it is answered already, or, with *remote set, when in a
+ * fleet the job is not driven here: the caller asks the fleet (remote_jobs.c). */
+static job *job_param(server *srv, conn *c, const rpc_request *req, uint64_t *remote)
 {
     int64_t id;
     zmix_error err = {0};
+    if (remote) *remote = 0;
     if (rpc_get_int(&req->params, "job", 1, 1, INT64_MAX, 0, &id, &err) != 0) {
         reply_err(c, req, &err);
         return NULL;
     }
     job *j = jobs_find(srv, (uint64_t)id);
+    if (!j && remote && srv->fleet_jobs) {
+        *remote = (uint64_t)id;
+        return NULL;
+    }
     /* Another tenant's job is answered exactly as a job that does not exist. */
     if (j && !conn_sees_task(c, j->spec.task)) j = NULL;
     if (!j) {
@@ -275,7 +282,9 @@ static void m_status(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {"job", NULL};
     if (check_keys(c, req, keys)) return;
-    job *j = job_param(srv, c, req);
+    uint64_t remote;
+    job *j = job_param(srv, c, req, &remote);
+    if (remote) remote_status(srv, c, req->msgid, remote);
     if (!j) return;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -296,7 +305,9 @@ static void m_wait(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    job *j = job_param(srv, c, req);
+    uint64_t remote;
+    job *j = job_param(srv, c, req, &remote);
+    if (remote) remote_wait(srv, c, req->msgid, remote, (uint64_t)(timeout * 1000.0));
     if (!j) return;
     jobs_add_waiter(srv, j, c, req->msgid, (uint64_t)(timeout * 1000.0));
 }
@@ -305,7 +316,9 @@ static void m_cancel(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {"job", NULL};
     if (check_keys(c, req, keys)) return;
-    job *j = job_param(srv, c, req);
+    uint64_t remote;
+    job *j = job_param(srv, c, req, &remote);
+    if (remote) remote_cancel(srv, c, req->msgid, remote);
     if (!j) return;
     zmix_error err = {0};
     int rc = jobs_cancel(srv, j, c->tenant != NULL, &err);
@@ -460,7 +473,7 @@ static void m_history(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {"job", NULL};
     if (check_keys(c, req, keys)) return;
-    job *j = job_param(srv, c, req);
+    job *j = job_param(srv, c, req, NULL);
     if (j) results_history(srv, c, req->msgid, j);
 }
 

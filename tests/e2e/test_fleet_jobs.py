@@ -1,0 +1,240 @@
+"""The fleet's job store (docs/fleet.md "Jobs in a fleet", proto/FLEET.md §7): jobs live in
+Redis under a driving lease, so that any member answers for any job, a job whose driver dies
+or stalls is resumed by another member from its last checkpoint with the α of an
+uninterrupted run, a stalled driver's late writes are refused, and an acknowledged job
+survives a restart of Redis (append-only file, fsync always).
+
+Each test starts its own redis-server on a loopback port and several zmixd on stories260K."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import Daemon, make_examples, wait_for
+from test_fleet import REDIS_SERVER, Redis
+
+pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
+                                reason="redis-server not installed (scripts/install-deps.sh)")
+
+# Generations of a second or so: a driver can be killed or stopped in the middle of one.
+EXAMPLES = dict(n=24, prompt_len=96, target_len=4)
+CEM = {"pop": 16, "iters": 6, "elite": 0.25, "std_tol": 0}
+LEASE = ("--fleet-lease-ms", "1500", "--fleet-claim-ms", "1500")
+
+
+class DurableRedis(Redis):
+    """Redis configured as docs/fleet.md says: every write on disk before it is answered."""
+
+    def __init__(self, workdir):
+        super().__init__(workdir)
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
+        self.args = [a for a in self.args]
+        i = self.args.index("--appendonly")
+        self.args[i + 1] = "yes"
+        self.args += ["--appendfsync", "always"]
+        self._start()
+
+    def _answers(self):
+        # A Redis replaying its append-only file answers LOADING until it is done.
+        try:
+            self.command("GET", "zmix:job:next")
+            return True
+        except OSError:
+            return False
+        except RuntimeError as e:
+            if str(e).startswith("LOADING"):
+                return False
+            raise
+
+
+@pytest.fixture
+def redis(tmp_path):
+    r = Redis(str(tmp_path))
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def durable_redis(tmp_path):
+    r = DurableRedis(str(tmp_path))
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, experts):
+    """The job's outcome on one daemon without Redis, uninterrupted."""
+    d = Daemon(str(tmp_path_factory.mktemp("single")), experts).start()
+    try:
+        with d.client(timeout=300) as c:
+            job = c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
+            r = c.wait(job, timeout=240)
+            assert r["status"]["state"] == "done", r
+            return r["status"], c.get("moved")
+    finally:
+        assert d.stop() == 0, d.log_text()
+
+
+def same_alpha(status, result, reference):
+    ref_status, ref_result = reference
+    assert status["best_alpha"] == ref_status["best_alpha"]
+    assert status["best"] == ref_status["best"]
+    assert [float(x) for x in result["alpha"]] == [float(x) for x in ref_result["alpha"]]
+    assert result["score"] == ref_result["score"]
+
+
+def member(tmp_path, name, experts, redis, *extra):
+    return Daemon(str(tmp_path / name), experts, extra=("--store", redis.url, *extra))
+
+
+def job_field(redis, job, field):
+    v = redis.command("HGET", f"zmix:job:{job}", field)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def driver_pid(redis, job):
+    """The pid of the member whose lease drives the job (member ids are HOST-PID-RANDOM)."""
+    lease = redis.command("GET", f"zmix:lease:{job}")
+    if not lease:
+        return None
+    return int(lease.decode().split(" ", 1)[1].split("-")[-2])
+
+
+def generation(redis, job):
+    g = job_field(redis, job, "ckpt_gen")
+    return int(g) if g else -1
+
+
+def test_any_member_answers_for_any_job(tmp_path, experts, redis, reference):
+    """A client of B follows, waits for and reads a job A drives, and cancels another."""
+    a = member(tmp_path, "a", experts, redis).start()
+    b = member(tmp_path, "b", experts, redis).start()
+    try:
+        with a.client(timeout=300) as ca, b.client(timeout=300) as cb:
+            job = ca.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
+            assert driver_pid(redis, job) == a.proc.pid
+            # The same submit through B joins A's job (fleet-wide coalescing).
+            again = cb.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)
+            assert again["job"] == job and again["coalesced"] and not again["cached"], again
+            # B knows the job from the start, and sees it progress.
+            st = cb.status(job)
+            assert st["state"] in ("queued", "running") and st["job"] == job, st
+            wait_for(lambda: cb.status(job).get("generation", 0) >= 2, timeout=120)
+            r = cb.wait(job, timeout=240)
+            assert not r["timed_out"] and r["status"]["state"] == "done", r
+            # B's answer is A's.
+            assert r["status"]["best_alpha"] == ca.status(job)["best_alpha"]
+            same_alpha(r["status"], ca.get("moved"), reference)
+            # A wait on B that times out says so, with the status so far.
+            other = ca.submit("other", make_examples(seed=42, **EXAMPLES), cem=CEM)["job"]
+            r = cb.wait(other, timeout=0.3)
+            assert r["timed_out"] and r["status"]["job"] == other, r
+            # A cancel through B ends the job A drives.
+            c = cb.cancel(other)
+            assert c == {"job": other, "state": "cancelled"}, c
+            assert ca.status(other)["state"] == "cancelled"
+            assert cb.wait(other, timeout=10)["status"]["state"] == "cancelled"
+            # A job that exists nowhere is not found, on any member.
+            with pytest.raises(Exception, match="no job 999"):
+                cb.status(999)
+    finally:
+        assert b.stop() == 0, b.log_text()
+        assert a.stop() == 0, a.log_text()
+
+
+def test_killed_drivers_jobs_finish_once_elsewhere(tmp_path, experts, redis, reference):
+    """kill -9 the driver of a job mid-generation, twice: each time another member claims the
+    lease and resumes from the last checkpoint; the job ends once, with the α of an
+    uninterrupted run."""
+    ds = [member(tmp_path, n, experts, redis, *LEASE).start() for n in ("a", "b", "c")]
+    by_pid = {d.proc.pid: d for d in ds}
+    try:
+        with ds[0].client(timeout=300) as c:
+            job = c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
+        killed = []
+        for round_ in range(2):
+            pid = driver_pid(redis, job)
+            assert pid in by_pid and pid not in killed
+            g = generation(redis, job)
+            # In the middle of a generation: after a checkpoint, before the next.
+            wait_for(lambda: generation(redis, job) > g, timeout=120, interval=0.01)
+            time.sleep(0.3)
+            by_pid[pid].kill9()
+            killed.append(pid)
+            wait_for(lambda: driver_pid(redis, job) not in (None, *killed), timeout=30)
+            assert int(job_field(redis, job, "epoch")) == round_ + 2
+        survivor = next(d for d in ds if d.proc is not None)
+        with survivor.client(timeout=300) as c:
+            r = c.wait(job, timeout=240)
+            assert not r["timed_out"] and r["status"]["state"] == "done", r
+            same_alpha(r["status"], c.get("moved"), reference)
+        log = open(survivor.log, errors="replace").read()
+        assert f"job {job}: its driver's lease expired; resuming it here" in log
+        # Finished once: out of the open set, no lease left, and no member drives it.
+        assert redis.command("ZRANGE", "zmix:jobs:open", "0", "-1") == []
+        assert redis.command("GET", f"zmix:lease:{job}") is None
+        assert job_field(redis, job, "state") == "done"
+    finally:
+        for d in ds:
+            if d.proc is not None:
+                assert d.stop() == 0, d.log_text()
+
+
+def test_stalled_driver_is_fenced(tmp_path, experts, redis, reference):
+    """SIGSTOP the driver past its lease: another member takes the job over; SIGCONT: the
+    stalled member's late writes are refused, and the result is the uninterrupted run's."""
+    a = member(tmp_path, "a", experts, redis, *LEASE).start()
+    b = member(tmp_path, "b", experts, redis, *LEASE).start()
+    try:
+        with a.client(timeout=300) as c:
+            job = c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
+        wait_for(lambda: generation(redis, job) >= 2, timeout=120, interval=0.01)
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: driver_pid(redis, job) == b.proc.pid, timeout=30)
+            wait_for(lambda: generation(redis, job) >= 3, timeout=60)
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        with b.client(timeout=300) as cb:
+            r = cb.wait(job, timeout=240)
+            assert not r["timed_out"] and r["status"]["state"] == "done", r
+            same_alpha(r["status"], cb.get("moved"), reference)
+        # A learns that it lost the job, and drops it without writing anything of its own.
+        wait_for(lambda: "dropped here (another member drives it)" in
+                 open(a.log, errors="replace").read(), timeout=30)
+        log = open(a.log, errors="replace").read()
+        assert "lease of epoch 1 is gone" in log or "FENCED" in log, log[-3000:]
+        assert int(job_field(redis, job, "epoch")) == 2
+        with a.client() as c:  # and answers for it from the fleet, like any member
+            assert c.status(job)["state"] == "done"
+    finally:
+        assert b.stop() == 0, b.log_text()
+        assert a.stop() == 0, a.log_text()
+
+
+def test_acknowledged_jobs_survive_a_redis_restart(tmp_path, experts, durable_redis, reference):
+    """Redis killed (SIGKILL) and restarted from its append-only file mid-job: the jobs
+    acknowledged before are all there and finish, the running one with the uninterrupted
+    run's α."""
+    a = member(tmp_path, "a", experts, durable_redis).start()
+    b = member(tmp_path, "b", experts, durable_redis).start()
+    try:
+        with a.client(timeout=300) as c:
+            job = c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
+            queued = c.submit("later", make_examples(seed=43, n=8), cem=CEM)["job"]
+            wait_for(lambda: generation(durable_redis, job) >= 1, timeout=120)
+            durable_redis.restart()
+            assert job_field(durable_redis, queued, "state") in ("queued", "running", "done")
+            r = c.wait(job, timeout=240)
+            assert not r["timed_out"] and r["status"]["state"] == "done", r
+            same_alpha(r["status"], c.get("moved"), reference)
+        with b.client(timeout=300) as cb:
+            r = cb.wait(queued, timeout=240)
+            assert r["status"]["state"] == "done", r
+    finally:
+        assert b.stop() == 0, b.log_text()
+        assert a.stop() == 0, a.log_text()
