@@ -277,3 +277,53 @@ def test_mixed_fleet_converges_as_a_single_daemon(tmp_path, experts, redis):
     assert abs(st["best"]["loglik"] - st_ref["best"]["loglik"]) < 0.05, (st, st_ref)
     diff = max(abs(float(x) - float(y)) for x, y in zip(res["alpha"], res_ref["alpha"]))
     assert diff < 0.1, (res["alpha"], res_ref["alpha"])
+
+
+def test_evaluator_takes_over_stale_chunks_and_answers_unreadable_ones(tmp_path, redis):
+    """§5: a chunk left pending by a consumer that died is taken over after --claim-ms; a
+    chunk of another format is answered with a failure, not dropped; the evaluator is in the
+    member list while it runs and leaves it when it stops."""
+    task = planted(tmp_path, 0, 2029)
+    # The fleet's identity and group, from a daemon that then leaves.
+    a = Daemon(str(tmp_path / "a"), task["experts"], extra=("--store", redis.url)).start()
+    with a.client() as c:
+        info = c.info()
+    assert a.stop() == 0, a.log_text()
+    driver = Driver(redis, info)
+    ex_key = driver.put_examples(task["examples"])
+    # A consumer reads the chunk and dies without answering it.
+    driver.seq += 1
+    step_key = f"zmix:step:{Driver.MEMBER}:{driver.seq}"
+    results = f"zmix:results:{Driver.MEMBER}:{driver.seq}"
+    redis.command("SET", step_key, "0", "EX", 300)
+    rows = struct.pack("<4f", *task["alpha_star"])
+    chunk = {"v": 1, "id": f"{Driver.MEMBER}:{driver.seq}:0", "job": 0, "step_key": step_key,
+             "results": results, "field": "0", "done": f"zmix:done:{Driver.MEMBER}",
+             "model_fingerprint": info["model"]["fingerprint"],
+             "experts_digest": info["experts_digest"], "examples": ex_key, "kind": "alpha",
+             "n": 1, "dim": 4, "rows": rows, "per_layer": 0, "normalize": 0, "rescale": 1,
+             "choice_norm": "per_token", "detail": None}
+    redis.command("XADD", "zmix:chunks", "*", "chunk", msgpack.packb(chunk, use_bin_type=True))
+    assert redis.command("XREADGROUP", "GROUP", "zmix:scorers", "dead/0", "COUNT", 1,
+                         "STREAMS", "zmix:chunks", ">")
+    ev = Evaluator(str(tmp_path), redis, task["experts"], "--claim-ms", "500").start()
+    try:
+        members = [k for k in redis.command("KEYS", "zmix:member:*") if b":info" not in k]
+        assert len(members) == 1 and str(ev.proc.pid).encode() in members[0], members
+        raw = wait_for(lambda: redis.command("HGET", results, "0"), timeout=30)
+        result = msgpack.unpackb(raw, raw=False)
+        assert result["ok"] and result["scores"][0]["accuracy"] == 1.0, result
+        assert redis.command("LRANGE", chunk["done"], 0, -1) == [chunk["id"].encode()]
+        assert "took over a chunk pending for more than 500 ms" in ev.log_text()
+        # Another format: a failure saying which, then the notification and the ack.
+        bad = {"v": 2, "id": "elsewhere-1-0:7:0", "results": "zmix:results:elsewhere-1-0:7",
+               "field": "0", "done": "zmix:done:elsewhere-1-0"}
+        redis.command("XADD", "zmix:chunks", "*", "chunk", msgpack.packb(bad))
+        raw = wait_for(lambda: redis.command("HGET", bad["results"], "0"), timeout=30)
+        result = msgpack.unpackb(raw, raw=False)
+        assert result["ok"] is False and "format 2, this evaluator reads 1" in result["error"]
+        wait_for(lambda: redis.command("XLEN", "zmix:chunks") == 0 and
+                 redis.pending_by_consumer() == {}, timeout=10)
+    finally:
+        assert ev.stop() == 0, ev.log_text()
+    assert redis.command("KEYS", "zmix:member:*") == []
