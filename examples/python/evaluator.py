@@ -281,13 +281,14 @@ class Config:
         window = integer("sliding_window", False, 0) if use_window else 0
         if 0 < window < self.max_seq:
             self.max_seq = window
-        for k, v, hi in (("hidden_size", self.dim, 1 << 16), ("intermediate_size", self.hidden,
-                                                              1 << 18),
-                         ("num_hidden_layers", self.n_layers, 1024),
-                         ("num_attention_heads", self.n_heads, 1024),
-                         ("num_key_value_heads", self.n_kv_heads, 1024),
-                         ("head_dim", self.head_dim, 1 << 16), ("vocab_size", self.vocab, 1 << 22),
-                         ("max_position_embeddings", self.max_seq, 1 << 20)):
+        # zmixd's limits (src/model/loaders.h), so that both accept the same models.
+        for k, v, hi in (("hidden_size", self.dim, 1 << 20),
+                         ("intermediate_size", self.hidden, 1 << 20),
+                         ("num_hidden_layers", self.n_layers, 4096),
+                         ("num_attention_heads", self.n_heads, 4096),
+                         ("num_key_value_heads", self.n_kv_heads, 4096),
+                         ("head_dim", self.head_dim, 1 << 20), ("vocab_size", self.vocab, 1 << 24),
+                         ("max_position_embeddings", self.max_seq, 1 << 24)):
             if v < 1 or v > hi:
                 raise InputError(f"{path}: {k} = {v} is outside [1, {hi}]")
         if self.n_heads % self.n_kv_heads:
@@ -520,47 +521,37 @@ class Scorer:
     # -- candidates ----------------------------------------------------------------------
 
     def prepare(self, kind, rows, per_layer, normalize, rescale):
-        """Per candidate: None when degenerate (docs/scoring.md), else a list over the adapted
-        matrices of None (z′ exactly 1: the base matrix itself) or the float32 vector
-        c·σ⊙z′ (float64) that scales the singular directions."""
+        """All candidates at once: (live, per matrix (scale, base)) where live [n] is False for
+        degenerate candidates (docs/scoring.md: α or z′ not finite, α of a matrix summing to
+        0 under normalize, Σσ⊙z′ = 0 under rescale), scale [n, r] (float64) is c·σ⊙z′, the
+        scaling of the singular directions, and base [n] is True where z′ is exactly 1 (the
+        unadapted matrix itself, c = 1, as zmixd)."""
         n = rows.shape[0]
+        live = torch.isfinite(rows).all(dim=1)
+        safe = torch.where(torch.isfinite(rows), rows, torch.zeros_like(rows))
         out = []
-        rows64 = rows.double()
-        for i in range(n):
-            row = rows[i]
-            if not torch.isfinite(row).all():
-                out.append(None)
-                continue
-            scales, bad = [], False
-            for m, (name, l, k, rank, off) in enumerate(self.adapted):
-                if kind == "alpha":
-                    a = row[m * self.K:(m + 1) * self.K] if per_layer else row[:self.K]
-                    if normalize:
-                        s = float(a.sum())  # a float32 sum, as zmix_alpha_for_matrix
-                        if s == 0.0 or not math.isfinite(s):
-                            bad = True
-                            break
-                        a = a / s
-                    zm = (a.double()[None, :] @ self.z[:, off:off + rank].double())[0]
-                else:
-                    zm = rows64[i, off:off + rank]
-                zm = zm.float()
-                if not torch.isfinite(zm).all():
-                    bad = True
-                    break
-                if bool((zm == 1.0).all()):
-                    scales.append(None)
-                    continue
-                cm = 1.0
-                if rescale:
-                    denom = float((self.S[m] * zm.double()).sum())
-                    cm = self.sigma_sum[m] / denom if denom != 0.0 else float("inf")
-                    if denom == 0.0 or not math.isfinite(cm):
-                        bad = True
-                        break
-                scales.append(cm * self.S[m] * zm.double())
-            out.append(None if bad else scales)
-        return out
+        for m, (name, l, k, rank, off) in enumerate(self.adapted):
+            if kind == "alpha":
+                a = safe[:, m * self.K:(m + 1) * self.K] if per_layer else safe[:, :self.K]
+                if normalize:
+                    s = a.sum(dim=1)  # float32, as zmix_alpha_for_matrix
+                    live &= (s != 0) & torch.isfinite(s)
+                    a = a / torch.where(s != 0, s, torch.ones_like(s))[:, None]
+                zm = (a.double() @ self.z[:, off:off + rank].double()).float()
+            else:
+                zm = safe[:, off:off + rank]
+            live &= torch.isfinite(zm).all(dim=1)
+            base = (zm == 1.0).all(dim=1)
+            zd = zm.double()
+            c = torch.ones(n, dtype=torch.float64)
+            if rescale:
+                denom = (self.S[m][None, :] * zd).sum(dim=1)
+                c = self.sigma_sum[m] / denom
+                live &= (denom != 0) & torch.isfinite(c) | base
+            scale = c[:, None] * self.S[m][None, :] * zd
+            scale[base] = self.S[m]
+            out.append((scale, base))
+        return live, out
 
     # -- examples --------------------------------------------------------------------------
 
@@ -600,9 +591,12 @@ class Scorer:
         c·U diag(σ⊙z′) Vᵀ applied in factored form (one GEMM by Vᵀ for all candidates, a
         per-candidate scaling, one GEMM by U)."""
         m = self.slot.get((l, k))
+        G, N, cols = x.shape
+        x2 = x.reshape(G * N, cols)  # one 2-D GEMM: far faster than a batched one here
         if m is None or scales[m] is None:
-            return x @ self.layers[l]["W"][k].T
-        return ((x @ self.Vt[m].T) * scales[m][:, None, :]) @ self.U[m].T
+            return (x2 @ self.layers[l]["W"][k].T).view(G, N, -1)
+        t = (x2 @ self.Vt[m].T).view(G, N, -1) * scales[m][:, None, :]
+        return (t.view(G * N, -1) @ self.U[m].T).view(G, N, -1)
 
     def forward_rows(self, tokens, G, row_seq, row_pos, scales, stop):
         """Logits of the scored rows [G, T, vocab] for G candidates. tokens [S, L] (right
@@ -650,7 +644,7 @@ class Scorer:
     def score(self, kind, rows, per_layer, normalize, rescale, choice_norm, examples, stop):
         """Scores of the n candidates: [(accuracy, loglik, margin)] in row order."""
         n = rows.shape[0]
-        prepared = self.prepare(kind, rows, per_layer, normalize, rescale)
+        ok, prepared = self.prepare(kind, rows, per_layer, normalize, rescale)
         nan = (float("nan"),) * 3
         results = [nan] * n
         seqs, row_seq, row_pos, row_tok, row_group, groups, n_groups = self.layout(examples)
@@ -670,18 +664,16 @@ class Scorer:
         width = max(c.dim, c.hidden, c.n_heads * c.head_dim) * 6 + c.n_heads * L
         per_cand = 4 * len(seqs) * L * width + 12 * T * c.vocab
         G = max(1, min(n, self.memory // max(per_cand, 1)))
-        live = [i for i in range(n) if prepared[i] is not None]
+        live = [i for i in range(n) if bool(ok[i])]
         for start in range(0, len(live), G):
             idx = live[start:start + G]
             g = len(idx)
             scales = []
-            for m in range(self.M):
-                per = [prepared[i][m] for i in idx]
-                if all(p is None for p in per):
+            for scale, base in prepared:
+                if bool(base[idx].all()):
                     scales.append(None)  # the base matrix for every candidate of the pass
                 else:
-                    stack = torch.stack([p if p is not None else self.S[m] for p in per])
-                    scales.append(stack.to(device=self.device, dtype=self.dtype))
+                    scales.append(scale[idx].to(device=self.device, dtype=self.dtype))
             with torch.no_grad():
                 logits = self.forward_rows(tokens, g, row_seq, row_pos, scales, stop)
                 lg = logits.double()  # [g, T, V]
@@ -749,6 +741,8 @@ def check_examples(doc, cfg):
         if not isinstance(e, dict):
             raise ChunkError(f"examples[{i}] is not a map")
         ids(e.get("prompt"), f"examples[{i}].prompt")
+        if "choices" in e and "target" in e:
+            raise ChunkError(f"examples[{i}] has both a target and choices")
         if ("choices" in e) != choice:
             raise ChunkError(f"examples[{i}]: examples[0] is "
                              f"{'multiple-choice' if choice else 'exact-match'}, and a set is "
