@@ -1213,8 +1213,16 @@ def main(argv=None):
     ARGS_LOG_LEVEL[0] = args.log_level
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    # TF32 matrix products on recent GPUs round the inputs to 10-bit mantissas: scores would
+    # leave the daemons' float32 by far more than the tolerance docs/fleet.md states.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     if args.claim_ms < 1:
         p.error("--claim-ms must be positive")
+    try:
+        parse_url(args.redis)
+    except InputError as e:  # a malformed option: status 2, as zmixd
+        p.error(str(e))
     try:
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"--device {args.device}: this PyTorch sees no CUDA device")
@@ -1222,7 +1230,6 @@ def main(argv=None):
             device = torch.device(args.device)
         except RuntimeError:
             raise InputError(f"--device {args.device}: expected cpu, cuda or cuda:N")
-        parse_url(args.redis)
         password = read_password(args.password_file) if args.password_file else None
         experts = [e for e in args.experts.split(",") if e]
         if not experts:

@@ -327,3 +327,43 @@ def test_evaluator_takes_over_stale_chunks_and_answers_unreadable_ones(tmp_path,
     finally:
         assert ev.stop() == 0, ev.log_text()
     assert redis.command("KEYS", "zmix:member:*") == []
+
+
+def test_bad_settings_and_passwords_are_refused_clearly(tmp_path, experts):
+    def fails(*args):
+        p = subprocess.run([sys.executable, EVALUATOR, *args], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode != 0, p.stderr
+        return p.returncode, p.stderr
+
+    model = ("--model", MODEL_DIR)
+    rc, err = fails("--redis", "redis://127.0.0.1:notaport", *model, "--experts", experts[0])
+    assert rc == 2 and "port and database must be numbers" in err
+    rc, err = fails("--redis", "redis://u:secret@127.0.0.1:1", *model, "--experts", experts[0])
+    assert rc == 2 and "--password-file" in err and "secret" not in err
+    # Experts for the MLP set under --adapt all: the file and the key at fault.
+    rc, err = fails("--redis", "redis://127.0.0.1:1", *model, "--experts", experts[0],
+                    "--adapt", "all")
+    assert rc == 1 and f"{experts[0]}: key 'model.layers.0.self_attn.q_proj.weight' is " \
+                       f"missing" in err, err
+    rc, err = fails("--redis", "redis://127.0.0.1:1", "--model", str(tmp_path),
+                    "--experts", experts[0])
+    assert rc == 1 and f"{tmp_path}/config.json" in err, err
+
+    r = Redis(str(tmp_path), password="right-password-0123")
+    try:
+        base = ("--redis", r.url, *model, "--experts", ",".join(experts))
+        rc, err = fails(*base)
+        assert rc == 1 and "Redis requires a password" in err, err
+        wrong = tmp_path / "wrong"
+        wrong.write_text("wrong-password\n")
+        wrong.chmod(0o600)
+        rc, err = fails(*base, "--password-file", str(wrong))
+        assert rc == 1 and "Redis refused the password" in err and "wrong-password" not in err
+        right = tmp_path / "right"
+        right.write_text("right-password-0123\n")
+        right.chmod(0o600)
+        ev = Evaluator(str(tmp_path), r, experts, "--password-file", str(right)).start()
+        assert ev.stop() == 0, ev.log_text()
+    finally:
+        r.stop()
