@@ -495,7 +495,7 @@ class Scorer:
         # same factors). In float32 by default, as zmixd (LAPACK sgesdd, src/model/svd.c):
         # W′ inherits the rounding of the factors — singular vectors of close singular values
         # are only accurate to about eps·‖W‖/gap — so a float64 SVD, more exact, departs from
-        # the daemons' scores ten times more (docs/fleet.md, "External evaluators"). Signs of
+        # the daemons' scores thirty times more (docs/fleet.md, "External evaluators"). Signs of
         # singular pairs do not matter: W′ only ever uses U diag(·) Vᵀ.
         self.slot = {}  # (layer, kind) -> m
         self.U, self.S, self.Vt, self.sigma_sum = [], [], [], []
@@ -779,8 +779,8 @@ def parse_url(url):
     rest = url[len("redis://"):]
     hostport, _, db = rest.partition("/")
     if "@" in hostport:
-        raise InputError(f"--redis: a URL with credentials is refused (a command line is visible "
-                         f"to every user); give the password with --password-file")
+        raise InputError("--redis: a URL with credentials is refused (a command line is visible "
+                         "to every user); give the password with --password-file")
     if hostport.startswith("["):
         host, _, tail = hostport[1:].partition("]")
         port = tail[1:] if tail.startswith(":") else ""
@@ -820,18 +820,34 @@ class Redis:
         self.sock = None
 
     def command(self, *args):
+        return self.pipeline([args])[0]
+
+    def pipeline(self, commands):
+        """Sends the commands in one write and reads their replies: one round trip. An error
+        reply is raised after every reply was read (the connection stays in step)."""
         if self.sock is None:
             raise ConnectionError("not connected")
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        out = []
+        for args in commands:
+            out.append(b"*%d\r\n" % len(args))
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        replies, error = [], None
         try:
             self.sock.sendall(b"".join(out))
-            return self._read()
+            for _ in commands:
+                try:
+                    replies.append(self._read())
+                except RedisReplyError as e:
+                    error = error or e
+                    replies.append(None)
         except (OSError, ValueError) as e:
             self.close()
             raise ConnectionError(str(e) or "connection lost")
+        if error:
+            raise error
+        return replies
 
     def _read(self):
         line = self.f.readline()
@@ -1151,19 +1167,18 @@ class Evaluator:
             msg.update(ok=False, error=error or "failed")
         won = r.command("HSETNX", ch["results"], ch["field"],
                         msgpack.packb(msg, use_bin_type=True)) == 1
-        if won:
-            r.command("EXPIRE", ch["results"], KEY_TTL_S)
-            r.command("RPUSH", ch["done"], ch["id"])
-            r.command("EXPIRE", ch["done"], KEY_TTL_S)
-            r.command("HINCRBY", K_SCORED, self.member, 1)
-            self.scored += 1
-        self.ack(r, entry_id)
+        # The rest in one round trip, the acknowledgement last (as the daemons do): a scorer
+        # that dies before it leaves the chunk pending, to be taken over and settled.
+        rest = [("EXPIRE", ch["results"], KEY_TTL_S), ("RPUSH", ch["done"], ch["id"]),
+                ("EXPIRE", ch["done"], KEY_TTL_S), ("HINCRBY", K_SCORED, self.member, 1)]
+        r.pipeline((rest if won else []) + [("XACK", K_STREAM, K_GROUP, entry_id),
+                                             ("XDEL", K_STREAM, entry_id)])
+        self.scored += won
         return won
 
     @staticmethod
     def ack(r, entry_id):
-        r.command("XACK", K_STREAM, K_GROUP, entry_id)
-        r.command("XDEL", K_STREAM, entry_id)
+        r.pipeline([("XACK", K_STREAM, K_GROUP, entry_id), ("XDEL", K_STREAM, entry_id)])
 
 
 def read_password(path):

@@ -22,13 +22,12 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 
 import msgpack
 import pytest
 
 from conftest import MODEL_DIR, SOURCE_DIR, ZMIXD, Daemon, wait_for
-from test_fleet import REDIS_SERVER, Redis, member_of, redis  # noqa: F401 (the fixture)
+from test_fleet import REDIS_SERVER, Redis, member_of
 
 EVALUATOR = os.path.join(SOURCE_DIR, "examples", "python", "evaluator.py")
 PLANT = os.environ.get("ZMIX_PLANT") or (
@@ -47,6 +46,14 @@ pytestmark = [
 LOGLIK_TOL = 1e-4
 # The planted task's search, as in the other planted-task tests: small enough for ~10 s.
 CEM = {"pop": 16, "iters": 30, "seed": 5, "std_floor": 0.02, "std_tol": 0}
+
+
+@pytest.fixture
+def redis(tmp_path):
+    """A redis-server of the test's own on a loopback port (test_fleet.py's helper)."""
+    r = Redis(str(tmp_path))
+    yield r
+    r.stop()
 
 
 def planted(tmp_path, n_choices, seed):
@@ -313,7 +320,9 @@ def test_evaluator_takes_over_stale_chunks_and_answers_unreadable_ones(tmp_path,
         raw = wait_for(lambda: redis.command("HGET", results, "0"), timeout=30)
         result = msgpack.unpackb(raw, raw=False)
         assert result["ok"] and result["scores"][0]["accuracy"] == 1.0, result
-        assert redis.command("LRANGE", chunk["done"], 0, -1) == [chunk["id"].encode()]
+        # The notification follows the result (not in the same command).
+        wait_for(lambda: redis.command("LRANGE", chunk["done"], 0, -1) ==
+                 [chunk["id"].encode()], timeout=10)
         assert "took over a chunk pending for more than 500 ms" in ev.log_text()
         # Another format: a failure saying which, then the notification and the ack.
         bad = {"v": 2, "id": "elsewhere-1-0:7:0", "results": "zmix:results:elsewhere-1-0:7",
