@@ -276,14 +276,17 @@ def test_mixed_fleet_converges_as_a_single_daemon(tmp_path, experts, redis):
     print(f"chunks scored: zmixd {by_b}, evaluator {by_ev}; α fleet {res['alpha']}, "
           f"single {res_ref['alpha']}")
     # Converged as the single daemon did: the planted task solved by both, with the same
-    # number of evaluations, and α close (not bit-identical: another implementation's
-    # scores may order near-equal candidates otherwise).
+    # number of evaluations, and α close (not necessarily bit-identical: another
+    # implementation's scores may order candidates closer than its tolerance otherwise).
     assert st_ref["best"]["accuracy"] == 1.0, st_ref
     assert st["best"]["accuracy"] == st_ref["best"]["accuracy"], (st, st_ref)
     assert st["evaluations"] == st_ref["evaluations"]
     assert abs(st["best"]["loglik"] - st_ref["best"]["loglik"]) < 0.05, (st, st_ref)
-    diff = max(abs(float(x) - float(y)) for x, y in zip(res["alpha"], res_ref["alpha"]))
-    assert diff < 0.1, (res["alpha"], res_ref["alpha"])
+    # Under rescale, α and s·α compose the same W′: compare directions (α / Σα), which a
+    # flipped ranking would move far less than the scale.
+    unit = lambda a: [float(x) / sum(float(y) for y in a) for x in a]
+    diff = max(abs(x - y) for x, y in zip(unit(res["alpha"]), unit(res_ref["alpha"])))
+    assert diff < 0.05, (res["alpha"], res_ref["alpha"])
 
 
 def test_evaluator_takes_over_stale_chunks_and_answers_unreadable_ones(tmp_path, redis):
