@@ -15,6 +15,8 @@ packages=(
   # zmixd --store redis://... (a fleet of daemons, docs/fleet.md): the client library, and
   # the server its tests start on a loopback port
   libhiredis-dev redis-server
+  # the reference external evaluator (examples/python/evaluator.py) and its mixed-fleet test
+  python3-torch
 )
 # node + npm: the tokenizer parity test's reference implementations (test only, see below).
 # A node that is already on the machine (not Debian's) is used as it is.
