@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "daemon/server.h"
+#include "fleet/fleet_tasks.h"
 
 /* Threadpool. */
 static void io_work_cb(uv_work_t *req)
@@ -41,6 +42,24 @@ void io_submit(server *srv, io_op *op)
         srv->io_inflight--;
         op->after(op);
     }
+}
+
+void io_submit_parked(server *srv, conn *c, uint32_t msgid, io_op *op, parked **slot,
+                      void (*work)(io_op *), void (*after)(io_op *))
+{
+    parked *p = op ? calloc(1, sizeof *p) : NULL;
+    if (!p) {
+        free(op);
+        conn_reply_error(c, msgid, ZMIX_ENOMEM, "out of memory");
+        return;
+    }
+    p->msgid = msgid;
+    p->kind = PARK_IO;
+    conn_park(c, p);
+    *slot = p;
+    op->work = work;
+    op->after = after;
+    io_submit(srv, op);
 }
 
 /* Every op of a job: the job, and the outcome of the work half. Ops of a kind with more to
@@ -78,10 +97,12 @@ static void accept_work(io_op *o)
     accept_op *op = (accept_op *)o;
     job *j = op->jo.j;
     server *srv = o->srv;
-    if (!j->spec.recompute &&
-        task_cache_get_if_key(srv->cache, j->spec.task, j->key, &op->cached, NULL) == 0) {
-        op->cache_hit = 1;
-        return;
+    if (!j->spec.recompute && results_cached(srv, j->spec.task, &op->cached, NULL) == 0) {
+        if (!strcmp(op->cached.key, j->key)) {
+            op->cache_hit = 1;
+            return;
+        }
+        task_result_free(&op->cached);
     }
     if (j->refusal[0]) {
         op->jo.rc =
@@ -248,6 +269,10 @@ static void finish_work(io_op *o)
         } else {
             task_result_of(j, &r, doc, &tr, ranks, &settings, &slen);
             op->put_rc = task_cache_put(srv->cache, &tr, &op->put_err);
+            /* In a fleet the result is the fleet's: a job whose result is not in Redis is not
+             * done, and is redone (by whichever member claims it). */
+            if (op->put_rc == 0 && srv->fleet_jobs)
+                op->put_rc = fleet_tasks_put(srv->fleet_jobs, &tr, &op->put_err);
         }
         free(ranks);
         free(settings);
@@ -275,6 +300,10 @@ static void finish_after(io_op *o)
 {
     finish_op *op = (finish_op *)o;
     op->jo.j->end_unsaved = op->store_rc != 0;
+    /* In a fleet, an end not written to Redis is nobody's: the lease lapses and the job is
+     * done again (deterministically the same) by the member that claims it. */
+    if (o->srv->fleet_jobs && op->store_rc != 0)
+        fleet_jobs_release(o->srv->fleet_jobs, op->jo.j->id);
     if (fenced(o->srv, op->store_rc)) {
         /* Another member drives the job now and writes its end: this run's is not the
          * job's. */

@@ -128,21 +128,12 @@ static void peek_after(io_op *o) /* loop */
 static void submit_peek(server *srv, conn *c, uint32_t msgid, uint64_t id, int cancel)
 {
     peek_op *op = calloc(1, sizeof *op);
-    parked *p = op ? calloc(1, sizeof *p) : NULL;
-    if (!p) {
-        free(op);
-        conn_reply_error(c, msgid, ZMIX_ENOMEM, "out of memory");
-        return;
+    if (op) {
+        op->id = id;
+        op->cancel = cancel;
     }
-    p->msgid = msgid;
-    p->kind = PARK_IO;
-    conn_park(c, p);
-    op->p = p;
-    op->id = id;
-    op->cancel = cancel;
-    op->base.work = peek_work;
-    op->base.after = peek_after;
-    io_submit(srv, &op->base);
+    io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, peek_work,
+                     peek_after);
 }
 
 void remote_status(server *srv, conn *c, uint32_t msgid, uint64_t id)

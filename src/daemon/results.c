@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "daemon/server.h"
+#include "fleet/fleet_tasks.h"
 
 typedef struct read_op {
     io_op base;
@@ -26,19 +27,7 @@ typedef struct read_op {
 static void submit_read(server *srv, conn *c, uint32_t msgid, read_op *op, void (*work)(io_op *),
                         void (*after)(io_op *))
 {
-    parked *p = op ? calloc(1, sizeof *p) : NULL;
-    if (!p) {
-        free(op);
-        conn_reply_error(c, msgid, ZMIX_ENOMEM, "out of memory");
-        return;
-    }
-    p->msgid = msgid;
-    p->kind = PARK_IO;
-    conn_park(c, p);
-    op->p = p;
-    op->base.work = work;
-    op->base.after = after;
-    io_submit(srv, &op->base);
+    io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, work, after);
 }
 
 /* Loop: sends what the packer wrote, or the op's error. */
@@ -57,10 +46,37 @@ static void answer(read_op *op, msgpack_sbuffer *sb)
 
 /* ---- get ------------------------------------------------------------------------------- */
 
+/* Threadpool. In a fleet the result in Redis is the task's: this member's copy is served only
+ * while it is that result (same key and creation time); otherwise the fleet's is fetched and
+ * kept here, and a copy of a task the fleet no longer has is dropped. */
+int results_cached(server *srv, const char *task, task_result *out, zmix_error *err)
+{
+    if (!srv->fleet_jobs) return task_cache_get(srv->cache, task, out, err);
+    char key[TASK_KEY_MAX + 1];
+    int64_t created = 0;
+    int rc = fleet_tasks_version(srv->fleet_jobs, task, key, &created, err);
+    if (rc == ZMIX_ENOTFOUND) {
+        task_cache_evict(srv->cache, task, NULL); /* evicted through another member */
+        return rc;
+    }
+    if (rc) return rc;
+    if (task_cache_get_if_key(srv->cache, task, key, out, NULL) == 0) {
+        if (out->created_ms == created) return 0;
+        task_result_free(out);
+    }
+    rc = fleet_tasks_get(srv->fleet_jobs, task, out, err);
+    if (rc == 0) {
+        zmix_error put_err = {0};
+        if (task_cache_put(srv->cache, out, &put_err) != 0)
+            ZLOG_WARN(srv->log, "task %s: the fleet's result not kept here: %s", task, put_err.msg);
+    }
+    return rc;
+}
+
 static void get_work(io_op *o) /* threadpool */
 {
     read_op *op = (read_op *)o;
-    op->rc = task_cache_get(o->srv->cache, op->task, &op->res, &op->err);
+    op->rc = results_cached(o->srv, op->task, &op->res, &op->err);
 }
 
 static void get_after(io_op *o) /* loop */
@@ -96,6 +112,14 @@ static void evict_work(io_op *o) /* threadpool */
 {
     read_op *op = (read_op *)o;
     op->rc = task_cache_evict(o->srv->cache, op->task, &op->err);
+    if (o->srv->fleet_jobs) { /* the fleet's copy; the other members drop theirs when asked */
+        zmix_error err = {0};
+        int rc = fleet_tasks_evict(o->srv->fleet_jobs, op->task, &err);
+        if (rc != ZMIX_ENOTFOUND && (rc != 0 || op->rc == ZMIX_ENOTFOUND)) {
+            op->rc = rc;
+            op->err = err;
+        }
+    }
 }
 
 static void evict_after(io_op *o) /* loop */
@@ -192,4 +216,47 @@ void results_history(server *srv, conn *c, uint32_t msgid, job *j)
     read_op *op = calloc(1, sizeof *op);
     if (op) op->job_id = j->id;
     submit_read(srv, c, msgid, op, history_work, history_after);
+}
+
+/* ---- tasks, in a fleet ----------------------------------------------------------------- */
+
+typedef struct tasks_op {
+    io_op base;
+    parked *p;
+    int rc;
+    zmix_error err;
+    task_cache_info *list;
+    size_t n;
+} tasks_op;
+
+static void tasks_work(io_op *o) /* threadpool */
+{
+    tasks_op *op = (tasks_op *)o;
+    op->rc = fleet_tasks_list(o->srv->fleet_jobs, &op->list, &op->n, &op->err);
+}
+
+static void tasks_after(io_op *o) /* loop */
+{
+    tasks_op *op = (tasks_op *)o;
+    if (op->rc != 0) {
+        parked_reply_error(op->p, op->rc, op->err.msg);
+    } else if (op->p->conn) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        jobs_pack_tasks(o->srv, op->p->conn, op->list, op->n, &pk);
+        parked_reply_result(op->p, &sb);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    free(op->list);
+    free(op->p);
+    free(op);
+}
+
+void results_tasks_fleet(server *srv, conn *c, uint32_t msgid)
+{
+    tasks_op *op = calloc(1, sizeof *op);
+    io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, tasks_work,
+                     tasks_after);
 }

@@ -358,6 +358,11 @@ struct io_op {
     void (*after)(io_op *op); /* loop; frees op */
 };
 void io_submit(server *srv, io_op *op);
+/* A client's request answered by an op's completion: parks it on c (PARK_IO), stores it in
+ * *slot (the op's own field) and queues op. Out of memory (op may be NULL): answers ENOMEM
+ * and frees op. */
+void io_submit_parked(server *srv, conn *c, uint32_t msgid, io_op *op, parked **slot,
+                      void (*work)(io_op *), void (*after)(io_op *));
 int job_io_accept(job *j);
 int job_io_start(job *j);
 int job_io_checkpoint(job *j);
@@ -372,6 +377,10 @@ void results_get(server *srv, conn *c, uint32_t msgid, const char *task, int wit
                  int with_document);
 void results_evict(server *srv, conn *c, uint32_t msgid, const char *task);
 void results_history(server *srv, conn *c, uint32_t msgid, job *j);
+/* In a fleet: tasks, listed from Redis. */
+void results_tasks_fleet(server *srv, conn *c, uint32_t msgid);
+/* Threadpool: the task's cached result, the fleet's in a fleet (kept here too). */
+int results_cached(server *srv, const char *task, task_result *out, zmix_error *err);
 
 /* job_view.c */
 void jobs_pack_status(server *srv, const job *j, msgpack_packer *pk);
@@ -380,6 +389,9 @@ void jobs_pack_brief(const job *j, msgpack_packer *pk);
  * this daemon: 1 with the reason in why, else 0 with why "". */
 /* Packs "task" (the name as its tenant knows it) and, for a tenant's task, "tenant". */
 void jobs_pack_task_name(rpc_map *m, const char *scoped);
+/* The tasks reply ({"tasks": [...]}) of the tasks c may see. */
+void jobs_pack_tasks(server *srv, const conn *c, const task_cache_info *list, size_t n,
+                     msgpack_packer *pk);
 int jobs_result_mismatch(const server *srv, const char *model_fingerprint,
                          const char *experts_digest, char *why, size_t size);
 void jobs_pack_result(server *srv, const task_result *r, int with_vectors, int with_document,

@@ -79,6 +79,9 @@ int task_result_copy(const task_result *src, task_result *dst, zmix_error *err);
  * task_result_free). Every check the loader makes, exposed for tests and fuzzers:
  * ZMIX_EFORMAT naming the problem for anything but a whole, valid record. */
 int task_record_parse(const uint8_t *buf, size_t len, task_result *out, zmix_error *err);
+/* The record file's bytes of a result (*out malloc'd), for copies kept elsewhere (a fleet's
+ * Redis); task_record_parse reads them back. ZMIX_EINVAL for an inconsistent result. */
+int task_record_bytes(const task_result *r, uint8_t **out, size_t *len, zmix_error *err);
 
 typedef struct task_cache_config {
     const char *dir;         /* cache directory; created (0700) when missing */

@@ -271,6 +271,17 @@ int task_record_parse(const uint8_t *buf, size_t len, task_result *out, zmix_err
     return record_decode(buf, len, out, NULL, err);
 }
 
+int task_record_bytes(const task_result *r, uint8_t **out, size_t *len, zmix_error *err)
+{
+    rec_writer w;
+    int rc = result_check(r, err);
+    if (rc == 0) rc = record_encode(r, &w, NULL, err);
+    if (rc) return rc;
+    *out = w.buf;
+    *len = w.len;
+    return 0;
+}
+
 /* ---- safetensors ---------------------------------------------------------------------- */
 
 static int meta_add(cJSON *meta, const char *key, const char *value)

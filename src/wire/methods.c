@@ -428,6 +428,10 @@ static void m_tasks(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {NULL};
     if (check_keys(c, req, keys)) return;
+    if (srv->fleet_jobs) { /* the fleet's tasks, read from Redis off the loop */
+        results_tasks_fleet(srv, c, req->msgid);
+        return;
+    }
     task_cache_info *list = NULL;
     size_t n = 0;
     zmix_error err = {0};
@@ -435,36 +439,14 @@ static void m_tasks(server *srv, conn *c, const rpc_request *req)
         reply_err(c, req, &err);
         return;
     }
-    size_t shown = 0;
-    for (size_t i = 0; i < n; i++) shown += conn_sees_task(c, list[i].task);
-    rpc_map m;
-    rpc_map_begin(&m);
-    msgpack_packer *arr = rpc_map_key(&m, "tasks");
-    msgpack_pack_array(arr, shown);
-    for (size_t i = 0; i < n; i++) {
-        if (!conn_sees_task(c, list[i].task)) continue;
-        rpc_map e, sc;
-        rpc_map_begin(&e);
-        jobs_pack_task_name(&e, list[i].task);
-        rpc_map_str(&e, "key", list[i].key);
-        rpc_map_u64(&e, "job", list[i].job_id);
-        rpc_map_double(&e, "created", (double)list[i].created_ms / 1000.0);
-        rpc_map_begin(&sc);
-        rpc_map_double(&sc, "accuracy", list[i].score.accuracy);
-        rpc_map_double(&sc, "loglik", list[i].score.loglik);
-        rpc_map_end(&sc, rpc_map_key(&e, "score"));
-        rpc_map_int(&e, "bytes", (int64_t)list[i].bytes);
-        rpc_map_bool(&e, "resident", list[i].resident);
-        rpc_map_bool(&e, "persisted", list[i].persisted);
-        char why[256];
-        int stale = jobs_result_mismatch(srv, list[i].model_fingerprint, list[i].experts_digest,
-                                         why, sizeof why);
-        rpc_map_bool(&e, "current", !stale);
-        rpc_map_str(&e, "mismatch", why);
-        rpc_map_end(&e, arr);
-    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    jobs_pack_tasks(srv, c, list, n, &pk);
+    conn_reply_result(c, req->msgid, &sb);
+    msgpack_sbuffer_destroy(&sb);
     free(list);
-    reply_map(c, req, &m);
 }
 
 /* history {job}: the per-generation record of the job's search (from its session while it

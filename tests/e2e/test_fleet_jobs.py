@@ -238,3 +238,37 @@ def test_acknowledged_jobs_survive_a_redis_restart(tmp_path, experts, durable_re
     finally:
         assert b.stop() == 0, b.log_text()
         assert a.stop() == 0, a.log_text()
+
+
+def test_the_task_cache_is_the_fleets(tmp_path, experts, redis):
+    """A result finished by A is B's too: get, tasks and a resubmit's cache hit through B; an
+    evict through B is seen by A."""
+    a = member(tmp_path, "a", experts, redis).start()
+    b = member(tmp_path, "b", experts, redis).start()
+    ex = make_examples(seed=44, n=8)
+    try:
+        with a.client(timeout=300) as ca, b.client(timeout=300) as cb:
+            job = ca.submit("shared", ex, cem=CEM)["job"]
+            assert ca.wait(job, timeout=240)["status"]["state"] == "done"
+            mine = ca.get("shared")
+            theirs = cb.get("shared")
+            assert [float(x) for x in theirs["alpha"]] == [float(x) for x in mine["alpha"]]
+            assert theirs["score"] == mine["score"] and theirs["job"] == job
+            listed = {t["task"]: t for t in cb.tasks()}
+            assert listed["shared"]["job"] == job and listed["shared"]["current"], listed
+            hit = cb.submit("shared", ex, cem=CEM)
+            assert hit["cached"] and hit["job"] == job, hit
+            # Evicted through B: gone for A too, though A computed it and has its own copy.
+            assert cb.evict("shared")["evicted"] == "shared"
+            with pytest.raises(Exception, match="not cached|no task|not found"):
+                ca.get("shared")
+            assert "shared" not in {t["task"] for t in ca.tasks()}
+            again = ca.submit("shared", ex, cem=CEM)
+            assert not again["cached"] and again["job"] != job, again
+            assert ca.wait(again["job"], timeout=240)["status"]["state"] == "done"
+            # The same inputs give the same result, wherever it is computed.
+            assert [float(x) for x in cb.get("shared")["alpha"]] == \
+                [float(x) for x in mine["alpha"]]
+    finally:
+        assert b.stop() == 0, b.log_text()
+        assert a.stop() == 0, a.log_text()
