@@ -255,3 +255,306 @@ void remote_poll(server *srv, uint64_t now_ms)
     op->base.after = poll_after;
     io_submit(srv, &op->base);
 }
+
+/* ---- jobs: the fleet's list ---------------------------------------------------------------- */
+
+/* The brief of a job (as jobs lists it, PROTOCOL.md) from its published status: the same
+ * fields, picked out of the status map. */
+static void pack_brief_of_status(msgpack_packer *pk, uint64_t id, const fleet_job_peek *peek)
+{
+    static const char *const fields[] = {"job",      "task",       "tenant",   "state",
+                                         "priority", "generation", "submitted"};
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int ok = peek->status &&
+             msgpack_unpack_next(&u, (const char *)peek->status, peek->status_len, NULL) ==
+                 MSGPACK_UNPACK_SUCCESS &&
+             u.data.type == MSGPACK_OBJECT_MAP;
+    if (!ok) {
+        rpc_map m;
+        rpc_map_begin(&m);
+        rpc_map_u64(&m, "job", id);
+        jobs_pack_task_name(&m, peek->task);
+        rpc_map_str(&m, "state", job_state_name(peek->state));
+        rpc_map_end(&m, pk);
+        msgpack_unpacked_destroy(&u);
+        return;
+    }
+    rpc_map m;
+    rpc_map_begin(&m);
+    const msgpack_object_map *map = &u.data.via.map;
+    for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
+        for (uint32_t i = 0; i < map->size; i++) {
+            const msgpack_object *k = &map->ptr[i].key;
+            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != strlen(fields[f]) ||
+                memcmp(k->via.str.ptr, fields[f], k->via.str.size))
+                continue;
+            if (!strcmp(fields[f], "state")) /* the state is Redis's, newer than the map */
+                rpc_map_str(&m, "state", job_state_name(peek->state));
+            else
+                msgpack_pack_object(rpc_map_key(&m, fields[f]), map->ptr[i].val);
+        }
+    rpc_map_end(&m, pk);
+    msgpack_unpacked_destroy(&u);
+}
+
+typedef struct list_op {
+    io_op base;
+    parked *p;
+    char state[16];
+    int rc;
+    zmix_error err;
+    uint64_t *ids;
+    size_t n;
+    int *peek_rc;
+    fleet_job_peek *peek;
+} list_op;
+
+static void list_work(io_op *o) /* threadpool */
+{
+    list_op *op = (list_op *)o;
+    op->rc = fleet_jobs_ids(o->srv->fleet_jobs, 0, &op->ids, &op->n, &op->err);
+    if (op->rc || !op->n) return;
+    op->peek = calloc(op->n, sizeof *op->peek);
+    op->peek_rc = calloc(op->n, sizeof *op->peek_rc);
+    if (!op->peek || !op->peek_rc) {
+        op->rc = zmix_error_set(&op->err, ZMIX_ENOMEM, "jobs: out of memory");
+        return;
+    }
+    for (size_t i = 0; i < op->n; i++) {
+        zmix_error e = {0};
+        op->peek_rc[i] = fleet_jobs_peek(o->srv->fleet_jobs, op->ids[i], &op->peek[i], &e);
+    }
+}
+
+static void list_after(io_op *o) /* loop */
+{
+    list_op *op = (list_op *)o;
+    parked *p = op->p;
+    if (op->rc != 0) {
+        parked_reply_error(p, op->rc, op->err.msg);
+    } else if (p->conn) {
+        size_t shown = 0;
+        for (size_t i = 0; i < op->n; i++) {
+            op->peek_rc[i] =
+                op->peek_rc[i] == 0 && visible(p, &op->peek[i]) &&
+                        (!op->state[0] || !strcmp(op->state, job_state_name(op->peek[i].state)))
+                    ? 0
+                    : -1;
+            shown += op->peek_rc[i] == 0;
+        }
+        rpc_map m;
+        rpc_map_begin(&m);
+        msgpack_packer *list = rpc_map_key(&m, "jobs");
+        msgpack_pack_array(list, shown);
+        for (size_t i = 0; i < op->n; i++) {
+            if (op->peek_rc[i] != 0) continue;
+            const job *j = jobs_find(o->srv, op->ids[i]);
+            if (j && !j->abandoned) /* driven here: the live numbers */
+                jobs_pack_brief(j, list);
+            else
+                pack_brief_of_status(list, op->ids[i], &op->peek[i]);
+        }
+        reply_map_to(p, &m);
+    }
+    for (size_t i = 0; op->peek && i < op->n; i++) fleet_job_peek_free(&op->peek[i]);
+    free(op->peek);
+    free(op->peek_rc);
+    free(op->ids);
+    free(p);
+    free(op);
+}
+
+void remote_jobs_list(server *srv, conn *c, uint32_t msgid, const char *state)
+{
+    list_op *op = calloc(1, sizeof *op);
+    if (op) snprintf(op->state, sizeof op->state, "%s", state);
+    io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, list_work,
+                     list_after);
+}
+
+/* ---- subscribe: progress of jobs other members drive ---------------------------------------- */
+
+/* What a subscriber was last told of a remote job: a hash of its published status. */
+typedef struct remote_seen {
+    uint64_t id, hash;
+} remote_seen;
+
+static uint64_t fnv1a(const uint8_t *p, size_t n, uint64_t h)
+{
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+typedef struct watch_op {
+    io_op base;
+    int all;       /* some connection follows every job: the open ones are read too */
+    uint64_t *ids; /* asked for, then the open ones appended */
+    size_t n, cap;
+    int *rc;
+    fleet_job_peek *peek;
+} watch_op;
+
+static int watch_add(watch_op *op, uint64_t id)
+{
+    for (size_t i = 0; i < op->n; i++)
+        if (op->ids[i] == id) return 0;
+    if (op->n == op->cap) {
+        size_t cap = op->cap ? 2 * op->cap : 16;
+        uint64_t *grown = realloc(op->ids, cap * sizeof *grown);
+        if (!grown) return -1;
+        op->ids = grown;
+        op->cap = cap;
+    }
+    op->ids[op->n++] = id;
+    return 0;
+}
+
+static void watch_work(io_op *o) /* threadpool */
+{
+    watch_op *op = (watch_op *)o;
+    if (op->all) {
+        uint64_t *open = NULL;
+        size_t n = 0;
+        zmix_error e = {0};
+        if (fleet_jobs_ids(o->srv->fleet_jobs, 1, &open, &n, &e) == 0)
+            for (size_t i = 0; i < n; i++) watch_add(op, open[i]);
+        free(open);
+    }
+    op->peek = calloc(op->n ? op->n : 1, sizeof *op->peek);
+    op->rc = calloc(op->n ? op->n : 1, sizeof *op->rc);
+    for (size_t i = 0; op->peek && op->rc && i < op->n; i++) {
+        zmix_error e = {0};
+        op->rc[i] = fleet_jobs_peek(o->srv->fleet_jobs, op->ids[i], &op->peek[i], &e);
+    }
+}
+
+static void notify_remote(server *srv, uint64_t id, const fleet_job_peek *pk)
+{
+    msgpack_sbuffer out;
+    msgpack_sbuffer_init(&out);
+    rpc_pack_notify(&out, "progress", (const char *)pk->status, pk->status_len);
+    for (conn *c = srv->conns, *next; c; c = next) {
+        next = c->next; /* conn_send may close c */
+        if (c->subscribed && (!c->subscribed_job || c->subscribed_job == id) &&
+            conn_sees_task(c, pk->task))
+            conn_send(c, out.data, out.size);
+    }
+    msgpack_sbuffer_destroy(&out);
+}
+
+static void watch_after(io_op *o) /* loop */
+{
+    watch_op *op = (watch_op *)o;
+    server *srv = o->srv;
+    srv->remote_watch_inflight = 0;
+    remote_seen *seen = srv->remote_seen;
+    size_t n_seen = srv->n_remote_seen;
+    for (size_t i = 0; op->peek && op->rc && i < op->n; i++) {
+        uint64_t id = op->ids[i];
+        const job *j = jobs_find(srv, id);
+        size_t k = 0;
+        while (k < n_seen && seen[k].id != id) k++;
+        int local = j && !j->abandoned; /* its driver here notifies */
+        int ended = op->rc[i] == 0 && job_state_finished(op->peek[i].state) && op->peek[i].final;
+        if (!local && op->rc[i] == 0 && op->peek[i].status) {
+            uint64_t h = fnv1a(op->peek[i].status, op->peek[i].status_len, 1469598103934665603ull);
+            if (k == n_seen || seen[k].hash != h) notify_remote(srv, id, &op->peek[i]);
+            if (k == n_seen && !ended) {
+                remote_seen *grown = realloc(seen, (n_seen + 1) * sizeof *grown);
+                if (grown) {
+                    seen = grown;
+                    seen[n_seen++] = (remote_seen){id, h};
+                }
+            } else if (k < n_seen) {
+                seen[k].hash = h;
+            }
+        }
+        /* Forgotten once ended (told), gone, or driven here. */
+        k = 0;
+        while (k < n_seen && seen[k].id != id) k++;
+        if (k < n_seen && (local || ended || op->rc[i] == ZMIX_ENOTFOUND)) seen[k] = seen[--n_seen];
+    }
+    srv->remote_seen = seen;
+    srv->n_remote_seen = n_seen;
+    for (size_t i = 0; op->peek && i < op->n; i++) fleet_job_peek_free(&op->peek[i]);
+    free(op->peek);
+    free(op->rc);
+    free(op->ids);
+    free(op);
+}
+
+void remote_watch(server *srv, uint64_t now_ms)
+{
+    if (!srv->fleet_jobs || srv->remote_watch_inflight) return;
+    if (now_ms - srv->remote_watched_ms < REMOTE_POLL_MS) return;
+    watch_op *op = calloc(1, sizeof *op);
+    if (!op) return;
+    int any = 0;
+    for (conn *c = srv->conns; c; c = c->next) {
+        if (!c->subscribed) continue;
+        any = 1;
+        if (!c->subscribed_job)
+            op->all = 1;
+        else if (!jobs_find(srv, c->subscribed_job))
+            watch_add(op, c->subscribed_job);
+    }
+    for (size_t i = 0; any && i < srv->n_remote_seen; i++) watch_add(op, srv->remote_seen[i].id);
+    if (!any) {
+        free(op->ids);
+        free(op);
+        srv->n_remote_seen = 0;
+        return;
+    }
+    srv->remote_watched_ms = now_ms;
+    srv->remote_watch_inflight = 1;
+    op->base.work = watch_work;
+    op->base.after = watch_after;
+    io_submit(srv, &op->base);
+}
+
+/* subscribe {job} for a job another member drives: answered once the job is found. */
+typedef struct sub_op {
+    io_op base;
+    parked *p;
+    uint64_t id;
+    int rc;
+    zmix_error err;
+    fleet_job_peek peek;
+} sub_op;
+
+static void sub_work(io_op *o) /* threadpool */
+{
+    sub_op *op = (sub_op *)o;
+    op->rc = fleet_jobs_peek(o->srv->fleet_jobs, op->id, &op->peek, &op->err);
+}
+
+static void sub_after(io_op *o) /* loop */
+{
+    sub_op *op = (sub_op *)o;
+    parked *p = op->p;
+    if (!p->conn) {
+    } else if (op->rc == ZMIX_ENOTFOUND || (op->rc == 0 && !visible(p, &op->peek))) {
+        reply_not_found(p, "subscribe", op->id);
+    } else if (op->rc != 0) {
+        parked_reply_error(p, op->rc, op->err.msg);
+    } else {
+        p->conn->subscribed = 1;
+        p->conn->subscribed_job = op->id;
+        rpc_map m;
+        rpc_map_begin(&m);
+        rpc_map_bool(&m, "subscribed", 1);
+        rpc_map_u64(&m, "job", op->id);
+        reply_map_to(p, &m);
+    }
+    fleet_job_peek_free(&op->peek);
+    free(p);
+    free(op);
+}
+
+void remote_subscribe(server *srv, conn *c, uint32_t msgid, uint64_t id)
+{
+    sub_op *op = calloc(1, sizeof *op);
+    if (op) op->id = id;
+    io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, sub_work, sub_after);
+}

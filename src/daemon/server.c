@@ -68,6 +68,7 @@ static void on_tick(uv_timer_t *t)
     uint64_t now_ns = zmix_now_ns();
     jobs_sweep_waiters(srv, now_ms);
     remote_poll(srv, now_ms);
+    remote_watch(srv, now_ms);
     conn_sweep(srv, now_ms);
     if (now_ns - srv->mark_ns >= 1000000000ull) {
         double dt = (double)(now_ns - srv->mark_ns) * 1e-9;
@@ -364,6 +365,8 @@ static void teardown(server *srv)
 {
     fleet_jobs_free(srv->fleet_jobs);
     srv->fleet_jobs = NULL;
+    free(srv->remote_seen);
+    srv->remote_seen = NULL;
     while (srv->remote_waits) {
         parked *p = srv->remote_waits;
         srv->remote_waits = p->job_next;

@@ -203,6 +203,10 @@ struct server {
     parked *remote_waits;   /* waits and cancels on jobs another member drives */
     int remote_poll_inflight;
     uint64_t remote_polled_ms;
+    struct remote_seen *remote_seen; /* remote jobs' progress told to subscribers */
+    size_t n_remote_seen;
+    int remote_watch_inflight;
+    uint64_t remote_watched_ms;
 
     uv_stream_t *listeners[CONFIG_MAX_LISTEN];
     int n_listeners;
@@ -331,7 +335,10 @@ int jobs_resume_claimed(server *srv, job_recovered *rec, uint64_t epoch, int can
 void remote_status(server *srv, conn *c, uint32_t msgid, uint64_t id);
 void remote_wait(server *srv, conn *c, uint32_t msgid, uint64_t id, uint64_t timeout_ms);
 void remote_cancel(server *srv, conn *c, uint32_t msgid, uint64_t id);
-void remote_poll(server *srv, uint64_t now_ms);        /* the tick: answers remote waits */
+void remote_poll(server *srv, uint64_t now_ms);  /* the tick: answers remote waits */
+void remote_watch(server *srv, uint64_t now_ms); /* the tick: progress of remote jobs */
+void remote_jobs_list(server *srv, conn *c, uint32_t msgid, const char *state);
+void remote_subscribe(server *srv, conn *c, uint32_t msgid, uint64_t id);
 void remote_park(server *srv, parked *p, uint64_t id); /* a local waiter of an abandoned job */
 
 /* job_reply.c (loop thread) */

@@ -20,6 +20,7 @@
 #define K_LEASE    "zmix:lease:" /* + id */
 #define K_OPEN     "zmix:jobs:open"
 #define K_ACTIVE   "zmix:active:" /* + key:task: the job computing these inputs */
+#define K_ALL      "zmix:jobs:all"
 
 /* Every driver write: refused unless the job's epoch is still the writer's. ARGV[1] is the
  * epoch, ARGV[2] "finish", "update" or "status", the rest field/value pairs for the job's
@@ -42,7 +43,8 @@ static const char LUA_FENCED_WRITE[] =
     "end\n"
     "return 1\n";
 
-/* Creating a job: its hash, its lease and its place in the open set, at once — unless the
+/* Creating a job: its hash, its lease, its place in the open set and in the list of every
+ * job (KEYS[5], the newest ARGV[6] kept: older ended jobs are deleted), at once — unless the
  * same inputs (KEYS[4], task and key) are being computed by another job that has not ended:
  * then nothing is created and {other id, its state} is returned, and the submit joins it.
  * ARGV: id, record, task, member, lease ms. */
@@ -57,6 +59,12 @@ static const char LUA_CREATE[] =
     "redis.call('SET', KEYS[2], '1 ' .. ARGV[4], 'PX', ARGV[5])\n"
     "redis.call('ZADD', KEYS[3], ARGV[1], ARGV[1])\n"
     "redis.call('SET', KEYS[4], ARGV[1])\n"
+    "redis.call('ZADD', KEYS[5], ARGV[1], ARGV[1])\n"
+    "for _, old in ipairs(redis.call('ZRANGE', KEYS[5], 0, -(tonumber(ARGV[6]) + 1))) do\n"
+    "  local st = redis.call('HGET', 'zmix:job:' .. old, 'state')\n"
+    "  if st ~= 'queued' and st ~= 'running' then redis.call('DEL', 'zmix:job:' .. old) end\n"
+    "  redis.call('ZREM', KEYS[5], old)\n"
+    "end\n"
     "return 1\n";
 
 /* Renewing a lease: 1 renewed, 2 renewed and a cancel is asked, 0 the job is gone from Redis
@@ -372,16 +380,18 @@ int fleet_jobs_create(fleet_jobs *fj, job_record *rec, uint64_t *epoch, fleet_jo
     a = (args){0};
     arg_str(&a, "EVAL");
     arg_str(&a, LUA_CREATE);
-    arg_str(&a, "4");
+    arg_str(&a, "5");
     arg_str(&a, job_key);
     arg_str(&a, lease_key);
     arg_str(&a, K_OPEN);
     arg_str(&a, active_key);
+    arg_str(&a, K_ALL);
     arg_u64(&a, rec->id);
     arg_bytes(&a, w.buf, w.len);
     arg_str(&a, rec->task);
     arg_str(&a, fj->member);
     arg_i64(&a, fj->lease_ms);
+    arg_i64(&a, FLEET_JOBS_KEPT);
     /* Held before the write, so that the keeper renews it from the first beat. */
     pthread_mutex_lock(&fj->lock);
     int held = hold(fj, rec->id, 1, rec->task, w.buf, w.len);
@@ -867,4 +877,23 @@ void fleet_jobs_free(fleet_jobs *fj)
     pthread_mutex_destroy(&fj->lock);
     pthread_cond_destroy(&fj->wake);
     free(fj);
+}
+
+int fleet_jobs_ids(fleet_jobs *fj, int open_only, uint64_t **ids, size_t *n, zmix_error *err)
+{
+    *ids = NULL;
+    *n = 0;
+    args a = {0};
+    arg_strs(&a, "ZREVRANGE", open_only ? K_OPEN : K_ALL, "0", "-1", (char *)NULL);
+    redisReply *r = fleet_jobs_command(fj, a.n, a.v, a.len, err);
+    if (!r) return err->code ? err->code : ZMIX_EIO;
+    int rc = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+        *ids = malloc(r->elements * sizeof **ids);
+        if (!*ids) rc = zmix_error_set(err, ZMIX_ENOMEM, "out of memory listing jobs");
+        for (size_t i = 0; *ids && i < r->elements; i++)
+            (*ids)[(*n)++] = strtoull(r->element[i]->str, NULL, 10);
+    }
+    freeReplyObject(r);
+    return rc;
 }

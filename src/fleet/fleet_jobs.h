@@ -128,6 +128,12 @@ void fleet_job_peek_free(fleet_job_peek *p);
 /* Threadpool. ZMIX_ENOTFOUND for an unknown id. */
 int fleet_jobs_peek(fleet_jobs *fj, uint64_t id, fleet_job_peek *out, zmix_error *err);
 
+/* The fleet's jobs listed (jobs): the newest this many; older ended jobs are deleted from
+ * Redis as new ones come (the local job store keeps as many). */
+#define FLEET_JOBS_KEPT 1000
+/* Threadpool: the ids of every job listed (newest first), or of the jobs not ended. */
+int fleet_jobs_ids(fleet_jobs *fj, int open_only, uint64_t **ids, size_t *n, zmix_error *err);
+
 /* Threadpool: asks the job's driver, whoever it is, to cancel it (it sees the request within
  * a lease renewal). ZMIX_ESTATE when the job is already finished. */
 int fleet_jobs_request_cancel(fleet_jobs *fj, uint64_t id, zmix_error *err);

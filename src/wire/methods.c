@@ -363,6 +363,10 @@ static void m_jobs(server *srv, conn *c, const rpc_request *req)
                          "jobs: field 'state' must be queued, running, done, failed or cancelled");
         return;
     }
+    if (srv->fleet_jobs) { /* the fleet's jobs, from Redis off the loop */
+        remote_jobs_list(srv, c, req->msgid, state);
+        return;
+    }
     size_t n = 0;
     for (job *j = srv->jobs; j; j = j->next)
         n += j->id != 0 && (!state[0] || !strcmp(state, job_state_name(j->state))) &&
@@ -472,6 +476,10 @@ static void m_subscribe(server *srv, conn *c, const rpc_request *req)
         return;
     }
     job *sj = job_id ? jobs_find(srv, (uint64_t)job_id) : NULL;
+    if (job_id && on && !sj && srv->fleet_jobs) { /* another member's job */
+        remote_subscribe(srv, c, req->msgid, (uint64_t)job_id);
+        return;
+    }
     if (job_id && (!sj || !conn_sees_task(c, sj->spec.task))) {
         char msg[96];
         snprintf(msg, sizeof msg, "subscribe: no job %lld", (long long)job_id);

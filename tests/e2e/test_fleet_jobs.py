@@ -120,10 +120,24 @@ def test_any_member_answers_for_any_job(tmp_path, experts, redis, reference):
             # The same submit through B joins A's job (fleet-wide coalescing).
             again = cb.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)
             assert again["job"] == job and again["coalesced"] and not again["cached"], again
-            # B knows the job from the start, and sees it progress.
+            # B knows the job from the start, lists it, and sees it progress.
             st = cb.status(job)
             assert st["state"] in ("queued", "running") and st["job"] == job, st
-            wait_for(lambda: cb.status(job).get("generation", 0) >= 2, timeout=120)
+            listed = {j["job"]: j for j in cb.jobs()}
+            assert listed[job]["task"] == "moved" and listed[job]["state"] in ("queued", "running")
+            # Progress notifications through B, for a job A drives.
+            with b.client(timeout=60) as follower:
+                assert follower.subscribe(job=job) == {"subscribed": True, "job": job}
+                gens = set()
+                while not gens or max(gens) < 2:
+                    msg = follower.read_message(timeout=60)
+                    assert msg[0] == 2 and msg[1] == "progress" and msg[2]["job"] == job, msg
+                    gens.add(msg[2]["generation"])
+                assert len(gens) >= 2, gens  # one per generation seen, not one in all
+            with b.client(timeout=60) as everyone:
+                everyone.subscribe()
+                msg = everyone.read_message(timeout=60)
+                assert msg[1] == "progress" and msg[2]["job"] == job, msg
             r = cb.wait(job, timeout=240)
             assert not r["timed_out"] and r["status"]["state"] == "done", r
             # B's answer is A's.
@@ -141,6 +155,12 @@ def test_any_member_answers_for_any_job(tmp_path, experts, redis, reference):
             # A job that exists nowhere is not found, on any member.
             with pytest.raises(Exception, match="no job 999"):
                 cb.status(999)
+            with pytest.raises(Exception, match="no job 999"):
+                cb.subscribe(job=999)
+            # Both members list the fleet's jobs alike.
+            assert [(j["job"], j["state"]) for j in cb.jobs()] == \
+                [(j["job"], j["state"]) for j in ca.jobs()] == [(other, "cancelled"), (job, "done")]
+            assert [j["job"] for j in cb.jobs(state="done")] == [job]
     finally:
         assert b.stop() == 0, b.log_text()
         assert a.stop() == 0, a.log_text()
