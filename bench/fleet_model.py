@@ -383,6 +383,9 @@ def main():
         for key in ("workers", "cores"):
             setattr(args, key, out["args"][key])
         report(args, out)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=1)
         return
     skip = set(filter(None, args.skip.split(",")))
     if args.quick:
@@ -516,29 +519,40 @@ def report(args, out):
     # loopback round trips; against the wall time per generation the client saw.
     costs = per_chunk_costs(rtt, None)
     out["validation"] = {}
-    print("\nvalidation (per generation, medians over generations and runs):")
+    print("\nvalidation (per generation: median over runs of each run's median):")
     sizes = None
     for kind, members in (("fleet1", 1), ("fleet2", 2)):
-        preds, coarse, meas, tcs = [], [], [], []
+        preds, meas, tcs, walls = [], [], [], []
         for r in steps[kind]:
             by_step = {}
             for member, seq, idx, n, sec in r["chunks"]:
                 by_step.setdefault(seq, []).append((idx, n, sec))
+            run_preds = []
             for q in sorted(by_step)[1:-1]:
                 cs = [(n, sec) for _, n, sec in sorted(by_step[q])]
                 sizes = [n for n, _ in cs]
                 scorers = members * args.workers
-                pred = (serial + costs["step"] + len(cs) * costs["publish"] + costs["collect"]
-                        + makespan([sec + costs["scorer"] for _, sec in cs], scorers))
-                preds.append(pred)
+                run_preds.append(costs["step"] + len(cs) * costs["publish"] + costs["collect"]
+                                 + makespan([sec + costs["scorer"] for _, sec in cs], scorers))
                 tcs += [sec / n for n, sec in cs]
-            t_cand = statistics.median(sec / n for *_, n, sec in r["chunks"])
-            meas.append(r["wall"])
+            preds.append(statistics.median(run_preds))
+            meas.append(r["scoring"])
+            walls.append((serial + statistics.median(run_preds), r["wall"]))
+        # Median over runs of each run's median generation, predicted and measured: first the
+        # scoring window (what the stream is part of), then the whole generation with the
+        # local runs' serial part added.
         pred, m = statistics.median(preds), statistics.median(meas)
-        out["validation"][kind] = {"predicted": pred, "measured": m,
-                                   "chunk_per_candidate": statistics.median(tcs)}
-        print(f"  {kind}: predicted {pred * 1e3:.1f} ms, measured {m * 1e3:.1f} ms "
-              f"(measured/predicted {m / pred:.2f}); chunks {sizes}, "
+        wp, wm = statistics.median(a for a, _ in walls), statistics.median(b for _, b in walls)
+        out["validation"][kind] = {"predicted_window": pred, "measured_window": m,
+                                   "predicted": wp, "measured": wm,
+                                   "chunk_per_candidate": statistics.median(tcs),
+                                   "per_run_window": list(zip(preds, meas)),
+                                   "per_run": walls}
+        print(f"  {kind}: scoring window predicted {pred * 1e3:.1f} ms, measured {m * 1e3:.1f} ms "
+              f"(measured/predicted {m / pred:.2f}; per run "
+              f"{min(b / a for a, b in zip(preds, meas)):.2f} to "
+              f"{max(b / a for a, b in zip(preds, meas)):.2f}); whole generation predicted "
+              f"{wp * 1e3:.1f} ms, measured {wm * 1e3:.1f} ms ({wm / wp:.2f}); chunks {sizes}, "
               f"{statistics.median(tcs) * 1e3:.1f} ms per candidate in the run")
     # The same from the local run alone: its generation plus what the stream adds (per step,
     # per chunk published and collected, and the scorer's round trips once per wave).
@@ -575,7 +589,9 @@ def table(args, out, rtts, serial, p):
         print(f"  {wname}: local pool {t_local * 1e3:.1f} ms")
         for name, x in rtts:
             c = per_chunk_costs(out["rtt"], x)
-            for split in ("today", "per-scorer"):
+            # The smallest chunk whose round trips stay under 5% of its scoring.
+            floor = math.ceil((c["scorer"] + c["publish"] + c["collect"]) / 0.05 / tau)
+            for split in ("today", "per-scorer", "5% floor"):
                 row, share = [], []
                 for n_m in (1, 2, 4, 8, 16):
                     scorers = n_m * args.cores
@@ -583,6 +599,8 @@ def table(args, out, rtts, serial, p):
                         cs = today
                     else:
                         size = max(1, -(-p // scorers))
+                        if split == "5% floor":
+                            size = min(p, max(size, floor))
                         cs = [min(size, p - b) for b in range(0, p, size)]
                     t = (serial + c["step"] + len(cs) * c["publish"] + c["collect"]
                          + makespan([tc(n) + c["scorer"] for n in cs], scorers))
