@@ -196,7 +196,12 @@ static void begin_step(job *j)
         if (!session_over(j)) fail(j, "the session has nothing to score but has not ended");
         return;
     }
-    int workers = pool_workers(srv->pool), max = 4 * workers + 4;
+    int workers = pool_workers(srv->pool);
+    /* A fleet member splits for the fleet: a piece per scorer anywhere, not per local worker
+     * (scores do not depend on the split, docs/scoring.md). */
+    if (srv->fleet && (fleet_scorers(srv->fleet) + 1) / 2 > workers)
+        workers = (fleet_scorers(srv->fleet) + 1) / 2;
+    int max = 4 * workers + 4;
     zmix_work *work = calloc((size_t)max, sizeof *work);
     free(j->items);
     j->items = calloc((size_t)max, sizeof *j->items);

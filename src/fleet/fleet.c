@@ -74,6 +74,7 @@ struct fleet {
 
     atomic_int stopping;
     atomic_long chunks_scored;
+    atomic_int fleet_scorers; /* every live member's scorers, summed at each heartbeat */
     pthread_t driver;
     int driver_started;
     pthread_t *scorer_threads;
@@ -430,6 +431,28 @@ static void settle(fleet *f, redisContext *c)
     }
 }
 
+/* The scorers of every live member (their :info keys), for splitting steps fleet-wide. */
+static int sum_scorers(redisContext *c)
+{
+    int total = 0;
+    char cursor[32] = "0";
+    do {
+        redisReply *r = redisCommand(c, "SCAN %s MATCH " K_MEMBER "*:info COUNT 100", cursor);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            if (r) freeReplyObject(r);
+            return total;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            redisReply *n = redisCommand(c, "HGET %s scorers", r->element[1]->element[i]->str);
+            if (n && n->type == REDIS_REPLY_STRING) total += atoi(n->str);
+            if (n) freeReplyObject(n);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0"));
+    return total;
+}
+
 static void heartbeat(fleet *f, redisContext *c)
 {
     redisReply *r = redisCommand(c, "SET " K_MEMBER "%s %s EX %d", f->member, f->url, MEMBER_TTL_S);
@@ -446,6 +469,8 @@ static void heartbeat(fleet *f, redisContext *c)
     snprintf(identity, sizeof identity, "%s %s", f->model_fingerprint, f->experts_digest);
     r = redisCommand(c, "SET " K_IDENTITY " %s NX", identity);
     command_ok(c, r);
+    int total = sum_scorers(c);
+    if (total > 0) atomic_store(&f->fleet_scorers, total);
 }
 
 static void read_results(fleet *f, redisContext *c, fleet_step *st);
@@ -926,6 +951,7 @@ int fleet_open(const fleet_config *cfg, fleet **out, zmix_error *err)
     f->pool = cfg->pool;
     atomic_init(&f->stopping, 0);
     atomic_init(&f->chunks_scored, 0);
+    atomic_init(&f->fleet_scorers, 0);
     pthread_mutex_init(&f->lock, NULL);
     pthread_cond_init(&f->wake, NULL);
     make_member_id(f);
@@ -1026,6 +1052,12 @@ const char *fleet_url(const fleet *f)
 redisContext *fleet_connect(const fleet *f, zmix_error *err)
 {
     return connect_redis(f, err);
+}
+
+int fleet_scorers(const fleet *f)
+{
+    int total = atomic_load(&((fleet *)f)->fleet_scorers);
+    return total > f->scorers ? total : f->scorers;
 }
 
 long fleet_chunks_scored(const fleet *f)

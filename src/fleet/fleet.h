@@ -71,5 +71,8 @@ const char *fleet_url(const fleet *f);
 struct redisContext;
 struct redisContext *fleet_connect(const fleet *f, zmix_error *err);
 long fleet_chunks_scored(const fleet *f); /* by this member, for any driver */
+/* Scorers in the whole fleet (every live member's, external evaluators included; at least
+ * this member's), as of the last heartbeat: a step is split for all of them. Any thread. */
+int fleet_scorers(const fleet *f);
 
 #endif

@@ -423,3 +423,40 @@ def test_an_unreadable_chunk_is_answered_with_a_failure(tmp_path, experts, redis
                  and redis.command("XLEN", "zmix:chunks") == 0, timeout=10)
     finally:
         assert a.stop() == 0, a.log_text()
+
+
+def test_steps_are_split_for_the_whole_fleet(tmp_path, experts, redis):
+    """A step is cut into a piece per scorer of the fleet (every member's), not per worker of
+    the driver: three members of two scorers score a generation of 16 in 6 chunks where one
+    member alone uses 4 — with the same α, since scores do not depend on the split."""
+    ex = make_examples(seed=31, **EXAMPLES)
+    cem = {"pop": 16, "iters": 3, "elite": 0.25, "std_tol": 0, "method": "cem"}
+
+    def run(d, recompute):
+        with d.client(timeout=300) as c:
+            job = c.submit("split", ex, cem=cem, recompute=recompute)["job"]
+            r = c.wait(job, timeout=240)
+            assert r["status"]["state"] == "done", r
+            return r["status"], c.get("split")
+
+    alone = fleet_daemon(tmp_path, "alone", experts, redis).start()
+    try:
+        outcome_one = run(alone, False)
+        one = sum(redis.scored().values())
+    finally:
+        assert alone.stop() == 0, alone.log_text()
+    redis.command("DEL", "zmix:scored")
+    ds = [fleet_daemon(tmp_path, n, experts, redis).start() for n in ("a", "b", "c")]
+    try:
+        time.sleep(2.5)  # every member's heartbeat has counted the others' scorers
+        outcome_three = run(ds[0], True)
+        three = sum(redis.scored().values())
+    finally:
+        for d in ds:
+            assert d.stop() == 0, d.log_text()
+    same_outcome(outcome_three, outcome_one)
+    generations = outcome_one[0]["generation"]
+    assert generations == 3
+    # A generation of 16: 4 pieces of 4 alone, 6 pieces (3, 3, 3, 3, 3, 1) with the fleet's 6
+    # scorers; the other steps are small either way.
+    assert three >= one + generations, (one, three, generations)
