@@ -159,9 +159,15 @@ static void history_work(io_op *o)
     else
         op->rc = job_store_get(o->srv->store, op->job_id, &rec, &op->err);
     if (op->rc) return;
+    snprintf(op->task, sizeof op->task, "%s", rec.task);
     cJSON *doc =
         rec.result_len ? cJSON_ParseWithLength((const char *)rec.result, rec.result_len) : NULL;
-    if (!doc)
+    if (!doc && !job_state_finished(rec.state))
+        op->rc = zmix_error_set(&op->err, ZMIX_ESTATE,
+                                "history: job %llu is %s on another member of the fleet: its "
+                                "history is read there until it ends",
+                                (unsigned long long)op->job_id, job_state_name(rec.state));
+    else if (!doc)
         op->rc = zmix_error_set(&op->err, ZMIX_ESTATE,
                                 "history: job %llu ended without a search history (before its "
                                 "search started, or its record predates histories on disk)",
@@ -177,6 +183,16 @@ static void history_after(io_op *o) /* loop */
     read_op *op = (read_op *)o;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
+    /* Another tenant's job is answered exactly as a job that does not exist. */
+    if (op->p->conn && (op->rc == 0 || op->rc == ZMIX_ESTATE) &&
+        !conn_sees_task(op->p->conn, op->task)) {
+        if (op->rc == 0) zmix_adapt_result_free(&op->history);
+        op->rc = zmix_error_set(&op->err, ZMIX_ENOTFOUND, "history: no job %llu",
+                                (unsigned long long)op->job_id);
+    }
+    if (op->rc == ZMIX_ENOTFOUND)
+        zmix_error_set(&op->err, ZMIX_ENOTFOUND, "history: no job %llu",
+                       (unsigned long long)op->job_id);
     if (op->rc == 0) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
@@ -185,6 +201,13 @@ static void history_after(io_op *o) /* loop */
     }
     answer(op, &sb);
     msgpack_sbuffer_destroy(&sb);
+}
+
+void results_history_remote(server *srv, conn *c, uint32_t msgid, uint64_t id)
+{
+    read_op *op = calloc(1, sizeof *op);
+    if (op) op->job_id = id;
+    submit_read(srv, c, msgid, op, history_work, history_after);
 }
 
 void results_history(server *srv, conn *c, uint32_t msgid, job *j)

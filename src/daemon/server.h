@@ -384,6 +384,8 @@ void results_get(server *srv, conn *c, uint32_t msgid, const char *task, int wit
                  int with_document);
 void results_evict(server *srv, conn *c, uint32_t msgid, const char *task);
 void results_history(server *srv, conn *c, uint32_t msgid, job *j);
+/* In a fleet: the history of a job another member drove, from its record in Redis. */
+void results_history_remote(server *srv, conn *c, uint32_t msgid, uint64_t id);
 /* In a fleet: tasks, listed from Redis. */
 void results_tasks_fleet(server *srv, conn *c, uint32_t msgid);
 /* Threadpool: the task's cached result, the fleet's in a fleet (kept here too). */

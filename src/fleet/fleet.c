@@ -35,9 +35,10 @@
 #define MEMBER_TTL_S 10    /* a member key outlives this many seconds without heartbeat */
 #define HEARTBEAT_MS 2000  /* ... renewed this often */
 #define KEY_TTL_S    86400 /* result and example keys: a driver that died leaves them */
-#define STEP_TTL_S                                                                                 \
-    30                        /* a step key outlives its driver's heartbeats by this much, so      \
-                               * that the steps of a driver that died are dropped */
+/* A step key outlives its driver's heartbeats by this much, so that the steps of a driver
+ * that died are dropped soon (its jobs resume elsewhere after --fleet-lease-ms); a driver that
+ * only lost Redis for longer publishes its steps again. */
+#define STEP_TTL_S       10
 #define POLL_MS          1000 /* results are also read without a notification this often */
 #define BLOCK_MS         500  /* a scorer's wait for a chunk (the stop flag is seen after it) */
 #define CONNECT_RETRY_MS 1000

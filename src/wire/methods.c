@@ -459,7 +459,9 @@ static void m_history(server *srv, conn *c, const rpc_request *req)
 {
     static const char *const keys[] = {"job", NULL};
     if (check_keys(c, req, keys)) return;
-    job *j = job_param(srv, c, req, NULL);
+    uint64_t remote;
+    job *j = job_param(srv, c, req, &remote);
+    if (remote) results_history_remote(srv, c, req->msgid, remote);
     if (j) results_history(srv, c, req->msgid, j);
 }
 

@@ -140,8 +140,10 @@ def test_any_member_answers_for_any_job(tmp_path, experts, redis, reference):
                 assert msg[1] == "progress" and msg[2]["job"] == job, msg
             r = cb.wait(job, timeout=240)
             assert not r["timed_out"] and r["status"]["state"] == "done", r
-            # B's answer is A's.
+            # B's answer is A's, and so is the history of the ended job.
             assert r["status"]["best_alpha"] == ca.status(job)["best_alpha"]
+            hist_b, hist_a = cb.call("history", {"job": job}), ca.call("history", {"job": job})
+            assert hist_b == hist_a and len(hist_b["history"]) == r["status"]["generation"]
             same_alpha(r["status"], ca.get("moved"), reference)
             # A wait on B that times out says so, with the status so far.
             other = ca.submit("other", make_examples(seed=42, **EXAMPLES), cem=CEM)["job"]
