@@ -65,18 +65,27 @@ def durable_redis(tmp_path):
     r.stop()
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory, experts):
-    """The job's outcome on one daemon without Redis, uninterrupted."""
+def run_single(tmp_path_factory, experts, task, seed):
     d = Daemon(str(tmp_path_factory.mktemp("single")), experts).start()
     try:
         with d.client(timeout=300) as c:
-            job = c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
+            job = c.submit(task, make_examples(seed=seed, **EXAMPLES), cem=CEM)["job"]
             r = c.wait(job, timeout=240)
             assert r["status"]["state"] == "done", r
-            return r["status"], c.get("moved")
+            return r["status"], c.get(task)
     finally:
         assert d.stop() == 0, d.log_text()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, experts):
+    """The job's outcome on one daemon without Redis, uninterrupted."""
+    return run_single(tmp_path_factory, experts, "moved", 41)
+
+
+@pytest.fixture(scope="module")
+def reference2(tmp_path_factory, experts):
+    return run_single(tmp_path_factory, experts, "moved2", 45)
 
 
 def same_alpha(status, result, reference):
@@ -168,15 +177,18 @@ def test_any_member_answers_for_any_job(tmp_path, experts, redis, reference):
         assert a.stop() == 0, a.log_text()
 
 
-def test_killed_drivers_jobs_finish_once_elsewhere(tmp_path, experts, redis, reference):
-    """kill -9 the driver of a job mid-generation, twice: each time another member claims the
-    lease and resumes from the last checkpoint; the job ends once, with the α of an
-    uninterrupted run."""
+def test_killed_drivers_jobs_finish_once_elsewhere(tmp_path, experts, redis, reference,
+                                                   reference2):
+    """kill -9 the driver of two jobs mid-generation, then the new driver of the first: each
+    time other members claim the leases and resume from the last checkpoints; every job ends
+    exactly once, with the α of an uninterrupted run."""
     ds = [member(tmp_path, n, experts, redis, *LEASE).start() for n in ("a", "b", "c")]
     by_pid = {d.proc.pid: d for d in ds}
     try:
         with ds[0].client(timeout=300) as c:
             job = c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
+            job2 = c.submit("moved2", make_examples(seed=45, **EXAMPLES), cem=CEM)["job"]
+        assert driver_pid(redis, job) == driver_pid(redis, job2) == ds[0].proc.pid
         killed = []
         for round_ in range(2):
             pid = driver_pid(redis, job)
@@ -191,15 +203,20 @@ def test_killed_drivers_jobs_finish_once_elsewhere(tmp_path, experts, redis, ref
             assert int(job_field(redis, job, "epoch")) == round_ + 2
         survivor = next(d for d in ds if d.proc is not None)
         with survivor.client(timeout=300) as c:
-            r = c.wait(job, timeout=240)
-            assert not r["timed_out"] and r["status"]["state"] == "done", r
-            same_alpha(r["status"], c.get("moved"), reference)
+            for j, task, ref in ((job, "moved", reference), (job2, "moved2", reference2)):
+                r = c.wait(j, timeout=240)
+                assert not r["timed_out"] and r["status"]["state"] == "done", r
+                same_alpha(r["status"], c.get(task), ref)
         log = open(survivor.log, errors="replace").read()
         assert f"job {job}: its driver's lease expired; resuming it here" in log
-        # Finished once: out of the open set, no lease left, and no member drives it.
+        # Ended once: one member wrote each end (the logs of all three say so once), and
+        # nothing is left open or leased.
+        logs = "".join(open(d.log, errors="replace").read() for d in ds)
+        for j in (job, job2):
+            assert logs.count(f"job {j}: done (") == 1, j
+            assert redis.command("GET", f"zmix:lease:{j}") is None
+            assert job_field(redis, j, "state") == "done"
         assert redis.command("ZRANGE", "zmix:jobs:open", "0", "-1") == []
-        assert redis.command("GET", f"zmix:lease:{job}") is None
-        assert job_field(redis, job, "state") == "done"
     finally:
         for d in ds:
             if d.proc is not None:
