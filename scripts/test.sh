@@ -17,7 +17,8 @@ echo "== Release build (-Werror) =="
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DZMIX_WERROR=ON >/dev/null
 cmake --build build -j "$jobs"
 echo "== Release tests =="
-ctest --test-dir build --output-on-failure
+# As many at once as there are cores: every test has its own ports, sockets and directories.
+ctest --test-dir build --output-on-failure -j "$jobs"
 # The Python client's results must not change type with the environment: its package tests
 # run with and without NumPy (python_client, python_client_without_numpy, above); the tests
 # that drive the daemon through it run again with NumPy hidden.
@@ -32,7 +33,7 @@ if [ $quick = 0 ]; then
   cmake --build build-asan -j "$jobs"
   echo "== ASan + UBSan tests =="
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --test-dir build-asan --output-on-failure -LE nosan
+    ctest --test-dir build-asan --output-on-failure -LE nosan -j "$jobs"
 
   echo "== Fuzz: every libFuzzer harness, 20 s each (docs/reliability.md) =="
   scripts/fuzz.sh -t 20 -j "$jobs"
