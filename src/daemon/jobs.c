@@ -628,6 +628,10 @@ void jobs_drop(job *j)
             free(p);
         }
     }
+    /* Out of the lifecycle the way a job leaves it: through finishing (its end is written by
+     * the member that drives it now). */
+    if (j->phase == JOB_PH_QUEUED || job_phase_counts_running(j->phase))
+        job_set_phase(j, JOB_PH_FINISHING);
     job_destroy(j);
     jobs_schedule(srv);
 }
