@@ -231,6 +231,23 @@ static void test_linear_mode_drops_the_factors(void **state)
             /* The factored calls above read every U and Vt: back in memory. */
             kb = mapped_rss_kb(f->cache) - before;
             assert_true(kb * 1024 > (long)(uv_bytes(rt) / 2));
+            /* A generator's one-off W' (composed from U and Vt) leaves them out again, and is
+             * the W' the heap runtime composes. */
+            zmix_model *a, *b;
+            zmix_error err = {0, ""};
+            assert_int_equal(zmix_model_with_wprime(rt, 1, f->z[1], &a, &err), 0);
+            kb = mapped_rss_kb(f->cache) - before;
+            assert_true(kb * 1024 < (long)(uv_bytes(rt) / 10));
+            assert_int_equal(zmix_model_with_wprime(heap, 1, f->z[1], &b, &err), 0);
+            for (int mi = 0; mi < rt->n_mat; mi++) {
+                const zmix_adapted *ad = &rt->list[mi];
+                int rows, cols;
+                const float *wa = zmix_model_matrix(a, ad->layer, ad->kind, &rows, &cols);
+                const float *wb = zmix_model_matrix(b, ad->layer, ad->kind, &rows, &cols);
+                assert_memory_equal(wa, wb, (size_t)rows * cols * sizeof(float));
+            }
+            zmix_model_free(a);
+            zmix_model_free(b);
             zmix_runtime_free(rt);
         }
         zmix_runtime_free(heap);
