@@ -493,8 +493,15 @@ static int pop_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT],
         }
         const zmix_factors *f = &rt->factors[m];
         const char *base = w->base + (size_t)m * w->cmax;
-        int any_base = 0;
-        for (int c = 0; c < w->n_copies; c++) any_base |= base[c];
+        int any_base = 0, all_base = 1;
+        for (int c = 0; c < w->n_copies; c++) any_base |= base[c], all_base &= base[c];
+        if (all_base) {
+            /* Every copy is the base matrix (z' = 1: the base row of a job's baselines), which
+             * pop_copy gives each: the factored products would all be discarded, and reading
+             * U and Vt for them would page them back in beside the expert matrices. */
+            map[kind].kind = ZMIX_POP_DENSE;
+            continue;
+        }
         lin[kind].U = zmix_factors_U(f);
         lin[kind].Vt = zmix_factors_Vt(f);
         lin[kind].rank = f->rank;

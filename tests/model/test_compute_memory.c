@@ -214,6 +214,30 @@ static void test_linear_mode_drops_the_factors(void **state)
             long kb = mapped_rss_kb(f->cache) - before;
             assert_true(kb * 1024 < (long)(uv_bytes(rt) / 10));
 
+            /* The base model (z' = 1, every job's first baseline) reads no factor in any mode
+             * (the population pass gives every copy the base matrix itself). */
+            float *ones = malloc(2 * f->z_total * sizeof *ones);
+            for (size_t i = 0; i < 2 * f->z_total; i++) ones[i] = 1.0f;
+            zmix_compose_opts o;
+            zmix_compose_opts_default(&o);
+            zmix_wprime_mode zmodes[3] = {ZMIX_WPRIME_AUTO, ZMIX_WPRIME_COMPOSE,
+                                          ZMIX_WPRIME_FACTORED};
+            for (int i = 0; i < 3; i++) {
+                zmix_score got[2], want[2];
+                zmix_error e = {0, ""};
+                assert_int_equal(zmix_score_mode(rt, &o, 1, &f->ex, 2, NULL, ones, NULL, zmodes[i],
+                                                 got, NULL, &e),
+                                 0);
+                assert_int_equal(zmix_score_mode(heap, &o, 1, &f->ex, 2, NULL, ones, NULL,
+                                                 zmodes[i], want, NULL, &e),
+                                 0);
+                assert_memory_equal(got, want, sizeof got);
+                assert_memory_equal(&got[0], &got[1], sizeof got[0]);
+            }
+            free(ones);
+            kb = mapped_rss_kb(f->cache) - before;
+            assert_true(kb * 1024 < (long)(uv_bytes(rt) / 10));
+
             zmix_wprime_mode modes[4] = {ZMIX_WPRIME_LINEAR, ZMIX_WPRIME_AUTO, ZMIX_WPRIME_COMPOSE,
                                          ZMIX_WPRIME_FACTORED};
             for (int i = 0; i < 4; i++) {
