@@ -21,8 +21,9 @@
  *                whichever is larger;
  *   overhead     the process itself: code, libraries, and the buffers OpenBLAS allocates per
  *                calling thread (measured, see docs/model-formats.md).
- * The setup peak (first start, factoring) and the steady state (every worker scoring) are
- * reported apart; the larger is what must fit.
+ * The setup peak (first start: factoring, then, with mapped factors, building the expert
+ * matrices) and the steady state (every worker scoring) are reported apart; the larger is
+ * what must fit.
  */
 #include <lapacke.h>
 #include <stdio.h>
