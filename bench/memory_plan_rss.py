@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import numpy as np
 SCALES = {
     # dim, hidden, layers, heads, kv heads, vocab
     "small": (1024, 4096, 8, 16, 4, 32000),
+    "135m": (576, 1536, 30, 9, 3, 49152),  # SmolLM2-135M (tied: use --shape llama31-tied)
     "1b": (2048, 8192, 16, 32, 8, 128256),  # Llama-3.2-1B
 }
 
@@ -142,7 +144,7 @@ def parse_size(text):
     return float(v) * {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
 
 
-def start_daemon(build, model, experts, work, workers, log):
+def start_daemon(build, model, experts, work, workers, log, extra=()):
     """zmixd on the model with a cache directory in work, up to "zmixd ready" (exits the
     program, with zmixd's log, if it stops first). Returns the process, its socket, the
     environment to run zmix with, and the seconds it took to be ready."""
@@ -151,7 +153,7 @@ def start_daemon(build, model, experts, work, workers, log):
     with open(log, "w") as lf:
         p = subprocess.Popen([os.path.join(build, "zmixd"), "--model", model, "--experts",
                               ",".join(experts), "--cache-dir", os.path.join(work, "cache"),
-                              "--listen", "unix:" + sock, "--workers", str(workers)],
+                              "--listen", "unix:" + sock, "--workers", str(workers), *extra],
                              stdout=lf, stderr=subprocess.STDOUT, env=env)
     t0 = time.time()
     while "zmixd ready" not in open(log).read():
@@ -161,9 +163,9 @@ def start_daemon(build, model, experts, work, workers, log):
     return p, sock, env, time.time() - t0
 
 
-def run_daemon(build, model, experts, work, workers, examples, label):
+def run_daemon(build, model, experts, work, workers, examples, label, extra=()):
     log = os.path.join(work, f"zmixd-{label}.log")
-    p, sock, env, ready_s = start_daemon(build, model, experts, work, workers, log)
+    p, sock, env, ready_s = start_daemon(build, model, experts, work, workers, log, extra)
     hwm_ready = status(p.pid, "VmHWM")
     r = subprocess.run([os.path.join(build, "zmix"), "submit", f"rss-{label}", "--examples",
                         examples, "--pop", "16", "--iters", "3", "--per-layer", "--recompute",
@@ -177,7 +179,7 @@ def run_daemon(build, model, experts, work, workers, examples, label):
     text = open(log).read()
     line = re.search(r"memory plan: .*", text).group(0)
     steady = parse_size(re.search(r"total ([\d.]+ \w+) scoring", line).group(1))
-    setup = parse_size(re.search(r", ([\d.]+ \w+) while factoring", line).group(1))
+    setup = parse_size(re.search(r", ([\d.]+ \w+) while (?:factoring|setting up)", line).group(1))
     return dict(line=line, ready_s=ready_s, hwm_ready=hwm_ready, hwm=hwm, rss=rss,
                 plan_steady=steady, plan_setup=setup)
 
@@ -189,6 +191,10 @@ def main():
     ap.add_argument("--scale", default="small", choices=sorted(SCALES))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", help="write the models here and keep them")
+    ap.add_argument("--wprime", default="default",
+                    help="comma-separated W' modes to run zmixd with (auto, factored; default: "
+                         "no --wprime flag)")
+    ap.add_argument("--repeat", type=int, default=1)
     a = ap.parse_args()
     shapes = ["llama31", "llama31-tied", "qwen25"] if a.shape == "all" else [a.shape]
     root = a.keep or tempfile.mkdtemp(prefix="zmix-rss-")
@@ -210,16 +216,30 @@ def main():
             size = os.path.getsize(os.path.join(model, "model.safetensors"))
             print(f"== {shape} ({a.scale}): model.safetensors {size / 2**30:.2f} GiB (BF16), "
                   f"{a.workers} workers")
-            for label in ("first start (factoring)", "second start (factor cache)"):
-                m = run_daemon(a.build, model, experts, work, a.workers, examples,
-                               label.split()[0])
-                plan = max(m["plan_steady"], m["plan_setup"])
-                print(f"  {label}: ready in {m['ready_s']:.1f} s")
-                print(f"    {m['line']}")
-                print(f"    VmHWM {m['hwm'] / 2**30:.2f} GiB after one job ({m['hwm_ready'] / 2**30:.2f}"
-                      f" GiB at ready), VmRSS {m['rss'] / 2**30:.2f} GiB; plan peak "
-                      f"{plan / 2**30:.2f} GiB: {m['hwm'] / plan:.0%} of the plan")
-                bad += m["hwm"] > plan
+            for mode in a.wprime.split(","):
+                extra = () if mode == "default" else ("--wprime", mode)
+                for label in ("first start (factoring)", "second start (factor cache)"):
+                    runs = []
+                    for _ in range(a.repeat):
+                        if label.startswith("first"):
+                            shutil.rmtree(os.path.join(work, "cache"), ignore_errors=True)
+                        runs.append(run_daemon(a.build, model, experts, work, a.workers,
+                                               examples, label.split()[0], extra))
+                    m = runs[0]
+                    med = {k: statistics.median(r[k] for r in runs)
+                           for k in ("ready_s", "hwm_ready", "hwm", "rss")}
+                    plan = max(m["plan_steady"], m["plan_setup"])
+                    print(f"  --wprime {mode}, {label}: ready in {med['ready_s']:.1f} s "
+                          f"(median of {len(runs)})")
+                    print(f"    {m['line']}")
+                    print(f"    VmHWM {med['hwm'] / 2**30:.3f} GiB after one job "
+                          f"({med['hwm_ready'] / 2**30:.3f} GiB at ready), VmRSS "
+                          f"{med['rss'] / 2**30:.3f} GiB; plan peak {plan / 2**30:.2f} GiB: "
+                          f"{med['hwm'] / plan:.0%} of the plan")
+                    print("    runs (VmHWM at ready / after the job, MiB): " +
+                          ", ".join(f"{r['hwm_ready'] / 2**20:.0f}/{r['hwm'] / 2**20:.0f}"
+                                    for r in runs))
+                    bad += med["hwm"] > plan
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)

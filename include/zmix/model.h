@@ -162,6 +162,22 @@ typedef enum zmix_factor_dtype {
 int zmix_factor_dtype_parse(const char *s, zmix_factor_dtype *out, zmix_error *err);
 const char *zmix_factor_dtype_name(zmix_factor_dtype dtype);
 
+/* What the runtime keeps to apply W' (docs/sizing.md, "Memory per mode"). */
+typedef enum zmix_wprime_keep {
+    /* The K expert matrices W_k when they fit a 3 GiB cap, so that the scorer can use the
+     * linear mode (W' = c·Σ α_k W_k); U and Vt are then not kept resident when a factor cache
+     * holds them. Above the cap, as ZMIX_WPRIME_KEEP_FACTORS. */
+    ZMIX_WPRIME_KEEP_AUTO = 0,
+    /* The factors only, no expert matrices: W' is composed from U, σ, Vt or applied factored.
+     * K times the adapted weights less memory; slower on long example sets, and the scores
+     * differ from AUTO's in the last bits (another way to compute the same W'). */
+    ZMIX_WPRIME_KEEP_FACTORS
+} zmix_wprime_keep;
+
+/* Parses "auto", "factored". */
+int zmix_wprime_keep_parse(const char *s, zmix_wprime_keep *out, zmix_error *err);
+const char *zmix_wprime_keep_name(zmix_wprime_keep keep);
+
 typedef struct zmix_runtime_opts {
     zmix_adapt_set adapt;
     const char *factor_cache_dir; /* where SVD factors are cached; NULL: no cache */
@@ -169,6 +185,7 @@ typedef struct zmix_runtime_opts {
                                      cache is the user's own, like every cache file) */
     size_t memory_budget;         /* bytes for activations per scoring call; 0: default */
     zmix_factor_dtype factor_dtype;
+    zmix_wprime_keep wprime;
 } zmix_runtime_opts;
 
 void zmix_runtime_opts_default(zmix_runtime_opts *opts);
@@ -194,6 +211,18 @@ zmix_adapt_set
 zmix_runtime_adapt_set(const zmix_runtime *rt); /* the adapted set it was made with */
 const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k); /* z_total floats */
 
+/* What a runtime holds, in bytes, by term (what zmix_memory_plan_compute plans). */
+typedef struct zmix_runtime_memory {
+    const char *mode;       /* "linear" (expert matrices kept) or "factored" */
+    size_t factors;         /* U and Vt on the heap (computed without a cache, or copied) */
+    size_t factors_mapped;  /* U and Vt in the factor cache's mapping, paged in when read */
+    size_t sigma;           /* S of every matrix */
+    size_t experts;         /* K z vectors and Σσ⊙z_k */
+    size_t expert_matrices; /* the K expert matrices W_k, 0 when not kept */
+} zmix_runtime_memory;
+
+void zmix_runtime_memory_get(const zmix_runtime *rt, zmix_runtime_memory *out);
+
 /* ---- Memory plan (memory_plan.c) ---------------------------------------------------- */
 
 /* What a model will take, read without loading it: config.json and the safetensors headers
@@ -216,9 +245,11 @@ typedef struct zmix_memory_settings {
     size_t memory_budget; /* the scorer's activation budget per call; 0: its default */
     long max_tokens;      /* tokens of the largest example set allowed; 0: the context */
     size_t other;         /* further memory the program holds (a cache budget) */
+    zmix_wprime_keep wprime;
+    int factor_cache; /* the factors come from (and go to) a factor cache directory */
     /* The program's names for its settings, used in the refusal ("--workers"), or NULL when
      * it has no such setting. */
-    const char *workers_option, *factor_option, *limit_option;
+    const char *workers_option, *factor_option, *limit_option, *wprime_option;
 } zmix_memory_settings;
 
 void zmix_memory_settings_default(zmix_memory_settings *s);
@@ -228,18 +259,29 @@ typedef struct zmix_memory_plan {
     size_t weights;
     size_t factors;                 /* U, S, Vt of the adapted matrices */
     zmix_factor_dtype factor_dtype; /* AUTO resolved */
-    size_t experts;                 /* K z vectors and, when kept, the K expert matrices W_k */
+    /* The part of factors resident while scoring: all of it, or only S (σ) when the expert
+     * matrices are kept and U, Vt are read from the factor cache's mapping (they are paged
+     * in, as reclaimable file pages, only by what composes from them). */
+    size_t factors_kept;
+    int factors_mapped; /* U and Vt are used from the factor cache's mapping */
+    const char *mode;   /* "linear" (expert matrices kept) or "factored" */
+    size_t experts;     /* K z vectors and, when kept, the K expert matrices W_k */
     int expert_matrices;
     size_t svd;                /* the transient of factoring one matrix (no factor cache) */
     size_t worker;             /* one scoring call: worker_fixed + worker_activations */
     size_t worker_fixed;       /* one layer's composed W', temporaries, the 16-bit tile */
     size_t worker_activations; /* at most the memory budget */
+    size_t pop_chunk;          /* of which a population chunk may take (ZMIX_POP_CHUNK_BYTES,
+                                  or one candidate's when larger) */
     int workers;
     size_t other;
     size_t overhead; /* the process and the per-thread BLAS buffers */
-    size_t setup;    /* overhead + weights + factors + svd: the first start's peak */
-    size_t steady;   /* overhead + weights + factors + experts + workers·worker + other */
-    size_t peak;     /* the larger of the two: what must fit */
+    /* The first start's peak: overhead + weights + the larger of factoring (factors + svd)
+     * and, with mapped factors, building the expert matrices (factors_kept + experts + one
+     * matrix's U and Vt). */
+    size_t setup;
+    size_t steady; /* overhead + weights + factors_kept + experts + workers·worker + other */
+    size_t peak;   /* the larger of the two: what must fit */
 } zmix_memory_plan;
 
 void zmix_memory_plan_compute(const zmix_model_probe *m, const zmix_memory_settings *s,

@@ -36,6 +36,8 @@ static void usage(FILE *out)
                  "  --factor-cache DIR   cache the SVD factors in DIR\n"
                  "  --factor-dtype T     U and Vt of the factors: auto (F16 for 16-bit\n"
                  "                       models, else F32), f32, f16, bf16\n"
+                 "  --wprime MODE        auto (the expert matrices when they fit) or\n"
+                 "                       factored (none: less memory, slower on long sets)\n"
                  "  --memory-limit N     refuse a model whose memory plan exceeds N bytes\n"
                  "                       (K/M/G suffixes; default: MemAvailable)\n"
                  "  --threads N          scoring threads (default: 1)\n"
@@ -160,6 +162,7 @@ int cmd_adapt(int argc, char **argv)
     zmix_adapt_opts_default(&opts);
     zmix_adapt_set set = ZMIX_ADAPT_MLP;
     zmix_factor_dtype factor_dtype = ZMIX_FACTORS_AUTO;
+    zmix_wprime_keep wprime = ZMIX_WPRIME_KEEP_AUTO;
     size_t memory_limit = 0;
     int include_z = 0;
     progress_ctx pctx = {0};
@@ -224,6 +227,11 @@ int cmd_adapt(int argc, char **argv)
         else if (!strcmp(a, "--factor-dtype")) {
             if (zmix_factor_dtype_parse(val, &factor_dtype, &err)) {
                 fprintf(stderr, "zmix adapt: --factor-dtype: %s\n", err.msg);
+                return 2;
+            }
+        } else if (!strcmp(a, "--wprime")) {
+            if (zmix_wprime_keep_parse(val, &wprime, &err)) {
+                fprintf(stderr, "zmix adapt: --wprime: %s\n", err.msg);
                 return 2;
             }
         } else if (!strcmp(a, "--threads"))
@@ -291,6 +299,9 @@ int cmd_adapt(int argc, char **argv)
     ms.workers_option = "--threads";
     ms.factor_option = "--factor-dtype";
     ms.limit_option = "--memory-limit";
+    ms.wprime = wprime;
+    ms.wprime_option = "--wprime";
+    ms.factor_cache = cache_dir != NULL;
     char plan[1024];
     int plan_rc = zmix_memory_preflight(model_path, &ms, memory_limit, plan, sizeof plan, &err);
     if (!pctx.quiet && plan[0]) fprintf(stderr, "%s\n", plan);
@@ -310,6 +321,7 @@ int cmd_adapt(int argc, char **argv)
     ropts.adapt = set;
     ropts.factor_cache_dir = cache_dir;
     ropts.factor_dtype = factor_dtype;
+    ropts.wprime = wprime;
     if (zmix_runtime_create(model, &ropts, (const char *const *)expert_paths, n_experts, &rt, &err))
         goto fail;
     if (warm_path) {

@@ -192,6 +192,10 @@ int config_set(server_config *cfg, const char *name, const char *value, zmix_err
         int rc = zmix_factor_dtype_parse(value, &cfg->factor_dtype, err);
         return rc ? zmix_error_prefix(err, "--factor-dtype") : 0;
     }
+    if (!strcmp(name, "wprime")) {
+        int rc = zmix_wprime_keep_parse(value, &cfg->wprime, err);
+        return rc ? zmix_error_prefix(err, "--wprime") : 0;
+    }
     if (!strcmp(name, "max-connections"))
         return set_int(&cfg->max_connections, name, value, 1, 1000000, err);
     if (!strcmp(name, "max-unauth-connections"))

@@ -45,6 +45,7 @@ typedef struct server_config {
     int group_readable;         /* cache directories 0750 and files 0640 instead of 0700 and 0600 */
     size_t memory_limit;        /* the memory plan must fit this; 0: MemAvailable */
     zmix_factor_dtype factor_dtype; /* U and Vt of the SVD factors (default auto) */
+    zmix_wprime_keep wprime;        /* what the runtime keeps to apply W' (default auto) */
     char store[CONFIG_PATH_MAX];    /* --store: "local" (default) or redis://HOST:PORT[/DB] */
     char store_password_file[CONFIG_PATH_MAX]; /* Redis's password; "" none */
     int fleet_claim_ms; /* a fleet chunk pending this long on one member is taken over */

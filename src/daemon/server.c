@@ -235,6 +235,9 @@ static int plan_memory(server *srv, zmix_error *err)
     ms.max_tokens = cfg->limits.max_tokens;
     ms.other = cfg->cache_bytes;
     ms.factor_dtype = cfg->factor_dtype;
+    ms.wprime = cfg->wprime;
+    ms.factor_cache = 1; /* always: under --cache-dir */
+    ms.wprime_option = "--wprime";
     ms.workers_option = "--workers";
     ms.factor_option = "--factor-dtype";
     ms.limit_option = "--memory-limit";
@@ -242,6 +245,21 @@ static int plan_memory(server *srv, zmix_error *err)
     rc = zmix_memory_preflight(cfg->model, &ms, cfg->memory_limit, report, sizeof report, err);
     if (report[0]) ZLOG_INFO(srv->log, "%s", report);
     return rc;
+}
+
+/* What the runtime holds, as built (the plan above is what it would hold at most). */
+static void log_runtime_memory(server *srv)
+{
+    zmix_runtime_memory m;
+    zmix_runtime_memory_get(srv->rt, &m);
+    const double mib = 1 << 20;
+    ZLOG_INFO(srv->log,
+              "W' mode %s: expert matrices %.1f MiB, SVD factors %.1f MiB on the heap and %.1f "
+              "MiB mapped from the factor cache%s, σ and experts %.1f MiB",
+              m.mode, (double)m.expert_matrices / mib, (double)m.factors / mib,
+              (double)m.factors_mapped / mib,
+              m.factors_mapped && m.expert_matrices ? " (not resident until composed from)" : "",
+              (double)(m.sigma + m.experts) / mib);
 }
 
 static int load_model(server *srv, zmix_error *err)
@@ -259,9 +277,11 @@ static int load_model(server *srv, zmix_error *err)
     ro.factor_cache_dir = factors; /* created by prepare_cache_dirs */
     ro.factor_file_mode = cfg->group_readable ? 0640 : 0600;
     ro.factor_dtype = cfg->factor_dtype;
+    ro.wprime = cfg->wprime;
     rc = zmix_runtime_create(srv->model, &ro, (const char *const *)cfg->experts, cfg->n_experts,
                              &srv->rt, err);
     if (rc) return rc;
+    log_runtime_memory(srv);
     zmix_adapt_experts_digest(srv->rt, srv->experts_digest);
     const zmix_model_config *mc = zmix_model_get_config(srv->model);
     srv->limits = cfg->limits;

@@ -148,6 +148,9 @@ int zmix_model_with_wprime(const zmix_runtime *rt, int rescale, const float *z, 
             return zmix_error_set(err, ZMIX_ENOMEM, "W' model: out of memory for %s", a->name);
         }
         zmix_wprime_compose(rt, i, zm, c, w, tmp, tile);
+        /* A one-off (a generator's W'): with expert matrices, nothing else reads U and Vt, so
+         * they do not stay resident after it (runtime.c). */
+        if (rt->expert_w_block) zmix_factors_release(&rt->factors[i]);
         free(tmp);
         zmix_layer_set_matrix(&m->layers[a->layer], a->kind, (zmix_wref){w, ZMIX_DT_F32});
     }

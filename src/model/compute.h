@@ -277,8 +277,9 @@ struct zmix_runtime {
      * they would not fit the memory cap (the scorer then composes or factors instead). */
     float **expert_w;
     float *expert_w_block;
-    double *expert_sigma_z; /* [M][K]: Σ σ⊙z_k, so the rescale needs no z' */
-    int *adapted_index;     /* [n_layers·7]: m of (layer, kind), or -1 when not adapted */
+    double *expert_sigma_z;  /* [M][K]: Σ σ⊙z_k, so the rescale needs no z' */
+    int *adapted_index;      /* [n_layers·7]: m of (layer, kind), or -1 when not adapted */
+    zmix_mapping factor_map; /* the factor cache file U and Vt are read from, or none */
 };
 
 /* Creates a runtime from experts already in memory (z[k]: z_total floats, copied). The
@@ -340,6 +341,23 @@ void zmix_example_score_logits(const float *logits, const int32_t *target, int n
  * choice but its last token, choice after choice (1 + Σ (choice_len - 1) rows × vocab). */
 void zmix_choice_score_logits(const float *logits, const zmix_example *e, int vocab,
                               zmix_choice_norm norm, zmix_example_score *out);
+
+/* Activations of one population chunk at most (one candidate's when larger). Past a few
+ * candidates of a 15M-sized model, stacking more only made every GEMM stream its output from
+ * memory (measured: chunks of 3 and 26 within noise of each other on stories15M), and filling
+ * the whole budget would cost a daemon worker hundreds of MB for nothing. */
+#define ZMIX_POP_CHUNK_BYTES ((size_t)64 << 20)
+
+/* Logits of at most this many floats (256 KiB) per LM head GEMM, so that the loss reads them
+ * from cache; one candidate's rows at least. */
+#define ZMIX_LOGITS_CHUNK_FLOATS ((size_t)64 << 10)
+
+/* Bytes a worker holds for a population chunk of n_copies candidates, each n_rows rows of
+ * which n_out_rows are wanted (sequences of at most max_len), for a runtime of n_mat adapted
+ * matrices, z_total and K experts: the activations, hidden states, the LM head's logits and
+ * every candidate's z', scales, α and rescale factors. What ZMIX_POP_CHUNK_BYTES bounds. */
+size_t zmix_score_pop_bytes(const zmix_model_config *c, int n_rows, int n_out_rows, int n_copies,
+                            int max_len, size_t z_total, int n_mat, int n_experts);
 
 /* The scorer's default activation budget per call (zmix_runtime_opts.memory_budget 0). */
 #define ZMIX_DEFAULT_MEMORY_BUDGET ((size_t)512 << 20)

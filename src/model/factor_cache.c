@@ -79,10 +79,9 @@ static void data_checksum(const zmix_st_file *f, char hex[ZMIX_SHA256_HEX])
     zmix_sha256_hex(digest, hex);
 }
 
-/* Copies tensor name.suffix of shape [d0] or [d0, d1] and dtype into a new malloc'ed block
- * (float or uint16_t values). */
-static int copy_factor(const zmix_st_file *f, const char *name, const char *suffix, int d0, int d1,
-                       zmix_dtype dtype, void **out, zmix_error *err)
+/* Tensor name.suffix, checked to be of shape [d0] or [d0, d1] and of dtype. */
+static int find_factor(const zmix_st_file *f, const char *name, const char *suffix, int d0, int d1,
+                       zmix_dtype dtype, const zmix_st_tensor **out, zmix_error *err)
 {
     char key[128];
     snprintf(key, sizeof key, "%s.%s", name, suffix);
@@ -94,18 +93,53 @@ static int copy_factor(const zmix_st_file *f, const char *name, const char *suff
         return zmix_error_set(err, ZMIX_EFORMAT, "%s: tensor '%s' is not %s of shape [%d, %d]",
                               f->path, key, zmix_st_dtype_name((zmix_st_dtype)dtype), d0,
                               d1 ? d1 : 1);
+    *out = t;
+    return 0;
+}
+
+/* The same, copied into a new malloc'ed block (float or uint16_t values). */
+static int copy_factor(const zmix_st_file *f, const char *name, const char *suffix, int d0, int d1,
+                       zmix_dtype dtype, void **out, zmix_error *err)
+{
+    const zmix_st_tensor *t = NULL;
+    int rc = find_factor(f, name, suffix, d0, d1, dtype, &t, err);
+    if (rc) return rc;
     size_t bytes = t->end - t->begin;
     void *block = malloc(bytes + 1);
-    if (!block) return zmix_error_set(err, ZMIX_ENOMEM, "%s: '%s': out of memory", f->path, key);
+    if (!block)
+        return zmix_error_set(err, ZMIX_ENOMEM, "%s: '%s.%s': out of memory", f->path, name,
+                              suffix);
     memcpy(block, f->data + t->begin, bytes);
     release_pages(f->data + t->begin, bytes);
     *out = block;
     return 0;
 }
 
+/* U and Vt of one factor left in the mapping, when both are aligned for their element type
+ * (the writer aligns the data area to 8 bytes, so only an odd-sized 16-bit tensor before an
+ * F32 one could break this; they are then copied). Returns 1 when they were. */
+static int map_factor(const zmix_st_file *f, const zmix_adapted *a, zmix_dtype dtype,
+                      zmix_factors *x, zmix_error *err, int *rc)
+{
+    const zmix_st_tensor *tu = NULL, *tv = NULL;
+    if ((*rc = find_factor(f, a->name, "U", a->rows, a->rank, dtype, &tu, err)) ||
+        (*rc = find_factor(f, a->name, "Vt", a->rank, a->cols, dtype, &tv, err)))
+        return 0;
+    size_t es = dtype == ZMIX_DT_F32 ? sizeof(float) : sizeof(uint16_t);
+    const uint8_t *u = f->data + tu->begin, *vt = f->data + tv->begin;
+    if ((uintptr_t)u % es || (uintptr_t)vt % es) return 0;
+    /* The mapping is read-only: nothing writes factors after they are made. */
+    if (dtype == ZMIX_DT_F32)
+        x->U = (float *)(uintptr_t)u, x->Vt = (float *)(uintptr_t)vt;
+    else
+        x->U16 = (uint16_t *)(uintptr_t)u, x->Vt16 = (uint16_t *)(uintptr_t)vt;
+    x->mapped = 1;
+    return 1;
+}
+
 static int load_factors(const zmix_st_file *f, const zmix_model *model, zmix_adapt_set set,
                         zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
-                        zmix_error *err)
+                        int in_place, zmix_error *err)
 {
     char count[32];
     snprintf(count, sizeof count, "%d", n);
@@ -133,16 +167,21 @@ static int load_factors(const zmix_st_file *f, const zmix_model *model, zmix_ada
         x->rows = a->rows, x->cols = a->cols, x->rank = a->rank;
         x->dtype = dtype;
         void *u = NULL, *s = NULL, *vt = NULL;
-        rc = copy_factor(f, a->name, "U", a->rows, a->rank, dtype, &u, err);
-        if (!rc) rc = copy_factor(f, a->name, "S", a->rank, 0, ZMIX_DT_F32, &s, err);
-        if (!rc) rc = copy_factor(f, a->name, "Vt", a->rank, a->cols, dtype, &vt, err);
-        /* Whatever was copied belongs to the factor, so that the caller's cleanup frees it. */
+        rc = copy_factor(f, a->name, "S", a->rank, 0, ZMIX_DT_F32, &s, err);
         x->S = s;
-        if (dtype == ZMIX_DT_F32)
-            x->U = u, x->Vt = vt;
-        else
-            x->U16 = u, x->Vt16 = vt;
         if (rc) return rc;
+        if (!(in_place && map_factor(f, a, dtype, x, err, &rc))) {
+            if (rc) return rc;
+            rc = copy_factor(f, a->name, "U", a->rows, a->rank, dtype, &u, err);
+            if (!rc) rc = copy_factor(f, a->name, "Vt", a->rank, a->cols, dtype, &vt, err);
+            /* Whatever was copied belongs to the factor, so that the caller's cleanup frees
+             * it. */
+            if (dtype == ZMIX_DT_F32)
+                x->U = u, x->Vt = vt;
+            else
+                x->U16 = u, x->Vt16 = vt;
+            if (rc) return rc;
+        }
         for (int i = 0; i < a->rank; i++)
             if (!isfinite(x->S[i]) || x->S[i] < 0 || (i > 0 && x->S[i] > x->S[i - 1]))
                 return zmix_error_set(err, ZMIX_EFORMAT,
@@ -153,9 +192,9 @@ static int load_factors(const zmix_st_file *f, const zmix_model *model, zmix_ada
     return 0;
 }
 
-int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_set set,
-                           zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
-                           zmix_error *err)
+static int cache_read(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                      zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
+                      zmix_mapping *map, zmix_error *err)
 {
     memset(factors, 0, (size_t)n * sizeof *factors);
     char path[1200];
@@ -169,15 +208,42 @@ int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_
         if (err) err->code = rc;
         return rc;
     }
-    rc = load_factors(&f, model, set, dtype, list, n, factors, err);
-    zmix_st_close(&f);
+    rc = load_factors(&f, model, set, dtype, list, n, factors, map != NULL, err);
     if (rc) {
         zmix_factors_free(factors, n);
         memset(factors, 0, (size_t)n * sizeof *factors);
         if (rc != ZMIX_ENOMEM) rc = ZMIX_EFORMAT;
         if (err) err->code = rc;
+    } else if (map) {
+        *map = zmix_st_take_mapping(&f);
     }
+    zmix_st_close(&f);
     return rc;
+}
+
+int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                           zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
+                           zmix_error *err)
+{
+    return cache_read(dir, model, set, dtype, list, n, factors, NULL, err);
+}
+
+int zmix_factor_cache_map(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                          zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
+                          zmix_mapping *map, zmix_error *err)
+{
+    map->addr = NULL;
+    map->len = 0;
+    return cache_read(dir, model, set, dtype, list, n, factors, map, err);
+}
+
+void zmix_factors_release(const zmix_factors *f)
+{
+    if (!f->mapped) return;
+    size_t es = f->dtype == ZMIX_DT_F32 ? sizeof(float) : sizeof(uint16_t);
+    zmix_wref u = zmix_factors_U(f), vt = zmix_factors_Vt(f);
+    release_pages(u.data, (size_t)f->rows * f->rank * es);
+    release_pages(vt.data, (size_t)f->rank * f->cols * es);
 }
 
 int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_set set,

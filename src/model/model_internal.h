@@ -141,6 +141,9 @@ typedef struct zmix_factors {
     float *Vt; /* [rank][cols]; NULL when 16-bit */
     zmix_dtype dtype;
     uint16_t *U16, *Vt16; /* the 16-bit U and Vt (dtype F16 or BF16), else NULL */
+    /* U and Vt point into a read-only mapping of the factor cache file, which their owner
+     * unmaps (zmix_factors_free leaves them): resident only while something reads them. */
+    int mapped;
 } zmix_factors;
 
 static inline zmix_wref zmix_factors_U(const zmix_factors *f)
@@ -168,6 +171,15 @@ int zmix_factors_narrow(zmix_factors *f, zmix_dtype dtype);
 int zmix_factor_cache_load(const char *dir, const zmix_model *model, zmix_adapt_set set,
                            zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
                            zmix_error *err);
+/* Like load, but U and Vt stay in the file's read-only mapping (zmix_factors.mapped; S is
+ * copied), which passes to *map: the caller munmaps it after zmix_factors_free. After the
+ * checksum nothing of U and Vt is resident until something reads it. */
+int zmix_factor_cache_map(const char *dir, const zmix_model *model, zmix_adapt_set set,
+                          zmix_dtype dtype, const zmix_adapted *list, int n, zmix_factors *factors,
+                          zmix_mapping *map, zmix_error *err);
+/* Drops the pages of a mapped factor's U and Vt from this process (they stay in the page
+ * cache and fault back in when read; safe while other threads read them). No-op otherwise. */
+void zmix_factors_release(const zmix_factors *f);
 int zmix_factor_cache_save(const char *dir, const zmix_model *model, zmix_adapt_set set,
                            const zmix_adapted *list, int n, const zmix_factors *factors,
                            unsigned mode, zmix_error *err);

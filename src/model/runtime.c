@@ -5,8 +5,17 @@
  *
  * Why precompute W_k: W'(α) is linear in α, so with the W_k at hand composing a candidate's
  * matrix is K axpys (memory-bound, tiny next to the forward pass) instead of a rank-sized
- * GEMM. They cost K times the adapted weights in memory, hence the cap; above it the scorer
- * composes from the factors or runs the factored form.
+ * GEMM. They cost K times the adapted weights in memory, hence the cap; above it (or when
+ * asked, ZMIX_WPRIME_KEEP_FACTORS) the scorer composes from the factors or runs the factored
+ * form.
+ *
+ * What stays resident (docs/sizing.md, "Memory per mode"). With a factor cache, U and Vt are
+ * used in place from the cache file's read-only mapping. Once the expert matrices are built
+ * from them, their pages are dropped: the linear mode reads only σ (the rescale's sums), so
+ * U and Vt come back into memory, from the page cache, only for what needs them (a call whose
+ * cost model picks compose or factored, generation, export). Without expert matrices the
+ * scorer reads them on every call, and without a cache they are heap blocks, kept: there is
+ * no file to fault them back in from.
  */
 #include <cblas.h>
 #include <errno.h>
@@ -14,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "compute.h"
@@ -25,6 +35,27 @@ void zmix_runtime_opts_default(zmix_runtime_opts *opts)
     opts->factor_file_mode = 0;
     opts->memory_budget = 0;
     opts->factor_dtype = ZMIX_FACTORS_AUTO;
+    opts->wprime = ZMIX_WPRIME_KEEP_AUTO;
+}
+
+int zmix_wprime_keep_parse(const char *s, zmix_wprime_keep *out, zmix_error *err)
+{
+    if (!strcmp(s, "auto"))
+        *out = ZMIX_WPRIME_KEEP_AUTO;
+    else if (!strcmp(s, "factored"))
+        *out = ZMIX_WPRIME_KEEP_FACTORS;
+    else
+        return zmix_error_set(err, ZMIX_EINVAL, "W' mode '%s': expected auto or factored", s);
+    return 0;
+}
+
+const char *zmix_wprime_keep_name(zmix_wprime_keep keep)
+{
+    switch (keep) {
+    case ZMIX_WPRIME_KEEP_AUTO: return "auto";
+    case ZMIX_WPRIME_KEEP_FACTORS: return "factored";
+    default: return "?";
+    }
 }
 
 static const char *const factor_dtype_names[] = {"auto", "f32", "f16", "bf16"};
@@ -68,6 +99,7 @@ void zmix_runtime_free(zmix_runtime *rt)
     if (!rt) return;
     if (rt->factors) zmix_factors_free(rt->factors, rt->n_mat);
     free(rt->factors);
+    if (rt->factor_map.addr) munmap(rt->factor_map.addr, rt->factor_map.len);
     for (int k = 0; rt->experts && k < rt->n_experts; k++) free(rt->experts[k].z);
     free(rt->experts);
     free(rt->list);
@@ -102,6 +134,11 @@ static int runtime_alloc(const zmix_model *model, const zmix_runtime_opts *opts,
         free(rt);
         return zmix_error_set(err, ZMIX_EINVAL, "runtime: factor dtype %d is unknown", bad);
     }
+    if (rt->opts.wprime != ZMIX_WPRIME_KEEP_AUTO && rt->opts.wprime != ZMIX_WPRIME_KEEP_FACTORS) {
+        int bad = (int)rt->opts.wprime;
+        free(rt);
+        return zmix_error_set(err, ZMIX_EINVAL, "runtime: W' mode %d is unknown", bad);
+    }
     rt->factor_dtype = resolve_factor_dtype(rt->opts.factor_dtype, model);
     int rc = zmix_adapted_list(model, rt->opts.adapt, &rt->list, &rt->n_mat, &rt->z_total, err);
     if (rc) {
@@ -125,6 +162,24 @@ static int runtime_alloc(const zmix_model *model, const zmix_runtime_opts *opts,
     return 0;
 }
 
+/* The factors just computed and saved, swapped for the saved file's mapping, so that a first
+ * start keeps what a later one does. Best effort: the heap copies stay when it fails. */
+static void remap_saved(zmix_runtime *rt, const char *cache_dir)
+{
+    zmix_factors *mapped = calloc(rt->n_mat > 0 ? (size_t)rt->n_mat : 1, sizeof *mapped);
+    zmix_mapping map;
+    zmix_error ignored = {0, ""};
+    if (!mapped || zmix_factor_cache_map(cache_dir, rt->model, rt->opts.adapt, rt->factor_dtype,
+                                         rt->list, rt->n_mat, mapped, &map, &ignored)) {
+        free(mapped);
+        return;
+    }
+    zmix_factors_free(rt->factors, rt->n_mat);
+    free(rt->factors);
+    rt->factors = mapped;
+    rt->factor_map = map;
+}
+
 static int runtime_factor(zmix_runtime *rt, const char *cache_dir, zmix_error *err)
 {
     int rc = ZMIX_ENOTFOUND;
@@ -138,8 +193,8 @@ static int runtime_factor(zmix_runtime *rt, const char *cache_dir, zmix_error *e
         return zmix_error_set(err, ZMIX_EINVAL, "factor cache directory %s: not a directory",
                               cache_dir);
     if (cache_dir) {
-        rc = zmix_factor_cache_load(cache_dir, rt->model, rt->opts.adapt, rt->factor_dtype,
-                                    rt->list, rt->n_mat, rt->factors, err);
+        rc = zmix_factor_cache_map(cache_dir, rt->model, rt->opts.adapt, rt->factor_dtype, rt->list,
+                                   rt->n_mat, rt->factors, &rt->factor_map, err);
         /* Absent or not trustworthy (corrupt, another model or setting): rebuild it. Any
          * other failure (I/O, memory) is the caller's to see. */
         if (rc && rc != ZMIX_ENOTFOUND && rc != ZMIX_EFORMAT) return rc;
@@ -153,6 +208,7 @@ static int runtime_factor(zmix_runtime *rt, const char *cache_dir, zmix_error *e
             rc = zmix_factor_cache_save(cache_dir, rt->model, rt->opts.adapt, rt->list, rt->n_mat,
                                         rt->factors, rt->opts.factor_file_mode, err);
             if (rc) return zmix_error_prefix(err, "saving the SVD factor cache");
+            remap_saved(rt, cache_dir);
         }
     }
     zmix_error_clear(err);
@@ -192,7 +248,9 @@ static int runtime_prepare_experts(zmix_runtime *rt, zmix_error *err)
         size_t t = (size_t)rt->list[m].rows * rt->list[m].rank;
         max_tmp = t > max_tmp ? t : max_tmp;
     }
-    if (floats > ZMIX_EXPERT_MATRIX_CAP / sizeof(float) / (size_t)K) return 0;
+    if (rt->opts.wprime == ZMIX_WPRIME_KEEP_FACTORS ||
+        floats > ZMIX_EXPERT_MATRIX_CAP / sizeof(float) / (size_t)K)
+        return 0;
     rt->expert_w = malloc((size_t)M * K * sizeof *rt->expert_w);
     rt->expert_w_block = malloc(floats * K * sizeof(float));
     float *tmp = malloc(max_tmp * sizeof(float));
@@ -209,12 +267,15 @@ static int runtime_prepare_experts(zmix_runtime *rt, zmix_error *err)
         return 0;
     }
     float *p = rt->expert_w_block;
-    for (int m = 0; m < M; m++)
+    for (int m = 0; m < M; m++) {
         for (int k = 0; k < K; k++) {
             rt->expert_w[(size_t)m * K + k] = p;
             zmix_wprime_compose(rt, m, rt->experts[k].z + rt->list[m].z_offset, 1.0f, p, tmp, tile);
             p += (size_t)rt->list[m].rows * rt->list[m].cols;
         }
+        /* The linear mode needs no more of this matrix's U and Vt (see the top). */
+        zmix_factors_release(&rt->factors[m]);
+    }
     free(tmp);
     free(tile);
     return 0;
@@ -320,4 +381,24 @@ zmix_adapt_set zmix_runtime_adapt_set(const zmix_runtime *rt)
 const float *zmix_runtime_expert_z(const zmix_runtime *rt, int k)
 {
     return k >= 0 && k < rt->n_experts ? rt->experts[k].z : NULL;
+}
+
+void zmix_runtime_memory_get(const zmix_runtime *rt, zmix_runtime_memory *out)
+{
+    memset(out, 0, sizeof *out);
+    size_t K = (size_t)rt->n_experts;
+    for (int m = 0; m < rt->n_mat; m++) {
+        const zmix_factors *f = &rt->factors[m];
+        size_t es = f->dtype == ZMIX_DT_F32 ? sizeof(float) : sizeof(uint16_t);
+        size_t uv = ((size_t)f->rows * f->rank + (size_t)f->rank * f->cols) * es;
+        out->sigma += (size_t)f->rank * sizeof(float);
+        if (f->mapped)
+            out->factors_mapped += uv;
+        else
+            out->factors += uv;
+        if (rt->expert_w_block)
+            out->expert_matrices += K * (size_t)rt->list[m].rows * rt->list[m].cols * sizeof(float);
+    }
+    out->experts = K * rt->z_total * sizeof(float) + (size_t)rt->n_mat * K * sizeof(double);
+    out->mode = rt->expert_w_block ? "linear" : "factored";
 }

@@ -50,15 +50,6 @@
 /* Cost of one GEMM or axpy call in multiply-adds when candidates are batched: what a call
  * costs in set-up and packing, which the tiny models' per-candidate calls are made of. */
 #define CALL_COST 30000.0
-/* Logits of at most this many floats (256 KiB) per LM head GEMM, so that the loss reads them
- * from cache; one candidate's rows at least. */
-#define LOGITS_CHUNK_FLOATS ((size_t)64 << 10)
-
-/* Activations of one population chunk at most (one candidate's when larger). Past a few
- * candidates of a 15M-sized model, stacking more only made every GEMM stream its output from
- * memory (measured: chunks of 3 and 26 within noise of each other on stories15M), and filling
- * the whole budget would cost a daemon worker hundreds of MB for nothing. */
-#define ZMIX_POP_CHUNK_BYTES ((size_t)64 << 20)
 
 int zmix_score_batched = 1;
 int zmix_score_shared_prefix = 1;
@@ -502,8 +493,15 @@ static int pop_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT],
         }
         const zmix_factors *f = &rt->factors[m];
         const char *base = w->base + (size_t)m * w->cmax;
-        int any_base = 0;
-        for (int c = 0; c < w->n_copies; c++) any_base |= base[c];
+        int any_base = 0, all_base = 1;
+        for (int c = 0; c < w->n_copies; c++) any_base |= base[c], all_base &= base[c];
+        if (all_base) {
+            /* Every copy is the base matrix (z' = 1: the base row of a job's baselines), which
+             * pop_copy gives each: the factored products would all be discarded, and reading
+             * U and Vt for them would page them back in beside the expert matrices. */
+            map[kind].kind = ZMIX_POP_DENSE;
+            continue;
+        }
         lin[kind].U = zmix_factors_U(f);
         lin[kind].Vt = zmix_factors_Vt(f);
         lin[kind].rank = f->rank;
@@ -656,6 +654,21 @@ size_t zmix_score_activation_bytes(const zmix_model_config *c, int n_rows, int n
     size_t floats = zmix_forward_scratch_floats(c, n_rows, max_len) +
                     (size_t)n_out_rows * ((size_t)c->dim + (size_t)c->vocab_size);
     return floats * sizeof(float);
+}
+
+size_t zmix_score_pop_bytes(const zmix_model_config *c, int n_rows, int n_out_rows, int n_copies,
+                            int max_len, size_t z_total, int n_mat, int n_experts)
+{
+    size_t C = n_copies > 0 ? (size_t)n_copies : 1, Os = zmix_pop_pad((size_t)n_out_rows);
+    size_t lm = ZMIX_LOGITS_CHUNK_FLOATS / ((size_t)n_out_rows * c->vocab_size);
+    size_t l = lm < 1 ? 1 : lm < C ? lm : C;
+    size_t zt = z_total ? z_total : 1, M = n_mat > 0 ? (size_t)n_mat : 1;
+    size_t K = n_experts > 0 ? (size_t)n_experts : 1;
+    size_t floats = zmix_forward_pop_scratch_floats(c, n_rows, (int)C, max_len) +
+                    C * Os * (size_t)c->dim + l * Os * (size_t)c->vocab_size;
+    /* Per candidate (worker_alloc): z' and scales, α, c; the base flags and the copy map. */
+    size_t slots = C * ((2 * zt + M * K + M) * sizeof(float) + M + sizeof(int));
+    return floats * sizeof(float) + slots;
 }
 
 /* What the memory budget bounds: the activations of one worker's group of examples. (The
@@ -891,17 +904,15 @@ static int score_run(const zmix_runtime *rt, const zmix_compose_opts *opts, int 
          * and at most ZMIX_POP_CHUNK_BYTES of activations unless one candidate needs more. */
         const zmix_model_config *mc = &rt->model->cfg;
         int share = (n_cand + n_threads - 1) / n_threads, O = call.out_per_cand;
-        size_t lm = LOGITS_CHUNK_FLOATS / ((size_t)O * mc->vocab_size);
+        size_t lm = ZMIX_LOGITS_CHUNK_FLOATS / ((size_t)O * mc->vocab_size);
         call.lm_single = lm <= 1;
         int max_len = call.groups[0].max_len, C = share;
         if (zmix_score_chunk > 0 && zmix_score_chunk < C) C = zmix_score_chunk;
         size_t bytes = 0;
         for (;; C--) {
             int l = (int)(lm < 1 ? 1 : lm < (size_t)C ? lm : (size_t)C);
-            size_t Os = zmix_pop_pad((size_t)O);
-            bytes = (zmix_forward_pop_scratch_floats(mc, call.rows_per_cand, C, max_len) +
-                     (size_t)C * Os * mc->dim + (size_t)l * Os * mc->vocab_size) *
-                    sizeof(float);
+            bytes = zmix_score_pop_bytes(mc, call.rows_per_cand, O, C, max_len, rt->z_total,
+                                         rt->n_mat, rt->n_experts);
             if (((size_t)n_threads * bytes <= budget &&
                  (bytes <= ZMIX_POP_CHUNK_BYTES || C == 1)) ||
                 (C == 1 && n_threads == 1)) {

@@ -16,13 +16,16 @@ void zmix_factors_free(zmix_factors *factors, int n)
 {
     if (!factors) return;
     for (int i = 0; i < n; i++) {
-        free(factors[i].U);
+        if (!factors[i].mapped) { /* else the mapping's owner unmaps them */
+            free(factors[i].U);
+            free(factors[i].Vt);
+            free(factors[i].U16);
+            free(factors[i].Vt16);
+        }
         free(factors[i].S);
-        free(factors[i].Vt);
-        free(factors[i].U16);
-        free(factors[i].Vt16);
         factors[i].U = factors[i].S = factors[i].Vt = NULL;
         factors[i].U16 = factors[i].Vt16 = NULL;
+        factors[i].mapped = 0;
     }
 }
 

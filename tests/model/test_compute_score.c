@@ -1083,25 +1083,39 @@ static void test_runtime_factor_cache_and_expert_files(void **state)
     assert_string_equal(name, want);
     if (zmix_runtime_create(f->model, &ro, paths, 2, &second, &err)) fail_msg("%s", err.msg);
     assert_same_factors(second, first);
+    /* Same α, same scores, whichever way the factors arrived (computed here, saved and mapped
+     * back, or mapped from the cache). */
+    float alpha[2] = {0.7f, 0.4f};
+    zmix_score s0, s1, s2, s3;
+    zmix_runtime *ref; /* the same two experts, factors computed and kept on the heap */
+    zmix_runtime_opts nocache = ro;
+    nocache.factor_cache_dir = NULL;
+    const float *zs[2] = {f->z[0], f->z[1]};
+    if (zmix_runtime_create_from_z(f->model, &nocache, zs, NULL, 2, &ref, &err))
+        fail_msg("%s", err.msg);
+    assert_int_equal(zmix_score_alpha(ref, NULL, &f->ex, 1, alpha, NULL, &s0, NULL, &err), 0);
+    zmix_runtime_free(ref);
+    assert_int_equal(zmix_score_alpha(first, NULL, &f->ex, 1, alpha, NULL, &s1, NULL, &err), 0);
+    assert_int_equal(zmix_score_alpha(second, NULL, &f->ex, 1, alpha, NULL, &s2, NULL, &err), 0);
+    assert_memory_equal(&s0, &s1, sizeof s1);
+    assert_memory_equal(&s0, &s2, sizeof s2);
+    /* Both map the cache file: truncating it under them would fault their next read (as for
+     * the model's own mapped weights), so they go before the file is corrupted in place. */
+    zmix_runtime_free(first);
+    zmix_runtime_free(second);
     assert_int_equal(corrupt_dir(cache), 1);
     if (zmix_runtime_create(f->model, &ro, paths, 2, &third, &err)) fail_msg("%s", err.msg);
-    assert_same_factors(third, first);
+    assert_same_factors(third, rt);
     /* Factors of another dtype are another file: asking for them recomputes, and leaves the
      * first file alone. */
     zmix_runtime_opts other = ro;
     other.factor_dtype = rt->factor_dtype == ZMIX_DT_F32 ? ZMIX_FACTORS_F16 : ZMIX_FACTORS_F32;
     zmix_runtime *fourth;
     if (zmix_runtime_create(f->model, &other, paths, 2, &fourth, &err)) fail_msg("%s", err.msg);
-    assert_int_not_equal(fourth->factor_dtype, first->factor_dtype);
+    assert_int_not_equal(fourth->factor_dtype, third->factor_dtype);
     zmix_runtime_free(fourth);
-    /* Same α, same scores, whichever way the factors arrived. */
-    float alpha[2] = {0.7f, 0.4f};
-    zmix_score s1, s3;
-    assert_int_equal(zmix_score_alpha(first, NULL, &f->ex, 1, alpha, NULL, &s1, NULL, &err), 0);
     assert_int_equal(zmix_score_alpha(third, NULL, &f->ex, 1, alpha, NULL, &s3, NULL, &err), 0);
-    assert_memory_equal(&s1, &s3, sizeof s1);
-    zmix_runtime_free(first);
-    zmix_runtime_free(second);
+    assert_memory_equal(&s0, &s3, sizeof s3);
     zmix_runtime_free(third);
     /* A missing expert file fails the create, naming it. */
     paths[1] = "/nonexistent/expert.safetensors";

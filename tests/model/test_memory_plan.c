@@ -146,6 +146,8 @@ static void test_plan_matches_the_runtime(void **state)
             assert_int_equal(plan.weights, p.weight_bytes);
             assert_true(plan.svd > 0 &&
                         plan.setup == plan.overhead + plan.weights + plan.factors + plan.svd);
+            /* Without a factor cache, U and Vt are heap blocks and stay. */
+            assert_int_equal(plan.factors_kept, plan.factors);
             assert_int_equal(plan.steady, plan.overhead + plan.weights + plan.factors +
                                               plan.experts + plan.worker * 1 + plan.other);
             zmix_runtime_free(rt);

@@ -101,15 +101,31 @@ def test_zmix_adapt_refuses_and_names_its_options(tmp_path):
 
 
 def test_zmixd_takes_a_limit_and_names_its_options(tmp_path):
-    """zmixd's --memory-limit replaces MemAvailable, and the refusal names --factor-dtype as
-    the way out when 16-bit factors would fit."""
+    """zmixd's --memory-limit replaces MemAvailable, and the refusal names the way out: the
+    factored W' mode when the expert matrices are what does not fit (the factors, read from
+    the factor cache's mapping, do not stay resident beside them), --factor-dtype when 16-bit
+    factors would fit."""
     small = str(tmp_path / "small")
     sparse_model(small, dim=1024, hidden=4096, layers=8, heads=16, kv=4, vocab=32000)
-    r = subprocess.run([ZMIXD, "--model", small, "--experts", "a,b,c", "--workers", "1",
-                        "--cache-dir", str(tmp_path / "cache"), "--factor-dtype", "f32",
-                        "--cache-bytes", "1M", "--memory-limit", "2560M",
-                        "--listen", f"unix:{tmp_path}/s.sock"],
-                       capture_output=True, text=True, timeout=60)
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, out
-    assert "but --memory-limit is 2.50 GiB; it fits with --factor-dtype f16" in out, out
+
+    def zmixd(*extra):
+        r = subprocess.run([ZMIXD, "--model", small, "--experts", "a,b,c", "--workers", "1",
+                            "--cache-dir", str(tmp_path / "cache"), "--factor-dtype", "f32",
+                            "--cache-bytes", "1M", "--listen", f"unix:{tmp_path}/s.sock",
+                            *extra], capture_output=True, text=True, timeout=60)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out
+        return out
+
+    # Linear: 2.14 GiB (the expert matrices, 1.13 GiB, and σ of the factors); factored: 1.48
+    # GiB with F32 factors, 1.25 GiB with F16 ones.
+    out = zmixd("--memory-limit", "2000M")
+    assert "total 2.14 GiB scoring (W' mode linear)" in out, out
+    assert "W' mode factored: 1.48 GiB scoring" in out, out
+    assert "but --memory-limit is 1.95 GiB; it fits with --wprime factored" in out, out
+    out = zmixd("--memory-limit", "1400M", "--wprime", "factored")
+    assert "but --memory-limit is 1.37 GiB; it fits with --factor-dtype f16" in out, out
+    out = zmixd("--memory-limit", "1000M", "--wprime", "factored")
+    assert "no setting of --workers or --factor-dtype makes it fit" in out, out
+    out = zmixd("--memory-limit", "1000M")
+    assert "no setting of --workers, --factor-dtype or --wprime makes it fit" in out, out

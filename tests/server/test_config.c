@@ -140,6 +140,12 @@ static void test_auth_and_mode_options(void **unused)
     assert_int_not_equal(config_set(&cfg, "factor-dtype", "f64", &err), 0);
     assert_non_null(strstr(err.msg, "--factor-dtype"));
     assert_non_null(strstr(err.msg, "f64"));
+    /* What the runtime keeps to apply W'. */
+    assert_int_equal(cfg.wprime, ZMIX_WPRIME_KEEP_AUTO);
+    assert_int_equal(config_set(&cfg, "wprime", "factored", &err), 0);
+    assert_int_equal(cfg.wprime, ZMIX_WPRIME_KEEP_FACTORS);
+    assert_int_not_equal(config_set(&cfg, "wprime", "linear", &err), 0);
+    assert_string_equal(err.msg, "--wprime: W' mode 'linear': expected auto or factored");
     config_free(&cfg);
 }
 
