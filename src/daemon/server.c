@@ -69,6 +69,10 @@ static void on_tick(uv_timer_t *t)
     jobs_sweep_waiters(srv, now_ms);
     remote_poll(srv, now_ms);
     remote_watch(srv, now_ms);
+    /* Jobs whose driver died go to the members with room to run them. */
+    if (srv->fleet_jobs)
+        fleet_jobs_set_capacity(srv->fleet_jobs,
+                                srv->shutting_down ? 0 : srv->cfg->max_running - srv->n_unfinished);
     conn_sweep(srv, now_ms);
     if (now_ns - srv->mark_ns >= 1000000000ull) {
         double dt = (double)(now_ns - srv->mark_ns) * 1e-9;

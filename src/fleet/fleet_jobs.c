@@ -147,6 +147,7 @@ struct fleet_jobs {
     size_t n_held, cap_held;
 
     atomic_int stopping;
+    atomic_int capacity; /* jobs this member may still take on; -1: not said (one a look) */
     pthread_t keeper;
     int keeper_started;
 };
@@ -299,6 +300,11 @@ static void unhold(fleet_jobs *fj, uint64_t id)
             fj->held[i] = fj->held[--fj->n_held];
             return;
         }
+}
+
+void fleet_jobs_set_capacity(fleet_jobs *fj, int free_slots)
+{
+    atomic_store(&fj->capacity, free_slots > 0 ? free_slots : 0);
 }
 
 const char *fleet_jobs_url(const fleet_jobs *fj)
@@ -735,10 +741,15 @@ static fleet_job_event *claimed_event(fleet_jobs *fj, uint64_t id, const redisRe
     return e;
 }
 
-/* Claims at most one job whose lease has expired, so that members that see the same expired
- * leases at once share them out. Returns 1 when one was claimed. */
-static int claim_one(fleet_jobs *fj, redisContext *c)
+/* Claims jobs whose lease has expired, as many as this member has room for (its free running
+ * slots, fleet_jobs_set_capacity), so that the jobs of a member that died go to the members
+ * with room, and members that see the same expired leases at once share them out. Returns how
+ * many were claimed. */
+static int claim_some(fleet_jobs *fj, redisContext *c)
 {
+    int room = atomic_load(&fj->capacity);
+    if (room < 0) room = 1;
+    if (room == 0) return 0;
     redisReply *r = redisCommand(c, "ZRANGE " K_OPEN " 0 -1");
     if (reply_error(c, r) || r->type != REDIS_REPLY_ARRAY) {
         if (r) freeReplyObject(r);
@@ -747,7 +758,7 @@ static int claim_one(fleet_jobs *fj, redisContext *c)
     int claimed = 0;
     char ms[24];
     snprintf(ms, sizeof ms, "%d", fj->lease_ms);
-    for (size_t i = 0; i < r->elements && !claimed && !c->err; i++) {
+    for (size_t i = 0; i < r->elements && claimed < room && !c->err; i++) {
         uint64_t id = strtoull(r->element[i]->str, NULL, 10);
         if (!id || is_held(fj, id)) continue;
         char lease_key[48], job_key[48];
@@ -768,7 +779,9 @@ static int claim_one(fleet_jobs *fj, redisContext *c)
                           "(epoch %llu, from generation %d)",
                           (unsigned long long)id, (unsigned long long)e->epoch, e->rec.generation);
                 push_event(fj, e);
-                claimed = 1;
+                claimed++;
+                /* Until the loop says how much room is left. */
+                if (atomic_load(&fj->capacity) > 0) atomic_fetch_sub(&fj->capacity, 1);
             }
         } else if (c->err || (cl && cl->type == REDIS_REPLY_ERROR)) {
             ZLOG_WARN(fj->log, "fleet: claiming job %llu: %s", (unsigned long long)id,
@@ -800,7 +813,7 @@ static void *keeper_main(void *arg)
         int events = 0;
         if (c) {
             events += renew_all(fj, c);
-            if (!c->err) events += claim_one(fj, c);
+            if (!c->err) events += claim_some(fj, c);
         }
         if (events && fj->notify) fj->notify(fj->notify_arg);
         /* Wait a beat, or until stopped. */
@@ -838,6 +851,7 @@ int fleet_jobs_open(const fleet_jobs_config *cfg, fleet_jobs **out, zmix_error *
     pthread_mutex_init(&fj->lock, NULL);
     pthread_cond_init(&fj->wake, NULL);
     atomic_init(&fj->stopping, 0);
+    atomic_init(&fj->capacity, -1);
     fj->io = fj->connect(fj->connect_arg, err);
     if (!fj->io) {
         int rc = err->code ? err->code : ZMIX_EIO;

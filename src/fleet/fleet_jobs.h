@@ -71,6 +71,10 @@ struct fleet_job_event {
 fleet_job_event *fleet_jobs_take_events(fleet_jobs *fj);
 void fleet_job_events_free(fleet_job_event *e);
 
+/* Loop: how many more jobs this member has room to run (its free running slots). The keeper
+ * claims lapsed jobs only up to that; until it is first said, one per look. */
+void fleet_jobs_set_capacity(fleet_jobs *fj, int free_slots);
+
 /* Loop: stop renewing the lease on id (the job ended here, or was lost). */
 void fleet_jobs_release(fleet_jobs *fj, uint64_t id);
 

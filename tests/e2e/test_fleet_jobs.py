@@ -311,3 +311,29 @@ def test_the_task_cache_is_the_fleets(tmp_path, experts, redis):
     finally:
         assert b.stop() == 0, b.log_text()
         assert a.stop() == 0, a.log_text()
+
+
+def test_a_stopped_members_jobs_go_to_members_with_room(tmp_path, experts, redis, reference):
+    """SIGTERM gives a member's leases up: its running and queued jobs are claimed at once by
+    a member with free running slots, and end as they would have."""
+    a = member(tmp_path, "a", experts, redis, *LEASE, "--max-running", "1").start()
+    b = member(tmp_path, "b", experts, redis, *LEASE, "--max-running", "4").start()
+    try:
+        with a.client(timeout=300) as c:
+            jobs = [c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]]
+            jobs += [c.submit(f"t{i}", make_examples(seed=50 + i, n=6), cem=CEM)["job"]
+                     for i in range(2)]
+        wait_for(lambda: generation(redis, jobs[0]) >= 1, timeout=120)
+        assert [job_field(redis, j, "state") for j in jobs[1:]] == ["queued", "queued"]
+        assert a.stop() == 0, a.log_text()
+        with b.client(timeout=300) as cb:
+            for j in jobs:
+                r = cb.wait(j, timeout=240)
+                assert r["status"]["state"] == "done", r
+            same_alpha(cb.status(jobs[0]), cb.get("moved"), reference)
+        log = open(b.log, errors="replace").read()
+        for j in jobs:
+            assert f"job {j}: its driver's lease expired; resuming it here" in log, j
+    finally:
+        assert b.stop() == 0, b.log_text()
+        a.stop()
