@@ -13,26 +13,44 @@
 
 #include "daemon/server.h"
 
-#define REMOTE_POLL_MS  250
-#define REMOTE_POLL_MAX 64 /* jobs read per poll */
+#define REMOTE_POLL_MS        250
+#define REMOTE_POLL_MAX       64 /* jobs read per poll */
+#define REMOTE_FINAL_GRACE_MS 2000
 
 /* ---- Replies ----------------------------------------------------------------------------- */
 
-/* The job's status as published, or, before its driver published any, the little every
- * member knows: id, task and state. Into m under key. */
-static void pack_status_value(rpc_map *m, const char *key, uint64_t id, const fleet_job_peek *pk)
+/* The job's status map into out: as its driver published it last, but with the id, task and
+ * state Redis holds (the end is written a moment before the final status); before its driver
+ * published any, only those. With pick (a NULL-terminated list), only the fields named: the
+ * brief jobs lists. */
+static void pack_status(msgpack_packer *out, uint64_t id, const fleet_job_peek *peek,
+                        const char *const *pick)
 {
-    msgpack_packer *out = rpc_map_key(m, key);
-    if (pk->status) {
-        msgpack_sbuffer_write(&m->body, (const char *)pk->status, pk->status_len);
-        return;
+    static const char *const from_redis[] = {"job", "task", "tenant", "state", NULL};
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    int ok = peek->status &&
+             msgpack_unpack_next(&u, (const char *)peek->status, peek->status_len, NULL) ==
+                 MSGPACK_UNPACK_SUCCESS &&
+             u.data.type == MSGPACK_OBJECT_MAP;
+    rpc_map m;
+    rpc_map_begin(&m);
+    rpc_map_u64(&m, "job", id);
+    jobs_pack_task_name(&m, peek->task);
+    rpc_map_str(&m, "state", job_state_name(peek->state));
+    const msgpack_object_map *map = &u.data.via.map;
+    for (uint32_t i = 0; ok && i < map->size; i++) {
+        const msgpack_object *k = &map->ptr[i].key;
+        if (k->type != MSGPACK_OBJECT_STR) continue;
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)k->via.str.size, k->via.str.ptr);
+        int wanted = !pick;
+        for (int f = 0; pick && pick[f] && !wanted; f++) wanted = !strcmp(pick[f], name);
+        for (int f = 0; from_redis[f] && wanted; f++) wanted = strcmp(from_redis[f], name) != 0;
+        if (wanted) msgpack_pack_object(rpc_map_key(&m, name), map->ptr[i].val);
     }
-    rpc_map s;
-    rpc_map_begin(&s);
-    rpc_map_u64(&s, "job", id);
-    jobs_pack_task_name(&s, pk->task);
-    rpc_map_str(&s, "state", job_state_name(pk->state));
-    rpc_map_end(&s, out);
+    rpc_map_end(&m, out);
+    msgpack_unpacked_destroy(&u);
 }
 
 static void reply_map_to(parked *p, rpc_map *m)
@@ -46,11 +64,13 @@ static void reply_map_to(parked *p, rpc_map *m)
     msgpack_sbuffer_destroy(&sb);
 }
 
-static void reply_raw(parked *p, const uint8_t *data, size_t len)
+static void reply_status(parked *p, uint64_t id, const fleet_job_peek *peek)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    msgpack_sbuffer_write(&sb, (const char *)data, len);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pack_status(&pk, id, peek, NULL);
     parked_reply_result(p, &sb);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -105,16 +125,7 @@ static void peek_after(io_op *o) /* loop */
         parked_reply_error(p, op->rc, op->err.msg);
         free(p);
     } else if (!op->cancel) {
-        if (op->peek.status) {
-            reply_raw(p, op->peek.status, op->peek.status_len);
-        } else {
-            rpc_map m;
-            rpc_map_begin(&m);
-            rpc_map_u64(&m, "job", op->id);
-            jobs_pack_task_name(&m, op->peek.task);
-            rpc_map_str(&m, "state", job_state_name(op->peek.state));
-            reply_map_to(p, &m);
-        }
+        reply_status(p, op->id, &op->peek);
         free(p);
     } else {
         /* Answered once the end state is in Redis, as a local cancel is once it is on disk. */
@@ -197,6 +208,13 @@ static int settle(parked *p, const poll_op *op, int i, uint64_t now_ms)
     if (op->rc[i] != 0) return 0; /* Redis trouble: asked again at the next poll */
     const fleet_job_peek *pk = &op->peek[i];
     int ended = job_state_finished(pk->state) && pk->final;
+    /* The end is written a moment before the final status; a driver that died in between
+     * leaves the status of its last generation, answered (with the end's state) after a grace
+     * period rather than never. */
+    if (job_state_finished(pk->state) && !pk->final) {
+        if (!p->ended_seen_ms) p->ended_seen_ms = now_ms;
+        ended = now_ms - p->ended_seen_ms >= REMOTE_FINAL_GRACE_MS;
+    }
     if (p->kind == PARK_CANCEL) {
         if (!job_state_finished(pk->state)) return 0;
         rpc_map m;
@@ -210,7 +228,7 @@ static int settle(parked *p, const poll_op *op, int i, uint64_t now_ms)
     rpc_map m;
     rpc_map_begin(&m);
     rpc_map_bool(&m, "timed_out", !ended);
-    pack_status_value(&m, "status", p->job_id, pk);
+    pack_status(rpc_map_key(&m, "status"), p->job_id, pk, NULL);
     reply_map_to(p, &m);
     return 1;
 }
@@ -258,45 +276,9 @@ void remote_poll(server *srv, uint64_t now_ms)
 
 /* ---- jobs: the fleet's list ---------------------------------------------------------------- */
 
-/* The brief of a job (as jobs lists it, PROTOCOL.md) from its published status: the same
- * fields, picked out of the status map. */
-static void pack_brief_of_status(msgpack_packer *pk, uint64_t id, const fleet_job_peek *peek)
-{
-    static const char *const fields[] = {"job",      "task",       "tenant",   "state",
-                                         "priority", "generation", "submitted"};
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    int ok = peek->status &&
-             msgpack_unpack_next(&u, (const char *)peek->status, peek->status_len, NULL) ==
-                 MSGPACK_UNPACK_SUCCESS &&
-             u.data.type == MSGPACK_OBJECT_MAP;
-    if (!ok) {
-        rpc_map m;
-        rpc_map_begin(&m);
-        rpc_map_u64(&m, "job", id);
-        jobs_pack_task_name(&m, peek->task);
-        rpc_map_str(&m, "state", job_state_name(peek->state));
-        rpc_map_end(&m, pk);
-        msgpack_unpacked_destroy(&u);
-        return;
-    }
-    rpc_map m;
-    rpc_map_begin(&m);
-    const msgpack_object_map *map = &u.data.via.map;
-    for (size_t f = 0; f < sizeof fields / sizeof *fields; f++)
-        for (uint32_t i = 0; i < map->size; i++) {
-            const msgpack_object *k = &map->ptr[i].key;
-            if (k->type != MSGPACK_OBJECT_STR || k->via.str.size != strlen(fields[f]) ||
-                memcmp(k->via.str.ptr, fields[f], k->via.str.size))
-                continue;
-            if (!strcmp(fields[f], "state")) /* the state is Redis's, newer than the map */
-                rpc_map_str(&m, "state", job_state_name(peek->state));
-            else
-                msgpack_pack_object(rpc_map_key(&m, fields[f]), map->ptr[i].val);
-        }
-    rpc_map_end(&m, pk);
-    msgpack_unpacked_destroy(&u);
-}
+/* The brief of a job (as jobs lists it, PROTOCOL.md) from its published status. */
+static const char *const brief_fields[] = {"job",      "task",       "tenant",    "state",
+                                           "priority", "generation", "submitted", NULL};
 
 typedef struct list_op {
     io_op base;
@@ -353,7 +335,7 @@ static void list_after(io_op *o) /* loop */
             if (j && !j->abandoned) /* driven here: the live numbers */
                 jobs_pack_brief(j, list);
             else
-                pack_brief_of_status(list, op->ids[i], &op->peek[i]);
+                pack_status(list, op->ids[i], &op->peek[i], brief_fields);
         }
         reply_map_to(p, &m);
     }

@@ -65,9 +65,10 @@ struct parked {
     conn *conn;
     uint32_t msgid;
     int kind;
-    int coalesced;        /* PARK_SUBMIT: joined a job somebody else submitted */
-    uint64_t deadline_ms; /* PARK_WAIT: monotonic ms */
-    uint64_t job_id;      /* on srv->remote_waits: the job driven by another member */
+    int coalesced;          /* PARK_SUBMIT: joined a job somebody else submitted */
+    uint64_t deadline_ms;   /* PARK_WAIT: monotonic ms */
+    uint64_t job_id;        /* on srv->remote_waits: the job driven by another member */
+    uint64_t ended_seen_ms; /* ... when its end was first seen without its final status */
     parked *conn_prev, *conn_next;
     parked *job_next;
 };
