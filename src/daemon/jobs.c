@@ -678,9 +678,12 @@ void jobs_on_fleet_async(uv_async_t *h)
                 if (j) job_destroy(j);
                 if (jobs_resume_claimed(srv, &e->rec, e->epoch, e->cancel_requested) != 0)
                     fleet_jobs_release(srv->fleet_jobs, e->id);
+                else
+                    srv->fleet_claimed++;
             }
             break;
         case FLEET_JOB_LOST:
+            srv->fleet_lost++;
             if (j) jobs_abandon(j);
             break;
         case FLEET_JOB_CANCEL:

@@ -202,6 +202,19 @@ void metrics_render(server *srv, metrics_buf *b)
     counter(b, "zmix_task_cache_write_errors_total", "Failed writes of task results.",
             cs.write_errors);
 
+    if (srv->fleet) { /* --store redis://: this member's part in the fleet (docs/fleet.md) */
+        gauge(b, "zmix_fleet_scorers", "Scorers of every live member of the fleet.",
+              fleet_scorers(srv->fleet));
+        counter(b, "zmix_fleet_chunks_scored_total",
+                "Fleet chunks this member scored first (for any member's jobs).",
+                (uint64_t)fleet_chunks_scored(srv->fleet));
+        counter(b, "zmix_fleet_jobs_claimed_total",
+                "Jobs this member resumed after their driver's lease lapsed.", srv->fleet_claimed);
+        counter(b, "zmix_fleet_leases_lost_total",
+                "Jobs this member stopped driving because another member took them over.",
+                srv->fleet_lost);
+    }
+
     header(b, "zmix_connections", "gauge", "Open connections, by transport.");
     metrics_printf(b, "zmix_connections{transport=\"unix\"} %d\n", srv->n_unix);
     metrics_printf(b, "zmix_connections{transport=\"tcp\"} %d\n", srv->n_tcp);

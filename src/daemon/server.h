@@ -208,6 +208,7 @@ struct server {
     size_t n_remote_seen;
     int remote_watch_inflight;
     uint64_t remote_watched_ms;
+    uint64_t fleet_claimed, fleet_lost; /* jobs claimed from other members, leases lost */
 
     uv_stream_t *listeners[CONFIG_MAX_LISTEN];
     int n_listeners;

@@ -151,6 +151,18 @@ static void m_info(server *srv, conn *c, const rpc_request *req)
     rpc_map_int(&lim, "workers", pool_workers(srv->pool));
     rpc_map_int(&lim, "job_memory", (int64_t)srv->limits.max_job_bytes);
     rpc_map_end(&lim, rpc_map_key(&m, "limits"));
+    rpc_map store;
+    rpc_map_begin(&store);
+    if (srv->fleet) { /* the URL carries no password: --store refuses one */
+        rpc_map_str(&store, "kind", "redis");
+        rpc_map_str(&store, "url", srv->cfg->store);
+        rpc_map_str(&store, "member", fleet_member(srv->fleet));
+        rpc_map_int(&store, "lease_ms", srv->cfg->fleet_lease_ms);
+        rpc_map_int(&store, "claim_ms", srv->cfg->fleet_claim_ms);
+    } else {
+        rpc_map_str(&store, "kind", "local");
+    }
+    rpc_map_end(&store, rpc_map_key(&m, "store"));
     reply_map(c, req, &m);
 }
 
@@ -201,6 +213,17 @@ static void m_stats(server *srv, conn *c, const rpc_request *req)
     rpc_map_end(&cache, rpc_map_key(&m, "cache"));
     rpc_map_int(&m, "rss_bytes", metrics_rss_bytes());
     rpc_map_bool(&m, "shutting_down", srv->shutting_down);
+    if (srv->fleet) {
+        rpc_map fl;
+        rpc_map_begin(&fl);
+        rpc_map_int(&fl, "scorers", fleet_scorers(srv->fleet));
+        rpc_map_int(&fl, "chunks_scored", fleet_chunks_scored(srv->fleet));
+        rpc_map_int(&fl, "jobs_claimed", (int64_t)srv->fleet_claimed);
+        rpc_map_int(&fl, "leases_lost", (int64_t)srv->fleet_lost);
+        rpc_map_end(&fl, rpc_map_key(&m, "fleet"));
+    } else {
+        rpc_map_nil(&m, "fleet");
+    }
     reply_map(c, req, &m);
 }
 

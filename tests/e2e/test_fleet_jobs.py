@@ -9,10 +9,11 @@ Each test starts its own redis-server on a loopback port and several zmixd on st
 import os
 import signal
 import time
+import urllib.request
 
 import pytest
 
-from conftest import Daemon, make_examples, wait_for
+from conftest import Daemon, free_port, make_examples, wait_for
 from test_fleet import REDIS_SERVER, Redis
 
 pytestmark = pytest.mark.skipif(REDIS_SERVER is None,
@@ -69,6 +70,7 @@ def run_single(tmp_path_factory, experts, task, seed):
     d = Daemon(str(tmp_path_factory.mktemp("single")), experts).start()
     try:
         with d.client(timeout=300) as c:
+            assert c.info()["store"] == {"kind": "local"} and c.stats()["fleet"] is None
             job = c.submit(task, make_examples(seed=seed, **EXAMPLES), cem=CEM)["job"]
             r = c.wait(job, timeout=240)
             assert r["status"]["state"] == "done", r
@@ -235,8 +237,9 @@ def test_killed_drivers_jobs_finish_once_elsewhere(tmp_path, experts, redis, ref
 def test_stalled_driver_is_fenced(tmp_path, experts, redis, reference):
     """SIGSTOP the driver past its lease: another member takes the job over; SIGCONT: the
     stalled member's late writes are refused, and the result is the uninterrupted run's."""
+    http_port = free_port()
     a = member(tmp_path, "a", experts, redis, *LEASE).start()
-    b = member(tmp_path, "b", experts, redis, *LEASE).start()
+    b = member(tmp_path, "b", experts, redis, *LEASE, "--http", f"127.0.0.1:{http_port}").start()
     try:
         with a.client(timeout=300) as c:
             job = c.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
@@ -259,6 +262,15 @@ def test_stalled_driver_is_fenced(tmp_path, experts, redis, reference):
         assert int(job_field(redis, job, "epoch")) == 2
         with a.client() as c:  # and answers for it from the fleet, like any member
             assert c.status(job)["state"] == "done"
+            assert c.stats()["fleet"]["leases_lost"] == 1
+        with b.client() as cb:
+            assert cb.stats()["fleet"]["jobs_claimed"] == 1
+            store = cb.info()["store"]
+            assert store["kind"] == "redis" and store["url"] == redis.url, store
+            assert store["lease_ms"] == 1500 and f"-{b.proc.pid}-" in store["member"], store
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics").read().decode()
+        assert "\nzmix_fleet_jobs_claimed_total 1\n" in metrics
+        assert "\nzmix_fleet_leases_lost_total 0\n" in metrics
     finally:
         assert b.stop() == 0, b.log_text()
         assert a.stop() == 0, a.log_text()
