@@ -570,7 +570,9 @@ static void *driver_main(void *arg)
             last_beat = now;
         }
         if (f->outstanding && c && !c->err) {
-            redisReply *r = redisCommand(c, "BLPOP %s 0.05", done_key);
+            /* Short: a step the loop queues meanwhile (another job's) is published only once
+             * this wait ends. */
+            redisReply *r = redisCommand(c, "BLPOP %s 0.01", done_key);
             if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2)
                 on_done(f, c, r->element[1]->str);
             if (r) freeReplyObject(r);
