@@ -118,7 +118,7 @@ static inline f8 load_f8(const float *p)
 }
 
 /* a·b with 8 partial sums combined in a fixed order (n % 8 == 0), else in sequence. */
-static inline float dot(const float *a, const float *b, int n)
+static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int n)
 {
     if (n % 8 == 0) {
         f8 acc = load_f8(a) * load_f8(b);
@@ -131,7 +131,8 @@ static inline float dot(const float *a, const float *b, int n)
 }
 
 /* o += p·v over n floats. */
-static inline void axpy_short(float *o, float p, const float *v, int n)
+static inline __attribute__((always_inline)) void axpy_short(float *o, float p, const float *v,
+                                                             int n)
 {
     if (n % 8 == 0) {
         for (int t = 0; t < n; t += 8) {
@@ -143,28 +144,72 @@ static inline void axpy_short(float *o, float p, const float *v, int n)
     for (int t = 0; t < n; t++) o[t] += p * v[t];
 }
 
+/* The scaled scores of query qh against 8 keys at once, keys j..j+7 of a head whose keys are
+ * laid out transposed (kt[t * stride + j]: dimension t of key j). The same arithmetic, in the
+ * same order, as dot() on each key — the products rounded, then for hd % 8 == 0 summed per
+ * lane across blocks of 8 dimensions and the 8 lanes combined in dot's tree, else summed in
+ * sequence — so the scores are the bits the per-key loop gives; only the 8 keys share the
+ * instructions. */
+static inline __attribute__((always_inline)) void
+scores_8(float *out, const float *qh, const float *kt, size_t stride, int hd, float scale)
+{
+    f8 s;
+    if (hd == 8) { /* stories260K-sized heads: every product in a register */
+#define KT_(l) (qh[l] * load_f8(kt + (size_t)(l)*stride))
+        s = ((KT_(0) + KT_(4)) + (KT_(1) + KT_(5))) + ((KT_(2) + KT_(6)) + (KT_(3) + KT_(7)));
+#undef KT_
+    } else if (hd % 8 == 0) {
+        f8 lane[8];
+        for (int l = 0; l < 8; l++) lane[l] = qh[l] * load_f8(kt + (size_t)l * stride);
+        for (int b = 8; b < hd; b += 8)
+            for (int l = 0; l < 8; l++)
+                lane[l] += qh[b + l] * load_f8(kt + (size_t)(b + l) * stride);
+        s = ((lane[0] + lane[4]) + (lane[1] + lane[5])) +
+            ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+    } else {
+        s = qh[0] * load_f8(kt);
+        s = (f8){0} + s;
+        for (int t = 1; t < hd; t++) s += qh[t] * load_f8(kt + (size_t)t * stride);
+    }
+    s = s * scale;
+    memcpy(out, &s, sizeof s);
+}
+
 /* Compiled for AVX2 and the baseline, picked at load time, as vec.c's kernels (not under
- * the sanitizers, for the same reason). */
+ * the sanitizers, for the same reason). Per head: the keys are laid out transposed once (in
+ * kt, n1 + n2 rows of hd, or NULL when there was no memory for it: then key by key), so that
+ * a query's scores come 8 keys at a time with the arithmetic of the key-by-key loop. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
     !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("avx2", "default")))
 #endif
 static void
 attend_short(const zmix_model_config *c, const float *q, const float *k1, const float *v1, int n1,
-             const float *k2, const float *v2, int nq, int pos0, float *scores, float *att)
+             const float *k2, const float *v2, int n2, int nq, int pos0, float *scores, float *att,
+             float *kt)
 {
     int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
-    int group = c->n_heads / c->n_kv_heads;
+    int group = c->n_heads / c->n_kv_heads, len = n1 + n2;
+    /* Rows of kt padded to whole blocks of 8 keys. */
+    size_t stride = (size_t)(len + 7) / 8 * 8;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < c->n_heads; h++) {
         size_t off = (size_t)(h / group) * hd;
+        if (kt && h % group == 0)
+            for (int j = 0; j < len; j++) {
+                const float *kj =
+                    j < n1 ? k1 + (size_t)j * kv_dim + off : k2 + (size_t)(j - n1) * kv_dim + off;
+                for (int t = 0; t < hd; t++) kt[(size_t)t * stride + j] = kj[t];
+            }
         float *row = scores;
         for (int i = 0; i < nq; i++) {
             const float *qh = q + (size_t)i * q_dim + (size_t)h * hd;
-            int n_vis = pos0 + i + 1, na = n_vis < n1 ? n_vis : n1;
-            for (int j = 0; j < na; j++)
+            int n_vis = pos0 + i + 1, na = n_vis < n1 ? n_vis : n1, j0 = 0;
+            if (kt)
+                for (; j0 + 8 <= n_vis; j0 += 8) scores_8(row + j0, qh, kt + j0, stride, hd, scale);
+            for (int j = j0; j < na; j++)
                 row[j] = dot(qh, k1 + (size_t)j * kv_dim + off, hd) * scale;
-            for (int j = na; j < n_vis; j++)
+            for (int j = j0 > na ? j0 : na; j < n_vis; j++)
                 row[j] = dot(qh, k2 + (size_t)(j - n1) * kv_dim + off, hd) * scale;
             float mx = row[0];
             for (int j = 1; j < n_vis; j++) mx = row[j] > mx ? row[j] : mx;
@@ -178,11 +223,21 @@ attend_short(const zmix_model_config *c, const float *q, const float *k1, const 
             float sum = 0.0f;
             for (int j = 0; j < n_vis; j++) sum += row[j];
             float inv = 1.0f / sum, *o = att + (size_t)i * q_dim + (size_t)h * hd;
-            for (int t = 0; t < hd; t++) o[t] = 0.0f;
-            for (int j = 0; j < n_vis; j++) {
-                const float *vj =
-                    j < na ? v1 + (size_t)j * kv_dim + off : v2 + (size_t)(j - n1) * kv_dim + off;
-                axpy_short(o, row[j] * inv, vj, hd);
+            if (hd == 8) { /* the output row in a register across the keys */
+                f8 acc = {0};
+                for (int j = 0; j < n_vis; j++) {
+                    const float *vj = j < na ? v1 + (size_t)j * kv_dim + off
+                                             : v2 + (size_t)(j - n1) * kv_dim + off;
+                    acc = acc + (row[j] * inv) * load_f8(vj);
+                }
+                memcpy(o, &acc, sizeof acc);
+            } else {
+                for (int t = 0; t < hd; t++) o[t] = 0.0f;
+                for (int j = 0; j < n_vis; j++) {
+                    const float *vj = j < na ? v1 + (size_t)j * kv_dim + off
+                                             : v2 + (size_t)(j - n1) * kv_dim + off;
+                    axpy_short(o, row[j] * inv, vj, hd);
+                }
             }
             row += n_vis;
         }
@@ -201,7 +256,10 @@ static void attend(const zmix_model_config *c, const float *q, const float *k1, 
     int group = c->n_heads / c->n_kv_heads, len = n1 + n2;
     float scale = 1.0f / sqrtf((float)hd);
     if (hd <= LOOP_HEAD_DIM) {
-        attend_short(c, q, k1, v1, n1, k2, v2, nq, pos0, scores, att);
+        /* A few kilobytes; without them the same scores come key by key. */
+        float *kt = malloc((size_t)(len + 7) / 8 * 8 * (size_t)hd * sizeof *kt);
+        attend_short(c, q, k1, v1, n1, k2, v2, n2, nq, pos0, scores, att, kt);
+        free(kt);
         return;
     }
     for (int h = 0; h < c->n_heads; h++) {
