@@ -122,8 +122,8 @@ def generation(redis, job):
 
 def test_any_member_answers_for_any_job(tmp_path, experts, redis, reference):
     """A client of B follows, waits for and reads a job A drives, and cancels another."""
-    a = member(tmp_path, "a", experts, redis).start()
-    b = member(tmp_path, "b", experts, redis).start()
+    a = member(tmp_path, "a", experts, redis, *LEASE).start()
+    b = member(tmp_path, "b", experts, redis, *LEASE).start()
     try:
         with a.client(timeout=300) as ca, b.client(timeout=300) as cb:
             job = ca.submit("moved", make_examples(seed=41, **EXAMPLES), cem=CEM)["job"]
@@ -157,7 +157,9 @@ def test_any_member_answers_for_any_job(tmp_path, experts, redis, reference):
             assert hist_b == hist_a and len(hist_b["history"]) == r["status"]["generation"]
             same_alpha(r["status"], ca.get("moved"), reference)
             # A wait on B that times out says so, with the status so far.
-            other = ca.submit("other", make_examples(seed=42, **EXAMPLES), cem=CEM)["job"]
+            # Long enough (60 × the budget) to be running still when the cancel arrives.
+            other = ca.submit("other", make_examples(seed=42, **EXAMPLES),
+                              cem=dict(CEM, iters=360))["job"]
             r = cb.wait(other, timeout=0.3)
             assert r["timed_out"] and r["status"]["job"] == other, r
             # A cancel through B ends the job A drives.
