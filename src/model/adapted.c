@@ -70,6 +70,20 @@ zmix_wref zmix_model_embed_ref(const zmix_model *model)
     return (zmix_wref){model->embed_half, model->embed_dtype};
 }
 
+void zmix_model_embed_rows(const zmix_model *model, const int32_t *tokens, int n, float *x)
+{
+    zmix_wref embed = zmix_model_embed_ref(model);
+    size_t dim = (size_t)model->cfg.dim;
+    for (int r = 0; r < n; r++) {
+        size_t at = (size_t)tokens[r] * dim;
+        if (embed.dtype == ZMIX_DT_F32)
+            memcpy(x + (size_t)r * dim, (const float *)embed.data + at, dim * sizeof *x);
+        else
+            zmix_half_to_float(x + (size_t)r * dim, (const uint16_t *)embed.data + at, dim,
+                               embed.dtype);
+    }
+}
+
 zmix_wref zmix_model_lm_head_ref(const zmix_model *model)
 {
     if (model->lm_head) return (zmix_wref){model->lm_head, ZMIX_DT_F32};

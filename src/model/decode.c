@@ -238,15 +238,7 @@ static int forward_cached(zmix_generator *g, const int32_t *tokens, int n, int p
     float *h3 = h1 + (size_t)n * c->hidden_dim, *tmp = h3 + (size_t)n * c->hidden_dim;
     float *scores = tmp + (size_t)n * widest, *own_rope = scores + (size_t)n * len;
 
-    zmix_wref embed = zmix_model_embed_ref(model);
-    for (int r = 0; r < n; r++) {
-        size_t at = (size_t)tokens[r] * dim;
-        if (embed.dtype == ZMIX_DT_F32)
-            memcpy(x + (size_t)r * dim, (const float *)embed.data + at, (size_t)dim * sizeof *x);
-        else
-            zmix_half_to_float(x + (size_t)r * dim, (const uint16_t *)embed.data + at, (size_t)dim,
-                               embed.dtype);
-    }
+    zmix_model_embed_rows(model, tokens, n, x);
     const float *cos_t, *sin_t;
     rope_tables(g, len, own_rope, &cos_t, &sin_t);
 

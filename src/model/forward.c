@@ -387,16 +387,7 @@ int zmix_forward_hidden(const zmix_model *model, const zmix_rope *rope, const zm
     int dim = c->dim, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
 
     unsigned long long t_all = zmix_stage_clock(), t0 = t_all, parts = 0;
-    zmix_wref embed = zmix_model_embed_ref(model);
-    for (int r = 0; r < n_rows; r++) {
-        size_t at = (size_t)batch->tokens[r] * dim;
-        if (embed.dtype == ZMIX_DT_F32)
-            memcpy(b.x + (size_t)r * dim, (const float *)embed.data + at,
-                   (size_t)dim * sizeof(float));
-        else
-            zmix_half_to_float(b.x + (size_t)r * dim, (const uint16_t *)embed.data + at,
-                               (size_t)dim, embed.dtype);
-    }
+    zmix_model_embed_rows(model, batch->tokens, n_rows, b.x);
     /* Sequences past the shared table's length (dynamic scaling) get their own, once. */
     size_t half = (size_t)c->head_dim / 2;
     for (int s = 0, start = 0; s < batch->n_seq; start += batch->len[s], s++)
@@ -642,16 +633,7 @@ int zmix_forward_pop(const zmix_model *model, const zmix_rope *rope, const zmix_
     zmix_stage_redirect(-1); /* an earlier call may have returned inside a shared block */
 
     unsigned long long t0 = zmix_stage_clock();
-    zmix_wref embed = zmix_model_embed_ref(model);
-    for (int r = 0; r < R; r++) {
-        size_t at = (size_t)batch->tokens[r] * dim;
-        if (embed.dtype == ZMIX_DT_F32)
-            memcpy(b.x + (size_t)r * dim, (const float *)embed.data + at,
-                   (size_t)dim * sizeof(float));
-        else
-            zmix_half_to_float(b.x + (size_t)r * dim, (const uint16_t *)embed.data + at,
-                               (size_t)dim, embed.dtype);
-    }
+    zmix_model_embed_rows(model, batch->tokens, R, b.x);
     zero_pad(b.x, 1, R, Rs, dim);
     int shared = ops->shared_prefix;
     if (!shared) replicate(b.x, C, Rs, dim);

@@ -102,6 +102,8 @@ void zmix_layer_set_matrix(zmix_layer *layer, zmix_matrix_kind kind, zmix_wref w
 zmix_wref zmix_model_matrix_ref(const zmix_model *model, int layer, zmix_matrix_kind kind,
                                 int *rows, int *cols);
 zmix_wref zmix_model_embed_ref(const zmix_model *model);
+/* The embeddings of n tokens, row after row (dim floats each) into x, as float32. */
+void zmix_model_embed_rows(const zmix_model *model, const int32_t *tokens, int n, float *x);
 zmix_wref zmix_model_lm_head_ref(const zmix_model *model);
 /* 1 when some matrix, the embedding or the LM head is stored in 16 bits. */
 int zmix_model_has_half(const zmix_model *model);

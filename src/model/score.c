@@ -407,6 +407,37 @@ static int candidate_layer(void *user, int layer, zmix_linear lin[ZMIX_MAT_COUNT
     return 0;
 }
 
+/* Scores examples first..first+n-1 from their logits (lg: their output rows, in order) into
+ * scores[first..]. */
+static void score_logits(const score_call *call, const float *lg, int first, int n,
+                         zmix_example_score *scores)
+{
+    int vocab = call->rt->model->cfg.vocab_size;
+    for (int e = first; e < first + n; e++) {
+        const zmix_example *x = &call->ex->items[e];
+        if (x->n_choices)
+            zmix_choice_score_logits(lg, x, vocab, call->choice_norm, &scores[e]);
+        else
+            zmix_example_score_logits(lg, x->target, x->n_target, vocab, &scores[e]);
+        lg += (size_t)call->n_out[e] * vocab;
+    }
+}
+
+/* A candidate's score: the means over its n examples, summed in example order. */
+static void score_mean(const zmix_example_score *scores, int n, zmix_score *out)
+{
+    int n_exact = 0;
+    double sum = 0.0, margin = 0.0;
+    for (int e = 0; e < n; e++) {
+        n_exact += scores[e].exact;
+        sum += scores[e].loglik;
+        margin += scores[e].margin;
+    }
+    out->accuracy = (double)n_exact / n;
+    out->loglik = sum / n;
+    out->margin = margin / n;
+}
+
 static int score_candidate(worker *w, int i, zmix_error *err)
 {
     score_call *call = w->call;
@@ -444,29 +475,10 @@ static int score_candidate(worker *w, int i, zmix_error *err)
                 memcpy(call->logits_out + before * model->cfg.vocab_size, w->logits,
                        (size_t)grp->n_out_rows * model->cfg.vocab_size * sizeof(float));
             }
-            const float *lg = w->logits;
-            for (int e = grp->first; e < grp->first + grp->n; e++) {
-                const zmix_example *x = &ex->items[e];
-                if (x->n_choices)
-                    zmix_choice_score_logits(lg, x, model->cfg.vocab_size, call->choice_norm,
-                                             &w->ex_scores[e]);
-                else
-                    zmix_example_score_logits(lg, x->target, x->n_target, model->cfg.vocab_size,
-                                              &w->ex_scores[e]);
-                lg += (size_t)call->n_out[e] * model->cfg.vocab_size;
-            }
+            score_logits(call, w->logits, grp->first, grp->n, w->ex_scores);
             zmix_stage_add(ZMIX_STAGE_LOSS, t0);
         }
-        int n_exact = 0;
-        double sum = 0.0, margin = 0.0;
-        for (int e = 0; e < ex->n; e++) {
-            n_exact += w->ex_scores[e].exact;
-            sum += w->ex_scores[e].loglik;
-            margin += w->ex_scores[e].margin;
-        }
-        out->accuracy = (double)n_exact / ex->n;
-        out->loglik = sum / ex->n;
-        out->margin = margin / ex->n;
+        score_mean(w->ex_scores, ex->n, out);
     }
     if (call->detail)
         memcpy(call->detail + (size_t)i * ex->n, w->ex_scores,
@@ -540,24 +552,8 @@ static int pop_copy(void *user, int layer, int kind, int c, zmix_linear *lin, zm
 
 static void score_examples(worker *w, const float *lg, zmix_score *out)
 {
-    score_call *call = w->call;
-    const zmix_examples *ex = call->ex;
-    int vocab = call->rt->model->cfg.vocab_size, n_exact = 0;
-    double sum = 0.0, margin = 0.0;
-    for (int e = 0; e < ex->n; e++) {
-        const zmix_example *x = &ex->items[e];
-        if (x->n_choices)
-            zmix_choice_score_logits(lg, x, vocab, call->choice_norm, &w->ex_scores[e]);
-        else
-            zmix_example_score_logits(lg, x->target, x->n_target, vocab, &w->ex_scores[e]);
-        lg += (size_t)call->n_out[e] * vocab;
-        n_exact += w->ex_scores[e].exact;
-        sum += w->ex_scores[e].loglik;
-        margin += w->ex_scores[e].margin;
-    }
-    out->accuracy = (double)n_exact / ex->n;
-    out->loglik = sum / ex->n;
-    out->margin = margin / ex->n;
+    score_logits(w->call, lg, 0, w->call->ex->n, w->ex_scores);
+    score_mean(w->ex_scores, w->call->ex->n, out);
 }
 
 /* Candidates [first, first + n) through one population pass. */
