@@ -88,23 +88,35 @@ static int visible(const parked *p, const fleet_job_peek *pk)
     return p->conn && conn_sees_task(p->conn, pk->task);
 }
 
-/* ---- One job read: status and cancel ----------------------------------------------------- */
+/* ---- One job read: status, cancel, subscribe ---------------------------------------------- */
+
+enum peek_for { PEEK_STATUS, PEEK_CANCEL, PEEK_SUBSCRIBE };
 
 typedef struct peek_op {
     io_op base;
     parked *p;
     uint64_t id;
-    int cancel; /* ask the driver to cancel, once the job is found visible */
+    int what; /* peek_for */
+    /* The asker's tenant ("" for the administrator), copied on the loop: the cancel is asked
+     * off the loop, and only of a job the asker may see. */
+    char tenant[TENANT_NAME_MAX + 1];
     int rc;
     zmix_error err;
     fleet_job_peek peek;
 } peek_op;
 
+static const char *peek_method(int what)
+{
+    return what == PEEK_CANCEL ? "cancel" : what == PEEK_SUBSCRIBE ? "subscribe" : "status";
+}
+
 static void peek_work(io_op *o) /* threadpool */
 {
     peek_op *op = (peek_op *)o;
     op->rc = fleet_jobs_peek(o->srv->fleet_jobs, op->id, &op->peek, &op->err);
-    if (op->rc == 0 && op->cancel) {
+    if (op->rc == 0 && !task_name_seen_by(op->tenant, op->peek.task))
+        op->rc = ZMIX_ENOTFOUND; /* another tenant's job does not exist for the asker */
+    if (op->rc == 0 && op->what == PEEK_CANCEL) {
         op->rc = fleet_jobs_request_cancel(o->srv->fleet_jobs, op->id, &op->err);
         if (op->rc == ZMIX_ESTATE) op->rc = 0; /* ended meanwhile: answered with its state */
     }
@@ -115,17 +127,25 @@ static void peek_after(io_op *o) /* loop */
     peek_op *op = (peek_op *)o;
     parked *p = op->p;
     server *srv = o->srv;
-    const char *method = op->cancel ? "cancel" : "status";
     if (!p->conn) {
         free(p);
-    } else if (op->rc == ZMIX_ENOTFOUND || (op->rc == 0 && !visible(p, &op->peek))) {
-        reply_not_found(p, method, op->id);
+    } else if (op->rc == ZMIX_ENOTFOUND) {
+        reply_not_found(p, peek_method(op->what), op->id);
         free(p);
     } else if (op->rc != 0) {
         parked_reply_error(p, op->rc, op->err.msg);
         free(p);
-    } else if (!op->cancel) {
+    } else if (op->what == PEEK_STATUS) {
         reply_status(p, op->id, &op->peek);
+        free(p);
+    } else if (op->what == PEEK_SUBSCRIBE) {
+        p->conn->subscribed = 1;
+        p->conn->subscribed_job = op->id;
+        rpc_map m;
+        rpc_map_begin(&m);
+        rpc_map_bool(&m, "subscribed", 1);
+        rpc_map_u64(&m, "job", op->id);
+        reply_map_to(p, &m);
         free(p);
     } else {
         /* Answered once the end state is in Redis, as a local cancel is once it is on disk. */
@@ -136,12 +156,13 @@ static void peek_after(io_op *o) /* loop */
     free(op);
 }
 
-static void submit_peek(server *srv, conn *c, uint32_t msgid, uint64_t id, int cancel)
+static void submit_peek(server *srv, conn *c, uint32_t msgid, uint64_t id, int what)
 {
     peek_op *op = calloc(1, sizeof *op);
     if (op) {
         op->id = id;
-        op->cancel = cancel;
+        op->what = what;
+        snprintf(op->tenant, sizeof op->tenant, "%s", c->tenant ? c->tenant->name : "");
     }
     io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, peek_work,
                      peek_after);
@@ -149,12 +170,12 @@ static void submit_peek(server *srv, conn *c, uint32_t msgid, uint64_t id, int c
 
 void remote_status(server *srv, conn *c, uint32_t msgid, uint64_t id)
 {
-    submit_peek(srv, c, msgid, id, 0);
+    submit_peek(srv, c, msgid, id, PEEK_STATUS);
 }
 
 void remote_cancel(server *srv, conn *c, uint32_t msgid, uint64_t id)
 {
-    submit_peek(srv, c, msgid, id, 1);
+    submit_peek(srv, c, msgid, id, PEEK_CANCEL);
 }
 
 /* ---- Waits, answered by the poll ---------------------------------------------------------- */
@@ -496,47 +517,7 @@ void remote_watch(server *srv, uint64_t now_ms)
 }
 
 /* subscribe {job} for a job another member drives: answered once the job is found. */
-typedef struct sub_op {
-    io_op base;
-    parked *p;
-    uint64_t id;
-    int rc;
-    zmix_error err;
-    fleet_job_peek peek;
-} sub_op;
-
-static void sub_work(io_op *o) /* threadpool */
-{
-    sub_op *op = (sub_op *)o;
-    op->rc = fleet_jobs_peek(o->srv->fleet_jobs, op->id, &op->peek, &op->err);
-}
-
-static void sub_after(io_op *o) /* loop */
-{
-    sub_op *op = (sub_op *)o;
-    parked *p = op->p;
-    if (!p->conn) {
-    } else if (op->rc == ZMIX_ENOTFOUND || (op->rc == 0 && !visible(p, &op->peek))) {
-        reply_not_found(p, "subscribe", op->id);
-    } else if (op->rc != 0) {
-        parked_reply_error(p, op->rc, op->err.msg);
-    } else {
-        p->conn->subscribed = 1;
-        p->conn->subscribed_job = op->id;
-        rpc_map m;
-        rpc_map_begin(&m);
-        rpc_map_bool(&m, "subscribed", 1);
-        rpc_map_u64(&m, "job", op->id);
-        reply_map_to(p, &m);
-    }
-    fleet_job_peek_free(&op->peek);
-    free(p);
-    free(op);
-}
-
 void remote_subscribe(server *srv, conn *c, uint32_t msgid, uint64_t id)
 {
-    sub_op *op = calloc(1, sizeof *op);
-    if (op) op->id = id;
-    io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, sub_work, sub_after);
+    submit_peek(srv, c, msgid, id, PEEK_SUBSCRIBE);
 }

@@ -160,9 +160,7 @@ int server_tokens_required(const server *srv)
 
 int conn_sees_task(const conn *c, const char *task)
 {
-    if (!c->tenant) return 1;
-    size_t n = strlen(c->tenant->name);
-    return !strncmp(task, c->tenant->name, n) && task[n] == TASK_SCOPE_SEP;
+    return task_name_seen_by(c->tenant ? c->tenant->name : "", task);
 }
 
 /* A task name from a client, as stored: a tenant's names live under TENANT@ (a tenant

@@ -82,3 +82,9 @@ int task_name_check(const char *name, zmix_error *err)
 {
     return task_name_check_bytes(name, name ? strlen(name) : 0, err);
 }
+
+int task_name_seen_by(const char *tenant, const char *name)
+{
+    size_t n = strlen(tenant);
+    return !n || (!strncmp(name, tenant, n) && name[n] == TASK_SCOPE_SEP);
+}

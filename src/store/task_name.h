@@ -38,5 +38,8 @@ int tenant_name_check(const char *name, zmix_error *err);
 /* The tenant part of a scoped name ("" for an unscoped one) into out, and the task part. */
 void task_name_tenant(const char *name, char out[TENANT_NAME_MAX + 1]);
 const char *task_name_local(const char *name);
+/* Whether the scoped name belongs to this tenant's view: every name for "" (the
+ * administrator), else only the names scoped TENANT@. */
+int task_name_seen_by(const char *tenant, const char *name);
 
 #endif

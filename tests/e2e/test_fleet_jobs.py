@@ -360,3 +360,38 @@ def test_a_stopped_members_jobs_go_to_members_with_room(tmp_path, experts, redis
     finally:
         assert b.stop() == 0, b.log_text()
         a.stop()
+
+
+def test_tenants_stay_apart_across_members(tmp_path, experts, redis):
+    """A tenant cannot see, follow or cancel another tenant's job through another member: it
+    does not exist for it (PROTOCOL.md §5, Tenants), and the job runs on."""
+    from zmix_client import Client
+    tokens = {"acme": "acme-token-0123456789", "bolt": "bolt-token-9876543210"}
+    path = tmp_path / "tenants"
+    path.write_text("".join(f"{n} {t}\n" for n, t in tokens.items()))
+    path.chmod(0o600)
+    ports = [free_port(), free_port()]
+    ds = [member(tmp_path, n, experts, redis, *LEASE, "--tenants", str(path), "--listen",
+                 f"tcp:127.0.0.1:{p}").start() for n, p in zip("ab", ports)]
+
+    def as_tenant(i, name):
+        c = Client(f"tcp:127.0.0.1:{ports[i]}", timeout=60)
+        assert c.auth(tokens[name])["tenant"] == name
+        return c
+
+    try:
+        with as_tenant(0, "acme") as acme, as_tenant(1, "bolt") as bolt:
+            job = acme.submit("mine", make_examples(seed=46, **EXAMPLES),
+                              cem=dict(CEM, iters=360))["job"]
+            for call in (lambda: bolt.status(job), lambda: bolt.cancel(job),
+                         lambda: bolt.subscribe(job=job), lambda: bolt.wait(job, timeout=0)):
+                with pytest.raises(Exception, match=f"no job {job}"):
+                    call()
+            assert job not in [j["job"] for j in bolt.jobs()]
+            assert job_field(redis, job, "cancel") is None  # the cancel never reached Redis
+            assert acme.status(job)["state"] in ("queued", "running")
+            with as_tenant(1, "acme") as acme_b:  # the owner, through the other member
+                assert acme_b.cancel(job) == {"job": job, "state": "cancelled"}
+    finally:
+        for d in ds:
+            assert d.stop() == 0, d.log_text()
