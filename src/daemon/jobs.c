@@ -616,6 +616,7 @@ void jobs_drop(job *j)
     server *srv = j->srv;
     ZLOG_INFO(srv->log, "job %llu: dropped here (another member drives it)",
               (unsigned long long)j->id);
+    srv->fleet_lost++; /* whether the keeper or a fenced write found out first */
     if (srv->fleet_jobs) fleet_jobs_release(srv->fleet_jobs, j->id);
     while (j->waiters) {
         parked *p = j->waiters;
@@ -683,7 +684,6 @@ void jobs_on_fleet_async(uv_async_t *h)
             }
             break;
         case FLEET_JOB_LOST:
-            srv->fleet_lost++;
             if (j) jobs_abandon(j);
             break;
         case FLEET_JOB_CANCEL:
