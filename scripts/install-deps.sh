@@ -17,6 +17,10 @@ packages=(
   libhiredis-dev redis-server
   # the reference external evaluator (examples/python/evaluator.py) and its mixed-fleet test
   python3-torch
+  # the service test (tests/install/test_systemd_service.py) boots Debian's systemd in its
+  # own namespaces and installs, enables and starts zmixd.service in it as docs/install.md
+  # says; useradd and runuser, unshare and nsenter come from passwd and util-linux
+  systemd passwd util-linux
 )
 # node + npm: the tokenizer parity test's reference implementations (test only, see below).
 # A node that is already on the machine (not Debian's) is used as it is.
