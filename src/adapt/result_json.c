@@ -10,6 +10,7 @@
 
 #include "adapt/cem_options.h"
 #include "adapt_internal.h"
+#include "util/shortest.h"
 #include "zmix/adapt.h"
 #include "zmix/version.h"
 
@@ -24,10 +25,7 @@ static cJSON *number(double v)
 {
     if (!isfinite(v)) return cJSON_CreateNull();
     char buf[32];
-    for (int digits = 15; digits <= 17; digits++) {
-        snprintf(buf, sizeof buf, "%.*g", digits, v);
-        if (strtod(buf, NULL) == v) break;
-    }
+    zmix_shortest_double(buf, v);
     return cJSON_CreateRaw(buf);
 }
 

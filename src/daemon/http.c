@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,6 +29,7 @@
 #include "daemon/server.h"
 #include "daemon/web_assets.h"
 #include "util/clock.h"
+#include "util/shortest.h"
 
 #define HTTP_MAX_CONNECTIONS 32
 #define HTTP_TIMEOUT_S       30
@@ -36,7 +38,8 @@
 #define HTTP_NICE_DELTA      5  /* as the workers: the loop runs first (pool.c) */
 #define HTTP_JOBS_PER_SLICE  16 /* /api/jobs packs this many jobs per loop turn */
 
-enum { MP_NONE = 0, MP_RPC, MP_OBJECT };
+/* MP_RPC_JOBS: an RPC response whose result's "jobs" list is the answer (a fleet's /api/jobs) */
+enum { MP_NONE = 0, MP_RPC, MP_OBJECT, MP_RPC_JOBS };
 
 typedef struct http_req http_req;
 struct http_req {
@@ -48,7 +51,7 @@ struct http_req {
     const char *type;
     char *body;
     size_t len;
-    int msgpack; /* body is msgpack for the HTTP thread to turn into JSON: MP_RPC, MP_OBJECT */
+    int msgpack; /* body is msgpack for the HTTP thread to turn into JSON: MP_RPC, ... */
     int metrics; /* body is /metrics: the HTTP thread adds the process's memory */
     /* Loop only: */
     uint32_t msgid;    /* the request made for it on the administrator's connection */
@@ -174,6 +177,16 @@ static int is_data_path(const char *p)
            (!strncmp(p, "/api/tasks/", 11) && p[11] && !strchr(p + 11, '/'));
 }
 
+/* cJSON's own printing stops at 15 digits when they come within its tolerance, so the API
+ * would disagree with the RPC answer in the last digit. NaN and Inf print as null. */
+static cJSON *json_number(double v)
+{
+    if (!isfinite(v)) return cJSON_CreateNull();
+    char text[32];
+    zmix_shortest_double(text, v);
+    return cJSON_CreateRaw(text);
+}
+
 static cJSON *to_json(const msgpack_object *o)
 {
     switch (o->type) {
@@ -182,8 +195,7 @@ static cJSON *to_json(const msgpack_object *o)
     case MSGPACK_OBJECT_POSITIVE_INTEGER: return cJSON_CreateNumber((double)o->via.u64);
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: return cJSON_CreateNumber((double)o->via.i64);
     case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        return cJSON_CreateNumber(o->via.f64); /* NaN and Inf print as null */
+    case MSGPACK_OBJECT_FLOAT64: return json_number(o->via.f64);
     case MSGPACK_OBJECT_STR: {
         char *s = malloc(o->via.str.size + 1);
         if (!s) return NULL;
@@ -245,7 +257,8 @@ static enum MHD_Result respond_json(struct MHD_Connection *mc, http_req *r)
     unsigned status = 200;
     if (msgpack_unpack_next(&u, r->body, r->len, &off) == MSGPACK_UNPACK_SUCCESS) {
         const msgpack_object *o = &u.data;
-        if (r->msgpack == MP_RPC && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 4) {
+        int rpc = r->msgpack == MP_RPC || r->msgpack == MP_RPC_JOBS;
+        if (rpc && o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size == 4) {
             const msgpack_object *a = o->via.array.ptr;
             o = &a[3];
             if (a[2].type != MSGPACK_OBJECT_NIL) {
@@ -255,6 +268,9 @@ static enum MHD_Result respond_json(struct MHD_Connection *mc, http_req *r)
                     snprintf(name, sizeof name, "%.*s", (int)code->via.str.size, code->via.str.ptr);
                 status = (unsigned)status_of_error(name);
                 o = &a[2];
+            } else if (r->msgpack == MP_RPC_JOBS) {
+                const msgpack_object *list = rpc_map_get(o, "jobs");
+                if (list) o = list;
             }
         }
         j = to_json(o);
@@ -514,8 +530,17 @@ static void on_vc_send(conn *c, const char *data, size_t len)
     }
     memcpy(copy, data, len);
     history_keep(h, r, data, len, ok);
-    r->msgpack = MP_RPC;
+    r->msgpack = r->msgpack == MP_RPC_JOBS ? MP_RPC_JOBS : MP_RPC;
     answer(r, 200, "application/json", copy, len);
+}
+
+/* r waits for the answer to a request made for it on the administrator's connection. */
+static uint32_t pend(http_server *h, http_req *r)
+{
+    r->msgid = ++h->next_msgid;
+    r->next = h->pending;
+    h->pending = r;
+    return r->msgid;
 }
 
 /* Runs method {key: value} for r on the administrator's connection. */
@@ -542,9 +567,7 @@ static void call_method(http_server *h, http_req *r, const char *method, const c
     } else {
         rpc_request req = {.type = RPC_REQUEST, .params = u.data};
         snprintf(req.method, sizeof req.method, "%s", method);
-        req.msgid = r->msgid = ++h->next_msgid;
-        r->next = h->pending;
-        h->pending = r;
+        req.msgid = pend(h, r);
         methods_dispatch(h->srv, h->vc, &req); /* answers now or, after I/O, later */
     }
     msgpack_unpacked_destroy(&u);
@@ -644,6 +667,9 @@ static void handle(http_server *h, http_req *r)
         }
         r->metrics = 1;
         answer(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+    } else if (!strcmp(p, "/api/jobs") && h->srv->fleet_jobs) { /* the fleet's, from Redis */
+        r->msgpack = MP_RPC_JOBS;
+        remote_jobs_statuses(h->srv, h->vc, pend(h, r), (size_t)r->limit);
     } else if (!strcmp(p, "/api/jobs")) {
         answer_jobs(h, r);
     } else if (!strcmp(p, "/api/tasks")) {

@@ -305,6 +305,7 @@ typedef struct list_op {
     io_op base;
     parked *p;
     char state[16];
+    size_t limit; /* the dashboard's list (remote_jobs_statuses): whole statuses, else briefs */
     int rc;
     zmix_error err;
     uint64_t *ids;
@@ -313,10 +314,39 @@ typedef struct list_op {
     fleet_job_peek *peek;
 } list_op;
 
+/* Keeps every open job and, newest first, others while fewer than limit are kept: the rule
+ * of the dashboard's local list. */
+static int list_keep_open_and_newest(list_op *op, fleet_jobs *fj)
+{
+    uint64_t *open = NULL;
+    size_t n_open = 0;
+    op->rc = fleet_jobs_ids(fj, 1, &open, &n_open, &op->err);
+    if (op->rc) return op->rc;
+    size_t kept = 0;
+    for (size_t i = 0; i < op->n; i++) {
+        int is_open = 0;
+        for (size_t k = 0; k < n_open && !is_open; k++) is_open = open[k] == op->ids[i];
+        if (is_open || kept < op->limit) op->ids[kept++] = op->ids[i];
+    }
+    op->n = kept;
+    for (size_t k = 0; k < n_open; k++) { /* open, yet older than the newest listed */
+        int listed = 0;
+        for (size_t i = 0; i < op->n && !listed; i++) listed = op->ids[i] == open[k];
+        if (listed) continue;
+        uint64_t *grown = realloc(op->ids, (op->n + 1) * sizeof *grown);
+        if (!grown) break;
+        op->ids = grown;
+        op->ids[op->n++] = open[k];
+    }
+    free(open);
+    return 0;
+}
+
 static void list_work(io_op *o) /* threadpool */
 {
     list_op *op = (list_op *)o;
     op->rc = fleet_jobs_ids(o->srv->fleet_jobs, 0, &op->ids, &op->n, &op->err);
+    if (!op->rc && op->limit) list_keep_open_and_newest(op, o->srv->fleet_jobs);
     if (op->rc || !op->n) return;
     op->peek = calloc(op->n, sizeof *op->peek);
     op->peek_rc = calloc(op->n, sizeof *op->peek_rc);
@@ -353,10 +383,12 @@ static void list_after(io_op *o) /* loop */
         for (size_t i = 0; i < op->n; i++) {
             if (op->peek_rc[i] != 0) continue;
             const job *j = jobs_find(o->srv, op->ids[i]);
-            if (j && !j->abandoned) /* driven here: the live numbers */
+            if (j && !j->abandoned && op->limit) /* driven here: the live numbers */
+                jobs_pack_status(o->srv, j, list);
+            else if (j && !j->abandoned)
                 jobs_pack_brief(j, list);
             else
-                pack_status(list, op->ids[i], &op->peek[i], brief_fields);
+                pack_status(list, op->ids[i], &op->peek[i], op->limit ? NULL : brief_fields);
         }
         reply_map_to(p, &m);
     }
@@ -368,12 +400,25 @@ static void list_after(io_op *o) /* loop */
     free(op);
 }
 
-void remote_jobs_list(server *srv, conn *c, uint32_t msgid, const char *state)
+static void list_submit(server *srv, conn *c, uint32_t msgid, const char *state, size_t limit)
 {
     list_op *op = calloc(1, sizeof *op);
-    if (op) snprintf(op->state, sizeof op->state, "%s", state);
+    if (op) {
+        snprintf(op->state, sizeof op->state, "%s", state);
+        op->limit = limit;
+    }
     io_submit_parked(srv, c, msgid, op ? &op->base : NULL, op ? &op->p : NULL, list_work,
                      list_after);
+}
+
+void remote_jobs_list(server *srv, conn *c, uint32_t msgid, const char *state)
+{
+    list_submit(srv, c, msgid, state, 0);
+}
+
+void remote_jobs_statuses(server *srv, conn *c, uint32_t msgid, size_t limit)
+{
+    list_submit(srv, c, msgid, "", limit ? limit : 1);
 }
 
 /* ---- subscribe: progress of jobs other members drive ---------------------------------------- */

@@ -340,6 +340,9 @@ void remote_cancel(server *srv, conn *c, uint32_t msgid, uint64_t id);
 void remote_poll(server *srv, uint64_t now_ms);  /* the tick: answers remote waits */
 void remote_watch(server *srv, uint64_t now_ms); /* the tick: progress of remote jobs */
 void remote_jobs_list(server *srv, conn *c, uint32_t msgid, const char *state);
+/* The dashboard's list of a fleet (/api/jobs): every open job and the newest others up to
+ * limit, each with its whole status, answered as {"jobs": [...]} to c. */
+void remote_jobs_statuses(server *srv, conn *c, uint32_t msgid, size_t limit);
 void remote_subscribe(server *srv, conn *c, uint32_t msgid, uint64_t id);
 void remote_park(server *srv, parked *p, uint64_t id); /* a local waiter of an abandoned job */
 

@@ -395,3 +395,38 @@ def test_tenants_stay_apart_across_members(tmp_path, experts, redis):
     finally:
         for d in ds:
             assert d.stop() == 0, d.log_text()
+
+
+def test_the_dashboard_shows_the_fleets_jobs(tmp_path, experts, redis):
+    """A member's dashboard (/api/jobs) lists the jobs every member drives, each with its whole
+    status as /api/jobs/ID gives it, and keeps ?limit= for ended ones."""
+    port = free_port()
+    a = member(tmp_path, "a", experts, redis, *LEASE, "--http", f"127.0.0.1:{port}").start()
+    b = member(tmp_path, "b", experts, redis, *LEASE).start()
+
+    def api(path):
+        import json
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}{path}").read())
+
+    try:
+        with b.client(timeout=300) as cb:
+            first = cb.submit("on-b", make_examples(seed=43, **EXAMPLES), cem=CEM)["job"]
+            assert driver_pid(redis, first) == b.proc.pid
+            listed = wait_for(lambda: [j for j in api("/api/jobs") if j["job"] == first
+                                       and j.get("generation", 0) >= 1], timeout=120)
+            assert listed[0]["task"] == "on-b" and listed[0]["state"] == "running", listed
+            # the whole status, not the brief: as B, which drives it, tells it
+            assert listed[0]["max_generations"] == cb.status(first)["max_generations"], listed
+            assert cb.wait(first, timeout=240)["status"]["state"] == "done"
+            second = cb.submit("on-b-2", make_examples(seed=44, **EXAMPLES), cem=CEM)["job"]
+            assert cb.wait(second, timeout=240)["status"]["state"] == "done"
+            want = cb.status(first)
+            jobs = {j["job"]: j for j in api("/api/jobs")}
+            assert set(jobs) == {first, second}, jobs
+            assert jobs[first]["best_alpha"] == want["best_alpha"], (jobs[first], want)
+            assert jobs[first]["best"] == want["best"]
+            assert api(f"/api/jobs/{first}")["best_alpha"] == want["best_alpha"]
+            assert [j["job"] for j in api("/api/jobs?limit=1")] == [second]
+    finally:
+        assert b.stop() == 0, b.log_text()
+        assert a.stop() == 0, a.log_text()
