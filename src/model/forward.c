@@ -175,6 +175,87 @@ scores_8(float *out, const float *qh, const float *kt, size_t stride, int hd, fl
     memcpy(out, &s, sizeof s);
 }
 
+typedef int32_t i8v __attribute__((vector_size(32)));
+
+/* Attention of 8 queries at once (rows i0..i0+nb-1 of a head whose width is a multiple of 8):
+ * the lanes are the queries, so a key's 8 scores, a row's maximum, sum and output are each
+ * one vector chain where the row-by-row loop had a scalar chain per row, waiting on its
+ * latency. Every lane does its row's arithmetic in its row's order (the products of dot()
+ * and its tree, the maximum and the sum over keys in order, (p · 1/sum) · v added key by
+ * key), so a row's bits are those of the row-by-row loop; keys a row does not see are -inf
+ * before the exponential and exactly 0 after it, which adds nothing to its sum or output. t
+ * holds the block's scores, key after key, 8 lanes each. */
+static inline __attribute__((always_inline)) void
+attend_block8(const zmix_model_config *c, const float *q, const float *k1, const float *v1, int n1,
+              const float *k2, const float *v2, int h, int i0, int nb, int pos0, float *t,
+              float *att)
+{
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    size_t off = (size_t)(h / (c->n_heads / c->n_kv_heads)) * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    f8 qt[LOOP_HEAD_DIM]; /* qt[d]: dimension d of the 8 queries */
+    for (int d = 0; d < hd; d++)
+        for (int k = 0; k < 8; k++)
+            qt[d][k] = k < nb ? q[(size_t)(i0 + k) * q_dim + (size_t)h * hd + d] : 0.0f;
+    const i8v lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const f8 minus_inf = (f8){0} - __builtin_inff();
+    int first = pos0 + i0 + 1, last = pos0 + i0 + nb; /* keys the block's first, last row see */
+    f8 mx = {0};
+    for (int j = 0; j < last; j++) {
+        const float *kj =
+            j < n1 ? k1 + (size_t)j * kv_dim + off : k2 + (size_t)(j - n1) * kv_dim + off;
+        f8 s;
+        if (hd == 8) {
+#define QK_(l) (qt[l] * kj[l])
+            s = ((QK_(0) + QK_(4)) + (QK_(1) + QK_(5))) + ((QK_(2) + QK_(6)) + (QK_(3) + QK_(7)));
+#undef QK_
+        } else {
+            f8 acc[8];
+            for (int l = 0; l < 8; l++) acc[l] = qt[l] * kj[l];
+            for (int b = 8; b < hd; b += 8)
+                for (int l = 0; l < 8; l++) acc[l] += qt[b + l] * kj[b + l];
+            s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+        }
+        s = s * scale;
+        if (j >= first) { /* rows i0 + k with k < j - pos0 - i0 do not see key j */
+            i8v hidden = lane < (j - pos0 - i0);
+            s = (f8)(((i8v)minus_inf & hidden) | ((i8v)s & ~hidden));
+        }
+        memcpy(t + (size_t)j * 8, &s, sizeof s);
+        if (j == 0) {
+            mx = s;
+        } else {
+            i8v more = s > mx;
+            mx = (f8)(((i8v)s & more) | ((i8v)mx & ~more));
+        }
+    }
+    for (int j = 0; j < last; j++) {
+        f8 s = load_f8(t + (size_t)j * 8) - mx;
+        memcpy(t + (size_t)j * 8, &s, sizeof s);
+    }
+    zmix_vec_exp_shift(t, 0.0f, (size_t)last * 8);
+    f8 sum = {0};
+    for (int j = 0; j < last; j++) {
+        f8 e = load_f8(t + (size_t)j * 8);
+        if (j >= first) { /* exp(-inf) is clamped to a tiny number: hidden keys are 0 again */
+            i8v hidden = lane < (j - pos0 - i0);
+            e = (f8)((i8v)e & ~hidden);
+            memcpy(t + (size_t)j * 8, &e, sizeof e);
+        }
+        sum += e;
+    }
+    f8 inv = 1.0f / sum, out[LOOP_HEAD_DIM];
+    for (int d = 0; d < hd; d++) out[d] = (f8){0};
+    for (int j = 0; j < last; j++) {
+        const float *vj =
+            j < n1 ? v1 + (size_t)j * kv_dim + off : v2 + (size_t)(j - n1) * kv_dim + off;
+        f8 p = load_f8(t + (size_t)j * 8) * inv;
+        for (int d = 0; d < hd; d++) out[d] = out[d] + p * vj[d];
+    }
+    for (int k = 0; k < nb; k++)
+        for (int d = 0; d < hd; d++) att[(size_t)(i0 + k) * q_dim + (size_t)h * hd + d] = out[d][k];
+}
+
 /* Compiled for AVX2 and the baseline, picked at load time, as vec.c's kernels (not under
  * the sanitizers, for the same reason). Per head: the keys are laid out transposed once (in
  * kt, n1 + n2 rows of hd, or NULL when there was no memory for it: then key by key), so that
@@ -193,6 +274,13 @@ attend_short(const zmix_model_config *c, const float *q, const float *k1, const 
     /* Rows of kt padded to whole blocks of 8 keys. */
     size_t stride = (size_t)(len + 7) / 8 * 8;
     float scale = 1.0f / sqrtf((float)hd);
+    if (kt && hd % 8 == 0) { /* kt (at least 8 floats per key) holds a block's scores */
+        for (int h = 0; h < c->n_heads; h++)
+            for (int i0 = 0; i0 < nq; i0 += 8)
+                attend_block8(c, q, k1, v1, n1, k2, v2, h, i0, nq - i0 < 8 ? nq - i0 : 8, pos0, kt,
+                              att);
+        return;
+    }
     for (int h = 0; h < c->n_heads; h++) {
         size_t off = (size_t)(h / group) * hd;
         if (kt && h % group == 0)
