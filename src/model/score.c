@@ -424,8 +424,38 @@ static void score_logits(const score_call *call, const float *lg, int first, int
 }
 
 /* A candidate's score: the means over its n examples, summed in example order. */
+/* ZMIX_SCORE_TRACE=FILE (a diagnostic, docs/scoring.md): every scored candidate's examples
+ * as one line "C exact loglik margin ..." in scoring order, for offline studies of the
+ * search (bench/prune_ceiling.py). Opened on first use; a line is one write. */
+static FILE *score_trace;
+static pthread_once_t score_trace_once = PTHREAD_ONCE_INIT;
+
+static void score_trace_open(void)
+{
+    const char *path = getenv("ZMIX_SCORE_TRACE");
+    if (path && path[0]) score_trace = fopen(path, "a");
+}
+
+static void score_trace_write(const zmix_example_score *scores, int n)
+{
+    pthread_once(&score_trace_once, score_trace_open);
+    if (!score_trace) return;
+    size_t cap = 2 + (size_t)n * 56, len = 1;
+    char *line = malloc(cap);
+    if (!line) return;
+    line[0] = 'C';
+    for (int e = 0; e < n; e++)
+        len += (size_t)snprintf(line + len, cap - len, " %d %.17g %.17g", scores[e].exact,
+                                scores[e].loglik, scores[e].margin);
+    line[len++] = '\n';
+    fwrite(line, 1, len, score_trace);
+    fflush(score_trace);
+    free(line);
+}
+
 static void score_mean(const zmix_example_score *scores, int n, zmix_score *out)
 {
+    score_trace_write(scores, n);
     int n_exact = 0;
     double sum = 0.0, margin = 0.0;
     for (int e = 0; e < n; e++) {
