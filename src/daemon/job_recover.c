@@ -69,7 +69,7 @@ static void recover_one(server *srv, job *j, job_recovered *rec)
     if (job_state_finished(r->state)) {
         job_set_phase(j, JOB_PH_FINISHED);
         restore_final(j, r);
-        job_spec_free(&j->spec); /* kept for status only: the examples are not needed */
+        job_spec_drop_examples(&j->spec); /* kept for status only: the examples are not needed */
         return;
     }
     if (rc != 0) {

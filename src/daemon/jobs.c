@@ -412,7 +412,7 @@ void jobs_finished(job *j, job_state state, const char *reason, job_summary *sum
         srv->jobs_cancelled++;
     ZLOG_INFO(srv->log, "job %llu: %s (%s)", (unsigned long long)j->id, job_state_name(state),
               reason);
-    job_spec_free(&j->spec); /* the examples; status needs only the settings */
+    job_spec_drop_examples(&j->spec); /* the examples; status needs only the settings */
     /* The other members answer for the job from what it published last. */
     if (srv->fleet_jobs && !j->end_unsaved) job_io_publish_status(j);
     jobs_answer_waiters(j);

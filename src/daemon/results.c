@@ -89,6 +89,8 @@ static void get_after(io_op *o) /* loop */
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         jobs_pack_result(o->srv, &op->res, op->with_vectors, op->with_document, &pk);
         task_result_free(&op->res);
+    } else {
+        zmix_error_prefix(&op->err, "get"); /* as every method's refusal starts */
     }
     answer(op, &sb);
     msgpack_sbuffer_destroy(&sb);
@@ -136,6 +138,7 @@ static void evict_after(io_op *o) /* loop */
     rpc_map_str(&m, "evicted", task_name_local(op->task));
     if (tenant_name[0]) rpc_map_str(&m, "tenant", tenant_name);
     rpc_map_end(&m, &pk);
+    if (op->rc) zmix_error_prefix(&op->err, "evict");
     answer(op, &sb);
     msgpack_sbuffer_destroy(&sb);
 }

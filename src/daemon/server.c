@@ -164,10 +164,26 @@ int conn_sees_task(const conn *c, const char *task)
 }
 
 /* A task name from a client, as stored: a tenant's names live under TENANT@ (a tenant
- * cannot name another's tasks); the administrator names anyone's as TENANT@TASK. */
+ * cannot name another's tasks); the administrator names anyone's as TENANT@TASK, of a tenant
+ * the tokens file declares (without tenants, '@' is just not a task-name byte). */
 int conn_scope_task(const conn *c, char task[TASK_NAME_MAX + 1], zmix_error *err)
 {
-    if (!c->tenant) return 0;
+    if (!c->tenant) {
+        if (!strchr(task, TASK_SCOPE_SEP)) return 0;
+        const tenant_table *tt = &c->srv->tenants;
+        if (!tt->n)
+            return zmix_error_set(err, ZMIX_EINVAL,
+                                  "task name: '@' is not allowed: this daemon has no tenants (%s)",
+                                  TASK_NAME_RULE);
+        char name[TENANT_NAME_MAX + 1];
+        task_name_tenant(task, name);
+        for (int i = 0; i < tt->n; i++)
+            if (!strcmp(tt->v[i].name, name)) return 0;
+        return zmix_error_set(err, ZMIX_EINVAL,
+                              "task name %s: no tenant '%s' in --tenants (the administrator names "
+                              "a tenant's task TENANT@TASK)",
+                              task, name);
+    }
     if (strchr(task, TASK_SCOPE_SEP))
         return zmix_error_set(err, ZMIX_EINVAL, "task name: '@' is not allowed (%s)",
                               TASK_NAME_RULE);

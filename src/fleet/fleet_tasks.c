@@ -68,7 +68,7 @@ int fleet_tasks_get(fleet_jobs *fj, const char *task, task_result *out, zmix_err
     if (!r) return err->code ? err->code : ZMIX_EIO;
     int rc;
     if (r->type != REDIS_REPLY_STRING)
-        rc = zmix_error_set(err, ZMIX_ENOTFOUND, "task %s is not cached", task);
+        rc = zmix_error_set(err, ZMIX_ENOTFOUND, "task %s: not cached", task);
     else if ((rc = task_record_parse((const uint8_t *)r->str, r->len, out, err)) != 0)
         zmix_error_prefix(err, "task %s in the fleet's Redis (%s)", task, fleet_jobs_url(fj));
     freeReplyObject(r);
@@ -90,7 +90,7 @@ int fleet_tasks_version(fleet_jobs *fj, const char *task, char key_out[TASK_KEY_
     int rc = 0;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
-        rc = zmix_error_set(err, ZMIX_ENOTFOUND, "task %s is not cached", task);
+        rc = zmix_error_set(err, ZMIX_ENOTFOUND, "task %s: not cached", task);
     } else {
         snprintf(key_out, TASK_KEY_MAX + 1, "%s", r->element[0]->str);
         *created_ms = atoll(r->element[1]->str);
@@ -110,7 +110,7 @@ int fleet_tasks_evict(fleet_jobs *fj, const char *task, zmix_error *err)
     if (!r) return err->code ? err->code : ZMIX_EIO;
     int rc = r->type == REDIS_REPLY_INTEGER && r->integer == 1
                  ? 0
-                 : zmix_error_set(err, ZMIX_ENOTFOUND, "task %s is not cached", task);
+                 : zmix_error_set(err, ZMIX_ENOTFOUND, "task %s: not cached", task);
     freeReplyObject(r);
     return rc;
 }

@@ -379,7 +379,7 @@ int job_spec_parse(const msgpack_object *params, const job_limits *lim,
     memset(out, 0, sizeof *out);
     if (params->type != MSGPACK_OBJECT_MAP)
         return zmix_error_set(err, ZMIX_EINVAL, "params must be a map");
-    int rc = rpc_map_check_keys(params, keys, "submit", err);
+    int rc = rpc_map_check_keys(params, keys, NULL, err); /* the reply names the method */
     if (rc) return rc;
     if ((rc = job_task_param(params, out->task, err))) return rc;
     int64_t prio;
@@ -427,6 +427,11 @@ size_t job_spec_memory(const job_spec *spec)
     size_t examples =
         spec->examples.n_tokens * sizeof(int32_t) + (size_t)spec->examples.n * sizeof(zmix_example);
     return population + per_member + history + distribution + examples + 4096;
+}
+
+void job_spec_drop_examples(job_spec *spec)
+{
+    zmix_examples_free(&spec->examples);
 }
 
 void job_spec_free(job_spec *spec)

@@ -45,6 +45,9 @@ typedef struct job_spec {
 int job_spec_parse(const msgpack_object *params, const job_limits *lim,
                    const zmix_cem_settings *cem_defaults, job_spec *out, zmix_error *err);
 void job_spec_free(job_spec *spec);
+/* Frees the examples only: a finished job's status still shows every setting, the warm start
+ * it was accepted with included. */
+void job_spec_drop_examples(job_spec *spec);
 
 /* Upper estimate of the memory a job holds while it runs: its population and scores, the
  * engine's state and per-generation history (2·dim doubles per generation, and as much again

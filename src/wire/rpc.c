@@ -275,16 +275,18 @@ const msgpack_object *rpc_map_get(const msgpack_object *map, const char *key)
 int rpc_map_check_keys(const msgpack_object *map, const char *const *allowed, const char *where,
                        zmix_error *err)
 {
+    const char *sep = where ? ": " : "";
+    if (!where) where = "";
     for (uint32_t i = 0; i < map->via.map.size; i++) {
         const msgpack_object *k = &map->via.map.ptr[i].key;
         if (k->type != MSGPACK_OBJECT_STR)
-            return zmix_error_set(err, ZMIX_EINVAL, "%s: keys must be strings, got %s", where,
+            return zmix_error_set(err, ZMIX_EINVAL, "%s%skeys must be strings, got %s", where, sep,
                                   rpc_type_name(k));
         int known = 0;
         for (const char *const *a = allowed; *a && !known; a++) known = key_is(k, *a);
         if (!known) {
             int n = (int)utf8_cut(k->via.str.ptr, k->via.str.size, 64);
-            return zmix_error_set(err, ZMIX_EINVAL, "%s: unknown field '%.*s'", where, n,
+            return zmix_error_set(err, ZMIX_EINVAL, "%s%sunknown field '%.*s'", where, sep, n,
                                   k->via.str.ptr);
         }
         for (uint32_t j = 0; j < i; j++) {
@@ -292,8 +294,8 @@ int rpc_map_check_keys(const msgpack_object *map, const char *const *allowed, co
             if (p->via.str.size == k->via.str.size &&
                 !memcmp(p->via.str.ptr, k->via.str.ptr, k->via.str.size)) {
                 int n = (int)utf8_cut(k->via.str.ptr, k->via.str.size, 64);
-                return zmix_error_set(err, ZMIX_EINVAL, "%s: field '%.*s' given twice", where, n,
-                                      k->via.str.ptr);
+                return zmix_error_set(err, ZMIX_EINVAL, "%s%sfield '%.*s' given twice", where, sep,
+                                      n, k->via.str.ptr);
             }
         }
     }

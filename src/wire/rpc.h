@@ -65,7 +65,8 @@ int rpc_request_decode(const msgpack_object *obj, rpc_request *req, int *msgid_k
 /* The value under key in a map, or NULL. Keys must be strings. */
 const msgpack_object *rpc_map_get(const msgpack_object *map, const char *key);
 /* Fails naming the first key of map that is not in allowed (NULL-terminated) or not a
- * string, so that a misspelt setting is an error, not silently ignored. */
+ * string, so that a misspelt setting is an error, not silently ignored. The message starts
+ * "WHERE: " (where NULL: nothing, for a caller that prefixes it itself). */
 int rpc_map_check_keys(const msgpack_object *map, const char *const *allowed, const char *where,
                        zmix_error *err);
 /* Each getter: absent (or nil) → *out = def when !required, else ZMIX_EINVAL "missing field".

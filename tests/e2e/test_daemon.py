@@ -187,6 +187,12 @@ def test_one_task_name_rule_for_submit_get_and_evict(shared_daemon):
             assert e.value.code == "EINVAL", (method, e.value)
             assert e.value.message == (
                 f"{method}: task name of 128 bytes is too long ({rule})"), e.value.message
+            # '@' scopes a tenant's task: a daemon without tenants has none to name
+            with pytest.raises(RpcError) as e:
+                c.call(method, dict(params, task="s@x"))
+            assert e.value.code == "EINVAL", (method, e.value)
+            assert e.value.message == (f"{method}: task name: '@' is not allowed: this daemon "
+                                       f"has no tenants ({rule})"), e.value.message
         job = c.submit(longest, make_examples(n=1, seed=16), cem=SMALL)["job"]
         assert wait_done(c, job)["state"] == "done"
         assert c.get(longest, vectors=False)["task"] == longest
@@ -245,6 +251,8 @@ def test_bad_requests_answered_connection_stays(shared_daemon):
             ("submit", {"task": "t", "examples": [{"prompt": [1] * 600, "target": [2]}]},
              "ELIMIT", "submit: examples[0]: 601 tokens"),
             ("ping", {"extra": 1}, "EINVAL", "ping: unknown field 'extra'"),
+            ("submit", {"task": "t", "examples": [{"prompt": [1], "target": [2]}], "bogus": 1},
+             "EINVAL", "submit: unknown field 'bogus'"),
             ("submit", {"task": "t", "examples": [{"prompt": "Once upon", "target": " a"}]},
              "EINVAL", "submit: examples[0].prompt is text but the model has no tokenizer"),
         ]

@@ -82,6 +82,13 @@ def test_tenants_cannot_see_cancel_or_evict_each_others_work(tenant_daemon):
         with pytest.raises(RpcError) as e:
             admin.get("shared-name")  # the administrator's own namespace is separate
         assert e.value.code == "ENOTFOUND"
+        # ... and names only tenants the tokens file declares
+        for call, params in [("submit", {"task": "nobody@x", "examples": make_examples(n=2)}),
+                             ("get", {"task": "nobody@shared-name"}),
+                             ("evict", {"task": "nobody@shared-name"})]:
+            with pytest.raises(RpcError) as e:
+                admin.call(call, params)
+            assert e.value.code == "EINVAL" and "no tenant 'nobody'" in e.value.message, e.value
 
 
 def test_progress_of_another_tenant_is_not_sent(tenant_daemon):

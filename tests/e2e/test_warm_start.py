@@ -40,6 +40,8 @@ def test_warm_start_from_a_cached_task(tmp_path, experts):
             assert document(c, "first")["warm_start"] is None
             settings = c.get("second", vectors=False)["settings"]
             assert settings["warm_start"] == "first" and len(settings["warm_alpha"]) == len(alpha)
+            # the status of the ended job shows the same settings (§4.6: every key of get's)
+            assert c.status(job)["settings"] == settings
 
             # a warm start is part of the inputs: the same request cold is another job
             cold = submit(c, "second", make_examples(n=4, seed=81), SMALL)
