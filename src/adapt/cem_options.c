@@ -33,7 +33,7 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                      .lo = 2,
                      .hi = CEM_OPTION_MAX_POP,
                      .limit = CEM_LIMIT_POP,
-                     .help = "population size"},
+                     .help = "population size (sep-cma: pop × iters is the evaluation budget)"},
     /* (0, 1]: the smallest positive ratio still gives one elite (max(1, floor(ratio·pop))). */
     [CEM_OPT_ELITE] = {.key = "elite",
                        .flag = "--elite",
@@ -42,7 +42,7 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                        .offset = FIELD(cem.elite_ratio),
                        .lo = 1e-9,
                        .hi = 1.0,
-                       .help = "elite ratio in (0, 1]"},
+                       .help = "elite ratio in (0, 1] (cem only)"},
     [CEM_OPT_ITERS] = {.key = "iters",
                        .flag = "--iters",
                        .metavar = "N",
@@ -51,7 +51,8 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                        .lo = 1,
                        .hi = CEM_OPTION_MAX_GENERATIONS,
                        .limit = CEM_LIMIT_GENERATIONS,
-                       .help = "maximum generations"},
+                       .help = "maximum generations (sep-cma: with pop, the budget; at most 8 × "
+                               "iters generations)"},
     [CEM_OPT_SEED] = {.key = "seed",
                       .flag = "--seed",
                       .metavar = "S",
@@ -67,7 +68,8 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                           .lo = -1.0,
                           .hi = 1e6,
                           .help = "initial std",
-                          .default_text = "half the bounds' width"},
+                          .default_text = "cem: half the bounds' width; sep-cma: a fifth; a "
+                                          "quarter with a warm start"},
     [CEM_OPT_BOUNDS] = {.key = "bounds",
                         .flag = "--bounds",
                         .metavar = "LO,HI",
@@ -123,13 +125,13 @@ const cem_option cem_options[CEM_OPT_COUNT] = {
                      .offset = FIELD(cem.ema),
                      .lo = 0.0,
                      .hi = 0.999999,
-                     .help = "EMA factor on mean and std, in [0, 1)"},
+                     .help = "EMA factor on mean and std, in [0, 1) (cem only)"},
     [CEM_OPT_ELITISM] = {.key = "elitism",
                          .flag = "--no-elitism",
                          .type = CEM_TYPE_BOOL,
                          .offset = FIELD(cem.elitism),
                          .flag_value = 0,
-                         .help = "do not carry the best member over"},
+                         .help = "do not carry the best member over (cem only)"},
     [CEM_OPT_RESCALE] = {.key = "rescale",
                          .flag = "--no-rescale",
                          .type = CEM_TYPE_BOOL,
@@ -303,7 +305,7 @@ void cem_options_print_help(FILE *out)
     zmix_adapt_opts_default(&defaults);
     for (int i = 0; i < CEM_OPT_COUNT; i++) {
         const cem_option *o = &cem_options[i];
-        char usage[64], def[64];
+        char usage[64], def[128];
         snprintf(usage, sizeof usage, "%s%s%s", o->flag, o->metavar ? " " : "",
                  o->metavar ? o->metavar : "");
         format_default(o, &defaults, def, sizeof def);

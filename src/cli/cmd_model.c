@@ -530,7 +530,10 @@ static void print_generation(const model_args *a, const int32_t *ids, int n, con
         else
             cJSON_AddNullToObject(root, "text");
         cJSON_AddStringToObject(root, "finish_reason", finish);
-        cJSON_AddNumberToObject(root, "stop_token", stop_token);
+        if (stop_token >= 0) /* as the daemon answers: null when no stop id ended it */
+            cJSON_AddNumberToObject(root, "stop_token", stop_token);
+        else
+            cJSON_AddNullToObject(root, "stop_token");
         char *out = cJSON_PrintUnformatted(root);
         if (out) printf("%s\n", out);
         free(out);

@@ -272,7 +272,10 @@ static void step_scored(job *j)
          * (docs/sizing.md): other jobs share the workers, so this is an upper bound
          * per generation only while the job runs alone. */
         double s = (double)ns * 1e-9;
-        int left = j->spec.cem.max_generations - 1;
+        zmix_cem_method method;
+        int pop, gens;
+        zmix_adapt_search_shape(&j->opts, j->spec.cem.dim, &method, &pop, &gens);
+        int left = gens - 1;
         ZLOG_INFO(srv->log,
                   "job %llu: first generation took %.3f s (%d candidates x %d examples, %d "
                   "workers): expect about %.3f s per generation, at most %.0f s for the %d "
@@ -342,9 +345,13 @@ void jobs_accepted(job *j, int rc, const zmix_error *err, uint64_t id, task_resu
     j->id = id;
     j->state = JOB_QUEUED;
     job_set_phase(j, JOB_PH_QUEUED);
-    ZLOG_INFO(srv->log, "job %llu: task %s accepted (%d examples, pop %d, %d generations)",
-              (unsigned long long)j->id, j->spec.task, j->spec.examples.n, j->spec.cem.pop_size,
-              j->spec.cem.max_generations);
+    zmix_cem_method method; /* what the search runs: sep-cma has its own population */
+    int pop, gens;
+    zmix_adapt_search_shape(&j->opts, j->spec.cem.dim, &method, &pop, &gens);
+    ZLOG_INFO(srv->log,
+              "job %llu: task %s accepted (%d examples, %s, pop %d, at most %d generations)",
+              (unsigned long long)j->id, j->spec.task, j->spec.examples.n,
+              zmix_cem_method_name(method), pop, gens);
     jobs_answer_waiters(j);
     if (srv->fleet_jobs) job_io_publish_status(j);
     if (j->cancel_requested)

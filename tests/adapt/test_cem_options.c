@@ -106,11 +106,15 @@ static void test_help_shows_every_flag_and_its_default(void **unused)
     assert_int_equal(fclose(f), 0);
     for (int i = 0; i < CEM_OPT_COUNT; i++) assert_non_null(strstr(text, cem_options[i].flag));
     /* Defaults come from zmix_adapt_opts_default (the engine's for the CEM fields). */
-    assert_non_null(strstr(text, "  --pop N              population size (default: 32)\n"));
-    assert_non_null(strstr(text, "  --iters N            maximum generations (default: 50)\n"));
+    assert_non_null(strstr(text, "  --pop N              population size (sep-cma: pop × iters is "
+                                 "the evaluation budget) (default: 32)\n"));
+    assert_non_null(strstr(text,
+                           "  --iters N            maximum generations (sep-cma: with pop, the "
+                           "budget; at most 8 × iters generations) (default: 50)\n"));
     assert_non_null(strstr(text, "(default: 0,1)\n"));
     assert_non_null(strstr(text, "(default: accuracy)\n"));
-    assert_non_null(strstr(text, "  --no-elitism         do not carry the best member over\n"));
+    assert_non_null(strstr(text, "  --no-elitism         do not carry the best member over (cem "
+                                 "only)\n"));
     int lines = 0;
     for (const char *p = text; *p; p++) lines += *p == '\n';
     assert_int_equal(lines, CEM_OPT_COUNT);

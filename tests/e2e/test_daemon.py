@@ -807,3 +807,15 @@ def test_log_states_the_expected_time_per_generation(daemon):
     line = [l for l in log.splitlines() if f"job {job}: first generation took" in l]
     assert len(line) == 1, log
     assert "per generation" in line[0] and "for the 2 generations left" in line[0], line
+    # the default method runs its own population and generations: the log says those
+    with daemon.client() as c:
+        job = c.submit("timed-sep", make_examples(n=2, seed=78),
+                       cem={"pop": 16, "iters": 2, "std_tol": 0})["job"]
+        st = wait_done(c, job)
+    assert st["method"] == "sep-cma" and st["pop"] != 16, st
+    log = daemon.log_text()
+    accepted = [l for l in log.splitlines() if f"job {job}: task timed-sep accepted" in l]
+    assert len(accepted) == 1 and (f"sep-cma, pop {st['pop']}, at most "
+                                   f"{st['max_generations']} generations") in accepted[0], log
+    line = [l for l in log.splitlines() if f"job {job}: first generation took" in l]
+    assert len(line) == 1 and f"for the {st['max_generations'] - 1} generations left" in line[0]

@@ -97,6 +97,7 @@ def test_sampling_seeded_and_stop(demo):
     args = ["--model", demo["model"], "--z", demo["z"], "--text", "grain ", "-n", 40,
             "--ignore-eos", "--temperature", "1.5"]
     a = generate_json(*args, "--seed", 1)
+    assert a["finish_reason"] == "length" and a["stop_token"] is None  # null, as the daemon
     assert generate_json(*args, "--seed", 1) == a
     assert generate_json(*args, "--seed", 2)["tokens"] != a["tokens"]
     # Stopping at the 6th id: the 5 before it, and the stop id named.

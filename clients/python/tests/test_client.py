@@ -63,8 +63,24 @@ def test_load_examples(tmp_path):
         load_examples(str(bare))
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"examples": [{"prompt": "x"}]}))
+    with pytest.raises(ValueError, match=r"examples\[0\] has neither \"target\" nor \"choices\""):
+        load_examples(str(bad))
+    bad.write_text(json.dumps({"examples": [{"target": "x"}]}))
     with pytest.raises(ValueError, match=r"examples\[0\] is not an object with \"prompt\""):
         load_examples(str(bad))
+    # multiple choice (docs/user-guide.md) is an examples file too, and is checked as such
+    mc = [{"prompt": [1, 5], "choices": [[7], [8, 9]], "answer": 1},
+          {"prompt": "2+2=", "choices": ["4", "5"], "answer": 0}]
+    bad.write_text(json.dumps({"examples": mc}))
+    assert load_examples(str(bad)) == mc
+    for broken, words in [({**mc[0], "answer": 2}, r"examples\[0\]\.answer: expected an int"),
+                          ({**mc[0], "choices": [[7]]}, r"choices: expected a list of at least 2"),
+                          ({**mc[0], "choices": [[7], []]}, r"choices\[1\]: expected text or"),
+                          ({"prompt": [1], "target": ""}, r"examples\[0\]\.target is empty"),
+                          ({"prompt": [], "target": [2]}, r"examples\[0\]\.prompt: expected")]:
+        bad.write_text(json.dumps({"examples": [broken]}))
+        with pytest.raises(ValueError, match=words):
+            load_examples(str(bad))
     bad.write_text("{")
     with pytest.raises(ValueError, match="bad.json: not JSON"):
         load_examples(str(bad))

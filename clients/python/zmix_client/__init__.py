@@ -92,10 +92,39 @@ def load_examples(path_or_file):
     if not isinstance(doc, dict) or not isinstance(doc.get("examples"), list):
         raise ValueError(f"{name}: expected {EXAMPLES_SHAPE}")
     for i, ex in enumerate(doc["examples"]):
-        if not isinstance(ex, dict) or "prompt" not in ex or "target" not in ex:
-            raise ValueError(f"{name}: examples[{i}] is not an object with \"prompt\" and "
-                             f"\"target\"; expected {EXAMPLES_SHAPE}")
+        where = f"{name}: examples[{i}]"
+        if not isinstance(ex, dict) or "prompt" not in ex:
+            raise ValueError(f"{where} is not an object with \"prompt\" and \"target\" (or "
+                             f"\"choices\" and \"answer\"); expected {EXAMPLES_SHAPE}")
+        _check_tokens(where + ".prompt", ex["prompt"])
+        if "choices" in ex:  # multiple choice (PROTOCOL.md §4.5)
+            choices = ex["choices"]
+            if not isinstance(choices, list) or len(choices) < 2:
+                raise ValueError(f"{where}.choices: expected a list of at least 2 choices")
+            for c, choice in enumerate(choices):
+                _check_tokens(f"{where}.choices[{c}]", choice)
+            answer = ex.get("answer")
+            if isinstance(answer, bool) or not isinstance(answer, int) or \
+                    not 0 <= answer < len(choices):
+                raise ValueError(f"{where}.answer: expected an int in [0, {len(choices)})")
+        elif "target" in ex:
+            _check_tokens(where + ".target", ex["target"])
+        else:
+            raise ValueError(f"{where} has neither \"target\" nor \"choices\"; expected "
+                             f"{EXAMPLES_SHAPE}")
     return doc["examples"]
+
+
+def _check_tokens(where, value):
+    """A prompt, target or choice: non-empty token ids or text (text "" is allowed for a
+    prompt only, where the tokenizer's BOS makes it a prompt)."""
+    if isinstance(value, str):
+        if value == "" and not where.endswith(".prompt"):
+            raise ValueError(f"{where} is empty")
+        return
+    if not isinstance(value, list) or not value or \
+            not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        raise ValueError(f"{where}: expected text or a non-empty list of token ids")
 
 
 def _floats(data, as_numpy=False):
