@@ -10,7 +10,8 @@
 #
 # usage: scripts/demo.sh [--no-build] [--pop N] [--iters N] [--seed S] [--dir DIR] [--out DIR]
 #   --no-build   use the binaries already in $ZMIX_BUILD_DIR (default: build/)
-#   --pop N      CEM population (default 32)      --iters N   generations (default 25)
+#   --pop N, --iters N   the search budget: pop x iters evaluations (default 32 x 25; the
+#                default method spends it in generations of its own population)
 #   --seed S     demo-init seed (default 1); a cached demo of another seed is regenerated
 #   --dir DIR    the demo data (default ${XDG_CACHE_HOME:-$HOME/.cache}/zmix/demo)
 #   --out DIR    adapted z', plot and report.json (default ${XDG_CACHE_HOME:-$HOME/.cache}/zmix/demo-out)
@@ -119,7 +120,7 @@ done
 task=$demo/task.json
 "$zmix" submit --help 2>/dev/null | grep -q "may be text" || task=$demo/task.tokens.json
 n_examples=$("$py" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["examples"]))' "$task")
-say "submitting the task ($(basename "$task")): $n_examples few-shot examples, population $pop, up to $iters generations"
+say "submitting the task ($(basename "$task")): $n_examples few-shot examples, a budget of $((pop * iters)) evaluations (--pop $pop x --iters $iters)"
 # --validation 0: the demo holds out its own prompts (heldout.json), so the search uses every
 # task example and the report's adapted accuracy is on all of them.
 "$zmix" submit demo --examples "$task" --pop "$pop" --iters "$iters" \
