@@ -10,7 +10,7 @@
 
 #include "adapt/cem_options.h"
 #include "adapt_internal.h"
-#include "util/shortest.h"
+#include "util/json_double.h"
 #include "zmix/adapt.h"
 #include "zmix/version.h"
 
@@ -23,9 +23,8 @@
  * per finished job) holds exactly the numbers the search produced. */
 static cJSON *number(double v)
 {
-    if (!isfinite(v)) return cJSON_CreateNull();
     char buf[32];
-    zmix_shortest_double(buf, v);
+    zmix_json_double(buf, v);
     return cJSON_CreateRaw(buf);
 }
 

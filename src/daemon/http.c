@@ -13,7 +13,6 @@
 #include <arpa/inet.h>
 #include <cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -29,7 +28,7 @@
 #include "daemon/server.h"
 #include "daemon/web_assets.h"
 #include "util/clock.h"
-#include "util/shortest.h"
+#include "util/json_double.h"
 
 #define HTTP_MAX_CONNECTIONS 32
 #define HTTP_TIMEOUT_S       30
@@ -177,13 +176,12 @@ static int is_data_path(const char *p)
            (!strncmp(p, "/api/tasks/", 11) && p[11] && !strchr(p + 11, '/'));
 }
 
-/* cJSON's own printing stops at 15 digits when they come within its tolerance, so the API
- * would disagree with the RPC answer in the last digit. NaN and Inf print as null. */
+/* Not cJSON's own printing: it stops at 15 digits when they come within its tolerance, so the
+ * API would disagree with the RPC answer in the last digit. */
 static cJSON *json_number(double v)
 {
-    if (!isfinite(v)) return cJSON_CreateNull();
     char text[32];
-    zmix_shortest_double(text, v);
+    zmix_json_double(text, v);
     return cJSON_CreateRaw(text);
 }
 

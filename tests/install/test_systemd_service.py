@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import time
+import warnings
 
 import pytest
 
@@ -184,7 +185,6 @@ def test_the_service_as_docs_install_md_runs_it(system):
                   "'[Service]\\nPrivateDevices=no\\n' > "
                   "/etc/systemd/system/zmixd.service.d/no-private-devices.conf")
         system.ok("systemctl stop zmixd; systemctl reset-failed zmixd; systemctl daemon-reload")
-        import warnings
         warnings.warn("this host's /dev cannot be privatised here: PrivateDevices=no")
     else:
         system.sh("systemctl stop zmixd; systemctl reset-failed zmixd")
